@@ -1,0 +1,5 @@
+import sys
+
+from moodlemate.ai.cli import main
+
+sys.exit(main())

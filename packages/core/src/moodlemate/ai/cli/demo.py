@@ -1,0 +1,91 @@
+"""``moodlemate-ai demo``: the whole stack against the embedded loopback server.
+
+No key, no network: a chat completion, a token count, the cost, and a retry after an
+injected 429, each through the same code a real call takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from moodlemate.ai.cli import EXIT_OK
+
+DEMO_KEY = "sk-demo-0000000000000000"
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run a completion, a token count and a retry against a local test server"
+    )
+    parser.add_argument("-m", "--model", default="gpt-4o-mini", help="model name to send")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moodlemate.ai.gpt import GPT
+    from moodlemate.ai.retry import RetryPolicy
+    from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+
+    with LoopbackServer() as server:
+        server.api_key = DEMO_KEY
+        gpt = GPT(
+            "openai",
+            endpoint=server.url,
+            api_key=DEMO_KEY,
+            retry=RetryPolicy(wait_initial=0.2, wait_jitter=0.1),
+        )
+        print(f"loopback OpenAI-compatible server at {server.url}")
+
+        server.enqueue(
+            Reply(
+                text="Hello! I am answering from the loopback server.",
+                prompt_tokens=21,
+                completion_tokens=11,
+                cached_tokens=0,
+            )
+        )
+        text = gpt.chat_completion(args.model, "Be brief.", "Say hello.")
+        result = gpt.last_result
+        assert result is not None
+        print(f"\nchat_completion({args.model!r}) -> {text!r}")
+        print(
+            f"  usage: {result.usage.prompt_tokens} prompt + "
+            f"{result.usage.completion_tokens} completion tokens; cost: {_money(result.cost)}"
+        )
+
+        sample = "The quick brown fox jumps over the lazy dog."
+        print(
+            f"\ncount_tokens({sample!r}, {args.model!r}) -> {gpt.count_tokens(sample, args.model)}"
+        )
+
+        server.enqueue(Fault.status(429, retry_after=0.5), Reply(text="Answered after a retry."))
+        _show_retries()
+        text = gpt.chat_completion(args.model, "Be brief.", "Try again.")
+        result = gpt.last_result
+        assert result is not None
+        print(
+            f"  -> {text!r} after {result.attempts} attempts "
+            f"(server saw {len(server.chat_requests) - 1} more requests)"
+        )
+
+        total = gpt.ledger.as_dict()["total"]
+        print(
+            f"\nledger: {total['calls']} calls, {total['total_tokens']} tokens, "
+            f"{_money(total['cost'])}"
+        )
+    return EXIT_OK
+
+
+def _show_retries() -> None:
+    print("\ninjecting HTTP 429 with retry-after: 0.5 ...")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("  retry: %(message)s"))
+    logger = logging.getLogger("moodlemate.ai")
+    logger.addHandler(handler)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.WARNING))
+
+
+def _money(value: object) -> str:
+    return "unknown" if value is None else f"${value:.8f}"

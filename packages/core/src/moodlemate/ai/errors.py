@@ -1,0 +1,210 @@
+"""One exception hierarchy users can catch without importing any vendor SDK.
+
+Every message passes through :func:`moodlemate.ai.secrets.redact`, so an API key that a
+server echoes back (or that a caller pastes into a model name) never reaches a traceback.
+"""
+
+from __future__ import annotations
+
+from moodlemate.ai.secrets import redact
+
+__all__ = [
+    "APIConnectionError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigurationError",
+    "ConflictError",
+    "ContextWindowExceededError",
+    "InvalidAPIKeyError",
+    "InvalidEndpointError",
+    "MalformedResponseError",
+    "MissingAPIKeyError",
+    "MoodlemateError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PluginError",
+    "ProviderError",
+    "ProviderNotInstalledError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "ServerError",
+    "TokenizerUnavailableError",
+    "UnknownProviderError",
+    "ValidationError",
+    "error_for_status",
+]
+
+
+class MoodlemateError(Exception):
+    """Base of every error this library raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigurationError(MoodlemateError):
+    """Settings that cannot work: unknown provider, missing package, bad config file."""
+
+
+class UnknownProviderError(ConfigurationError, LookupError):
+    pass
+
+
+class ProviderNotInstalledError(UnknownProviderError):
+    """A known provider whose package is missing; the message names the extra to install."""
+
+
+class MissingAPIKeyError(ConfigurationError):
+    pass
+
+
+class PluginError(ConfigurationError):
+    """A plugin broke the provider contract (import failure, missing method, duplicate name)."""
+
+
+class TokenizerUnavailableError(ConfigurationError):
+    """A tokenizer's data cannot be loaded (typically offline without a BPE cache)."""
+
+
+class ValidationError(MoodlemateError, ValueError):
+    """Bad input caught before anything is sent."""
+
+
+class InvalidAPIKeyError(ValidationError):
+    pass
+
+
+class InvalidEndpointError(ValidationError):
+    pass
+
+
+class ContextWindowExceededError(ValidationError):
+    """The counted prompt plus the requested output cannot fit the model's context window."""
+
+
+class BudgetExceededError(MoodlemateError):
+    """The instance's cost ceiling is reached; the call was not sent."""
+
+
+class ProviderError(MoodlemateError):
+    """A call to a provider failed. Carries what support tickets and dashboards need."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.provider = provider
+        self.model = model
+        self.request_id = request_id
+        self.code = code
+        self.retry_after = retry_after
+        self.attempts = 1
+        if retryable is not None:
+            self.retryable = retryable
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        context = [
+            f"{name}={value}"
+            for name, value in (
+                ("provider", self.provider),
+                ("model", self.model),
+                ("status", self.status_code),
+                ("code", self.code),
+                ("request_id", self.request_id),
+            )
+            if value is not None
+        ]
+        if self.attempts > 1:
+            context.append(f"attempts={self.attempts}")
+        if context:
+            parts.append(f"({', '.join(context)})")
+        return redact(" ".join(parts))
+
+
+class APIConnectionError(ProviderError):
+    retryable = True
+
+
+class APITimeoutError(APIConnectionError):
+    retryable = True
+
+
+class MalformedResponseError(ProviderError):
+    """The server answered 2xx with a body that is not a usable completion."""
+
+    retryable = True
+
+
+class RateLimitError(ProviderError):
+    retryable = True
+
+
+class QuotaExceededError(ProviderError):
+    """Billing, not load: out of quota or credits. Waiting does not help, so never retried."""
+
+
+class AuthenticationError(ProviderError):
+    pass
+
+
+class PermissionDeniedError(ProviderError):
+    pass
+
+
+class BadRequestError(ProviderError):
+    pass
+
+
+class NotFoundError(ProviderError):
+    pass
+
+
+class ConflictError(ProviderError):
+    retryable = True
+
+
+class ServerError(ProviderError):
+    retryable = True
+
+
+_BY_STATUS: dict[int, type[ProviderError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: QuotaExceededError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: APITimeoutError,
+    409: ConflictError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+
+
+def error_for_status(status: int, code: str | None = None) -> type[ProviderError]:
+    """Map an HTTP status (and the body's error code) to the error class users catch."""
+    if code in _QUOTA_CODES:
+        return QuotaExceededError
+    if status >= 500:
+        return ServerError
+    return _BY_STATUS.get(status, ProviderError)

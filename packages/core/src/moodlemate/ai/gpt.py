@@ -1,0 +1,215 @@
+"""The GPT facade: settings, provider choice, the retry policy and accounting, nothing vendor.
+
+Each call validates its arguments, picks the provider, sends through the shared
+:class:`~moodlemate.ai.retry.RetryPolicy` and records usage and cost in the instance's
+:class:`~moodlemate.ai.ledger.Ledger`. Providers come from plugins and are resolved on first
+use, so constructing a GPT imports no vendor SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import replace
+
+from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
+from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError
+from moodlemate.ai.ledger import Ledger
+from moodlemate.ai.plugins import PluginRegistry, registry
+from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
+from moodlemate.ai.retry import RetryPolicy
+from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
+from moodlemate.ai.validation import build_chat_request, check_model, check_text
+
+__all__ = ["GPT"]
+
+log = logging.getLogger("moodlemate.ai")
+log.addHandler(logging.NullHandler())
+log.addFilter(RedactingFilter())
+
+DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
+
+
+class GPT:
+    """A chat facade over any registered provider.
+
+    ``GPT()`` takes provider, endpoint and key from the environment (and config file), else
+    defaults to OpenAI. A key is scoped to the endpoint it was set for: after changing
+    ``endpoint`` to another host, set ``api_key`` again (or pass both to the constructor).
+    """
+
+    def __init__(
+        self,
+        provider: str | None = None,
+        *,
+        endpoint: str | None = None,
+        api_key: str | None = None,
+        model: str | None = None,
+        retry: RetryPolicy | None = None,
+        plugins: PluginRegistry | None = None,
+    ) -> None:
+        settings = resolve_settings(provider=provider, endpoint=endpoint, model=model)
+        self._plugins = plugins or registry
+        self._provider_name = settings.provider
+        self._provider_explicit = settings.provider_is_explicit
+        self._endpoint: str | None = settings.endpoint
+        self._key: str | None = None
+        self._key_origin: str | None = None
+        self.model = settings.model
+        """Default model for calls that do not name one (context_assistant, the CLI)."""
+        self.retry = retry or RetryPolicy()
+        self.ledger = Ledger()
+        self._local = threading.local()
+        self._unpriced_warned: set[str] = set()
+        if api_key is not None:
+            self.api_key = api_key
+
+    # -- settings ------------------------------------------------------------------------
+
+    @property
+    def provider(self) -> Provider:
+        """The provider calls go to: the one named, else the one that owns the endpoint."""
+        if not self._provider_explicit and self._endpoint is not None:
+            owner = self._plugins.for_endpoint(self._endpoint)
+            if owner is not None:
+                return owner
+        return self._plugins.get(self._provider_name)
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL requests go to (no trailing slash); the provider's default unless set."""
+        return self._endpoint or self.provider.default_endpoint
+
+    @endpoint.setter
+    def endpoint(self, url: str | None) -> None:
+        self._endpoint = None if url is None else normalize_endpoint(url)
+
+    @property
+    def api_key(self) -> str | None:
+        """The key that calls to the current endpoint would send, or None."""
+        return self._key_for(self.provider, self.endpoint)
+
+    @api_key.setter
+    def api_key(self, key: str) -> None:
+        if not isinstance(key, str):
+            raise InvalidAPIKeyError(f"api_key must be a string, not {type(key).__name__}")
+        if not key:
+            raise InvalidAPIKeyError("api_key must not be empty")
+        register_secret(key)
+        if any(c.isspace() for c in key):
+            raise InvalidAPIKeyError("api_key must not contain whitespace (stray newline?)")
+        if not key.isprintable() or not key.isascii():
+            raise InvalidAPIKeyError("api_key must be printable ASCII")
+        endpoint = self.endpoint
+        self.provider.check_key(key, endpoint)
+        self._key = key
+        self._key_origin = origin(endpoint)
+
+    @property
+    def last_result(self) -> Completion | None:
+        """The full result of this thread's last successful call on this instance."""
+        result: Completion | None = getattr(self._local, "last", None)
+        return result
+
+    def __repr__(self) -> str:
+        return (
+            f"GPT(provider={self._provider_name!r}, endpoint={self._endpoint!r}, "
+            f"api_key={mask(self._key)})"
+        )
+
+    # -- the seed contract ---------------------------------------------------------------
+
+    def chat_completion(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> str:
+        """Send one system + user turn and return the reply text."""
+        return self.complete(model, system_message, user_message, temperature, max_tokens).text
+
+    def count_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
+        """Tokens ``text`` encodes to for ``model``, counted locally (no request)."""
+        check_text(text, "text")
+        return self.provider.count_tokens(text, check_model(model))
+
+    def context_assistant(self, prompt: str) -> str:
+        """Answer ``prompt`` with the instance's default model and a helpful-assistant system
+        message."""
+        return self.chat_completion(
+            self.model, DEFAULT_SYSTEM_MESSAGE, check_text(prompt, "prompt")
+        )
+
+    # -- beyond the seed -----------------------------------------------------------------
+
+    def complete(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """Like :meth:`chat_completion`, but returns the full :class:`Completion`."""
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return self.send(request)
+
+    def send(self, request: ChatRequest) -> Completion:
+        """Send a prepared request under the retry policy and record it in the ledger."""
+        provider = self.provider
+        connection = self._connection(provider)
+
+        def attempt(timeout: float) -> Completion:
+            return provider.complete(replace(connection, timeout=timeout), request)
+
+        completion, attempts = self.retry.run(attempt, f"{provider.name} {request.model}")
+        completion = self._account(provider, request, completion, attempts)
+        self._local.last = completion
+        return completion
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _key_for(self, provider: Provider, endpoint: str) -> str | None:
+        if self._key is not None and self._key_origin == origin(endpoint):
+            return self._key
+        if provider.key_env and provider.recognises(endpoint):
+            key = os.environ.get(provider.key_env) or None
+            register_secret(key)
+            return key
+        return None
+
+    def _connection(self, provider: Provider) -> Connection:
+        endpoint = self._endpoint or provider.default_endpoint
+        key = self._key_for(provider, endpoint)
+        if key is None:
+            if self._key is not None:
+                log.info(
+                    "not sending the api_key set for %s to %s; set api_key again for this endpoint",
+                    self._key_origin,
+                    origin(endpoint),
+                )
+            if provider.requires_key and provider.recognises(endpoint):
+                hint = f"set {provider.key_env} or " if provider.key_env else "set "
+                raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
+        return Connection(endpoint=endpoint, api_key=key)
+
+    def _account(
+        self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int
+    ) -> Completion:
+        cost = completion.reported_cost
+        if cost is None:
+            price = provider.price(completion.model) or provider.price(request.model)
+            if price is not None:
+                cost = price.cost(completion.usage)
+            elif request.model not in self._unpriced_warned:
+                self._unpriced_warned.add(request.model)
+                log.warning(
+                    "no price known for %s model %r: its cost is recorded as unknown",
+                    provider.name,
+                    request.model,
+                )
+        self.ledger.record(request.model, completion.usage, cost)
+        return replace(completion, cost=cost, attempts=attempts)

@@ -1,0 +1,85 @@
+"""A thread-safe running account of calls, tokens and cost for one GPT instance."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from moodlemate.ai.usage import Usage
+
+__all__ = ["Ledger"]
+
+
+@dataclass(slots=True)
+class _Tally:
+    calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+
+    def add(self, usage: Usage, cost: Decimal | None) -> None:
+        self.calls += 1
+        self.usage = self.usage + usage
+        if cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost += cost
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "cached_tokens": self.usage.cached_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "reasoning_tokens": self.usage.reasoning_tokens,
+            "total_tokens": self.usage.total_tokens,
+            "cost": self.cost,
+            "unpriced_calls": self.unpriced_calls,
+        }
+
+
+class Ledger:
+    """Running totals per instance; every call's usage lands here exactly once, under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = _Tally()
+        self._by_model: dict[str, _Tally] = {}
+
+    def record(self, model: str, usage: Usage, cost: Decimal | None) -> None:
+        with self._lock:
+            self._total.add(usage, cost)
+            tally = self._by_model.get(model)
+            if tally is None:
+                tally = self._by_model[model] = _Tally()
+            tally.add(usage, cost)
+
+    @property
+    def calls(self) -> int:
+        return self._total.calls
+
+    @property
+    def usage(self) -> Usage:
+        return self._total.usage
+
+    @property
+    def cost(self) -> Decimal:
+        """Known cost so far; calls to unpriced models are counted in ``unpriced_calls``."""
+        return self._total.cost
+
+    def reset(self) -> None:
+        with self._lock:
+            self._total = _Tally()
+            self._by_model = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "total": self._total.as_dict(),
+                "by_model": {name: t.as_dict() for name, t in sorted(self._by_model.items())},
+            }
+
+    def __repr__(self) -> str:
+        return f"Ledger(calls={self.calls}, cost={self.cost})"

@@ -1,0 +1,145 @@
+"""The provider contract: what a plugin implements so the GPT facade can use a backend.
+
+A provider is stateless apart from caches: the facade hands it a :class:`Connection`
+(endpoint, key, headers) and a :class:`ChatRequest` on every call, so one provider object
+serves many GPT instances, keys and endpoints at once. Retries, validation, cost and the
+ledger live in the facade; a provider only translates requests and responses and raises
+errors from :mod:`moodlemate.ai.errors` (with ``retryable`` and ``retry_after`` set), never
+vendor SDK exceptions.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from moodlemate.ai.errors import InvalidAPIKeyError
+from moodlemate.ai.pricing import ModelInfo, Price
+from moodlemate.ai.secrets import mask
+from moodlemate.ai.usage import Usage
+
+__all__ = ["ChatRequest", "Completion", "Connection", "Message", "Provider", "Role"]
+
+Role = Literal["system", "developer", "user", "assistant"]
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A vendor-neutral chat request; ``extra`` passes provider-specific fields through."""
+
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stream: bool = False
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The full result of one chat completion."""
+
+    text: str
+    model: str
+    provider: str
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    request_id: str | None = None
+    cost: Decimal | None = None
+    """Cost of the call in USD: what the provider charged when it says, else from the price table;
+    None when the model's price is unknown."""
+    reported_cost: Decimal | None = None
+    """The cost the provider itself reported in the response (e.g. OpenRouter's ``usage.cost``)."""
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where and as whom to send a request. The key never shows in a repr."""
+
+    endpoint: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    timeout: float | None = None
+
+    def __repr__(self) -> str:
+        return f"Connection(endpoint={self.endpoint!r}, api_key={mask(self.api_key)})"
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.endpoint).hostname or "").lower()
+
+
+class Provider(ABC):
+    """Base class for providers. Subclasses set the class attributes and implement the
+    abstract methods; the rest has defaults that suit an OpenAI-compatible backend."""
+
+    name: str
+    """Registry name users select, e.g. ``"openai"``."""
+    default_endpoint: str
+    """Base URL used when no endpoint is configured, e.g. ``https://api.openai.com/v1``."""
+    key_env: str | None = None
+    """Environment variable that holds this provider's key, e.g. ``OPENAI_API_KEY``."""
+    key_prefixes: tuple[str, ...] = ()
+    """Accepted key prefixes on the provider's own endpoint; empty accepts any."""
+    requires_key: bool = True
+    """Whether the provider's own endpoint needs a key (a local server may not)."""
+    hosts: tuple[str, ...] = ()
+    """Hostnames that identify this provider's endpoint; default: the default endpoint's host."""
+
+    def recognises(self, endpoint: str) -> bool:
+        """True when ``endpoint`` is this provider's own service (selects it automatically)."""
+        host = (urlsplit(endpoint).hostname or "").lower()
+        own = self.hosts or ((urlsplit(self.default_endpoint).hostname or "").lower(),)
+        return bool(host) and any(host == h or host.endswith("." + h) for h in own)
+
+    def check_key(self, key: str, endpoint: str) -> None:
+        """Raise InvalidAPIKeyError (without the key in the message) if ``key`` cannot be one of
+        this provider's keys. Custom endpoints accept any well-formed token."""
+        if (
+            self.key_prefixes
+            and self.recognises(endpoint)
+            and not key.startswith(self.key_prefixes)
+        ):
+            expected = " or ".join(f"'{p}'" for p in self.key_prefixes)
+            raise InvalidAPIKeyError(
+                f"that is not a {self.name} API key: {self.name} keys start with {expected}"
+            )
+
+    @abstractmethod
+    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
+        """Send one request, once (the facade retries), and return its completion."""
+
+    @abstractmethod
+    def count_tokens(self, text: str, model: str) -> int:
+        """Tokens ``text`` encodes to for ``model``; must work offline once data is cached."""
+
+    def model_info(self, model: str) -> ModelInfo | None:
+        """Price and limits of ``model``; None when unknown."""
+        return None
+
+    def price(self, model: str) -> Price | None:
+        info = self.model_info(model)
+        return info.price if info else None
+
+    def models(self) -> list[ModelInfo]:
+        """Every model this provider has a price or limits for (for listings)."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release pooled clients."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.default_endpoint}>"

@@ -1,0 +1,65 @@
+"""Checks on call arguments, done before anything is sent: a typo must not cost a request."""
+
+from __future__ import annotations
+
+import math
+
+from moodlemate.ai.errors import ValidationError
+from moodlemate.ai.provider import ChatRequest, Message
+
+__all__ = ["build_chat_request", "check_model", "check_text"]
+
+
+def check_model(model: object) -> str:
+    if not isinstance(model, str):
+        raise ValidationError(f"model must be a string, not {type(model).__name__}")
+    if not model.strip():
+        raise ValidationError("model must not be empty")
+    if model != model.strip():
+        raise ValidationError(f"model {model.strip()!r} has leading or trailing whitespace")
+    return model
+
+
+def check_text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def check_temperature(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"temperature must be a number, not {type(value).__name__}")
+    if math.isnan(value) or not 0 <= value <= 2:
+        raise ValidationError(f"temperature must be between 0 and 2, got {value}")
+    return float(value)
+
+
+def check_max_tokens(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"max_tokens must be an int or None, not {type(value).__name__}")
+    if value < 1:
+        raise ValidationError(f"max_tokens must be at least 1, got {value}")
+    return value
+
+
+def build_chat_request(
+    model: object,
+    system_message: object,
+    user_message: object,
+    temperature: object,
+    max_tokens: object,
+) -> ChatRequest:
+    """The seed call's arguments as a validated request; an empty system message is dropped."""
+    system = check_text(system_message, "system_message")
+    user = check_text(user_message, "user_message")
+    messages = (
+        (Message("system", system), Message("user", user)) if system else (Message("user", user),)
+    )
+    return ChatRequest(
+        model=check_model(model),
+        messages=messages,
+        temperature=check_temperature(temperature),
+        max_tokens=check_max_tokens(max_tokens),
+    )

@@ -1,0 +1,173 @@
+"""Turn /chat/completions responses and SDK exceptions into the core's types.
+
+The body is parsed straight from JSON: the facade needs text, usage and a few ids, so
+building the SDK's full pydantic models on every call would be wasted work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from moodlemate.ai.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    MalformedResponseError,
+    ProviderError,
+    error_for_status,
+)
+from moodlemate.ai.provider import Completion
+from moodlemate.ai.retry import retry_after_from_headers, should_retry_from_headers
+from moodlemate.ai.usage import Usage
+
+__all__ = ["parse_completion", "provider_error", "status_error"]
+
+
+def parse_completion(
+    content: bytes,
+    headers: Mapping[str, str],
+    *,
+    provider: str,
+    model: str,
+) -> Completion:
+    request_id = headers.get("x-request-id")
+    try:
+        data = json.loads(content)
+    except ValueError:
+        raise MalformedResponseError(
+            f"response body is not valid JSON ({len(content)} bytes)",
+            provider=provider,
+            model=model,
+            request_id=request_id,
+        ) from None
+    if not isinstance(data, dict):
+        raise MalformedResponseError(
+            "response body is not a JSON object",
+            provider=provider,
+            model=model,
+            request_id=request_id,
+        )
+    error = data.get("error")
+    if error and not data.get("choices"):
+        raise error_in_body(error, headers, provider=provider, model=model)
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+        text = message.get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise MalformedResponseError(
+            "response has no choices[0].message",
+            provider=provider,
+            model=model,
+            request_id=request_id,
+        ) from None
+    return Completion(
+        text=text,
+        model=data.get("model") or model,
+        provider=provider,
+        finish_reason=choice.get("finish_reason"),
+        usage=usage_from(data.get("usage")),
+        request_id=request_id or data.get("id"),
+        reported_cost=_decimal((data.get("usage") or {}).get("cost")),
+    )
+
+
+def usage_from(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def status_error(
+    status: int,
+    error: Any,
+    headers: Mapping[str, str],
+    *,
+    provider: str,
+    model: str,
+    request_id: str | None,
+) -> ProviderError:
+    """The core error for an HTTP error status, honouring x-should-retry and Retry-After."""
+    message, code = _message_and_code(error, default=f"HTTP {status}")
+    cls = error_for_status(status, code)
+    exc = cls(
+        message,
+        status_code=status,
+        provider=provider,
+        model=model,
+        request_id=request_id,
+        code=code,
+        retry_after=retry_after_from_headers(headers),
+    )
+    verdict = should_retry_from_headers(headers)
+    if verdict is not None and cls.__name__ != "QuotaExceededError":
+        exc.retryable = verdict
+    return exc
+
+
+def error_in_body(
+    error: Any, headers: Mapping[str, str], *, provider: str, model: str
+) -> ProviderError:
+    """An error object inside a 2xx body (some gateways report mid-generation failures so)."""
+    raw_code = error.get("code") if isinstance(error, dict) else None
+    status = raw_code if isinstance(raw_code, int) and 400 <= raw_code < 600 else 502
+    return status_error(
+        status,
+        error,
+        headers,
+        provider=provider,
+        model=model,
+        request_id=headers.get("x-request-id"),
+    )
+
+
+def _message_and_code(error: Any, default: str) -> tuple[str, str | None]:
+    if isinstance(error, dict):
+        message = error.get("message") or default
+        code = error.get("code") or error.get("type")
+        return str(message), (str(code) if code is not None else None)
+    if isinstance(error, str) and error:
+        return error[:500], None
+    return default, None
+
+
+def provider_error(exc: Exception, *, provider: str, model: str) -> ProviderError | None:
+    """The core error for an openai SDK exception, or None if it is not one of the SDK's."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return status_error(
+            exc.status_code,
+            exc.body,
+            exc.response.headers,
+            provider=provider,
+            model=model,
+            request_id=exc.request_id,
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return APITimeoutError("request timed out", provider=provider, model=model)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f" ({type(cause).__name__})" if cause else ""
+        return APIConnectionError(
+            f"could not reach the server{detail}", provider=provider, model=model
+        )
+    return None
