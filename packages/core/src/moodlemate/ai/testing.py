@@ -18,11 +18,10 @@ Use it in your own tests::
 
     def test_retries_a_rate_limit(llm):
         llm.enqueue(Fault.status(429, retry_after=0), Reply(text="hello"))
-        gpt = GPT()
-        gpt.endpoint = llm.url
-        gpt.api_key = "sk-test"
-        assert gpt.chat_completion(model="gpt-4o-mini", user_message="Hi") == "hello"
-        assert len(llm.chat_requests) == 2
+        gpt = GPT("openai", endpoint=llm.url, api_key="sk-test")
+        text = gpt.chat_completion("gpt-4o-mini", system_message="Be brief.", user_message="Hi")
+        assert text == "hello"
+        assert len(llm.chat_requests) == 2  # the request log counts real attempts
 
 Any OpenAI-compatible client works the same way: point its base URL at ``server.url``.
 
@@ -41,6 +40,7 @@ import json
 import math
 import random
 import re
+import selectors
 import socket
 import socketserver
 import struct
@@ -48,7 +48,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -274,8 +274,7 @@ class LoopbackServer:
         self._port = int(httpd.server_address[1])
         self._httpd = httpd
         self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            target=httpd.serve,
             name=f"LoopbackServer:{self._port}",
             daemon=True,
         )
@@ -288,12 +287,11 @@ class LoopbackServer:
         if httpd is None:
             return
         self._httpd = self._thread = None
-        httpd.stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
-        httpd.close_connections()
+        httpd.wake()
         if thread is not None:
             thread.join(timeout=5)
+        httpd.server_close()
+        httpd.close_connections()
 
     def __enter__(self) -> LoopbackServer:
         return self.start()
@@ -413,7 +411,41 @@ class _HTTPServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
+        self._wake_r, self._wake_w = socket.socketpair()
+        try:
+            super().__init__(("127.0.0.1", port), _Handler)
+        except OSError:
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
+
+    def serve(self) -> None:
+        """Accept until ``wake()``: unlike serve_forever, stopping costs no poll interval."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is not self.socket or self.stopping.is_set():
+                        continue
+                    try:
+                        request, client_address = self.get_request()
+                    except OSError:
+                        continue
+                    try:
+                        self.process_request(request, client_address)
+                    except Exception:
+                        self.shutdown_request(request)
+
+    def wake(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name, which can stall on odd DNS setups.
@@ -423,10 +455,13 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def track(self, conn: socket.socket, *, alive: bool) -> None:
         with self._connections_lock:
-            if alive:
-                self._connections.add(conn)
-            else:
+            if not alive:
                 self._connections.discard(conn)
+                return
+            self._connections.add(conn)
+        if self.stopping.is_set():  # accepted just as stop() ran: do not outlive the server
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def close_connections(self) -> None:
         with self._connections_lock:
@@ -477,7 +512,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
         owner = self.server.owner
@@ -627,7 +662,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(events, terminate=False)
             else:
                 payload = _dumps(done.body())
-                self._send_raw(200, payload, declared_length=len(payload), cut=len(payload) // 2)
+                self._send_raw(200, payload, cut=len(payload) // 2)
             self._reset()
 
     def _sleep(self, seconds: float) -> bool:
@@ -664,14 +699,14 @@ class _Handler(BaseHTTPRequestHandler):
         payload: bytes,
         extra: Mapping[str, str] | None = None,
         *,
-        declared_length: int | None = None,
         cut: int | None = None,
     ) -> None:
+        """Send a JSON response; ``cut`` sends only that many bytes of the declared body."""
         self._headers_out(status, "application/json", extra)
-        length = len(payload) if declared_length is None else declared_length
-        self.send_header("content-length", str(length))
+        self.send_header("content-length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload if cut is None else payload[:cut])
+        if self.command != "HEAD":
+            self.wfile.write(payload if cut is None else payload[:cut])
 
     def _send_json(self, status: int, obj: Any, extra: Mapping[str, str] | None = None) -> None:
         self._send_raw(status, _dumps(obj), extra)
@@ -895,7 +930,7 @@ _STATUS_DEFAULTS: dict[int, tuple[str, str, str | None, str | None]] = {
 
 
 def _validate(
-    body: Any, had_body: bool, strict: bool, reject_stream: set[str]
+    body: Any, had_body: bool, strict: bool, reject_stream: Collection[str]
 ) -> tuple[str, str | None, str | None] | None:
     """The real API's 400s as (message, param, code), or None when the request is acceptable."""
     if body is None:
