@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -95,6 +94,8 @@ class Ledger:
 
     def to_json(self, **kwargs: Any) -> str:
         """:meth:`as_dict` as JSON; costs become strings so no digit is lost to float."""
+        import json  # only exports need it; keeps GPT() light
+
         return json.dumps(self.as_dict(), default=str, **kwargs)
 
     def __repr__(self) -> str:
