@@ -15,13 +15,9 @@ or ``seed_tiktoken_cache(path)`` from Python; the file is verified against tikto
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import http.client
 import os
 import sys
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +110,8 @@ def cache_dir() -> Path | None:
         if variable in os.environ:
             value = os.environ[variable]
             return Path(value) if value else None
+    import tempfile
+
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
@@ -127,6 +125,8 @@ def ensure_available(encoding: str) -> None:
     directory = cache_dir()
     if files is None or directory is None:
         return
+    import http.client
+
     for bpe in files:
         path = directory / bpe.cache_name
         problem = _cached_problem(path, bpe)
@@ -191,6 +191,8 @@ def seed_tiktoken_cache(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m moodlemate.providers.openai.tiktoken_cache FILE...``: seed the cache."""
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m moodlemate.providers.openai.tiktoken_cache",
         description="Put tiktoken BPE files (e.g. o200k_base.tiktoken) into tiktoken's cache, "
@@ -246,6 +248,8 @@ def _download(url: str) -> bytes:
 
 def _write(path: Path, data: bytes) -> None:
     """Write atomically, so a concurrent reader never sees half a file."""
+    import uuid
+
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     try:

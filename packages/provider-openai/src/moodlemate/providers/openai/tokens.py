@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import TokenizerUnavailableError
 from moodlemate.providers.openai.models import family
-from moodlemate.providers.openai.tiktoken_cache import ensure_available
 
 if TYPE_CHECKING:
     import tiktoken
@@ -83,6 +82,7 @@ def count_tokens(text: str, model: str) -> int:
 
 def _load(name: str) -> tiktoken.Encoding:
     import tiktoken
+    from moodlemate.providers.openai.tiktoken_cache import ensure_available
 
     ensure_available(name)
     try:
