@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from moodlemate.ai.pricing import ModelInfo, Price
     from moodlemate.ai.provider import ChatRequest, Completion, Connection, Message, Provider
     from moodlemate.ai.retry import RetryPolicy
+    from moodlemate.ai.token_count import TokenCount
     from moodlemate.ai.usage import Usage
 
 __version__ = "0.1.0"
@@ -94,6 +95,7 @@ _LAZY: dict[str, str] = {
     "Message": "moodlemate.ai.provider",
     "Provider": "moodlemate.ai.provider",
     "RetryPolicy": "moodlemate.ai.retry",
+    "TokenCount": "moodlemate.ai.token_count",
     "Usage": "moodlemate.ai.usage",
     **dict.fromkeys(_ERRORS, "moodlemate.ai.errors"),
 }

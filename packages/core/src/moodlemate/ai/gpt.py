@@ -11,15 +11,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from decimal import Decimal
 
+from moodlemate.ai.budget import check_budget, to_budget
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
+from moodlemate.ai.context_window import check_context_window
 from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError
 from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
+from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
 from moodlemate.ai.validation import build_chat_request, check_model, check_text
 
 __all__ = ["GPT"]
@@ -48,6 +53,7 @@ class GPT:
         model: str | None = None,
         retry: RetryPolicy | None = None,
         plugins: PluginRegistry | None = None,
+        budget: Decimal | int | float | str | None = None,
     ) -> None:
         settings = resolve_settings(provider=provider, endpoint=endpoint, model=model)
         self._plugins = plugins or registry
@@ -60,6 +66,7 @@ class GPT:
         """Default model for calls that do not name one (context_assistant, the CLI)."""
         self.retry = retry or RetryPolicy()
         self.ledger = Ledger()
+        self.budget = budget
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
         if api_key is not None:
@@ -107,6 +114,16 @@ class GPT:
         self._key_origin = origin(endpoint)
 
     @property
+    def budget(self) -> Decimal | None:
+        """Cost ceiling in USD: once ``ledger.cost`` reaches it, calls raise BudgetExceededError
+        before sending. None (the default) means no ceiling. See :mod:`moodlemate.ai.budget`."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, value: Decimal | int | float | str | None) -> None:
+        self._budget = to_budget(value)
+
+    @property
     def last_result(self) -> Completion | None:
         """The full result of this thread's last successful call on this instance."""
         result: Completion | None = getattr(self._local, "last", None)
@@ -145,6 +162,24 @@ class GPT:
 
     # -- beyond the seed -----------------------------------------------------------------
 
+    def count_chat_tokens(
+        self, system_message: str, user_message: str, model: str = "gpt-4o-mini"
+    ) -> int:
+        """Prompt tokens that ``chat_completion`` with these messages would be billed for,
+        counted locally. See :meth:`count_message_tokens` to learn whether it is an estimate."""
+        request = build_chat_request(model, system_message, user_message, 1, None)
+        return self.provider.count_message_tokens(
+            wire_messages(request.messages), request.model
+        ).tokens
+
+    def count_message_tokens(
+        self, messages: Iterable[Mapping[str, str]], model: str = "gpt-4o-mini"
+    ) -> TokenCount:
+        """Prompt tokens of a whole conversation (dicts with role, content and optional name),
+        with ``estimate`` set when the model's tokenizer or chat format is not known exactly."""
+        checked = check_messages(messages)
+        return self.provider.count_message_tokens(checked, check_model(model))
+
     def complete(
         self,
         model: str,
@@ -161,6 +196,8 @@ class GPT:
         """Send a prepared request under the retry policy and record it in the ledger."""
         provider = self.provider
         connection = self._connection(provider)
+        check_budget(self.ledger.cost, self._budget)
+        check_context_window(provider, request)
 
         def attempt(timeout: float) -> Completion:
             return provider.complete(replace(connection, timeout=timeout), request)
@@ -207,7 +244,8 @@ class GPT:
             elif request.model not in self._unpriced_warned:
                 self._unpriced_warned.add(request.model)
                 log.warning(
-                    "no price known for %s model %r: its cost is recorded as unknown",
+                    "no price known for %s model %r: its cost is recorded as unknown "
+                    "(and not counted against a budget)",
                     provider.name,
                     request.model,
                 )

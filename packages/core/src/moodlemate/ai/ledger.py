@@ -58,16 +58,26 @@ class Ledger:
 
     @property
     def calls(self) -> int:
-        return self._total.calls
+        with self._lock:
+            return self._total.calls
 
     @property
     def usage(self) -> Usage:
-        return self._total.usage
+        with self._lock:
+            return self._total.usage
 
     @property
     def cost(self) -> Decimal:
-        """Known cost so far; calls to unpriced models are counted in ``unpriced_calls``."""
-        return self._total.cost
+        """Known cost so far in USD; calls to unpriced models are counted in
+        ``unpriced_calls``."""
+        with self._lock:
+            return self._total.cost
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Calls whose cost is unknown (and so missing from ``cost``)."""
+        with self._lock:
+            return self._total.unpriced_calls
 
     def reset(self) -> None:
         with self._lock:
@@ -75,11 +85,19 @@ class Ledger:
             self._by_model = {}
 
     def as_dict(self) -> dict[str, Any]:
+        """``{"total": {...}, "by_model": {model: {...}}}`` with exact Decimal costs."""
         with self._lock:
             return {
                 "total": self._total.as_dict(),
                 "by_model": {name: t.as_dict() for name, t in sorted(self._by_model.items())},
             }
 
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`as_dict` as JSON; costs become strings so no digit is lost to float."""
+        import json  # only exports need it; keeps GPT() light
+
+        return json.dumps(self.as_dict(), default=str, **kwargs)
+
     def __repr__(self) -> str:
-        return f"Ledger(calls={self.calls}, cost={self.cost})"
+        with self._lock:
+            return f"Ledger(calls={self._total.calls}, cost={self._total.cost})"

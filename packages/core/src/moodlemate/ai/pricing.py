@@ -41,3 +41,5 @@ class ModelInfo:
     max_output_tokens: int | None = None
     source: str | None = None
     as_of: str | None = None
+    max_input_tokens: int | None = None
+    """A prompt limit below the context window, where the vendor sets one (gpt-5: 272,000)."""

@@ -11,17 +11,20 @@ vendor SDK exceptions.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from moodlemate.ai.errors import InvalidAPIKeyError
 from moodlemate.ai.pricing import ModelInfo, Price
 from moodlemate.ai.secrets import mask
 from moodlemate.ai.usage import Usage
+
+if TYPE_CHECKING:
+    from moodlemate.ai.token_count import TokenCount
 
 __all__ = ["ChatRequest", "Completion", "Connection", "Message", "Provider", "Role"]
 
@@ -125,6 +128,19 @@ class Provider(ABC):
     @abstractmethod
     def count_tokens(self, text: str, model: str) -> int:
         """Tokens ``text`` encodes to for ``model``; must work offline once data is cached."""
+
+    def count_message_tokens(self, messages: Sequence[Mapping[str, str]], model: str) -> TokenCount:
+        """Prompt tokens of a chat request's ``messages`` (wire shape: role, content, optional
+        name), predicting the response's ``prompt_tokens``.
+
+        This default frames :meth:`count_tokens` with OpenAI's per-message overhead and marks
+        the result an estimate, since a backend's own chat template may frame messages
+        differently; a provider that knows its format exactly overrides it.
+        """
+        from moodlemate.ai.token_count import TokenCount, count_messages
+
+        tokens = count_messages(messages, lambda text: self.count_tokens(text, model))
+        return TokenCount(tokens, estimate=True)
 
     def model_info(self, model: str) -> ModelInfo | None:
         """Price and limits of ``model``; None when unknown."""

@@ -37,8 +37,9 @@ class PriceTable:
                 ),
                 context_window=entry.get("context_window"),
                 max_output_tokens=entry.get("max_output_tokens"),
-                source=source,
-                as_of=as_of,
+                max_input_tokens=entry.get("max_input_tokens"),
+                source=entry.get("source", source),
+                as_of=entry.get("as_of", as_of),
             )
             for name, entry in data["models"].items()
         }

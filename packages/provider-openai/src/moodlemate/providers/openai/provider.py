@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.errors import APIConnectionError
 from moodlemate.ai.pricing import ModelInfo
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
-from moodlemate.providers.openai import models, pricing, responses, tokens
+from moodlemate.ai.token_count import TokenCount
+from moodlemate.providers.openai import chat_tokens, models, pricing, responses, tokens
 from moodlemate.providers.openai.clients import ClientPool
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class OpenAIProvider(Provider):
 
     def count_tokens(self, text: str, model: str) -> int:
         return tokens.count_tokens(text, model)
+
+    def count_message_tokens(self, messages: Sequence[Mapping[str, str]], model: str) -> TokenCount:
+        return chat_tokens.count_message_tokens(messages, model)
 
     def model_info(self, model: str) -> ModelInfo | None:
         return pricing.openai_prices().get(model)

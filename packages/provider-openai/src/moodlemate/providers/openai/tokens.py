@@ -1,42 +1,67 @@
 """Token counting with tiktoken: one encoder per encoding, loaded on first use.
 
 tiktoken downloads its BPE files the first time an encoding is used and caches them in
-``TIKTOKEN_CACHE_DIR`` (else a temp folder); offline, point that variable at a folder that
-holds the files.
+``TIKTOKEN_CACHE_DIR`` (else a temp folder); :mod:`.tiktoken_cache` checks that cache first,
+so offline use fails fast with an error that says which file to provide and how.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from moodlemate.ai.errors import TokenizerUnavailableError
 from moodlemate.providers.openai.models import family
 
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["FALLBACK_ENCODING", "count_tokens", "encoding_for", "encoding_name_for"]
+__all__ = [
+    "FALLBACK_ENCODING",
+    "count_tokens",
+    "encoding_for",
+    "encoding_name_for",
+    "tokenizer_known",
+]
 
 log = logging.getLogger("moodlemate.ai")
 FALLBACK_ENCODING = "o200k_base"
+_OPENAI_STYLE = re.compile(r"^(gpt-|chatgpt-|o\d|text-|davinci|babbage|ft:)")
 _lock = threading.Lock()
 _encodings: dict[str, tiktoken.Encoding] = {}
 
 
 @lru_cache(maxsize=1024)
-def encoding_name_for(model: str) -> str:
-    """tiktoken's encoding for ``model``; unknown models get o200k_base (current OpenAI models)."""
+def _resolve(model: str) -> tuple[str, bool]:
     from tiktoken.model import encoding_name_for_model
 
     for name in (model, family(model)):
         try:
-            return encoding_name_for_model(name)
+            return encoding_name_for_model(name), True
         except KeyError:
             continue
-    log.info("no tokenizer known for %r; counting with %s", model, FALLBACK_ENCODING)
-    return FALLBACK_ENCODING
+    if _OPENAI_STYLE.match(family(model)):
+        log.info("no tokenizer known for %r; counting with %s", model, FALLBACK_ENCODING)
+    else:
+        log.info(
+            "%r is not an OpenAI model: its token counts are estimates made with %s",
+            model,
+            FALLBACK_ENCODING,
+        )
+    return FALLBACK_ENCODING, False
+
+
+def encoding_name_for(model: str) -> str:
+    """tiktoken's encoding for ``model``; unknown models get o200k_base (current OpenAI models)."""
+    return _resolve(model)[0]
+
+
+def tokenizer_known(model: str) -> bool:
+    """Whether tiktoken knows ``model``'s encoding (else counts are o200k_base estimates)."""
+    return _resolve(model)[1]
 
 
 def encoding_for(model: str) -> tiktoken.Encoding:
@@ -46,12 +71,23 @@ def encoding_for(model: str) -> tiktoken.Encoding:
         with _lock:
             encoding = _encodings.get(name)
             if encoding is None:
-                import tiktoken
-
-                encoding = _encodings[name] = tiktoken.get_encoding(name)
+                encoding = _encodings[name] = _load(name)
     return encoding
 
 
 def count_tokens(text: str, model: str) -> int:
     """Special-token text such as ``<|endoftext|>`` counts as plain text, as a prompt would."""
     return len(encoding_for(model).encode_ordinary(text))
+
+
+def _load(name: str) -> tiktoken.Encoding:
+    import tiktoken
+    from moodlemate.providers.openai.tiktoken_cache import ensure_available
+
+    ensure_available(name)
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as exc:  # tiktoken surfaces requests, hash and OS errors as they come
+        raise TokenizerUnavailableError(
+            f"tiktoken could not load {name} ({type(exc).__name__}: {exc})"
+        ) from exc

@@ -1,0 +1,65 @@
+"""Reject, before sending, a request whose prompt plus requested output cannot fit the model.
+
+A request over the context window is refused by the server anyway; catching it here saves the
+round trip and says exactly by how much it is over. The check needs the model's limits from
+its provider, so models without a known window are sent unchecked.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from moodlemate.ai.errors import ContextWindowExceededError, TokenizerUnavailableError
+from moodlemate.ai.provider import ChatRequest, Provider
+from moodlemate.ai.token_count import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, wire_messages
+
+__all__ = ["MIN_OUTPUT_TOKENS", "check_context_window"]
+
+log = logging.getLogger("moodlemate.ai")
+
+MIN_OUTPUT_TOKENS = 1
+"""Output assumed when ``max_tokens`` is None: the prompt must leave room for one token, as the
+server itself requires."""
+
+_MAX_BYTES_PER_CHAR = 4
+
+
+def check_context_window(provider: Provider, request: ChatRequest) -> None:
+    info = provider.model_info(request.model)
+    if info is None or (info.context_window is None and info.max_input_tokens is None):
+        return
+    output = request.max_tokens or MIN_OUTPUT_TOKENS
+    # A token spans at least one UTF-8 byte, so this bounds the prompt without tokenizing it:
+    # most requests are far below their window and pay nothing for the check.
+    ceiling = REPLY_PRIMING_TOKENS + sum(
+        TOKENS_PER_MESSAGE + _MAX_BYTES_PER_CHAR * (len(m.role) + len(m.content))
+        for m in request.messages
+    )
+    fits_window = info.context_window is None or ceiling + output <= info.context_window
+    fits_input = info.max_input_tokens is None or ceiling <= info.max_input_tokens
+    if fits_window and fits_input:
+        return
+    try:
+        counted = provider.count_message_tokens(wire_messages(request.messages), request.model)
+    except TokenizerUnavailableError as exc:
+        log.warning("context window of %r not checked: %s", request.model, exc.message)
+        return
+    prompt = counted.tokens
+    problem = None
+    if info.max_input_tokens is not None and prompt > info.max_input_tokens:
+        problem = (
+            f"the prompt is {prompt:,} tokens, over {request.model}'s input limit of "
+            f"{info.max_input_tokens:,}"
+        )
+    elif info.context_window is not None and prompt + output > info.context_window:
+        asked = "max_tokens" if request.max_tokens else "the minimum reply"
+        problem = (
+            f"the prompt ({prompt:,} tokens) plus {asked} ({output:,}) is {prompt + output:,} "
+            f"tokens, over {request.model}'s context window of {info.context_window:,}"
+        )
+    if problem is None:
+        return
+    if counted.estimate:
+        log.warning("%s by an estimated count; sending anyway", problem)
+        return
+    raise ContextWindowExceededError(f"{problem}: shorten the prompt or lower max_tokens")

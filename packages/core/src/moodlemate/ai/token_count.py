@@ -1,0 +1,96 @@
+"""Prompt tokens of a chat request, framed the way OpenAI's chat format spends them.
+
+Each message costs the tokens of its fields plus a fixed frame of 3 (and 1 more when it has a
+``name``); every reply is primed with 3 more. These are the figures of OpenAI's cookbook "How
+to count tokens with tiktoken", which match the API's ``prompt_tokens`` for the gpt-3.5, gpt-4
+and gpt-4o families, so a caller can predict what a request will cost before sending it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from moodlemate.ai.errors import ValidationError
+
+if TYPE_CHECKING:
+    from moodlemate.ai.provider import Message
+
+__all__ = [
+    "REPLY_PRIMING_TOKENS",
+    "TOKENS_PER_MESSAGE",
+    "TOKENS_PER_NAME",
+    "TokenCount",
+    "check_messages",
+    "count_messages",
+    "wire_messages",
+]
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING_TOKENS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A counted prompt. ``estimate`` is True when the model's tokenizer or chat format is not
+    known for certain (a non-OpenAI model, a custom endpoint), so the figure is a best guess."""
+
+    tokens: int
+    estimate: bool
+    encoding: str | None = None
+    """The tokenizer used, e.g. ``o200k_base``."""
+
+    def __int__(self) -> int:
+        return self.tokens
+
+
+WireMessage = Mapping[str, str]
+
+
+def count_messages(messages: Iterable[WireMessage], count: Callable[[str], int]) -> int:
+    """The cookbook formula over messages in wire shape, ``count`` being the text tokenizer."""
+    total = REPLY_PRIMING_TOKENS
+    for message in messages:
+        total += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            total += count(value)
+            if key == "name":
+                total += TOKENS_PER_NAME
+    return total
+
+
+def wire_messages(messages: Iterable[Message]) -> list[dict[str, str]]:
+    """A request's messages as the chat API receives them."""
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def check_messages(messages: object) -> list[dict[str, str]]:
+    """Validate user-supplied messages (dicts like ``{"role": ..., "content": ..., "name": ...}``
+    or :class:`~moodlemate.ai.provider.Message`) and return them in wire shape."""
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
+        raise ValidationError(f"messages must be a list of messages, not {type(messages).__name__}")
+    checked: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        if isinstance(message, Mapping):
+            fields = dict(message)
+        elif hasattr(message, "role") and hasattr(message, "content"):
+            fields = {"role": message.role, "content": message.content}
+        else:
+            raise ValidationError(
+                f"messages[{index}] must be a mapping with role and content, "
+                f"not {type(message).__name__}"
+            )
+        for required in ("role", "content"):
+            if required not in fields:
+                raise ValidationError(f"messages[{index}] has no {required!r}")
+        for key, value in fields.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValidationError(
+                    f"messages[{index}][{key!r}] must be a string, not {type(value).__name__}"
+                )
+        if not fields["role"]:
+            raise ValidationError(f"messages[{index}] has an empty role")
+        checked.append(fields)
+    return checked
