@@ -14,7 +14,7 @@ import threading
 from dataclasses import replace
 
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
-from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError
+from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError, ValidationError
 from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
@@ -58,7 +58,7 @@ class GPT:
         self._key_origin: str | None = None
         self.model = settings.model
         """Default model for calls that do not name one (context_assistant, the CLI)."""
-        self.retry = retry or RetryPolicy()
+        self.retry = RetryPolicy() if retry is None else retry
         self.ledger = Ledger()
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
@@ -105,6 +105,17 @@ class GPT:
         self.provider.check_key(key, endpoint)
         self._key = key
         self._key_origin = origin(endpoint)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy every call of this instance runs under (replace it to change it)."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise ValidationError(f"retry must be a RetryPolicy, not {type(policy).__name__}")
+        self._retry = policy
 
     @property
     def last_result(self) -> Completion | None:
