@@ -456,3 +456,11 @@ def test_retry_after_date_without_zone_is_read_as_gmt() -> None:
 def test_should_retry_parsing(value: str | None, expected: bool | None) -> None:
     headers = {} if value is None else {"x-should-retry": value}
     assert should_retry_from_headers(headers) is expected
+
+
+def test_backoff_doubles_up_to_the_cap_and_jitter_stays_on_top() -> None:
+    policy = RetryPolicy(wait_initial=1.0, wait_max=8.0, wait_jitter=0.5)
+    for failures, base in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0), (80, 8.0)]:
+        waits = [policy.backoff(failures) for _ in range(200)]
+        assert all(base <= w <= base + 0.5 for w in waits), failures
+        assert max(waits) - min(waits) > 0.1  # jittered even at the cap

@@ -88,9 +88,10 @@ class RetryPolicy:
             raise ValidationError("retry deadline and attempt_timeout must be > 0")
 
     def backoff(self, failures: int) -> float:
-        """Our own wait after the ``failures``-th failed attempt (1-based), jittered and capped."""
-        base = self.wait_initial * 2.0 ** min(failures - 1, 62)
-        return min(self.wait_max, base + random.uniform(0, self.wait_jitter))
+        """Our own wait after the ``failures``-th failed attempt (1-based): capped, then
+        jittered, so clients that all reached the cap still do not retry in step."""
+        base = min(self.wait_max, self.wait_initial * 2.0 ** min(failures - 1, 62))
+        return base + random.uniform(0, self.wait_jitter)
 
     def run(self, attempt: Callable[[float], T], label: str) -> tuple[T, int]:
         """Call ``attempt(timeout)`` until it succeeds or the policy gives up.
