@@ -133,6 +133,8 @@ class ProviderError(MoodlemateError):
             )
             if value is not None
         ]
+        if self.retry_after is not None:
+            context.append(f"retry_after={self.retry_after:g}s")
         if self.attempts > 1:
             context.append(f"attempts={self.attempts}")
         if context:

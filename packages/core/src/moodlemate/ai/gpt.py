@@ -18,7 +18,7 @@ from decimal import Decimal
 from moodlemate.ai.budget import check_budget, to_budget
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
 from moodlemate.ai.context_window import check_context_window
-from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError
+from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError, ValidationError
 from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
@@ -64,7 +64,7 @@ class GPT:
         self._key_origin: str | None = None
         self.model = settings.model
         """Default model for calls that do not name one (context_assistant, the CLI)."""
-        self.retry = retry or RetryPolicy()
+        self.retry = RetryPolicy() if retry is None else retry
         self.ledger = Ledger()
         self.budget = budget
         self._local = threading.local()
@@ -122,6 +122,17 @@ class GPT:
     @budget.setter
     def budget(self, value: Decimal | int | float | str | None) -> None:
         self._budget = to_budget(value)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy every call of this instance runs under (replace it to change it)."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise ValidationError(f"retry must be a RetryPolicy, not {type(policy).__name__}")
+        self._retry = policy
 
     @property
     def last_result(self) -> Completion | None:

@@ -15,14 +15,17 @@ headers, using :func:`retry_after_from_headers` and :func:`should_retry_from_hea
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from moodlemate.ai.errors import APITimeoutError, ProviderError, ValidationError
+from moodlemate.ai.secrets import redact_exception
 
 __all__ = [
     "RetryPolicy",
@@ -36,12 +39,16 @@ log = logging.getLogger("moodlemate.ai")
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard one call tries. Defaults suit slow reasoning models (an o1 call can take
-    minutes) while still giving up on an outage within a quarter of an hour.
+    """How hard one call tries. Immutable: derive a variant with ``dataclasses.replace``.
+
+    The defaults suit slow reasoning models: one attempt may stay silent for ten minutes
+    (the openai SDK's own default), and a short outage is ridden out over about half a
+    minute of backoff before the error is raised.
 
     - ``attempts``: total tries, the first included.
     - ``deadline``: seconds for the whole call, attempts and waits together.
-    - ``attempt_timeout``: seconds one attempt may take (shortened to what the deadline leaves).
+    - ``attempt_timeout``: seconds one attempt may wait for the server (shortened to what
+      the deadline leaves).
     - ``wait_initial`` / ``wait_max`` / ``wait_jitter``: our exponential backoff, doubling
       from ``wait_initial`` up to ``wait_max``, plus up to ``wait_jitter`` random seconds.
     - ``max_server_wait``: the longest server-requested wait we sleep through; a longer
@@ -49,9 +56,9 @@ class RetryPolicy:
     """
 
     attempts: int = 6
-    deadline: float = 900.0
-    attempt_timeout: float = 300.0
-    wait_initial: float = 0.5
+    deadline: float = 1200.0
+    attempt_timeout: float = 600.0
+    wait_initial: float = 1.0
     wait_max: float = 30.0
     wait_jitter: float = 1.0
     max_server_wait: float = 120.0
@@ -70,15 +77,21 @@ class RetryPolicy:
             "max_server_wait",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValidationError(f"retry {name} must be a number >= 0")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValidationError(f"retry {name} must be a finite number >= 0, got {value!r}")
         if self.deadline <= 0 or self.attempt_timeout <= 0:
             raise ValidationError("retry deadline and attempt_timeout must be > 0")
 
     def backoff(self, failures: int) -> float:
-        """Our own wait after the ``failures``-th failed attempt (1-based), jittered and capped."""
-        base = self.wait_initial * 2.0 ** min(failures - 1, 62)
-        return min(self.wait_max, base + random.uniform(0, self.wait_jitter))
+        """Our own wait after the ``failures``-th failed attempt (1-based): capped, then
+        jittered, so clients that all reached the cap still do not retry in step."""
+        base = min(self.wait_max, self.wait_initial * 2.0 ** min(failures - 1, 62))
+        return base + random.uniform(0, self.wait_jitter)
 
     def run(self, attempt: Callable[[float], T], label: str) -> tuple[T, int]:
         """Call ``attempt(timeout)`` until it succeeds or the policy gives up.
@@ -88,14 +101,14 @@ class RetryPolicy:
         """
         import stamina
 
-        state = _CallState(self, label)
+        state = _CallState(self, label, stamina)
         try:
             for try_ in state.retry_context(stamina):
                 with try_:
                     state.attempts = try_.num
                     return attempt(state.attempt_timeout()), state.attempts
-        except ProviderError as exc:
-            exc.attempts = state.attempts
+        except Exception as exc:
+            state.finish(exc)
             raise
         raise AssertionError("unreachable: stamina neither returned nor raised")  # pragma: no cover
 
@@ -103,14 +116,14 @@ class RetryPolicy:
         """Async twin of :meth:`run`."""
         import stamina
 
-        state = _CallState(self, label)
+        state = _CallState(self, label, stamina)
         try:
             async for try_ in state.retry_context(stamina):
                 with try_:
                     state.attempts = try_.num
                     return await attempt(state.attempt_timeout()), state.attempts
-        except ProviderError as exc:
-            exc.attempts = state.attempts
+        except Exception as exc:
+            state.finish(exc)
             raise
         raise AssertionError("unreachable: stamina neither returned nor raised")  # pragma: no cover
 
@@ -118,13 +131,16 @@ class RetryPolicy:
 class _CallState:
     """Per-call bookkeeping: the deadline, attempts made, and the retry decision."""
 
-    __slots__ = ("attempts", "deadline", "label", "policy")
+    __slots__ = ("attempts", "deadline", "label", "limit", "policy", "testing")
 
-    def __init__(self, policy: RetryPolicy, label: str) -> None:
+    def __init__(self, policy: RetryPolicy, label: str, stamina: Any) -> None:
         self.policy = policy
         self.label = label
         self.deadline = time.monotonic() + policy.deadline
         self.attempts = 0
+        # stamina's testing mode sleeps no backoff and sets the attempt count itself.
+        self.testing: bool = stamina.is_testing()
+        self.limit: int | None = None if self.testing else policy.attempts
 
     def retry_context(self, stamina: Any) -> Any:
         """stamina's loop; jitter is 0 because :meth:`decide` returns jittered waits itself."""
@@ -138,6 +154,13 @@ class _CallState:
             wait_jitter=0.0,
         )
 
+    def finish(self, exc: Exception) -> None:
+        """Stamp the final error with the attempts made and scrub keys from its whole chain
+        (an SDK exception chained as ``__cause__`` may quote a key the server echoed)."""
+        if isinstance(exc, ProviderError):
+            exc.attempts = self.attempts
+        redact_exception(exc)
+
     def attempt_timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
@@ -148,7 +171,7 @@ class _CallState:
         """stamina's backoff hook: False to stop, or the seconds to wait before retrying."""
         if not isinstance(exc, ProviderError) or not exc.retryable:
             return False
-        if self.attempts >= self.policy.attempts:
+        if self.limit is not None and self.attempts >= self.limit:
             return False
         remaining = self.deadline - time.monotonic()
         requested = exc.retry_after
@@ -165,7 +188,7 @@ class _CallState:
             wait = max(requested, 0.0)
         else:
             wait = self.policy.backoff(self.attempts)
-            if wait >= remaining:
+            if wait >= remaining and not self.testing:
                 log.warning(
                     "%s: not retrying: %.1fs left before the deadline",
                     self.label,
@@ -173,13 +196,13 @@ class _CallState:
                 )
                 return False
         log.warning(
-            "%s: attempt %d of %d failed (%s: %s); retrying in %.2fs",
+            "%s: attempt %d of %s failed (%s: %s); retrying in %.2fs",
             self.label,
             self.attempts,
-            self.policy.attempts,
+            self.limit or "?",
             type(exc).__name__,
             exc.message,
-            wait,
+            0.0 if self.testing else wait,
         )
         return wait
 
@@ -189,22 +212,31 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
     seconds or an HTTP date. None when absent or unparseable."""
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        seconds = _seconds(value, scale=1000.0)
+        if seconds is not None:
+            return seconds
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are always GMT
+        when = when.replace(tzinfo=UTC)
     return max(when.timestamp() - time.time(), 0.0)
+
+
+def _seconds(value: str, scale: float = 1.0) -> float | None:
+    """A non-negative finite number of seconds, or None ("nan" and "inf" parse as floats)."""
+    try:
+        number = float(value) / scale
+    except ValueError:
+        return None
+    return max(number, 0.0) if math.isfinite(number) else None
 
 
 def should_retry_from_headers(headers: Mapping[str, str]) -> bool | None:

@@ -2,7 +2,9 @@
 
 Keys are registered when they enter the library (setter, config, environment); every message
 we build is passed through :func:`redact`. A logging filter on the ``moodlemate.ai`` logger
-applies the same rule to records formatted with arguments.
+applies the same rule to records formatted with arguments, and :func:`redact_exception`
+scrubs the foreign exceptions (a vendor SDK's, quoting a server that echoed the key) that
+ours chain as ``__cause__``, since tracebacks print them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
-__all__ = ["RedactingFilter", "mask", "redact", "register_secret"]
+__all__ = ["RedactingFilter", "mask", "redact", "redact_exception", "register_secret"]
 
 _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
@@ -45,6 +47,50 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, mask(secret).strip("'"))
     return text
+
+
+def redact_exception(exc: BaseException) -> None:
+    """Redact keys, in place, from the text of ``exc`` and every exception chained to it.
+
+    Covers what a traceback or a log line shows (``args``) and the string attributes that
+    SDK exceptions carry their message and parsed error body in.
+    """
+    if not _secrets:
+        return
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.args = tuple(_redacted(arg) for arg in current.args)
+        attributes = current.__dict__
+        for name, value in list(attributes.items()):
+            cleaned = _redacted(value)
+            if cleaned is not value:
+                attributes[name] = cleaned
+        pending += (current.__cause__, current.__context__)
+
+
+def _redacted(value: object, depth: int = 0) -> object:
+    """``value`` with keys redacted from its strings (JSON-like containers included); the
+    same object when nothing changed."""
+    if isinstance(value, str):
+        cleaned = redact(value)
+        return value if cleaned == value else cleaned
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        items = {k: _redacted(v, depth + 1) for k, v in value.items()}
+        changed = any(items[k] is not v for k, v in value.items())
+        return items if changed else value
+    if isinstance(value, list | tuple):
+        seq = [_redacted(v, depth + 1) for v in value]
+        if all(a is b for a, b in zip(seq, value, strict=True)):
+            return value
+        return seq if isinstance(value, list) else tuple(seq)
+    return value
 
 
 class RedactingFilter(logging.Filter):

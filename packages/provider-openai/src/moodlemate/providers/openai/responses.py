@@ -16,6 +16,7 @@ from moodlemate.ai.errors import (
     APITimeoutError,
     MalformedResponseError,
     ProviderError,
+    QuotaExceededError,
     error_for_status,
 )
 from moodlemate.ai.provider import Completion
@@ -118,7 +119,7 @@ def status_error(
         retry_after=retry_after_from_headers(headers),
     )
     verdict = should_retry_from_headers(headers)
-    if verdict is not None and cls.__name__ != "QuotaExceededError":
+    if verdict is not None and not issubclass(cls, QuotaExceededError):
         exc.retryable = verdict
     return exc
 

@@ -1,0 +1,130 @@
+"""The API key never shows: not in any log record at any level from any logger, not in our
+errors (str, repr, traceback with its chained SDK exception), not in the GPT repr."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+
+import pytest
+from conftest import FAST_RETRY, TEST_KEY
+from moodlemate.ai import GPT, AuthenticationError, MoodlemateError, NotFoundError, RateLimitError
+from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+
+ECHO = f"Incorrect API key provided: {TEST_KEY}. You can find your API key elsewhere."
+LIBRARY_LOGGERS = ("moodlemate.ai", "openai", "httpx", "httpx2", "httpcore", "httpcore2", "stamina")
+
+
+class Everything(logging.Handler):
+    """Keeps every record and everything a handler could render from it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.rendered: list[str] = []
+        self.formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        # the formatted line with any traceback, plus every attribute incl. `extra` fields
+        self.rendered.append(self.format(record))
+        self.rendered.append(repr(vars(record)))
+
+
+@pytest.fixture
+def captured() -> Iterator[Everything]:
+    handler = Everything()
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    old_root_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_root_level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_key_appears_in_no_log_record_and_no_error(captured: Everything) -> None:
+    errors: list[BaseException] = []
+    with LoopbackServer(api_key=TEST_KEY) as server:
+        gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+        # retried failures whose bodies quote the key, then success
+        server.enqueue(
+            Fault.status(429, retry_after=0, message=ECHO),
+            Fault.reset(),
+            Fault.status(503, message=ECHO),
+            Reply(text="ok"),
+        )
+        assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "ok"
+        # a 401 that echoes the key in full
+        server.enqueue(Fault.status(401, message=ECHO))
+        with pytest.raises(AuthenticationError) as auth:
+            gpt.chat_completion("gpt-4o-mini", "", "hi")
+        errors.append(auth.value)
+        # rate limited with a wait too long to sleep through
+        server.enqueue(Fault.status(429, retry_after=3600, message=ECHO))
+        with pytest.raises(RateLimitError) as limited:
+            gpt.chat_completion("gpt-4o-mini", "", "hi")
+        errors.append(limited.value)
+        # the key pasted where the model name goes; the server quotes it back
+        server.enqueue(Fault.status(404))
+        with pytest.raises(NotFoundError) as unknown:
+            gpt.chat_completion(TEST_KEY, "", "hi")
+        errors.append(unknown.value)
+        # what an application does with an error it cannot handle
+        for error in errors:
+            logging.getLogger("app").error("call failed", exc_info=error)
+        shown = repr(gpt)
+
+    text = "\n".join(captured.rendered)
+    names = {r.name.split(".")[0] for r in captured.records}
+    # the capture really saw the libraries' DEBUG output and stamina's retry records
+    assert {"moodlemate", "openai", "httpcore2", "stamina", "app"} <= names
+    assert any(r.name == "stamina" for r in captured.records)
+    assert TEST_KEY not in text
+    for error in errors:
+        assert isinstance(error, MoodlemateError)
+        assert TEST_KEY not in str(error)
+        assert TEST_KEY not in repr(error)
+        assert TEST_KEY not in "".join(traceback.format_exception(error))
+        assert error.__cause__ is not None
+        assert TEST_KEY not in str(error.__cause__)
+    assert TEST_KEY not in shown
+    assert "sk-...5c3e" in shown  # masked, still recognisable
+
+
+def test_stamina_retry_records_carry_no_arguments(
+    server: LoopbackServer, captured: Everything
+) -> None:
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    server.enqueue(Fault.status(500), Fault.status(502), Reply(text="ok"))
+    gpt.chat_completion("gpt-4o-mini", "", "hi")
+    retries = [r for r in captured.records if r.name == "stamina"]
+    assert len(retries) == 2
+    for record in retries:
+        fields = vars(record)
+        assert fields["stamina.args"] == ()
+        assert fields["stamina.kwargs"] == {}
+        assert TEST_KEY not in repr(fields)
+
+
+def test_redacting_filter_masks_keys_in_an_applications_own_handler() -> None:
+    from moodlemate.ai.secrets import RedactingFilter
+
+    GPT(api_key=TEST_KEY)  # a key becomes known to the library when it is set
+    handler = Everything()
+    handler.addFilter(RedactingFilter())
+    app = logging.getLogger("app.billing")
+    app.addHandler(handler)
+    try:
+        app.warning("calling with key %s", TEST_KEY)
+    finally:
+        app.removeHandler(handler)
+    assert handler.records[0].getMessage() == "calling with key sk-...5c3e"
