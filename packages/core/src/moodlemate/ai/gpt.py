@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
@@ -19,6 +20,7 @@ from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.retry import RetryPolicy
+from moodlemate.ai.routing import split_provider
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.validation import build_chat_request, check_model, check_text
 
@@ -48,8 +50,20 @@ class GPT:
         model: str | None = None,
         retry: RetryPolicy | None = None,
         plugins: PluginRegistry | None = None,
+        profile: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        app_url: str | None = None,
+        app_title: str | None = None,
     ) -> None:
-        settings = resolve_settings(provider=provider, endpoint=endpoint, model=model)
+        settings = resolve_settings(
+            provider=provider,
+            endpoint=endpoint,
+            model=model,
+            profile=profile,
+            headers=headers,
+            app_url=app_url,
+            app_title=app_title,
+        )
         self._plugins = plugins or registry
         self._provider_name = settings.provider
         self._provider_explicit = settings.provider_is_explicit
@@ -62,8 +76,12 @@ class GPT:
         self.ledger = Ledger()
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
-        if api_key is not None:
-            self.api_key = api_key
+        self._headers = settings.headers
+        self._app_url = settings.app_url
+        self._app_title = settings.app_title
+        key = api_key if api_key is not None else settings.api_key
+        if key is not None:
+            self.api_key = key
 
     # -- settings ------------------------------------------------------------------------
 
@@ -84,6 +102,7 @@ class GPT:
     @endpoint.setter
     def endpoint(self, url: str | None) -> None:
         self._endpoint = None if url is None else normalize_endpoint(url)
+        self._provider_explicit = False  # the newest choice: its owner, if any, serves it
 
     @property
     def api_key(self) -> str | None:
@@ -134,7 +153,8 @@ class GPT:
     def count_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Tokens ``text`` encodes to for ``model``, counted locally (no request)."""
         check_text(text, "text")
-        return self.provider.count_tokens(text, check_model(model))
+        provider, name = self._route(check_model(model))
+        return provider.count_tokens(text, name)
 
     def context_assistant(self, prompt: str) -> str:
         """Answer ``prompt`` with the instance's default model and a helpful-assistant system
@@ -159,7 +179,9 @@ class GPT:
 
     def send(self, request: ChatRequest) -> Completion:
         """Send a prepared request under the retry policy and record it in the ledger."""
-        provider = self.provider
+        provider, model = self._route(request.model)
+        if model != request.model:
+            request = replace(request, model=model)
         connection = self._connection(provider)
 
         def attempt(timeout: float) -> Completion:
@@ -181,8 +203,14 @@ class GPT:
             return key
         return None
 
+    def _route(self, model: str) -> tuple[Provider, str]:
+        """The provider a model goes to: the one its ``provider:`` prefix names, else ours."""
+        routed, name = split_provider(model, self._plugins)
+        return routed or self.provider, name
+
     def _connection(self, provider: Provider) -> Connection:
-        endpoint = self._endpoint or provider.default_endpoint
+        own = provider is self.provider
+        endpoint = self.endpoint if own else provider.default_endpoint
         key = self._key_for(provider, endpoint)
         if key is None:
             if self._key is not None:
@@ -194,7 +222,15 @@ class GPT:
             if provider.requires_key and provider.recognises(endpoint):
                 hint = f"set {provider.key_env} or " if provider.key_env else "set "
                 raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
-        return Connection(endpoint=endpoint, api_key=key)
+        # Configured headers belong to the configured endpoint, like keys.
+        headers = self._headers if own else {}
+        return Connection(
+            endpoint=endpoint,
+            api_key=key,
+            headers=headers,
+            app_url=self._app_url,
+            app_title=self._app_title,
+        )
 
     def _account(
         self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int
