@@ -65,7 +65,8 @@ RETRY_FAILED_AFTER = 600.0
 _MILLION = Decimal(1_000_000)
 _Models = dict[str, ModelInfo]
 _lock = threading.Lock()
-_memory: dict[str, tuple[float, _Models]] = {}  # endpoint -> (monotonic expiry, models)
+# cache file -> (monotonic expiry, models): memory mirrors the disk cache it was read from.
+_memory: dict[Path, tuple[float, _Models]] = {}
 
 
 # -- public ----------------------------------------------------------------------------------
@@ -85,16 +86,16 @@ def lookup(model: str, endpoint: str = DEFAULT_ENDPOINT) -> ModelInfo | None:
 
 def models_for(endpoint: str = DEFAULT_ENDPOINT) -> _Models:
     """Every model known for ``endpoint``, from the freshest source that answers quickly."""
-    now = time.monotonic()
-    entry = _memory.get(endpoint)
-    if entry is not None and entry[0] > now:
+    path = cache_path(endpoint)
+    entry = _memory.get(path)
+    if entry is not None and entry[0] > time.monotonic():
         return entry[1]
     with _lock:
-        entry = _memory.get(endpoint)
+        entry = _memory.get(path)
         if entry is not None and entry[0] > time.monotonic():
             return entry[1]
-        models, ttl = _load(endpoint)
-        _memory[endpoint] = (time.monotonic() + ttl, models)
+        models, ttl = _load(endpoint, path)
+        _memory[path] = (time.monotonic() + ttl, models)
         return models
 
 
@@ -105,7 +106,7 @@ def refresh_models(endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0) -
     endpoint = normalize_endpoint(endpoint)
     models = _fetch(endpoint, timeout)
     with _lock:
-        _memory[endpoint] = (time.monotonic() + CACHE_TTL, models)
+        _memory[cache_path(endpoint)] = (time.monotonic() + CACHE_TTL, models)
     return len(models)
 
 
@@ -145,9 +146,8 @@ def parse(payload: Any, *, source: str, as_of: str | None) -> _Models:
 # -- sources ---------------------------------------------------------------------------------
 
 
-def _load(endpoint: str) -> tuple[_Models, float]:
+def _load(endpoint: str, path: Path) -> tuple[_Models, float]:
     """The catalog and how long to keep it in memory."""
-    path = cache_path(endpoint)
     cached = _read_cache(path)
     if cached is not None and time.time() - cached[1] < CACHE_TTL:
         return cached[0], CACHE_TTL - (time.time() - cached[1])
