@@ -185,7 +185,8 @@ def test_refresh_reads_prices_and_limits_per_token_into_exact_per_million_decima
 ) -> None:
     assert refresh_models(or_url(router)) == 3
     info = catalog.lookup("anthropic/claude-sonnet-4", or_url(router))
-    assert info is not None and info.price is not None
+    assert info is not None
+    assert info.price is not None
     assert info.price.input == Decimal("3")
     assert info.price.output == Decimal("15")
     assert info.price.cached_input is None
@@ -193,14 +194,16 @@ def test_refresh_reads_prices_and_limits_per_token_into_exact_per_million_decima
     assert info.max_output_tokens == 16384
     assert info.source == f"{or_url(router)}/models"
     mini = catalog.lookup("openai/gpt-4o-mini:nitro", or_url(router))
-    assert mini is not None and mini.price is not None
+    assert mini is not None
+    assert mini.price is not None
     assert (mini.price.input, mini.price.cached_input) == (Decimal("0.15"), Decimal("0.075"))
     assert catalog.lookup("openai/gpt-4o-mini:free", or_url(router)) is None
 
     router.models = [or_entry("anthropic/claude-sonnet-4", "0.0000025", "0.00001")]
     assert refresh_models(or_url(router)) == 1
     info = catalog.lookup("anthropic/claude-sonnet-4", or_url(router))
-    assert info is not None and info.price is not None
+    assert info is not None
+    assert info.price is not None
     assert info.price.input == Decimal("2.5")
     assert catalog.cache_path(or_url(router)).is_file()
 
@@ -211,9 +214,11 @@ def test_an_unreachable_endpoint_falls_back_to_the_shipped_snapshot_quickly() ->
     started = time.perf_counter()
     info = catalog.lookup("openai/gpt-4o-mini", endpoint)
     assert time.perf_counter() - started < catalog.FETCH_TIMEOUT
-    assert info is not None and info.price is not None
+    assert info is not None
+    assert info.price is not None
     assert info.price.input == Decimal("0.15")
-    assert info.source is not None and "openrouter.ai" in info.source
+    assert info.source is not None
+    assert "openrouter.ai" in info.source
     assert info.as_of
 
 

@@ -70,7 +70,6 @@ class Settings:
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     app_url: str | None = None
     app_title: str | None = None
-    profile: str | None = None
 
 
 def resolve_settings(
@@ -124,7 +123,6 @@ def resolve_settings(
         headers=MappingProxyType(dict(chosen_headers)),
         app_url=url,
         app_title=title,
-        profile=profile_name,
     )
 
 
