@@ -238,6 +238,20 @@ def test_a_profile_key_does_not_follow_a_provider_set_elsewhere(
     assert GPT().api_key is None  # an sk-or- key would pass OpenAI's 'sk-' check: never sent
 
 
+def test_keys_follow_the_same_order_argument_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    other = "sk-or-v1-from-the-file-0a1b2c3d"
+    write(Path("moodlemate.toml"), f'provider = "openrouter"\napi_key = "{other}"\n')
+    assert GPT().api_key == other  # file
+    monkeypatch.setenv("OPENROUTER_API_KEY", OR_KEY)
+    assert GPT().api_key == OR_KEY  # environment beats file
+    arg = "sk-or-v1-from-the-argument-9f8e"
+    assert GPT(api_key=arg).api_key == arg  # argument beats environment
+    # A profile naming its own variable is the environment level, and the more specific one.
+    write(Path("moodlemate.toml"), 'provider = "openrouter"\napi_key_env = "TEAM_OR_KEY"\n')
+    monkeypatch.setenv("TEAM_OR_KEY", other)
+    assert GPT().api_key == other
+
+
 def test_keys_in_config_files_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     path = write(Path("moodlemate.toml"), f'provider = "openrouter"\napi_key = "{OR_KEY}"\n')
     path.chmod(0o644)

@@ -67,6 +67,9 @@ class Settings:
     a provider recognises (openrouter.ai) selects that provider."""
     api_key: str | None = field(default=None, repr=False)
     """A key from the config file, kept only when it goes where that file's profile points."""
+    api_key_is_literal: bool = False
+    """The key is written in the file (file level), not read from the variable the profile
+    names with ``api_key_env`` (environment level): the provider's own variable beats it."""
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     app_url: str | None = None
     app_title: str | None = None
@@ -120,6 +123,7 @@ def resolve_settings(
         provider_is_explicit=chosen is not None
         and (resolved_endpoint is None or provider_level <= endpoint_level),
         api_key=_file_key(section, where, env, provider_level, endpoint_level, resolved_endpoint),
+        api_key_is_literal="api_key" in section,
         headers=MappingProxyType(dict(chosen_headers)),
         app_url=url,
         app_title=title,

@@ -69,6 +69,7 @@ class GPT:
         self._provider_explicit = settings.provider_is_explicit
         self._endpoint: str | None = settings.endpoint
         self._key: str | None = None
+        self._key_is_fallback = False
         self._key_origin: str | None = None
         self.model = settings.model
         """Default model for calls that do not name one (context_assistant, the CLI)."""
@@ -82,6 +83,7 @@ class GPT:
         key = api_key if api_key is not None else settings.api_key
         if key is not None:
             self.api_key = key
+        self._key_is_fallback = api_key is None and settings.api_key_is_literal
 
     # -- settings ------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class GPT:
         self.provider.check_key(key, endpoint)
         self._key = key
         self._key_origin = origin(endpoint)
+        self._key_is_fallback = False
 
     @property
     def last_result(self) -> Completion | None:
@@ -195,13 +198,15 @@ class GPT:
     # -- internals -----------------------------------------------------------------------
 
     def _key_for(self, provider: Provider, endpoint: str) -> str | None:
-        if self._key is not None and self._key_origin == origin(endpoint):
-            return self._key
+        env_key = None
         if provider.key_env and provider.recognises(endpoint):
-            key = os.environ.get(provider.key_env) or None
-            register_secret(key)
-            return key
-        return None
+            env_key = os.environ.get(provider.key_env) or None
+            register_secret(env_key)
+        # A key written in a config file ranks below the environment, like every setting.
+        overridden = self._key_is_fallback and env_key is not None
+        if self._key is not None and self._key_origin == origin(endpoint) and not overridden:
+            return self._key
+        return env_key
 
     def _route(self, model: str) -> tuple[Provider, str]:
         """The provider a model goes to: the one its ``provider:`` prefix names, else ours."""
