@@ -369,3 +369,12 @@ def test_setting_an_openrouter_endpoint_selects_openrouter(
         assert gpt.provider.name == "openrouter"
         assert gpt.api_key == OR_KEY
     assert GPT(endpoint="https://openrouter.ai/api/v1").provider.name == "openrouter"
+
+
+def test_selecting_openrouter_imports_no_sdk_until_a_call() -> None:
+    code = (
+        "import sys; from moodlemate.ai import GPT; g = GPT('openrouter'); g.endpoint; "
+        "print(sorted(m for m in ('openai', 'tiktoken') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
