@@ -264,6 +264,28 @@ def test_keys_in_config_files_are_redacted(caplog: pytest.LogCaptureFixture) -> 
     assert OR_KEY not in caplog.text
 
 
+def test_credential_like_headers_are_sent_to_their_endpoint_and_redacted(
+    server: LoopbackServer, router: LoopbackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "proxy-token-7d1e2f3a4b5c"
+    write(
+        Path("moodlemate.toml"),
+        f'endpoint = "{server.url}"\n[headers]\nX-Proxy-Token = "{token}"\n',
+    )
+    gpt = GPT(retry=FAST_RETRY)
+    gpt.chat_completion("gpt-4o-mini", "", "Hi")
+    assert server.chat_requests[0].headers["x-proxy-token"] == token
+    gpt.endpoint = or_url(router)  # another endpoint: the profile's headers stay behind
+    gpt.chat_completion("gpt-4o-mini", "", "Hi")
+    assert "x-proxy-token" not in router.chat_requests[0].headers
+    GPT(headers={"X-Api-Key": "argument-secret-12345"})
+    import logging
+
+    logging.getLogger("moodlemate.ai").warning("%s %s", token, "argument-secret-12345")
+    assert token not in caplog.text
+    assert "argument-secret-12345" not in caplog.text
+
+
 def test_a_profile_reading_an_unset_key_variable_is_a_clear_error() -> None:
     write(Path("moodlemate.toml"), 'provider = "openrouter"\napi_key_env = "WORK_OR_KEY"\n')
     with pytest.raises(MissingAPIKeyError, match=r"\$WORK_OR_KEY, which is not set"):

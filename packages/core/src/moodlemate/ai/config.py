@@ -18,6 +18,7 @@ from moodlemate.ai.config_file import (
     PROJECT_FILE,
     USER_FILE,
     load_config,
+    register_header_secret,
 )
 from moodlemate.ai.errors import (
     ConfigurationError,
@@ -204,6 +205,7 @@ def _check_headers(headers: object) -> Mapping[str, str]:
             raise ValidationError(f"header name {name!r} is not a valid HTTP header name")
         if not isinstance(value, str) or not value.isascii() or not value.isprintable():
             raise ValidationError(f"header {name!r} must be a printable ASCII string")
+        register_header_secret(name, value)
     return headers
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "ConfigFile",
     "config_paths",
     "load_config",
+    "register_header_secret",
 ]
 
 log = logging.getLogger("moodlemate.ai")
@@ -67,7 +68,7 @@ _TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of pr
 # Patterns stay strings until a file is checked (re caches them): GPT() compiles none.
 _HEADER_NAME = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_SECRET_HEADER = r"(?i)authorization|key|token|secret"  # noqa: S105 - a pattern, not a secret
+_SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret")
 
 
 class ConfigFile:
@@ -241,8 +242,7 @@ class _Checker:
                 self.fail(name, f"{where} headers", "is not a valid HTTP header name")
             if not isinstance(text, str) or not _clean_header_value(text):
                 self.fail(name, f"{where} headers", "must be a printable ASCII string")
-            if re.search(_SECRET_HEADER, name):
-                register_secret(text)
+            register_header_secret(name, text)
 
     def fail(self, key: str, where: str, problem: str) -> Any:
         line = self.line_of(key)
@@ -256,6 +256,12 @@ class _Checker:
             if pattern.match(line):
                 return number
         return None
+
+
+def register_header_secret(name: str, value: str) -> None:
+    """Headers that look like credentials (``X-Api-Key``) are redacted like keys."""
+    if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
+        register_secret(value)
 
 
 def _clean_header_value(value: str) -> bool:

@@ -78,6 +78,7 @@ class GPT:
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
         self._headers = settings.headers
+        self._headers_endpoint = settings.endpoint
         self._app_url = settings.app_url
         self._app_title = settings.app_title
         key = api_key if api_key is not None else settings.api_key
@@ -228,7 +229,7 @@ class GPT:
                 hint = f"set {provider.key_env} or " if provider.key_env else "set "
                 raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
         # Configured headers belong to the configured endpoint, like keys.
-        headers = self._headers if own else {}
+        headers = self._headers if own and self._endpoint == self._headers_endpoint else {}
         return Connection(
             endpoint=endpoint,
             api_key=key,
