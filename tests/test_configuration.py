@@ -219,13 +219,15 @@ def test_a_profile_key_does_not_follow_an_endpoint_set_elsewhere(
 ) -> None:
     write(
         Path("moodlemate.toml"),
-        f'provider = "openrouter"\nendpoint = "{or_url(router)}"\napi_key = "{OR_KEY}"\n',
+        f'provider = "openrouter"\nendpoint = "{or_url(router)}"\napi_key = "{OR_KEY}"\n'
+        '[headers]\nX-Proxy-Token = "file-token-1234567"\n',
     )
     monkeypatch.setenv("MOODLEMATE_ENDPOINT", server.url)
     gpt = GPT(retry=FAST_RETRY)
     assert gpt.api_key is None
     gpt.chat_completion("gpt-4o-mini", "", "Hi")
     assert "authorization" not in server.chat_requests[0].headers
+    assert "x-proxy-token" not in server.chat_requests[0].headers
     assert OR_KEY not in repr(gpt)
 
 

@@ -115,7 +115,11 @@ def resolve_settings(
         _attribution(url, ENV_APP_URL)
     if title_level == ENVIRONMENT:
         _attribution(title, ENV_APP_TITLE)
-    file_headers = section.get("headers") or {}
+    # A file's key and headers were written for where the file points, and go nowhere else.
+    file_target = endpoint_level == FILE or (
+        resolved_endpoint is None and provider_level in (FILE, DEFAULT)
+    )
+    file_headers = (section.get("headers") or {}) if file_target else {}
     chosen_headers = _check_headers(headers) if headers is not None else file_headers
     return Settings(
         provider=chosen or DEFAULT_PROVIDER,
@@ -123,7 +127,7 @@ def resolve_settings(
         model=chosen_model or DEFAULT_MODEL,
         provider_is_explicit=chosen is not None
         and (resolved_endpoint is None or provider_level <= endpoint_level),
-        api_key=_file_key(section, where, env, provider_level, endpoint_level, resolved_endpoint),
+        api_key=_file_key(section, where, env, file_target),
         api_key_is_literal="api_key" in section,
         headers=MappingProxyType(dict(chosen_headers)),
         app_url=url,
@@ -152,12 +156,7 @@ def _file_section(env: Mapping[str, str], profile: str | None) -> tuple[dict[str
 
 
 def _file_key(
-    section: Mapping[str, Any],
-    where: str,
-    env: Mapping[str, str],
-    provider_level: int,
-    endpoint_level: int,
-    endpoint: str | None,
+    section: Mapping[str, Any], where: str, env: Mapping[str, str], file_target: bool
 ) -> str | None:
     """The profile's key, only if calls go where the profile points: a key configured for
     the profile's endpoint (or provider) must not follow an endpoint or provider that the
@@ -166,10 +165,7 @@ def _file_key(
     variable = section.get("api_key_env")
     if key is None and variable is None:
         return None
-    points_there = endpoint_level == FILE or (
-        endpoint is None and provider_level in (FILE, DEFAULT)
-    )
-    if not points_there:
+    if not file_target:
         log.info("not using the api_key of %s: the endpoint or provider was set elsewhere", where)
         return None
     if variable is not None:
