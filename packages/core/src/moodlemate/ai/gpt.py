@@ -36,9 +36,12 @@ DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 class GPT:
     """A chat facade over any registered provider.
 
-    ``GPT()`` takes provider, endpoint and key from the environment (and config file), else
-    defaults to OpenAI. A key is scoped to the endpoint it was set for: after changing
-    ``endpoint`` to another host, set ``api_key`` again (or pass both to the constructor).
+    ``GPT()`` takes provider, endpoint, model and key from the environment and the config file
+    (``profile`` picks one of its profiles), else defaults to OpenAI; arguments beat both.
+    A key is scoped to the endpoint it was set for: after changing ``endpoint`` to another
+    host, set ``api_key`` again (or pass both to the constructor). ``headers`` go only to the
+    configured endpoint; ``app_url``/``app_title`` identify your app to providers that
+    attribute traffic (OpenRouter).
     """
 
     def __init__(
