@@ -378,3 +378,22 @@ def test_selecting_openrouter_imports_no_sdk_until_a_call() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_refresh_command_reports_what_it_cached(router: LoopbackServer) -> None:
+    command = [sys.executable, "-m", "moodlemate.providers.openrouter", or_url(router) + "/"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.startswith("3 OpenRouter models priced; cached in ")
+    assert str(catalog.cache_path(or_url(router))) in out.stdout
+    router.stop()
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert failed.returncode == 1
+    assert "error:" in failed.stderr
+    assert "/api/v1/models" in failed.stderr
+
+
+def test_the_provider_lists_the_models_of_the_service_in_use(router: LoopbackServer) -> None:
+    gpt = or_gpt(router)
+    gpt.chat_completion("openai/gpt-4o-mini", "", "Hi")
+    names = [info.name for info in gpt.provider.models()]
+    assert names == ["anthropic/claude-sonnet-4", "openai/gpt-4o-mini", "openrouter/auto"]
