@@ -162,6 +162,7 @@ def _load(endpoint: str, path: Path) -> tuple[_Models, float]:
 
 
 def _fetch(endpoint: str, timeout: float) -> _Models:
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -176,7 +177,7 @@ def _fetch(endpoint: str, timeout: float) -> _Models:
         raise APIConnectionError(
             f"GET {url} answered HTTP {exc.code}", provider="openrouter"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise APIConnectionError(
             f"GET {url} failed ({type(exc).__name__})", provider="openrouter"
         ) from None
