@@ -4,15 +4,34 @@ explicit argument > environment > config file > built-in default.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit
 
-from moodlemate.ai.errors import InvalidEndpointError
+from moodlemate.ai.config_file import (
+    CONFIG_ENV,
+    PROFILE_ENV,
+    PROJECT_FILE,
+    USER_FILE,
+    load_config,
+    register_header_secret,
+)
+from moodlemate.ai.errors import (
+    ConfigurationError,
+    InvalidEndpointError,
+    MissingAPIKeyError,
+    ValidationError,
+)
+from moodlemate.ai.secrets import register_secret
 
 __all__ = [
     "DEFAULT_PROVIDER",
+    "ENV_APP_TITLE",
+    "ENV_APP_URL",
     "ENV_ENDPOINT",
     "ENV_MODEL",
     "ENV_PROVIDER",
@@ -22,11 +41,19 @@ __all__ = [
     "resolve_settings",
 ]
 
+log = logging.getLogger("moodlemate.ai")
+
 ENV_PROVIDER = "MOODLEMATE_PROVIDER"
 ENV_ENDPOINT = "MOODLEMATE_ENDPOINT"
 ENV_MODEL = "MOODLEMATE_MODEL"
+ENV_APP_URL = "MOODLEMATE_APP_URL"
+ENV_APP_TITLE = "MOODLEMATE_APP_TITLE"
 DEFAULT_PROVIDER = "openai"
 DEFAULT_MODEL = "gpt-4o-mini"
+
+# Where a value came from; lower is more explicit.
+ARGUMENT, ENVIRONMENT, FILE, DEFAULT = 0, 1, 2, 3
+_EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +64,16 @@ class Settings:
     endpoint: str | None = None
     model: str = DEFAULT_MODEL
     provider_is_explicit: bool = False
+    """The provider was chosen at least as explicitly as the endpoint; else an endpoint that
+    a provider recognises (openrouter.ai) selects that provider."""
+    api_key: str | None = field(default=None, repr=False)
+    """A key from the config file, kept only when it goes where that file's profile points."""
+    api_key_is_literal: bool = False
+    """The key is written in the file (file level), not read from the variable the profile
+    names with ``api_key_env`` (environment level): the provider's own variable beats it."""
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    app_url: str | None = None
+    app_title: str | None = None
 
 
 def resolve_settings(
@@ -44,17 +81,128 @@ def resolve_settings(
     provider: str | None = None,
     endpoint: str | None = None,
     model: str | None = None,
+    profile: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    app_url: str | None = None,
+    app_title: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
+    """Each setting from the first of: explicit argument, environment, config file, default."""
     env = os.environ if environ is None else environ
-    chosen = provider or env.get(ENV_PROVIDER) or None
-    raw_endpoint = endpoint or env.get(ENV_ENDPOINT) or None
+    profile_name = _text(profile, "profile") or env.get(PROFILE_ENV) or None
+    section, where = _file_section(env, profile_name)
+
+    chosen, provider_level = _pick(
+        _text(provider, "provider"), env.get(ENV_PROVIDER), section.get("provider")
+    )
+    raw_endpoint, endpoint_level = _pick(endpoint, env.get(ENV_ENDPOINT), section.get("endpoint"))
+    resolved_endpoint = None
+    if raw_endpoint is not None:
+        try:
+            resolved_endpoint = normalize_endpoint(raw_endpoint)
+        except InvalidEndpointError as exc:
+            if endpoint_level == ENVIRONMENT:
+                raise InvalidEndpointError(f"{ENV_ENDPOINT}: {exc.message}") from None
+            raise
+    chosen_model, _ = _pick(_text(model, "model"), env.get(ENV_MODEL), section.get("model"))
+    url, url_level = _pick(
+        _attribution(app_url, "app_url"), env.get(ENV_APP_URL), section.get("app_url")
+    )
+    title, title_level = _pick(
+        _attribution(app_title, "app_title"), env.get(ENV_APP_TITLE), section.get("app_title")
+    )
+    if url_level == ENVIRONMENT:
+        _attribution(url, ENV_APP_URL)
+    if title_level == ENVIRONMENT:
+        _attribution(title, ENV_APP_TITLE)
+    # A file's key and headers were written for where the file points, and go nowhere else.
+    file_target = endpoint_level == FILE or (
+        resolved_endpoint is None and provider_level in (FILE, DEFAULT)
+    )
+    file_headers = (section.get("headers") or {}) if file_target else {}
+    chosen_headers = _check_headers(headers) if headers is not None else file_headers
     return Settings(
         provider=chosen or DEFAULT_PROVIDER,
-        endpoint=normalize_endpoint(raw_endpoint) if raw_endpoint else None,
-        model=model or env.get(ENV_MODEL) or DEFAULT_MODEL,
-        provider_is_explicit=chosen is not None,
+        endpoint=resolved_endpoint,
+        model=chosen_model or DEFAULT_MODEL,
+        provider_is_explicit=chosen is not None
+        and (resolved_endpoint is None or provider_level <= endpoint_level),
+        api_key=_file_key(section, where, env, file_target),
+        api_key_is_literal="api_key" in section,
+        headers=MappingProxyType(dict(chosen_headers)),
+        app_url=url,
+        app_title=title,
     )
+
+
+def _pick(argument: str | None, environment: str | None, file: Any) -> tuple[str | None, int]:
+    for value, level in ((argument, ARGUMENT), (environment, ENVIRONMENT), (file, FILE)):
+        if value:
+            return value, level
+    return None, DEFAULT
+
+
+def _file_section(env: Mapping[str, str], profile: str | None) -> tuple[dict[str, Any], str]:
+    config = load_config(env)
+    if config is None:
+        if profile:
+            raise ConfigurationError(
+                f"profile {profile!r} requested but no config file found "
+                f"(looked for ./{PROJECT_FILE} and $XDG_CONFIG_HOME/{USER_FILE}; "
+                f"or set {CONFIG_ENV})"
+            )
+        return {}, ""
+    return config.section(profile)
+
+
+def _file_key(
+    section: Mapping[str, Any], where: str, env: Mapping[str, str], file_target: bool
+) -> str | None:
+    """The profile's key, only if calls go where the profile points: a key configured for
+    the profile's endpoint (or provider) must not follow an endpoint or provider that the
+    environment or an argument substituted."""
+    key = section.get("api_key")
+    variable = section.get("api_key_env")
+    if key is None and variable is None:
+        return None
+    if not file_target:
+        log.info("not using the api_key of %s: the endpoint or provider was set elsewhere", where)
+        return None
+    if variable is not None:
+        key = env.get(variable) or None
+        if key is None:
+            raise MissingAPIKeyError(
+                f"{where} reads its API key from ${variable}, which is not set"
+            )
+        register_secret(key)
+    return str(key)
+
+
+def _text(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, not {type(value).__name__}")
+    return value.strip() or None
+
+
+def _attribution(value: object, name: str) -> str | None:
+    text = _text(value, name)
+    if text is not None and not (text.isascii() and text.isprintable()):
+        raise ValidationError(f"{name} must be printable ASCII (it is sent as an HTTP header)")
+    return text
+
+
+def _check_headers(headers: object) -> Mapping[str, str]:
+    if not isinstance(headers, Mapping):
+        raise ValidationError(f"headers must be a mapping, not {type(headers).__name__}")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name.isascii() or not name.isprintable():
+            raise ValidationError(f"header name {name!r} is not a valid HTTP header name")
+        if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+            raise ValidationError(f"header {name!r} must be a printable ASCII string")
+        register_header_secret(name, value)
+    return headers
 
 
 def normalize_endpoint(url: object) -> str:

@@ -23,6 +23,7 @@ from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.retry import RetryPolicy
+from moodlemate.ai.routing import split_provider
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
 from moodlemate.ai.validation import build_chat_request, check_model, check_text
@@ -39,9 +40,12 @@ DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 class GPT:
     """A chat facade over any registered provider.
 
-    ``GPT()`` takes provider, endpoint and key from the environment (and config file), else
-    defaults to OpenAI. A key is scoped to the endpoint it was set for: after changing
-    ``endpoint`` to another host, set ``api_key`` again (or pass both to the constructor).
+    ``GPT()`` takes provider, endpoint, model and key from the environment and the config file
+    (``profile`` picks one of its profiles), else defaults to OpenAI; arguments beat both.
+    A key is scoped to the endpoint it was set for: after changing ``endpoint`` to another
+    host, set ``api_key`` again (or pass both to the constructor). ``headers`` go only to the
+    configured endpoint; ``app_url``/``app_title`` identify your app to providers that
+    attribute traffic (OpenRouter).
     """
 
     def __init__(
@@ -54,13 +58,26 @@ class GPT:
         retry: RetryPolicy | None = None,
         plugins: PluginRegistry | None = None,
         budget: Decimal | int | float | str | None = None,
+        profile: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        app_url: str | None = None,
+        app_title: str | None = None,
     ) -> None:
-        settings = resolve_settings(provider=provider, endpoint=endpoint, model=model)
+        settings = resolve_settings(
+            provider=provider,
+            endpoint=endpoint,
+            model=model,
+            profile=profile,
+            headers=headers,
+            app_url=app_url,
+            app_title=app_title,
+        )
         self._plugins = plugins or registry
         self._provider_name = settings.provider
         self._provider_explicit = settings.provider_is_explicit
         self._endpoint: str | None = settings.endpoint
         self._key: str | None = None
+        self._key_is_fallback = False
         self._key_origin: str | None = None
         self.model = settings.model
         """Default model for calls that do not name one (context_assistant, the CLI)."""
@@ -69,8 +86,14 @@ class GPT:
         self.budget = budget
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
-        if api_key is not None:
-            self.api_key = api_key
+        self._headers = settings.headers
+        self._headers_endpoint = settings.endpoint
+        self._app_url = settings.app_url
+        self._app_title = settings.app_title
+        key = api_key if api_key is not None else settings.api_key
+        if key is not None:
+            self.api_key = key
+        self._key_is_fallback = api_key is None and settings.api_key_is_literal
 
     # -- settings ------------------------------------------------------------------------
 
@@ -91,6 +114,7 @@ class GPT:
     @endpoint.setter
     def endpoint(self, url: str | None) -> None:
         self._endpoint = None if url is None else normalize_endpoint(url)
+        self._provider_explicit = False  # the newest choice: its owner, if any, serves it
 
     @property
     def api_key(self) -> str | None:
@@ -112,6 +136,7 @@ class GPT:
         self.provider.check_key(key, endpoint)
         self._key = key
         self._key_origin = origin(endpoint)
+        self._key_is_fallback = False
 
     @property
     def budget(self) -> Decimal | None:
@@ -162,7 +187,8 @@ class GPT:
     def count_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Tokens ``text`` encodes to for ``model``, counted locally (no request)."""
         check_text(text, "text")
-        return self.provider.count_tokens(text, check_model(model))
+        provider, name = self._route(check_model(model))
+        return provider.count_tokens(text, name)
 
     def context_assistant(self, prompt: str) -> str:
         """Answer ``prompt`` with the instance's default model and a helpful-assistant system
@@ -205,7 +231,9 @@ class GPT:
 
     def send(self, request: ChatRequest) -> Completion:
         """Send a prepared request under the retry policy and record it in the ledger."""
-        provider = self.provider
+        provider, model = self._route(request.model)
+        if model != request.model:
+            request = replace(request, model=model)
         connection = self._connection(provider)
         check_budget(self.ledger.cost, self._budget)
         check_context_window(provider, request)
@@ -221,16 +249,24 @@ class GPT:
     # -- internals -----------------------------------------------------------------------
 
     def _key_for(self, provider: Provider, endpoint: str) -> str | None:
-        if self._key is not None and self._key_origin == origin(endpoint):
-            return self._key
+        env_key = None
         if provider.key_env and provider.recognises(endpoint):
-            key = os.environ.get(provider.key_env) or None
-            register_secret(key)
-            return key
-        return None
+            env_key = os.environ.get(provider.key_env) or None
+            register_secret(env_key)
+        # A key written in a config file ranks below the environment, like every setting.
+        overridden = self._key_is_fallback and env_key is not None
+        if self._key is not None and self._key_origin == origin(endpoint) and not overridden:
+            return self._key
+        return env_key
+
+    def _route(self, model: str) -> tuple[Provider, str]:
+        """The provider a model goes to: the one its ``provider:`` prefix names, else ours."""
+        routed, name = split_provider(model, self._plugins)
+        return routed or self.provider, name
 
     def _connection(self, provider: Provider) -> Connection:
-        endpoint = self._endpoint or provider.default_endpoint
+        own = provider is self.provider
+        endpoint = self.endpoint if own else provider.default_endpoint
         key = self._key_for(provider, endpoint)
         if key is None:
             if self._key is not None:
@@ -242,7 +278,15 @@ class GPT:
             if provider.requires_key and provider.recognises(endpoint):
                 hint = f"set {provider.key_env} or " if provider.key_env else "set "
                 raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
-        return Connection(endpoint=endpoint, api_key=key)
+        # Configured headers belong to the configured endpoint, like keys.
+        headers = self._headers if own and self._endpoint == self._headers_endpoint else {}
+        return Connection(
+            endpoint=endpoint,
+            api_key=key,
+            headers=headers,
+            app_url=self._app_url,
+            app_title=self._app_title,
+        )
 
     def _account(
         self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int

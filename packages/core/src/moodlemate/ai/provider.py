@@ -76,6 +76,10 @@ class Connection:
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     timeout: float | None = None
+    app_url: str | None = None
+    """Your app's URL, for providers that attribute traffic to apps (OpenRouter)."""
+    app_title: str | None = None
+    """Your app's name, for the same providers."""
 
     def __repr__(self) -> str:
         return f"Connection(endpoint={self.endpoint!r}, api_key={mask(self.api_key)})"

@@ -55,6 +55,9 @@ def parse_completion(
         raise error_in_body(error, headers, provider=provider, model=model)
     try:
         choice = data["choices"][0]
+        if isinstance(choice, dict) and choice.get("error"):
+            # OpenRouter: the upstream model failed after the 200 was sent.
+            raise error_in_body(choice["error"], headers, provider=provider, model=model)
         message = choice["message"]
         text = message.get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):

@@ -1,0 +1,281 @@
+"""The TOML config file: where it is, what it may hold, and named profiles.
+
+Files, later ones overriding earlier ones key by key (profiles merge by name):
+
+1. user-level: ``$XDG_CONFIG_HOME/moodlemate-ai/config.toml`` (``~/.config/...`` by default)
+2. project-local: ``./moodlemate.toml`` in the current directory
+
+``MOODLEMATE_CONFIG=/path/file.toml`` replaces both with that one file. tomllib is imported
+only when a file exists (it costs more than ``import moodlemate.ai``), and a parsed file is
+reused until its size or mtime changes, so ``GPT()`` in a loop stays cheap.
+
+A file holds settings at its top level (the base every profile inherits), a ``profile`` key
+naming the default profile, and ``[profiles.NAME]`` tables::
+
+    profile = "work"
+    app_title = "My tool"
+
+    [profiles.work]
+    provider = "openrouter"
+    model = "anthropic/claude-sonnet-4"
+    api_key_env = "WORK_OPENROUTER_KEY"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from moodlemate.ai.errors import ConfigurationError, InvalidEndpointError
+from moodlemate.ai.secrets import register_secret
+
+__all__ = [
+    "CONFIG_ENV",
+    "PROFILE_ENV",
+    "PROJECT_FILE",
+    "ConfigFile",
+    "config_paths",
+    "load_config",
+    "register_header_secret",
+]
+
+log = logging.getLogger("moodlemate.ai")
+
+CONFIG_ENV = "MOODLEMATE_CONFIG"
+PROFILE_ENV = "MOODLEMATE_PROFILE"
+PROJECT_FILE = "moodlemate.toml"
+USER_FILE = Path("moodlemate-ai") / "config.toml"
+DEFAULT_PROFILE_NAME = "default"
+
+# key -> what it must be; every key is valid both at top level and in a profile.
+SETTING_KEYS: dict[str, str] = {
+    "provider": "a provider name",
+    "model": "a model name",
+    "endpoint": "an http(s) URL",
+    "api_key": "an API key",
+    "api_key_env": "an environment variable name",
+    "app_url": "your app's URL (OpenRouter attribution)",
+    "app_title": "your app's name (OpenRouter attribution)",
+    "headers": "a table of header names to string values",
+}
+_TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of profiles"}
+# Patterns stay strings until a file is checked (re caches them): GPT() compiles none.
+_HEADER_NAME = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret")
+
+
+class ConfigFile:
+    """The merged content of the config files found."""
+
+    __slots__ = ("default_profile", "paths", "profiles", "settings")
+
+    def __init__(
+        self,
+        paths: tuple[Path, ...],
+        settings: Mapping[str, Any],
+        profiles: Mapping[str, Mapping[str, Any]],
+        default_profile: str | None,
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.profiles = profiles
+        self.default_profile = default_profile
+
+    def section(self, profile: str | None) -> tuple[dict[str, Any], str]:
+        """The settings of ``profile`` (top level, overridden by the profile's table) and a
+        label for messages. ``None`` picks the file's default profile, if any."""
+        where = " or ".join(str(p) for p in self.paths)
+        name = profile or self.default_profile
+        if name is None and DEFAULT_PROFILE_NAME in self.profiles:
+            name = DEFAULT_PROFILE_NAME
+        if name is None:
+            return dict(self.settings), where
+        table = self.profiles.get(name)
+        if table is None:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise ConfigurationError(f"no profile {name!r} in {where} (profiles: {known})")
+        merged = {**self.settings, **table}
+        if "headers" in self.settings and "headers" in table:
+            merged["headers"] = {**self.settings["headers"], **table["headers"]}
+        return merged, f"profile {name!r} in {where}"
+
+
+def config_paths(environ: Mapping[str, str]) -> list[Path]:
+    """The config files that apply, lowest precedence first (only those that exist)."""
+    explicit = environ.get(CONFIG_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigurationError(f"{CONFIG_ENV} names {str(path)!r}, which is not a file")
+        return [path]
+    xdg = environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    candidates = [Path(xdg) / USER_FILE, Path(PROJECT_FILE)]
+    return [p for p in candidates if p.is_file()]
+
+
+def load_config(environ: Mapping[str, str]) -> ConfigFile | None:
+    """The merged config files, or None when there are none."""
+    paths = config_paths(environ)
+    if not paths:
+        return None
+    settings: dict[str, Any] = {}
+    profiles: dict[str, dict[str, Any]] = {}
+    default_profile: str | None = None
+    for path in paths:
+        top, file_profiles, file_default = _read(path)
+        settings.update(top)
+        for name, table in file_profiles.items():
+            profiles[name] = {**profiles.get(name, {}), **table}
+        default_profile = file_default or default_profile
+    return ConfigFile(tuple(paths), settings, profiles, default_profile)
+
+
+# -- reading and checking one file ---------------------------------------------------------
+
+_Parsed = tuple[dict[str, Any], dict[str, dict[str, Any]], str | None]
+_cache: dict[Path, tuple[tuple[int, int], _Parsed]] = {}
+_cache_lock = threading.Lock()
+
+
+def _read(path: Path) -> _Parsed:
+    try:
+        st = path.stat()
+        resolved = path.resolve()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _cache.get(resolved)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
+    import tomllib  # only now: a file exists
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: invalid TOML: {exc}") from None
+    parsed = _Checker(path, text).file(data)
+    if _has_key(parsed) and _others_can_read(st):
+        log.warning("config file %s holds an api_key and is readable by others: chmod 600", path)
+    with _cache_lock:
+        _cache[resolved] = (stamp, parsed)
+    return parsed
+
+
+def _has_key(parsed: _Parsed) -> bool:
+    top, profiles, _ = parsed
+    return "api_key" in top or any("api_key" in p for p in profiles.values())
+
+
+def _others_can_read(st: os.stat_result) -> bool:
+    return os.name == "posix" and bool(st.st_mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+class _Checker:
+    """Validates a parsed file; every message names the file, the table and the line."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def file(self, data: dict[str, Any]) -> _Parsed:
+        top = {k: v for k, v in data.items() if k not in _TOP_ONLY}
+        default = data.get("profile")
+        if default is not None and not (isinstance(default, str) and default):
+            self.fail("profile", "top level", f"must be a profile name, not {_kind(default)}")
+        raw_profiles = data.get("profiles", {})
+        if not isinstance(raw_profiles, dict):
+            self.fail("profiles", "top level", "must be a table: [profiles.NAME]")
+        profiles: dict[str, dict[str, Any]] = {}
+        for name, table in raw_profiles.items():
+            if not isinstance(table, dict):
+                self.fail(name, "[profiles]", f"must be a table [profiles.{name}]")
+            profiles[name] = self.section(table, f"[profiles.{name}]")
+        if default is not None and default not in profiles:
+            # It may be defined in another file; ConfigFile.section reports it if not.
+            log.debug("%s: default profile %r is not defined here", self.path, default)
+        return self.section(top, "top level"), profiles, default
+
+    def section(self, table: dict[str, Any], where: str) -> dict[str, Any]:
+        for key in table:
+            if key not in SETTING_KEYS:
+                hint = _suggest(key)
+                self.fail(key, where, f"unknown key{hint}; known keys: {', '.join(SETTING_KEYS)}")
+        for key, value in table.items():
+            if key == "headers":
+                self.headers(value, where)
+            elif not isinstance(value, str) or not value:
+                self.fail(key, where, f"must be {SETTING_KEYS[key]} (a string), not {_kind(value)}")
+            elif key in ("api_key", "app_url", "app_title") and not _clean_header_value(value):
+                register_secret(value if key == "api_key" else None)
+                self.fail(key, where, "must be printable ASCII without line breaks")
+        if "api_key" in table and "api_key_env" in table:
+            self.fail("api_key_env", where, "set api_key or api_key_env, not both")
+        if "api_key" in table:
+            register_secret(table["api_key"])
+        if "api_key_env" in table and not re.fullmatch(_ENV_NAME, table["api_key_env"]):
+            self.fail("api_key_env", where, "must be an environment variable name")
+        if "endpoint" in table:
+            from moodlemate.ai.config import normalize_endpoint
+
+            try:
+                table = {**table, "endpoint": normalize_endpoint(table["endpoint"])}
+            except InvalidEndpointError as exc:
+                self.fail("endpoint", where, exc.message)
+        return table
+
+    def headers(self, value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            self.fail("headers", where, f"must be a table of strings, not {_kind(value)}")
+        for name, text in value.items():
+            if not re.fullmatch(_HEADER_NAME, name):
+                self.fail(name, f"{where} headers", "is not a valid HTTP header name")
+            if not isinstance(text, str) or not _clean_header_value(text):
+                self.fail(name, f"{where} headers", "must be a printable ASCII string")
+            register_header_secret(name, text)
+
+    def fail(self, key: str, where: str, problem: str) -> Any:
+        line = self.line_of(key)
+        at = f":{line}" if line else ""
+        raise ConfigurationError(f"{self.path}{at}: {where}: {key!r} {problem}")
+
+    def line_of(self, key: str) -> int | None:
+        """Best effort: TOML parsers do not report where a valid key was."""
+        pattern = re.compile(rf"^\s*(\[\s*)?([\w.\-]*\.)?[\"']?{re.escape(key)}[\"']?\s*(=|\])")
+        for number, line in enumerate(self.lines, 1):
+            if pattern.match(line):
+                return number
+        return None
+
+
+def register_header_secret(name: str, value: str) -> None:
+    """Headers that look like credentials (``X-Api-Key``) are redacted like keys."""
+    if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
+        register_secret(value)
+
+
+def _clean_header_value(value: str) -> bool:
+    return value.isascii() and value.isprintable()
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a table", list: "an array", bool: "a boolean", str: "an empty string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _suggest(key: str) -> str:
+    from difflib import get_close_matches
+
+    match = get_close_matches(key, [*SETTING_KEYS, *_TOP_ONLY], n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,0 +1,63 @@
+"""The OpenRouter provider: the OpenAI provider with OpenRouter's endpoint, keys, headers,
+model ids and price catalog. OpenRouter speaks the OpenAI protocol, so requests, responses,
+errors and token counting are the OpenAI provider's own code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from moodlemate.ai.pricing import ModelInfo
+from moodlemate.ai.provider import ChatRequest, Completion, Connection
+from moodlemate.providers.openai import OpenAIProvider
+from moodlemate.providers.openai.models import ModelRules
+from moodlemate.providers.openrouter import catalog
+
+__all__ = ["OpenRouterProvider"]
+
+_CHAT_RULES = ModelRules()
+
+
+class OpenRouterProvider(OpenAIProvider):
+    """``openrouter``: https://openrouter.ai/api/v1, keys ``sk-or-...``, model ids such as
+    ``openai/gpt-4o-mini`` or ``anthropic/claude-sonnet-4``."""
+
+    name = "openrouter"
+    default_endpoint = catalog.DEFAULT_ENDPOINT
+    key_env = "OPENROUTER_API_KEY"
+    key_prefixes = ("sk-or-",)
+    hosts = ("openrouter.ai",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._catalog_endpoint = self.default_endpoint
+
+    def extra_headers(self, connection: Connection) -> Mapping[str, str]:
+        """App attribution: OpenRouter reads ``X-OpenRouter-Title``; ``X-Title`` is its
+        older name, still honoured, so both are sent."""
+        headers: dict[str, str] = {}
+        if connection.app_url:
+            headers["HTTP-Referer"] = connection.app_url
+        if connection.app_title:
+            headers["X-OpenRouter-Title"] = connection.app_title
+            headers["X-Title"] = connection.app_title
+        return headers
+
+    def rules(self, model: str) -> ModelRules:
+        """OpenAI's request rules apply to OpenAI's models (``openai/o1``, ``openai/o3-mini``);
+        OpenRouter normalises the others, whatever their names look like."""
+        vendor, slash, _ = model.partition("/")
+        if slash and vendor.lower() != "openai":
+            return _CHAT_RULES
+        return super().rules(model)
+
+    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
+        # Prices come from the catalog of the service actually in use (a proxy, a test server).
+        self._catalog_endpoint = connection.endpoint
+        return super().complete(connection, request)
+
+    def model_info(self, model: str) -> ModelInfo | None:
+        return catalog.lookup(model, self._catalog_endpoint)
+
+    def models(self) -> list[ModelInfo]:
+        found = catalog.models_for(self._catalog_endpoint)
+        return sorted(found.values(), key=lambda info: info.name)
