@@ -161,7 +161,17 @@ class GPT:
         """Send a prepared request under the retry policy and record it in the ledger."""
         provider = self.provider
         connection = self._connection(provider)
+        hooks = self._plugins.call_hooks()
+        if hooks is None:
+            return self._send(provider, connection, request)
+        return hooks.around(
+            request,
+            provider.name,
+            connection.endpoint,
+            lambda: self._send(provider, connection, request),
+        )
 
+    def _send(self, provider: Provider, connection: Connection, request: ChatRequest) -> Completion:
         def attempt(timeout: float) -> Completion:
             return provider.complete(replace(connection, timeout=timeout), request)
 
