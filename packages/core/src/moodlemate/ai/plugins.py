@@ -113,6 +113,13 @@ class PluginRegistry:
                 continue
             package = ep.dist.name if ep.dist else None
             version = ep.dist.version if ep.dist else None
+            if pm.has_plugin(ep.name):
+                owner = next((e for e in self._entries.values() if e.plugin == ep.name), None)
+                problem = "is a name another installed package already uses" + (
+                    f" ({owner.package!r})" if owner and owner.package else ""
+                )
+                self._report(ep.name, package, f"{problem}; it was not loaded", strict=False)
+                continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must not take the others down
@@ -151,7 +158,8 @@ class PluginRegistry:
         except Exception as exc:
             if pm.is_registered(plugin):
                 pm.unregister(plugin)
-            problem = f"does not match the moodlemate.ai hook specification ({exc})"
+            reason = "; ".join(line for line in str(exc).splitlines() if line.strip())
+            problem = f"does not match the moodlemate.ai hook specification ({reason})"
             self._report(name, package, problem, strict=strict)
             return False
         collected: list[Provider] = []
@@ -183,7 +191,7 @@ class PluginRegistry:
         """All or nothing: one bad provider rejects the whole plugin, so it is never half on."""
         claimed: set[str] = set()
         for provider in providers:
-            problem = self._contract_problem(provider, from_code, claimed)
+            problem = self._contract_problem(provider, name, from_code, claimed)
             if problem is not None:
                 if plugin is not None and pm.is_registered(plugin):
                     pm.unregister(plugin)
@@ -191,14 +199,27 @@ class PluginRegistry:
                 return False
             claimed.add(provider.name)
         for provider in providers:
-            self._entries[provider.name] = ProviderEntry(
-                provider, name, package, version, from_code
-            )
+            entry = ProviderEntry(provider, name, package, version, from_code)
+            existing = self._entries.get(provider.name)
+            if existing is not None and not existing.from_code and existing.plugin != name:
+                self._evict(pm, existing, entry)
+            self._entries[provider.name] = entry
             log.debug("provider %r registered by plugin %r", provider.name, name)
         return True
 
+    def _evict(self, pm: pluggy.PluginManager, loser: ProviderEntry, owner: ProviderEntry) -> None:
+        """Unload a plugin that took a provider name belonging to a plugin loaded after it."""
+        self._entries = {n: e for n, e in self._entries.items() if e.plugin != loser.plugin}
+        if pm.has_plugin(loser.plugin):
+            pm.unregister(name=loser.plugin)
+        problem = (
+            f"registers provider {owner.provider.name!r}, a name that belongs to "
+            f"{owner.describe()}; it was not loaded"
+        )
+        self._report(loser.plugin, loser.package, problem, strict=False)
+
     def _contract_problem(
-        self, provider: Provider, from_code: bool, claimed: set[str]
+        self, provider: Provider, plugin: str, from_code: bool, claimed: set[str]
     ) -> str | None:
         from moodlemate.ai.provider import Provider
 
@@ -218,14 +239,13 @@ class PluginRegistry:
         if name in claimed:
             return f"registers provider {name!r} twice"
         existing = self._entries.get(name)
-        if existing is not None and existing.provider is not provider:
-            if from_code and existing.from_code:
-                return None  # a notebook cell run again replaces its own earlier registration
-            return (
-                f"registers provider {name!r}, a name already taken by {existing.describe()}; "
-                "the first one is kept"
-            )
-        return None
+        if existing is None or existing.provider is provider:
+            return None
+        if from_code and existing.from_code:
+            return None  # a notebook cell run again replaces its own earlier registration
+        if not from_code and not existing.from_code and name == plugin != existing.plugin:
+            return None  # the plugin named like the provider owns the name, whatever the order
+        return f"registers provider {name!r}, a name already taken by {existing.describe()}"
 
     def _report(self, plugin: str, package: str | None, problem: str, *, strict: bool) -> None:
         where = f"moodlemate.ai plugin {plugin!r}" + (
