@@ -91,17 +91,26 @@ def dist_name(plugin: str) -> str:
     return f"mmtest-{plugin.replace('_', '-')}"
 
 
+def install_distribution(
+    site: Path, dist: str, version: str, files: dict[str, str], entry_points: dict[str, str]
+) -> None:
+    """Lay out files plus ``<dist>-<version>.dist-info`` with the ``moodlemate.ai`` entry points."""
+    for name, source in files.items():
+        (site / name).write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[moodlemate.ai]\n{lines}")
+    (info / "RECORD").write_text("")
+
+
 def install(site: Path, plugin: str, source: str, version: str = "1.2.3") -> None:
     """Install one distribution ``mmtest-<plugin>`` with entry point ``<plugin>``."""
     module = module_name(plugin)
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{module}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {dist_name(plugin)}\nVersion: {version}\n"
+    install_distribution(
+        site, dist_name(plugin), version, {f"{module}.py": source}, {plugin: module}
     )
-    (info / "entry_points.txt").write_text(f"[moodlemate.ai]\n{plugin} = {module}\n")
-    (info / "RECORD").write_text("")
 
 
 def install_broken(site: Path) -> Path:
