@@ -322,3 +322,43 @@ def test_zero_price_provider_costs_zero_not_unknown(server: LoopbackServer) -> N
     gpt.chat_completion("llama3.2", "", "hi")
     assert gpt.last_result is not None
     assert gpt.last_result.cost == Decimal(0)
+
+
+def test_a_provider_without_hosts_recognises_only_its_own_server() -> None:
+    """A local server's provider must not claim every other server on localhost."""
+
+    class LMStudio(LocalProvider):
+        default_endpoint = "http://localhost:1234/v1"
+
+    class Hosted(LocalProvider):
+        default_endpoint = "https://api.example.com/v1"
+        hosts = ("example.com",)
+
+    lmstudio, hosted = LMStudio(), Hosted()
+    assert lmstudio.recognises("http://localhost:1234/v1/")
+    assert not lmstudio.recognises("http://localhost:8000/v1")
+    assert not lmstudio.recognises("https://localhost:1234/v1")
+    assert hosted.recognises("https://eu.api.example.com/v1")
+    assert not hosted.recognises("https://example.org/v1")
+
+
+def test_a_subclass_for_another_server_does_not_inherit_the_parents_key(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OPENAI_API_KEY belongs to api.openai.com: a subclass with its own default endpoint
+    neither reads it nor claims api.openai.com, unless it says so itself."""
+
+    class Lab(OpenAIProvider):
+        name = "lab"
+        default_endpoint = server.url
+        requires_key = False
+
+    assert (Lab.key_env, Lab.key_prefixes, Lab.hosts) == (None, (), ())
+    assert not Lab().recognises("https://api.openai.com/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    registry = PluginRegistry()
+    registry.register_provider(Lab())
+    server.enqueue(Reply(text="ok"))
+    gpt = GPT("lab", plugins=registry)
+    assert gpt.chat_completion("m", "", "hi") == "ok"
+    assert "authorization" not in server.chat_requests[0].headers

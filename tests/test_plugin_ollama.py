@@ -139,3 +139,13 @@ def test_every_model_is_free_but_none_is_listed() -> None:
     assert price is not None
     assert (price.input, price.cached_input, price.output) == (Decimal(0),) * 3
     assert provider.models() == []
+
+
+def test_a_malformed_ollama_host_is_reported_as_a_broken_plugin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "localhost:eleven")
+    plugins = PluginRegistry()
+    with pytest.warns(RuntimeWarning, match="OLLAMA_HOST='localhost:eleven' is not host"):
+        assert plugins.names() == ["openai"]
+    assert "(package 'moodlemate-ai-ollama')" in plugins.failures["ollama"]

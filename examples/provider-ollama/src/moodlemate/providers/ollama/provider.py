@@ -11,6 +11,7 @@ import os
 from decimal import Decimal
 from urllib.parse import urlsplit
 
+from moodlemate.ai.errors import InvalidEndpointError
 from moodlemate.ai.pricing import ModelInfo, Price
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.tokens import count_tokens
@@ -33,13 +34,16 @@ ESTIMATE_TOKENS_AS = "gpt-4o"
 def endpoint_from_host(value: str) -> str:
     """``OLLAMA_HOST`` (``host``, ``host:port`` or a URL) -> the server's OpenAI base URL."""
     text = value.strip()
-    parts = urlsplit(text if "://" in text else f"http://{text}")
+    try:
+        parts = urlsplit(text if "://" in text else f"http://{text}")
+        port = parts.port or (DEFAULT_PORT if "://" not in text else None)
+    except ValueError as exc:
+        raise InvalidEndpointError(f"{HOST_ENV}={value!r} is not host[:port] or a URL") from exc
     host = parts.hostname or "localhost"
     if host in _ANY_HOSTS:
         host = "localhost"
     if ":" in host:
         host = f"[{host}]"
-    port = parts.port or (DEFAULT_PORT if "://" not in text else None)
     netloc = f"{host}:{port}" if port else host
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}/v1"
 
