@@ -362,3 +362,33 @@ def test_a_subclass_for_another_server_does_not_inherit_the_parents_key(
     gpt = GPT("lab", plugins=registry)
     assert gpt.chat_completion("m", "", "hi") == "ok"
     assert "authorization" not in server.chat_requests[0].headers
+
+
+def test_two_packages_with_one_entry_point_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = """
+        from moodlemate.ai import hookimpl
+        from moodlemate.providers.openai import OpenAIProvider
+
+        class Twin(OpenAIProvider):
+            name = "twin"
+            default_endpoint = "http://127.0.0.1:9/v1"
+
+        @hookimpl
+        def register_providers(register):
+            register(Twin())
+    """
+    for dist in ("mmtest-twin-a", "mmtest-twin-b"):
+        module = dist.replace("-", "_")
+        fake_dists.install_distribution(
+            tmp_path, dist, "1.0", {f"{module}.py": source}, {"twin": module}
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = PluginRegistry()
+    with pytest.warns(RuntimeWarning, match="is a name another installed package already uses"):
+        first = registry.entries()["twin"].package
+    assert first in {"mmtest-twin-a", "mmtest-twin-b"}
+    second = ({"mmtest-twin-a", "mmtest-twin-b"} - {first}).pop()
+    assert f"(package {second!r})" in registry.failures["twin"]
+    assert f"({first!r}); it was not loaded" in registry.failures["twin"]

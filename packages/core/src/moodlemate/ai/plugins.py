@@ -128,12 +128,11 @@ class PluginRegistry:
                 continue
             self._add(pm, plugin, ep.name, package, version, from_code=False, strict=False)
         for name in sorted((allowed or set()) - seen):
-            self._failures[name] = message = (
+            self._warn(
+                name,
                 f"{PLUGINS_ENV} names plugin {name!r}, which no installed package provides "
-                f"(installed: {', '.join(sorted(seen)) or 'none'})"
+                f"(installed: {', '.join(sorted(seen)) or 'none'})",
             )
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            log.warning("%s", message)
         for label, plugin in self._code_plugins.items():
             self._add(pm, plugin, label, None, None, from_code=True, strict=False)
         for label, provider in self._code_providers.items():
@@ -152,6 +151,8 @@ class PluginRegistry:
         from_code: bool,
         strict: bool,
     ) -> bool:
+        from pluggy import PluginValidationError
+
         try:
             pm.register(plugin, name=name)
             pm.check_pending()
@@ -159,7 +160,10 @@ class PluginRegistry:
             if pm.is_registered(plugin):
                 pm.unregister(plugin)
             reason = "; ".join(line for line in str(exc).splitlines() if line.strip())
-            problem = f"does not match the moodlemate.ai hook specification ({reason})"
+            if isinstance(exc, PluginValidationError):
+                problem = f"does not match the moodlemate.ai hook specification ({reason})"
+            else:  # e.g. the same module registered twice under two names
+                problem = f"could not be registered ({type(exc).__name__}: {reason})"
             self._report(name, package, problem, strict=strict)
             return False
         collected: list[Provider] = []
@@ -254,8 +258,11 @@ class PluginRegistry:
         message = f"{where} {problem}"
         if strict:
             raise PluginError(message)
+        self._warn(plugin, message)
+
+    def _warn(self, plugin: str, message: str) -> None:
         self._failures[plugin] = message
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
         log.warning("%s", message)
 
     # -- public --------------------------------------------------------------------------
