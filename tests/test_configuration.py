@@ -325,15 +325,23 @@ def test_names_with_colons_that_are_not_providers_pass_unchanged(
     assert server.chat_requests[0].body["model"] == model
 
 
-def test_a_prefix_naming_a_missing_provider_package_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("MOODLEMATE_PLUGINS", "openai")
-    gpt = GPT(plugins=PluginRegistry())
+def test_a_prefix_naming_a_missing_provider_package_says_what_to_install() -> None:
+    nothing_installed = PluginRegistry(group="moodlemate.ai.tests.no-such-group")
+    gpt = GPT(plugins=nothing_installed)
     with pytest.raises(ProviderNotInstalledError, match=r"moodlemate-ai\[openrouter\]"):
         gpt.chat_completion("openrouter:openai/gpt-4o-mini", "", "Hi")
     with pytest.raises(ProviderNotInstalledError, match=r"moodlemate-ai\[openrouter\]"):
-        _ = GPT("openrouter", plugins=PluginRegistry()).provider
+        _ = GPT("openrouter", plugins=nothing_installed).provider
+
+
+def test_a_prefix_naming_a_provider_left_out_by_the_plugin_filter_is_not_sent_on(
+    monkeypatch: pytest.MonkeyPatch, server: LoopbackServer
+) -> None:
+    monkeypatch.setenv("MOODLEMATE_PLUGINS", "openai")
+    gpt = GPT(endpoint=server.url, plugins=PluginRegistry())
+    with pytest.raises(UnknownProviderError, match="installed but not loaded"):
+        gpt.chat_completion("openrouter:openai/gpt-4o-mini", "", "Hi")
+    assert server.requests == []
 
 
 # -- clear errors -----------------------------------------------------------------------------

@@ -100,7 +100,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(_ERRORS, "moodlemate.ai.errors"),
 }
 
-__all__ = [*sorted(_LAZY), "__version__", "register"]
+__all__ = [*sorted(_LAZY), "__version__", "register", "register_provider"]
 
 
 def register(plugin: Any, name: str | None = None) -> None:
@@ -108,6 +108,13 @@ def register(plugin: Any, name: str | None = None) -> None:
     from moodlemate.ai.plugins import registry
 
     registry.register(plugin, name)
+
+
+def register_provider(provider: Provider) -> None:
+    """Register one provider object defined in code, e.g. in a script or notebook."""
+    from moodlemate.ai.plugins import registry
+
+    registry.register_provider(provider)
 
 
 def __getattr__(name: str) -> Any:

@@ -237,7 +237,17 @@ class GPT:
         connection = self._connection(provider)
         check_budget(self.ledger.cost, self._budget)
         check_context_window(provider, request)
+        hooks = self._plugins.call_hooks()
+        if hooks is None:
+            return self._send(provider, connection, request)
+        return hooks.around(
+            request,
+            provider.name,
+            connection.endpoint,
+            lambda: self._send(provider, connection, request),
+        )
 
+    def _send(self, provider: Provider, connection: Connection, request: ChatRequest) -> Completion:
         def attempt(timeout: float) -> Completion:
             return provider.complete(replace(connection, timeout=timeout), request)
 

@@ -1,7 +1,10 @@
-"""The pluggy contract between the core and provider plugins.
+"""The pluggy contract between the core and plugins.
 
 A plugin is a module (or object) with ``@hookimpl`` functions, found through the
-``moodlemate.ai`` entry-point group or passed to :func:`moodlemate.ai.register`.
+``moodlemate.ai`` entry-point group or passed to :func:`moodlemate.ai.register`. A hook
+implementation may take any subset of its spec's arguments, by name. An implementation
+whose name matches no spec here is rejected when the plugin loads (pluggy's
+``check_pending``), so a typo cannot silently do nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Provider
+    from moodlemate.ai.provider import ChatRequest, Completion, Provider
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 
@@ -24,3 +27,27 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def register_providers(register: Callable[[Provider], None]) -> None:
     """Call ``register(provider)`` once for each provider this plugin offers."""
+
+
+@hookspec
+def before_request(request: ChatRequest, provider: str, endpoint: str) -> None:
+    """Called once per call, before the first attempt is sent (for logging and metrics).
+
+    Never receives the API key. An exception raised here propagates to the caller and the
+    request is not sent, so a policy plugin can refuse a request.
+    """
+
+
+@hookspec
+def after_response(
+    request: ChatRequest,
+    provider: str,
+    endpoint: str,
+    completion: Completion | None,
+    error: Exception | None,
+    attempts: int,
+    elapsed: float,
+) -> None:
+    """Called once per call when it ends: ``completion`` (with usage and cost) on success,
+    else the ``error`` the caller is about to receive. ``attempts`` counts retries included;
+    ``elapsed`` is in seconds, waits included. Never receives the API key."""

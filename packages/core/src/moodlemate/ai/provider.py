@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from moodlemate.ai.config import origin
 from moodlemate.ai.errors import InvalidAPIKeyError
 from moodlemate.ai.pricing import ModelInfo, Price
 from moodlemate.ai.secrets import mask
@@ -104,13 +105,28 @@ class Provider(ABC):
     requires_key: bool = True
     """Whether the provider's own endpoint needs a key (a local server may not)."""
     hosts: tuple[str, ...] = ()
-    """Hostnames that identify this provider's endpoint; default: the default endpoint's host."""
+    """Hostnames (and their subdomains) that identify this provider's endpoint; empty: the
+    default endpoint's scheme, host and port, so a local server on ``localhost:1234`` does
+    not claim every other server on localhost."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass for another service (an OpenAIProvider for a local server) must not
+        # inherit its parent's key variable, key format or hosts: it would send the
+        # parent's key (OPENAI_API_KEY) to its own server. It declares its own, or none.
+        if "default_endpoint" in cls.__dict__:
+            for attr, unset in (("key_env", None), ("key_prefixes", ()), ("hosts", ())):
+                if attr not in cls.__dict__:
+                    setattr(cls, attr, unset)
 
     def recognises(self, endpoint: str) -> bool:
         """True when ``endpoint`` is this provider's own service (selects it automatically)."""
         host = (urlsplit(endpoint).hostname or "").lower()
-        own = self.hosts or ((urlsplit(self.default_endpoint).hostname or "").lower(),)
-        return bool(host) and any(host == h or host.endswith("." + h) for h in own)
+        if not host:
+            return False
+        if not self.hosts:
+            return origin(endpoint) == origin(self.default_endpoint)
+        return any(host == h or host.endswith("." + h) for h in self.hosts)
 
     def check_key(self, key: str, endpoint: str) -> None:
         """Raise InvalidAPIKeyError (without the key in the message) if ``key`` cannot be one of

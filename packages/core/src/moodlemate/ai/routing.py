@@ -29,4 +29,7 @@ def split_provider(model: str, plugins: PluginRegistry) -> tuple[Provider | None
     except ProviderNotInstalledError:
         raise
     except UnknownProviderError:
+        # Installed but left out by MOODLEMATE_PLUGINS, or broken: still a provider's name.
+        if prefix in plugins.excluded or prefix in plugins.failures:
+            raise
         return None, model

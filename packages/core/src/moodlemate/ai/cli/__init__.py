@@ -14,7 +14,7 @@ from moodlemate.ai.errors import MoodlemateError
 __all__ = ["main"]
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("demo",)
+COMMANDS = ("demo", "providers", "models")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

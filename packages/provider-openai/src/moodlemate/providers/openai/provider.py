@@ -28,9 +28,10 @@ class OpenAIProvider(Provider):
 
     name = "openai"
     default_endpoint = "https://api.openai.com/v1"
-    key_env = "OPENAI_API_KEY"
-    key_prefixes = ("sk-",)
-    hosts = ("api.openai.com",)
+    # Typed as the base class declares them, so subclasses (Ollama: no key) can override.
+    key_env: str | None = "OPENAI_API_KEY"
+    key_prefixes: tuple[str, ...] = ("sk-",)
+    hosts: tuple[str, ...] = ("api.openai.com",)
 
     def __init__(self) -> None:
         self._pool = ClientPool()

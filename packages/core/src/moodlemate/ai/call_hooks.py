@@ -1,0 +1,66 @@
+"""Calls the ``before_request`` / ``after_response`` hooks around one facade call.
+
+Only built when some plugin implements one of them, so a call with no such plugin pays
+nothing but one attribute check. The hooks see the request, the provider's name and the
+endpoint; the key stays in the :class:`~moodlemate.ai.provider.Connection`, which they never get.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from moodlemate.ai.errors import ProviderError
+
+if TYPE_CHECKING:
+    import pluggy
+    from moodlemate.ai.provider import ChatRequest, Completion
+
+__all__ = ["CallHooks"]
+
+
+class CallHooks:
+    __slots__ = ("_after", "_before")
+
+    def __init__(self, before: pluggy.HookCaller, after: pluggy.HookCaller) -> None:
+        self._before = before
+        self._after = after
+
+    @classmethod
+    def of(cls, pm: pluggy.PluginManager) -> CallHooks | None:
+        """The hooks of ``pm``, or None when no plugin implements either."""
+        before, after = pm.hook.before_request, pm.hook.after_response
+        if not before.get_hookimpls() and not after.get_hookimpls():
+            return None
+        return cls(before, after)
+
+    def around(
+        self, request: ChatRequest, provider: str, endpoint: str, send: Callable[[], Completion]
+    ) -> Completion:
+        """Run ``send()`` between the two hooks; its result or error passes through unchanged."""
+        self._before(request=request, provider=provider, endpoint=endpoint)
+        started = time.monotonic()
+        try:
+            completion = send()
+        except Exception as exc:
+            self._after(
+                request=request,
+                provider=provider,
+                endpoint=endpoint,
+                completion=None,
+                error=exc,
+                attempts=exc.attempts if isinstance(exc, ProviderError) else 1,
+                elapsed=time.monotonic() - started,
+            )
+            raise
+        self._after(
+            request=request,
+            provider=provider,
+            endpoint=endpoint,
+            completion=completion,
+            error=None,
+            attempts=completion.attempts,
+            elapsed=time.monotonic() - started,
+        )
+        return completion

@@ -1,0 +1,52 @@
+"""``moodlemate-ai providers``: which providers are installed, from which package, and which
+plugins failed to load (exit status 1 then, so a deployment check can rely on it)."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import Any
+
+from moodlemate.ai.cli import EXIT_FAILURE, EXIT_OK
+from moodlemate.ai.cli.table import format_table
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "providers",
+        help="list installed providers and plugins that failed to load",
+        description="List installed providers (name, package, version, default endpoint) "
+        "and report plugins that failed to load. Exits 1 when any plugin failed.",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moodlemate.ai.plugins import PLUGINS_ENV, registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # failures are listed below instead
+        entries = registry.entries()
+        failures = registry.failures
+        excluded = registry.excluded
+    rows = [
+        [
+            name,
+            entry.package or "(in code)",
+            entry.version or "-",
+            entry.provider.default_endpoint,
+        ]
+        for name, entry in sorted(entries.items())
+    ]
+    if rows:
+        print(format_table(["NAME", "PACKAGE", "VERSION", "DEFAULT ENDPOINT"], rows))
+    else:
+        print("no providers installed: pip install 'moodlemate-ai[openai]'")
+    if excluded:
+        print(f"\nleft out by {PLUGINS_ENV}: {', '.join(sorted(excluded))}")
+    if failures:
+        print("\nfailed plugins:")
+        for plugin, reason in sorted(failures.items()):
+            print(f"  {plugin}: {reason}")
+        return EXIT_FAILURE
+    return EXIT_OK
