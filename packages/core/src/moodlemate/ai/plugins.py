@@ -12,7 +12,6 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.errors import ProviderNotInstalledError, UnknownProviderError
@@ -63,6 +62,9 @@ class PluginRegistry:
             return self._pm
 
     def _load(self) -> pluggy.PluginManager:
+        # importlib.metadata costs ~25 ms (it pulls in email, zipfile, csv): GPT() must not pay it.
+        from importlib.metadata import entry_points
+
         import pluggy
         from moodlemate.ai import hookspecs
 
