@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from moodlemate.ai.errors import APITimeoutError, ProviderError, ValidationError
@@ -200,6 +199,9 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         pass
+    # Imported here: email.utils costs ~15 ms at import, and HTTP dates are rare.
+    from email.utils import parsedate_to_datetime
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
