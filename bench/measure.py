@@ -8,7 +8,9 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def median(samples: list[float]) -> float:
@@ -22,12 +24,12 @@ def percentile(samples: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def interleaved(rounds: int, contenders: dict[str, Callable[[], list[float]]]) -> dict[str, list]:
+def interleaved(rounds: int, contenders: dict[str, Callable[[], list[T]]]) -> dict[str, list[T]]:
     """Run each contender once per round, alternating who goes first, and pool the samples.
 
     Alternating the order cancels drift (CPU frequency, a neighbour's load) between the two.
     """
-    pooled: dict[str, list[float]] = {name: [] for name in contenders}
+    pooled: dict[str, list[T]] = {name: [] for name in contenders}
     names = list(contenders)
     for round_ in range(rounds):
         for name in names if round_ % 2 == 0 else reversed(names):

@@ -153,9 +153,9 @@ def loopback() -> Iterator[Server]:
             "LoopbackServer (fallback)",
             server.url,
             server.url,
-            note="nginx not found: the reference server is the project's Python LoopbackServer, "
-            "slower than either client, so every ratio is diluted toward 1.0. "
-            "Install nginx for meaningful ratios.",
+            note="no nginx (not installed, or --no-nginx): the reference server is the "
+            "project's Python LoopbackServer, which adds its own time to every call, so ratios "
+            "are diluted toward 1.0. Install nginx for meaningful ratios.",
         )
 
 
