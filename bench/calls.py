@@ -5,6 +5,7 @@ both on one reused client (SDK retries off), in one process, against the same se
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import Callable, Iterator
@@ -118,18 +119,26 @@ def retry_overhead(repeat: int) -> Row:
 # -- async ----------------------------------------------------------------------------------
 
 
-def _async_ours(url: str) -> Callable[[], Any] | None:
-    """A zero-argument coroutine function for one facade call, if the code has async."""
+# Names the async and streaming API may take; the first one the code has is benchmarked.
+ASYNC_METHODS = ("achat_completion", "chat_completion_async")
+STREAM_METHODS = ("stream", "stream_chat_completion", "chat_completion_stream")
+
+
+def _async_ours(url: str) -> tuple[str, Callable[[], Any]] | None:
+    """The async facade call the code offers, if any, as a zero-argument coroutine function."""
     import moodlemate.ai
 
-    gpt_cls = moodlemate.ai.GPT
-    if hasattr(gpt_cls, "achat_completion"):
-        gpt = gpt_cls(endpoint=url, api_key=KEY)
-        return lambda: gpt.achat_completion(MODEL, SYSTEM, USER, TEMPERATURE)
+    gpt = moodlemate.ai.GPT(endpoint=url, api_key=KEY)
+    for name in ASYNC_METHODS:
+        method = getattr(gpt, name, None)
+        if method is not None and inspect.iscoroutinefunction(method):
+            return f"GPT.{name}", functools.partial(method, MODEL, SYSTEM, USER, TEMPERATURE)
     async_cls = getattr(moodlemate.ai, "AsyncGPT", None)
     if async_cls is not None:
         agpt = async_cls(endpoint=url, api_key=KEY)
-        return lambda: agpt.chat_completion(MODEL, SYSTEM, USER, TEMPERATURE)
+        return "AsyncGPT.chat_completion", lambda: agpt.chat_completion(
+            MODEL, SYSTEM, USER, TEMPERATURE
+        )
     return None
 
 
@@ -152,9 +161,10 @@ def concurrent(server: Server, rounds: int, requests: int, concurrency: int = 64
     section = f"async, concurrency {concurrency}"
     metric = "throughput"
     target = Target("ratio>=", 0.95)
-    ours = _async_ours(server.url)
-    if ours is None:
+    found = _async_ours(server.url)
+    if found is None:
         return [not_available(section, metric, "req/s", target, "not available")]
+    api, ours = found
     import openai
 
     async def main() -> dict[str, list[float]]:
@@ -182,12 +192,12 @@ def concurrent(server: Server, rounds: int, requests: int, concurrency: int = 64
     return [
         Row(
             section,
-            metric,
+            f"{metric}, {api} (raw: AsyncOpenAI)",
             "req/s",
             median(samples["ours"]),
             median(samples["raw"]),
             target,
-            detail={"rounds": rounds, "requests_per_round": requests, "server": server.kind},
+            detail={"api": api, "rounds": rounds, "requests": requests, "server": server.kind},
         )
     ]
 
@@ -208,14 +218,23 @@ def streaming(server: Server, rounds: int, streams: int) -> list[Row]:
     section = f"streaming, whole stream of {STREAM_PIECES} deltas"
     metric = "median time per stream"
     target = Target("ratio<=", 1.05)
-    from moodlemate.ai import GPT
-
-    if not hasattr(GPT, "stream") or inspect.isasyncgenfunction(GPT.stream):
-        return [not_available(section, metric, "us", target, "not available")]
     gpt, client = _ours(server.stream_url), _raw(server.stream_url)
+    api = next(
+        (
+            name
+            for name in STREAM_METHODS
+            if callable(getattr(gpt, name, None))
+            and not inspect.iscoroutinefunction(getattr(gpt, name))
+            and not inspect.isasyncgenfunction(getattr(gpt, name))
+        ),
+        None,
+    )
+    if api is None:
+        return [not_available(section, metric, "us", target, "not available")]
+    method = getattr(gpt, api)
 
     def ours() -> str:
-        return _drain(gpt.stream(MODEL, SYSTEM, USER, TEMPERATURE))
+        return _drain(method(MODEL, SYSTEM, USER, TEMPERATURE))
 
     def raw() -> str:
         chunks = client.chat.completions.create(
@@ -239,11 +258,11 @@ def streaming(server: Server, rounds: int, streams: int) -> list[Row]:
     return [
         Row(
             section,
-            metric,
+            f"{metric}, GPT.{api} (raw: create(stream=True))",
             "us",
             median(us["ours"]),
             median(us["raw"]),
             target,
-            detail={"rounds": rounds, "streams_per_round": streams, "server": server.kind},
+            detail={"api": api, "rounds": rounds, "streams": streams, "server": server.kind},
         )
     ]
