@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,12 @@ from measure import Row
 HEADER = ("metric", "ours", "raw", "ours/raw", "target", "verdict")
 
 
-def machine(server_kind: str, nginx_version: str | None) -> dict[str, Any]:
+def summary(info: dict[str, Any]) -> str:
+    keys = ("cpu", "cpus", "python", "openai", "tiktoken", "server", "load average before the run")
+    return "machine: " + ", ".join(f"{k} {info[k]}" for k in keys if info.get(k) is not None)
+
+
+def machine(server_kind: str, nginx_version: str | None, load: str | None) -> dict[str, Any]:
     def dist(name: str) -> str | None:
         try:
             return version(name)
@@ -32,13 +38,14 @@ def machine(server_kind: str, nginx_version: str | None) -> dict[str, Any]:
     except OSError:
         pass
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
+        ["git", "describe", "--always", "--dirty"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parent,
         check=False,
     ).stdout.strip()
     return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "os": platform.platform(),
@@ -50,7 +57,16 @@ def machine(server_kind: str, nginx_version: str | None) -> dict[str, Any]:
         "server": server_kind,
         "nginx": nginx_version,
         "commit": commit or None,
+        # The machine may be shared: the load before the run says how quiet it was.
+        "load average before the run": load,
     }
+
+
+def load_average() -> str | None:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return None
 
 
 def _number(value: float | None, unit: str) -> str:

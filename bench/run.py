@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     failed: list[str] = []
     started = time.perf_counter()
+    load = report.load_average()
 
     def step(name: str, fn: Callable[[], list[Row]]) -> None:
         if name not in args.only:
@@ -152,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     elapsed = time.perf_counter() - started
     notes.append(f"whole run took {elapsed:.0f} s")
-    info = report.machine(server_kind, nginx_version() if server_kind == "nginx" else None)
+    info = report.machine(server_kind, nginx_version() if server_kind == "nginx" else None, load)
     command = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     print()
     print(report.text_table(rows))
+    print(report.summary(info))
     for note in notes:
         print(f"note: {note}")
     md, js = report.write(args.results, rows, info, notes, command)
