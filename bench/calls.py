@@ -52,13 +52,31 @@ def sequential(server: Server, rounds: int, calls: int) -> list[Row]:
         )
         return str(reply.choices[0].message.content)
 
+    # The floor under both: the SDK's transport alone, the body prebuilt, nothing parsed.
+    body = {"model": MODEL, "messages": MESSAGES, "temperature": TEMPERATURE}
+    response_cls = _http_library().Response
+
+    def post() -> bytes:
+        options = {"timeout": 300.0}
+        return bytes(
+            client.post(
+                "/chat/completions", body=body, cast_to=response_cls, options=options
+            ).content
+        )
+
     _check("chat_completion", ours(), REPLY)
     _check("raw create", raw(), REPLY)
     for _ in range(100):  # warm both connection pools and code paths
         ours()
         raw()
+        post()
     samples = interleaved(
-        rounds, {"ours": lambda: timed(ours, calls), "raw": lambda: timed(raw, calls)}
+        rounds,
+        {
+            "ours": lambda: timed(ours, calls),
+            "raw": lambda: timed(raw, calls),
+            "post": lambda: timed(post, calls),
+        },
     )
     section = "sequential chat completion, one call at a time"
     us = {name: [s * 1e6 for s in values] for name, values in samples.items()}
@@ -81,7 +99,26 @@ def sequential(server: Server, rounds: int, calls: int) -> list[Row]:
             percentile(us["raw"], 99),
             detail=detail,
         ),
+        Row(
+            section,
+            "median, raw: bare client.post(cast_to=Response), body prebuilt",
+            "us",
+            median(us["ours"]),
+            median(us["post"]),
+            detail=detail,
+        ),
     ]
+
+
+def _http_library() -> Any:
+    """The HTTP library the installed SDK is built on: httpx2 from openai 3, else httpx."""
+    try:
+        import httpx2
+    except ImportError:
+        import httpx
+
+        return httpx
+    return httpx2
 
 
 def retry_overhead(repeat: int) -> Row:
