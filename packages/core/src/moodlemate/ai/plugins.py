@@ -17,7 +17,6 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.config import normalize_endpoint
@@ -104,6 +103,9 @@ class PluginRegistry:
         return pm
 
     def _load(self, pm: pluggy.PluginManager) -> None:
+        # importlib.metadata costs ~25 ms (it pulls in email, zipfile, csv): GPT() must not pay it.
+        from importlib.metadata import entry_points
+
         allowed = _allowed_plugins()
         seen: set[str] = set()
         for ep in entry_points(group=self._group):

@@ -21,7 +21,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from moodlemate.ai.errors import APITimeoutError, ProviderError, ValidationError
@@ -221,6 +220,9 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
     seconds = _seconds(value)
     if seconds is not None:
         return seconds
+    # Imported here: email.utils costs ~15 ms at import, and HTTP dates are rare.
+    from email.utils import parsedate_to_datetime
+
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -1,0 +1,305 @@
+"""Per-call latency, async throughput and whole-stream time: the facade against the raw SDK,
+both on one reused client (SDK retries off), in one process, against the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from measure import Row, Target, interleaved, median, not_available, percentile, timed
+from payloads import MODEL, REPLY, STREAM_PIECES, SYSTEM, TEMPERATURE, USER
+from servers import Server
+
+KEY = "sk-bench-0000000000000000"
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+STREAM_TEXT = "".join(f" word{i}" for i in range(STREAM_PIECES))
+
+
+def _ours(url: str) -> Any:
+    from moodlemate.ai import GPT
+
+    return GPT(endpoint=url, api_key=KEY)
+
+
+def _raw(url: str) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+
+
+def _check(name: str, got: object, want: str) -> None:
+    if got != want:
+        raise RuntimeError(f"{name} returned {str(got)[:80]!r}, expected {want[:80]!r}")
+
+
+# -- sequential -----------------------------------------------------------------------------
+
+
+def sequential(server: Server, rounds: int, calls: int) -> list[Row]:
+    gpt, client = _ours(server.url), _raw(server.url)
+
+    def ours() -> str:
+        return str(gpt.chat_completion(MODEL, SYSTEM, USER, TEMPERATURE))
+
+    def raw() -> str:
+        reply = client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, temperature=TEMPERATURE
+        )
+        return str(reply.choices[0].message.content)
+
+    # The floor under both: the SDK's transport alone, the body prebuilt, nothing parsed.
+    body = {"model": MODEL, "messages": MESSAGES, "temperature": TEMPERATURE}
+    response_cls = _http_library().Response
+
+    def post() -> bytes:
+        options = {"timeout": 300.0}
+        return bytes(
+            client.post(
+                "/chat/completions", body=body, cast_to=response_cls, options=options
+            ).content
+        )
+
+    _check("chat_completion", ours(), REPLY)
+    _check("raw create", raw(), REPLY)
+    for _ in range(100):  # warm both connection pools and code paths
+        ours()
+        raw()
+        post()
+    samples = interleaved(
+        rounds,
+        {
+            "ours": lambda: timed(ours, calls),
+            "raw": lambda: timed(raw, calls),
+            "post": lambda: timed(post, calls),
+        },
+    )
+    section = "sequential chat completion, one call at a time"
+    us = {name: [s * 1e6 for s in values] for name, values in samples.items()}
+    detail = {"rounds": rounds, "calls_per_round": calls, "server": server.kind}
+    return [
+        Row(
+            section,
+            "median latency",
+            "us",
+            median(us["ours"]),
+            median(us["raw"]),
+            Target("ratio<=", 1.05),
+            detail=detail,
+        ),
+        Row(
+            section,
+            "p99 latency",
+            "us",
+            percentile(us["ours"], 99),
+            percentile(us["raw"], 99),
+            detail=detail,
+        ),
+        Row(
+            section,
+            "median, raw: bare client.post(cast_to=Response), body prebuilt",
+            "us",
+            median(us["ours"]),
+            median(us["post"]),
+            detail=detail,
+        ),
+    ]
+
+
+def _http_library() -> Any:
+    """The HTTP library the installed SDK is built on: httpx2 from openai 3, else httpx."""
+    try:
+        import httpx2
+    except ImportError:
+        import httpx
+
+        return httpx
+    return httpx2
+
+
+def retry_overhead(repeat: int) -> Row:
+    """What wrapping a call in the stamina-based policy costs, with no network in between."""
+    from moodlemate.ai import RetryPolicy
+
+    policy = RetryPolicy()
+
+    def attempt(timeout: float) -> int:
+        return 1
+
+    def wrapped() -> object:
+        return policy.run(attempt, "bench")
+
+    def direct() -> object:
+        return attempt(300.0)
+
+    def batch(fn: Callable[[], object]) -> list[float]:
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        return [(time.perf_counter() - start) / repeat * 1e6]
+
+    batch(wrapped)
+    samples = interleaved(5, {"ours": lambda: batch(wrapped), "raw": lambda: batch(direct)})
+    return Row(
+        "sequential chat completion, one call at a time",
+        "of which the retry policy (stamina), per call",
+        "us",
+        median(samples["ours"]) - median(samples["raw"]),
+        detail={"repeat": repeat, "wrapped_us": median(samples["ours"])},
+    )
+
+
+# -- async ----------------------------------------------------------------------------------
+
+
+# Names the async and streaming API may take; the first one the code has is benchmarked.
+ASYNC_METHODS = ("achat_completion", "chat_completion_async")
+STREAM_METHODS = ("stream", "stream_chat_completion", "chat_completion_stream")
+
+
+def _async_ours(url: str) -> tuple[str, Callable[[], Any]] | None:
+    """The async facade call the code offers, if any, as a zero-argument coroutine function."""
+    import moodlemate.ai
+
+    gpt = moodlemate.ai.GPT(endpoint=url, api_key=KEY)
+    for name in ASYNC_METHODS:
+        method = getattr(gpt, name, None)
+        if method is not None and inspect.iscoroutinefunction(method):
+            return f"GPT.{name}", functools.partial(method, MODEL, SYSTEM, USER, TEMPERATURE)
+    async_cls = getattr(moodlemate.ai, "AsyncGPT", None)
+    if async_cls is not None:
+        agpt = async_cls(endpoint=url, api_key=KEY)
+        return "AsyncGPT.chat_completion", lambda: agpt.chat_completion(
+            MODEL, SYSTEM, USER, TEMPERATURE
+        )
+    return None
+
+
+async def _throughput(call: Callable[[], Any], requests: int, concurrency: int) -> float:
+    """Requests per second for ``requests`` calls made by ``concurrency`` concurrent workers."""
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return requests / (time.perf_counter() - start)
+
+
+def concurrent(server: Server, rounds: int, requests: int, concurrency: int = 64) -> list[Row]:
+    section = f"async, concurrency {concurrency}"
+    metric = "throughput"
+    target = Target("ratio>=", 0.95)
+    found = _async_ours(server.url)
+    if found is None:
+        return [not_available(section, metric, "req/s", target, "not available")]
+    api, ours = found
+    import openai
+
+    async def main() -> dict[str, list[float]]:
+        client = openai.AsyncOpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+
+        async def raw() -> str:
+            reply = await client.chat.completions.create(
+                model=MODEL, messages=MESSAGES, temperature=TEMPERATURE
+            )
+            return str(reply.choices[0].message.content)
+
+        _check("async chat completion", await ours(), REPLY)
+        _check("raw async create", await raw(), REPLY)
+        await _throughput(ours, concurrency * 4, concurrency)  # open the connections
+        await _throughput(raw, concurrency * 4, concurrency)
+        pooled: dict[str, list[float]] = {"ours": [], "raw": []}
+        for round_ in range(rounds):
+            order = [("ours", ours), ("raw", raw)]
+            for name, call in order if round_ % 2 == 0 else reversed(order):
+                pooled[name].append(await _throughput(call, requests, concurrency))
+        await client.close()
+        return pooled
+
+    samples = asyncio.run(main())
+    return [
+        Row(
+            section,
+            f"{metric}, {api} (raw: AsyncOpenAI)",
+            "req/s",
+            median(samples["ours"]),
+            median(samples["raw"]),
+            target,
+            detail={"api": api, "rounds": rounds, "requests": requests, "server": server.kind},
+        )
+    ]
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+def _drain(result: Any) -> str:
+    """Join a stream of text deltas, whether the stream is an iterator or a context manager."""
+    if hasattr(result, "__enter__"):
+        with result as inner:
+            return _drain(inner)
+    pieces: Iterator[Any] = iter(result)
+    return "".join(p if isinstance(p, str) else str(getattr(p, "text", p)) for p in pieces)
+
+
+def streaming(server: Server, rounds: int, streams: int) -> list[Row]:
+    section = f"streaming, whole stream of {STREAM_PIECES} deltas"
+    metric = "median time per stream"
+    target = Target("ratio<=", 1.05)
+    gpt, client = _ours(server.stream_url), _raw(server.stream_url)
+    api = next(
+        (
+            name
+            for name in STREAM_METHODS
+            if callable(getattr(gpt, name, None))
+            and not inspect.iscoroutinefunction(getattr(gpt, name))
+            and not inspect.isasyncgenfunction(getattr(gpt, name))
+        ),
+        None,
+    )
+    if api is None:
+        return [not_available(section, metric, "us", target, "not available")]
+    method = getattr(gpt, api)
+
+    def ours() -> str:
+        return _drain(method(MODEL, SYSTEM, USER, TEMPERATURE))
+
+    def raw() -> str:
+        chunks = client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            temperature=TEMPERATURE,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    _check("stream", ours(), STREAM_TEXT)
+    _check("raw stream", raw(), STREAM_TEXT)
+    for _ in range(10):
+        ours()
+        raw()
+    samples = interleaved(
+        rounds, {"ours": lambda: timed(ours, streams), "raw": lambda: timed(raw, streams)}
+    )
+    us = {name: [s * 1e6 for s in values] for name, values in samples.items()}
+    return [
+        Row(
+            section,
+            f"{metric}, GPT.{api} (raw: create(stream=True))",
+            "us",
+            median(us["ours"]),
+            median(us["raw"]),
+            target,
+            detail={"api": api, "rounds": rounds, "streams": streams, "server": server.kind},
+        )
+    ]
