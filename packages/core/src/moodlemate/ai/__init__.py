@@ -39,8 +39,11 @@ if TYPE_CHECKING:
         QuotaExceededError,
         RateLimitError,
         ServerError,
+        StreamingNotSupportedError,
+        StreamInterruptedError,
         TokenizerUnavailableError,
         UnknownProviderError,
+        UnsupportedFeatureError,
         ValidationError,
     )
     from moodlemate.ai.gpt import GPT
@@ -76,8 +79,11 @@ _ERRORS = [
     "QuotaExceededError",
     "RateLimitError",
     "ServerError",
+    "StreamInterruptedError",
+    "StreamingNotSupportedError",
     "TokenizerUnavailableError",
     "UnknownProviderError",
+    "UnsupportedFeatureError",
     "ValidationError",
 ]
 

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
 from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError
@@ -22,6 +23,10 @@ from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.validation import build_chat_request, check_model, check_text
 
+if TYPE_CHECKING:
+    from moodlemate.ai.conversation import Conversation
+    from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
+
 __all__ = ["GPT"]
 
 log = logging.getLogger("moodlemate.ai")
@@ -29,6 +34,7 @@ log.addHandler(logging.NullHandler())
 log.addFilter(RedactingFilter())
 
 DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
+DEFAULT_CONVERSATION = "default"
 
 
 class GPT:
@@ -62,6 +68,8 @@ class GPT:
         self.ledger = Ledger()
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
+        self._conversations: dict[str, Conversation] = {}
+        self._conversation_lock = threading.Lock()
         if api_key is not None:
             self.api_key = api_key
 
@@ -137,11 +145,9 @@ class GPT:
         return self.provider.count_tokens(text, check_model(model))
 
     def context_assistant(self, prompt: str) -> str:
-        """Answer ``prompt`` with the instance's default model and a helpful-assistant system
-        message."""
-        return self.chat_completion(
-            self.model, DEFAULT_SYSTEM_MESSAGE, check_text(prompt, "prompt")
-        )
+        """Answer ``prompt`` in the instance's default conversation, which remembers earlier
+        turns (trimmed to the model's context window); see :meth:`conversation`."""
+        return self.conversation().ask(prompt)
 
     # -- beyond the seed -----------------------------------------------------------------
 
@@ -170,6 +176,104 @@ class GPT:
         self._local.last = completion
         return completion
 
+    def stream(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> TextStream:
+        """Like :meth:`chat_completion`, but an iterator of text deltas; the full Completion is
+        ``.completion`` (and :attr:`last_result`) once it ends. Sent on the first ``next()``."""
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return self.stream_request(request)
+
+    def stream_request(self, request: ChatRequest) -> TextStream:
+        """Stream a prepared request (see :mod:`moodlemate.ai.streaming` for the guarantees)."""
+        from moodlemate.ai.streaming import TextStream
+
+        return TextStream(self._stream_call(request))
+
+    def conversation(self, name: str = DEFAULT_CONVERSATION) -> Conversation:
+        """The named conversation of this instance, created on first use; ``"default"`` is
+        the one :meth:`context_assistant` uses."""
+        from moodlemate.ai.conversation import Conversation
+
+        check_text(name, "name")
+        with self._conversation_lock:
+            conversation = self._conversations.get(name)
+            if conversation is None:
+                conversation = self._conversations[name] = Conversation(self, name)
+            return conversation
+
+    # -- async twins: same validation, retry policy, ledger and settings -----------------
+
+    async def achat_completion(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> str:
+        """Async :meth:`chat_completion`."""
+        completion = await self.acomplete(
+            model, system_message, user_message, temperature, max_tokens
+        )
+        return completion.text
+
+    async def acomplete(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """Async :meth:`complete`."""
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return await self.asend(request)
+
+    async def asend(self, request: ChatRequest) -> Completion:
+        """Async :meth:`send`. Does not set :attr:`last_result` (tasks share a thread): use
+        the returned Completion."""
+        provider = self.provider
+        connection = self._connection(provider)
+
+        async def attempt(timeout: float) -> Completion:
+            return await provider.acomplete(replace(connection, timeout=timeout), request)
+
+        completion, attempts = await self.retry.arun(attempt, f"{provider.name} {request.model}")
+        return self._account(provider, request, completion, attempts)
+
+    async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
+        """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
+        return self.count_tokens(text, model)
+
+    async def acontext_assistant(self, prompt: str) -> str:
+        """Async :meth:`context_assistant`."""
+        return await self.conversation().aask(prompt)
+
+    def astream(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> AsyncTextStream:
+        """Async :meth:`stream`: ``async for delta in gpt.astream(...)``."""
+        from moodlemate.ai.streaming import AsyncTextStream
+
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return AsyncTextStream(self._stream_call(request))
+
+    async def aclose(self) -> None:
+        """Close the provider's async clients bound to the running event loop (call before
+        the loop ends to release connections promptly)."""
+        await self.provider.aclose()
+
     # -- internals -----------------------------------------------------------------------
 
     def _key_for(self, provider: Provider, endpoint: str) -> str | None:
@@ -195,6 +299,27 @@ class GPT:
                 hint = f"set {provider.key_env} or " if provider.key_env else "set "
                 raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
         return Connection(endpoint=endpoint, api_key=key)
+
+    def _stream_call(self, request: ChatRequest) -> StreamCall:
+        from moodlemate.ai.streaming import StreamCall
+
+        provider = self.provider
+        request = replace(request, stream=True)
+
+        def finish(completion: Completion, attempts: int) -> Completion:
+            completion = self._account(provider, request, completion, attempts)
+            self._local.last = completion
+            return completion
+
+        return StreamCall(
+            provider=provider,
+            connection=self._connection(provider),
+            request=request,
+            policy=self.retry,
+            finish=finish,
+            fallback=self.send,
+            afallback=self.asend,
+        )
 
     def _account(
         self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int
