@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -34,14 +33,6 @@ def _run_async(gpt: GPT, coro_factory):  # type: ignore[no-untyped-def]
             await gpt.aclose()
 
     return asyncio.run(main())
-
-
-def _collect(stream: Iterator[str], into: list[str]) -> list[str]:
-    """Consume ``stream`` into ``into`` delta by delta, so a test sees what arrived before
-    a failure."""
-    for delta in stream:
-        into.append(delta)
-    return []
 
 
 # -- async ----------------------------------------------------------------------------------
@@ -140,12 +131,14 @@ def test_stream_validates_before_sending(gpt: GPT, server: LoopbackServer) -> No
 
 
 def test_failure_before_the_first_delta_is_retried(gpt: GPT, server: LoopbackServer) -> None:
-    server.enqueue(Fault.status(503), Fault.reset(), Reply(chunks=["fine", " now"]))
+    server.enqueue(
+        Fault.status(503), Fault.reset(), Fault.malformed(), Reply(chunks=["fine", " now"])
+    )
     stream = gpt.stream("gpt-4o-mini", "", "hi")
     assert list(stream) == ["fine", " now"]
-    assert len(server.chat_requests) == 3
+    assert len(server.chat_requests) == 4
     assert stream.completion is not None
-    assert stream.completion.attempts == 3
+    assert stream.completion.attempts == 4
     assert gpt.ledger.calls == 1
 
 
@@ -163,8 +156,13 @@ def test_failure_after_the_first_delta_raises_without_duplicated_text(
     server.enqueue(Fault.stream_break(after=3), Reply(text="never sent"))
     received: list[str] = []
     stream = gpt.stream("gpt-4o-mini", "", "one two three four five six seven eight")
+
+    def consume() -> None:
+        for delta in stream:
+            received.append(delta)
+
     with pytest.raises(StreamInterruptedError) as info:
-        received.extend(_collect(stream, received))
+        consume()
     assert received == ["Echo: one two ", "three four five "]
     assert info.value.partial_text == "".join(received) == stream.text
     assert info.value.retryable is False
