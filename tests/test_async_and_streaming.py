@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import TypeVar
 
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
@@ -22,11 +24,13 @@ from moodlemate.ai import (
 )
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
+T = TypeVar("T")
 
-def _run_async(gpt: GPT, coro_factory):  # type: ignore[no-untyped-def]
+
+def _run_async(gpt: GPT, coro_factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine in a fresh loop and close the loop's pooled clients before it ends."""
 
-    async def main():  # type: ignore[no-untyped-def]
+    async def main() -> T:
         try:
             return await coro_factory()
         finally:

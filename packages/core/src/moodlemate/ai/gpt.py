@@ -264,9 +264,13 @@ class GPT:
         max_tokens: int | None = None,
     ) -> AsyncTextStream:
         """Async :meth:`stream`: ``async for delta in gpt.astream(...)``."""
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return self.astream_request(request)
+
+    def astream_request(self, request: ChatRequest) -> AsyncTextStream:
+        """Async :meth:`stream_request`."""
         from moodlemate.ai.streaming import AsyncTextStream
 
-        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
         return AsyncTextStream(self._stream_call(request))
 
     async def aclose(self) -> None:

@@ -95,9 +95,10 @@ class StreamCall:
 
     def interrupted(self, exc: Exception, partial: str) -> StreamInterruptedError:
         context = exc if isinstance(exc, ProviderError) else None
+        reason = context.message if context else str(exc)
         return StreamInterruptedError(
             f"stream interrupted after {len(partial)} characters of text "
-            f"({type(exc).__name__}: {exc}); not retried, to avoid repeating text",
+            f"({type(exc).__name__}: {reason}); not retried, to avoid repeating text",
             partial_text=partial,
             provider=self.provider.name,
             model=self.request.model,
