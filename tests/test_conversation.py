@@ -164,9 +164,8 @@ def test_invalid_documents_change_nothing(gpt: GPT) -> None:
 
 
 def test_named_conversations_are_separate_and_resettable(gpt: GPT, server: LoopbackServer) -> None:
-    a, b = gpt.conversation("a"), gpt.conversation("b")
+    a, b = gpt.conversation("a"), gpt.conversation("b", system_message="")
     assert gpt.conversation("a") is a
-    b.system_message = ""
     a.ask("in a")
     b.ask("in b")
     assert server.chat_requests[1].body["messages"] == [{"role": "user", "content": "in b"}]
@@ -199,6 +198,8 @@ def test_bad_settings_are_rejected(gpt: GPT) -> None:
         conversation.model = " gpt-4o"
     with pytest.raises(ValidationError):
         gpt.context_assistant(42)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        gpt.conversation("")
 
 
 def test_concurrent_threads_get_whole_ordered_turns(gpt: GPT, server: LoopbackServer) -> None:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
-from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError
+from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError, ValidationError
 from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
@@ -195,17 +195,28 @@ class GPT:
 
         return TextStream(self._stream_call(request))
 
-    def conversation(self, name: str = DEFAULT_CONVERSATION) -> Conversation:
+    def conversation(
+        self,
+        name: str = DEFAULT_CONVERSATION,
+        *,
+        system_message: str | None = None,
+        model: str | None = None,
+    ) -> Conversation:
         """The named conversation of this instance, created on first use; ``"default"`` is
-        the one :meth:`context_assistant` uses."""
+        the one :meth:`context_assistant` uses. Settings given here are applied to it."""
         from moodlemate.ai.conversation import Conversation
 
-        check_text(name, "name")
+        if not check_text(name, "name"):
+            raise ValidationError("conversation name must not be empty")
         with self._conversation_lock:
             conversation = self._conversations.get(name)
             if conversation is None:
                 conversation = self._conversations[name] = Conversation(self, name)
-            return conversation
+        if system_message is not None:
+            conversation.system_message = system_message
+        if model is not None:
+            conversation.model = model
+        return conversation
 
     # -- async twins: same validation, retry policy, ledger and settings -----------------
 

@@ -69,7 +69,6 @@ class OpenAIProvider(Provider):
         client = self._async_pool.get(connection, self.extra_headers(connection))
         try:
             response = await client.post(**self._post_args(connection, request))
-            await response.aread()
         except Exception as exc:
             self._raise(exc, request)
         return self._parse(response, request)
