@@ -307,6 +307,12 @@ def test_provider_without_async_or_streaming() -> None:
     with pytest.raises(UnsupportedFeatureError, match="does not support streaming"):
         list(gpt.stream("m", "", "hi"))
 
+    async def consume() -> list[str]:
+        return [d async for d in gpt.astream("m", "", "hi")]
+
+    with pytest.raises(UnsupportedFeatureError, match="does not support async streaming"):
+        asyncio.run(consume())
+
 
 def test_stream_never_sends_the_key_elsewhere(server: LoopbackServer) -> None:
     gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
