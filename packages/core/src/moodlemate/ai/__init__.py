@@ -39,8 +39,11 @@ if TYPE_CHECKING:
         QuotaExceededError,
         RateLimitError,
         ServerError,
+        StreamingNotSupportedError,
+        StreamInterruptedError,
         TokenizerUnavailableError,
         UnknownProviderError,
+        UnsupportedFeatureError,
         ValidationError,
     )
     from moodlemate.ai.gpt import GPT
@@ -77,8 +80,11 @@ _ERRORS = [
     "QuotaExceededError",
     "RateLimitError",
     "ServerError",
+    "StreamInterruptedError",
+    "StreamingNotSupportedError",
     "TokenizerUnavailableError",
     "UnknownProviderError",
+    "UnsupportedFeatureError",
     "ValidationError",
 ]
 

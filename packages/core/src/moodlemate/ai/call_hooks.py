@@ -8,7 +8,7 @@ endpoint; the key stays in the :class:`~moodlemate.ai.provider.Connection`, whic
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import ProviderError
@@ -44,23 +44,48 @@ class CallHooks:
         try:
             completion = send()
         except Exception as exc:
-            self._after(
-                request=request,
-                provider=provider,
-                endpoint=endpoint,
-                completion=None,
-                error=exc,
-                attempts=exc.attempts if isinstance(exc, ProviderError) else 1,
-                elapsed=time.monotonic() - started,
-            )
+            self._report(request, provider, endpoint, started, None, exc)
             raise
+        self._report(request, provider, endpoint, started, completion, None)
+        return completion
+
+    async def aaround(
+        self,
+        request: ChatRequest,
+        provider: str,
+        endpoint: str,
+        send: Callable[[], Awaitable[Completion]],
+    ) -> Completion:
+        """Async :meth:`around`; the hooks themselves are plain functions."""
+        self._before(request=request, provider=provider, endpoint=endpoint)
+        started = time.monotonic()
+        try:
+            completion = await send()
+        except Exception as exc:
+            self._report(request, provider, endpoint, started, None, exc)
+            raise
+        self._report(request, provider, endpoint, started, completion, None)
+        return completion
+
+    def _report(
+        self,
+        request: ChatRequest,
+        provider: str,
+        endpoint: str,
+        started: float,
+        completion: Completion | None,
+        error: Exception | None,
+    ) -> None:
+        if completion is not None:
+            attempts = completion.attempts
+        else:
+            attempts = error.attempts if isinstance(error, ProviderError) else 1
         self._after(
             request=request,
             provider=provider,
             endpoint=endpoint,
             completion=completion,
-            error=None,
-            attempts=completion.attempts,
+            error=error,
+            attempts=attempts,
             elapsed=time.monotonic() - started,
         )
-        return completion

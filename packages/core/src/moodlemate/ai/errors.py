@@ -30,8 +30,11 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "ServerError",
+    "StreamInterruptedError",
+    "StreamingNotSupportedError",
     "TokenizerUnavailableError",
     "UnknownProviderError",
+    "UnsupportedFeatureError",
     "ValidationError",
     "error_for_status",
 ]
@@ -70,6 +73,10 @@ class PluginError(ConfigurationError):
 
 class TokenizerUnavailableError(ConfigurationError):
     """A tokenizer's data cannot be loaded (typically offline without a BPE cache)."""
+
+
+class UnsupportedFeatureError(ConfigurationError):
+    """The provider does not implement what was asked (async calls, streaming)."""
 
 
 class ValidationError(MoodlemateError, ValueError):
@@ -186,6 +193,28 @@ class ConflictError(ProviderError):
 
 class ServerError(ProviderError):
     retryable = True
+
+
+class StreamingNotSupportedError(BadRequestError):
+    """The server refuses to stream this model (o1 at times); the facade falls back to a
+    single non-streamed response."""
+
+
+class StreamInterruptedError(ProviderError):
+    """A stream failed after text was delivered. Not retried: a retry would repeat text the
+    caller already has. ``partial_text`` holds what arrived; ``__cause__`` the failure."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str = "",
+        provider: str | None = None,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model, request_id=request_id)
+        self.partial_text = partial_text
 
 
 _BY_STATUS: dict[int, type[ProviderError]] = {

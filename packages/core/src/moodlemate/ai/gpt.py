@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from moodlemate.ai.budget import check_budget, to_budget
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
@@ -28,6 +29,10 @@ from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
 from moodlemate.ai.validation import build_chat_request, check_model, check_text
 
+if TYPE_CHECKING:
+    from moodlemate.ai.conversation import Conversation
+    from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
+
 __all__ = ["GPT"]
 
 log = logging.getLogger("moodlemate.ai")
@@ -35,6 +40,7 @@ log.addHandler(logging.NullHandler())
 log.addFilter(RedactingFilter())
 
 DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
+DEFAULT_CONVERSATION = "default"
 
 
 class GPT:
@@ -86,6 +92,8 @@ class GPT:
         self.budget = budget
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
+        self._conversations: dict[str, Conversation] = {}
+        self._conversation_lock = threading.Lock()
         self._headers = settings.headers
         self._headers_endpoint = settings.endpoint
         self._app_url = settings.app_url
@@ -191,11 +199,9 @@ class GPT:
         return provider.count_tokens(text, name)
 
     def context_assistant(self, prompt: str) -> str:
-        """Answer ``prompt`` with the instance's default model and a helpful-assistant system
-        message."""
-        return self.chat_completion(
-            self.model, DEFAULT_SYSTEM_MESSAGE, check_text(prompt, "prompt")
-        )
+        """Answer ``prompt`` in the instance's default conversation, which remembers earlier
+        turns (trimmed to the model's context window); see :meth:`conversation`."""
+        return self.conversation().ask(prompt)
 
     # -- beyond the seed -----------------------------------------------------------------
 
@@ -231,12 +237,7 @@ class GPT:
 
     def send(self, request: ChatRequest) -> Completion:
         """Send a prepared request under the retry policy and record it in the ledger."""
-        provider, model = self._route(request.model)
-        if model != request.model:
-            request = replace(request, model=model)
-        connection = self._connection(provider)
-        check_budget(self.ledger.cost, self._budget)
-        check_context_window(provider, request)
+        provider, request, connection = self._prepare(request)
         hooks = self._plugins.call_hooks()
         if hooks is None:
             return self._send(provider, connection, request)
@@ -247,6 +248,17 @@ class GPT:
             lambda: self._send(provider, connection, request),
         )
 
+    def _prepare(self, request: ChatRequest) -> tuple[Provider, ChatRequest, Connection]:
+        """Everything every path (sync, async, stream) does before sending: route a
+        ``provider:model`` string, scope the key, and refuse over-budget or oversized calls."""
+        provider, model = self._route(request.model)
+        if model != request.model:
+            request = replace(request, model=model)
+        connection = self._connection(provider)
+        check_budget(self.ledger.cost, self._budget)
+        check_context_window(provider, request)
+        return provider, request, connection
+
     def _send(self, provider: Provider, connection: Connection, request: ChatRequest) -> Completion:
         def attempt(timeout: float) -> Completion:
             return provider.complete(replace(connection, timeout=timeout), request)
@@ -255,6 +267,130 @@ class GPT:
         completion = self._account(provider, request, completion, attempts)
         self._local.last = completion
         return completion
+
+    def stream(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> TextStream:
+        """Like :meth:`chat_completion`, but an iterator of text deltas; the full Completion is
+        ``.completion`` (and :attr:`last_result`) once it ends. Sent on the first ``next()``."""
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return self.stream_request(request)
+
+    def stream_request(self, request: ChatRequest) -> TextStream:
+        """Stream a prepared request (see :mod:`moodlemate.ai.streaming` for the guarantees)."""
+        from moodlemate.ai.streaming import TextStream
+
+        return TextStream(self._stream_call(request))
+
+    def conversation(
+        self,
+        name: str = DEFAULT_CONVERSATION,
+        *,
+        system_message: str | None = None,
+        model: str | None = None,
+    ) -> Conversation:
+        """The named conversation of this instance, created on first use; ``"default"`` is
+        the one :meth:`context_assistant` uses. Settings given here are applied to it."""
+        from moodlemate.ai.conversation import Conversation
+
+        if not check_text(name, "name"):
+            raise ValidationError("conversation name must not be empty")
+        with self._conversation_lock:
+            conversation = self._conversations.get(name)
+            if conversation is None:
+                conversation = self._conversations[name] = Conversation(self, name)
+        if system_message is not None:
+            conversation.system_message = system_message
+        if model is not None:
+            conversation.model = model
+        return conversation
+
+    # -- async twins: same validation, retry policy, ledger and settings -----------------
+
+    async def achat_completion(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> str:
+        """Async :meth:`chat_completion`."""
+        completion = await self.acomplete(
+            model, system_message, user_message, temperature, max_tokens
+        )
+        return completion.text
+
+    async def acomplete(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> Completion:
+        """Async :meth:`complete`."""
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return await self.asend(request)
+
+    async def asend(self, request: ChatRequest) -> Completion:
+        """Async :meth:`send`. Does not set :attr:`last_result` (tasks share a thread): use
+        the returned Completion."""
+        provider, request, connection = self._prepare(request)
+        hooks = self._plugins.call_hooks()
+        if hooks is None:
+            return await self._asend(provider, connection, request)
+        return await hooks.aaround(
+            request,
+            provider.name,
+            connection.endpoint,
+            lambda: self._asend(provider, connection, request),
+        )
+
+    async def _asend(
+        self, provider: Provider, connection: Connection, request: ChatRequest
+    ) -> Completion:
+        async def attempt(timeout: float) -> Completion:
+            return await provider.acomplete(replace(connection, timeout=timeout), request)
+
+        completion, attempts = await self.retry.arun(attempt, f"{provider.name} {request.model}")
+        return self._account(provider, request, completion, attempts)
+
+    async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
+        """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
+        return self.count_tokens(text, model)
+
+    async def acontext_assistant(self, prompt: str) -> str:
+        """Async :meth:`context_assistant`."""
+        return await self.conversation().aask(prompt)
+
+    def astream(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> AsyncTextStream:
+        """Async :meth:`stream`: ``async for delta in gpt.astream(...)``."""
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        return self.astream_request(request)
+
+    def astream_request(self, request: ChatRequest) -> AsyncTextStream:
+        """Async :meth:`stream_request`."""
+        from moodlemate.ai.streaming import AsyncTextStream
+
+        return AsyncTextStream(self._stream_call(request))
+
+    async def aclose(self) -> None:
+        """Close the provider's async clients bound to the running event loop (call before
+        the loop ends to release connections promptly)."""
+        await self.provider.aclose()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -296,6 +432,26 @@ class GPT:
             headers=headers,
             app_url=self._app_url,
             app_title=self._app_title,
+        )
+
+    def _stream_call(self, request: ChatRequest) -> StreamCall:
+        from moodlemate.ai.streaming import StreamCall
+
+        provider, request, connection = self._prepare(replace(request, stream=True))
+
+        def finish(completion: Completion, attempts: int) -> Completion:
+            completion = self._account(provider, request, completion, attempts)
+            self._local.last = completion
+            return completion
+
+        return StreamCall(
+            provider=provider,
+            connection=connection,
+            request=request,
+            policy=self.retry,
+            finish=finish,
+            fallback=lambda r: self._send(provider, connection, r),
+            afallback=lambda r: self._asend(provider, connection, r),
         )
 
     def _account(

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from moodlemate.ai.config import origin
-from moodlemate.ai.errors import InvalidAPIKeyError
+from moodlemate.ai.errors import InvalidAPIKeyError, UnsupportedFeatureError
 from moodlemate.ai.pricing import ModelInfo, Price
 from moodlemate.ai.secrets import mask
 from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
+    from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
     from moodlemate.ai.token_count import TokenCount
 
 __all__ = ["ChatRequest", "Completion", "Connection", "Message", "Provider", "Role"]
@@ -145,6 +146,23 @@ class Provider(ABC):
     def complete(self, connection: Connection, request: ChatRequest) -> Completion:
         """Send one request, once (the facade retries), and return its completion."""
 
+    async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
+        """Async :meth:`complete`. The default runs :meth:`complete` in a worker thread, so
+        every provider works from async code; override it with a native async client."""
+        import asyncio
+
+        return await asyncio.to_thread(self.complete, connection, request)
+
+    def stream(self, connection: Connection, request: ChatRequest) -> ProviderStream:
+        """Send ``request`` (its ``stream`` is True) once and return the open stream, after the
+        status is known: an error status raises here, before any text. Raise
+        StreamingNotSupportedError when the server refuses to stream the model."""
+        raise UnsupportedFeatureError(f"provider {self.name!r} does not support streaming")
+
+    async def astream(self, connection: Connection, request: ChatRequest) -> AsyncProviderStream:
+        """Async :meth:`stream`."""
+        raise UnsupportedFeatureError(f"provider {self.name!r} does not support async streaming")
+
     @abstractmethod
     def count_tokens(self, text: str, model: str) -> int:
         """Tokens ``text`` encodes to for ``model``; must work offline once data is cached."""
@@ -176,6 +194,9 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release pooled clients."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the async clients bound to the running event loop."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.default_endpoint}>"

@@ -1,21 +1,26 @@
-"""A pool of openai SDK clients, one per (key, endpoint, headers), shared across threads.
+"""Pools of openai SDK clients, one per (key, endpoint, headers), shared across threads.
 
 A client owns an HTTP connection pool; building one per call would pay TLS and TCP set-up
 every time. The SDK's own retries are off: the facade's policy is the only retry layer.
+An async client's connections belong to the event loop that opened them, so async clients
+are pooled per loop too. A client of a closed loop is never reused: when a new loop shows
+up, the clients of loops closed since are dropped. (A weakly keyed map would not free them:
+each client's open connections refer to their loop, so the key would never die.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.provider import Connection
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["DEFAULT_TIMEOUT", "ClientPool"]
+__all__ = ["DEFAULT_TIMEOUT", "AsyncClientPool", "ClientPool"]
 
 DEFAULT_TIMEOUT = 600.0
 _PoolKey = tuple[str | None, str, tuple[tuple[str, str], ...]]
@@ -27,14 +32,17 @@ class ClientPool:
         self._clients: dict[_PoolKey, openai.OpenAI] = {}
 
     def get(self, connection: Connection, extra_headers: Mapping[str, str]) -> openai.OpenAI:
-        headers = {**extra_headers, **connection.headers}
-        key: _PoolKey = (connection.api_key, connection.endpoint, tuple(sorted(headers.items())))
+        key, headers = _pool_key(connection, extra_headers)
         client = self._clients.get(key)
         if client is None:
             with self._lock:
                 client = self._clients.get(key)
                 if client is None:
-                    client = self._clients[key] = _new_client(connection, headers)
+                    import openai
+
+                    client = self._clients[key] = openai.OpenAI(
+                        **_client_options(connection, headers)
+                    )
         return client
 
     def close(self) -> None:
@@ -44,7 +52,51 @@ class ClientPool:
             client.close()
 
 
-def _new_client(connection: Connection, headers: Mapping[str, str]) -> openai.OpenAI:
+class AsyncClientPool:
+    """Async clients per running event loop, then per (key, endpoint, headers)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loops: dict[asyncio.AbstractEventLoop, dict[_PoolKey, openai.AsyncOpenAI]] = {}
+
+    def get(self, connection: Connection, extra_headers: Mapping[str, str]) -> openai.AsyncOpenAI:
+        key, headers = _pool_key(connection, extra_headers)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            clients = self._loops.get(loop)
+            if clients is None:
+                self._loops = {lp: c for lp, c in self._loops.items() if not lp.is_closed()}
+                clients = self._loops[loop] = {}
+            client = clients.get(key)
+            if client is None:
+                import openai
+
+                client = clients[key] = openai.AsyncOpenAI(**_client_options(connection, headers))
+        return client
+
+    async def aclose(self) -> None:
+        """Close the clients of the running loop (they cannot be closed from another)."""
+        with self._lock:
+            clients = self._loops.pop(asyncio.get_running_loop(), {})
+        for client in clients.values():
+            await client.close()
+
+    def forget(self) -> None:
+        """Drop every loop's clients without closing them (they die with their loops)."""
+        with self._lock:
+            self._loops = {}
+
+
+def _pool_key(
+    connection: Connection, extra_headers: Mapping[str, str]
+) -> tuple[_PoolKey, dict[str, str]]:
+    headers = {**extra_headers, **connection.headers}
+    key: _PoolKey = (connection.api_key, connection.endpoint, tuple(sorted(headers.items())))
+    return key, headers
+
+
+def _client_options(connection: Connection, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Constructor arguments shared by the sync and async clients."""
     import openai
 
     # Omit() keeps the SDK from sending OPENAI_ORG_ID / OPENAI_PROJECT_ID from the
@@ -54,12 +106,12 @@ def _new_client(connection: Connection, headers: Mapping[str, str]) -> openai.Op
         "OpenAI-Project": openai.Omit(),
         **headers,
     }
-    return openai.OpenAI(
+    return {
         # The SDK falls back to OPENAI_API_KEY when given None, which would leak that key to
         # a custom host; a keyless connection omits the Authorization header per request.
-        api_key=connection.api_key or "no-key",
-        base_url=connection.endpoint,
-        max_retries=0,
-        timeout=DEFAULT_TIMEOUT,
-        default_headers=default_headers,  # type: ignore[arg-type]
-    )
+        "api_key": connection.api_key or "no-key",
+        "base_url": connection.endpoint,
+        "max_retries": 0,
+        "timeout": DEFAULT_TIMEOUT,
+        "default_headers": default_headers,
+    }

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn
 
-from moodlemate.ai.errors import APIConnectionError
+from moodlemate.ai.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ProviderError,
+    StreamingNotSupportedError,
+)
 from moodlemate.ai.pricing import ModelInfo
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.token_count import TokenCount
 from moodlemate.providers.openai import chat_tokens, models, pricing, responses, tokens
-from moodlemate.providers.openai.clients import ClientPool
-
-if TYPE_CHECKING:
-    import openai
+from moodlemate.providers.openai.clients import AsyncClientPool, ClientPool
+from moodlemate.providers.openai.streaming import (
+    AsyncSSEStream,
+    ChunkReader,
+    SSEStream,
+    rejects_streaming,
+)
 
 __all__ = ["OpenAIProvider"]
 
@@ -35,6 +43,7 @@ class OpenAIProvider(Provider):
 
     def __init__(self) -> None:
         self._pool = ClientPool()
+        self._async_pool = AsyncClientPool()
 
     # -- extension points ----------------------------------------------------------------
 
@@ -52,10 +61,35 @@ class OpenAIProvider(Provider):
 
     def complete(self, connection: Connection, request: ChatRequest) -> Completion:
         client = self._pool.get(connection, self.extra_headers(connection))
-        response = self._post(client, connection, request, self.body(request))
-        return responses.parse_completion(
-            response.content, response.headers, provider=self.name, model=request.model
-        )
+        try:
+            response = client.post(**self._post_args(connection, request))
+        except Exception as exc:
+            self._raise(exc, request)
+        return self._parse(response, request)
+
+    async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
+        client = self._async_pool.get(connection, self.extra_headers(connection))
+        try:
+            response = await client.post(**self._post_args(connection, request))
+        except Exception as exc:
+            self._raise(exc, request)
+        return self._parse(response, request)
+
+    def stream(self, connection: Connection, request: ChatRequest) -> SSEStream:
+        client = self._pool.get(connection, self.extra_headers(connection))
+        try:
+            response = client.post(**self._post_args(connection, request), stream=True)
+        except Exception as exc:
+            self._raise(exc, request)
+        return SSEStream(response, self._reader(response, request), self._translator(request))
+
+    async def astream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
+        client = self._async_pool.get(connection, self.extra_headers(connection))
+        try:
+            response = await client.post(**self._post_args(connection, request), stream=True)
+        except Exception as exc:
+            self._raise(exc, request)
+        return AsyncSSEStream(response, self._reader(response, request), self._translator(request))
 
     def count_tokens(self, text: str, model: str) -> int:
         return tokens.count_tokens(text, model)
@@ -71,37 +105,70 @@ class OpenAIProvider(Provider):
 
     def close(self) -> None:
         self._pool.close()
+        self._async_pool.forget()
 
-    # -- internals -----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        await self._async_pool.aclose()
 
-    def _post(
-        self,
-        client: openai.OpenAI,
-        connection: Connection,
-        request: ChatRequest,
-        body: dict[str, Any],
-    ) -> Any:
+    # -- internals: one request shape and one error mapping for all four call styles ----
+
+    def _post_args(self, connection: Connection, request: ChatRequest) -> dict[str, Any]:
         options: dict[str, Any] = {"timeout": connection.timeout}
         if connection.api_key is None:
             import openai
 
             options["headers"] = {"Authorization": openai.Omit()}
-        # The raw HTTP response: we parse the JSON ourselves (see responses.py).
-        post: Any = client.post
-        try:
-            return post("/chat/completions", body=body, cast_to=_httpx().Response, options=options)
-        except Exception as exc:
-            mapped = responses.provider_error(exc, provider=self.name, model=request.model)
-            if mapped is not None:
-                raise mapped from exc
-            # A reset while reading the body escapes the SDK's own wrapping.
-            if isinstance(exc, _httpx().TransportError | ConnectionError):
-                raise APIConnectionError(
-                    f"transport failed ({type(exc).__name__})",
-                    provider=self.name,
-                    model=request.model,
-                ) from exc
-            raise
+        # The raw HTTP response: we parse the JSON (or the event stream) ourselves.
+        return {
+            "path": "/chat/completions",
+            "body": self.body(request),
+            "cast_to": _httpx().Response,
+            "options": options,
+        }
+
+    def _parse(self, response: Any, request: ChatRequest) -> Completion:
+        return responses.parse_completion(
+            response.content, response.headers, provider=self.name, model=request.model
+        )
+
+    def _reader(self, response: Any, request: ChatRequest) -> ChunkReader:
+        return ChunkReader(response.headers, provider=self.name, model=request.model)
+
+    def _translator(self, request: ChatRequest) -> Callable[[Exception], ProviderError | None]:
+        return lambda exc: self._translate(exc, request)
+
+    def _raise(self, exc: Exception, request: ChatRequest) -> NoReturn:
+        """Raise the core error for an exception from sending, where we know one."""
+        if request.stream and rejects_streaming(exc):
+            raise StreamingNotSupportedError(
+                "the server does not stream this model",
+                status_code=400,
+                provider=self.name,
+                model=request.model,
+                code="unsupported_value",
+            ) from exc
+        mapped = self._translate(exc, request)
+        if mapped is None:
+            raise exc
+        raise mapped from exc
+
+    def _translate(self, exc: Exception, request: ChatRequest) -> ProviderError | None:
+        mapped = responses.provider_error(exc, provider=self.name, model=request.model)
+        if mapped is not None:
+            return mapped
+        # A reset or a stall while reading the body escapes the SDK's own wrapping.
+        httpx = _httpx()
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(
+                "timed out reading the response", provider=self.name, model=request.model
+            )
+        if isinstance(exc, httpx.TransportError | ConnectionError):
+            return APIConnectionError(
+                f"transport failed ({type(exc).__name__})",
+                provider=self.name,
+                model=request.model,
+            )
+        return None
 
 
 @cache

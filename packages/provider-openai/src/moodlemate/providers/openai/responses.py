@@ -23,7 +23,14 @@ from moodlemate.ai.provider import Completion
 from moodlemate.ai.retry import retry_after_from_headers, should_retry_from_headers
 from moodlemate.ai.usage import Usage
 
-__all__ = ["parse_completion", "provider_error", "status_error"]
+__all__ = [
+    "decimal_or_none",
+    "error_in_body",
+    "parse_completion",
+    "provider_error",
+    "status_error",
+    "usage_from",
+]
 
 
 def parse_completion(
@@ -74,7 +81,7 @@ def parse_completion(
         finish_reason=choice.get("finish_reason"),
         usage=usage_from(data.get("usage")),
         request_id=request_id or data.get("id"),
-        reported_cost=_decimal((data.get("usage") or {}).get("cost")),
+        reported_cost=decimal_or_none((data.get("usage") or {}).get("cost")),
     )
 
 
@@ -91,7 +98,7 @@ def usage_from(raw: Any) -> Usage:
     )
 
 
-def _decimal(value: Any) -> Decimal | None:
+def decimal_or_none(value: Any) -> Decimal | None:
     if value is None or isinstance(value, bool):
         return None
     try:

@@ -1,0 +1,282 @@
+"""Conversations that remember their turns and stay inside the model's context window.
+
+Before each request the prompt is counted the way OpenAI's cookbook counts chat messages
+(3 tokens per message plus its role and content, 3 to prime the reply) with the provider's
+tokenizer. If that plus the output reserved for the reply exceeds the model's context
+window, the oldest turns (a user message with the reply to it) are dropped until it fits;
+the system message and the newest prompt always stay. Dropped turns leave the history for
+good, so ``history`` is exactly the context the model saw.
+
+Thread-safety: each conversation has a lock. Sync turns (:meth:`Conversation.ask`) are
+serialised: a second thread's turn waits and then carries the first one. Async turns
+(:meth:`Conversation.aask`) must not hold a thread lock across an ``await``: each sees the
+history as of its start and commits when its reply arrives, so await one turn before asking
+the next. A failed request leaves the history unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai.errors import ContextWindowExceededError, ValidationError
+from moodlemate.ai.provider import ChatRequest, Message, Provider
+from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
+
+if TYPE_CHECKING:
+    from moodlemate.ai.gpt import GPT
+
+__all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
+    "DEFAULT_OUTPUT_RESERVE",
+    "Conversation",
+    "count_chat_tokens",
+]
+
+log = logging.getLogger("moodlemate.ai")
+
+DEFAULT_CONTEXT_WINDOW = 8_192
+"""Assumed when the provider does not know the model's window: small enough for most models."""
+DEFAULT_OUTPUT_RESERVE = 1_024
+"""Tokens kept free for the reply when ``max_tokens`` is None (capped by the model's own
+output limit and by a quarter of its window)."""
+TOKENS_PER_MESSAGE = 3
+REPLY_PRIMING = 3
+FORMAT_VERSION = 1
+
+
+def count_chat_tokens(provider: Provider, model: str, messages: tuple[Message, ...]) -> int:
+    """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models."""
+    return REPLY_PRIMING + sum(
+        TOKENS_PER_MESSAGE
+        + provider.count_tokens(m.role, model)
+        + provider.count_tokens(m.content, model)
+        for m in messages
+    )
+
+
+class Conversation:
+    """A named chat with memory; get one from :meth:`GPT.conversation`.
+
+    ``model`` None follows the GPT's default model at each turn. ``max_tokens`` caps each
+    reply and is the output reserved when trimming.
+    """
+
+    def __init__(
+        self,
+        gpt: GPT,
+        name: str,
+        *,
+        system_message: str | None = None,
+        model: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+    ) -> None:
+        from moodlemate.ai.gpt import DEFAULT_SYSTEM_MESSAGE
+
+        self._gpt = gpt
+        self.name = name
+        self._lock = threading.Lock()  # guards the state, briefly
+        self._turn_lock = threading.Lock()  # serialises sync turns, across the request
+        self._turns: list[Message] = []
+        self.system_message = DEFAULT_SYSTEM_MESSAGE if system_message is None else system_message
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+
+    # -- settings, validated on assignment -----------------------------------------------
+
+    @property
+    def system_message(self) -> str:
+        return self._system
+
+    @system_message.setter
+    def system_message(self, value: str) -> None:
+        self._system = check_text(value, "system_message")
+
+    @property
+    def model(self) -> str | None:
+        return self._model
+
+    @model.setter
+    def model(self, value: str | None) -> None:
+        self._model = None if value is None else check_model(value)
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = check_temperature(value)
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self._max_tokens
+
+    @max_tokens.setter
+    def max_tokens(self, value: int | None) -> None:
+        self._max_tokens = check_max_tokens(value)
+
+    # -- turns ---------------------------------------------------------------------------
+
+    @property
+    def history(self) -> tuple[Message, ...]:
+        """The remembered turns, oldest first, without the system message."""
+        with self._lock:
+            return tuple(self._turns)
+
+    def ask(self, prompt: str) -> str:
+        """Send ``prompt`` with the history that fits, remember both, return the reply."""
+        with self._turn_lock:
+            dropped, request = self._prepare(prompt)
+            completion = self._gpt.send(request)
+            self._commit(dropped, prompt, completion.text)
+            return completion.text
+
+    async def aask(self, prompt: str) -> str:
+        """Async :meth:`ask` (see the module docstring on concurrent turns)."""
+        dropped, request = self._prepare(prompt)
+        completion = await self._gpt.asend(request)
+        self._commit(dropped, prompt, completion.text)
+        return completion.text
+
+    def reset(self) -> None:
+        """Forget every turn; the settings stay."""
+        with self._lock:
+            self._turns = []
+
+    # -- JSON ----------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """Settings and turns as JSON; :meth:`load_json` restores them exactly."""
+        with self._lock:
+            data = {
+                "version": FORMAT_VERSION,
+                "name": self.name,
+                "model": self.model,
+                "system_message": self.system_message,
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                "turns": [{"role": m.role, "content": m.content} for m in self._turns],
+            }
+        return json.dumps(data, ensure_ascii=False, indent=2)
+
+    def load_json(self, text: str) -> None:
+        """Replace this conversation's settings and turns with a :meth:`to_json` document
+        (the name stays). Invalid documents raise ValidationError and change nothing."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"conversation JSON is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+            raise ValidationError(f"not a conversation document (format version {FORMAT_VERSION})")
+        turns = [_message(item) for item in _list(data.get("turns"))]
+        check = Conversation(
+            self._gpt,
+            self.name,
+            system_message=data.get("system_message"),
+            model=data.get("model"),
+            temperature=data.get("temperature", 0.7),
+            max_tokens=data.get("max_tokens"),
+        )
+        with self._turn_lock, self._lock:
+            self.system_message = check.system_message
+            self.model = check.model
+            self.temperature = check.temperature
+            self.max_tokens = check.max_tokens
+            self._turns = turns
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_json` to ``path`` (UTF-8)."""
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restore from a file written by :meth:`save`."""
+        self.load_json(Path(path).read_text(encoding="utf-8"))
+
+    def __repr__(self) -> str:
+        return f"<Conversation {self.name!r} turns={len(self._turns)} model={self.model!r}>"
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _prepare(self, prompt: str) -> tuple[int, ChatRequest]:
+        """How many of the oldest turns to drop, and the request that fits the window."""
+        text = check_text(prompt, "prompt")
+        model = check_model(self.model or self._gpt.model)
+        provider = self._gpt.provider
+        system = (Message("system", self._system),) if self._system else ()
+        question = (Message("user", text),)
+        budget = self._window(provider, model)
+        with self._lock:
+            turns = list(self._turns)
+            start = len(turns)
+        used = count_chat_tokens(provider, model, (*system, *turns, *question))
+        dropped = 0
+        while used > budget and turns:
+            # Drop the oldest user message together with the replies that answer it.
+            cut = 1
+            while cut < len(turns) and turns[cut].role != "user":
+                cut += 1
+            used -= count_chat_tokens(provider, model, tuple(turns[:cut])) - REPLY_PRIMING
+            del turns[:cut]
+            dropped += 1
+        if used > budget:
+            raise ContextWindowExceededError(
+                f"the system message and prompt take {used} tokens; {model!r} leaves {budget} "
+                f"for the prompt after reserving room for the reply"
+            )
+        if dropped:
+            log.info(
+                "conversation %r: dropped the %d oldest turns to fit %s's context window",
+                self.name,
+                dropped,
+                model,
+            )
+        request = ChatRequest(
+            model=model,
+            messages=(*system, *turns, *question),
+            temperature=self._temperature,
+            max_tokens=self._max_tokens,
+        )
+        return start - len(turns), request
+
+    def _window(self, provider: Provider, model: str) -> int:
+        """Prompt tokens allowed: the context window less the output reserved for the reply."""
+        info = provider.model_info(model)
+        window = (info.context_window if info else None) or DEFAULT_CONTEXT_WINDOW
+        if self._max_tokens is not None:
+            reserve = self._max_tokens
+        else:
+            limit = (info.max_output_tokens if info else None) or DEFAULT_OUTPUT_RESERVE
+            reserve = min(limit, DEFAULT_OUTPUT_RESERVE, window // 4)
+        return window - reserve
+
+    def _commit(self, dropped: int, prompt: str, reply: str) -> None:
+        """Drop from the front, append at the end: turns committed meanwhile survive."""
+        with self._lock:
+            self._turns = [
+                *self._turns[dropped:],
+                Message("user", prompt),
+                Message("assistant", reply),
+            ]
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValidationError("conversation JSON needs a 'turns' list")
+    return value
+
+
+def _message(item: Any) -> Message:
+    if (
+        not isinstance(item, dict)
+        or item.get("role") not in ("user", "assistant")
+        or not isinstance(item.get("content"), str)
+    ):
+        raise ValidationError(f"conversation turn {item!r} is not a user or assistant message")
+    return Message(item["role"], item["content"])

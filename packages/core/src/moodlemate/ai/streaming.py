@@ -1,0 +1,298 @@
+"""Streaming, vendor-neutral: retry before the first delta, account at the end.
+
+A provider opens a stream (:meth:`Provider.stream` / :meth:`Provider.astream`) and yields
+text deltas; everything a user relies on lives here, so every provider gets it alike:
+
+- The retried unit is "open the request and read up to the first text delta". A failure
+  in there (connect error, 5xx, a stream cut before any text) goes through the shared
+  :class:`~moodlemate.ai.retry.RetryPolicy`; nothing has reached the caller yet, so a retry
+  cannot duplicate text.
+- After the first delta a failure raises :class:`StreamInterruptedError` (with the partial
+  text), never a silent truncation and never a retry.
+- When the stream ends, the provider's full :class:`Completion` (usage from the final
+  chunk) is accounted in the ledger once and exposed as ``stream.completion``.
+- A model the server refuses to stream (:class:`StreamingNotSupportedError`) is answered by
+  one non-streamed request delivered as a single delta; that is logged once and remembered
+  per (provider, endpoint, model), so later streams skip the refused attempt.
+
+A stream is lazy: the request is sent on the first ``next()``. Closing it early (``close()``,
+leaving a ``with`` block, breaking out of a loop and dropping it) releases the connection;
+such a call is not recorded in the ledger, because the usage chunk never arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from moodlemate.ai.errors import ProviderError, StreamingNotSupportedError, StreamInterruptedError
+from moodlemate.ai.provider import ChatRequest, Completion, Connection
+
+if TYPE_CHECKING:
+    from moodlemate.ai.provider import Provider
+    from moodlemate.ai.retry import RetryPolicy
+
+__all__ = ["AsyncProviderStream", "AsyncTextStream", "ProviderStream", "StreamCall", "TextStream"]
+
+log = logging.getLogger("moodlemate.ai")
+
+
+class ProviderStream(ABC):
+    """An open streamed response, as a provider returns it: iterate once for the text deltas
+    (non-empty strings); after the end, :meth:`completion` gives the whole result."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[str]: ...
+
+    @abstractmethod
+    def completion(self) -> Completion:
+        """The result once the stream ended; raises a ProviderError if it ended early."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class AsyncProviderStream(ABC):
+    """Async twin of :class:`ProviderStream`."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    @abstractmethod
+    def completion(self) -> Completion: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCall:
+    """What a stream needs from the facade: where to send, how hard to try, how to account.
+
+    ``finish`` records a streamed completion (ledger, cost) and returns it completed;
+    ``fallback`` / ``afallback`` send the request non-streamed and account it themselves.
+    """
+
+    provider: Provider
+    connection: Connection
+    request: ChatRequest
+    policy: RetryPolicy
+    finish: Callable[[Completion, int], Completion]
+    fallback: Callable[[ChatRequest], Completion]
+    afallback: Callable[[ChatRequest], Awaitable[Completion]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name} {self.request.model}"
+
+    def at(self, timeout: float) -> Connection:
+        return replace(self.connection, timeout=timeout)
+
+    def interrupted(self, exc: Exception, partial: str) -> StreamInterruptedError:
+        context = exc if isinstance(exc, ProviderError) else None
+        reason = context.message if context else str(exc)
+        return StreamInterruptedError(
+            f"stream interrupted after {len(partial)} characters of text "
+            f"({type(exc).__name__}: {reason}); not retried, to avoid repeating text",
+            partial_text=partial,
+            provider=self.provider.name,
+            model=self.request.model,
+            request_id=context.request_id if context else None,
+        )
+
+    def non_streamed(self) -> ChatRequest | None:
+        """The request to send instead when this model is known not to stream, else None."""
+        return replace(self.request, stream=False) if _refused(self) in _no_stream else None
+
+    def refused(self) -> ChatRequest:
+        """Remember (and log once) that the server will not stream this model."""
+        key = _refused(self)
+        with _no_stream_lock:
+            first = key not in _no_stream
+            _no_stream.add(key)
+        if first:
+            log.warning(
+                "%s refuses to stream %r; answering with one non-streamed response instead",
+                self.provider.name,
+                self.request.model,
+            )
+        return replace(self.request, stream=False)
+
+
+_no_stream: set[tuple[str, str, str]] = set()
+_no_stream_lock = threading.Lock()
+
+
+def _refused(call: StreamCall) -> tuple[str, str, str]:
+    return (call.provider.name, call.connection.endpoint, call.request.model)
+
+
+class _Stream:
+    """State both stream flavours share: the text so far and the final result."""
+
+    def __init__(self, call: StreamCall) -> None:
+        self._call = call
+        self._parts: list[str] = []
+        self.completion: Completion | None = None
+        """The full result (usage, cost, attempts) once the stream has ended; else None."""
+
+    @property
+    def text(self) -> str:
+        """The text received so far (all of it once the stream has ended)."""
+        return "".join(self._parts)
+
+
+class TextStream(_Stream, Iterator[str]):
+    """Text deltas of one chat completion; see the module docstring for the guarantees.
+
+    Use it as an iterator, ideally in a ``with`` block so an early exit closes the connection.
+    Consume it from one thread at a time.
+    """
+
+    def __init__(self, call: StreamCall) -> None:
+        super().__init__(call)
+        self._deltas = self._run()
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._deltas)
+
+    def close(self) -> None:
+        self._deltas.close()
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _run(self) -> Generator[str, None, None]:
+        call = self._call
+        request = call.non_streamed()
+        if request is None:
+            try:
+                (source, deltas, first), attempts = call.policy.run(self._open, call.label)
+            except StreamingNotSupportedError:
+                request = call.refused()
+        if request is not None:
+            self.completion = call.fallback(request)
+            if self.completion.text:
+                self._parts.append(self.completion.text)
+                yield self.completion.text
+            return
+        try:
+            if first is not None:
+                self._parts.append(first)
+                yield first
+                while True:
+                    try:
+                        delta = next(deltas)
+                    except StopIteration:
+                        break
+                    except ProviderError as exc:
+                        raise call.interrupted(exc, self.text) from exc
+                    self._parts.append(delta)
+                    yield delta
+            try:
+                result = source.completion()
+            except ProviderError as exc:
+                raise call.interrupted(exc, self.text) from exc
+        finally:
+            source.close()
+        self.completion = call.finish(result, attempts)
+
+    def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
+        """One attempt: send, and read until the first delta (or the end of an empty reply)."""
+        source = self._call.provider.stream(self._call.at(timeout), self._call.request)
+        try:
+            deltas = iter(source)
+            first = next(deltas, None)
+            if first is None:
+                source.completion()  # a stream cut before any text is retried, not accepted
+        except BaseException:
+            source.close()
+            raise
+        return source, deltas, first
+
+
+class AsyncTextStream(_Stream, AsyncIterator[str]):
+    """Async twin of :class:`TextStream`: ``async for delta in gpt.astream(...)``."""
+
+    def __init__(self, call: StreamCall) -> None:
+        super().__init__(call)
+        self._deltas = self._run()
+
+    def __aiter__(self) -> AsyncTextStream:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._deltas.__anext__()
+
+    async def aclose(self) -> None:
+        await self._deltas.aclose()
+
+    async def __aenter__(self) -> AsyncTextStream:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self) -> AsyncGenerator[str, None]:
+        call = self._call
+        request = call.non_streamed()
+        if request is None:
+            try:
+                (source, deltas, first), attempts = await call.policy.arun(self._open, call.label)
+            except StreamingNotSupportedError:
+                request = call.refused()
+        if request is not None:
+            self.completion = await call.afallback(request)
+            if self.completion.text:
+                self._parts.append(self.completion.text)
+                yield self.completion.text
+            return
+        try:
+            if first is not None:
+                self._parts.append(first)
+                yield first
+                while True:
+                    try:
+                        delta = await deltas.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except ProviderError as exc:
+                        raise call.interrupted(exc, self.text) from exc
+                    self._parts.append(delta)
+                    yield delta
+            try:
+                result = source.completion()
+            except ProviderError as exc:
+                raise call.interrupted(exc, self.text) from exc
+        finally:
+            await source.aclose()
+        self.completion = call.finish(result, attempts)
+
+    async def _open(
+        self, timeout: float
+    ) -> tuple[AsyncProviderStream, AsyncIterator[str], str | None]:
+        source = await self._call.provider.astream(self._call.at(timeout), self._call.request)
+        try:
+            deltas = source.__aiter__()
+            first = await anext(deltas, None)
+            if first is None:
+                source.completion()
+        except BaseException:
+            await source.aclose()
+            raise
+        return source, deltas, first

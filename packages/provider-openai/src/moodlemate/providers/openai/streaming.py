@@ -1,0 +1,201 @@
+"""Server-sent events of /chat/completions, parsed straight from the raw HTTP response.
+
+One :class:`ChunkReader` holds the parsing and the running result for both the sync and the
+async stream; the two stream classes only differ in how they read lines. Chunks are decoded
+with ``json.loads`` into dicts: no SDK model per delta.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+from moodlemate.ai.errors import MalformedResponseError, ProviderError
+from moodlemate.ai.provider import Completion
+from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
+from moodlemate.ai.usage import Usage
+from moodlemate.providers.openai.responses import decimal_or_none, error_in_body, usage_from
+
+__all__ = ["AsyncSSEStream", "ChunkReader", "SSEStream", "rejects_streaming"]
+
+Translate = Callable[[Exception], ProviderError | None]
+
+
+class ChunkReader:
+    """Feeds on SSE lines, returns each text delta, and builds the final Completion."""
+
+    __slots__ = (
+        "_data",
+        "_done",
+        "_finish_reason",
+        "_headers",
+        "_id",
+        "_model",
+        "_parts",
+        "_provider",
+        "_reported_cost",
+        "_requested_model",
+        "_usage",
+    )
+
+    def __init__(self, headers: Any, *, provider: str, model: str) -> None:
+        self._headers = headers
+        self._provider = provider
+        self._requested_model = model
+        self._data: list[str] = []
+        self._parts: list[str] = []
+        self._done = False
+        self._finish_reason: str | None = None
+        self._id: str | None = headers.get("x-request-id")
+        self._model: str | None = None
+        self._usage: Usage | None = None
+        self._reported_cost: Decimal | None = None
+
+    def feed(self, line: str) -> str | None:
+        """One line of the body; returns the text of an event it completes, if any."""
+        if not line:
+            return self.flush()
+        if line.startswith(":"):  # comment / keep-alive
+            return None
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data.append(value.removeprefix(" "))
+        return None
+
+    def flush(self) -> str | None:
+        """Dispatch a pending event (also at the end of a body without a final blank line)."""
+        if not self._data:
+            return None
+        data = "\n".join(self._data)
+        self._data = []
+        if data == "[DONE]":
+            self._done = True
+            return None
+        return self._chunk(data)
+
+    def _chunk(self, data: str) -> str | None:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            raise MalformedResponseError(
+                f"stream event is not a JSON object ({len(data)} characters)",
+                provider=self._provider,
+                model=self._requested_model,
+                request_id=self._id,
+            )
+        error = chunk.get("error")
+        if error:
+            raise error_in_body(
+                error, self._headers, provider=self._provider, model=self._requested_model
+            )
+        self._model = chunk.get("model") or self._model
+        self._id = self._id or chunk.get("id")
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage_from(usage)
+            self._reported_cost = decimal_or_none(usage.get("cost"))
+        text = None
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                self._parts.append(content)
+                text = content if text is None else text + content
+            self._finish_reason = choice.get("finish_reason") or self._finish_reason
+        return text
+
+    def completion(self) -> Completion:
+        if not self._done and (self._finish_reason is None or self._usage is None):
+            raise MalformedResponseError(
+                "stream ended before the completion did (no [DONE])",
+                provider=self._provider,
+                model=self._requested_model,
+                request_id=self._id,
+            )
+        return Completion(
+            text="".join(self._parts),
+            model=self._model or self._requested_model,
+            provider=self._provider,
+            finish_reason=self._finish_reason,
+            usage=self._usage or Usage(),
+            request_id=self._id,
+            reported_cost=self._reported_cost,
+        )
+
+
+class SSEStream(ProviderStream):
+    """A sync streamed response (an unread httpx response)."""
+
+    def __init__(self, response: Any, reader: ChunkReader, translate: Translate) -> None:
+        self._response = response
+        self._reader = reader
+        self._translate = translate
+
+    def __iter__(self) -> Iterator[str]:
+        reader = self._reader
+        try:
+            for line in self._response.iter_lines():
+                text = reader.feed(line)
+                if text:
+                    yield text
+            text = reader.flush()
+        except Exception as exc:
+            mapped = self._translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if text:
+            yield text
+
+    def completion(self) -> Completion:
+        return self._reader.completion()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class AsyncSSEStream(AsyncProviderStream):
+    """An async streamed response (an unread httpx response)."""
+
+    def __init__(self, response: Any, reader: ChunkReader, translate: Translate) -> None:
+        self._response = response
+        self._reader = reader
+        self._translate = translate
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        reader = self._reader
+        try:
+            async for line in self._response.aiter_lines():
+                text = reader.feed(line)
+                if text:
+                    yield text
+            text = reader.flush()
+        except Exception as exc:
+            mapped = self._translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if text:
+            yield text
+
+    def completion(self) -> Completion:
+        return self._reader.completion()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def rejects_streaming(exc: Exception) -> bool:
+    """True for the 400 the API sends when a model does not support ``stream``."""
+    import openai
+
+    if not isinstance(exc, openai.BadRequestError):
+        return False
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = str(body.get("message") or "")
+    return body.get("param") == "stream" or "'stream'" in message
