@@ -6,8 +6,10 @@ MOODLEMATE_ENDPOINT, exactly as a user's shell would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -118,6 +120,22 @@ def test_chat_usage_errors_exit_2_before_sending(
     assert out.returncode == 2
     assert message in out.stderr
     assert out.stdout == ""
+    assert endpoint.chat_requests == []
+
+
+def test_chat_without_a_prompt_on_a_terminal_says_so_instead_of_waiting(
+    endpoint: LoopbackServer,
+) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        out = subprocess.run(
+            [*COMMAND, "chat"], stdin=terminal, capture_output=True, text=True, timeout=30
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert out.returncode == 2
+    assert "no prompt: give PROMPT, or pipe it on standard input" in out.stderr
     assert endpoint.chat_requests == []
 
 
@@ -479,3 +497,26 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
         proc.communicate(timeout=20)
     assert out.returncode == 2
     assert "in use by another batch run" in out.stderr
+
+
+def test_batch_draws_a_progress_bar_on_a_terminal(endpoint: LoopbackServer, tmp_path: Path) -> None:
+    write_input(tmp_path / "in.jsonl", 30)
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [*COMMAND, "batch", "in.jsonl", "-o", "out.jsonl"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=dict(os.environ),
+    )
+    os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the child closes the terminal
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    os.close(controller)
+    assert proc.wait(timeout=30) == 0
+    text = shown.decode()
+    assert "\r\x1b[K[########################] 30/30 done (100%)" in text
+    assert "batch: 30/30" not in text  # the plain-line form is for logs, not terminals
+    assert "moodlemate-ai batch: finished" in text

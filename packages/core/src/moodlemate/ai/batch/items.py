@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moodlemate.ai.errors import ValidationError
-from moodlemate.ai.provider import ChatRequest
-from moodlemate.ai.validation import build_chat_request
+from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature
 
 __all__ = ["FIELDS", "BatchInputError", "BatchItem", "ItemId", "parse_items", "read_items"]
 
@@ -28,10 +27,14 @@ _MAX_LISTED = 20
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
-    """One validated input line: its id, the request to send, and where it came from."""
+    """One validated input line: the arguments of a ``GPT.complete`` call, and its id."""
 
     id: ItemId
-    request: ChatRequest
+    model: str
+    system: str
+    user: str
+    temperature: float
+    max_tokens: int | None
     line: int
 
 
@@ -119,14 +122,15 @@ def _item(text: str, number: int, default_model: str) -> BatchItem:
             raise ValidationError(f"{name!r} must be a string, not {_json_kind(value)}")
     model = data.get("model")
     temperature = data.get("temperature")
-    request = build_chat_request(
-        default_model if model is None else model,
-        data.get("system") or "",
-        data["user"],
-        DEFAULT_TEMPERATURE if temperature is None else temperature,
-        data.get("max_tokens"),
+    return BatchItem(
+        id=item_id,
+        model=check_model(default_model if model is None else model),
+        system=data.get("system") or "",
+        user=data["user"],
+        temperature=check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature),
+        max_tokens=check_max_tokens(data.get("max_tokens")),
+        line=number,
     )
-    return BatchItem(id=item_id, request=request, line=number)
 
 
 def _json_kind(value: Any) -> str:

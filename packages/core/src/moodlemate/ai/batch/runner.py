@@ -205,7 +205,9 @@ class _Run:
             completion: Completion | None = None
             error: Exception | None = None
             try:
-                completion = self.gpt.send(item.request)
+                completion = self.gpt.complete(
+                    item.model, item.system, item.user, item.temperature, item.max_tokens
+                )
             except Exception as exc:  # recorded in the output, never dropped
                 error = exc
             seconds = round(time.monotonic() - started, 3)
@@ -284,7 +286,7 @@ def _failure(item: BatchItem, error: Exception | None, seconds: float) -> dict[s
         "id": item.id,
         "ok": False,
         "text": None,
-        "model": item.request.model,
+        "model": item.model,
         "usage": None,
         "cost": None,
         "attempts": getattr(error, "attempts", 1),
