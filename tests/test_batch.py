@@ -76,3 +76,12 @@ def test_result_log_keeps_an_intact_last_line_without_its_newline(tmp_path: Path
 def test_run_batch_rejects_a_bad_concurrency(gpt: GPT, tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="concurrency must be between 1 and 256"):
         run_batch(gpt, [], tmp_path / "out.jsonl", concurrency=0)
+
+
+def test_result_log_drops_a_garbled_last_line(tmp_path: Path) -> None:
+    """After a power loss the tail of a file can read back as NULs, newline included."""
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"id": "a", "ok": true}\n' + b"\x00" * 7 + b"\n\n")
+    with ResultLog(out) as log:
+        assert (log.answered, log.dropped_bytes) == ({"a"}, 9)
+    assert out.read_bytes() == b'{"id": "a", "ok": true}\n'

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from conftest import TEST_KEY
 from moodlemate.ai import GPT
+from moodlemate.ai.batch import ResultLog
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 _SCRIPT = shutil.which("moodlemate-ai", path=str(Path(sys.executable).parent))
@@ -465,7 +466,7 @@ def _resume_and_check(endpoint: LoopbackServer, tmp_path: Path, ids: list[str]) 
 def test_batch_interrupted_by_sigint_writes_what_was_in_flight_then_resumes(
     endpoint: LoopbackServer, tmp_path: Path
 ) -> None:
-    proc = _start_slow_batch(endpoint, tmp_path, 150)
+    proc = _start_slow_batch(endpoint, tmp_path, 100)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130, stderr
@@ -473,30 +474,28 @@ def test_batch_interrupted_by_sigint_writes_what_was_in_flight_then_resumes(
     assert "moodlemate-ai batch: interrupted" in stderr
     # Graceful: every request the server saw was answered into the output, none lost.
     assert sorted(asked_ids(endpoint)) == sorted(answered(read_output(tmp_path / "out.jsonl")))
-    _resume_and_check(endpoint, tmp_path, [f"q{i}" for i in range(150)])
+    _resume_and_check(endpoint, tmp_path, [f"q{i}" for i in range(100)])
 
 
 def test_batch_killed_by_sigkill_resumes_without_answering_twice(
     endpoint: LoopbackServer, tmp_path: Path
 ) -> None:
-    proc = _start_slow_batch(endpoint, tmp_path, 150)
+    proc = _start_slow_batch(endpoint, tmp_path, 100)
     proc.kill()
     proc.communicate(timeout=20)
     assert proc.returncode == -signal.SIGKILL
-    _resume_and_check(endpoint, tmp_path, [f"q{i}" for i in range(150)])
+    _resume_and_check(endpoint, tmp_path, [f"q{i}" for i in range(100)])
 
 
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
     endpoint: LoopbackServer, tmp_path: Path
 ) -> None:
-    proc = _start_slow_batch(endpoint, tmp_path, 150)
-    try:
+    write_input(tmp_path / "in.jsonl", 3)
+    with ResultLog(tmp_path / "out.jsonl"):  # what a running batch holds
         out = run_cli("batch", "in.jsonl", "-o", "out.jsonl")
-    finally:
-        proc.kill()
-        proc.communicate(timeout=20)
     assert out.returncode == 2
-    assert "in use by another batch run" in out.stderr
+    assert "out.jsonl is in use by another batch run" in out.stderr
+    assert endpoint.chat_requests == []
 
 
 def test_batch_draws_a_progress_bar_on_a_terminal(endpoint: LoopbackServer, tmp_path: Path) -> None:

@@ -72,32 +72,33 @@ class ResultLog:
     def _recover(self) -> None:
         """Read the existing results; truncate a torn last line; refuse damage elsewhere."""
         os.lseek(self._fd, 0, os.SEEK_SET)
-        with os.fdopen(os.dup(self._fd), "rb") as file:
-            content = file.read()
-        lines = content.split(b"\n")
-        tail = lines.pop()  # what follows the last newline: b"" in an intact file
-        keep = 0
-        for number, line in enumerate(lines, 1):
-            record = _parse(line) if line.strip() else {}
-            if record is None:
-                if number < len(lines) or tail.strip():
-                    raise BatchOutputError(
-                        f"{self.path}:{number}: not a batch result line; the file is damaged "
-                        "or is not a batch output (repair it, or choose another output file)"
-                    )
-                break  # a damaged last line: a torn write, dropped below
-            self._note(record)
-            keep += len(line) + 1
-        else:
-            record = _parse(tail) if tail.strip() else None
-            if record is not None:  # an intact last record that only lacks its newline
+        keep = 0  # bytes of intact lines from the start: what survives
+        damaged = 0  # number of the first line that is not a result, if any
+        missing_newline = False
+        with os.fdopen(os.dup(self._fd), "rb") as file:  # streamed: outputs can be large
+            for number, line in enumerate(file, 1):
+                if damaged:
+                    if line.strip():
+                        raise BatchOutputError(
+                            f"{self.path}:{damaged}: not a batch result line; the file is "
+                            "damaged or is not a batch output (repair it, or choose another "
+                            "output file)"
+                        )
+                    continue
+                record = _parse(line) if line.strip() else {}
+                if record is None:
+                    damaged = number  # a torn write if nothing follows it
+                    continue
                 self._note(record)
-                os.write(self._fd, b"\n")
-                keep = len(content) + 1
-        if keep < len(content):
-            self.dropped_bytes = len(content) - keep
+                keep += len(line)
+                missing_newline = not line.endswith(b"\n")
+            size = file.tell()
+        if keep < size:
+            self.dropped_bytes = size - keep
             os.ftruncate(self._fd, keep)
             os.fsync(self._fd)
+        elif missing_newline:  # an intact last record that only lacks its newline
+            os.write(self._fd, b"\n")
 
     def _note(self, record: Mapping[str, Any]) -> None:
         if record.get("ok") is True:
