@@ -8,8 +8,9 @@ that many requests are in flight and a stop takes effect before the next item is
 Ctrl-C (KeyboardInterrupt in the calling thread) stops taking new items and waits for the
 requests in flight, whose results are still written; a second Ctrl-C abandons them (they
 were never written, so a rerun sends them again). Either way :class:`BatchInterrupted`
-carries the summary. Errors that no other item can escape (no key, a rejected key, no
-credit, an unknown provider, a spent budget) stop the batch the same way.
+carries the summary. An error that no other item can escape (no key, a rejected key, no
+credit, an unknown provider, a spent budget) stops the batch early too: no new item is
+taken, and ``summary.stopped_by`` names the error.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def run_batch(
     """Send every item not yet answered in ``output`` and append each result to it.
 
     Returns the summary; raises :class:`BatchInterrupted` on Ctrl-C (after writing what the
-    requests in flight returned), and ``OSError`` if the output cannot be written.
+    requests in flight returned), and re-raises what a worker hit outside its call (such as
+    ``OSError`` when the output cannot be written) once the others have stopped.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):
         raise ValidationError(f"concurrency must be an int, not {type(concurrency).__name__}")

@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from moodlemate.ai.batch.runner import MAX_CONCURRENCY
     from moodlemate.ai.cli.progress import ProgressReporter
+    from moodlemate.ai.errors import ValidationError
+    from moodlemate.ai.validation import check_model
 
     if args.concurrency > MAX_CONCURRENCY:
         raise CommandError(f"--concurrency must be at most {MAX_CONCURRENCY}", EXIT_USAGE)
@@ -110,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("OUTPUT must not be the INPUT file", EXIT_USAGE)
     gpt = make_gpt(args)
     try:
-        items = read_items(args.input, default_model=gpt.model)
+        default_model = check_model(gpt.model)
+    except ValidationError as exc:
+        raise CommandError(f"invalid model: {exc.message}", EXIT_USAGE) from None
+    try:
+        items = read_items(args.input, default_model=default_model)
     except BatchInputError as exc:
         raise CommandError(exc.message, EXIT_USAGE) from None
     except OSError as exc:
