@@ -57,14 +57,20 @@ def user_texts(server: LoopbackServer) -> list[str]:
 # -- chat --------------------------------------------------------------------------------
 
 
-def test_chat_prints_the_reply_for_a_prompt_argument(endpoint: LoopbackServer) -> None:
-    endpoint.enqueue(Reply(text="Two, three, five."))
+def test_chat_prints_the_reply_to_a_prompt_argument(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOODLEMATE_MODEL", "gpt-4o")
+    monkeypatch.setenv("MOODLEMATE_ENDPOINT", "http://127.0.0.1:9/v1")  # --endpoint beats it
+    server.enqueue(Reply(text="Two, three, five."))
     out = run_cli(
-        "chat", "-s", "Be brief.", "--temperature", "0.2", "--max-tokens", "50", "Name primes."
+        "chat",
+        *("--endpoint", server.url, "-s", "Be brief.", "--temperature", "0.2"),
+        *("--max-tokens", "50", "Name primes."),
     )
     assert (out.returncode, out.stdout, out.stderr) == (0, "Two, three, five.\n", "")
-    (request,) = endpoint.chat_requests
-    assert request.body["model"] == "gpt-4o-mini"
+    (request,) = server.chat_requests
+    assert request.body["model"] == "gpt-4o"  # from MOODLEMATE_MODEL
     assert request.body["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Name primes."},
@@ -93,16 +99,6 @@ def test_chat_dash_reads_stdin_and_usage_goes_to_stderr(
     (request,) = endpoint.chat_requests
     assert request.body["model"] == "gpt-4o-mini"  # -m beats MOODLEMATE_MODEL
     assert request.body["messages"][-1]["content"] == "from stdin"
-
-
-def test_chat_settings_from_environment_and_options(
-    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MOODLEMATE_MODEL", "gpt-4o")
-    monkeypatch.setenv("MOODLEMATE_ENDPOINT", "http://127.0.0.1:9/v1")  # nothing listens there
-    out = run_cli("chat", "--endpoint", server.url, "hi")
-    assert (out.returncode, out.stdout) == (0, "Echo: hi\n")
-    assert [r.body["model"] for r in server.chat_requests] == ["gpt-4o"]
 
 
 @pytest.mark.parametrize(
@@ -346,28 +342,6 @@ def test_batch_missing_input_is_a_usage_error(endpoint: LoopbackServer) -> None:
     assert "cannot read nope.jsonl: No such file or directory" in out.stderr
 
 
-def test_batch_keeps_at_most_concurrency_requests_in_flight(
-    endpoint: LoopbackServer, tmp_path: Path
-) -> None:
-    write_input(tmp_path / "in.jsonl", 24)
-    lock = threading.Lock()
-    active = peak = 0
-
-    def slow(body: dict[str, Any]) -> Reply:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(0.05)
-        with lock:
-            active -= 1
-        return Reply()
-
-    endpoint.responder = slow
-    assert run_cli("batch", "in.jsonl", "-o", "out.jsonl", "-c", "3").returncode == 0
-    assert peak == 3
-
-
 def test_batch_stops_on_a_rejected_key_instead_of_failing_every_item(
     endpoint: LoopbackServer, tmp_path: Path
 ) -> None:
@@ -477,6 +451,17 @@ def test_batch_interrupted_by_sigint_writes_what_was_in_flight_then_resumes(
     _resume_and_check(endpoint, tmp_path, [f"q{i}" for i in range(100)])
 
 
+def test_batch_terminated_by_sigterm_also_writes_what_was_in_flight(
+    endpoint: LoopbackServer, tmp_path: Path
+) -> None:
+    proc = _start_slow_batch(endpoint, tmp_path, 100)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 143, stderr
+    assert "moodlemate-ai batch: interrupted" in stderr
+    assert sorted(asked_ids(endpoint)) == sorted(answered(read_output(tmp_path / "out.jsonl")))
+
+
 def test_batch_killed_by_sigkill_resumes_without_answering_twice(
     endpoint: LoopbackServer, tmp_path: Path
 ) -> None:
@@ -498,11 +483,27 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(
     assert endpoint.chat_requests == []
 
 
-def test_batch_draws_a_progress_bar_on_a_terminal(endpoint: LoopbackServer, tmp_path: Path) -> None:
+def test_batch_bounds_concurrency_and_draws_a_progress_bar_on_a_terminal(
+    endpoint: LoopbackServer, tmp_path: Path
+) -> None:
     write_input(tmp_path / "in.jsonl", 30)
+    lock = threading.Lock()
+    active = peak = 0
+
+    def slow(body: dict[str, Any]) -> Reply:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.03)
+        with lock:
+            active -= 1
+        return Reply()
+
+    endpoint.responder = slow
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
-        [*COMMAND, "batch", "in.jsonl", "-o", "out.jsonl"],
+        [*COMMAND, "batch", "in.jsonl", "-o", "out.jsonl", "--concurrency", "3"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=terminal,
@@ -515,6 +516,7 @@ def test_batch_draws_a_progress_bar_on_a_terminal(endpoint: LoopbackServer, tmp_
             shown += chunk
     os.close(controller)
     assert proc.wait(timeout=30) == 0
+    assert peak == 3
     text = shown.decode()
     assert "\r\x1b[K[########################] 30/30 done (100%)" in text
     assert "batch: 30/30" not in text  # the plain-line form is for logs, not terminals

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from moodlemate.ai.batch import BatchSummary
 
 DEFAULT_CONCURRENCY = 8
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 DESCRIPTION = """\
 Send one chat request per line of INPUT (JSONL) and append one result per line to OUTPUT
@@ -38,9 +40,9 @@ decimal strings (USD), null when the model's price is unknown.
 
 Resuming: a rerun with the same OUTPUT skips every id already answered with "ok": true and
 sends the rest, failed ones included (their new result is appended; the last record of an
-id is the one that counts). Ctrl-C stops sending, waits for the requests in flight and writes
-their results (Ctrl-C again abandons them); nothing already answered is lost, even if the
-process is killed.
+id is the one that counts). Ctrl-C or SIGTERM stops sending, waits for the requests in flight
+and writes their results (a second one abandons them); nothing already answered is lost, even
+if the process is killed.
 """
 
 EPILOG = """\
@@ -49,6 +51,7 @@ exit status:
   1    some requests failed (see "ok": false in OUTPUT), or the batch stopped on an error
   2    usage error, invalid INPUT or unusable OUTPUT: nothing was sent
   130  interrupted (Ctrl-C): rerun the same command to finish
+  143  terminated (SIGTERM), handled like Ctrl-C
 
 examples:
   moodlemate-ai batch questions.jsonl -o answers.jsonl
@@ -140,15 +143,18 @@ def run(args: argparse.Namespace) -> int:
         if answered:
             _note(f"resuming: {answered} of {len(items)} ids already answered in {log.path}")
         reporter = ProgressReporter(sys.stderr, interactive=sys.stderr.isatty())
+        terminated = _TerminateGracefully()
         try:
             summary = run_batch(gpt, items, log, concurrency=args.concurrency, progress=reporter)
         except BatchInterrupted as exc:
             reporter.finish()
             _print_summary(exc.summary, log.path)
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if terminated.received else EXIT_INTERRUPTED
         except OSError as exc:
             reporter.finish()
             raise CommandError(f"cannot write {log.path}: {exc.strerror or exc}") from None
+        finally:
+            terminated.restore()
     reporter.finish()
     _print_summary(summary, log.path)
     if summary.stopped_by is not None:
@@ -156,6 +162,25 @@ def run(args: argparse.Namespace) -> int:
         _note(f"stopped early: {type(error).__name__}: {error}")
         return EXIT_FAILURE
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURE
+
+
+class _TerminateGracefully:
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``) stops a batch as Ctrl-C does: the
+    requests in flight are written, not lost. Left alone when the parent ignores SIGTERM."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous = signal.getsignal(signal.SIGTERM)
+        if self._previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _same_file(a: str, b: str) -> bool:
