@@ -14,7 +14,7 @@ from moodlemate.ai.errors import MoodlemateError
 __all__ = ["main"]
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("demo", "providers", "models")
+COMMANDS = ("chat", "tokens", "batch", "demo", "providers", "models")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -38,8 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # our retry warnings already say what stamina's would
+        logging.getLogger("stamina").setLevel(logging.ERROR)
+    from moodlemate.ai.cli.common import CommandError
+
     try:
         code: int = args.func(args)
+    except CommandError as exc:
+        prefix = "error: " if exc.code == EXIT_USAGE else ""
+        print(f"moodlemate-ai {args.command}: {prefix}{exc}", file=sys.stderr)
+        return exc.code
     except MoodlemateError as exc:
         print(f"moodlemate-ai: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

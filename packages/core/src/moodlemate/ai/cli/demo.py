@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 from moodlemate.ai.cli import EXIT_OK
+from moodlemate.ai.errors import TokenizerUnavailableError
 
 DEMO_KEY = "sk-demo-0000000000000000"
 
@@ -56,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
         )
 
         sample = "The quick brown fox jumps over the lazy dog."
-        print(
-            f"\ncount_tokens({sample!r}, {args.model!r}) -> {gpt.count_tokens(sample, args.model)}"
-        )
+        try:
+            counted = str(gpt.count_tokens(sample, args.model))
+        except (TokenizerUnavailableError, OSError) as exc:  # offline without tiktoken's data
+            counted = f"skipped, no tokenizer data offline ({type(exc).__name__}); see the README"
+        print(f"\ncount_tokens({sample!r}, {args.model!r}) -> {counted}")
 
         server.enqueue(Fault.status(429, retry_after=0.5), Reply(text="Answered after a retry."))
         _show_retries()
@@ -79,11 +83,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _show_retries() -> None:
+    """Print the library's retry warnings in line with the demo's own output."""
     print("\ninjecting HTTP 429 with retry-after: 0.5 ...")
-    handler = logging.StreamHandler()
+    sys.stdout.flush()
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("  retry: %(message)s"))
     logger = logging.getLogger("moodlemate.ai")
     logger.addHandler(handler)
+    logger.propagate = False
     logger.setLevel(min(logger.getEffectiveLevel(), logging.WARNING))
 
 

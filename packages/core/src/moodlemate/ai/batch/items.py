@@ -1,0 +1,147 @@
+"""Reading a batch input file: one chat request per JSON line, all validated before any is sent.
+
+A batch that fails on line 4,000 after paying for 3,999 calls is the failure this module
+exists to prevent, so every line is checked first (JSON, fields, types, value ranges, unique
+ids) and every problem is reported with its line number in one error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from moodlemate.ai.errors import ValidationError
+from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature
+
+__all__ = ["FIELDS", "BatchInputError", "BatchItem", "ItemId", "parse_items", "read_items"]
+
+ItemId = str | int
+FIELDS = ("id", "system", "user", "model", "temperature", "max_tokens")
+REQUIRED = ("id", "user")
+DEFAULT_TEMPERATURE = 0.7  # GPT.chat_completion's default, so a batch line means the same call
+_MAX_LISTED = 20
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One validated input line: the arguments of a ``GPT.complete`` call, and its id."""
+
+    id: ItemId
+    model: str
+    system: str
+    user: str
+    temperature: float
+    max_tokens: int | None
+    line: int
+
+
+class BatchInputError(ValidationError):
+    """The input has problems; ``problems`` lists every one as ``(line, message)``."""
+
+    def __init__(self, source: str, problems: list[tuple[int, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        listed = [f"  {source}:{line}: {message}" for line, message in problems[:_MAX_LISTED]]
+        if len(problems) > _MAX_LISTED:
+            listed.append(f"  ... and {len(problems) - _MAX_LISTED} more")
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{source}: {count}, nothing was sent:\n" + "\n".join(listed))
+
+
+def read_items(path: str | os.PathLike[str], *, default_model: str) -> list[BatchItem]:
+    """Read and validate a JSONL file; lines without a ``model`` use ``default_model``.
+
+    Raises :class:`BatchInputError` listing every bad line, or ``OSError`` if the file
+    cannot be read.
+    """
+    with open(path, "rb") as file:
+        return parse_items(file, default_model=default_model, source=os.fspath(path))
+
+
+def parse_items(
+    lines: Iterable[bytes | str], *, default_model: str, source: str = "<input>"
+) -> list[BatchItem]:
+    """Validate JSONL lines (bytes are decoded as UTF-8); blank lines are skipped."""
+    items: list[BatchItem] = []
+    problems: list[tuple[int, str]] = []
+    first_line: dict[ItemId, int] = {}
+    for number, raw in enumerate(lines, 1):
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            problems.append((number, f"not UTF-8 text (byte {exc.start + 1})"))
+            continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            item = _item(text, number, default_model)
+        except ValidationError as exc:
+            problems.append((number, exc.message))
+            continue
+        seen = first_line.get(item.id)
+        if seen is not None:
+            problems.append((number, f"duplicate id {item.id!r} (first on line {seen})"))
+            continue
+        first_line[item.id] = number
+        items.append(item)
+    if problems:
+        raise BatchInputError(source, problems)
+    return items
+
+
+def _item(text: str, number: int, default_model: str) -> BatchItem:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"expected a JSON object, got {_json_kind(data)}")
+    unknown = [name for name in data if name not in FIELDS]
+    if unknown:
+        raise ValidationError(
+            f"unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})"
+            if len(unknown) == 1
+            else f"unknown fields {', '.join(map(repr, unknown))} (fields: {', '.join(FIELDS)})"
+        )
+    missing = [name for name in REQUIRED if data.get(name) is None]
+    if missing:
+        raise ValidationError(f"missing {' and '.join(map(repr, missing))}")
+    item_id = data["id"]
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+        raise ValidationError(f"'id' must be a string or an integer, not {_json_kind(item_id)}")
+    if item_id == "":
+        raise ValidationError("'id' must not be empty")
+    for name in ("system", "user"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"{name!r} must be a string, not {_json_kind(value)}")
+    model = data.get("model")
+    temperature = data.get("temperature")
+    return BatchItem(
+        id=item_id,
+        model=check_model(default_model if model is None else model),
+        system=data.get("system") or "",
+        user=data["user"],
+        temperature=check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature),
+        max_tokens=check_max_tokens(data.get("max_tokens")),
+        line=number,
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

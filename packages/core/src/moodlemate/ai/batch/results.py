@@ -1,0 +1,135 @@
+"""The batch output file: an append-only JSONL log of results that a rerun resumes from.
+
+Durability rules, because the point of the file is that nothing answered is ever paid for
+twice:
+
+- every result is one ``write()`` of a whole line, then ``fsync``, under a lock, before the
+  next result is taken: after a crash the file holds every result that was reported done;
+- a line cut short (the process was killed or the machine lost power mid-write) can only be
+  the last one; opening the log detects it and truncates it, so appends never glue a new
+  record onto a torn one. Damage anywhere else is refused, not silently skipped;
+- the file is locked (``flock``) while a run has it open, so two runs cannot answer the same
+  ids into it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from moodlemate.ai.errors import ValidationError
+
+__all__ = ["BatchOutputError", "ResultLog"]
+
+
+class BatchOutputError(ValidationError):
+    """The output file cannot be resumed from: damaged, not a batch output, or in use."""
+
+
+class ResultLog:
+    """An open output file: ``answered`` holds the ids with a successful result in it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self.answered: set[Any] = set()
+        self.dropped_bytes = 0
+        """Size of the torn last line removed on open (0 when the file was intact)."""
+        self._lock = threading.Lock()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _lock_exclusively(self._fd, self.path)
+            self._recover()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record as a JSON line and make it durable before returning."""
+        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+            self._note(record)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)  # also releases the flock
+                self._fd = -1
+
+    def __enter__(self) -> ResultLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _recover(self) -> None:
+        """Read the existing results; truncate a torn last line; refuse damage elsewhere."""
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        keep = 0  # bytes of intact lines from the start: what survives
+        damaged = 0  # number of the first line that is not a result, if any
+        missing_newline = False
+        with os.fdopen(os.dup(self._fd), "rb") as file:  # streamed: outputs can be large
+            for number, line in enumerate(file, 1):
+                if damaged:
+                    if line.strip():
+                        raise BatchOutputError(
+                            f"{self.path}:{damaged}: not a batch result line; the file is "
+                            "damaged or is not a batch output (repair it, or choose another "
+                            "output file)"
+                        )
+                    continue
+                record = _parse(line) if line.strip() else {}
+                if record is None:
+                    damaged = number  # a torn write if nothing follows it
+                    continue
+                self._note(record)
+                keep += len(line)
+                missing_newline = not line.endswith(b"\n")
+            size = file.tell()
+        if keep < size:
+            self.dropped_bytes = size - keep
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+        elif missing_newline:  # an intact last record that only lacks its newline
+            os.write(self._fd, b"\n")
+
+    def _note(self, record: Mapping[str, Any]) -> None:
+        if record.get("ok") is True:
+            self.answered.add(record["id"])
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or "ok" not in record:
+        return None
+    item_id = record.get("id")
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int):
+        return None
+    return record
+
+
+if sys.platform == "win32":  # pragma: no cover - no flock; concurrent runs are not detected
+
+    def _lock_exclusively(fd: int, path: str) -> None:
+        pass
+
+else:
+    import fcntl
+
+    def _lock_exclusively(fd: int, path: str) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BatchOutputError(
+                f"{path} is in use by another batch run; wait for it or choose another output"
+            ) from None

@@ -1,0 +1,213 @@
+"""``moodlemate-ai batch``: a thin wrapper over :mod:`moodlemate.ai.batch`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from moodlemate.ai.cli.common import (
+    CommandError,
+    add_settings_options,
+    make_gpt,
+    money,
+    positive_int,
+)
+
+if TYPE_CHECKING:
+    from moodlemate.ai.batch import BatchSummary
+
+DEFAULT_CONCURRENCY = 8
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+DESCRIPTION = """\
+Send one chat request per line of INPUT (JSONL) and append one result per line to OUTPUT
+(JSONL) as soon as it arrives. The whole input is validated first: a bad line stops the run
+before anything is sent.
+
+Input lines: {"id": "q1", "system": "Be brief.", "user": "What is a haiku?"}
+  required: id (string or integer, unique), user (string)
+  optional: system, model, temperature (0-2, default 0.7), max_tokens
+
+Output lines: {"id", "ok", "text", "model", "finish_reason", "usage", "cost", "attempts",
+"seconds", "request_id", "error"}; a failed request has "ok": false and "error": {"type",
+"message", "status", "code", ...}. Lines are in completion order, not input order. Costs are
+decimal strings (USD), null when the model's price is unknown.
+
+Resuming: a rerun with the same OUTPUT skips every id already answered with "ok": true and
+sends the rest, failed ones included (their new result is appended; the last record of an
+id is the one that counts). Ctrl-C or SIGTERM stops sending, waits for the requests in flight
+and writes their results (a second one abandons them); nothing already answered is lost, even
+if the process is killed.
+"""
+
+EPILOG = """\
+exit status:
+  0    every request answered (now or by an earlier run)
+  1    some requests failed (see "ok": false in OUTPUT), or the batch stopped on an error
+  2    usage error, invalid INPUT or unusable OUTPUT: nothing was sent
+  130  interrupted (Ctrl-C): rerun the same command to finish
+  143  terminated (SIGTERM), handled like Ctrl-C
+
+examples:
+  moodlemate-ai batch questions.jsonl -o answers.jsonl
+  moodlemate-ai batch questions.jsonl -o answers.jsonl --concurrency 32 -m gpt-4o
+  jq -c 'select(.ok | not)' answers.jsonl    # the failures, with their error
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    from moodlemate.ai.batch.runner import MAX_CONCURRENCY
+
+    parser = subparsers.add_parser(
+        "batch",
+        help="answer a JSONL file of requests into a JSONL file, resumably",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", metavar="INPUT.jsonl", help="one request per line")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUTPUT.jsonl",
+        required=True,
+        help="results are appended here; an existing file is resumed",
+    )
+    parser.add_argument(
+        "-c",
+        "--concurrency",
+        type=positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"requests in flight at once, 1-{MAX_CONCURRENCY} (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "-m",
+        "--model",
+        help="model for lines that name none (default: MOODLEMATE_MODEL, else gpt-4o-mini)",
+    )
+    add_settings_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moodlemate.ai.batch import (
+        BatchInputError,
+        BatchInterrupted,
+        BatchOutputError,
+        ResultLog,
+        read_items,
+        run_batch,
+    )
+    from moodlemate.ai.batch.runner import MAX_CONCURRENCY
+    from moodlemate.ai.cli.progress import ProgressReporter
+    from moodlemate.ai.errors import ValidationError
+    from moodlemate.ai.validation import check_model
+
+    if args.concurrency > MAX_CONCURRENCY:
+        raise CommandError(f"--concurrency must be at most {MAX_CONCURRENCY}", EXIT_USAGE)
+    if _same_file(args.input, args.output):
+        raise CommandError("OUTPUT must not be the INPUT file", EXIT_USAGE)
+    gpt = make_gpt(args)
+    try:
+        default_model = check_model(gpt.model)
+    except ValidationError as exc:
+        raise CommandError(f"invalid model: {exc.message}", EXIT_USAGE) from None
+    try:
+        items = read_items(args.input, default_model=default_model)
+    except BatchInputError as exc:
+        raise CommandError(exc.message, EXIT_USAGE) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE) from None
+    try:
+        log = ResultLog(args.output)
+    except BatchOutputError as exc:
+        raise CommandError(exc.message, EXIT_USAGE) from None
+    except OSError as exc:
+        raise CommandError(
+            f"cannot open {args.output}: {exc.strerror or exc}", EXIT_USAGE
+        ) from None
+    if args.verbose == 0:
+        # Retries show in the summary and in each record's "attempts"; per-retry warnings
+        # would scroll the progress away. -v brings them back.
+        logging.getLogger("moodlemate.ai").setLevel(logging.ERROR)
+    with log:
+        if log.dropped_bytes:
+            _note(f"dropped an incomplete last line ({log.dropped_bytes} bytes) from {log.path}")
+        answered = sum(1 for item in items if item.id in log.answered)
+        if answered:
+            _note(f"resuming: {answered} of {len(items)} ids already answered in {log.path}")
+        reporter = ProgressReporter(sys.stderr, interactive=sys.stderr.isatty())
+        terminated = _TerminateGracefully()
+        try:
+            summary = run_batch(gpt, items, log, concurrency=args.concurrency, progress=reporter)
+        except BatchInterrupted as exc:
+            reporter.finish()
+            _print_summary(exc.summary, log.path)
+            return EXIT_TERMINATED if terminated.received else EXIT_INTERRUPTED
+        except OSError as exc:
+            reporter.finish()
+            raise CommandError(f"cannot write {log.path}: {exc.strerror or exc}") from None
+        finally:
+            terminated.restore()
+    reporter.finish()
+    _print_summary(summary, log.path)
+    if summary.stopped_by is not None:
+        error = summary.stopped_by
+        _note(f"stopped early: {type(error).__name__}: {error}")
+        return EXIT_FAILURE
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILURE
+
+
+class _TerminateGracefully:
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``) stops a batch as Ctrl-C does: the
+    requests in flight are written, not lost. Left alone when the parent ignores SIGTERM."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous = signal.getsignal(signal.SIGTERM)
+        if self._previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _note(message: str) -> None:
+    print(f"moodlemate-ai batch: {message}", file=sys.stderr)
+
+
+def _print_summary(summary: BatchSummary, output: str) -> None:
+    how = "interrupted" if summary.interrupted else "finished"
+    usage = summary.usage
+    unpriced = f"  (+{summary.unpriced} calls at unknown price)" if summary.unpriced else ""
+    rows = [
+        f"moodlemate-ai batch: {how} in {summary.elapsed:.1f}s; results in {output}",
+        f"  calls      {summary.calls}  ({summary.retries} retries)",
+        f"  succeeded  {summary.succeeded}",
+        f"  failed     {summary.failed}"
+        + ('  (records with "ok": false; a rerun retries them)' if summary.failed else ""),
+        f"  skipped    {summary.skipped}  (answered by an earlier run)",
+    ]
+    if summary.remaining:
+        rows.append(f"  not sent   {summary.remaining}  (a rerun sends them)")
+    rows += [
+        f"  tokens     {usage.total_tokens}  ({usage.prompt_tokens} prompt + "
+        f"{usage.completion_tokens} completion)",
+        f"  cost       {money(summary.cost)}{unpriced}",
+    ]
+    print("\n".join(rows), file=sys.stderr)

@@ -1,0 +1,95 @@
+"""``moodlemate-ai chat``: one prompt in, the reply on stdout; usage on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
+from moodlemate.ai.cli.common import (
+    CommandError,
+    add_settings_options,
+    make_gpt,
+    money,
+    positive_int,
+    read_stdin_text,
+    temperature,
+    tokens_line,
+)
+
+DESCRIPTION = """\
+Send one prompt and print the reply. The prompt is the PROMPT argument, or standard input
+when PROMPT is absent or '-'. The reply goes to standard output; --usage reports tokens and
+cost on standard error, so `moodlemate-ai chat ... > reply.txt` keeps only the reply.
+"""
+
+EPILOG = """\
+examples:
+  moodlemate-ai chat "Name three primes."
+  moodlemate-ai chat -m gpt-4o -s "Answer in French." --usage "What is a haiku?"
+  git diff | moodlemate-ai chat -s "Write a commit message for this diff."
+  moodlemate-ai chat --endpoint http://localhost:11434/v1 -m llama3.2 "Hi"
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "chat",
+        help="send one prompt and print the reply",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message ('-': stdin)")
+    parser.add_argument(
+        "-m", "--model", help="model to use (default: MOODLEMATE_MODEL, else gpt-4o-mini)"
+    )
+    parser.add_argument("-s", "--system", metavar="SYSTEM", help="system message (default: none)")
+    parser.add_argument(
+        "--temperature", type=temperature, metavar="T", help="sampling temperature, 0-2 (0.7)"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="cap on reply tokens (default: the model's own limit)",
+    )
+    parser.add_argument(
+        "--usage", action="store_true", help="report tokens, cost and attempts on stderr"
+    )
+    add_settings_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    prompt = _prompt(args.prompt)
+    gpt = make_gpt(args)
+    options: dict[str, Any] = {}
+    if args.temperature is not None:
+        options["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        options["max_tokens"] = args.max_tokens
+    result = gpt.complete(gpt.model, args.system or "", prompt, **options)
+    text = result.text
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+    if args.usage:
+        attempts = f" · {result.attempts} attempts" if result.attempts > 1 else ""
+        print(
+            f"{result.model} · {tokens_line(result.usage)} · cost {money(result.cost)}{attempts}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _prompt(argument: str | None) -> str:
+    if argument is not None and argument != "-":
+        text = argument
+    elif argument is None and sys.stdin.isatty():
+        raise CommandError("no prompt: give PROMPT, or pipe it on standard input", EXIT_USAGE)
+    else:
+        text = read_stdin_text().rstrip("\n")
+    if not text.strip():
+        raise CommandError("the prompt is empty", EXIT_USAGE)
+    return text

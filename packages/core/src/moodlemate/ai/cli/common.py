@@ -1,0 +1,112 @@
+"""What the subcommands share: settings options, building the GPT, argument types, messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai.cli import EXIT_FAILURE
+from moodlemate.ai.errors import ValidationError
+
+if TYPE_CHECKING:
+    from moodlemate.ai.gpt import GPT
+    from moodlemate.ai.usage import Usage
+
+_SETTINGS = ("provider", "endpoint", "profile", "model")
+
+
+class CommandError(Exception):
+    """A failure the command reports as one message, with the exit code a shell expects."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
+    """--provider/--endpoint/--profile; unset ones come from the library's configuration."""
+    group = parser.add_argument_group(
+        "provider settings",
+        "Unset options come from the same configuration as the library: MOODLEMATE_PROVIDER, "
+        "MOODLEMATE_ENDPOINT, MOODLEMATE_MODEL, the provider's key variable (OPENAI_API_KEY, "
+        "...) and the config file, else the defaults (openai, gpt-4o-mini).",
+    )
+    group.add_argument("--provider", metavar="NAME", help="provider to use, e.g. openai")
+    group.add_argument(
+        "--endpoint",
+        metavar="URL",
+        type=endpoint_url,
+        help="OpenAI-compatible base URL, e.g. http://localhost:11434/v1",
+    )
+    group.add_argument("--profile", metavar="NAME", help="named profile from the config file")
+
+
+def make_gpt(args: argparse.Namespace) -> GPT:
+    """A GPT from the settings the user gave; everything else resolves as in the library."""
+    from moodlemate.ai.gpt import GPT
+
+    given: dict[str, Any] = {
+        name: value for name in _SETTINGS if (value := getattr(args, name, None)) is not None
+    }
+    return GPT(**given)
+
+
+# -- argument types: bad values are usage errors (exit 2), caught before anything is sent --
+
+
+def temperature(text: str) -> float:
+    from moodlemate.ai.validation import check_temperature
+
+    try:
+        return check_temperature(float(text))
+    except ValueError as exc:
+        message = exc.message if isinstance(exc, ValidationError) else f"not a number: {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def endpoint_url(text: str) -> str:
+    from moodlemate.ai.config import normalize_endpoint
+
+    try:
+        return normalize_endpoint(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def money(cost: Decimal | None) -> str:
+    return "unknown" if cost is None else f"${cost:.6f}"
+
+
+def tokens_line(usage: Usage) -> str:
+    detail = [
+        f"{n} {what}"
+        for n, what in ((usage.cached_tokens, "cached"), (usage.reasoning_tokens, "reasoning"))
+        if n
+    ]
+    extra = f" ({', '.join(detail)})" if detail else ""
+    return (
+        f"{usage.total_tokens} tokens: {usage.prompt_tokens} prompt + "
+        f"{usage.completion_tokens} completion{extra}"
+    )
+
+
+def read_stdin_text() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"standard input is not UTF-8 text (byte {exc.start + 1})") from None
