@@ -17,78 +17,157 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    # ``X as X``: the explicit re-export form, so users' `mypy --strict` sees these names.
+    from moodlemate.ai.conversation import Conversation as Conversation
     from moodlemate.ai.errors import (
-        APIConnectionError,
-        APITimeoutError,
-        AuthenticationError,
-        BadRequestError,
-        BudgetExceededError,
-        ConfigurationError,
-        ConflictError,
-        ContextWindowExceededError,
-        InvalidAPIKeyError,
-        InvalidEndpointError,
-        MalformedResponseError,
-        MissingAPIKeyError,
-        MoodlemateError,
-        NotFoundError,
-        PermissionDeniedError,
-        PluginError,
-        ProviderError,
-        ProviderNotInstalledError,
-        QuotaExceededError,
-        RateLimitError,
-        ServerError,
-        StreamingNotSupportedError,
-        StreamInterruptedError,
-        TokenizerUnavailableError,
-        UnknownProviderError,
-        UnsupportedFeatureError,
-        ValidationError,
+        APIConnectionError as APIConnectionError,
     )
-    from moodlemate.ai.gpt import GPT
-    from moodlemate.ai.hookspecs import hookimpl
-    from moodlemate.ai.ledger import Ledger
-    from moodlemate.ai.plugins import registry
-    from moodlemate.ai.pricing import ModelInfo, Price
-    from moodlemate.ai.provider import ChatRequest, Completion, Connection, Message, Provider
-    from moodlemate.ai.retry import RetryPolicy
-    from moodlemate.ai.token_count import TokenCount
-    from moodlemate.ai.usage import Usage
+    from moodlemate.ai.errors import (
+        APITimeoutError as APITimeoutError,
+    )
+    from moodlemate.ai.errors import (
+        AuthenticationError as AuthenticationError,
+    )
+    from moodlemate.ai.errors import (
+        BadRequestError as BadRequestError,
+    )
+    from moodlemate.ai.errors import (
+        BudgetExceededError as BudgetExceededError,
+    )
+    from moodlemate.ai.errors import (
+        ConfigurationError as ConfigurationError,
+    )
+    from moodlemate.ai.errors import (
+        ConflictError as ConflictError,
+    )
+    from moodlemate.ai.errors import (
+        ContextWindowExceededError as ContextWindowExceededError,
+    )
+    from moodlemate.ai.errors import (
+        InvalidAPIKeyError as InvalidAPIKeyError,
+    )
+    from moodlemate.ai.errors import (
+        InvalidEndpointError as InvalidEndpointError,
+    )
+    from moodlemate.ai.errors import (
+        MalformedResponseError as MalformedResponseError,
+    )
+    from moodlemate.ai.errors import (
+        MissingAPIKeyError as MissingAPIKeyError,
+    )
+    from moodlemate.ai.errors import (
+        MoodlemateError as MoodlemateError,
+    )
+    from moodlemate.ai.errors import (
+        NotFoundError as NotFoundError,
+    )
+    from moodlemate.ai.errors import (
+        PermissionDeniedError as PermissionDeniedError,
+    )
+    from moodlemate.ai.errors import (
+        PluginError as PluginError,
+    )
+    from moodlemate.ai.errors import (
+        ProviderError as ProviderError,
+    )
+    from moodlemate.ai.errors import (
+        ProviderNotInstalledError as ProviderNotInstalledError,
+    )
+    from moodlemate.ai.errors import (
+        QuotaExceededError as QuotaExceededError,
+    )
+    from moodlemate.ai.errors import (
+        RateLimitError as RateLimitError,
+    )
+    from moodlemate.ai.errors import (
+        ServerError as ServerError,
+    )
+    from moodlemate.ai.errors import (
+        StreamingNotSupportedError as StreamingNotSupportedError,
+    )
+    from moodlemate.ai.errors import (
+        StreamInterruptedError as StreamInterruptedError,
+    )
+    from moodlemate.ai.errors import (
+        TokenizerUnavailableError as TokenizerUnavailableError,
+    )
+    from moodlemate.ai.errors import (
+        UnknownProviderError as UnknownProviderError,
+    )
+    from moodlemate.ai.errors import (
+        UnsupportedFeatureError as UnsupportedFeatureError,
+    )
+    from moodlemate.ai.errors import (
+        ValidationError as ValidationError,
+    )
+    from moodlemate.ai.gpt import GPT as GPT
+    from moodlemate.ai.hookspecs import hookimpl as hookimpl
+    from moodlemate.ai.ledger import Ledger as Ledger
+    from moodlemate.ai.plugins import registry as registry
+    from moodlemate.ai.pricing import (
+        ModelInfo as ModelInfo,
+    )
+    from moodlemate.ai.pricing import (
+        Price as Price,
+    )
+    from moodlemate.ai.provider import (
+        ChatRequest as ChatRequest,
+    )
+    from moodlemate.ai.provider import (
+        Completion as Completion,
+    )
+    from moodlemate.ai.provider import (
+        Connection as Connection,
+    )
+    from moodlemate.ai.provider import (
+        Message as Message,
+    )
+    from moodlemate.ai.provider import (
+        Provider as Provider,
+    )
+    from moodlemate.ai.retry import RetryPolicy as RetryPolicy
+    from moodlemate.ai.streaming import (
+        AsyncTextStream as AsyncTextStream,
+    )
+    from moodlemate.ai.streaming import (
+        TextStream as TextStream,
+    )
+    from moodlemate.ai.token_count import TokenCount as TokenCount
+    from moodlemate.ai.usage import Usage as Usage
 
 __version__ = "0.1.0"
 
-_ERRORS = [
-    "APIConnectionError",
-    "APITimeoutError",
-    "AuthenticationError",
-    "BadRequestError",
-    "BudgetExceededError",
-    "ConfigurationError",
-    "ConflictError",
-    "ContextWindowExceededError",
-    "InvalidAPIKeyError",
-    "InvalidEndpointError",
-    "MalformedResponseError",
-    "MissingAPIKeyError",
-    "MoodlemateError",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "PluginError",
-    "ProviderError",
-    "ProviderNotInstalledError",
-    "QuotaExceededError",
-    "RateLimitError",
-    "ServerError",
-    "StreamInterruptedError",
-    "StreamingNotSupportedError",
-    "TokenizerUnavailableError",
-    "UnknownProviderError",
-    "UnsupportedFeatureError",
-    "ValidationError",
-]
-
+# Public name -> the module that defines it, imported on first access (keep in step with the
+# block above; tests/test_public_api.py checks both).
 _LAZY: dict[str, str] = {
+    "Conversation": "moodlemate.ai.conversation",
+    "APIConnectionError": "moodlemate.ai.errors",
+    "APITimeoutError": "moodlemate.ai.errors",
+    "AuthenticationError": "moodlemate.ai.errors",
+    "BadRequestError": "moodlemate.ai.errors",
+    "BudgetExceededError": "moodlemate.ai.errors",
+    "ConfigurationError": "moodlemate.ai.errors",
+    "ConflictError": "moodlemate.ai.errors",
+    "ContextWindowExceededError": "moodlemate.ai.errors",
+    "InvalidAPIKeyError": "moodlemate.ai.errors",
+    "InvalidEndpointError": "moodlemate.ai.errors",
+    "MalformedResponseError": "moodlemate.ai.errors",
+    "MissingAPIKeyError": "moodlemate.ai.errors",
+    "MoodlemateError": "moodlemate.ai.errors",
+    "NotFoundError": "moodlemate.ai.errors",
+    "PermissionDeniedError": "moodlemate.ai.errors",
+    "PluginError": "moodlemate.ai.errors",
+    "ProviderError": "moodlemate.ai.errors",
+    "ProviderNotInstalledError": "moodlemate.ai.errors",
+    "QuotaExceededError": "moodlemate.ai.errors",
+    "RateLimitError": "moodlemate.ai.errors",
+    "ServerError": "moodlemate.ai.errors",
+    "StreamInterruptedError": "moodlemate.ai.errors",
+    "StreamingNotSupportedError": "moodlemate.ai.errors",
+    "TokenizerUnavailableError": "moodlemate.ai.errors",
+    "UnknownProviderError": "moodlemate.ai.errors",
+    "UnsupportedFeatureError": "moodlemate.ai.errors",
+    "ValidationError": "moodlemate.ai.errors",
     "GPT": "moodlemate.ai.gpt",
     "hookimpl": "moodlemate.ai.hookspecs",
     "Ledger": "moodlemate.ai.ledger",
@@ -101,12 +180,61 @@ _LAZY: dict[str, str] = {
     "Message": "moodlemate.ai.provider",
     "Provider": "moodlemate.ai.provider",
     "RetryPolicy": "moodlemate.ai.retry",
+    "AsyncTextStream": "moodlemate.ai.streaming",
+    "TextStream": "moodlemate.ai.streaming",
     "TokenCount": "moodlemate.ai.token_count",
     "Usage": "moodlemate.ai.usage",
-    **dict.fromkeys(_ERRORS, "moodlemate.ai.errors"),
 }
 
-__all__ = [*sorted(_LAZY), "__version__", "register", "register_provider"]
+__all__ = [
+    "GPT",
+    "APIConnectionError",
+    "APITimeoutError",
+    "AsyncTextStream",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ChatRequest",
+    "Completion",
+    "ConfigurationError",
+    "ConflictError",
+    "Connection",
+    "ContextWindowExceededError",
+    "Conversation",
+    "InvalidAPIKeyError",
+    "InvalidEndpointError",
+    "Ledger",
+    "MalformedResponseError",
+    "Message",
+    "MissingAPIKeyError",
+    "ModelInfo",
+    "MoodlemateError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PluginError",
+    "Price",
+    "Provider",
+    "ProviderError",
+    "ProviderNotInstalledError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RetryPolicy",
+    "ServerError",
+    "StreamInterruptedError",
+    "StreamingNotSupportedError",
+    "TextStream",
+    "TokenCount",
+    "TokenizerUnavailableError",
+    "UnknownProviderError",
+    "UnsupportedFeatureError",
+    "Usage",
+    "ValidationError",
+    "__version__",
+    "hookimpl",
+    "register",
+    "register_provider",
+    "registry",
+]
 
 
 def register(plugin: Any, name: str | None = None) -> None:
