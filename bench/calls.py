@@ -243,11 +243,16 @@ def concurrent(server: Server, rounds: int, requests: int, concurrency: int = 64
 
 
 def _drain(result: Any) -> str:
-    """Join a stream of text deltas, whether the stream is an iterator or a context manager."""
+    """Join a stream of text deltas, whether the stream is an iterator or a context manager
+    (whose ``__enter__`` may return the stream itself)."""
     if hasattr(result, "__enter__"):
         with result as inner:
-            return _drain(inner)
-    pieces: Iterator[Any] = iter(result)
+            return _join(inner)
+    return _join(result)
+
+
+def _join(stream: Any) -> str:
+    pieces: Iterator[Any] = iter(stream)
     return "".join(p if isinstance(p, str) else str(getattr(p, "text", p)) for p in pieces)
 
 
