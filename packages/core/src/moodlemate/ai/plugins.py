@@ -69,6 +69,8 @@ class PluginRegistry:
         self._pm: pluggy.PluginManager | None = None
         self._ready = False
         self._entries: dict[str, ProviderEntry] = {}
+        # endpoint -> its owning provider: every call asks, and recognising parses URLs.
+        self._owners: dict[str, Provider | None] = {}
         self._failures: dict[str, str] = {}
         self._excluded: set[str] = set()
         # Kept across reload(): what scripts registered in code, in order.
@@ -210,12 +212,14 @@ class PluginRegistry:
             if existing is not None and not existing.from_code and existing.plugin != name:
                 self._evict(pm, existing, entry)
             self._entries[provider.name] = entry
+            self._owners.clear()
             log.debug("provider %r registered by plugin %r", provider.name, name)
         return True
 
     def _evict(self, pm: pluggy.PluginManager, loser: ProviderEntry, owner: ProviderEntry) -> None:
         """Unload a plugin that took a provider name belonging to a plugin loaded after it."""
         self._entries = {n: e for n, e in self._entries.items() if e.plugin != loser.plugin}
+        self._owners.clear()
         if pm.has_plugin(loser.plugin):
             pm.unregister(name=loser.plugin)
         problem = (
@@ -319,6 +323,7 @@ class PluginRegistry:
         with self._lock:
             self._entries.pop(name, None)
             self._code_providers.pop(name, None)
+            self._owners.clear()
 
     def entries(self) -> dict[str, ProviderEntry]:
         self._manager()
@@ -362,11 +367,19 @@ class PluginRegistry:
         raise UnknownProviderError(f"unknown provider {name!r} (installed providers: {installed})")
 
     def for_endpoint(self, endpoint: str) -> Provider | None:
-        """The provider whose own service ``endpoint`` is, if any."""
-        for entry in self.entries().values():
-            if entry.provider.recognises(endpoint):
-                return entry.provider
-        return None
+        """The provider whose own service ``endpoint`` is, if any (memoized per endpoint)."""
+        self._manager()
+        try:
+            return self._owners[endpoint]
+        except KeyError:
+            pass
+        with self._lock:
+            owner = next(
+                (e.provider for e in self._entries.values() if e.provider.recognises(endpoint)),
+                None,
+            )
+            self._owners[endpoint] = owner
+        return owner
 
     def call_hooks(self) -> CallHooks | None:
         """The before/after-call hooks, or None when no plugin implements them (checked once)."""
@@ -394,6 +407,7 @@ class PluginRegistry:
             self._pm = None
             self._ready = False
             self._entries = {}
+            self._owners.clear()
             self._failures = {}
             self._excluded = set()
             self._hooks_known = False
@@ -403,6 +417,7 @@ class PluginRegistry:
         if pm.is_registered(plugin):
             pm.unregister(plugin)
         self._entries = {n: e for n, e in self._entries.items() if e.plugin != label}
+        self._owners.clear()
 
 
 def _allowed_plugins() -> set[str] | None:
