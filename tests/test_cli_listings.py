@@ -106,3 +106,21 @@ def test_models_of_an_unknown_provider_fails_clearly() -> None:
     assert out.returncode == 1
     assert out.stdout == ""
     assert "unknown provider 'nope' (installed providers: ollama, openai, openrouter)" in out.stderr
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    """`moodlemate-ai models | head -1`: the reader leaves early; no traceback, exit 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        out = subprocess.run(
+            [str(SCRIPT), "models"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert out.returncode == 141
+    assert "Traceback" not in out.stderr

@@ -404,7 +404,8 @@ class LoopbackServer:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128  # 16+ concurrent clients must not overflow the accept backlog
+    # Bursts of hundreds of concurrent clients (async tests) must not overflow the backlog.
+    request_queue_size = 1024
 
     def __init__(self, owner: LoopbackServer, port: int) -> None:
         self.owner = owner
