@@ -65,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncount_tokens({sample!r}, {args.model!r}) -> {counted}")
 
         server.enqueue(Fault.status(429, retry_after=0.5), Reply(text="Answered after a retry."))
+        seen_before = len(server.chat_requests)
         _show_retries()
         text = gpt.chat_completion(args.model, "Be brief.", "Try again.")
         result = gpt.last_result
         assert result is not None
         print(
             f"  -> {text!r} after {result.attempts} attempts "
-            f"(server saw {len(server.chat_requests) - 1} more requests)"
+            f"(the server received {len(server.chat_requests) - seen_before} requests for it)"
         )
 
         total = gpt.ledger.as_dict()["total"]
