@@ -96,3 +96,26 @@ def test_unknown_model_completes_with_unknown_cost_and_one_warning(
 def test_a_cost_the_server_reports_wins_over_the_table(server: LoopbackServer, gpt: GPT) -> None:
     server.enqueue(Reply(text="ok", cost=0.0123, **USAGE))
     assert gpt.complete("gpt-4o", "", "Hi").cost == Decimal("0.0123")
+
+
+def test_a_reply_without_usage_has_unknown_cost_not_zero(
+    server: LoopbackServer, gpt: GPT, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Some OpenAI-compatible servers send no usage: that is no measurement, not a free call."""
+    server.enqueue(Reply(text="no usage here", report_usage=False))
+    with caplog.at_level(logging.WARNING, logger="moodlemate.ai"):
+        result = gpt.complete("gpt-4o-mini", "", "hi")
+    assert result.text == "no usage here"
+    assert result.usage_reported is False
+    assert result.cost is None
+    assert gpt.ledger.as_dict()["total"]["unpriced_calls"] == 1
+    assert "reported no usage" in caplog.text
+
+
+def test_a_stream_without_a_usage_chunk_has_unknown_cost(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(Reply(text="streamed without usage", report_usage=False))
+    stream = gpt.stream("gpt-4o-mini", "", "hi")
+    assert "".join(stream) == "streamed without usage"
+    assert stream.completion is not None
+    assert stream.completion.usage_reported is False
+    assert stream.completion.cost is None

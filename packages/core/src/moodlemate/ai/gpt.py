@@ -460,13 +460,15 @@ class GPT:
         cost = completion.reported_cost
         if cost is None:
             price = provider.price(completion.model) or provider.price(request.model)
-            if price is not None:
+            if price is not None and completion.usage_reported:
                 cost = price.cost(completion.usage)
             elif request.model not in self._unpriced_warned:
                 self._unpriced_warned.add(request.model)
+                why = "no price known for" if price is None else "the server reported no usage for"
                 log.warning(
-                    "no price known for %s model %r: its cost is recorded as unknown "
+                    "%s %s model %r: its cost is recorded as unknown "
                     "(and not counted against a budget)",
+                    why,
                     provider.name,
                     request.model,
                 )

@@ -68,6 +68,9 @@ class Completion:
     reported_cost: Decimal | None = None
     """The cost the provider itself reported in the response (e.g. OpenRouter's ``usage.cost``)."""
     attempts: int = 1
+    usage_reported: bool = True
+    """False when the server sent no usage (some OpenAI-compatible servers omit it): the
+    token counts are then zeros, not measurements, and the cost is unknown (None)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,9 @@ class Reply:
     delay: float = 0.0
     chunks: list[str] | None = None
     status: int = 200
+    report_usage: bool = True
+    """False omits the usage object (and the final usage chunk of a stream), as some
+    OpenAI-compatible servers do."""
 
 
 @dataclass(frozen=True)
@@ -754,7 +757,7 @@ class _Completion:
     text: str
     chunks: list[str]
     finish_reason: str
-    usage: JSONObject
+    usage: JSONObject | None
 
     @classmethod
     def build(cls, reply: Reply, request: JSONObject) -> _Completion:
@@ -791,11 +794,11 @@ class _Completion:
             text=text,
             chunks=list(reply.chunks) if reply.chunks is not None else _split(text),
             finish_reason=reply.finish_reason,
-            usage=usage,
+            usage=usage if reply.report_usage else None,
         )
 
     def body(self) -> JSONObject:
-        return {
+        body: JSONObject = {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
@@ -813,8 +816,10 @@ class _Completion:
                     "finish_reason": self.finish_reason,
                 }
             ],
-            "usage": self.usage,
         }
+        if self.usage is not None:
+            body["usage"] = self.usage
+        return body
 
 
 def _chunk(done: _Completion, delta: JSONObject, finish: str | None) -> JSONObject:
@@ -837,7 +842,7 @@ def _stream_events(done: _Completion, request: JSONObject) -> list[bytes]:
         chunks.append(_chunk(done, {"content": piece}, done.finish_reason if last else None))
     if not pieces:
         chunks.append(_chunk(done, {}, done.finish_reason))
-    if with_usage:
+    if with_usage and done.usage is not None:
         for chunk in chunks:
             chunk["usage"] = None
         final = _chunk(done, {}, None)

@@ -82,6 +82,7 @@ def parse_completion(
         usage=usage_from(data.get("usage")),
         request_id=request_id or data.get("id"),
         reported_cost=decimal_or_none((data.get("usage") or {}).get("cost")),
+        usage_reported=isinstance(data.get("usage"), dict),
     )
 
 

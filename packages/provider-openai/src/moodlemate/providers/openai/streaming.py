@@ -125,6 +125,7 @@ class ChunkReader:
             usage=self._usage or Usage(),
             request_id=self._id,
             reported_cost=self._reported_cost,
+            usage_reported=self._usage is not None,
         )
 
 
