@@ -106,3 +106,38 @@ def test_call_hooks_wrap_async_calls(server: LoopbackServer) -> None:
     assert asyncio.run(gpt.achat_completion("gpt-4o-mini", "", "hi")) == "async answer"
     assert recorder.events == [("before", "gpt-4o-mini"), ("after", "async answer")]
     assert gpt.ledger.cost > Decimal(0)
+
+
+class StreamRecorder(Recorder):
+    @hookimpl
+    def after_response(
+        self, request: ChatRequest, completion: Completion | None, error: Exception | None
+    ) -> None:
+        seen = completion.text if completion else type(error).__name__
+        self.events.append(("after", seen))
+
+
+@pytest.mark.parametrize("path", ["stream", "astream"])
+def test_call_hooks_wrap_streams_once(server: LoopbackServer, path: str) -> None:
+    plugins = PluginRegistry()
+    recorder = StreamRecorder()
+    plugins.register(recorder, "recorder")
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, plugins=plugins)
+    server.enqueue(Reply(text="streamed answer"))
+    assert SENDERS[path](gpt, "hi", "gpt-4o-mini") == "streamed answer"
+    assert recorder.events == [("before", "gpt-4o-mini"), ("after", "streamed answer")]
+
+
+@pytest.mark.parametrize("path", ["stream", "astream"])
+def test_call_hooks_see_a_stream_that_fails(server: LoopbackServer, path: str) -> None:
+    from moodlemate.ai import StreamInterruptedError
+    from moodlemate.ai.testing import Fault
+
+    plugins = PluginRegistry()
+    recorder = StreamRecorder()
+    plugins.register(recorder, "recorder")
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, plugins=plugins)
+    server.enqueue(Fault.stream_break(after=3))
+    with pytest.raises(StreamInterruptedError):
+        SENDERS[path](gpt, "hi", "gpt-4o-mini")
+    assert recorder.events == [("before", "gpt-4o-mini"), ("after", "StreamInterruptedError")]

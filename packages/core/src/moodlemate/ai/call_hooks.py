@@ -39,14 +39,13 @@ class CallHooks:
         self, request: ChatRequest, provider: str, endpoint: str, send: Callable[[], Completion]
     ) -> Completion:
         """Run ``send()`` between the two hooks; its result or error passes through unchanged."""
-        self._before(request=request, provider=provider, endpoint=endpoint)
-        started = time.monotonic()
+        started = self.before(request, provider, endpoint)
         try:
             completion = send()
         except Exception as exc:
-            self._report(request, provider, endpoint, started, None, exc)
+            self.after(request, provider, endpoint, started, None, exc)
             raise
-        self._report(request, provider, endpoint, started, completion, None)
+        self.after(request, provider, endpoint, started, completion, None)
         return completion
 
     async def aaround(
@@ -57,17 +56,21 @@ class CallHooks:
         send: Callable[[], Awaitable[Completion]],
     ) -> Completion:
         """Async :meth:`around`; the hooks themselves are plain functions."""
-        self._before(request=request, provider=provider, endpoint=endpoint)
-        started = time.monotonic()
+        started = self.before(request, provider, endpoint)
         try:
             completion = await send()
         except Exception as exc:
-            self._report(request, provider, endpoint, started, None, exc)
+            self.after(request, provider, endpoint, started, None, exc)
             raise
-        self._report(request, provider, endpoint, started, completion, None)
+        self.after(request, provider, endpoint, started, completion, None)
         return completion
 
-    def _report(
+    def before(self, request: ChatRequest, provider: str, endpoint: str) -> float:
+        """Run ``before_request``; returns the start time :meth:`after` measures from."""
+        self._before(request=request, provider=provider, endpoint=endpoint)
+        return time.monotonic()
+
+    def after(
         self,
         request: ChatRequest,
         provider: str,

@@ -452,6 +452,7 @@ class GPT:
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
             afallback=lambda r: self._asend(provider, connection, r),
+            hooks=self._plugins.call_hooks(),
         )
 
     def _account(

@@ -34,6 +34,7 @@ from moodlemate.ai.errors import ProviderError, StreamingNotSupportedError, Stre
 from moodlemate.ai.provider import ChatRequest, Completion, Connection
 
 if TYPE_CHECKING:
+    from moodlemate.ai.call_hooks import CallHooks
     from moodlemate.ai.provider import Provider
     from moodlemate.ai.retry import RetryPolicy
 
@@ -85,6 +86,8 @@ class StreamCall:
     finish: Callable[[Completion, int], Completion]
     fallback: Callable[[ChatRequest], Completion]
     afallback: Callable[[ChatRequest], Awaitable[Completion]]
+    hooks: CallHooks | None = None
+    """The plugins' call hooks, or None when no plugin implements them."""
 
     @property
     def label(self) -> str:
@@ -156,7 +159,27 @@ class TextStream(_Stream, Iterator[str]):
 
     def __init__(self, call: StreamCall) -> None:
         super().__init__(call)
-        self._deltas = self._run()
+        self._deltas = self._run() if call.hooks is None else self._hooked(call.hooks)
+
+    def _hooked(self, hooks: CallHooks) -> Generator[str, None, None]:
+        """The stream between the call hooks: after_response sees its completion or error."""
+        call = self._call
+        started = hooks.before(call.request, call.provider.name, call.connection.endpoint)
+        try:
+            yield from self._run()
+        except Exception as exc:
+            hooks.after(
+                call.request, call.provider.name, call.connection.endpoint, started, None, exc
+            )
+            raise
+        hooks.after(
+            call.request,
+            call.provider.name,
+            call.connection.endpoint,
+            started,
+            self.completion,
+            None,
+        )
 
     def __iter__(self) -> TextStream:
         return self
@@ -229,7 +252,32 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
 
     def __init__(self, call: StreamCall) -> None:
         super().__init__(call)
-        self._deltas = self._run()
+        self._deltas = self._run() if call.hooks is None else self._hooked(call.hooks)
+
+    async def _hooked(self, hooks: CallHooks) -> AsyncGenerator[str, None]:
+        """Async twin of :meth:`TextStream._hooked`."""
+        call = self._call
+        started = hooks.before(call.request, call.provider.name, call.connection.endpoint)
+        deltas = self._run()
+        try:
+            try:
+                async for delta in deltas:
+                    yield delta
+            finally:  # unlike `yield from`, `async for` does not pass an early close on
+                await deltas.aclose()
+        except Exception as exc:
+            hooks.after(
+                call.request, call.provider.name, call.connection.endpoint, started, None, exc
+            )
+            raise
+        hooks.after(
+            call.request,
+            call.provider.name,
+            call.connection.endpoint,
+            started,
+            self.completion,
+            None,
+        )
 
     def __aiter__(self) -> AsyncTextStream:
         return self
