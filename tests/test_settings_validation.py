@@ -74,6 +74,13 @@ def test_bad_endpoints_raise(url: str) -> None:
     assert gpt.endpoint == "https://api.openai.com/v1"
 
 
+@pytest.mark.parametrize("url", ["localhost:11434/v1", "127.0.0.1:8000/v1", "api.example.com"])
+def test_an_endpoint_without_scheme_says_what_to_write(url: str) -> None:
+    with pytest.raises(InvalidEndpointError, match="must start with http:// or https://") as info:
+        GPT().endpoint = url
+    assert f"'http://{url}'" in str(info.value)
+
+
 def test_non_string_endpoint_raises() -> None:
     with pytest.raises(InvalidEndpointError):
         GPT().endpoint = 8080  # type: ignore[assignment]
