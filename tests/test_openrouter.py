@@ -183,7 +183,7 @@ def test_unpriced_and_variable_price_models_have_unknown_cost(router: LoopbackSe
 def test_refresh_reads_prices_and_limits_per_token_into_exact_per_million_decimals(
     router: LoopbackServer,
 ) -> None:
-    assert refresh_models(or_url(router)) == 3
+    assert refresh_models(or_url(router)) == 2  # openrouter/auto ("-1") has no price
     info = catalog.lookup("anthropic/claude-sonnet-4", or_url(router))
     assert info is not None
     assert info.price is not None
@@ -383,7 +383,7 @@ def test_selecting_openrouter_imports_no_sdk_until_a_call() -> None:
 def test_the_refresh_command_reports_what_it_cached(router: LoopbackServer) -> None:
     command = [sys.executable, "-m", "moodlemate.providers.openrouter", or_url(router) + "/"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.startswith("3 OpenRouter models priced; cached in ")
+    assert out.stdout.startswith("2 OpenRouter models priced; cached in ")
     assert str(catalog.cache_path(or_url(router))) in out.stdout
     router.stop()
     failed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
