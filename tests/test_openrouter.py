@@ -392,6 +392,14 @@ def test_the_refresh_command_reports_what_it_cached(router: LoopbackServer) -> N
     assert "/api/v1/models" in failed.stderr
 
 
+def test_the_refresh_command_explains_itself_without_fetching() -> None:
+    command = [sys.executable, "-m", "moodlemate.providers.openrouter", "--help"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert "ENDPOINT" in out.stdout
+    assert not catalog.cache_dir().exists()
+
+
 def test_the_provider_lists_the_models_of_the_service_in_use(router: LoopbackServer) -> None:
     gpt = or_gpt(router)
     gpt.chat_completion("openai/gpt-4o-mini", "", "Hi")
