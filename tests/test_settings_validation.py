@@ -46,6 +46,18 @@ def test_valid_key_is_kept_and_never_shown() -> None:
     assert TEST_KEY not in str(gpt)
 
 
+def test_repr_names_the_provider_the_endpoint_selected() -> None:
+    gpt = GPT()
+    gpt.endpoint = "https://openrouter.ai/api/v1"
+    assert repr(gpt).startswith(
+        "GPT(provider='openrouter', endpoint='https://openrouter.ai/api/v1'"
+    )
+    assert gpt.provider.name == "openrouter"
+    assert repr(GPT("openai", endpoint="https://openrouter.ai/api/v1")).startswith(
+        "GPT(provider='openai', "
+    )
+
+
 def test_custom_endpoint_accepts_any_well_formed_key(server: LoopbackServer) -> None:
     gpt = GPT(endpoint=server.url)
     gpt.api_key = "vllm-token-abcdef"

@@ -169,10 +169,12 @@ class GPT:
         return result
 
     def __repr__(self) -> str:
-        return (
-            f"GPT(provider={self._provider_name!r}, endpoint={self._endpoint!r}, "
-            f"api_key={mask(self._key)})"
-        )
+        name = self._provider_name
+        if not self._provider_explicit and self._endpoint is not None:
+            # The endpoint's owner serves the calls (see ``provider``); show that one.
+            owner = self._plugins.for_endpoint(self._endpoint)
+            name = owner.name if owner is not None else name
+        return f"GPT(provider={name!r}, endpoint={self._endpoint!r}, api_key={mask(self._key)})"
 
     # -- the seed contract ---------------------------------------------------------------
 
