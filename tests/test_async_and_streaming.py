@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -97,6 +99,18 @@ def test_async_clients_are_pooled_per_event_loop(gpt: GPT, server: LoopbackServe
     for _ in range(2):
         assert asyncio.run(gpt.achat_completion("gpt-4o-mini", "", "x")) == "Echo: x"
     assert _run_async(gpt, lambda: gpt.achat_completion("gpt-4o-mini", "", "y")) == "Echo: y"
+
+
+def test_a_new_event_loop_drops_the_old_loops_clients_quietly(
+    gpt: GPT, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Closing a dropped client on the new loop fails ('Event loop is closed'), and asyncio
+    # logs that as an unretrieved task exception: dropping must not start such a close.
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        for prompt in ("one", "two", "three"):
+            assert asyncio.run(gpt.achat_completion("gpt-4o-mini", "", prompt)) == f"Echo: {prompt}"
+            gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 # -- streaming ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from moodlemate.ai import GPT, ValidationError
+from moodlemate.ai import GPT, InvalidAPIKeyError, ValidationError
 from moodlemate.ai.batch import (
     BatchInputError,
     BatchOutputError,
@@ -47,6 +47,17 @@ def test_run_batch_answers_reports_progress_and_resumes(
     again = run_batch(gpt, items, tmp_path / "out.jsonl")
     assert (again.succeeded, again.failed, again.skipped) == (1, 0, 9)
     assert len(server.chat_requests) == 11
+
+
+def test_a_malformed_key_in_the_environment_stops_the_batch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "pk-not-an-openai-key-123")
+    items = read_items(_input(tmp_path / "in.jsonl", 50), default_model="gpt-4o-mini")
+    summary = run_batch(GPT(), items, tmp_path / "out.jsonl", concurrency=2)
+    assert isinstance(summary.stopped_by, InvalidAPIKeyError)
+    assert summary.remaining > 0  # left for a rerun with a good key, not recorded as failed
+    assert summary.failed < 50
 
 
 def test_parse_items_reports_every_problem_with_its_line() -> None:

@@ -176,10 +176,15 @@ def test_tokens_counts_stdin_with_the_models_tokenizer() -> None:
     assert out.stdout != f"{GPT().count_tokens(TEXT, 'gpt-4o-mini')}\n"  # cl100k, not o200k
 
 
-def test_tokens_missing_file_exits_1() -> None:
+def test_tokens_unreadable_input_is_a_usage_error_like_batchs(tmp_path: Path) -> None:
     out = run_cli("tokens", "no-such-file.txt")
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "cannot read no-such-file.txt: No such file or directory" in out.stderr
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    assert run_cli("tokens", "latin1.txt").returncode == 2
+    chat = subprocess.run([*COMMAND, "chat", "-"], input=b"caf\xe9\n", capture_output=True)
+    assert (chat.returncode, chat.stdout) == (2, b"")
+    assert b"standard input is not UTF-8 text (byte 4)" in chat.stderr
 
 
 # -- demo and help -----------------------------------------------------------------------

@@ -65,6 +65,14 @@ def test_providers_honours_the_restriction_variable() -> None:
     assert "left out by MOODLEMATE_PLUGINS: openai" in out.stdout
 
 
+def test_providers_with_every_plugin_left_out_does_not_say_none_is_installed() -> None:
+    out = run("providers", MOODLEMATE_PLUGINS="")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("no providers loaded (MOODLEMATE_PLUGINS leaves out")
+    assert "pip install" not in out.stdout
+    assert "left out by MOODLEMATE_PLUGINS: ollama, openai, openrouter" in out.stdout
+
+
 def test_models_lists_context_window_and_prices_per_million() -> None:
     out = run("models")
     assert out.returncode == 0, out.stderr

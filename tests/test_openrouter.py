@@ -183,7 +183,7 @@ def test_unpriced_and_variable_price_models_have_unknown_cost(router: LoopbackSe
 def test_refresh_reads_prices_and_limits_per_token_into_exact_per_million_decimals(
     router: LoopbackServer,
 ) -> None:
-    assert refresh_models(or_url(router)) == 3
+    assert refresh_models(or_url(router)) == 2  # openrouter/auto ("-1") has no price
     info = catalog.lookup("anthropic/claude-sonnet-4", or_url(router))
     assert info is not None
     assert info.price is not None
@@ -383,13 +383,21 @@ def test_selecting_openrouter_imports_no_sdk_until_a_call() -> None:
 def test_the_refresh_command_reports_what_it_cached(router: LoopbackServer) -> None:
     command = [sys.executable, "-m", "moodlemate.providers.openrouter", or_url(router) + "/"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.startswith("3 OpenRouter models priced; cached in ")
+    assert out.stdout.startswith("2 OpenRouter models priced; cached in ")
     assert str(catalog.cache_path(or_url(router))) in out.stdout
     router.stop()
     failed = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert failed.returncode == 1
     assert "error:" in failed.stderr
     assert "/api/v1/models" in failed.stderr
+
+
+def test_the_refresh_command_explains_itself_without_fetching() -> None:
+    command = [sys.executable, "-m", "moodlemate.providers.openrouter", "--help"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert (out.returncode, out.stderr) == (0, "")
+    assert "ENDPOINT" in out.stdout
+    assert not catalog.cache_dir().exists()
 
 
 def test_the_provider_lists_the_models_of_the_service_in_use(router: LoopbackServer) -> None:

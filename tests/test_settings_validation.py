@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import TEST_KEY
 from moodlemate.ai import GPT, InvalidAPIKeyError, InvalidEndpointError, ValidationError
+from moodlemate.ai.plugins import PluginRegistry
 from moodlemate.ai.testing import LoopbackServer
+from moodlemate.providers.openai import OpenAIProvider
 
 BAD_KEYS = [
     ("", "empty"),
@@ -44,6 +46,18 @@ def test_valid_key_is_kept_and_never_shown() -> None:
     assert TEST_KEY not in str(gpt)
 
 
+def test_repr_names_the_provider_the_endpoint_selected() -> None:
+    gpt = GPT()
+    gpt.endpoint = "https://openrouter.ai/api/v1"
+    assert repr(gpt).startswith(
+        "GPT(provider='openrouter', endpoint='https://openrouter.ai/api/v1'"
+    )
+    assert gpt.provider.name == "openrouter"
+    assert repr(GPT("openai", endpoint="https://openrouter.ai/api/v1")).startswith(
+        "GPT(provider='openai', "
+    )
+
+
 def test_custom_endpoint_accepts_any_well_formed_key(server: LoopbackServer) -> None:
     gpt = GPT(endpoint=server.url)
     gpt.api_key = "vllm-token-abcdef"
@@ -70,6 +84,13 @@ def test_bad_endpoints_raise(url: str) -> None:
     with pytest.raises(InvalidEndpointError):
         gpt.endpoint = url
     assert gpt.endpoint == "https://api.openai.com/v1"
+
+
+@pytest.mark.parametrize("url", ["localhost:11434/v1", "127.0.0.1:8000/v1", "api.example.com"])
+def test_an_endpoint_without_scheme_says_what_to_write(url: str) -> None:
+    with pytest.raises(InvalidEndpointError, match="must start with http:// or https://") as info:
+        GPT().endpoint = url
+    assert f"'http://{url}'" in str(info.value)
 
 
 def test_non_string_endpoint_raises() -> None:
@@ -116,3 +137,35 @@ def test_missing_key_for_openai_is_a_clear_error_before_sending() -> None:
 
     with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
         GPT().chat_completion("gpt-4o-mini", "", "hi")
+
+
+class _KeyedLoopback(OpenAIProvider):
+    """A provider whose own service is the loopback server, with a key variable of its own."""
+
+    name = "keyed"
+    default_endpoint = "http://127.0.0.1:9/v1"
+    key_env = "KEYED_API_KEY"
+    key_prefixes = ("kd-",)
+    hosts = ("127.0.0.1",)
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [("kd-secret-value-123456\n", "whitespace"), ("sk-secret-value-123456", "start with")],
+)
+def test_a_bad_key_from_the_environment_is_refused_before_sending(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch, key: str, why: str
+) -> None:
+    plugins = PluginRegistry(group="moodlemate.ai.none")
+    plugins.register_provider(_KeyedLoopback())
+    monkeypatch.setenv("KEYED_API_KEY", key)
+    gpt = GPT("keyed", endpoint=server.url, plugins=plugins)
+    with pytest.raises(InvalidAPIKeyError) as info:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    assert "KEYED_API_KEY" in str(info.value)
+    assert why in str(info.value)
+    assert key.strip() not in str(info.value)
+    assert server.chat_requests == []
+    monkeypatch.setenv("KEYED_API_KEY", "kd-secret-value-123456")
+    gpt.chat_completion("gpt-4o-mini", "", "hi")
+    assert server.chat_requests[0].headers["authorization"] == "Bearer kd-secret-value-123456"

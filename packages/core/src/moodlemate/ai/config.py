@@ -217,6 +217,10 @@ def normalize_endpoint(url: object) -> str:
         port = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
         raise InvalidEndpointError(f"endpoint {text!r} is not a valid URL: {exc}") from None
+    if "://" not in text:  # 'localhost:11434/v1' parses as scheme 'localhost'
+        raise InvalidEndpointError(
+            f"endpoint {text!r} must start with http:// or https://, e.g. 'http://{text}'"
+        )
     if parts.scheme not in ("http", "https"):
         raise InvalidEndpointError(
             f"endpoint {text!r} must use http or https (got {parts.scheme or 'no scheme'!r})"

@@ -135,13 +135,8 @@ class GPT:
             raise InvalidAPIKeyError(f"api_key must be a string, not {type(key).__name__}")
         if not key:
             raise InvalidAPIKeyError("api_key must not be empty")
-        register_secret(key)
-        if any(c.isspace() for c in key):
-            raise InvalidAPIKeyError("api_key must not contain whitespace (stray newline?)")
-        if not key.isprintable() or not key.isascii():
-            raise InvalidAPIKeyError("api_key must be printable ASCII")
         endpoint = self.endpoint
-        self.provider.check_key(key, endpoint)
+        _check_key(key, self.provider, endpoint)
         self._key = key
         self._key_origin = origin(endpoint)
         self._key_is_fallback = False
@@ -174,10 +169,12 @@ class GPT:
         return result
 
     def __repr__(self) -> str:
-        return (
-            f"GPT(provider={self._provider_name!r}, endpoint={self._endpoint!r}, "
-            f"api_key={mask(self._key)})"
-        )
+        name = self._provider_name
+        if not self._provider_explicit and self._endpoint is not None:
+            # The endpoint's owner serves the calls (see ``provider``); show that one.
+            owner = self._plugins.for_endpoint(self._endpoint)
+            name = owner.name if owner is not None else name
+        return f"GPT(provider={name!r}, endpoint={self._endpoint!r}, api_key={mask(self._key)})"
 
     # -- the seed contract ---------------------------------------------------------------
 
@@ -414,6 +411,13 @@ class GPT:
         own = provider is self.provider
         endpoint = self.endpoint if own else provider.default_endpoint
         key = self._key_for(provider, endpoint)
+        if key is not None and key is not self._key:
+            try:  # from the provider's variable: checked as strictly as an assigned key
+                _check_key(key, provider, endpoint)
+            except InvalidAPIKeyError as exc:
+                raise InvalidAPIKeyError(
+                    f"{provider.key_env} holds an invalid key: {exc}"
+                ) from None
         if key is None:
             if self._key is not None:
                 log.info(
@@ -475,3 +479,13 @@ class GPT:
                 )
         self.ledger.record(request.model, completion.usage, cost)
         return replace(completion, cost=cost, attempts=attempts)
+
+
+def _check_key(key: str, provider: Provider, endpoint: str) -> None:
+    """Reject a key no server would accept (message without the key), before it is sent."""
+    register_secret(key)
+    if any(c.isspace() for c in key):
+        raise InvalidAPIKeyError("api_key must not contain whitespace (stray newline?)")
+    if not key.isprintable() or not key.isascii():
+        raise InvalidAPIKeyError("api_key must be printable ASCII")
+    provider.check_key(key, endpoint)

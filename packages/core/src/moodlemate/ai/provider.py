@@ -142,7 +142,7 @@ class Provider(ABC):
         ):
             expected = " or ".join(f"'{p}'" for p in self.key_prefixes)
             raise InvalidAPIKeyError(
-                f"that is not a {self.name} API key: {self.name} keys start with {expected}"
+                f"that is not an API key for {self.name}: its keys start with {expected}"
             )
 
     @abstractmethod

@@ -8,9 +8,9 @@ that many requests are in flight and a stop takes effect before the next item is
 Ctrl-C (KeyboardInterrupt in the calling thread) stops taking new items and waits for the
 requests in flight, whose results are still written; a second Ctrl-C abandons them (they
 were never written, so a rerun sends them again). Either way :class:`BatchInterrupted`
-carries the summary. An error that no other item can escape (no key, a rejected key, no
-credit, an unknown provider, a spent budget) stops the batch early too: no new item is
-taken, and ``summary.stopped_by`` names the error.
+carries the summary. An error that no other item can escape (no key, a malformed or
+rejected key, no credit, an unknown provider, a spent budget) stops the batch early too: no
+new item is taken, and ``summary.stopped_by`` names the error.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from moodlemate.ai.errors import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
+    InvalidAPIKeyError,
     MoodlemateError,
     ProviderError,
     QuotaExceededError,
@@ -45,7 +46,13 @@ if TYPE_CHECKING:
 __all__ = ["MAX_CONCURRENCY", "BatchInterrupted", "BatchSummary", "Progress", "run_batch"]
 
 MAX_CONCURRENCY = 256
-_STOPS_BATCH = (ConfigurationError, AuthenticationError, QuotaExceededError, BudgetExceededError)
+_STOPS_BATCH = (
+    ConfigurationError,
+    InvalidAPIKeyError,
+    AuthenticationError,
+    QuotaExceededError,
+    BudgetExceededError,
+)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ import sys
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_FAILURE
+from moodlemate.ai.cli import EXIT_FAILURE, EXIT_USAGE
 from moodlemate.ai.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -109,4 +109,6 @@ def read_stdin_text() -> str:
     try:
         return sys.stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CommandError(f"standard input is not UTF-8 text (byte {exc.start + 1})") from None
+        raise CommandError(
+            f"standard input is not UTF-8 text (byte {exc.start + 1})", EXIT_USAGE
+        ) from None

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if rows:
         print(format_table(["NAME", "PACKAGE", "VERSION", "DEFAULT ENDPOINT"], rows))
+    elif excluded:
+        print(f"no providers loaded ({PLUGINS_ENV} leaves out every installed one)")
     else:
         print("no providers installed: pip install 'moodlemate-ai[openai]'")
     if excluded:

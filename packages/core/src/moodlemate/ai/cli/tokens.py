@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_OK
+from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError, add_settings_options, make_gpt, read_stdin_text
 
 DESCRIPTION = """\
@@ -51,6 +51,6 @@ def _read(name: str) -> str:
     try:
         return Path(name).read_bytes().decode("utf-8")
     except OSError as exc:
-        raise CommandError(f"cannot read {name}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot read {name}: {exc.strerror or exc}", EXIT_USAGE) from None
     except UnicodeDecodeError as exc:
-        raise CommandError(f"{name} is not UTF-8 text (byte {exc.start + 1})") from None
+        raise CommandError(f"{name} is not UTF-8 text (byte {exc.start + 1})", EXIT_USAGE) from None

@@ -71,7 +71,13 @@ class AsyncClientPool:
             if client is None:
                 import openai
 
-                client = clients[key] = openai.AsyncOpenAI(**_client_options(connection, headers))
+                client = clients[key] = openai.AsyncOpenAI(
+                    **_client_options(connection, headers),
+                    # The SDK's default http client, collected unclosed, schedules its close
+                    # on the loop running then: for a client dropped with its finished loop,
+                    # another loop, where it fails loudly ('Event loop is closed').
+                    http_client=openai.DefaultAsyncHttpxClient(timeout=DEFAULT_TIMEOUT),
+                )
         return client
 
     async def aclose(self) -> None:

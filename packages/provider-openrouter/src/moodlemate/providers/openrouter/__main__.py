@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from moodlemate.ai.errors import MoodlemateError
@@ -9,7 +10,18 @@ from moodlemate.providers.openrouter.catalog import DEFAULT_ENDPOINT, cache_path
 
 
 def main(argv: list[str]) -> int:
-    endpoint = argv[0] if argv else DEFAULT_ENDPOINT
+    parser = argparse.ArgumentParser(
+        prog="python -m moodlemate.providers.openrouter",
+        description="Fetch OpenRouter's model prices and limits now and cache them for 24 hours.",
+    )
+    parser.add_argument(
+        "endpoint",
+        nargs="?",
+        default=DEFAULT_ENDPOINT,
+        metavar="ENDPOINT",
+        help=f"OpenRouter-compatible base URL (default: {DEFAULT_ENDPOINT})",
+    )
+    endpoint = parser.parse_args(argv).endpoint
     try:
         count = refresh_models(endpoint)
     except MoodlemateError as exc:

@@ -107,7 +107,7 @@ def refresh_models(endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0) -
     models = _fetch(endpoint, timeout)
     with _lock:
         _memory[cache_path(endpoint)] = (time.monotonic() + CACHE_TTL, models)
-    return len(models)
+    return sum(info.price is not None for info in models.values())
 
 
 def cache_dir() -> Path:
