@@ -4,12 +4,14 @@ ledger."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
-
 from moodlemate.ai import GPT
-from moodlemate.ai.errors import ProviderError
-from moodlemate.ai.testing import LoopbackServer, Reply
+from moodlemate.ai.errors import MalformedResponseError, ProviderError
+from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 
 @pytest.mark.parametrize("status", [307, 308])
@@ -33,3 +35,108 @@ def test_a_redirect_to_another_host_carries_neither_headers_nor_prompt(
         assert elsewhere.requests == []
     assert caught.value.status_code == status
     assert len(server.chat_requests) == 1
+
+
+def _body_200(usage: object = None, content: object = "hi", model: object = "gpt-4o-mini") -> Fault:
+    """A 200 whose JSON the test writes in full (Fault's status kind sends any body as is)."""
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }
+    return Fault(kind="status", http_status=200, body=json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("cost", ["NaN", "-Infinity", -5, "-0.5", "Infinity"])
+def test_a_nonsense_reported_cost_neither_poisons_the_ledger_nor_defeats_the_budget(
+    gpt: GPT, server: LoopbackServer, cost: object
+) -> None:
+    gpt.budget = "1"
+    server.enqueue(_body_200({"prompt_tokens": 10, "completion_tokens": 5, "cost": cost}))
+    first = gpt.complete("gpt-4o-mini", "", "hi")
+    assert first.cost is not None
+    assert first.cost.is_finite()
+    assert first.cost >= 0
+    assert gpt.ledger.cost.is_finite()
+    assert gpt.ledger.cost >= 0
+    assert gpt.chat_completion("gpt-4o-mini", "", "again") == "Echo: again"
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "many", "completion_tokens": 5},
+        {"prompt_tokens": 1e400, "completion_tokens": 5},
+        {"prompt_tokens": {"n": 1}, "completion_tokens": 5},
+        {"prompt_tokens": 10, "completion_tokens": -1000000},
+        {"prompt_tokens": 10, "prompt_tokens_details": ["cached", 5]},
+        {"prompt_tokens": 10, "completion_tokens_details": "none"},
+    ],
+)
+def test_usage_fields_of_the_wrong_type_or_sign_still_give_the_reply(
+    gpt: GPT, server: LoopbackServer, usage: dict[str, object]
+) -> None:
+    server.enqueue(_body_200(usage))
+    result = gpt.complete("gpt-4o-mini", "", "hi")
+    assert result.text == "hi"
+    counts = (result.usage.prompt_tokens, result.usage.completion_tokens)
+    assert all(isinstance(n, int) and n >= 0 for n in counts)
+    assert result.cost is not None
+    assert result.cost >= 0
+
+
+def test_usage_fields_of_the_wrong_type_in_a_stream_still_give_the_reply(
+    gpt: GPT, server: LoopbackServer
+) -> None:
+    chunk = {
+        "id": "c",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": "lots", "completion_tokens": None, "cost": "NaN"},
+    }
+    body = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+    server.enqueue(
+        Fault(
+            kind="status", http_status=200, body=body, headers={"content-type": "text/event-stream"}
+        )
+    )
+    stream = gpt.stream("gpt-4o-mini", "", "hi")
+    assert "".join(stream) == "hi"
+    assert gpt.ledger.cost.is_finite()
+
+
+@pytest.mark.parametrize("content", [42, {"text": "hi"}, True])
+def test_a_reply_whose_content_is_not_text_is_a_malformed_response(
+    gpt: GPT, server: LoopbackServer, content: object
+) -> None:
+    server.enqueue(_body_200(content=content), _body_200(content=content))
+    gpt.retry = replace(FAST_RETRY, attempts=2)
+    with pytest.raises(MalformedResponseError):
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+
+
+def test_a_model_name_that_is_not_text_falls_back_to_the_requested_one(
+    gpt: GPT, server: LoopbackServer
+) -> None:
+    server.enqueue(_body_200({"prompt_tokens": 1, "completion_tokens": 1}, model=17))
+    assert gpt.complete("gpt-4o-mini", "", "hi").model == "gpt-4o-mini"
+
+
+def test_a_stream_delta_whose_content_is_not_text_is_a_malformed_response(
+    gpt: GPT, server: LoopbackServer
+) -> None:
+    chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": 42}}]}
+    body = f"data: {json.dumps(chunk)}\n\n".encode()
+    events = {"content-type": "text/event-stream"}
+    gpt.retry = replace(FAST_RETRY, attempts=1)
+    server.enqueue(Fault(kind="status", http_status=200, body=body, headers=events))
+    with pytest.raises(MalformedResponseError):
+        "".join(gpt.stream("gpt-4o-mini", "", "hi"))
