@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT
-from moodlemate.ai.errors import MalformedResponseError, ProviderError
+from moodlemate.ai.errors import InvalidEndpointError, MalformedResponseError, ProviderError
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 
@@ -140,3 +140,19 @@ def test_a_stream_delta_whose_content_is_not_text_is_a_malformed_response(
     server.enqueue(Fault(kind="status", http_status=200, body=body, headers=events))
     with pytest.raises(MalformedResponseError):
         "".join(gpt.stream("gpt-4o-mini", "", "hi"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/v1?key=AIzaSy-secret-0123456789",
+        "http://127.0.0.1:8080/v1#AIzaSy-secret-0123456789",
+        "http://me:AIzaSy-secret-0123456789@127.0.0.1:99999/v1",
+        "ftp://me:AIzaSy-secret-0123456789@127.0.0.1/v1",
+    ],
+)
+def test_a_rejected_endpoint_is_not_echoed_with_the_credentials_in_it(url: str) -> None:
+    with pytest.raises(InvalidEndpointError) as caught:
+        GPT("openai", endpoint=url)
+    assert "AIzaSy-secret-0123456789" not in str(caught.value)
+    assert "127.0.0.1" in str(caught.value)
