@@ -4,13 +4,22 @@ ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT
-from moodlemate.ai.errors import InvalidEndpointError, MalformedResponseError, ProviderError
+from moodlemate.ai.errors import (
+    InvalidEndpointError,
+    MalformedResponseError,
+    ProviderError,
+    ValidationError,
+)
+from moodlemate.ai.provider import ChatRequest, Message
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 
@@ -156,3 +165,49 @@ def test_a_rejected_endpoint_is_not_echoed_with_the_credentials_in_it(url: str) 
         GPT("openai", endpoint=url)
     assert "AIzaSy-secret-0123456789" not in str(caught.value)
     assert "127.0.0.1" in str(caught.value)
+
+
+_SURROGATE = "half of a pair: \ud83d"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda g: g.chat_completion("gpt-4o-mini", "", _SURROGATE),
+        lambda g: g.chat_completion("gpt-4o-mini", _SURROGATE, "hi"),
+        lambda g: "".join(g.stream("gpt-4o-mini", "", _SURROGATE)),
+        lambda g: asyncio.run(g.achat_completion("gpt-4o-mini", "", _SURROGATE)),
+        lambda g: g.context_assistant(_SURROGATE),
+    ],
+)
+def test_text_that_is_not_valid_unicode_is_a_validation_error(
+    gpt: GPT, server: LoopbackServer, call: Callable[[GPT], object]
+) -> None:
+    with pytest.raises(ValidationError, match="surrogate"):
+        call(gpt)
+    assert server.chat_requests == []
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ChatRequest("gpt-4o-mini", (Message("user", None),)),  # type: ignore[arg-type]
+        ChatRequest("gpt-4o-mini", (Message("wizard", "x"),)),  # type: ignore[arg-type]
+        ChatRequest("gpt-4o-mini", ()),
+        ChatRequest("gpt-4o-mini", ("hi",)),  # type: ignore[arg-type]
+        ChatRequest("gpt-4o-mini", (Message("user", "x"),), temperature=math.nan),
+        ChatRequest("gpt-4o-mini", (Message("user", "x"),), max_tokens=0),
+        ChatRequest(None, (Message("user", "x"),)),  # type: ignore[arg-type]
+        ChatRequest("gpt-4o-mini", (Message("user", "x"),), extra=None),  # type: ignore[arg-type]
+    ],
+)
+def test_a_prepared_request_is_validated_like_the_seed_call(
+    gpt: GPT, server: LoopbackServer, request_: ChatRequest
+) -> None:
+    with pytest.raises(ValidationError):
+        gpt.send(request_)
+    with pytest.raises(ValidationError):
+        "".join(gpt.stream_request(request_))
+    with pytest.raises(ValidationError):
+        asyncio.run(gpt.asend(request_))
+    assert server.chat_requests == []

@@ -27,7 +27,7 @@ from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.routing import split_provider
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
-from moodlemate.ai.validation import build_chat_request, check_model, check_text
+from moodlemate.ai.validation import build_chat_request, check_model, check_request, check_text
 
 if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation
@@ -251,7 +251,7 @@ class GPT:
     def _prepare(self, request: ChatRequest) -> tuple[Provider, ChatRequest, Connection]:
         """Everything every path (sync, async, stream) does before sending: route a
         ``provider:model`` string, scope the key, and refuse over-budget or oversized calls."""
-        provider, model = self._route(request.model)
+        provider, model = self._route(check_request(request).model)
         if model != request.model:
             request = replace(request, model=model)
         connection = self._connection(provider)
