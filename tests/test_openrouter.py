@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -397,3 +398,33 @@ def test_the_provider_lists_the_models_of_the_service_in_use(router: LoopbackSer
     gpt.chat_completion("openai/gpt-4o-mini", "", "Hi")
     names = [info.name for info in gpt.provider.models()]
     assert names == ["anthropic/claude-sonnet-4", "openai/gpt-4o-mini", "openrouter/auto"]
+
+
+@pytest.mark.parametrize("style", ["stream", "acomplete", "astream"])
+def test_streamed_and_async_calls_are_priced_from_the_endpoint_in_use(
+    router: LoopbackServer, style: str
+) -> None:
+    router.models = [or_entry("openai/gpt-4o-mini", "0.000002", "0.000004")]
+    gpt = or_gpt(router, api_key="sk-or-v1-test-0123456789")
+    gpt.complete("openai/gpt-4o-mini", "", "warm up")  # the provider's last endpoint: this one
+    with LoopbackServer() as other:
+        other.models = [or_entry("openai/gpt-4o-mini", "0.000003", "0.000009")]
+        other_gpt = or_gpt(other, api_key="sk-or-v1-test-0123456789")
+
+        async def drain() -> None:
+            async for _ in other_gpt.astream("openai/gpt-4o-mini", "", "Hi"):
+                pass
+
+        other.enqueue(Reply(prompt_tokens=1000, completion_tokens=100))
+        if style == "stream":
+            stream = other_gpt.stream("openai/gpt-4o-mini", "", "Hi")
+            "".join(stream)
+            result = stream.completion
+        elif style == "acomplete":
+            result = asyncio.run(other_gpt.acomplete("openai/gpt-4o-mini", "", "Hi"))
+        else:
+            asyncio.run(drain())
+            result = other_gpt.ledger
+        # 1000 x 3 + 100 x 9 per million.
+        assert result is not None
+        assert result.cost == Decimal("0.0039")
