@@ -340,7 +340,7 @@ def test_defaults_suit_slow_reasoning_models_and_are_documented() -> None:
     assert policy.attempt_timeout >= 600  # an o1 call may be silent for minutes
     assert policy.deadline >= 2 * policy.attempt_timeout
     readme = (REPO / "README.md").read_text()
-    section = readme.split("<!-- section:errors-and-retries -->", 1)[1].split("<!-- section:", 1)[0]
+    section = readme.split("\n## Errors and retries\n", 1)[1].split("\n## ", 1)[0]
     for field in dataclasses.fields(RetryPolicy):
         value = getattr(policy, field.name)
         row = re.search(rf"^\| `{field.name}` \| ([^|]+) \|", section, re.MULTILINE)
