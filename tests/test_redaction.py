@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, AuthenticationError, MoodlemateError, NotFoundError, RateLimitError
+from moodlemate.ai.config import resolve_settings
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 ECHO = f"Incorrect API key provided: {TEST_KEY}. You can find your API key elsewhere."
@@ -128,3 +130,15 @@ def test_redacting_filter_masks_keys_in_an_applications_own_handler() -> None:
     finally:
         app.removeHandler(handler)
     assert handler.records[0].getMessage() == "calling with key sk-...5c3e"
+
+
+def test_resolved_settings_do_not_show_credential_headers_in_their_repr(tmp_path: Path) -> None:
+    secret = "gw-secret-0123456789abcdef"
+    (tmp_path / "moodlemate.toml").write_text(
+        f'endpoint = "http://127.0.0.1:9/v1"\n[headers]\nX-Api-Key = "{secret}"\n'
+    )
+    from_file = resolve_settings()
+    from_argument = resolve_settings(headers={"Authorization": f"Bearer {secret}"})
+    assert from_file.headers == {"X-Api-Key": secret}
+    assert secret not in repr(from_file)
+    assert secret not in repr(from_argument)

@@ -71,7 +71,8 @@ class Settings:
     api_key_is_literal: bool = False
     """The key is written in the file (file level), not read from the variable the profile
     names with ``api_key_env`` (environment level): the provider's own variable beats it."""
-    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY, repr=False)
+    """Extra request headers; hidden from the repr like the key, since they may hold one."""
     app_url: str | None = None
     app_title: str | None = None
 
