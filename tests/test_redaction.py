@@ -142,3 +142,20 @@ def test_resolved_settings_do_not_show_credential_headers_in_their_repr(tmp_path
     assert from_file.headers == {"X-Api-Key": secret}
     assert secret not in repr(from_file)
     assert secret not in repr(from_argument)
+
+
+def test_a_bearer_token_in_configured_headers_is_redacted_when_a_server_echoes_it(
+    server: LoopbackServer,
+) -> None:
+    token = "gw-token-0123456789abcdef"
+    gpt = GPT(
+        "openai",
+        endpoint=server.url,
+        retry=FAST_RETRY,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    server.enqueue(Fault.status(401, message=f"Incorrect API key provided: {token}."))
+    with pytest.raises(AuthenticationError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    shown = "".join(traceback.format_exception(caught.value))
+    assert token not in shown
