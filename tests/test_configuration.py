@@ -288,6 +288,17 @@ def test_credential_like_headers_are_sent_to_their_endpoint_and_redacted(
     assert "argument-secret-12345" not in caplog.text
 
 
+@pytest.mark.parametrize("name", ["Authorization", "authorization"])
+def test_a_configured_authorization_header_is_sent_when_no_api_key_is_set(
+    server: LoopbackServer, name: str
+) -> None:
+    gateway = "Bearer gateway-token-7d1e2f3a4b5c"
+    gpt = GPT("openai", endpoint=server.url, retry=FAST_RETRY, headers={name: gateway})
+    gpt.chat_completion("gpt-4o-mini", "", "Hi")
+    "".join(gpt.stream("gpt-4o-mini", "", "Hi"))
+    assert [r.headers.get("authorization") for r in server.chat_requests] == [gateway] * 2
+
+
 def test_a_profile_reading_an_unset_key_variable_is_a_clear_error() -> None:
     write(Path("moodlemate.toml"), 'provider = "openrouter"\napi_key_env = "WORK_OR_KEY"\n')
     with pytest.raises(MissingAPIKeyError, match=r"\$WORK_OR_KEY, which is not set"):

@@ -117,7 +117,11 @@ class OpenAIProvider(Provider):
         # host: configured headers (a gateway's key) and the prompt would go wherever a 307
         # points. An API call has no business being redirected; the 3xx is an error.
         options: dict[str, Any] = {"timeout": connection.timeout, "follow_redirects": False}
-        if connection.api_key is None:
+        # Without a key, drop the SDK's placeholder "Bearer no-key", but not an
+        # Authorization header the user configured for this endpoint (a gateway's token).
+        if connection.api_key is None and not any(
+            name.lower() == "authorization" for name in connection.headers
+        ):
             import openai
 
             options["headers"] = {"Authorization": openai.Omit()}
