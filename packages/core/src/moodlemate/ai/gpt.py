@@ -396,7 +396,11 @@ class GPT:
 
     def _key_for(self, provider: Provider, endpoint: str) -> str | None:
         env_key = None
-        if provider.key_env and provider.recognises(endpoint):
+        if (
+            provider.key_env
+            and provider.recognises(endpoint)
+            and not _downgraded(provider, endpoint)
+        ):
             env_key = os.environ.get(provider.key_env) or None
             register_secret(env_key)
         # A key written in a config file ranks below the environment, like every setting.
@@ -422,6 +426,11 @@ class GPT:
                     origin(endpoint),
                 )
             if provider.requires_key and provider.recognises(endpoint):
+                if _downgraded(provider, endpoint):
+                    raise MissingAPIKeyError(
+                        f"not sending {provider.name}'s key over plain http to {origin(endpoint)}:"
+                        f" use {provider.default_endpoint.partition(':')[0]}, or set GPT.api_key"
+                    )
                 hint = f"set {provider.key_env} or " if provider.key_env else "set "
                 raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
         # Configured headers belong to the configured endpoint, like keys.
@@ -472,3 +481,9 @@ class GPT:
                 )
         self.ledger.record(request.model, completion.usage, cost)
         return replace(completion, cost=cost, attempts=attempts)
+
+
+def _downgraded(provider: Provider, endpoint: str) -> bool:
+    """The provider's https service addressed over plain http: its key from the environment
+    would cross the network in clear text, so it is not offered there."""
+    return endpoint.startswith("http:") and provider.default_endpoint.startswith("https:")
