@@ -1,0 +1,54 @@
+"""Pooled clients stay bounded: a service that serves many users, each with their own key,
+must not keep one client and its open connections per key for the life of the process."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+
+import pytest
+from moodlemate.ai import GPT
+from moodlemate.ai.testing import LoopbackServer
+from moodlemate.providers.openai.clients import MAX_CLIENTS
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="counts open files in /proc"
+)
+
+
+USERS = 70
+# Each pooled connection is two descriptors here: the client's end and the server's.
+LIMIT = 2 * MAX_CLIENTS + 20
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _user(server: LoopbackServer, n: int) -> GPT:
+    return GPT("openai", endpoint=server.url, api_key=f"sk-user-{n:06d}-0123456789")
+
+
+def test_many_keys_do_not_keep_a_connection_each(server: LoopbackServer) -> None:
+    _user(server, 0).chat_completion("gpt-4o-mini", "", "warm up")
+    before = _open_files()
+    for n in range(1, USERS + 1):
+        _user(server, n).chat_completion("gpt-4o-mini", "", "hi")
+    gc.collect()
+    assert _open_files() - before < LIMIT
+
+
+def test_many_keys_on_one_event_loop_do_not_keep_a_connection_each(
+    server: LoopbackServer,
+) -> None:
+    async def users() -> int:
+        await _user(server, 0).achat_completion("gpt-4o-mini", "", "warm up")
+        before = _open_files()
+        for n in range(1, USERS + 1):
+            await _user(server, n).achat_completion("gpt-4o-mini", "", "hi")
+        gc.collect()
+        return _open_files() - before
+
+    assert asyncio.run(users()) < LIMIT
