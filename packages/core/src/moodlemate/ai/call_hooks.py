@@ -67,6 +67,17 @@ class CallHooks:
         self._report(request, provider, endpoint, started, completion, None)
         return completion
 
+    def start(
+        self, request: ChatRequest, provider: str, endpoint: str
+    ) -> Callable[[Completion | None, Exception | None], None]:
+        """For a call that ends elsewhere (a stream): run ``before_request`` now, and return
+        the function that reports how it ended."""
+        self._before(request=request, provider=provider, endpoint=endpoint)
+        started = time.monotonic()
+        return lambda completion, error: self._report(
+            request, provider, endpoint, started, completion, error
+        )
+
     def _report(
         self,
         request: ChatRequest,

@@ -447,6 +447,8 @@ class GPT:
         from moodlemate.ai.streaming import StreamCall
 
         provider, request, connection = self._prepare(replace(request, stream=True))
+        hooks = self._plugins.call_hooks()
+        ended = None if hooks is None else hooks.start(request, provider.name, connection.endpoint)
 
         def finish(completion: Completion, attempts: int) -> Completion:
             completion = self._account(provider, request, completion, attempts)
@@ -461,6 +463,7 @@ class GPT:
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
             afallback=lambda r: self._asend(provider, connection, r),
+            ended=ended,
         )
 
     def _account(

@@ -75,7 +75,9 @@ class StreamCall:
     """What a stream needs from the facade: where to send, how hard to try, how to account.
 
     ``finish`` records a streamed completion (ledger, cost) and returns it completed;
-    ``fallback`` / ``afallback`` send the request non-streamed and account it themselves.
+    ``fallback`` / ``afallback`` send the request non-streamed and account it themselves;
+    ``ended`` reports the result or the error to the call hooks (not called when the caller
+    closes the stream early).
     """
 
     provider: Provider
@@ -85,6 +87,11 @@ class StreamCall:
     finish: Callable[[Completion, int], Completion]
     fallback: Callable[[ChatRequest], Completion]
     afallback: Callable[[ChatRequest], Awaitable[Completion]]
+    ended: Callable[[Completion | None, Exception | None], None] | None = None
+
+    def report(self, completion: Completion | None, error: Exception | None) -> None:
+        if self.ended is not None:
+            self.ended(completion, error)
 
     @property
     def label(self) -> str:
@@ -176,6 +183,14 @@ class TextStream(_Stream, Iterator[str]):
         self.close()
 
     def _run(self) -> Generator[str, None, None]:
+        try:
+            yield from self._deliver()
+        except Exception as exc:
+            self._call.report(None, exc)
+            raise
+        self._call.report(self.completion, None)
+
+    def _deliver(self) -> Generator[str, None, None]:
         call = self._call
         request = call.non_streamed()
         if request is None:
@@ -249,6 +264,18 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         await self.aclose()
 
     async def _run(self) -> AsyncGenerator[str, None]:
+        deltas = self._deliver()
+        try:
+            async for delta in deltas:
+                yield delta
+        except Exception as exc:
+            self._call.report(None, exc)
+            raise
+        finally:
+            await deltas.aclose()  # an early close must reach the inner generator's cleanup
+        self._call.report(self.completion, None)
+
+    async def _deliver(self) -> AsyncGenerator[str, None]:
         call = self._call
         request = call.non_streamed()
         if request is None:
