@@ -428,3 +428,16 @@ def test_streamed_and_async_calls_are_priced_from_the_endpoint_in_use(
         # 1000 x 3 + 100 x 9 per million.
         assert result is not None
         assert result.cost == Decimal("0.0039")
+
+
+def test_a_disk_cache_dated_in_the_future_is_not_trusted_forever(router: LoopbackServer) -> None:
+    endpoint = or_url(router)
+    router.models = [or_entry("openai/gpt-4o-mini", "0.0000009", "0.000003")]
+    refresh_models(endpoint)
+    # Written while the clock was a year ahead (a VM's, say), then the clock was corrected.
+    path = catalog.cache_path(endpoint)
+    data = json.loads(path.read_text())
+    data["fetched_at"] += 365 * 24 * 3600
+    path.write_text(json.dumps(data))
+    router.models = [or_entry("openai/gpt-4o-mini", "0.000002", "0.000004")]
+    assert _lookup_in_a_new_process(endpoint, "openai/gpt-4o-mini") == f"2 {endpoint}/models"
