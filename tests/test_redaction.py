@@ -4,6 +4,8 @@ errors (str, repr, traceback with its chained SDK exception), not in the GPT rep
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +161,29 @@ def test_a_bearer_token_in_configured_headers_is_redacted_when_a_server_echoes_i
         gpt.chat_completion("gpt-4o-mini", "", "hi")
     shown = "".join(traceback.format_exception(caught.value))
     assert token not in shown
+
+
+def test_a_key_per_user_keeps_creating_instances_cheap() -> None:
+    """A service making calls with each user's key registers thousands of secrets; the
+    thousandth must cost what the first did. Run apart: the keys would slow later tests."""
+    code = """
+import time
+from moodlemate.ai import GPT
+from moodlemate.ai.secrets import register_secret
+
+def users(first, count):
+    started = time.perf_counter()
+    for n in range(first, first + count):
+        GPT("openai", endpoint="http://127.0.0.1:9/v1", api_key=f"sk-user-{n:08d}-0123456789")
+    return time.perf_counter() - started
+
+users(0, 10)
+early = users(10, 1000)
+for n in range(40_000):
+    register_secret(f"sk-other-{n:08d}-0123456789")
+print(users(30_000, 1000) / early)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert float(out.stdout) < 3
