@@ -42,6 +42,7 @@ def test_a_redirect_to_another_host_carries_neither_headers_nor_prompt(
         with pytest.raises(ProviderError) as caught:
             gpt.chat_completion("gpt-4o-mini", "", "private prompt")
         assert elsewhere.requests == []
+        assert f"redirects to {elsewhere.url}/chat/completions" in str(caught.value)
     assert caught.value.status_code == status
     assert len(server.chat_requests) == 1
 

@@ -149,6 +149,9 @@ def status_error(
 ) -> ProviderError:
     """The core error for an HTTP error status, honouring x-should-retry and Retry-After."""
     message, code = _message_and_code(error, default=f"HTTP {status}")
+    if 300 <= status < 400:
+        where = headers.get("location") or "another address"
+        message = f"the endpoint redirects to {where} (HTTP {status}); set the endpoint to that"
     cls = error_for_status(status, code)
     exc = cls(
         message,
