@@ -133,7 +133,10 @@ def test_no_hook_plugin_no_hook_calls() -> None:
 
 def _drain_async(gpt: GPT, user: str) -> str:
     async def drain() -> str:
-        return "".join([delta async for delta in gpt.astream("llama3.2", "", user)])
+        try:
+            return "".join([delta async for delta in gpt.astream("llama3.2", "", user)])
+        finally:
+            await gpt.aclose()
 
     return asyncio.run(drain())
 

@@ -23,6 +23,7 @@ from moodlemate.ai import (
     ServerError,
 )
 from moodlemate.ai.plugins import registry
+from moodlemate.ai.provider import Completion
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.responses import parse_completion
@@ -414,6 +415,13 @@ def test_streamed_and_async_calls_are_priced_from_the_endpoint_in_use(
         async def drain() -> None:
             async for _ in other_gpt.astream("openai/gpt-4o-mini", "", "Hi"):
                 pass
+            await other_gpt.aclose()
+
+        async def complete() -> Completion:
+            try:
+                return await other_gpt.acomplete("openai/gpt-4o-mini", "", "Hi")
+            finally:
+                await other_gpt.aclose()
 
         other.enqueue(Reply(prompt_tokens=1000, completion_tokens=100))
         if style == "stream":
@@ -421,7 +429,7 @@ def test_streamed_and_async_calls_are_priced_from_the_endpoint_in_use(
             "".join(stream)
             result = stream.completion
         elif style == "acomplete":
-            result = asyncio.run(other_gpt.acomplete("openai/gpt-4o-mini", "", "Hi"))
+            result = asyncio.run(complete())
         else:
             asyncio.run(drain())
             result = other_gpt.ledger
