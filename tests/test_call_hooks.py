@@ -3,6 +3,7 @@ and that a call with no hook plugin does not build them at all."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -128,3 +129,54 @@ def test_no_hook_plugin_no_hook_calls() -> None:
     assert plugins.call_hooks() is None
     _recorder(plugins)
     assert plugins.call_hooks() is not None  # re-checked after a registration
+
+
+def _drain_async(gpt: GPT, user: str) -> str:
+    async def drain() -> str:
+        try:
+            return "".join([delta async for delta in gpt.astream("llama3.2", "", user)])
+        finally:
+            await gpt.aclose()
+
+    return asyncio.run(drain())
+
+
+STREAMERS = {
+    "stream": lambda gpt, user: "".join(gpt.stream("llama3.2", "", user)),
+    "astream": _drain_async,
+}
+
+
+@pytest.mark.parametrize("style", STREAMERS)
+def test_a_policy_hook_can_refuse_a_streamed_request(server: LoopbackServer, style: str) -> None:
+    class NoSecrets:
+        @hookimpl
+        def before_request(self, request: ChatRequest) -> None:
+            if any("password" in m.content for m in request.messages):
+                raise PermissionError("refusing to send a password")
+
+    plugins = PluginRegistry()
+    plugins.register(NoSecrets())
+    gpt = GPT("ollama", endpoint=server.url, plugins=plugins)
+    with pytest.raises(PermissionError):
+        STREAMERS[style](gpt, "my password is hunter2")
+    assert server.chat_requests == []
+
+
+@pytest.mark.parametrize("style", STREAMERS)
+def test_hooks_see_a_streamed_call_end_with_its_result_or_error(
+    server: LoopbackServer, style: str
+) -> None:
+    plugins = PluginRegistry()
+    recorder = _recorder(plugins)
+    gpt = GPT("ollama", endpoint=server.url, retry=FAST_RETRY, plugins=plugins)
+    server.enqueue(Fault.status(503), Reply(text="ok there"))
+    assert STREAMERS[style](gpt, "Hi") == "ok there"
+    server.enqueue(*[Fault.status(429)] * 4)
+    with pytest.raises(RateLimitError) as raised:
+        STREAMERS[style](gpt, "Hi")
+    [(_, _), (_, ok), (_, _), (_, failed)] = recorder.calls
+    assert ok["completion"].text == "ok there"
+    assert (ok["error"], ok["attempts"]) == (None, 2)
+    assert failed["error"] is raised.value
+    assert (failed["completion"], failed["attempts"]) == (None, 4)

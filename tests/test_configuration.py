@@ -288,6 +288,33 @@ def test_credential_like_headers_are_sent_to_their_endpoint_and_redacted(
     assert "argument-secret-12345" not in caplog.text
 
 
+@pytest.mark.parametrize("name", ["Authorization", "authorization"])
+def test_a_configured_authorization_header_is_sent_when_no_api_key_is_set(
+    server: LoopbackServer, name: str
+) -> None:
+    gateway = "Bearer gateway-token-7d1e2f3a4b5c"
+    gpt = GPT("openai", endpoint=server.url, retry=FAST_RETRY, headers={name: gateway})
+    gpt.chat_completion("gpt-4o-mini", "", "Hi")
+    "".join(gpt.stream("gpt-4o-mini", "", "Hi"))
+    assert [r.headers.get("authorization") for r in server.chat_requests] == [gateway] * 2
+
+
+@pytest.mark.parametrize(
+    ("provider", "variable", "key", "endpoint"),
+    [
+        ("openai", "OPENAI_API_KEY", OPENAI_KEY, "http://api.openai.com/v1"),
+        ("openrouter", "OPENROUTER_API_KEY", OR_KEY, "http://openrouter.ai/api/v1"),
+    ],
+)
+def test_an_environment_key_is_not_sent_over_plain_http_to_its_providers_host(
+    monkeypatch: pytest.MonkeyPatch, provider: str, variable: str, key: str, endpoint: str
+) -> None:
+    monkeypatch.setenv(variable, key)
+    assert GPT(provider).api_key == key
+    assert GPT(provider, endpoint=endpoint.replace("http:", "https:")).api_key == key
+    assert GPT(provider, endpoint=endpoint).api_key is None
+
+
 def test_a_profile_reading_an_unset_key_variable_is_a_clear_error() -> None:
     write(Path("moodlemate.toml"), 'provider = "openrouter"\napi_key_env = "WORK_OR_KEY"\n')
     with pytest.raises(MissingAPIKeyError, match=r"\$WORK_OR_KEY, which is not set"):

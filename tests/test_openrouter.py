@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from moodlemate.ai import (
     ServerError,
 )
 from moodlemate.ai.plugins import registry
+from moodlemate.ai.provider import Completion
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.responses import parse_completion
@@ -405,3 +407,53 @@ def test_the_provider_lists_the_models_of_the_service_in_use(router: LoopbackSer
     gpt.chat_completion("openai/gpt-4o-mini", "", "Hi")
     names = [info.name for info in gpt.provider.models()]
     assert names == ["anthropic/claude-sonnet-4", "openai/gpt-4o-mini", "openrouter/auto"]
+
+
+@pytest.mark.parametrize("style", ["stream", "acomplete", "astream"])
+def test_streamed_and_async_calls_are_priced_from_the_endpoint_in_use(
+    router: LoopbackServer, style: str
+) -> None:
+    router.models = [or_entry("openai/gpt-4o-mini", "0.000002", "0.000004")]
+    gpt = or_gpt(router, api_key="sk-or-v1-test-0123456789")
+    gpt.complete("openai/gpt-4o-mini", "", "warm up")  # the provider's last endpoint: this one
+    with LoopbackServer() as other:
+        other.models = [or_entry("openai/gpt-4o-mini", "0.000003", "0.000009")]
+        other_gpt = or_gpt(other, api_key="sk-or-v1-test-0123456789")
+
+        async def drain() -> None:
+            async for _ in other_gpt.astream("openai/gpt-4o-mini", "", "Hi"):
+                pass
+            await other_gpt.aclose()
+
+        async def complete() -> Completion:
+            try:
+                return await other_gpt.acomplete("openai/gpt-4o-mini", "", "Hi")
+            finally:
+                await other_gpt.aclose()
+
+        other.enqueue(Reply(prompt_tokens=1000, completion_tokens=100))
+        if style == "stream":
+            stream = other_gpt.stream("openai/gpt-4o-mini", "", "Hi")
+            "".join(stream)
+            result = stream.completion
+        elif style == "acomplete":
+            result = asyncio.run(complete())
+        else:
+            asyncio.run(drain())
+            result = other_gpt.ledger
+        # 1000 x 3 + 100 x 9 per million.
+        assert result is not None
+        assert result.cost == Decimal("0.0039")
+
+
+def test_a_disk_cache_dated_in_the_future_is_not_trusted_forever(router: LoopbackServer) -> None:
+    endpoint = or_url(router)
+    router.models = [or_entry("openai/gpt-4o-mini", "0.0000009", "0.000003")]
+    refresh_models(endpoint)
+    # Written while the clock was a year ahead (a VM's, say), then the clock was corrected.
+    path = catalog.cache_path(endpoint)
+    data = json.loads(path.read_text())
+    data["fetched_at"] += 365 * 24 * 3600
+    path.write_text(json.dumps(data))
+    router.models = [or_entry("openai/gpt-4o-mini", "0.000002", "0.000004")]
+    assert _lookup_in_a_new_process(endpoint, "openai/gpt-4o-mini") == f"2 {endpoint}/models"

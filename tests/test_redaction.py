@@ -4,12 +4,16 @@ errors (str, repr, traceback with its chained SDK exception), not in the GPT rep
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, AuthenticationError, MoodlemateError, NotFoundError, RateLimitError
+from moodlemate.ai.config import resolve_settings
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 ECHO = f"Incorrect API key provided: {TEST_KEY}. You can find your API key elsewhere."
@@ -128,3 +132,58 @@ def test_redacting_filter_masks_keys_in_an_applications_own_handler() -> None:
     finally:
         app.removeHandler(handler)
     assert handler.records[0].getMessage() == "calling with key sk-...5c3e"
+
+
+def test_resolved_settings_do_not_show_credential_headers_in_their_repr(tmp_path: Path) -> None:
+    secret = "gw-secret-0123456789abcdef"
+    (tmp_path / "moodlemate.toml").write_text(
+        f'endpoint = "http://127.0.0.1:9/v1"\n[headers]\nX-Api-Key = "{secret}"\n'
+    )
+    from_file = resolve_settings()
+    from_argument = resolve_settings(headers={"Authorization": f"Bearer {secret}"})
+    assert from_file.headers == {"X-Api-Key": secret}
+    assert secret not in repr(from_file)
+    assert secret not in repr(from_argument)
+
+
+def test_a_bearer_token_in_configured_headers_is_redacted_when_a_server_echoes_it(
+    server: LoopbackServer,
+) -> None:
+    token = "gw-token-0123456789abcdef"
+    gpt = GPT(
+        "openai",
+        endpoint=server.url,
+        retry=FAST_RETRY,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    server.enqueue(Fault.status(401, message=f"Incorrect API key provided: {token}."))
+    with pytest.raises(AuthenticationError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    shown = "".join(traceback.format_exception(caught.value))
+    assert token not in shown
+
+
+def test_a_key_per_user_keeps_creating_instances_cheap() -> None:
+    """A service making calls with each user's key registers thousands of secrets; the
+    thousandth must cost what the first did. Run apart: the keys would slow later tests."""
+    code = """
+import time
+from moodlemate.ai import GPT
+from moodlemate.ai.secrets import register_secret
+
+def users(first, count):
+    started = time.perf_counter()
+    for n in range(first, first + count):
+        GPT("openai", endpoint="http://127.0.0.1:9/v1", api_key=f"sk-user-{n:08d}-0123456789")
+    return time.perf_counter() - started
+
+users(0, 10)
+early = users(10, 1000)
+for n in range(40_000):
+    register_secret(f"sk-other-{n:08d}-0123456789")
+print(users(30_000, 1000) / early)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert float(out.stdout) < 3

@@ -71,7 +71,8 @@ class Settings:
     api_key_is_literal: bool = False
     """The key is written in the file (file level), not read from the variable the profile
     names with ``api_key_env`` (environment level): the provider's own variable beats it."""
-    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY, repr=False)
+    """Extra request headers; hidden from the repr like the key, since they may hold one."""
     app_url: str | None = None
     app_title: str | None = None
 
@@ -212,27 +213,42 @@ def normalize_endpoint(url: object) -> str:
     text = url.strip()
     if not text or any(c.isspace() for c in text):
         raise InvalidEndpointError("endpoint must be an http(s) URL without spaces")
+    shown = _without_credentials(text)
     try:
         parts = urlsplit(text)
         port = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
-        raise InvalidEndpointError(f"endpoint {text!r} is not a valid URL: {exc}") from None
+        raise InvalidEndpointError(f"endpoint {shown!r} is not a valid URL: {exc}") from None
     if "://" not in text:  # 'localhost:11434/v1' parses as scheme 'localhost'
         raise InvalidEndpointError(
-            f"endpoint {text!r} must start with http:// or https://, e.g. 'http://{text}'"
+            f"endpoint {shown!r} must start with http:// or https://, e.g. 'http://{shown}'"
         )
     if parts.scheme not in ("http", "https"):
         raise InvalidEndpointError(
-            f"endpoint {text!r} must use http or https (got {parts.scheme or 'no scheme'!r})"
+            f"endpoint {shown!r} must use http or https (got {parts.scheme or 'no scheme'!r})"
         )
     if not parts.hostname:
-        raise InvalidEndpointError(f"endpoint {text!r} has no host")
+        raise InvalidEndpointError(f"endpoint {shown!r} has no host")
     if parts.username or parts.password:
         raise InvalidEndpointError("endpoint must not carry credentials; set api_key instead")
     if parts.query or parts.fragment:
-        raise InvalidEndpointError(f"endpoint {text!r} must not have a query or fragment")
+        raise InvalidEndpointError(f"endpoint {shown!r} must not have a query or fragment")
     del port
     return text.rstrip("/")
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` for an error message: a rejected URL may carry a key in its user info or its
+    query (``?key=...``), and messages must not."""
+    head, cut, _ = url.partition("?")
+    head, hashed, _ = head.partition("#")
+    scheme, slashes, rest = head.partition("://")
+    if slashes:
+        netloc, slash, path = rest.partition("/")
+        if "@" in netloc:
+            netloc = "***@" + netloc.rpartition("@")[2]
+        head = f"{scheme}://{netloc}{slash}{path}"
+    return head + ("?..." if cut else "#..." if hashed else "")
 
 
 def origin(url: str) -> str:

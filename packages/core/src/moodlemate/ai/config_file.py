@@ -259,9 +259,11 @@ class _Checker:
 
 
 def register_header_secret(name: str, value: str) -> None:
-    """Headers that look like credentials (``X-Api-Key``) are redacted like keys."""
+    """Headers that look like credentials (``X-Api-Key``) are redacted like keys; so is the
+    token of ``Bearer <token>``, which a server may echo on its own."""
     if any(word in name.lower() for word in _SECRET_HEADER_WORDS):
         register_secret(value)
+        register_secret(value.rpartition(" ")[2])
 
 
 def _clean_header_value(value: str) -> bool:

@@ -27,7 +27,7 @@ from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.routing import split_provider
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
-from moodlemate.ai.validation import build_chat_request, check_model, check_text
+from moodlemate.ai.validation import build_chat_request, check_model, check_request, check_text
 
 if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation
@@ -248,7 +248,7 @@ class GPT:
     def _prepare(self, request: ChatRequest) -> tuple[Provider, ChatRequest, Connection]:
         """Everything every path (sync, async, stream) does before sending: route a
         ``provider:model`` string, scope the key, and refuse over-budget or oversized calls."""
-        provider, model = self._route(request.model)
+        provider, model = self._route(check_request(request).model)
         if model != request.model:
             request = replace(request, model=model)
         connection = self._connection(provider)
@@ -393,7 +393,11 @@ class GPT:
 
     def _key_for(self, provider: Provider, endpoint: str) -> str | None:
         env_key = None
-        if provider.key_env and provider.recognises(endpoint):
+        if (
+            provider.key_env
+            and provider.recognises(endpoint)
+            and not _downgraded(provider, endpoint)
+        ):
             env_key = os.environ.get(provider.key_env) or None
             register_secret(env_key)
         # A key written in a config file ranks below the environment, like every setting.
@@ -426,6 +430,11 @@ class GPT:
                     origin(endpoint),
                 )
             if provider.requires_key and provider.recognises(endpoint):
+                if _downgraded(provider, endpoint):
+                    raise MissingAPIKeyError(
+                        f"not sending {provider.name}'s key over plain http to {origin(endpoint)}:"
+                        f" use {provider.default_endpoint.partition(':')[0]}, or set GPT.api_key"
+                    )
                 hint = f"set {provider.key_env} or " if provider.key_env else "set "
                 raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
         # Configured headers belong to the configured endpoint, like keys.
@@ -489,3 +498,9 @@ def _check_key(key: str, provider: Provider, endpoint: str) -> None:
     if not key.isprintable() or not key.isascii():
         raise InvalidAPIKeyError("api_key must be printable ASCII")
     provider.check_key(key, endpoint)
+
+
+def _downgraded(provider: Provider, endpoint: str) -> bool:
+    """The provider's https service addressed over plain http: its key from the environment
+    would cross the network in clear text, so it is not offered there."""
+    return endpoint.startswith("http:") and provider.default_endpoint.startswith("https:")

@@ -15,18 +15,30 @@ import threading
 __all__ = ["RedactingFilter", "mask", "redact", "redact_exception", "register_secret"]
 
 _lock = threading.Lock()
-_secrets: frozenset[str] = frozenset()
+# Registering adds to a set (a service with a key per user registers thousands); redacting
+# iterates a snapshot of it, rebuilt when the set has grown, so another thread registering
+# meanwhile cannot break the iteration. (Copying the whole set on every registration made
+# the n-th key cost O(n).)
+_registered: set[str] = set()
+_secrets: tuple[str, ...] = ()
 _MIN_SECRET_LENGTH = 8
 
 
 def register_secret(value: str | None) -> None:
     """Remember a key so any later message that contains it is redacted."""
-    global _secrets
-    if not value or len(value) < _MIN_SECRET_LENGTH:
+    if not value or len(value) < _MIN_SECRET_LENGTH or value in _registered:
         return
     with _lock:
-        if value not in _secrets:
-            _secrets = _secrets | {value}
+        _registered.add(value)
+
+
+def _current() -> tuple[str, ...]:
+    global _secrets
+    secrets = _secrets
+    if len(secrets) != len(_registered):
+        with _lock:
+            secrets = _secrets = tuple(_registered)
+    return secrets
 
 
 def mask(value: str | None) -> str:
@@ -40,7 +52,7 @@ def mask(value: str | None) -> str:
 
 def redact(text: str) -> str:
     """Replace every registered key in ``text`` with its masked form."""
-    secrets = _secrets
+    secrets = _current()
     if not secrets:
         return text
     for secret in secrets:
@@ -55,7 +67,7 @@ def redact_exception(exc: BaseException) -> None:
     Covers what a traceback or a log line shows (``args``) and the string attributes that
     SDK exceptions carry their message and parsed error body in.
     """
-    if not _secrets:
+    if not _registered:
         return
     seen: set[int] = set()
     pending: list[BaseException | None] = [exc]
@@ -97,7 +109,7 @@ class RedactingFilter(logging.Filter):
     """Redacts keys from a record's final message, whatever logger or level produced it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
+        if _registered:
             message = record.getMessage()
             cleaned = redact(message)
             if cleaned != message:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import get_args
 
 from moodlemate.ai.errors import ValidationError
-from moodlemate.ai.provider import ChatRequest, Message
+from moodlemate.ai.provider import ChatRequest, Message, Role
 
-__all__ = ["build_chat_request", "check_model", "check_text"]
+__all__ = ["build_chat_request", "check_model", "check_request", "check_text"]
+
+_ROLES = frozenset(get_args(Role))
 
 
 def check_model(model: object) -> str:
@@ -24,6 +28,47 @@ def check_text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(f"{name} must be a string, not {type(value).__name__}")
     return value
+
+
+def check_encodable(value: str, name: str) -> str:
+    """``value`` if it can go on the wire as UTF-8: a lone surrogate (a broken emoji from a
+    bad decode) would otherwise fail deep in the HTTP client with a bare UnicodeEncodeError."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                f"{name} contains a lone surrogate at index {exc.start} (not valid Unicode text)"
+            ) from None
+    return value
+
+
+def check_request(request: object) -> ChatRequest:
+    """Everything :func:`build_chat_request` checks, for a request built by hand (``send``),
+    plus what only the wire cares about: every text must encode as UTF-8."""
+    if not isinstance(request, ChatRequest):
+        raise ValidationError(f"request must be a ChatRequest, not {type(request).__name__}")
+    check_encodable(check_model(request.model), "model")
+    if not isinstance(request.messages, tuple | list) or not request.messages:
+        raise ValidationError("request.messages must be a non-empty tuple of Message")
+    for index, message in enumerate(request.messages):
+        if not isinstance(message, Message):
+            raise ValidationError(
+                f"messages[{index}] must be a Message, not {type(message).__name__}"
+            )
+        if message.role not in _ROLES:
+            raise ValidationError(f"messages[{index}] has unknown role {message.role!r}")
+        check_encodable(
+            check_text(message.content, f"messages[{index}].content"), f"messages[{index}].content"
+        )
+    if request.temperature is not None:
+        check_temperature(request.temperature)
+    check_max_tokens(request.max_tokens)
+    if not isinstance(request.extra, Mapping):
+        raise ValidationError(
+            f"request.extra must be a mapping, not {type(request.extra).__name__}"
+        )
+    return request
 
 
 def check_temperature(value: object) -> float:

@@ -6,6 +6,12 @@ An async client's connections belong to the event loop that opened them, so asyn
 are pooled per loop too. A client of a closed loop is never reused: when a new loop shows
 up, the clients of loops closed since are dropped. (A weakly keyed map would not free them:
 each client's open connections refer to their loop, so the key would never die.)
+
+Each pool keeps at most :data:`MAX_CLIENTS` clients (per loop for async), dropping the
+oldest: a service calling on behalf of many users, each with their own key, would
+otherwise keep a client and its open connections per key for the life of the process.
+A dropped client is not closed, since another thread may be using it; its connections
+close when it is garbage-collected.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from moodlemate.ai.provider import Connection
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["DEFAULT_TIMEOUT", "AsyncClientPool", "ClientPool"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_CLIENTS", "AsyncClientPool", "ClientPool"]
 
 DEFAULT_TIMEOUT = 600.0
+MAX_CLIENTS = 32
 _PoolKey = tuple[str | None, str, tuple[tuple[str, str], ...]]
 
 
@@ -40,6 +47,7 @@ class ClientPool:
                 if client is None:
                     import openai
 
+                    _make_room(self._clients)
                     client = self._clients[key] = openai.OpenAI(
                         **_client_options(connection, headers)
                     )
@@ -71,6 +79,7 @@ class AsyncClientPool:
             if client is None:
                 import openai
 
+                _make_room(clients)
                 client = clients[key] = openai.AsyncOpenAI(
                     **_client_options(connection, headers),
                     # The SDK's default http client, collected unclosed, schedules its close
@@ -91,6 +100,12 @@ class AsyncClientPool:
         """Drop every loop's clients without closing them (they die with their loops)."""
         with self._lock:
             self._loops = {}
+
+
+def _make_room(clients: dict[_PoolKey, Any]) -> None:
+    """Drop the oldest clients (dicts keep insertion order) so one more fits."""
+    while len(clients) >= MAX_CLIENTS:
+        del clients[next(iter(clients))]
 
 
 def _pool_key(

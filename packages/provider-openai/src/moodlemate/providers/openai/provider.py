@@ -113,8 +113,15 @@ class OpenAIProvider(Provider):
     # -- internals: one request shape and one error mapping for all four call styles ----
 
     def _post_args(self, connection: Connection, request: ChatRequest) -> dict[str, Any]:
-        options: dict[str, Any] = {"timeout": connection.timeout}
-        if connection.api_key is None:
+        # The SDK follows redirects, and httpx strips only Authorization when one leaves the
+        # host: configured headers (a gateway's key) and the prompt would go wherever a 307
+        # points. An API call has no business being redirected; the 3xx is an error.
+        options: dict[str, Any] = {"timeout": connection.timeout, "follow_redirects": False}
+        # Without a key, drop the SDK's placeholder "Bearer no-key", but not an
+        # Authorization header the user configured for this endpoint (a gateway's token).
+        if connection.api_key is None and not any(
+            name.lower() == "authorization" for name in connection.headers
+        ):
             import openai
 
             options["headers"] = {"Authorization": openai.Omit()}

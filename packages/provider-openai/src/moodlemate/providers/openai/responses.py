@@ -29,6 +29,7 @@ __all__ = [
     "parse_completion",
     "provider_error",
     "status_error",
+    "text_or",
     "usage_from",
 ]
 
@@ -74,9 +75,16 @@ def parse_completion(
             model=model,
             request_id=request_id,
         ) from None
+    if not isinstance(text, str):
+        raise MalformedResponseError(
+            f"choices[0].message.content is {type(text).__name__}, not text",
+            provider=provider,
+            model=model,
+            request_id=request_id,
+        )
     return Completion(
         text=text,
-        model=data.get("model") or model,
+        model=text_or(data.get("model"), model),
         provider=provider,
         finish_reason=choice.get("finish_reason"),
         usage=usage_from(data.get("usage")),
@@ -87,25 +95,48 @@ def parse_completion(
 
 
 def usage_from(raw: Any) -> Usage:
+    """Token counts as reported; a count that is not a non-negative number reads as 0, so a
+    sloppy server's usage can neither crash a call that has its reply nor lower the cost."""
     if not isinstance(raw, dict):
         return Usage()
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
+    prompt_details = _dict(raw.get("prompt_tokens_details"))
+    completion_details = _dict(raw.get("completion_tokens_details"))
     return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        prompt_tokens=_count(raw.get("prompt_tokens")),
+        completion_tokens=_count(raw.get("completion_tokens")),
+        cached_tokens=_count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
     )
 
 
 def decimal_or_none(value: Any) -> Decimal | None:
+    """A reported cost; None (unknown) unless it is a finite amount of at least 0: a NaN
+    would poison the ledger's sum and a negative amount would lift the budget."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value))
+        amount = Decimal(str(value))
     except InvalidOperation:
         return None
+    return amount if amount.is_finite() and amount >= 0 else None
+
+
+def text_or(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and value else default
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return max(number, 0)
 
 
 def status_error(
@@ -119,6 +150,9 @@ def status_error(
 ) -> ProviderError:
     """The core error for an HTTP error status, honouring x-should-retry and Retry-After."""
     message, code = _message_and_code(error, default=f"HTTP {status}")
+    if 300 <= status < 400:
+        where = headers.get("location") or "another address"
+        message = f"the endpoint redirects to {where} (HTTP {status}); set the endpoint to that"
     cls = error_for_status(status, code)
     exc = cls(
         message,

@@ -16,7 +16,12 @@ from moodlemate.ai.errors import MalformedResponseError, ProviderError
 from moodlemate.ai.provider import Completion
 from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
 from moodlemate.ai.usage import Usage
-from moodlemate.providers.openai.responses import decimal_or_none, error_in_body, usage_from
+from moodlemate.providers.openai.responses import (
+    decimal_or_none,
+    error_in_body,
+    text_or,
+    usage_from,
+)
 
 __all__ = ["AsyncSSEStream", "ChunkReader", "SSEStream", "rejects_streaming"]
 
@@ -92,7 +97,7 @@ class ChunkReader:
             raise error_in_body(
                 error, self._headers, provider=self._provider, model=self._requested_model
             )
-        self._model = chunk.get("model") or self._model
+        self._model = text_or(chunk.get("model"), self._model or "") or None
         self._id = self._id or chunk.get("id")
         usage = chunk.get("usage")
         if isinstance(usage, dict):
@@ -102,7 +107,15 @@ class ChunkReader:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            content = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if content is not None and not isinstance(content, str):
+                raise MalformedResponseError(
+                    f"stream delta content is {type(content).__name__}, not text",
+                    provider=self._provider,
+                    model=self._requested_model,
+                    request_id=self._id,
+                )
             if content:
                 self._parts.append(content)
                 text = content if text is None else text + content

@@ -149,8 +149,11 @@ def parse(payload: Any, *, source: str, as_of: str | None) -> _Models:
 def _load(endpoint: str, path: Path) -> tuple[_Models, float]:
     """The catalog and how long to keep it in memory."""
     cached = _read_cache(path)
-    if cached is not None and time.time() - cached[1] < CACHE_TTL:
-        return cached[0], CACHE_TTL - (time.time() - cached[1])
+    # A cache dated in the future (written under a clock since corrected) is stale, not
+    # fresh for as long as the clock was ahead.
+    age = time.time() - cached[1] if cached is not None else -1.0
+    if cached is not None and 0 <= age < CACHE_TTL:
+        return cached[0], CACHE_TTL - age
     try:
         return _fetch(endpoint, FETCH_TIMEOUT), CACHE_TTL
     except (APIConnectionError, MalformedResponseError) as exc:

@@ -5,9 +5,10 @@ errors and token counting are the OpenAI provider's own code."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from moodlemate.ai.pricing import ModelInfo
-from moodlemate.ai.provider import ChatRequest, Completion, Connection
+from moodlemate.ai.provider import ChatRequest, Connection
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.models import ModelRules
 from moodlemate.providers.openrouter import catalog
@@ -50,10 +51,11 @@ class OpenRouterProvider(OpenAIProvider):
             return _CHAT_RULES
         return super().rules(model)
 
-    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
-        # Prices come from the catalog of the service actually in use (a proxy, a test server).
+    def _post_args(self, connection: Connection, request: ChatRequest) -> dict[str, Any]:
+        # Prices come from the catalog of the service actually in use (a proxy, a test server),
+        # whichever of the four call styles sent the request.
         self._catalog_endpoint = connection.endpoint
-        return super().complete(connection, request)
+        return super()._post_args(connection, request)
 
     def model_info(self, model: str) -> ModelInfo | None:
         return catalog.lookup(model, self._catalog_endpoint)
