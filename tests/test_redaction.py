@@ -90,7 +90,8 @@ def test_key_appears_in_no_log_record_and_no_error(captured: Everything) -> None
     text = "\n".join(captured.rendered)
     names = {r.name.split(".")[0] for r in captured.records}
     # the capture really saw the libraries' DEBUG output and stamina's retry records
-    assert {"moodlemate", "openai", "httpcore2", "stamina", "app"} <= names
+    assert {"moodlemate", "openai", "stamina", "app"} <= names
+    assert names & {"httpcore", "httpcore2"}  # the HTTP stack of openai 1-2 or of openai 3
     assert any(r.name == "stamina" for r in captured.records)
     assert TEST_KEY not in text
     for error in errors:
