@@ -125,7 +125,9 @@ def _client_options(connection: Connection, headers: Mapping[str, str]) -> dict[
     default_headers: dict[str, object] = {
         "OpenAI-Organization": openai.Omit(),
         "OpenAI-Project": openai.Omit(),
-        **headers,
+        # A configured authorization header, spelt in any case, must replace the SDK's own
+        # (openai < 3 merges header names case-sensitively and would send both).
+        **{_canonical(name): value for name, value in headers.items()},
     }
     return {
         # The SDK falls back to OPENAI_API_KEY when given None, which would leak that key to
@@ -136,3 +138,7 @@ def _client_options(connection: Connection, headers: Mapping[str, str]) -> dict[
         "timeout": DEFAULT_TIMEOUT,
         "default_headers": default_headers,
     }
+
+
+def _canonical(name: str) -> str:
+    return "Authorization" if name.lower() == "authorization" else name
