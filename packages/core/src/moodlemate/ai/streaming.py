@@ -149,6 +149,17 @@ class _Stream:
         """The text received so far (all of it once the stream has ended)."""
         return "".join(self._parts)
 
+    def _began(self, hooks: CallHooks) -> float:
+        call = self._call
+        return hooks.before(call.request, call.provider.name, call.connection.endpoint)
+
+    def _ended(self, hooks: CallHooks, started: float, error: Exception | None) -> None:
+        call = self._call
+        completion = self.completion if error is None else None
+        hooks.after(
+            call.request, call.provider.name, call.connection.endpoint, started, completion, error
+        )
+
 
 class TextStream(_Stream, Iterator[str]):
     """Text deltas of one chat completion; see the module docstring for the guarantees.
@@ -163,23 +174,13 @@ class TextStream(_Stream, Iterator[str]):
 
     def _hooked(self, hooks: CallHooks) -> Generator[str, None, None]:
         """The stream between the call hooks: after_response sees its completion or error."""
-        call = self._call
-        started = hooks.before(call.request, call.provider.name, call.connection.endpoint)
+        started = self._began(hooks)
         try:
             yield from self._run()
         except Exception as exc:
-            hooks.after(
-                call.request, call.provider.name, call.connection.endpoint, started, None, exc
-            )
+            self._ended(hooks, started, exc)
             raise
-        hooks.after(
-            call.request,
-            call.provider.name,
-            call.connection.endpoint,
-            started,
-            self.completion,
-            None,
-        )
+        self._ended(hooks, started, None)
 
     def __iter__(self) -> TextStream:
         return self
@@ -256,8 +257,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
 
     async def _hooked(self, hooks: CallHooks) -> AsyncGenerator[str, None]:
         """Async twin of :meth:`TextStream._hooked`."""
-        call = self._call
-        started = hooks.before(call.request, call.provider.name, call.connection.endpoint)
+        started = self._began(hooks)
         deltas = self._run()
         try:
             try:
@@ -266,18 +266,9 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             finally:  # unlike `yield from`, `async for` does not pass an early close on
                 await deltas.aclose()
         except Exception as exc:
-            hooks.after(
-                call.request, call.provider.name, call.connection.endpoint, started, None, exc
-            )
+            self._ended(hooks, started, exc)
             raise
-        hooks.after(
-            call.request,
-            call.provider.name,
-            call.connection.endpoint,
-            started,
-            self.completion,
-            None,
-        )
+        self._ended(hooks, started, None)
 
     def __aiter__(self) -> AsyncTextStream:
         return self
