@@ -30,12 +30,14 @@ from moodlemate.ai.secrets import register_secret
 
 __all__ = [
     "DEFAULT_PROVIDER",
+    "ENV_API_KEY",
     "ENV_APP_TITLE",
     "ENV_APP_URL",
     "ENV_ENDPOINT",
     "ENV_MODEL",
     "ENV_PROVIDER",
     "Settings",
+    "check_headers",
     "normalize_endpoint",
     "origin",
     "resolve_settings",
@@ -46,6 +48,7 @@ log = logging.getLogger("moodlemate.ai")
 ENV_PROVIDER = "MOODLEMATE_PROVIDER"
 ENV_ENDPOINT = "MOODLEMATE_ENDPOINT"
 ENV_MODEL = "MOODLEMATE_MODEL"
+ENV_API_KEY = "MOODLEMATE_API_KEY"
 ENV_APP_URL = "MOODLEMATE_APP_URL"
 ENV_APP_TITLE = "MOODLEMATE_APP_TITLE"
 DEFAULT_PROVIDER = "openai"
@@ -71,8 +74,18 @@ class Settings:
     api_key_is_literal: bool = False
     """The key is written in the file (file level), not read from the variable the profile
     names with ``api_key_env`` (environment level): the provider's own variable beats it."""
+    api_key_source: str = ""
+    """Where the file's key came from, for messages: ``$WORK_KEY`` or the file's name."""
+    env_api_key: str | None = field(default=None, repr=False)
+    """``MOODLEMATE_API_KEY``, kept only when no argument or file chose the endpoint: it goes
+    with ``MOODLEMATE_ENDPOINT`` (or the provider's own service), as environment settings do."""
+    endpoint_in_file: bool = False
+    """The endpoint came from the config file (ranks below ``OPENAI_BASE_URL``); the file's
+    key and headers go only there."""
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY, repr=False)
     """Extra request headers; hidden from the repr like the key, since they may hold one."""
+    headers_in_file: bool = False
+    """The headers came from the config file (they stay with its endpoint); else from code."""
     app_url: str | None = None
     app_title: str | None = None
 
@@ -121,7 +134,12 @@ def resolve_settings(
         resolved_endpoint is None and provider_level in (FILE, DEFAULT)
     )
     file_headers = (section.get("headers") or {}) if file_target else {}
-    chosen_headers = _check_headers(headers) if headers is not None else file_headers
+    chosen_headers = check_headers(headers) if headers is not None else file_headers
+    env_key = env.get(ENV_API_KEY) or None
+    register_secret(env_key)
+    if env_key is not None and endpoint_level in (ARGUMENT, FILE):
+        log.info("not using %s: the endpoint was not set by the environment", ENV_API_KEY)
+        env_key = None
     return Settings(
         provider=chosen or DEFAULT_PROVIDER,
         endpoint=resolved_endpoint,
@@ -130,7 +148,13 @@ def resolve_settings(
         and (resolved_endpoint is None or provider_level <= endpoint_level),
         api_key=_file_key(section, where, env, file_target),
         api_key_is_literal="api_key" in section,
+        api_key_source=(
+            f"${section['api_key_env']}" if "api_key_env" in section else f"the api_key of {where}"
+        ),
+        env_api_key=env_key,
+        endpoint_in_file=endpoint_level == FILE,
         headers=MappingProxyType(dict(chosen_headers)),
+        headers_in_file=headers is None and bool(file_headers),
         app_url=url,
         app_title=title,
     )
@@ -194,7 +218,9 @@ def _attribution(value: object, name: str) -> str | None:
     return text
 
 
-def _check_headers(headers: object) -> Mapping[str, str]:
+def check_headers(headers: object) -> Mapping[str, str]:
+    """Headers given in code: printable ASCII names and values (credential-like ones are
+    registered for redaction)."""
     if not isinstance(headers, Mapping):
         raise ValidationError(f"headers must be a mapping, not {type(headers).__name__}")
     for name, value in headers.items():

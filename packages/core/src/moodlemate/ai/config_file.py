@@ -68,7 +68,23 @@ _TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of pr
 # Patterns stay strings until a file is checked (re caches them): GPT() compiles none.
 _HEADER_NAME = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret")
+# Header names that carry credentials (Authorization, X-Api-Key, Cookie, X-Auth, Api-Pass,
+# X-Access, X-Signature, X-Session, ...): their values are redacted like keys.
+_SECRET_HEADER_WORDS = (
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "cookie",
+    "pass",
+    "access",
+    "sig",
+    "session",
+    "credential",
+    "jwt",
+    "bearer",
+    "cert",
+)
 
 
 class ConfigFile:

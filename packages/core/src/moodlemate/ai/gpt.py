@@ -9,23 +9,42 @@ use, so constructing a GPT imports no vendor SDK.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.budget import check_budget, to_budget
-from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
+from moodlemate.ai.config import (
+    ENV_API_KEY,
+    Settings,
+    check_headers,
+    normalize_endpoint,
+    resolve_settings,
+)
 from moodlemate.ai.context_window import check_context_window
-from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError, ValidationError
+from moodlemate.ai.credentials import (
+    Scope,
+    ScopedKey,
+    Target,
+    check_key,
+    check_key_format,
+    connect,
+    endpoint_for,
+    env_endpoint,
+    explain_unsent_key,
+    key_for,
+    provider_for,
+)
+from moodlemate.ai.errors import MoodlemateError, ProviderError, ValidationError
 from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.routing import split_provider
-from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
+from moodlemate.ai.secrets import RedactingFilter, mask
 from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
 from moodlemate.ai.validation import build_chat_request, check_model, check_request, check_text
 
@@ -43,15 +62,28 @@ DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 DEFAULT_CONVERSATION = "default"
 
 
+class _Unset:
+    """The type of :data:`UNSET`: "not given", where None means "clear it"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+
+
 class GPT:
     """A chat facade over any registered provider.
 
     ``GPT()`` takes provider, endpoint, model and key from the environment and the config file
     (``profile`` picks one of its profiles), else defaults to OpenAI; arguments beat both.
-    A key is scoped to the endpoint it was set for: after changing ``endpoint`` to another
-    host, set ``api_key`` again (or pass both to the constructor). ``headers`` go only to the
-    configured endpoint; ``app_url``/``app_title`` identify your app to providers that
-    attribute traffic (OpenRouter).
+    A key or headers given in code go to this instance's endpoint, in whatever order
+    ``api_key`` and ``endpoint`` are set; keys from the environment or a config file stay
+    with the endpoint they were configured for (:mod:`moodlemate.ai.credentials` has the
+    table). ``app_url``/``app_title`` identify your app to providers that attribute traffic
+    (OpenRouter).
     """
 
     def __init__(
@@ -79,12 +111,8 @@ class GPT:
             app_title=app_title,
         )
         self._plugins = plugins or registry
-        self._provider_name = settings.provider
-        self._provider_explicit = settings.provider_is_explicit
-        self._endpoint: str | None = settings.endpoint
-        self._key: str | None = None
-        self._key_is_fallback = False
-        self._key_origin: str | None = None
+        self._target_lock = threading.Lock()
+        self._target = _target_from(settings)
         self.model = settings.model
         """Default model for calls that do not name one (context_assistant, the CLI)."""
         self.retry = RetryPolicy() if retry is None else retry
@@ -94,52 +122,78 @@ class GPT:
         self._unpriced_warned: set[str] = set()
         self._conversations: dict[str, Conversation] = {}
         self._conversation_lock = threading.Lock()
-        self._headers = settings.headers
-        self._headers_endpoint = settings.endpoint
-        self._app_url = settings.app_url
-        self._app_title = settings.app_title
-        key = api_key if api_key is not None else settings.api_key
-        if key is not None:
-            self.api_key = key
-        self._key_is_fallback = api_key is None and settings.api_key_is_literal
+        if api_key is not None:
+            self.api_key = api_key
 
     # -- settings ------------------------------------------------------------------------
 
     @property
     def provider(self) -> Provider:
         """The provider calls go to: the one named, else the one that owns the endpoint."""
-        if not self._provider_explicit and self._endpoint is not None:
-            owner = self._plugins.for_endpoint(self._endpoint)
-            if owner is not None:
-                return owner
-        return self._plugins.get(self._provider_name)
+        return provider_for(self._target, self._plugins)
 
     @property
     def endpoint(self) -> str:
-        """Base URL requests go to (no trailing slash); the provider's default unless set."""
-        return self._endpoint or self.provider.default_endpoint
+        """Base URL requests go to (no trailing slash): the one set, else ``OPENAI_BASE_URL``
+        (for the openai provider), else the provider's default."""
+        target = self._target
+        return endpoint_for(target, provider_for(target, self._plugins))
 
     @endpoint.setter
     def endpoint(self, url: str | None) -> None:
-        self._endpoint = None if url is None else normalize_endpoint(url)
-        self._provider_explicit = False  # the newest choice: its owner, if any, serves it
+        self.configure(endpoint=url)
 
     @property
     def api_key(self) -> str | None:
         """The key that calls to the current endpoint would send, or None."""
-        return self._key_for(self.provider, self.endpoint)
+        target = self._target
+        provider = provider_for(target, self._plugins)
+        return key_for(target, provider, endpoint_for(target, provider))
 
     @api_key.setter
     def api_key(self, key: str) -> None:
-        if not isinstance(key, str):
-            raise InvalidAPIKeyError(f"api_key must be a string, not {type(key).__name__}")
-        if not key:
-            raise InvalidAPIKeyError("api_key must not be empty")
-        endpoint = self.endpoint
-        _check_key(key, self.provider, endpoint)
-        self._key = key
-        self._key_origin = origin(endpoint)
-        self._key_is_fallback = False
+        self.configure(api_key=check_key_format(key))
+
+    def configure(
+        self,
+        *,
+        endpoint: str | _Unset | None = UNSET,
+        api_key: str | _Unset | None = UNSET,
+        headers: Mapping[str, str] | _Unset | None = UNSET,
+    ) -> None:
+        """Change the endpoint, key and headers together: a call running meanwhile sees all
+        the old values or all the new ones, never a mix (None clears a setting).
+
+        A key set in code goes to this instance's endpoint, whatever the order of setting
+        them (see :mod:`moodlemate.ai.credentials`). It is checked against the provider's key
+        format as soon as the endpoint is known, here or before the first request.
+        """
+        changes: dict[str, object] = {}
+        if not isinstance(endpoint, _Unset):
+            changes["endpoint"] = None if endpoint is None else normalize_endpoint(endpoint)
+            changes["endpoint_beats_env"] = True
+            changes["provider_explicit"] = False  # the newest choice: its owner serves it
+        if not isinstance(api_key, _Unset):
+            changes["api_key"] = None if api_key is None else check_key_format(api_key)
+        if not isinstance(headers, _Unset):
+            changes["headers"] = MappingProxyType(dict(check_headers(headers or {})))
+            changes["headers_scope"] = None
+        with self._target_lock:
+            target = replace(self._target, **changes)  # type: ignore[arg-type]
+            self._check_assigned_key(target)
+            self._target = target
+
+    def _check_assigned_key(self, target: Target) -> None:
+        """The provider's own key format, once the key's destination is known; deferred to
+        the first request while both provider and endpoint are still the defaults."""
+        key = target.api_key
+        if key is None:
+            return
+        provider = provider_for(target, self._plugins)
+        chosen = target.endpoint is not None or target.provider_explicit
+        if not chosen and env_endpoint(provider) is None:
+            return
+        check_key(key, provider, endpoint_for(target, provider))
 
     @property
     def budget(self) -> Decimal | None:
@@ -169,12 +223,13 @@ class GPT:
         return result
 
     def __repr__(self) -> str:
-        name = self._provider_name
-        if not self._provider_explicit and self._endpoint is not None:
-            # The endpoint's owner serves the calls (see ``provider``); show that one.
-            owner = self._plugins.for_endpoint(self._endpoint)
-            name = owner.name if owner is not None else name
-        return f"GPT(provider={name!r}, endpoint={self._endpoint!r}, api_key={mask(self._key)})"
+        target = self._target
+        try:
+            name = provider_for(target, self._plugins).name
+            key = self.api_key
+        except MoodlemateError:  # a repr never raises: show what was set
+            name, key = target.provider, target.api_key
+        return f"GPT(provider={name!r}, endpoint={target.endpoint!r}, api_key={mask(key)})"
 
     # -- the seed contract ---------------------------------------------------------------
 
@@ -248,10 +303,10 @@ class GPT:
     def _prepare(self, request: ChatRequest) -> tuple[Provider, ChatRequest, Connection]:
         """Everything every path (sync, async, stream) does before sending: route a
         ``provider:model`` string, scope the key, and refuse over-budget or oversized calls."""
-        provider, model = self._route(check_request(request).model)
+        routed, model = split_provider(check_request(request).model, self._plugins)
         if model != request.model:
             request = replace(request, model=model)
-        connection = self._connection(provider)
+        provider, connection = connect(self._target, self._plugins, routed)
         check_budget(self.ledger.cost, self._budget)
         check_context_window(provider, request)
         return provider, request, connection
@@ -260,7 +315,11 @@ class GPT:
         def attempt(timeout: float) -> Completion:
             return provider.complete(replace(connection, timeout=timeout), request)
 
-        completion, attempts = self.retry.run(attempt, f"{provider.name} {request.model}")
+        try:
+            completion, attempts = self.retry.run(attempt, f"{provider.name} {request.model}")
+        except ProviderError as exc:
+            explain_unsent_key(exc, connection)
+            raise
         completion = self._account(provider, request, completion, attempts)
         self._local.last = completion
         return completion
@@ -355,7 +414,13 @@ class GPT:
         async def attempt(timeout: float) -> Completion:
             return await provider.acomplete(replace(connection, timeout=timeout), request)
 
-        completion, attempts = await self.retry.arun(attempt, f"{provider.name} {request.model}")
+        try:
+            completion, attempts = await self.retry.arun(
+                attempt, f"{provider.name} {request.model}"
+            )
+        except ProviderError as exc:
+            explain_unsent_key(exc, connection)
+            raise
         return self._account(provider, request, completion, attempts)
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
@@ -391,61 +456,10 @@ class GPT:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _key_for(self, provider: Provider, endpoint: str) -> str | None:
-        env_key = None
-        if (
-            provider.key_env
-            and provider.recognises(endpoint)
-            and not _downgraded(provider, endpoint)
-        ):
-            env_key = os.environ.get(provider.key_env) or None
-            register_secret(env_key)
-        # A key written in a config file ranks below the environment, like every setting.
-        overridden = self._key_is_fallback and env_key is not None
-        if self._key is not None and self._key_origin == origin(endpoint) and not overridden:
-            return self._key
-        return env_key
-
     def _route(self, model: str) -> tuple[Provider, str]:
         """The provider a model goes to: the one its ``provider:`` prefix names, else ours."""
         routed, name = split_provider(model, self._plugins)
         return routed or self.provider, name
-
-    def _connection(self, provider: Provider) -> Connection:
-        own = provider is self.provider
-        endpoint = self.endpoint if own else provider.default_endpoint
-        key = self._key_for(provider, endpoint)
-        if key is not None and key is not self._key:
-            try:  # from the provider's variable: checked as strictly as an assigned key
-                _check_key(key, provider, endpoint)
-            except InvalidAPIKeyError as exc:
-                raise InvalidAPIKeyError(
-                    f"{provider.key_env} holds an invalid key: {exc}"
-                ) from None
-        if key is None:
-            if self._key is not None:
-                log.info(
-                    "not sending the api_key set for %s to %s; set api_key again for this endpoint",
-                    self._key_origin,
-                    origin(endpoint),
-                )
-            if provider.requires_key and provider.recognises(endpoint):
-                if _downgraded(provider, endpoint):
-                    raise MissingAPIKeyError(
-                        f"not sending {provider.name}'s key over plain http to {origin(endpoint)}:"
-                        f" use {provider.default_endpoint.partition(':')[0]}, or set GPT.api_key"
-                    )
-                hint = f"set {provider.key_env} or " if provider.key_env else "set "
-                raise MissingAPIKeyError(f"no API key for {provider.name}: {hint}GPT.api_key")
-        # Configured headers belong to the configured endpoint, like keys.
-        headers = self._headers if own and self._endpoint == self._headers_endpoint else {}
-        return Connection(
-            endpoint=endpoint,
-            api_key=key,
-            headers=headers,
-            app_url=self._app_url,
-            app_title=self._app_title,
-        )
 
     def _stream_call(self, request: ChatRequest) -> StreamCall:
         from moodlemate.ai.streaming import StreamCall
@@ -490,17 +504,29 @@ class GPT:
         return replace(completion, cost=cost, attempts=attempts)
 
 
-def _check_key(key: str, provider: Provider, endpoint: str) -> None:
-    """Reject a key no server would accept (message without the key), before it is sent."""
-    register_secret(key)
-    if any(c.isspace() for c in key):
-        raise InvalidAPIKeyError("api_key must not contain whitespace (stray newline?)")
-    if not key.isprintable() or not key.isascii():
-        raise InvalidAPIKeyError("api_key must be printable ASCII")
-    provider.check_key(key, endpoint)
-
-
-def _downgraded(provider: Provider, endpoint: str) -> bool:
-    """The provider's https service addressed over plain http: its key from the environment
-    would cross the network in clear text, so it is not offered there."""
-    return endpoint.startswith("http:") and provider.default_endpoint.startswith("https:")
+def _target_from(settings: Settings) -> Target:
+    """The instance's first Target: the resolved settings, each configured key and header
+    set scoped to where its configuration points (see :mod:`moodlemate.ai.credentials`)."""
+    scope = Scope(settings.provider, settings.endpoint)
+    scoped: list[ScopedKey] = []
+    fallback = None
+    if settings.api_key is not None:
+        profile_key = ScopedKey(check_key_format(settings.api_key), settings.api_key_source, scope)
+        if settings.api_key_is_literal:
+            fallback = profile_key
+        else:
+            scoped.append(profile_key)
+    if settings.env_api_key is not None:
+        scoped.append(ScopedKey(settings.env_api_key, ENV_API_KEY, scope))
+    return Target(
+        provider=settings.provider,
+        provider_explicit=settings.provider_is_explicit,
+        endpoint=settings.endpoint,
+        endpoint_beats_env=not settings.endpoint_in_file,
+        scoped=tuple(scoped),
+        fallback=fallback,
+        headers=settings.headers,
+        headers_scope=scope if settings.headers_in_file else None,
+        app_url=settings.app_url,
+        app_title=settings.app_title,
+    )

@@ -85,6 +85,8 @@ class Connection:
     """Your app's URL, for providers that attribute traffic to apps (OpenRouter)."""
     app_title: str | None = None
     """Your app's name, for the same providers."""
+    key_note: str | None = field(default=None, repr=False, compare=False)
+    """Why no key is sent, when a configured one was withheld (for the facade's messages)."""
 
     def __repr__(self) -> str:
         return f"Connection(endpoint={self.endpoint!r}, api_key={mask(self.api_key)})"
@@ -106,6 +108,12 @@ class Provider(ABC):
     """Environment variable that holds this provider's key, e.g. ``OPENAI_API_KEY``."""
     key_prefixes: tuple[str, ...] = ()
     """Accepted key prefixes on the provider's own endpoint; empty accepts any."""
+    key_min_length: int = 0
+    """The shortest key the provider's own endpoint issues: a bare prefix (``"sk-"``) is a
+    truncated paste, refused before it is sent."""
+    endpoint_env: str | None = None
+    """Environment variable naming this provider's endpoint (``OPENAI_BASE_URL``, the openai
+    SDK's convention); the provider's key variable may go there too."""
     requires_key: bool = True
     """Whether the provider's own endpoint needs a key (a local server may not)."""
     hosts: tuple[str, ...] = ()
@@ -119,7 +127,14 @@ class Provider(ABC):
         # inherit its parent's key variable, key format or hosts: it would send the
         # parent's key (OPENAI_API_KEY) to its own server. It declares its own, or none.
         if "default_endpoint" in cls.__dict__:
-            for attr, unset in (("key_env", None), ("key_prefixes", ()), ("hosts", ())):
+            inherited = (
+                ("key_env", None),
+                ("key_prefixes", ()),
+                ("key_min_length", 0),
+                ("endpoint_env", None),
+                ("hosts", ()),
+            )
+            for attr, unset in inherited:
                 if attr not in cls.__dict__:
                     setattr(cls, attr, unset)
 
@@ -135,14 +150,17 @@ class Provider(ABC):
     def check_key(self, key: str, endpoint: str) -> None:
         """Raise InvalidAPIKeyError (without the key in the message) if ``key`` cannot be one of
         this provider's keys. Custom endpoints accept any well-formed token."""
-        if (
-            self.key_prefixes
-            and self.recognises(endpoint)
-            and not key.startswith(self.key_prefixes)
-        ):
+        if not self.recognises(endpoint):
+            return
+        if self.key_prefixes and not key.startswith(self.key_prefixes):
             expected = " or ".join(f"'{p}'" for p in self.key_prefixes)
             raise InvalidAPIKeyError(
                 f"that is not an API key for {self.name}: its keys start with {expected}"
+            )
+        if len(key) < self.key_min_length:
+            raise InvalidAPIKeyError(
+                f"that is not an API key for {self.name}: {len(key)} characters, and its keys "
+                f"have at least {self.key_min_length} (truncated when pasted?)"
             )
 
     @abstractmethod

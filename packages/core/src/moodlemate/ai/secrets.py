@@ -10,9 +10,18 @@ ours chain as ``__cause__``, since tracebacks print them.
 from __future__ import annotations
 
 import logging
+import re
 import threading
+from urllib.parse import unquote
 
-__all__ = ["RedactingFilter", "mask", "redact", "redact_exception", "register_secret"]
+__all__ = [
+    "RedactingFilter",
+    "guard_loggers",
+    "mask",
+    "redact",
+    "redact_exception",
+    "register_secret",
+]
 
 _lock = threading.Lock()
 # Registering adds to a set (a service with a key per user registers thousands); redacting
@@ -20,24 +29,43 @@ _lock = threading.Lock()
 # meanwhile cannot break the iteration. (Copying the whole set on every registration made
 # the n-th key cost O(n).)
 _registered: set[str] = set()
-_secrets: tuple[str, ...] = ()
-_MIN_SECRET_LENGTH = 8
+_secrets: tuple[int, tuple[str, ...], re.Pattern[str] | None] = (0, (), None)
+_SHORT = 8
+"""Keys shorter than this (``ollama``, ``abc123``) are redacted where they stand as a whole
+token, so a short key does not shred every word it happens to occur in."""
+# A run of URL characters holding a percent escape: a key a server echoed percent-encoded
+# (``sk%2Dproj%2D...``) is found by decoding such runs.
+_ENCODED_RUN = re.compile(r"[A-Za-z0-9._~+%-]*%[0-9A-Fa-f]{2}[A-Za-z0-9._~+%-]*")
+
+
+# Keys that servers' own documentation publishes for "any key will do": not secrets, and
+# masking them would mask the provider's name in every message ("ollama").
+_PLACEHOLDERS = frozenset({"ollama", "lm-studio", "EMPTY", "no-key", "none", "None"})
 
 
 def register_secret(value: str | None) -> None:
     """Remember a key so any later message that contains it is redacted."""
-    if not value or len(value) < _MIN_SECRET_LENGTH or value in _registered:
+    if not value or value in _registered or value in _PLACEHOLDERS:
         return
     with _lock:
         _registered.add(value)
 
 
-def _current() -> tuple[str, ...]:
+def _current() -> tuple[int, tuple[str, ...], re.Pattern[str] | None]:
+    """(how many keys, the long ones, a pattern for the short ones), rebuilt when more keys
+    were registered since."""
     global _secrets
     secrets = _secrets
-    if len(secrets) != len(_registered):
+    if secrets[0] != len(_registered):
         with _lock:
-            secrets = _secrets = tuple(_registered)
+            keys = tuple(_registered)
+            long = tuple(k for k in keys if len(k) >= _SHORT)
+            short = sorted((k for k in keys if len(k) < _SHORT), key=len, reverse=True)
+            pattern = None
+            if short:
+                alternatives = "|".join(re.escape(k) for k in short)
+                pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
+            secrets = _secrets = (len(keys), long, pattern)
     return secrets
 
 
@@ -51,14 +79,28 @@ def mask(value: str | None) -> str:
 
 
 def redact(text: str) -> str:
-    """Replace every registered key in ``text`` with its masked form."""
-    secrets = _current()
-    if not secrets:
+    """Replace every registered key in ``text`` with its masked form, also where it appears
+    percent-encoded."""
+    if not _registered:
         return text
-    for secret in secrets:
+    _, long, short = _current()
+    for secret in long:
         if secret in text:
             text = text.replace(secret, mask(secret).strip("'"))
+    if short is not None:
+        text = short.sub("***", text)
+    if "%" in text:
+        text = _ENCODED_RUN.sub(_redact_encoded, text)
     return text
+
+
+def _redact_encoded(match: re.Match[str]) -> str:
+    run = match.group()
+    decoded = unquote(run)
+    if decoded == run:
+        return run
+    cleaned = redact(decoded)
+    return run if cleaned == decoded else cleaned
 
 
 def redact_exception(exc: BaseException) -> None:
@@ -105,6 +147,25 @@ def _redacted(value: object, depth: int = 0) -> object:
     return value
 
 
+def guard_loggers(*prefixes: str) -> None:
+    """Add a :class:`RedactingFilter` to every existing logger named ``prefix`` or below it.
+
+    A logger's filters do not apply to its children, and the HTTP stack logs from module
+    loggers (``httpcore.http11``, ``httpx``) that print response headers a server may have
+    echoed a key into; so a provider calls this once its SDK is imported.
+    """
+    wanted = tuple(p + "." for p in prefixes)
+    names = [
+        name
+        for name in list(logging.Logger.manager.loggerDict)
+        if name in prefixes or name.startswith(wanted)
+    ]
+    for name in [*prefixes, *names]:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(_FILTER)
+
+
 class RedactingFilter(logging.Filter):
     """Redacts keys from a record's final message, whatever logger or level produced it."""
 
@@ -116,3 +177,6 @@ class RedactingFilter(logging.Filter):
                 record.msg = cleaned
                 record.args = None
         return True
+
+
+_FILTER = RedactingFilter()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from moodlemate.ai.credentials import explain_unsent_key
 from moodlemate.ai.errors import ProviderError, StreamingNotSupportedError, StreamInterruptedError
 from moodlemate.ai.provider import ChatRequest, Completion, Connection
 
@@ -207,6 +208,9 @@ class TextStream(_Stream, Iterator[str]):
                 (source, deltas, first), attempts = call.policy.run(self._open, call.label)
             except StreamingNotSupportedError:
                 request = call.refused()
+            except ProviderError as exc:
+                explain_unsent_key(exc, call.connection)
+                raise
         if request is not None:
             self.completion = call.fallback(request)
             if self.completion.text:
@@ -295,6 +299,9 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                 (source, deltas, first), attempts = await call.policy.arun(self._open, call.label)
             except StreamingNotSupportedError:
                 request = call.refused()
+            except ProviderError as exc:
+                explain_unsent_key(exc, call.connection)
+                raise
         if request is not None:
             self.completion = await call.afallback(request)
             if self.completion.text:

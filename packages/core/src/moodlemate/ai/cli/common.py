@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.cli import EXIT_FAILURE, EXIT_USAGE
+from moodlemate.ai.config import ENV_API_KEY as ENV_KEY
 from moodlemate.ai.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -41,6 +43,12 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         help="OpenAI-compatible base URL, e.g. http://localhost:11434/v1",
     )
     group.add_argument("--profile", metavar="NAME", help="named profile from the config file")
+    group.add_argument(
+        "--key",
+        metavar="KEY",
+        help=f"API key sent to this command's endpoint (default with --endpoint: ${ENV_KEY}). "
+        "Prefer the variable: a key on the command line shows in the process list",
+    )
 
 
 def make_gpt(args: argparse.Namespace) -> GPT:
@@ -50,6 +58,13 @@ def make_gpt(args: argparse.Namespace) -> GPT:
     given: dict[str, Any] = {
         name: value for name in _SETTINGS if (value := getattr(args, name, None)) is not None
     }
+    key = getattr(args, "key", None)
+    if key is None and given.get("endpoint") is not None:
+        # The endpoint typed on this command line is where the user's own key is meant to go
+        # (without --endpoint, the library scopes $MOODLEMATE_API_KEY to MOODLEMATE_ENDPOINT).
+        key = os.environ.get(ENV_KEY) or None
+    if key is not None:
+        given["api_key"] = key
     return GPT(**given)
 
 

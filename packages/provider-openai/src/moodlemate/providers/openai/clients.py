@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.provider import Connection
+from moodlemate.ai.secrets import guard_loggers
 
 if TYPE_CHECKING:
     import openai
@@ -30,6 +31,7 @@ __all__ = ["DEFAULT_TIMEOUT", "MAX_CLIENTS", "AsyncClientPool", "ClientPool"]
 
 DEFAULT_TIMEOUT = 600.0
 MAX_CLIENTS = 32
+_SDK_LOGGERS = ("openai", "httpx", "httpcore", "httpx2", "httpcore2")
 _PoolKey = tuple[str | None, str, tuple[tuple[str, str], ...]]
 
 
@@ -119,6 +121,9 @@ def _pool_key(
 def _client_options(connection: Connection, headers: Mapping[str, str]) -> dict[str, Any]:
     """Constructor arguments shared by the sync and async clients."""
     import openai
+
+    # The SDK and its HTTP stack log at DEBUG what a server sent back, keys it echoed included.
+    guard_loggers(*_SDK_LOGGERS)
 
     # Omit() keeps the SDK from sending OPENAI_ORG_ID / OPENAI_PROJECT_ID from the
     # environment to whatever host the endpoint names.

@@ -39,6 +39,8 @@ class OpenAIProvider(Provider):
     # Typed as the base class declares them, so subclasses (Ollama: no key) can override.
     key_env: str | None = "OPENAI_API_KEY"
     key_prefixes: tuple[str, ...] = ("sk-",)
+    key_min_length = 20  # legacy keys are 51 characters, project keys far longer
+    endpoint_env: str | None = "OPENAI_BASE_URL"
     hosts: tuple[str, ...] = ("api.openai.com",)
 
     def __init__(self) -> None:

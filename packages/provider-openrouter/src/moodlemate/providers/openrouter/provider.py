@@ -26,6 +26,7 @@ class OpenRouterProvider(OpenAIProvider):
     default_endpoint = catalog.DEFAULT_ENDPOINT
     key_env = "OPENROUTER_API_KEY"
     key_prefixes = ("sk-or-",)
+    key_min_length = 20  # 'sk-or-v1-' and 64 hex digits
     hosts = ("openrouter.ai",)
 
     def __init__(self) -> None:
