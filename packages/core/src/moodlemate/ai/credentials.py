@@ -274,7 +274,6 @@ def check_key_format(key: object) -> str:
         raise InvalidAPIKeyError(
             f"api_key is {len(key):,} characters long; no key is longer than {MAX_KEY_LENGTH:,}"
         )
-    register_secret(key)
     if any(c.isspace() for c in key):
         raise InvalidAPIKeyError("api_key must not contain whitespace (stray newline?)")
     if not key.isprintable() or not key.isascii():
@@ -292,6 +291,7 @@ def check_key(key: str, provider: Provider, endpoint: str, source: str = "api_ke
         if source == "api_key":
             raise
         raise InvalidAPIKeyError(f"{source} holds an invalid key: {exc.message}") from None
+    register_secret(key)  # accepted: from here on, any message that quotes it is redacted
 
 
 def explain_unsent_key(exc: BaseException, connection: Connection) -> None:

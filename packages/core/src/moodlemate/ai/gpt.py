@@ -44,7 +44,7 @@ from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.routing import split_provider
-from moodlemate.ai.secrets import RedactingFilter, mask
+from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
 from moodlemate.ai.validation import build_chat_request, check_model, check_request, check_text
 
@@ -182,6 +182,10 @@ class GPT:
             target = replace(self._target, **changes)  # type: ignore[arg-type]
             self._check_assigned_key(target)
             self._target = target
+        if target.api_key is not None:
+            # Known to redaction from now on (a refused key never is: a fragment such as
+            # "sk-or-" would mask that prefix in every later message).
+            register_secret(target.api_key)
 
     def _check_assigned_key(self, target: Target) -> None:
         """The provider's own key format, once the key's destination is known; deferred to

@@ -31,8 +31,10 @@ _lock = threading.Lock()
 _registered: set[str] = set()
 _secrets: tuple[int, tuple[str, ...], re.Pattern[str] | None] = (0, (), None)
 _SHORT = 8
-"""Keys shorter than this (``ollama``, ``abc123``) are redacted where they stand as a whole
-token, so a short key does not shred every word it happens to occur in."""
+"""Keys shorter than this (``abc123``) are redacted where they stand as a whole token, so a
+short key does not shred every word it happens to occur in."""
+_MIN = 4
+"""Shorter strings are no secret (guessed in a moment) and would mask ordinary words."""
 # A run of URL characters holding a percent escape: a key a server echoed percent-encoded
 # (``sk%2Dproj%2D...``) is found by decoding such runs.
 _ENCODED_RUN = re.compile(r"[A-Za-z0-9._~+%-]*%[0-9A-Fa-f]{2}[A-Za-z0-9._~+%-]*")
@@ -45,7 +47,7 @@ _PLACEHOLDERS = frozenset({"ollama", "lm-studio", "EMPTY", "no-key", "none", "No
 
 def register_secret(value: str | None) -> None:
     """Remember a key so any later message that contains it is redacted."""
-    if not value or value in _registered or value in _PLACEHOLDERS:
+    if not value or len(value) < _MIN or value in _registered or value in _PLACEHOLDERS:
         return
     with _lock:
         _registered.add(value)
