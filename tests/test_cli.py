@@ -526,3 +526,40 @@ def test_batch_bounds_concurrency_and_draws_a_progress_bar_on_a_terminal(
     assert "\r\x1b[K[########################] 30/30 done (100%)" in text
     assert "batch: 30/30" not in text  # the plain-line form is for logs, not terminals
     assert "moodlemate-ai batch: finished" in text
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def test_chat_sends_the_key_option_to_the_endpoint_option() -> None:
+    with LoopbackServer(api_key=TEST_KEY) as keyed:
+        done = run_cli("chat", "--endpoint", keyed.url, "--key", TEST_KEY, "hi")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "Echo: hi\n"
+        assert keyed.chat_requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_chat_sends_moodlemate_api_key_to_the_endpoint_option() -> None:
+    with LoopbackServer(api_key=TEST_KEY) as keyed:
+        env = {**os.environ, "MOODLEMATE_API_KEY": TEST_KEY}
+        done = run_cli("chat", "--endpoint", keyed.url, "hi", env=env)
+        assert done.returncode == 0, done.stderr
+        assert keyed.chat_requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_chat_with_only_openai_api_key_says_why_the_endpoint_refused() -> None:
+    with LoopbackServer(api_key=TEST_KEY) as keyed:
+        env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+        done = run_cli("chat", "--endpoint", keyed.url, "hi", env=env)
+        assert done.returncode != 0
+        assert "OPENAI_API_KEY is set but was not sent" in done.stderr
+        assert "--key" in done.stderr
+        assert TEST_KEY not in done.stderr
+        assert "authorization" not in keyed.chat_requests[0].headers
+
+
+def test_a_malformed_key_option_is_a_usage_error_before_sending(server: LoopbackServer) -> None:
+    done = run_cli("chat", "--endpoint", server.url, "--key", "sk-with space-0123", "hi")
+    assert done.returncode == 2
+    assert "whitespace" in done.stderr
+    assert server.requests == []

@@ -188,3 +188,74 @@ print(users(30_000, 1000) / early)
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert float(out.stdout) < 3
+
+
+# -- echoes the HTTP stack would print, and keys that are short, encoded or in headers -------
+
+
+def test_a_key_echoed_in_a_response_header_leaves_no_trace_at_debug(
+    server: LoopbackServer, captured: Everything
+) -> None:
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    server.enqueue(Reply(text="ok", headers={"x-echo-authorization": f"Bearer {TEST_KEY}"}))
+    assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "ok"
+    text = "\n".join(captured.rendered)
+    # the HTTP stack did log the response headers (the echo went through its loggers)
+    assert "x-echo-authorization" in text
+    assert TEST_KEY not in text
+
+
+def test_cli_at_vv_prints_no_key_a_server_echoed(server: LoopbackServer) -> None:
+    from test_cli import run_cli
+
+    server.enqueue(Reply(text="ok", headers={"x-echo-authorization": f"Bearer {TEST_KEY}"}))
+    done = run_cli("-vv", "chat", "--endpoint", server.url, "--key", TEST_KEY, "hi")
+    assert done.returncode == 0, done.stderr
+    assert "x-echo-authorization" in done.stderr  # the DEBUG lines were printed
+    assert TEST_KEY not in done.stderr
+    assert server.chat_requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_a_short_key_is_redacted_as_a_whole_token(server: LoopbackServer) -> None:
+    short = "kq7Zp2"
+    gpt = GPT("openai", endpoint=server.url, api_key=short, retry=FAST_RETRY)
+    server.enqueue(Fault.status(401, message=f"Incorrect API key provided: {short}."))
+    with pytest.raises(AuthenticationError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    assert short not in "".join(traceback.format_exception(caught.value))
+    assert server.chat_requests[0].headers["authorization"] == f"Bearer {short}"
+
+
+def test_a_percent_encoded_echo_of_the_key_is_redacted(server: LoopbackServer) -> None:
+    encoded = TEST_KEY.replace("-", "%2D")
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    server.enqueue(Fault.status(401, message=f"Incorrect API key provided: {encoded}"))
+    with pytest.raises(AuthenticationError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    shown = "".join(traceback.format_exception(caught.value))
+    assert encoded not in shown
+    assert encoded.lower() not in shown.lower()
+    assert TEST_KEY not in shown
+
+
+CREDENTIAL_HEADERS = {
+    "Cookie": "session-cookie-value-01",
+    "X-Auth": "x-auth-value-0002",
+    "Api-Pass": "api-pass-value-03",
+    "X-Access": "x-access-value-04",
+    "X-Signature": "x-signature-value-05",
+    "X-Session": "x-session-value-06",
+}
+
+
+def test_credential_header_values_are_redacted_from_errors(server: LoopbackServer) -> None:
+    gpt = GPT("openai", endpoint=server.url, retry=FAST_RETRY, headers=CREDENTIAL_HEADERS)
+    echo = " ".join(CREDENTIAL_HEADERS.values())
+    server.enqueue(Fault.status(400, message=f"bad request with {echo}"))
+    with pytest.raises(MoodlemateError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "bad request with" in shown
+    for value in CREDENTIAL_HEADERS.values():
+        assert value not in shown
+    assert server.chat_requests[0].headers["x-signature"] == "x-signature-value-05"

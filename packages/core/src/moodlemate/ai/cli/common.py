@@ -46,6 +46,7 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--key",
         metavar="KEY",
+        type=api_key,
         help=f"API key sent to this command's endpoint (default with --endpoint: ${ENV_KEY}). "
         "Prefer the variable: a key on the command line shows in the process list",
     )
@@ -89,6 +90,15 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def api_key(text: str) -> str:
+    from moodlemate.ai.credentials import check_key_format
+
+    try:
+        return check_key_format(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def endpoint_url(text: str) -> str:
