@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.errors import ContextWindowExceededError, ValidationError
 from moodlemate.ai.provider import ChatRequest, Message, Provider
+from moodlemate.ai.replies import reply_text
 from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
 
 if TYPE_CHECKING:
@@ -135,15 +136,17 @@ class Conversation:
         with self._turn_lock:
             dropped, request = self._prepare(prompt)
             completion = self._gpt.send(request)
-            self._commit(dropped, prompt, completion.text)
-            return completion.text
+            text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
+            self._commit(dropped, prompt, text)
+            return text
 
     async def aask(self, prompt: str) -> str:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
         dropped, request = self._prepare(prompt)
         completion = await self._gpt.asend(request)
-        self._commit(dropped, prompt, completion.text)
-        return completion.text
+        text = reply_text(completion, request.max_tokens)
+        self._commit(dropped, prompt, text)
+        return text
 
     def reset(self) -> None:
         """Forget every turn; the settings stay."""

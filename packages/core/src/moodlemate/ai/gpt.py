@@ -23,6 +23,7 @@ from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError, Validat
 from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
+from moodlemate.ai.replies import reply_text
 from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.routing import split_provider
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
@@ -186,8 +187,13 @@ class GPT:
         temperature: float = 0.7,
         max_tokens: int | None = None,
     ) -> str:
-        """Send one system + user turn and return the reply text."""
-        return self.complete(model, system_message, user_message, temperature, max_tokens).text
+        """Send one system + user turn and return the reply text.
+
+        A reply with no text raises instead of returning ``""`` (unless the server said it
+        stopped normally): RefusalError for a refusal, EmptyReplyError otherwise (e.g. a
+        reasoning model that spent ``max_tokens`` on reasoning). Both carry the Completion."""
+        completion = self.complete(model, system_message, user_message, temperature, max_tokens)
+        return reply_text(completion, max_tokens)
 
     def count_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Tokens ``text`` encodes to for ``model``, counted locally (no request)."""
@@ -321,7 +327,7 @@ class GPT:
         completion = await self.acomplete(
             model, system_message, user_message, temperature, max_tokens
         )
-        return completion.text
+        return reply_text(completion, max_tokens)
 
     async def acomplete(
         self,

@@ -7,6 +7,9 @@ text deltas; everything a user relies on lives here, so every provider gets it a
   in there (connect error, 5xx, a stream cut before any text) goes through the shared
   :class:`~moodlemate.ai.retry.RetryPolicy`; nothing has reached the caller yet, so a retry
   cannot duplicate text.
+- A stream that ends without text raises as ``chat_completion`` does: RefusalError for a
+  refusal, EmptyReplyError when the server did not say it stopped normally (the call is
+  accounted first, and ``stream.completion`` is set).
 - After the first delta a failure raises :class:`StreamInterruptedError` (with the partial
   text), never a silent truncation and never a retry.
 - When the stream ends, the provider's full :class:`Completion` (usage from the final
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import ProviderError, StreamingNotSupportedError, StreamInterruptedError
 from moodlemate.ai.provider import ChatRequest, Completion, Connection
+from moodlemate.ai.replies import reply_text
 
 if TYPE_CHECKING:
     from moodlemate.ai.call_hooks import CallHooks
@@ -212,6 +216,7 @@ class TextStream(_Stream, Iterator[str]):
             if self.completion.text:
                 self._parts.append(self.completion.text)
                 yield self.completion.text
+            reply_text(self.completion, request.max_tokens)  # an empty reply raises, as unstreamed
             return
         try:
             if first is not None:
@@ -233,6 +238,7 @@ class TextStream(_Stream, Iterator[str]):
         finally:
             source.close()
         self.completion = call.finish(result, attempts)
+        reply_text(self.completion, call.request.max_tokens)  # a refusal or empty reply raises
 
     def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
         """One attempt: send, and read until the first delta (or the end of an empty reply)."""
@@ -300,6 +306,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             if self.completion.text:
                 self._parts.append(self.completion.text)
                 yield self.completion.text
+            reply_text(self.completion, request.max_tokens)
             return
         try:
             if first is not None:
@@ -321,6 +328,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         finally:
             await source.aclose()
         self.completion = call.finish(result, attempts)
+        reply_text(self.completion, call.request.max_tokens)
 
     async def _open(
         self, timeout: float
