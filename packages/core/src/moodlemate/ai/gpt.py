@@ -21,6 +21,7 @@ from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
 from moodlemate.ai.context_window import check_context_window
 from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError, ValidationError
 from moodlemate.ai.ledger import Ledger
+from moodlemate.ai.plausible import bounded
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.replies import reply_text
@@ -477,6 +478,7 @@ class GPT:
     def _account(
         self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int
     ) -> Completion:
+        completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
         cost = completion.reported_cost
         if cost is None:
             price = provider.price(completion.model) or provider.price(request.model)
