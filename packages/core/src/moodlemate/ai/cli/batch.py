@@ -51,7 +51,8 @@ EPILOG = """\
 exit status:
   0    every request answered (now or by an earlier run)
   1    some requests failed (see "ok": false in OUTPUT), or the batch stopped on an error
-  2    usage error, invalid INPUT or unusable OUTPUT: nothing was sent
+  2    usage error, invalid INPUT, unusable OUTPUT (not a regular file, damaged, in use)
+       or no usable key or provider: nothing was sent
   130  interrupted (Ctrl-C): rerun the same command to finish
   143  terminated (SIGTERM), handled like Ctrl-C
 
