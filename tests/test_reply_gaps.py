@@ -259,3 +259,43 @@ def test_a_reply_error_counts_one_attempt_under_a_retrying_policy(
         gpt.chat_completion("gpt-4o", "", "hi")
     assert caught.value.attempts == 1
     assert server.pending == 1
+
+
+def test_call_hooks_see_a_refused_call_as_completed_whether_streamed_or_not(
+    server: LoopbackServer,
+) -> None:
+    from moodlemate.ai.plugins import PluginRegistry
+    from test_call_hooks import Recorder
+
+    plugins = PluginRegistry()
+    recorder = Recorder()
+    plugins.register(recorder, "recorder")
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, plugins=plugins)
+    server.enqueue(Reply(refusal=REFUSAL), Reply(refusal=REFUSAL))
+    with pytest.raises(RefusalError):
+        gpt.chat_completion("gpt-4o", "", "hi")
+    with pytest.raises(RefusalError):
+        list(gpt.stream("gpt-4o", "", "hi"))
+    afters = [seen for kind, seen in recorder.calls if kind == "after"]
+    assert len(afters) == 2
+    for seen in afters:
+        assert seen["error"] is None
+        assert seen["completion"].refusal == REFUSAL
+
+
+def test_the_chat_command_reports_a_refusal_instead_of_printing_nothing(
+    server: LoopbackServer,
+) -> None:
+    import subprocess
+    import sys
+
+    server.enqueue(Reply(refusal=REFUSAL))
+    out = subprocess.run(
+        [sys.executable, "-m", "moodlemate.ai.cli", "chat", "--endpoint", server.url, "hi"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert f"RefusalError: the model refused to answer: {REFUSAL}" in out.stderr

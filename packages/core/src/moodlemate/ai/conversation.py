@@ -176,6 +176,8 @@ class Conversation:
             data = json.loads(text)
         except ValueError as exc:
             raise ValidationError(f"conversation JSON is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError("conversation JSON is nested too deeply to read") from None
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise ValidationError(f"not a conversation document (format version {FORMAT_VERSION})")
         turns = [_message(item) for item in _list(data.get("turns"))]

@@ -153,6 +153,10 @@ class _Stream:
         """The text received so far (all of it once the stream has ended)."""
         return "".join(self._parts)
 
+    def _check_reply(self) -> None:
+        if self.completion is not None:
+            reply_text(self.completion, self._call.request.max_tokens)
+
     def _began(self, hooks: CallHooks) -> float:
         call = self._call
         return hooks.before(call.request, call.provider.name, call.connection.endpoint)
@@ -174,7 +178,16 @@ class TextStream(_Stream, Iterator[str]):
 
     def __init__(self, call: StreamCall) -> None:
         super().__init__(call)
-        self._deltas = self._run() if call.hooks is None else self._hooked(call.hooks)
+        self._deltas = self._answered(
+            self._run() if call.hooks is None else self._hooked(call.hooks)
+        )
+
+    def _answered(self, deltas: Generator[str, None, None]) -> Generator[str, None, None]:
+        """The deltas, then the check chat_completion makes: a stream that ended without text
+        raises RefusalError or EmptyReplyError (outside the call hooks, which saw a
+        completed call, as they do for chat_completion)."""
+        yield from deltas
+        self._check_reply()
 
     def _hooked(self, hooks: CallHooks) -> Generator[str, None, None]:
         """The stream between the call hooks: after_response sees its completion or error."""
@@ -216,7 +229,6 @@ class TextStream(_Stream, Iterator[str]):
             if self.completion.text:
                 self._parts.append(self.completion.text)
                 yield self.completion.text
-            reply_text(self.completion, request.max_tokens)  # an empty reply raises, as unstreamed
             return
         try:
             if first is not None:
@@ -238,7 +250,6 @@ class TextStream(_Stream, Iterator[str]):
         finally:
             source.close()
         self.completion = call.finish(result, attempts)
-        reply_text(self.completion, call.request.max_tokens)  # a refusal or empty reply raises
 
     def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
         """One attempt: send, and read until the first delta (or the end of an empty reply)."""
@@ -259,7 +270,18 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
 
     def __init__(self, call: StreamCall) -> None:
         super().__init__(call)
-        self._deltas = self._run() if call.hooks is None else self._hooked(call.hooks)
+        self._deltas = self._answered(
+            self._run() if call.hooks is None else self._hooked(call.hooks)
+        )
+
+    async def _answered(self, deltas: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+        """Async twin of :meth:`TextStream._answered`."""
+        try:
+            async for delta in deltas:
+                yield delta
+        finally:  # pass an early close on, as `yield from` would
+            await deltas.aclose()
+        self._check_reply()
 
     async def _hooked(self, hooks: CallHooks) -> AsyncGenerator[str, None]:
         """Async twin of :meth:`TextStream._hooked`."""
@@ -306,7 +328,6 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             if self.completion.text:
                 self._parts.append(self.completion.text)
                 yield self.completion.text
-            reply_text(self.completion, request.max_tokens)
             return
         try:
             if first is not None:
@@ -328,7 +349,6 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         finally:
             await source.aclose()
         self.completion = call.finish(result, attempts)
-        reply_text(self.completion, call.request.max_tokens)
 
     async def _open(
         self, timeout: float
