@@ -85,7 +85,7 @@ def test_a_closed_stderr_pipe_does_not_stop_the_batch(
 ) -> None:
     """`moodlemate-ai batch ... 2>&1 >/dev/null | head -1`: the reader of stderr leaves."""
     _write_input(tmp_path / "in.jsonl", 300)
-    server.responder = lambda body: Reply(delay=0.02)  # 300 x 20 ms over 8 workers
+    server.responder = lambda body: Reply(delay=0.015)  # 300 x 15 ms over 8 workers
     proc = subprocess.Popen(
         [*COMMAND, "batch", "in.jsonl", "-o", "out.jsonl", "--endpoint", server.url, "-c", "8"],
         cwd=tmp_path,
@@ -148,25 +148,6 @@ def test_a_batch_without_any_key_exits_2_before_sending_or_writing(tmp_path: Pat
     assert "nothing was sent" in out.stderr
     assert "finished" not in out.stderr
     assert not (tmp_path / "out.jsonl").exists()
-
-
-def test_a_batch_stopped_by_a_rejected_key_does_not_claim_it_finished(
-    server: LoopbackServer, tmp_path: Path
-) -> None:
-    _write_input(tmp_path / "in.jsonl", 50)
-    server.api_key = "sk-the-server-wants-this-one"
-    env = {**os.environ, "OPENAI_API_KEY": "sk-a-different-key-1234"}
-    out = subprocess.run(
-        [*COMMAND, "batch", "in.jsonl", "-o", "out.jsonl", "--endpoint", server.url, "-c", "2"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert out.returncode == 1
-    assert "stopped early" in out.stderr
-    assert "finished" not in out.stderr
 
 
 def test_an_empty_reply_is_a_failed_record_with_its_usage(
