@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-from moodlemate.ai import GPT, plausible
+from moodlemate.ai import GPT, ChatRequest, Completion, Connection, Provider, Usage, plausible
+from moodlemate.ai.plugins import PluginRegistry
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 
@@ -110,3 +112,57 @@ def test_a_streamed_absurd_usage_is_bounded_too(gpt: GPT, server: LoopbackServer
     assert stream.completion is not None
     assert stream.completion.cost is None
     assert gpt.ledger.cost == 0
+
+
+class _TrustingPlugin(Provider):
+    """A sloppy third-party provider: it talks HTTP itself and passes the server's usage and
+    cost through unchecked, so only the facade's bounds stand between them and the ledger."""
+
+    name = "trusting"
+    default_endpoint = "http://127.0.0.1:9/v1"
+    requires_key = False
+
+    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
+        body = json.dumps(
+            {"model": request.model, "messages": [{"role": "user", "content": "hi"}]}
+        ).encode()
+        post = urllib.request.Request(
+            f"{connection.endpoint}/chat/completions",
+            data=body,
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(post, timeout=connection.timeout) as response:
+            data = json.loads(response.read())
+        usage = data["usage"]
+        return Completion(
+            text=data["choices"][0]["message"]["content"],
+            model=data["model"],
+            provider=self.name,
+            finish_reason="stop",
+            usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+            reported_cost=Decimal(str(usage["cost"])) if "cost" in usage else None,
+        )
+
+    def count_tokens(self, text: str, model: str) -> int:
+        return len(text.split())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(text="hi", prompt_tokens=-1_000_000, completion_tokens=5, cost=0.001),
+        Reply(text="hi", prompt_tokens=10, completion_tokens=5, cost=-50.0),
+    ],
+    ids=["negative-tokens", "negative-cost"],
+)
+def test_negative_figures_from_a_plugin_cannot_lift_the_budget(
+    server: LoopbackServer, reply: Reply
+) -> None:
+    plugins = PluginRegistry()
+    plugins.register_provider(_TrustingPlugin())
+    gpt = GPT("trusting", endpoint=server.url, plugins=plugins, budget="1")
+    server.enqueue(reply)
+    result = gpt.complete("local-model", "", "hi")
+    assert result.cost is None or result.cost >= 0
+    assert gpt.ledger.cost >= 0
+    assert gpt.ledger.usage.prompt_tokens >= 0

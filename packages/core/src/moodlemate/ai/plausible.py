@@ -29,8 +29,9 @@ _warned_lock = threading.Lock()
 
 
 def bounded(completion: Completion) -> Completion:
-    """``completion`` with implausible usage (any count over MAX_CALL_TOKENS) marked as not
-    reported and an implausible reported cost (over MAX_CALL_COST) dropped."""
+    """``completion`` with implausible usage (any count negative or over MAX_CALL_TOKENS)
+    marked as not reported and an implausible reported cost (not a finite amount from 0 to
+    MAX_CALL_COST) dropped."""
     usage = completion.usage
     counts = (
         usage.prompt_tokens,
@@ -39,15 +40,21 @@ def bounded(completion: Completion) -> Completion:
         usage.reasoning_tokens,
     )
     cost = completion.reported_cost
-    bad_usage = completion.usage_reported and max(counts) > MAX_CALL_TOKENS
-    bad_cost = cost is not None and cost > MAX_CALL_COST
+    # Negative values too: a plugin that passes a server's figures through unchecked would
+    # otherwise lower the ledger's total and lift the budget.
+    bad_usage = completion.usage_reported and not all(
+        0 <= count <= MAX_CALL_TOKENS for count in counts
+    )
+    bad_cost = cost is not None and not (cost.is_finite() and 0 <= cost <= MAX_CALL_COST)
     if not bad_usage and not bad_cost:
         return completion
     if bad_usage:
-        _warn_once(completion.provider, "token counts", f"more than {MAX_CALL_TOKENS:,} tokens")
+        _warn_once(
+            completion.provider, "token counts", f"negative, or over {MAX_CALL_TOKENS:,} tokens"
+        )
         completion = replace(completion, usage=Usage(), usage_reported=False, reported_cost=None)
     if bad_cost:
-        _warn_once(completion.provider, "cost", f"more than ${MAX_CALL_COST} for one call")
+        _warn_once(completion.provider, "cost", f"not an amount from $0 to ${MAX_CALL_COST}")
         completion = replace(completion, reported_cost=None)
     return completion
 
