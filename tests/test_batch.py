@@ -49,15 +49,14 @@ def test_run_batch_answers_reports_progress_and_resumes(
     assert len(server.chat_requests) == 11
 
 
-def test_a_malformed_key_in_the_environment_stops_the_batch(
+def test_a_malformed_key_in_the_environment_stops_the_batch_before_any_request(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "pk-not-an-openai-key-123")
     items = read_items(_input(tmp_path / "in.jsonl", 50), default_model="gpt-4o-mini")
-    summary = run_batch(GPT(), items, tmp_path / "out.jsonl", concurrency=2)
-    assert isinstance(summary.stopped_by, InvalidAPIKeyError)
-    assert summary.remaining > 0  # left for a rerun with a good key, not recorded as failed
-    assert summary.failed < 50
+    with pytest.raises(InvalidAPIKeyError):
+        run_batch(GPT(), items, tmp_path / "out.jsonl", concurrency=2)
+    assert (tmp_path / "out.jsonl").read_bytes() == b""  # nothing recorded as failed
 
 
 def test_parse_items_reports_every_problem_with_its_line() -> None:

@@ -355,6 +355,8 @@ def test_batch_stops_on_a_rejected_key_instead_of_failing_every_item(
     out = run_cli("batch", "in.jsonl", "-o", "out.jsonl", "-c", "4")
     assert out.returncode == 1
     assert "stopped early: AuthenticationError" in out.stderr
+    assert "batch: stopped early in" in out.stderr  # the summary does not claim "finished"
+    assert "finished" not in out.stderr
     assert len(endpoint.chat_requests) <= 4 * 2
     records = read_output(tmp_path / "out.jsonl")
     assert records  # the items that met the error are recorded ...

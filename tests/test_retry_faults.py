@@ -430,12 +430,12 @@ def test_async_run_retries_like_the_sync_one() -> None:
         ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
         ({"retry-after": "7"}, 7.0),
         ({"retry-after": "2.5"}, 2.5),
-        ({"retry-after": "-3"}, 0.0),
+        ({"retry-after": "-3"}, None),  # nonsense: our own backoff instead
         ({"retry-after-ms": "nan", "retry-after": "4"}, 4.0),
         ({"retry-after": "inf"}, None),
         ({"retry-after": "nan"}, None),
         ({"retry-after": "soon"}, None),
-        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),  # past: likewise
         ({}, None),
     ],
 )

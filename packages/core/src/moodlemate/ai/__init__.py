@@ -44,6 +44,9 @@ if TYPE_CHECKING:
         ContextWindowExceededError as ContextWindowExceededError,
     )
     from moodlemate.ai.errors import (
+        EmptyReplyError as EmptyReplyError,
+    )
+    from moodlemate.ai.errors import (
         InvalidAPIKeyError as InvalidAPIKeyError,
     )
     from moodlemate.ai.errors import (
@@ -78,6 +81,12 @@ if TYPE_CHECKING:
     )
     from moodlemate.ai.errors import (
         RateLimitError as RateLimitError,
+    )
+    from moodlemate.ai.errors import (
+        RefusalError as RefusalError,
+    )
+    from moodlemate.ai.errors import (
+        ReplyError as ReplyError,
     )
     from moodlemate.ai.errors import (
         ServerError as ServerError,
@@ -149,6 +158,9 @@ _LAZY: dict[str, str] = {
     "ConfigurationError": "moodlemate.ai.errors",
     "ConflictError": "moodlemate.ai.errors",
     "ContextWindowExceededError": "moodlemate.ai.errors",
+    "EmptyReplyError": "moodlemate.ai.errors",
+    "RefusalError": "moodlemate.ai.errors",
+    "ReplyError": "moodlemate.ai.errors",
     "InvalidAPIKeyError": "moodlemate.ai.errors",
     "InvalidEndpointError": "moodlemate.ai.errors",
     "MalformedResponseError": "moodlemate.ai.errors",
@@ -201,6 +213,7 @@ __all__ = [
     "Connection",
     "ContextWindowExceededError",
     "Conversation",
+    "EmptyReplyError",
     "InvalidAPIKeyError",
     "InvalidEndpointError",
     "Ledger",
@@ -218,6 +231,8 @@ __all__ = [
     "ProviderNotInstalledError",
     "QuotaExceededError",
     "RateLimitError",
+    "RefusalError",
+    "ReplyError",
     "RetryPolicy",
     "ServerError",
     "StreamInterruptedError",

@@ -239,6 +239,8 @@ def normalize_endpoint(url: object) -> str:
     text = url.strip()
     if not text or any(c.isspace() for c in text):
         raise InvalidEndpointError("endpoint must be an http(s) URL without spaces")
+    if not text.isprintable():  # NUL and other control or invisible characters
+        raise InvalidEndpointError("endpoint must not contain control or invisible characters")
     shown = _without_credentials(text)
     try:
         parts = urlsplit(text)
@@ -259,7 +261,9 @@ def normalize_endpoint(url: object) -> str:
         raise InvalidEndpointError("endpoint must not carry credentials; set api_key instead")
     if parts.query or parts.fragment:
         raise InvalidEndpointError(f"endpoint {shown!r} must not have a query or fragment")
-    del port
+    from moodlemate.ai.endpoint_host import check_host
+
+    check_host(parts.hostname, port, shown)
     return text.rstrip("/")
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.errors import ContextWindowExceededError, ValidationError
 from moodlemate.ai.provider import ChatRequest, Message, Provider
+from moodlemate.ai.replies import reply_text
 from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
 
 if TYPE_CHECKING:
@@ -135,15 +136,17 @@ class Conversation:
         with self._turn_lock:
             dropped, request = self._prepare(prompt)
             completion = self._gpt.send(request)
-            self._commit(dropped, prompt, completion.text)
-            return completion.text
+            text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
+            self._commit(dropped, prompt, text)
+            return text
 
     async def aask(self, prompt: str) -> str:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
         dropped, request = self._prepare(prompt)
         completion = await self._gpt.asend(request)
-        self._commit(dropped, prompt, completion.text)
-        return completion.text
+        text = reply_text(completion, request.max_tokens)
+        self._commit(dropped, prompt, text)
+        return text
 
     def reset(self) -> None:
         """Forget every turn; the settings stay."""
@@ -173,6 +176,8 @@ class Conversation:
             data = json.loads(text)
         except ValueError as exc:
             raise ValidationError(f"conversation JSON is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError("conversation JSON is nested too deeply to read") from None
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise ValidationError(f"not a conversation document (format version {FORMAT_VERSION})")
         turns = [_message(item) for item in _list(data.get("turns"))]

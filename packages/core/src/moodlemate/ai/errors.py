@@ -6,7 +6,12 @@ server echoes back (or that a caller pastes into a model name) never reaches a t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from moodlemate.ai.secrets import redact
+
+if TYPE_CHECKING:
+    from moodlemate.ai.provider import Completion
 
 __all__ = [
     "APIConnectionError",
@@ -17,6 +22,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContextWindowExceededError",
+    "EmptyReplyError",
     "InvalidAPIKeyError",
     "InvalidEndpointError",
     "MalformedResponseError",
@@ -29,6 +35,8 @@ __all__ = [
     "ProviderNotInstalledError",
     "QuotaExceededError",
     "RateLimitError",
+    "RefusalError",
+    "ReplyError",
     "ServerError",
     "StreamInterruptedError",
     "StreamingNotSupportedError",
@@ -215,6 +223,38 @@ class StreamInterruptedError(ProviderError):
     ) -> None:
         super().__init__(message, provider=provider, model=model, request_id=request_id)
         self.partial_text = partial_text
+
+
+class ReplyError(ProviderError):
+    """The call succeeded (and was billed) but its reply is no answer. Never retried: the same
+    request gets the same kind of reply. ``completion`` is the full result, usage and cost
+    included (the call is in the ledger)."""
+
+    retryable = False
+
+    def __init__(self, message: str, completion: Completion) -> None:
+        super().__init__(
+            message,
+            provider=completion.provider,
+            model=completion.model,
+            request_id=completion.request_id,
+        )
+        self.completion = completion
+        self.attempts = completion.attempts
+
+
+class EmptyReplyError(ReplyError):
+    """The reply has no text and the server did not say it stopped normally: typically a
+    reasoning model that spent ``max_tokens`` on hidden reasoning (``finish_reason`` is
+    ``"length"``), a content filter, or a reply made only of tool calls."""
+
+
+class RefusalError(ReplyError):
+    """The model refused to answer (``message.refusal``); ``refusal`` holds its explanation."""
+
+    @property
+    def refusal(self) -> str:
+        return self.completion.refusal or ""
 
 
 _BY_STATUS: dict[int, type[ProviderError]] = {

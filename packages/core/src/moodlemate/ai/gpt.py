@@ -40,8 +40,10 @@ from moodlemate.ai.credentials import (
 )
 from moodlemate.ai.errors import MoodlemateError, ProviderError, ValidationError
 from moodlemate.ai.ledger import Ledger
+from moodlemate.ai.plausible import bounded
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
+from moodlemate.ai.replies import reply_text
 from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.routing import split_provider
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
@@ -245,8 +247,13 @@ class GPT:
         temperature: float = 0.7,
         max_tokens: int | None = None,
     ) -> str:
-        """Send one system + user turn and return the reply text."""
-        return self.complete(model, system_message, user_message, temperature, max_tokens).text
+        """Send one system + user turn and return the reply text.
+
+        A reply with no text raises instead of returning ``""`` (unless the server said it
+        stopped normally): RefusalError for a refusal, EmptyReplyError otherwise (e.g. a
+        reasoning model that spent ``max_tokens`` on reasoning). Both carry the Completion."""
+        completion = self.complete(model, system_message, user_message, temperature, max_tokens)
+        return reply_text(completion, max_tokens)
 
     def count_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Tokens ``text`` encodes to for ``model``, counted locally (no request)."""
@@ -260,6 +267,13 @@ class GPT:
         return self.conversation().ask(prompt)
 
     # -- beyond the seed -----------------------------------------------------------------
+
+    def check_connection(self, model: str | None = None) -> None:
+        """Raise what a call to ``model`` (default: :attr:`model`) would raise before sending
+        for want of a provider or key (UnknownProviderError, MissingAPIKeyError,
+        InvalidAPIKeyError); sends nothing. A batch checks this once before its first request."""
+        provider, _ = self._route(check_model(self.model if model is None else model))
+        self._connection(provider)
 
     def count_chat_tokens(
         self, system_message: str, user_message: str, model: str = "gpt-4o-mini"
@@ -384,7 +398,7 @@ class GPT:
         completion = await self.acomplete(
             model, system_message, user_message, temperature, max_tokens
         )
-        return completion.text
+        return reply_text(completion, max_tokens)
 
     async def acomplete(
         self,
@@ -489,6 +503,7 @@ class GPT:
     def _account(
         self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int
     ) -> Completion:
+        completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
         cost = completion.reported_cost
         if cost is None:
             price = provider.price(completion.model) or provider.price(request.model)

@@ -71,6 +71,12 @@ class Completion:
     usage_reported: bool = True
     """False when the server sent no usage (some OpenAI-compatible servers omit it): the
     token counts are then zeros, not measurements, and the cost is unknown (None)."""
+    refusal: str | None = None
+    """The model's refusal message (``message.refusal``) when it declined to answer; ``text``
+    is then usually empty, and the str-returning calls raise RefusalError."""
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """Tool calls the model asked for, as the server sent them (``id``, ``type``,
+    ``function`` with ``name`` and ``arguments``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -208,7 +209,9 @@ class _CallState:
 
 def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
     """Seconds the server asked us to wait: ``retry-after-ms``, then ``retry-after`` as
-    seconds or an HTTP date. None when absent or unparseable."""
+    seconds or an HTTP date. None (our own backoff) when absent, unparseable, negative or a
+    date already past: a wait the server cannot state sensibly must not turn the retries
+    into a burst of back-to-back requests."""
     value = headers.get("retry-after-ms")
     if value:
         seconds = _seconds(value, scale=1000.0)
@@ -220,25 +223,34 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
     seconds = _seconds(value)
     if seconds is not None:
         return seconds
+    if not value.isascii():
+        return None
     # Imported here: email.utils costs ~15 ms at import, and HTTP dates are rare.
     from email.utils import parsedate_to_datetime
 
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are always GMT
         when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - time.time(), 0.0)
+    delay = when.timestamp() - time.time()
+    return delay if delay > 0 else None
+
+
+_DECIMAL_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 
 
 def _seconds(value: str, scale: float = 1.0) -> float | None:
-    """A non-negative finite number of seconds, or None ("nan" and "inf" parse as floats)."""
-    try:
-        number = float(value) / scale
-    except ValueError:
+    """A number of seconds written in ASCII digits (``"2"``, ``"1.5"``), else None.
+
+    ``float()`` is too lenient for a header: it reads ``"1_0"`` as 10, an Arabic-Indic digit
+    as 1, and ``"nan"``, ``"inf"`` or ``"-5"`` as numbers. A negative wait is unparseable.
+    """
+    text = value.strip()
+    if not _DECIMAL_SECONDS.fullmatch(text):
         return None
-    return max(number, 0.0) if math.isfinite(number) else None
+    return float(text) / scale
 
 
 def should_retry_from_headers(headers: Mapping[str, str]) -> bool | None:

@@ -7,6 +7,9 @@ text deltas; everything a user relies on lives here, so every provider gets it a
   in there (connect error, 5xx, a stream cut before any text) goes through the shared
   :class:`~moodlemate.ai.retry.RetryPolicy`; nothing has reached the caller yet, so a retry
   cannot duplicate text.
+- A stream that ends without text raises as ``chat_completion`` does: RefusalError for a
+  refusal, EmptyReplyError when the server did not say it stopped normally (the call is
+  accounted first, and ``stream.completion`` is set).
 - After the first delta a failure raises :class:`StreamInterruptedError` (with the partial
   text), never a silent truncation and never a retry.
 - When the stream ends, the provider's full :class:`Completion` (usage from the final
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING
 from moodlemate.ai.credentials import explain_unsent_key
 from moodlemate.ai.errors import ProviderError, StreamingNotSupportedError, StreamInterruptedError
 from moodlemate.ai.provider import ChatRequest, Completion, Connection
+from moodlemate.ai.replies import reply_text
 
 if TYPE_CHECKING:
     from moodlemate.ai.call_hooks import CallHooks
@@ -150,6 +154,10 @@ class _Stream:
         """The text received so far (all of it once the stream has ended)."""
         return "".join(self._parts)
 
+    def _check_reply(self) -> None:
+        if self.completion is not None:
+            reply_text(self.completion, self._call.request.max_tokens)
+
     def _began(self, hooks: CallHooks) -> float:
         call = self._call
         return hooks.before(call.request, call.provider.name, call.connection.endpoint)
@@ -171,7 +179,16 @@ class TextStream(_Stream, Iterator[str]):
 
     def __init__(self, call: StreamCall) -> None:
         super().__init__(call)
-        self._deltas = self._run() if call.hooks is None else self._hooked(call.hooks)
+        self._deltas = self._answered(
+            self._run() if call.hooks is None else self._hooked(call.hooks)
+        )
+
+    def _answered(self, deltas: Generator[str, None, None]) -> Generator[str, None, None]:
+        """The deltas, then the check chat_completion makes: a stream that ended without text
+        raises RefusalError or EmptyReplyError (outside the call hooks, which saw a
+        completed call, as they do for chat_completion)."""
+        yield from deltas
+        self._check_reply()
 
     def _hooked(self, hooks: CallHooks) -> Generator[str, None, None]:
         """The stream between the call hooks: after_response sees its completion or error."""
@@ -257,7 +274,18 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
 
     def __init__(self, call: StreamCall) -> None:
         super().__init__(call)
-        self._deltas = self._run() if call.hooks is None else self._hooked(call.hooks)
+        self._deltas = self._answered(
+            self._run() if call.hooks is None else self._hooked(call.hooks)
+        )
+
+    async def _answered(self, deltas: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
+        """Async twin of :meth:`TextStream._answered`."""
+        try:
+            async for delta in deltas:
+                yield delta
+        finally:  # pass an early close on, as `yield from` would
+            await deltas.aclose()
+        self._check_reply()
 
     async def _hooked(self, hooks: CallHooks) -> AsyncGenerator[str, None]:
         """Async twin of :meth:`TextStream._hooked`."""

@@ -130,6 +130,12 @@ class Reply:
     report_usage: bool = True
     """False omits the usage object (and the final usage chunk of a stream), as some
     OpenAI-compatible servers do."""
+    refusal: str | None = None
+    """A refusal: ``message.refusal`` carries it and ``content`` is null (unless ``text`` is
+    also given), as the real API declines a request; streamed as ``delta.refusal`` pieces."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """Tool calls (``{"id", "type": "function", "function": {"name", "arguments"}}``) with
+    null ``content`` unless ``text`` is given; pair with ``finish_reason="tool_calls"``."""
 
 
 @dataclass(frozen=True)
@@ -758,11 +764,17 @@ class _Completion:
     chunks: list[str]
     finish_reason: str
     usage: JSONObject | None
+    content_null: bool = False
+    refusal: str | None = None
+    tool_calls: list[JSONObject] = field(default_factory=list)
 
     @classmethod
     def build(cls, reply: Reply, request: JSONObject) -> _Completion:
+        content_null = reply.text is None and (reply.refusal is not None or bool(reply.tool_calls))
         if reply.text is not None:
             text = reply.text
+        elif content_null:
+            text = ""
         elif reply.chunks is not None:
             text = "".join(reply.chunks)
         else:
@@ -795,6 +807,9 @@ class _Completion:
             chunks=list(reply.chunks) if reply.chunks is not None else _split(text),
             finish_reason=reply.finish_reason,
             usage=usage if reply.report_usage else None,
+            content_null=content_null,
+            refusal=reply.refusal,
+            tool_calls=[dict(call) for call in reply.tool_calls or ()],
         )
 
     def body(self) -> JSONObject:
@@ -806,12 +821,7 @@ class _Completion:
             "choices": [
                 {
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": self.text,
-                        "refusal": None,
-                        "annotations": [],
-                    },
+                    "message": self.message(),
                     "logprobs": None,
                     "finish_reason": self.finish_reason,
                 }
@@ -820,6 +830,17 @@ class _Completion:
         if self.usage is not None:
             body["usage"] = self.usage
         return body
+
+    def message(self) -> JSONObject:
+        message: JSONObject = {
+            "role": "assistant",
+            "content": None if self.content_null else self.text,
+            "refusal": self.refusal,
+            "annotations": [],
+        }
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        return message
 
 
 def _chunk(done: _Completion, delta: JSONObject, finish: str | None) -> JSONObject:
@@ -835,12 +856,25 @@ def _chunk(done: _Completion, delta: JSONObject, finish: str | None) -> JSONObje
 def _stream_events(done: _Completion, request: JSONObject) -> list[bytes]:
     options = request.get("stream_options")
     with_usage = isinstance(options, dict) and options.get("include_usage") is True
-    chunks: list[JSONObject] = [_chunk(done, {"role": "assistant", "content": ""}, None)]
-    pieces = done.chunks or []
-    for i, piece in enumerate(pieces):
-        last = i == len(pieces) - 1
-        chunks.append(_chunk(done, {"content": piece}, done.finish_reason if last else None))
-    if not pieces:
+    first: JSONObject = {"role": "assistant", "content": None if done.content_null else ""}
+    if done.refusal is not None:
+        first["refusal"] = ""
+    chunks: list[JSONObject] = [_chunk(done, first, None)]
+    deltas: list[JSONObject] = [{"content": piece} for piece in done.chunks or []]
+    deltas += [{"refusal": piece} for piece in _split(done.refusal or "")]
+    for index, call in enumerate(done.tool_calls):
+        function = call.get("function") or {}
+        arguments = str(function.get("arguments") or "")
+        head = {**call, "index": index, "function": {**function, "arguments": ""}}
+        deltas.append({"tool_calls": [head]})
+        deltas += [
+            {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+            for piece in _split(arguments, 2)
+        ]
+    for i, delta in enumerate(deltas):
+        last = i == len(deltas) - 1
+        chunks.append(_chunk(done, delta, done.finish_reason if last else None))
+    if not deltas:
         chunks.append(_chunk(done, {}, done.finish_reason))
     if with_usage and done.usage is not None:
         for chunk in chunks:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import get_args
 
@@ -12,15 +11,34 @@ from moodlemate.ai.provider import ChatRequest, Message, Role
 __all__ = ["build_chat_request", "check_model", "check_request", "check_text"]
 
 _ROLES = frozenset(get_args(Role))
+MAX_MODEL_LENGTH = 1024
+"""Longer than any model id or local model path a server uses; a longer "model" is a pasted
+prompt or an attack on the request line."""
 
 
 def check_model(model: object) -> str:
+    """``model`` if it can go in a request as one printable name.
+
+    A control character (NUL, CR/LF: ``"gpt-4o\r\nX-Evil: 1"``), an inner tab or newline or an
+    invisible format character (zero-width space) is never part of a real model id: such a
+    name only fails on the server, or smuggles text into logs and headers along the way.
+    """
     if not isinstance(model, str):
         raise ValidationError(f"model must be a string, not {type(model).__name__}")
+    if len(model) > MAX_MODEL_LENGTH:
+        raise ValidationError(
+            f"model name is {len(model)} characters long; at most {MAX_MODEL_LENGTH} are allowed"
+        )
     if not model.strip():
         raise ValidationError("model must not be empty")
     if model != model.strip():
         raise ValidationError(f"model {model.strip()!r} has leading or trailing whitespace")
+    if not model.isprintable():
+        index, char = next((i, c) for i, c in enumerate(model) if not c.isprintable())
+        raise ValidationError(
+            f"model name contains the unprintable character U+{ord(char):04X} at index {index}"
+            " (a control, line-break or invisible character)"
+        )
     return model
 
 
@@ -74,8 +92,11 @@ def check_request(request: object) -> ChatRequest:
 def check_temperature(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError(f"temperature must be a number, not {type(value).__name__}")
-    if math.isnan(value) or not 0 <= value <= 2:
-        raise ValidationError(f"temperature must be between 0 and 2, got {value}")
+    # Compared as given: float(10**400) would raise OverflowError, and NaN fails every test.
+    if not 0 <= value <= 2:
+        # str() of a huge int is slow, and refused past 4300 digits.
+        shown = "a huge integer" if isinstance(value, int) and value.bit_length() > 64 else value
+        raise ValidationError(f"temperature must be between 0 and 2, got {shown}")
     return float(value)
 
 

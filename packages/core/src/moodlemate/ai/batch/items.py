@@ -99,6 +99,8 @@ def _item(text: str, number: int, default_model: str) -> BatchItem:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ValidationError("JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ValidationError(f"expected a JSON object, got {_json_kind(data)}")
     unknown = [name for name in data if name not in FIELDS]

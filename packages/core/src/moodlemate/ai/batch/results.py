@@ -8,6 +8,10 @@ twice:
 - a line cut short (the process was killed or the machine lost power mid-write) can only be
   the last one; opening the log detects it and truncates it, so appends never glue a new
   record onto a torn one. Damage anywhere else is refused, not silently skipped;
+- a write that fails part-way (a full disk: ENOSPC) is cut back to the last complete line
+  before anything else is written, so later results never land after a fragment;
+- the output must be a regular file: a device (``/dev/full``, ``/dev/zero``) or a pipe cannot
+  be resumed from, and reading ``/dev/zero`` for its lines would never end;
 - the file is locked (``flock``) while a run has it open, so two runs cannot answer the same
   ids into it at once.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import threading
 from collections.abc import Mapping
@@ -40,22 +45,50 @@ class ResultLog:
         """Size of the torn last line removed on open (0 when the file was intact)."""
         self._lock = threading.Lock()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._end = 0
+        """Length of the file's complete lines: what a failed write is cut back to."""
+        self._broken: OSError | None = None
         try:
+            _require_regular_file(self._fd, self.path)
             _lock_exclusively(self._fd, self.path)
             self._recover()
+            self._end = os.fstat(self._fd).st_size
         except BaseException:
             os.close(self._fd)
             raise
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record as a JSON line and make it durable before returning."""
+        """Append one record as a JSON line and make it durable before returning.
+
+        If the write fails part-way (a full disk), the fragment is cut off again before the
+        error is raised, so the file keeps only complete lines."""
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
+            if self._broken is not None:
+                raise self._broken
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[self._write_some(view) :]
+                os.fsync(self._fd)
+            except OSError:
+                self._cut_back()
+                raise
+            self._end += len(data)
             self._note(record)
+
+    def _write_some(self, data: memoryview) -> int:
+        """One ``write(2)`` of ``data``: the bytes written (a full disk may take only some)."""
+        return os.write(self._fd, data)
+
+    def _cut_back(self) -> None:
+        """Remove whatever a failed write left after the last complete line; if even that
+        fails, refuse every later write rather than append after a fragment."""
+        try:
+            os.ftruncate(self._fd, self._end)
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._broken = exc
 
     def close(self) -> None:
         with self._lock:
@@ -108,7 +141,7 @@ class ResultLog:
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(record, dict) or "ok" not in record:
         return None
@@ -116,6 +149,24 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     if isinstance(item_id, bool) or not isinstance(item_id, str | int):
         return None
     return record
+
+
+def _require_regular_file(fd: int, path: str) -> None:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a character device"
+            if stat.S_ISCHR(mode)
+            else "a pipe"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
+        raise BatchOutputError(
+            f"{path} is {kind}; the output must be a regular file (results are appended to it"
+            " and a rerun resumes from it)"
+        )
 
 
 if sys.platform == "win32":  # pragma: no cover - no flock; concurrent runs are not detected

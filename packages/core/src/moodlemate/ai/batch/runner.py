@@ -34,8 +34,10 @@ from moodlemate.ai.errors import (
     MoodlemateError,
     ProviderError,
     QuotaExceededError,
+    ReplyError,
     ValidationError,
 )
+from moodlemate.ai.replies import reply_text
 from moodlemate.ai.secrets import redact
 from moodlemate.ai.usage import Usage
 
@@ -111,7 +113,9 @@ def run_batch(
 
     Returns the summary; raises :class:`BatchInterrupted` on Ctrl-C (after writing what the
     requests in flight returned), and re-raises what a worker hit outside its call (such as
-    ``OSError`` when the output cannot be written) once the others have stopped.
+    ``OSError`` when the output cannot be written) once the others have stopped. A missing or
+    malformed key or an unknown provider raises before the first request, with nothing
+    written (see :meth:`GPT.check_connection`).
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):
         raise ValidationError(f"concurrency must be an int, not {type(concurrency).__name__}")
@@ -141,6 +145,7 @@ class _Run:
         self.progress = progress
         self.summary = BatchSummary(total=len(items), skipped=len(items) - len(todo))
         self.workers = min(concurrency, len(todo))
+        self._pending = todo
         self._todo = iter(todo)
         self._exhausted = not todo
         self._take = threading.Lock()  # held while taking an item: orders takes against stops
@@ -151,6 +156,10 @@ class _Run:
         self._started = time.monotonic()
 
     def run(self) -> BatchSummary:
+        # Once, before any request: a batch without a usable key would otherwise record a
+        # failure for every item in flight before it stopped.
+        for model in sorted({item.model for item in self._pending}):
+            self.gpt.check_connection(model)
         try:
             for n in range(self.workers):
                 name = f"moodlemate-batch-{n}"
@@ -214,9 +223,11 @@ class _Run:
             completion: Completion | None = None
             error: Exception | None = None
             try:
-                completion = self.gpt.complete(
+                result = self.gpt.complete(
                     item.model, item.system, item.user, item.temperature, item.max_tokens
                 )
+                reply_text(result, item.max_tokens)  # an empty reply or refusal is a failure
+                completion = result
             except Exception as exc:  # recorded in the output, never dropped
                 error = exc
             seconds = round(time.monotonic() - started, 3)
@@ -244,6 +255,10 @@ class _Run:
             else:
                 summary.failed += 1
                 summary.retries += getattr(error, "attempts", 1) - 1
+                if isinstance(error, ReplyError):  # answered and billed, but no answer
+                    summary.usage = summary.usage + error.completion.usage
+                    if error.completion.cost is not None:
+                        summary.cost += error.completion.cost
                 if isinstance(error, _STOPS_BATCH) and summary.stopped_by is None:
                     summary.stopped_by = error
                     self._stop.set()
@@ -257,25 +272,29 @@ class _Run:
 
 
 def _success(item: BatchItem, completion: Completion, seconds: float) -> dict[str, Any]:
-    usage = completion.usage
     return {
         "id": item.id,
         "ok": True,
         "text": completion.text,
         "model": completion.model,
         "finish_reason": completion.finish_reason,
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "cached_tokens": usage.cached_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-        },
+        "usage": _usage(completion),
         "cost": None if completion.cost is None else format(completion.cost, "f"),
         "attempts": completion.attempts,
         "seconds": seconds,
         "request_id": completion.request_id,
         "error": None,
+    }
+
+
+def _usage(completion: Completion) -> dict[str, int]:
+    usage = completion.usage
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
     }
 
 
@@ -291,13 +310,14 @@ def _failure(item: BatchItem, error: Exception | None, seconds: float) -> dict[s
             retryable=error.retryable,
             request_id=error.request_id,
         )
+    paid = error.completion if isinstance(error, ReplyError) else None
     return {
         "id": item.id,
         "ok": False,
         "text": None,
-        "model": item.model,
-        "usage": None,
-        "cost": None,
+        "model": item.model if paid is None else paid.model,
+        "usage": None if paid is None else _usage(paid),
+        "cost": None if paid is None or paid.cost is None else format(paid.cost, "f"),
         "attempts": getattr(error, "attempts", 1),
         "seconds": seconds,
         "error": described,

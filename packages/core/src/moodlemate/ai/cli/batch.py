@@ -17,6 +17,8 @@ from moodlemate.ai.cli.common import (
     money,
     positive_int,
 )
+from moodlemate.ai.cli.progress import QuietStream
+from moodlemate.ai.errors import ConfigurationError, InvalidAPIKeyError, MoodlemateError
 
 if TYPE_CHECKING:
     from moodlemate.ai.batch import BatchSummary
@@ -49,7 +51,8 @@ EPILOG = """\
 exit status:
   0    every request answered (now or by an earlier run)
   1    some requests failed (see "ok": false in OUTPUT), or the batch stopped on an error
-  2    usage error, invalid INPUT or unusable OUTPUT: nothing was sent
+  2    usage error, invalid INPUT, unusable OUTPUT (not a regular file, damaged, in use)
+       or no usable key or provider: nothing was sent
   130  interrupted (Ctrl-C): rerun the same command to finish
   143  terminated (SIGTERM), handled like Ctrl-C
 
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(exc.message, EXIT_USAGE) from None
     except OSError as exc:
         raise CommandError(f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE) from None
+    created = not os.path.lexists(args.output)
     try:
         log = ResultLog(args.output)
     except BatchOutputError as exc:
@@ -136,30 +140,45 @@ def run(args: argparse.Namespace) -> int:
         # Retries show in the summary and in each record's "attempts"; per-retry warnings
         # would scroll the progress away. -v brings them back.
         logging.getLogger("moodlemate.ai").setLevel(logging.ERROR)
+    # Progress and the summary must not stop the batch when the reader of standard error
+    # leaves (`2>&1 >/dev/null | head -1`): the results go to OUTPUT, not there.
+    err = QuietStream(sys.stderr)
     with log:
         if log.dropped_bytes:
-            _note(f"dropped an incomplete last line ({log.dropped_bytes} bytes) from {log.path}")
+            _note(
+                err, f"dropped an incomplete last line ({log.dropped_bytes} bytes) from {log.path}"
+            )
         answered = sum(1 for item in items if item.id in log.answered)
         if answered:
-            _note(f"resuming: {answered} of {len(items)} ids already answered in {log.path}")
-        reporter = ProgressReporter(sys.stderr, interactive=sys.stderr.isatty())
+            _note(err, f"resuming: {answered} of {len(items)} ids already answered in {log.path}")
+        reporter = ProgressReporter(err, interactive=sys.stderr.isatty())
         terminated = _TerminateGracefully()
         try:
             summary = run_batch(gpt, items, log, concurrency=args.concurrency, progress=reporter)
         except BatchInterrupted as exc:
             reporter.finish()
-            _print_summary(exc.summary, log.path)
+            _print_summary(err, exc.summary, log.path)
             return EXIT_TERMINATED if terminated.received else EXIT_INTERRUPTED
         except OSError as exc:
             reporter.finish()
             raise CommandError(f"cannot write {log.path}: {exc.strerror or exc}") from None
+        except (ConfigurationError, InvalidAPIKeyError) as exc:  # checked before any request
+            unusable: MoodlemateError | None = exc
+        else:
+            unusable = None
         finally:
             terminated.restore()
+    if unusable is not None:
+        if created and os.path.getsize(log.path) == 0:
+            os.unlink(log.path)  # nothing was written: leave no empty output behind
+        raise CommandError(
+            f"{type(unusable).__name__}: {unusable}; nothing was sent", EXIT_USAGE
+        ) from None
     reporter.finish()
-    _print_summary(summary, log.path)
+    _print_summary(err, summary, log.path)
     if summary.stopped_by is not None:
         error = summary.stopped_by
-        _note(f"stopped early: {type(error).__name__}: {error}")
+        _note(err, f"stopped early: {type(error).__name__}: {error}")
         return EXIT_FAILURE
     return EXIT_OK if summary.failed == 0 else EXIT_FAILURE
 
@@ -187,12 +206,19 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
-def _note(message: str) -> None:
-    print(f"moodlemate-ai batch: {message}", file=sys.stderr)
+def _note(err: QuietStream, message: str) -> None:
+    err.write(f"moodlemate-ai batch: {message}\n")
+    err.flush()
 
 
-def _print_summary(summary: BatchSummary, output: str) -> None:
-    how = "interrupted" if summary.interrupted else "finished"
+def _print_summary(err: QuietStream, summary: BatchSummary, output: str) -> None:
+    how = (
+        "interrupted"
+        if summary.interrupted
+        else "stopped early"
+        if summary.stopped_by is not None
+        else "finished"
+    )
     usage = summary.usage
     unpriced = f"  (+{summary.unpriced} calls at unknown price)" if summary.unpriced else ""
     rows = [
@@ -210,4 +236,5 @@ def _print_summary(summary: BatchSummary, output: str) -> None:
         f"{usage.completion_tokens} completion)",
         f"  cost       {money(summary.cost)}{unpriced}",
     ]
-    print("\n".join(rows), file=sys.stderr)
+    err.write("\n".join(rows) + "\n")
+    err.flush()

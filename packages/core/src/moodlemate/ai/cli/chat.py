@@ -70,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
         options["temperature"] = args.temperature
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
+    from moodlemate.ai.replies import reply_text
+
     result = gpt.complete(gpt.model, args.system or "", prompt, **options)
-    text = result.text
+    text = reply_text(result, args.max_tokens)  # a refusal or empty reply is an error
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
     if args.usage:

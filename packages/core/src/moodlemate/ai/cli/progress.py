@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import time
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from moodlemate.ai.batch import BatchSummary
 from moodlemate.ai.cli.common import money
@@ -13,10 +15,56 @@ _REDRAW_EVERY = 0.1  # seconds: a fast batch must not spend its time drawing
 _BAR_WIDTH = 24
 
 
+class Writable(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class QuietStream:
+    """A text stream (standard error) that a reader who left cannot break.
+
+    A write to a closed pipe (``2>&1 >/dev/null | head -1``) raises BrokenPipeError; in a
+    batch worker's progress callback that stopped the whole batch. Here the first failure
+    points the stream's file descriptor at /dev/null, so this and every later write (the
+    logging module's, the interpreter's final flush) are quietly dropped.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str, /) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self._detach()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._detach()
+
+    def _detach(self) -> None:
+        self.broken = True
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()  # what was buffered now goes to /dev/null
+
+
 class ProgressReporter:
     """The ``progress`` callback of :func:`moodlemate.ai.batch.run_batch`."""
 
-    def __init__(self, stream: TextIO, *, interactive: bool) -> None:
+    def __init__(self, stream: Writable, *, interactive: bool) -> None:
         self.stream = stream
         self.interactive = interactive
         self._drawn = False

@@ -30,6 +30,7 @@ __all__ = [
     "provider_error",
     "status_error",
     "text_or",
+    "tool_calls_from",
     "usage_from",
 ]
 
@@ -44,7 +45,7 @@ def parse_completion(
     request_id = headers.get("x-request-id")
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise MalformedResponseError(
             f"response body is not valid JSON ({len(content)} bytes)",
             provider=provider,
@@ -86,12 +87,21 @@ def parse_completion(
         text=text,
         model=text_or(data.get("model"), model),
         provider=provider,
-        finish_reason=choice.get("finish_reason"),
+        finish_reason=text_or(choice.get("finish_reason"), "") or None,
         usage=usage_from(data.get("usage")),
         request_id=request_id or data.get("id"),
-        reported_cost=decimal_or_none((data.get("usage") or {}).get("cost")),
+        reported_cost=decimal_or_none(_dict(data.get("usage")).get("cost")),
         usage_reported=isinstance(data.get("usage"), dict),
+        refusal=text_or(message.get("refusal"), "") or None,
+        tool_calls=tool_calls_from(message.get("tool_calls")),
     )
+
+
+def tool_calls_from(raw: Any) -> tuple[dict[str, Any], ...]:
+    """The tool calls of a message, keeping only well-formed entries (objects)."""
+    if not isinstance(raw, list):
+        return ()
+    return tuple(call for call in raw if isinstance(call, dict))
 
 
 def usage_from(raw: Any) -> Usage:

@@ -40,8 +40,10 @@ class ChunkReader:
         "_model",
         "_parts",
         "_provider",
+        "_refusal",
         "_reported_cost",
         "_requested_model",
+        "_tool_calls",
         "_usage",
     )
 
@@ -57,6 +59,8 @@ class ChunkReader:
         self._model: str | None = None
         self._usage: Usage | None = None
         self._reported_cost: Decimal | None = None
+        self._refusal: list[str] = []
+        self._tool_calls: dict[int, dict[str, Any]] = {}
 
     def feed(self, line: str) -> str | None:
         """One line of the body; returns the text of an event it completes, if any."""
@@ -83,7 +87,7 @@ class ChunkReader:
     def _chunk(self, data: str) -> str | None:
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             chunk = None
         if not isinstance(chunk, dict):
             raise MalformedResponseError(
@@ -119,8 +123,37 @@ class ChunkReader:
             if content:
                 self._parts.append(content)
                 text = content if text is None else text + content
-            self._finish_reason = choice.get("finish_reason") or self._finish_reason
+            if isinstance(delta, dict):
+                self._other_parts(delta)
+            finish = choice.get("finish_reason")
+            self._finish_reason = (
+                finish if isinstance(finish, str) and finish else self._finish_reason
+            )
         return text
+
+    def _other_parts(self, delta: dict[str, Any]) -> None:
+        """Collect what a delta carries besides text: refusal pieces and tool-call pieces
+        (the first piece of a call has its id and name, later ones extend its arguments)."""
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            self._refusal.append(refusal)
+        calls = delta.get("tool_calls")
+        for piece in calls if isinstance(calls, list) else ():
+            if not isinstance(piece, dict):
+                continue
+            index = piece.get("index", len(self._tool_calls))
+            index = index if isinstance(index, int) else len(self._tool_calls)
+            call = self._tool_calls.setdefault(
+                index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            for key in ("id", "type"):
+                if isinstance(piece.get(key), str):
+                    call[key] = piece[key]
+            function = piece.get("function")
+            if isinstance(function, dict):
+                for key in ("name", "arguments"):
+                    if isinstance(function.get(key), str):
+                        call["function"][key] += function[key]
 
     def completion(self) -> Completion:
         if not self._done and (self._finish_reason is None or self._usage is None):
@@ -139,6 +172,8 @@ class ChunkReader:
             request_id=self._id,
             reported_cost=self._reported_cost,
             usage_reported=self._usage is not None,
+            refusal="".join(self._refusal) or None,
+            tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
         )
 
 

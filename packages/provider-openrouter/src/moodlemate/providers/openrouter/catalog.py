@@ -189,7 +189,7 @@ def _fetch(endpoint: str, timeout: float) -> _Models:
     try:
         payload = json.loads(raw)
         models = parse(payload, source=url, as_of=as_of)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise MalformedResponseError(
             f"GET {url}: not a models list", provider="openrouter"
         ) from None
@@ -207,7 +207,7 @@ def _read_cache(path: Path) -> tuple[_Models, float] | None:
         return parse(data, source=str(data["source"]), as_of=as_of), fetched_at
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         log.info("ignoring unreadable OpenRouter price cache %s (%s)", path, exc)
         return None
 

@@ -1,0 +1,168 @@
+"""A server's absurd usage or cost is treated as unknown (with one warning), so it can
+neither poison the ledger nor trip a budget for good."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from moodlemate.ai import GPT, ChatRequest, Completion, Connection, Provider, Usage, plausible
+from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings() -> Iterator[None]:
+    plausible._warned.clear()
+    yield
+    plausible._warned.clear()
+
+
+def _body(usage: str) -> Fault:
+    """A 200 whose usage object is written as raw JSON text (numbers json.dumps cannot make)."""
+    head = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+    }
+    raw = json.dumps(head)[:-1] + f', "usage": {usage}}}'
+    return Fault(kind="status", http_status=200, body=raw.encode())
+
+
+ABSURD_USAGE = [
+    pytest.param(
+        '{"prompt_tokens": 1000000000000000000000000000000, "completion_tokens": 5}',
+        id="prompt-1e30",
+    ),
+    pytest.param('{"prompt_tokens": 10, "completion_tokens": 1e30}', id="completion-float-1e30"),
+    pytest.param(
+        '{"prompt_tokens": 10, "completion_tokens": 5, "completion_tokens_details":'
+        ' {"reasoning_tokens": 100000001}}',
+        id="reasoning-over-bound",
+    ),
+    pytest.param(
+        '{"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details":'
+        ' {"cached_tokens": "999999999999"}}',
+        id="cached-as-string",
+    ),
+]
+
+
+@pytest.mark.parametrize("usage", ABSURD_USAGE)
+def test_absurd_token_counts_are_unknown_and_leave_the_budget_alone(
+    gpt: GPT, server: LoopbackServer, usage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    gpt.budget = "5"
+    server.enqueue(_body(usage), _body(usage))
+    with caplog.at_level(logging.WARNING, logger="moodlemate.ai"):
+        first = gpt.complete("gpt-4o-mini", "", "hi")
+        second = gpt.complete("gpt-4o-mini", "", "again")
+    for result in (first, second):
+        assert result.text == "hi"
+        assert result.cost is None
+        assert result.usage_reported is False
+        assert result.usage.total_tokens == 0
+    assert gpt.ledger.cost == 0
+    assert gpt.ledger.unpriced_calls == 2
+    assert gpt.ledger.usage.total_tokens == 0
+    assert gpt.chat_completion("gpt-4o-mini", "", "still sent") == "Echo: still sent"
+    implausible = [r for r in caplog.records if "implausible" in r.getMessage()]
+    assert len(implausible) == 1  # warned once, not per call
+
+
+@pytest.mark.parametrize(
+    "cost", ['"1e999999"', "1e999999", '"5000"', "1000.01", '"1E+30"'], ids=str
+)
+def test_an_absurd_reported_cost_is_unknown_and_the_price_table_is_used(
+    gpt: GPT, server: LoopbackServer, cost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    gpt.budget = "1"
+    usage = f'{{"prompt_tokens": 1000, "completion_tokens": 1000, "cost": {cost}}}'
+    server.enqueue(_body(usage))
+    with caplog.at_level(logging.WARNING, logger="moodlemate.ai"):
+        result = gpt.complete("gpt-4o-mini", "", "hi")
+    table = gpt.provider.price("gpt-4o-mini")
+    assert table is not None
+    assert result.cost == table.cost(result.usage)  # $0.00075, not the server's claim
+    assert result.cost is not None
+    assert result.cost < Decimal("0.01")
+    assert gpt.ledger.cost == result.cost
+    assert gpt.chat_completion("gpt-4o-mini", "", "still sent") == "Echo: still sent"
+
+
+def test_plausible_usage_and_cost_pass_unchanged(gpt: GPT, server: LoopbackServer) -> None:
+    big = plausible.MAX_CALL_TOKENS
+    server.enqueue(Reply(text="hi", prompt_tokens=big, completion_tokens=1, cost=999.5))
+    result = gpt.complete("gpt-4o-mini", "", "hi")
+    assert result.usage.prompt_tokens == big
+    assert result.cost == Decimal("999.5")
+
+
+def test_a_streamed_absurd_usage_is_bounded_too(gpt: GPT, server: LoopbackServer) -> None:
+    server.enqueue(Reply(text="hi there", prompt_tokens=10**30))
+    with gpt.stream("gpt-4o-mini", "", "hi") as stream:
+        assert "".join(stream) == "hi there"
+    assert stream.completion is not None
+    assert stream.completion.cost is None
+    assert gpt.ledger.cost == 0
+
+
+class _TrustingPlugin(Provider):
+    """A sloppy third-party provider: it talks HTTP itself and passes the server's usage and
+    cost through unchecked, so only the facade's bounds stand between them and the ledger."""
+
+    name = "trusting"
+    default_endpoint = "http://127.0.0.1:9/v1"
+    requires_key = False
+
+    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
+        body = json.dumps(
+            {"model": request.model, "messages": [{"role": "user", "content": "hi"}]}
+        ).encode()
+        post = urllib.request.Request(
+            f"{connection.endpoint}/chat/completions",
+            data=body,
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(post, timeout=connection.timeout) as response:
+            data = json.loads(response.read())
+        usage = data["usage"]
+        return Completion(
+            text=data["choices"][0]["message"]["content"],
+            model=data["model"],
+            provider=self.name,
+            finish_reason="stop",
+            usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+            reported_cost=Decimal(str(usage["cost"])) if "cost" in usage else None,
+        )
+
+    def count_tokens(self, text: str, model: str) -> int:
+        return len(text.split())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(text="hi", prompt_tokens=-1_000_000, completion_tokens=5, cost=0.001),
+        Reply(text="hi", prompt_tokens=10, completion_tokens=5, cost=-50.0),
+    ],
+    ids=["negative-tokens", "negative-cost"],
+)
+def test_negative_figures_from_a_plugin_cannot_lift_the_budget(
+    server: LoopbackServer, reply: Reply
+) -> None:
+    plugins = PluginRegistry()
+    plugins.register_provider(_TrustingPlugin())
+    gpt = GPT("trusting", endpoint=server.url, plugins=plugins, budget="1")
+    server.enqueue(reply)
+    result = gpt.complete("local-model", "", "hi")
+    assert result.cost is None or result.cost >= 0
+    assert gpt.ledger.cost >= 0
+    assert gpt.ledger.usage.prompt_tokens >= 0
