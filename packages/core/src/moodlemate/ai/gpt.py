@@ -272,8 +272,10 @@ class GPT:
         """Raise what a call to ``model`` (default: :attr:`model`) would raise before sending
         for want of a provider or key (UnknownProviderError, MissingAPIKeyError,
         InvalidAPIKeyError); sends nothing. A batch checks this once before its first request."""
-        provider, _ = self._route(check_model(self.model if model is None else model))
-        self._connection(provider)
+        routed, _ = split_provider(
+            check_model(self.model if model is None else model), self._plugins
+        )
+        connect(self._target, self._plugins, routed)
 
     def count_chat_tokens(
         self, system_message: str, user_message: str, model: str = "gpt-4o-mini"
