@@ -293,12 +293,10 @@ class LlamaServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"llama-server exited with {self.process.returncode}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(  # noqa: S310 - loopback only
-                    f"http://127.0.0.1:{self.port}/health", timeout=1
-                ) as reply:
-                    if json.load(reply).get("status") == "ok":
-                        return
+            health = f"http://127.0.0.1:{self.port}/health"
+            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=1) as reply:
+                if json.load(reply).get("status") == "ok":
+                    return
             time.sleep(0.1)
         raise TimeoutError(f"llama-server not ready after {timeout:g}s")
 

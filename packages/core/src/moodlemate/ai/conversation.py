@@ -23,7 +23,11 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.errors import ContextWindowExceededError, ValidationError
+from moodlemate.ai.errors import (
+    ContextWindowExceededError,
+    ServerContextWindowExceededError,
+    ValidationError,
+)
 from moodlemate.ai.provider import ChatRequest, Message, Provider
 from moodlemate.ai.replies import reply_text
 from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
@@ -84,6 +88,8 @@ class Conversation:
         self._lock = threading.Lock()  # guards the state, briefly
         self._turn_lock = threading.Lock()  # serialises sync turns, across the request
         self._turns: list[Message] = []
+        self._server_window: int | None = None  # learned from a server's refusal
+        self._scale = 1.0  # the server's tokens per token we count, once learned
         self.system_message = DEFAULT_SYSTEM_MESSAGE if system_message is None else system_message
         self.model = model
         self.temperature = temperature
@@ -135,7 +141,11 @@ class Conversation:
         """Send ``prompt`` with the history that fits, remember both, return the reply."""
         with self._turn_lock:
             dropped, request = self._prepare(prompt)
-            completion = self._gpt.send(request)
+            try:
+                completion = self._gpt.send(request)
+            except ServerContextWindowExceededError as exc:
+                dropped, request = self._refit(prompt, request, exc)
+                completion = self._gpt.send(request)
             text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
             self._commit(dropped, prompt, text)
             return text
@@ -143,10 +153,37 @@ class Conversation:
     async def aask(self, prompt: str) -> str:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
         dropped, request = self._prepare(prompt)
-        completion = await self._gpt.asend(request)
+        try:
+            completion = await self._gpt.asend(request)
+        except ServerContextWindowExceededError as exc:
+            dropped, request = self._refit(prompt, request, exc)
+            completion = await self._gpt.asend(request)
         text = reply_text(completion, request.max_tokens)
         self._commit(dropped, prompt, text)
         return text
+
+    def _refit(
+        self, prompt: str, sent: ChatRequest, exc: ServerContextWindowExceededError
+    ) -> tuple[int, ChatRequest]:
+        """After the server refused the request as too long: learn its window and how far
+        our count fell short of its tokenizer's, then trim again (the caller tries once
+        more; a second refusal is raised)."""
+        provider = self._gpt.provider
+        ours = count_chat_tokens(provider, sent.model, sent.messages)
+        theirs = exc.prompt_tokens
+        scale = theirs / ours if theirs and ours else 2.0
+        with self._lock:
+            if exc.window:
+                self._server_window = exc.window
+            self._scale = max(self._scale, scale * 1.05)  # a margin for the reply's priming
+        log.info(
+            "conversation %r: the server's window is %s tokens and its count %.2fx ours; "
+            "trimming again",
+            self.name,
+            exc.window or "unknown",
+            self._scale,
+        )
+        return self._prepare(prompt)
 
     def reset(self) -> None:
         """Forget every turn; the settings stay."""
@@ -216,10 +253,11 @@ class Conversation:
         provider = self._gpt.provider
         system = (Message("system", self._system),) if self._system else ()
         question = (Message("user", text),)
-        budget = self._window(provider, model)
         with self._lock:
             turns = list(self._turns)
             start = len(turns)
+            scale = self._scale
+        budget = int(self._window(provider, model) / scale)
         used = count_chat_tokens(provider, model, (*system, *turns, *question))
         dropped = 0
         while used > budget and turns:
@@ -251,9 +289,11 @@ class Conversation:
         return start - len(turns), request
 
     def _window(self, provider: Provider, model: str) -> int:
-        """Prompt tokens allowed: the context window less the output reserved for the reply."""
+        """Prompt tokens allowed: the context window (the one a server said, else the
+        model's as the tables or the server's listing give it, else a default) less the
+        output reserved for the reply."""
         info = provider.model_info(model)
-        window = (info.context_window if info else None) or DEFAULT_CONTEXT_WINDOW
+        window = self._server_window or self._gpt.context_window(model) or DEFAULT_CONTEXT_WINDOW
         if self._max_tokens is not None:
             reserve = self._max_tokens
         else:

@@ -6,7 +6,7 @@ server echoes back (or that a caller pastes into a model name) never reaches a t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.secrets import redact
 
@@ -37,6 +37,7 @@ __all__ = [
     "RateLimitError",
     "RefusalError",
     "ReplyError",
+    "ServerContextWindowExceededError",
     "ServerError",
     "StreamInterruptedError",
     "StreamingNotSupportedError",
@@ -100,7 +101,11 @@ class InvalidEndpointError(ValidationError):
 
 
 class ContextWindowExceededError(ValidationError):
-    """The counted prompt plus the requested output cannot fit the model's context window."""
+    """The prompt plus the requested output cannot fit the model's context window: counted
+    before sending, or the server's refusal (then also a :class:`BadRequestError`)."""
+
+    window: int | None = None
+    """The window in tokens, when known (the server's own figure for a server refusal)."""
 
 
 class BudgetExceededError(MoodlemateError):
@@ -201,6 +206,25 @@ class ConflictError(ProviderError):
 
 class ServerError(ProviderError):
     retryable = True
+
+
+class ServerContextWindowExceededError(ContextWindowExceededError, BadRequestError):
+    """The server refused a request over its context window (OpenAI's
+    ``context_length_exceeded``, llama.cpp's ``exceed_context_size_error``, vLLM's message).
+    Catch :class:`ContextWindowExceededError` for both this and the check before sending."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        window: int | None = None,
+        prompt_tokens: int | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.window = window
+        self.prompt_tokens = prompt_tokens
+        """The prompt's length in the server's own tokens, when it says (llama.cpp does)."""
 
 
 class StreamingNotSupportedError(BadRequestError):

@@ -277,6 +277,19 @@ class GPT:
         )
         connect(self._target, self._plugins, routed)
 
+    def context_window(self, model: str | None = None) -> int | None:
+        """``model``'s context window in tokens (default: :attr:`model`): the provider's
+        tables, else what the server at this endpoint reports about it (a local server's
+        ``/v1/models``, asked once and remembered), else None."""
+        routed, name = split_provider(
+            check_model(self.model if model is None else model), self._plugins
+        )
+        info = (routed or self.provider).model_info(name)
+        if info is not None and info.context_window:
+            return info.context_window
+        provider, connection = connect(self._target, self._plugins, routed)
+        return provider.served_context_window(connection, name)
+
     def count_chat_tokens(
         self, system_message: str, user_message: str, model: str = "gpt-4o-mini"
     ) -> int:

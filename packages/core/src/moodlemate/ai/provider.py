@@ -211,6 +211,12 @@ class Provider(ABC):
         """Price and limits of ``model``; None when unknown."""
         return None
 
+    def served_context_window(self, connection: Connection, model: str) -> int | None:
+        """The context window the server at ``connection`` reports for ``model``, for models
+        no table knows (a local server's); None when it does not say. Called rarely (a
+        conversation's trimming): it may ask the server, within a short timeout."""
+        return None
+
     def price(self, model: str) -> Price | None:
         info = self.model_info(model)
         return info.price if info else None

@@ -100,6 +100,11 @@ def check_temperature(value: object) -> float:
     return float(value)
 
 
+MAX_TOKENS_LIMIT = 2**31 - 1
+"""The largest ``max_tokens`` servers read correctly: llama.cpp refuses 2**31 and wraps 2**63
+round to a 1-token reply; no model's output comes near either."""
+
+
 def check_max_tokens(value: object) -> int | None:
     if value is None:
         return None
@@ -107,6 +112,11 @@ def check_max_tokens(value: object) -> int | None:
         raise ValidationError(f"max_tokens must be an int or None, not {type(value).__name__}")
     if value < 1:
         raise ValidationError(f"max_tokens must be at least 1, got {value}")
+    if value > MAX_TOKENS_LIMIT:
+        raise ValidationError(
+            f"max_tokens must be at most {MAX_TOKENS_LIMIT:,} (2**31 - 1), got {value:.3g}; "
+            "leave it None for the model's own limit"
+        )
     return value
 
 

@@ -15,7 +15,14 @@ from moodlemate.ai.errors import (
 from moodlemate.ai.pricing import ModelInfo
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.token_count import TokenCount
-from moodlemate.providers.openai import chat_tokens, models, pricing, responses, tokens
+from moodlemate.providers.openai import (
+    chat_tokens,
+    models,
+    pricing,
+    responses,
+    served_limits,
+    tokens,
+)
 from moodlemate.providers.openai.clients import AsyncClientPool, ClientPool
 from moodlemate.providers.openai.streaming import (
     AsyncSSEStream,
@@ -46,6 +53,7 @@ class OpenAIProvider(Provider):
     def __init__(self) -> None:
         self._pool = ClientPool()
         self._async_pool = AsyncClientPool()
+        self._served = served_limits.ServedLimits()
 
     # -- extension points ----------------------------------------------------------------
 
@@ -105,6 +113,21 @@ class OpenAIProvider(Provider):
     def models(self) -> list[ModelInfo]:
         return pricing.openai_prices().all()
 
+    def served_context_window(self, connection: Connection, model: str) -> int | None:
+        if self.recognises(connection.endpoint):
+            return None  # the vendor's own service: its models are in the tables
+        client = self._pool.get(connection, self.extra_headers(connection))
+        options: Any = {**self._options(connection), "timeout": served_limits.TIMEOUT}
+
+        def fetch(url: str) -> bytes | None:
+            try:
+                response = client.get(url, cast_to=_httpx().Response, options=options)
+            except Exception:  # an error status or no answer: the server does not say
+                return None
+            return bytes(response.content) if 200 <= response.status_code < 300 else None
+
+        return self._served.window(connection.endpoint, model, fetch)
+
     def close(self) -> None:
         self._pool.close()
         self._async_pool.forget()
@@ -118,6 +141,15 @@ class OpenAIProvider(Provider):
         # The SDK follows redirects, and httpx strips only Authorization when one leaves the
         # host: configured headers (a gateway's key) and the prompt would go wherever a 307
         # points. An API call has no business being redirected; the 3xx is an error.
+        # The raw HTTP response: we parse the JSON (or the event stream) ourselves.
+        return {
+            "path": "/chat/completions",
+            "body": self.body(request),
+            "cast_to": _httpx().Response,
+            "options": self._options(connection),
+        }
+
+    def _options(self, connection: Connection) -> dict[str, Any]:
         options: dict[str, Any] = {"timeout": connection.timeout, "follow_redirects": False}
         # Without a key, drop the SDK's placeholder "Bearer no-key", but not an
         # Authorization header the user configured for this endpoint (a gateway's token).
@@ -127,13 +159,7 @@ class OpenAIProvider(Provider):
             import openai
 
             options["headers"] = {"Authorization": openai.Omit()}
-        # The raw HTTP response: we parse the JSON (or the event stream) ourselves.
-        return {
-            "path": "/chat/completions",
-            "body": self.body(request),
-            "cast_to": _httpx().Response,
-            "options": options,
-        }
+        return options
 
     def _parse(self, response: Any, request: ChatRequest) -> Completion:
         return responses.parse_completion(

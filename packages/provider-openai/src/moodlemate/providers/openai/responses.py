@@ -7,6 +7,7 @@ building the SDK's full pydantic models on every call would be wasted work.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -17,6 +18,7 @@ from moodlemate.ai.errors import (
     MalformedResponseError,
     ProviderError,
     QuotaExceededError,
+    ServerContextWindowExceededError,
     error_for_status,
 )
 from moodlemate.ai.provider import Completion
@@ -164,6 +166,19 @@ def status_error(
         where = headers.get("location") or "another address"
         message = f"the endpoint redirects to {where} (HTTP {status}); set the endpoint to that"
     cls = error_for_status(status, code)
+    overflow, window = _context_overflow(status, error, message, code)
+    if overflow:
+        fields = error if isinstance(error, dict) else {}
+        return ServerContextWindowExceededError(
+            message,
+            window=window,
+            prompt_tokens=_positive_int(fields.get("n_prompt_tokens")),
+            status_code=status,
+            provider=provider,
+            model=model,
+            request_id=request_id,
+            code=code,
+        )
     exc = cls(
         message,
         status_code=status,
@@ -195,10 +210,49 @@ def error_in_body(
     )
 
 
+# The shapes of "over the context window": OpenAI's code, llama.cpp's type (its "code" is the
+# status number), and the message vLLM and OpenAI write ("maximum context length is N tokens")
+# or llama.cpp's ("exceeds the available context size (N tokens)").
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+_WINDOW_IN_MESSAGE = re.compile(
+    r"maximum context length is (\d{1,9}) tokens|available context size \((\d{1,9}) tokens\)"
+)
+
+
+def _context_overflow(
+    status: int, error: Any, message: str, code: str | None
+) -> tuple[bool, int | None]:
+    """(whether the server refused the request as too long for its window, the window)."""
+    if status != 400:
+        return False, None
+    fields = error if isinstance(error, dict) else {}
+    kinds = {code, fields.get("type"), fields.get("code")}
+    match = _WINDOW_IN_MESSAGE.search(message)
+    if not (kinds & _CONTEXT_CODES or match):
+        return False, None
+    n_ctx = _positive_int(fields.get("n_ctx"))
+    if n_ctx is not None:
+        return True, n_ctx
+    if match:
+        return True, int(match.group(1) or match.group(2))
+    return True, None
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**9:
+        return value
+    return None
+
+
 def _message_and_code(error: Any, default: str) -> tuple[str, str | None]:
     if isinstance(error, dict):
         message = error.get("message") or default
-        code = error.get("code") or error.get("type")
+        # A string code or type says more than a bare number: llama.cpp sends its status
+        # as "code" (400) and the kind of error as "type" (exceed_context_size_error).
+        code = next(
+            (c for c in (error.get("code"), error.get("type")) if isinstance(c, str) and c),
+            error.get("code") or error.get("type"),
+        )
         return str(message), (str(code) if code is not None else None)
     if isinstance(error, str) and error:
         return error[:500], None
@@ -222,8 +276,39 @@ def provider_error(exc: Exception, *, provider: str, model: str) -> ProviderErro
         return APITimeoutError("request timed out", provider=provider, model=model)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
+        if _refused(exc):
+            where = _host_port(exc)
+            return APIConnectionError(
+                f"nothing listens at {where} (connection refused): is the server running?",
+                provider=provider,
+                model=model,
+            )
         detail = f" ({type(cause).__name__})" if cause else ""
         return APIConnectionError(
             f"could not reach the server{detail}", provider=provider, model=model
         )
     return None
+
+
+def _refused(exc: BaseException) -> bool:
+    """A refused connection anywhere in the chain: no process listens on that port."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if (
+            isinstance(current, ConnectionRefusedError)
+            or "connection refused" in str(current).lower()
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _host_port(exc: Any) -> str:
+    try:
+        url = exc.request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return f"{url.host}:{port}"
+    except (AttributeError, RuntimeError):
+        return "the endpoint"
