@@ -114,8 +114,8 @@ def check_max_tokens(value: object) -> int | None:
         raise ValidationError(f"max_tokens must be at least 1, got {value}")
     if value > MAX_TOKENS_LIMIT:
         raise ValidationError(
-            f"max_tokens must be at most {MAX_TOKENS_LIMIT:,} (2**31 - 1), got {value:.3g}; "
-            "leave it None for the model's own limit"
+            f"max_tokens must be at most {MAX_TOKENS_LIMIT:,} (2**31 - 1), got about "
+            f"2**{value.bit_length() - 1}; leave it None for the model's own limit"
         )
     return value
 
