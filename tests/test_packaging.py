@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
+from conftest import REPO
 from moodlemate.ai.plugins import registry
 
 
@@ -57,3 +61,27 @@ def test_py_typed_is_shipped() -> None:
 
     assert files("moodlemate.ai").joinpath("py.typed").is_file()
     assert files("moodlemate.providers.openai").joinpath("py.typed").is_file()
+
+
+def _wheel(package: str, into: Path) -> zipfile.ZipFile:
+    """Build ``package``'s wheel as pip would, offline (the backend is a dev requirement)."""
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
+            *("--disable-pip-version-check", str(REPO / package), "-w", str(into)),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    (wheel,) = into.glob("*.whl")
+    return zipfile.ZipFile(wheel)
+
+
+def test_the_openai_wheel_ships_the_verified_bpe_files(tmp_path: Path) -> None:
+    from moodlemate.providers.openai.tiktoken_cache import BPE_FILES
+
+    with _wheel("packages/provider-openai", tmp_path) as wheel:
+        for encoding in ("o200k_base", "cl100k_base"):
+            data = wheel.read(f"moodlemate/providers/openai/_bpe/{encoding}.tiktoken")
+            assert hashlib.sha256(data).hexdigest() == BPE_FILES[encoding][0].sha256

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.errors import ContextWindowExceededError, ValidationError
 from moodlemate.ai.provider import ChatRequest, Message, Provider
+from moodlemate.ai.token_count import text_counter
 from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
 
 if TYPE_CHECKING:
@@ -50,12 +51,12 @@ FORMAT_VERSION = 1
 
 
 def count_chat_tokens(provider: Provider, model: str, messages: tuple[Message, ...]) -> int:
-    """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models."""
+    """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models; a
+    conservative estimate when the provider has no tokenizer data (trimming never fails for it,
+    see :func:`moodlemate.ai.token_count.estimate_tokens`)."""
+    count = text_counter(provider, model)
     return REPLY_PRIMING + sum(
-        TOKENS_PER_MESSAGE
-        + provider.count_tokens(m.role, model)
-        + provider.count_tokens(m.content, model)
-        for m in messages
+        TOKENS_PER_MESSAGE + count(m.role) + count(m.content) for m in messages
     )
 
 
