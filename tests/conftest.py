@@ -53,6 +53,8 @@ def tiktoken_encoding(name: str) -> tiktoken.Encoding:
                 os.environ["TIKTOKEN_CACHE_DIR"] = before
 
 
+pytest_plugins = ["pytester"]  # runs pytest sessions in tests of our own pytest plugin
+
 TEST_KEY = "sk-test-4f1c2e9b7a6d5c3e"
 FAST_RETRY = RetryPolicy(
     attempts=4,
