@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,19 @@ class Conversation:
             self._commit(dropped, prompt, completion.text)
             return completion.text
 
+    def stream(self, prompt: str) -> Iterator[str]:
+        """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
+        the reply is complete; a failed or abandoned stream leaves the history unchanged.
+        Sync turns wait for it: consume it to the end, or close it."""
+        with self._turn_lock:
+            dropped, request = self._prepare(prompt)
+            parts: list[str] = []
+            with self._gpt.stream_request(request) as deltas:
+                for delta in deltas:
+                    parts.append(delta)
+                    yield delta
+            self._commit(dropped, prompt, "".join(parts))
+
     async def aask(self, prompt: str) -> str:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
         dropped, request = self._prepare(prompt)
@@ -216,7 +230,11 @@ class Conversation:
         with self._lock:
             turns = list(self._turns)
             start = len(turns)
-        used = count_chat_tokens(provider, model, (*system, *turns, *question))
+        messages = (*system, *turns, *question)
+        if _token_ceiling(messages) <= budget:
+            # Far below the window: no token is counted (nor the tokenizer loaded).
+            return 0, self._request(model, messages)
+        used = count_chat_tokens(provider, model, messages)
         dropped = 0
         while used > budget and turns:
             # Drop the oldest user message together with the replies that answer it.
@@ -238,13 +256,15 @@ class Conversation:
                 dropped,
                 model,
             )
-        request = ChatRequest(
+        return start - len(turns), self._request(model, (*system, *turns, *question))
+
+    def _request(self, model: str, messages: tuple[Message, ...]) -> ChatRequest:
+        return ChatRequest(
             model=model,
-            messages=(*system, *turns, *question),
+            messages=messages,
             temperature=self._temperature,
             max_tokens=self._max_tokens,
         )
-        return start - len(turns), request
 
     def _window(self, provider: Provider, model: str) -> int:
         """Prompt tokens allowed: the context window less the output reserved for the reply."""
@@ -265,6 +285,14 @@ class Conversation:
                 Message("user", prompt),
                 Message("assistant", reply),
             ]
+
+
+def _token_ceiling(messages: tuple[Message, ...]) -> int:
+    """More tokens than ``messages`` can take: a token spans at least one UTF-8 byte, and a
+    character at most four."""
+    return REPLY_PRIMING + sum(
+        TOKENS_PER_MESSAGE + 4 * (len(m.role) + len(m.content)) for m in messages
+    )
 
 
 def _list(value: Any) -> list[Any]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.batch.items import BatchItem
 from moodlemate.ai.batch.results import ResultLog
+from moodlemate.ai.completion_json import completion_fields
 from moodlemate.ai.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -257,24 +258,14 @@ class _Run:
 
 
 def _success(item: BatchItem, completion: Completion, seconds: float) -> dict[str, Any]:
-    usage = completion.usage
+    fields = completion_fields(completion)
+    request_id = fields.pop("request_id")
     return {
         "id": item.id,
         "ok": True,
-        "text": completion.text,
-        "model": completion.model,
-        "finish_reason": completion.finish_reason,
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "cached_tokens": usage.cached_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-        },
-        "cost": None if completion.cost is None else format(completion.cost, "f"),
-        "attempts": completion.attempts,
+        **fields,
         "seconds": seconds,
-        "request_id": completion.request_id,
+        "request_id": request_id,
         "error": None,
     }
 

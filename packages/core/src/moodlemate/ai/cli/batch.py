@@ -56,6 +56,7 @@ exit status:
 examples:
   moodlemate-ai batch questions.jsonl -o answers.jsonl
   moodlemate-ai batch questions.jsonl -o answers.jsonl --concurrency 32 -m gpt-4o
+  jq -c '{id, user: .question}' survey.jsonl | moodlemate-ai batch - -o answers.jsonl
   jq -c 'select(.ok | not)' answers.jsonl    # the failures, with their error
 """
 
@@ -70,7 +71,9 @@ def add_parser(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="INPUT.jsonl", help="one request per line")
+    parser.add_argument(
+        "input", metavar="INPUT.jsonl", help="one request per line ('-': standard input)"
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         BatchInterrupted,
         BatchOutputError,
         ResultLog,
+        parse_items,
         read_items,
         run_batch,
     )
@@ -119,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CommandError(f"invalid model: {exc.message}", EXIT_USAGE) from None
     try:
-        items = read_items(args.input, default_model=default_model)
+        if args.input == "-":
+            items = parse_items(sys.stdin.buffer, default_model=default_model, source="<stdin>")
+        else:
+            items = read_items(args.input, default_model=default_model)
     except BatchInputError as exc:
         raise CommandError(exc.message, EXIT_USAGE) from None
     except OSError as exc:
@@ -184,7 +191,7 @@ class _TerminateGracefully:
 
 
 def _same_file(a: str, b: str) -> bool:
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    return a != "-" and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def _note(message: str) -> None:
