@@ -364,7 +364,13 @@ class PluginRegistry:
                 f"provider {name!r} is not installed: pip install 'moodlemate-ai[{extra}]' "
                 f"(installed providers: {installed})"
             )
-        raise UnknownProviderError(f"unknown provider {name!r} (installed providers: {installed})")
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, [*self.names(), *_EXTRAS], n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownProviderError(
+            f"unknown provider {name!r} ({hint}installed providers: {installed})"
+        )
 
     def for_endpoint(self, endpoint: str) -> Provider | None:
         """The provider whose own service ``endpoint`` is, if any (memoized per endpoint)."""

@@ -83,6 +83,13 @@ class BatchSummary:
         return self.succeeded + self.failed
 
     @property
+    def known_cost(self) -> Decimal | None:
+        """``cost``, or None (unknown, not $0) when no answered call had a price."""
+        if self.succeeded and self.unpriced >= self.succeeded:
+            return None
+        return self.cost
+
+    @property
     def remaining(self) -> int:
         """Items neither skipped nor completed by this run (not sent, or abandoned)."""
         return self.total - self.skipped - self.calls

@@ -201,7 +201,9 @@ def _note(message: str) -> None:
 def _print_summary(summary: BatchSummary, output: str) -> None:
     how = "interrupted" if summary.interrupted else "finished"
     usage = summary.usage
-    unpriced = f"  (+{summary.unpriced} calls at unknown price)" if summary.unpriced else ""
+    known = summary.known_cost
+    partly = summary.unpriced and known is not None
+    unpriced = f"  (+{summary.unpriced} calls at unknown price)" if partly else ""
     rows = [
         f"moodlemate-ai batch: {how} in {summary.elapsed:.1f}s; results in {output}",
         f"  calls      {summary.calls}  ({summary.retries} retries)",
@@ -215,6 +217,6 @@ def _print_summary(summary: BatchSummary, output: str) -> None:
     rows += [
         f"  tokens     {usage.total_tokens}  ({usage.prompt_tokens} prompt + "
         f"{usage.completion_tokens} completion)",
-        f"  cost       {money(summary.cost)}{unpriced}",
+        f"  cost       {money(known)}{unpriced}",
     ]
     print("\n".join(rows), file=sys.stderr)

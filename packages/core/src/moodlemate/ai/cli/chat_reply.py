@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_OK
+from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError, money, tokens_line
 
 if TYPE_CHECKING:
@@ -61,6 +61,10 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
         name = conversations.current()
     else:
         name = conversations.LAST
+    try:
+        model = args.model or gpt.model
+    except ValidationError as exc:  # a provider without a default model
+        raise CommandError(exc.message, EXIT_USAGE) from None
     talk = gpt.conversation(name)
     continuing = args.conversation is not None or args.continue_conversation
     stored = conversations.load_text(name) if continuing else None
@@ -69,7 +73,7 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
             talk.load_json(stored)
         else:
             talk.system_message = ""
-            talk.model = gpt.model
+            talk.model = model
         _apply(talk, args, options)
     except ValidationError as exc:
         raise CommandError(f"conversation {name!r}: {exc.message}") from None
