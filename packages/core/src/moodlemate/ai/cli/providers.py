@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     elif excluded:
         print(f"no providers loaded ({PLUGINS_ENV} leaves out every installed one)")
     else:
-        print("no providers installed: pip install 'moodlemate-ai[openai]'")
+        from moodlemate.ai.plugins import install_hint
+
+        print(f"no providers installed ({install_hint('openai')})")
     if excluded:
         print(f"\nleft out by {PLUGINS_ENV}: {', '.join(sorted(excluded))}")
     if failures:
