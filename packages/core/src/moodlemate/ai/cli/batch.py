@@ -92,7 +92,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "-m",
         "--model",
-        help="model for lines that name none (default: MOODLEMATE_MODEL, else gpt-4o-mini)",
+        help="model for lines that name none (default: MOODLEMATE_MODEL, else the provider's)",
     )
     add_settings_options(parser)
     parser.set_defaults(func=run)

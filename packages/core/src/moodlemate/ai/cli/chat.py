@@ -47,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message ('-': stdin)")
     parser.add_argument(
-        "-m", "--model", help="model to use (default: MOODLEMATE_MODEL, else gpt-4o-mini)"
+        "-m", "--model", help="model to use (default: MOODLEMATE_MODEL, else the provider's)"
     )
     parser.add_argument("-s", "--system", metavar="SYSTEM", help="system message (default: none)")
     parser.add_argument(

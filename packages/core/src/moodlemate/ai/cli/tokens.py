@@ -38,7 +38,7 @@ def add_parser(subparsers: Any) -> None:
         "file", nargs="?", default="-", metavar="FILE", help="text file ('-': stdin)"
     )
     parser.add_argument(
-        "-m", "--model", help="whose tokenizer (default: MOODLEMATE_MODEL, else gpt-4o-mini)"
+        "-m", "--model", help="whose tokenizer (default: MOODLEMATE_MODEL, else the provider's)"
     )
     parser.add_argument(
         "--json",
