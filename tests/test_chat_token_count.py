@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-import tiktoken
+from conftest import tiktoken_encoding
 from moodlemate.ai import GPT, ValidationError
 from moodlemate.ai.testing import LoopbackServer, Reply
 
@@ -59,7 +59,7 @@ def test_cookbook_conversation_counts_as_published(model: str, published: int) -
 
 
 def test_chat_count_is_text_tokens_plus_the_documented_frame() -> None:
-    encode = tiktoken.get_encoding("o200k_base").encode
+    encode = tiktoken_encoding("o200k_base").encode
     system, user = "You are terse.", "東京は日本の首都です 🎉 def f(): pass"
     # 3 per message + role + content, then 3 to prime the reply.
     expected = (

@@ -4,6 +4,7 @@ script, in a subprocess, as a user runs them."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,9 +86,10 @@ def test_models_lists_context_window_and_prices_per_million() -> None:
         "INPUT",
         "CACHED INPUT",
         "OUTPUT",
+        "SOURCE",
     ]
     by_model = {row[1]: row for row in table[1:]}
-    assert by_model["gpt-4o-mini"] == [
+    assert by_model["gpt-4o-mini"][:7] == [
         "openai",
         "gpt-4o-mini",
         "128000",
@@ -96,7 +98,13 @@ def test_models_lists_context_window_and_prices_per_million() -> None:
         "0.075",
         "0.60",
     ]
+    assert re.fullmatch(r"shipped \d{4}-\d\d-\d\d", by_model["gpt-4o-mini"][7])
     assert by_model["gpt-4"][5] == "-"  # no cached-input discount
+    # One price format for every provider: at least two decimals, no float noise.
+    assert by_model["anthropic/claude-3.5-haiku"][4:7] == ["0.80", "0.08", "4.00"]
+    for row in table[1:]:
+        for cell in row[4:7]:
+            assert cell in {"-", "?"} or re.fullmatch(r"\d+\.\d{2,}", cell), row
     assert "prices in USD per 1M tokens" in out.stdout
     assert "ollama: lists no models" in out.stdout
 

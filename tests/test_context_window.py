@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import tiktoken
+from conftest import tiktoken_encoding
 from moodlemate.ai import GPT, ContextWindowExceededError
 from moodlemate.ai.testing import LoopbackServer, Reply
-
-ENCODE_CL100K = tiktoken.get_encoding("cl100k_base").encode
 
 
 def _text_of(tokens: int) -> str:
     """Text of exactly ``tokens`` cl100k_base tokens (" hello" is one token)."""
     text = " hello" * tokens
-    assert len(ENCODE_CL100K(text)) == tokens
+    assert len(tiktoken_encoding("cl100k_base").encode(text)) == tokens
     return text
 
 

@@ -233,3 +233,26 @@ def test_async_context_assistant_remembers(gpt: GPT, server: LoopbackServer) -> 
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "Echo: first"},
     ]
+
+
+def test_a_streamed_turn_is_remembered_once_complete(gpt: GPT, server: LoopbackServer) -> None:
+    talk = gpt.conversation("streamed", system_message="")
+    server.enqueue(Reply(text="Hello Ada.", chunks=["Hel", "lo ", "Ada."]))
+    deltas = talk.stream("My name is Ada.")
+    assert next(deltas) == "Hel"
+    assert talk.history == ()  # not before the reply is whole
+    assert "".join(deltas) == "lo Ada."
+    assert [m.content for m in talk.history] == ["My name is Ada.", "Hello Ada."]
+    # An abandoned stream leaves the history as it was; the next turn is not blocked.
+    server.enqueue(Reply(text="never kept", chunks=["never", " kept"]))
+    abandoned = talk.stream("Tell me more.")
+    assert next(abandoned) == "never"
+    abandoned.close()
+    assert len(talk.history) == 2
+    server.enqueue(Reply(text="ok"))
+    assert talk.ask("Still there?") == "ok"
+    assert [m["content"] for m in server.chat_requests[-1].body["messages"]] == [
+        "My name is Ada.",
+        "Hello Ada.",
+        "Still there?",
+    ]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
+from conftest import REPO
 from moodlemate.ai.plugins import registry
 
 
@@ -57,3 +62,88 @@ def test_py_typed_is_shipped() -> None:
 
     assert files("moodlemate.ai").joinpath("py.typed").is_file()
     assert files("moodlemate.providers.openai").joinpath("py.typed").is_file()
+
+
+def _wheel(package: str, into: Path) -> zipfile.ZipFile:
+    """Build ``package``'s wheel as pip would, offline (the backend is a dev requirement)."""
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"),
+            *("--disable-pip-version-check", str(REPO / package), "-w", str(into)),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    (wheel,) = into.glob("*.whl")
+    return zipfile.ZipFile(wheel)
+
+
+def test_the_openai_wheel_ships_the_verified_bpe_files(tmp_path: Path) -> None:
+    from moodlemate.providers.openai.tiktoken_cache import BPE_FILES
+
+    with _wheel("packages/provider-openai", tmp_path) as wheel:
+        for encoding in ("o200k_base", "cl100k_base"):
+            data = wheel.read(f"moodlemate/providers/openai/_bpe/{encoding}.tiktoken")
+            assert hashlib.sha256(data).hexdigest() == BPE_FILES[encoding][0].sha256
+
+
+DISTRIBUTIONS = {
+    "packages/core": "moodlemate_ai",
+    "packages/provider-openai": "moodlemate_ai_openai",
+    "packages/provider-openrouter": "moodlemate_ai_openrouter",
+}
+
+
+def test_every_distribution_has_real_metadata_and_a_readme_that_stands_alone(
+    tmp_path: Path,
+) -> None:
+    from email.parser import Parser
+
+    for folder, stem in DISTRIBUTIONS.items():
+        with _wheel(folder, tmp_path / stem) as wheel:
+            metadata = Parser().parsestr(wheel.read(f"{stem}-0.1.0.dist-info/METADATA").decode())
+        classifiers = metadata.get_all("Classifier") or []
+        assert "Typing :: Typed" in classifiers, folder
+        assert "Programming Language :: Python :: 3.11" in classifiers, folder
+        assert metadata["License-Expression"] == "MIT"
+        assert metadata["Keywords"], folder
+        readme = metadata.get_payload()
+        assert isinstance(readme, str)
+        assert len(readme) > 1000, f"{folder}'s README says too little"
+        assert "see the repository README" not in readme
+        # Links must work on PyPI too: no paths into the repository.
+        links = re.findall(r"\]\(([^)]+)\)", readme)
+        assert all(link.startswith("https://") for link in links), (folder, links)
+        assert "pip install ./packages/" in readme  # how to install it today, from a clone
+
+
+def test_the_core_wheel_declares_the_pytest_plugin(tmp_path: Path) -> None:
+    with _wheel("packages/core", tmp_path) as wheel:
+        entry_points = wheel.read("moodlemate_ai-0.1.0.dist-info/entry_points.txt").decode()
+    assert "[pytest11]\nmoodlemate-ai = moodlemate.ai.pytest_plugin" in entry_points
+
+
+def test_a_missing_provider_says_how_to_install_it_from_a_clone_and_from_pypi() -> None:
+    from moodlemate.ai import ProviderNotInstalledError
+    from moodlemate.ai.plugins import PluginRegistry
+
+    empty = PluginRegistry(group="moodlemate.ai.none")
+    try:
+        empty.get("openrouter")
+    except ProviderNotInstalledError as exc:
+        message = str(exc)
+    folders = re.search(r"from a clone of the repository: pip install ([^;]+);", message)
+    assert folders is not None, message
+    for folder in folders.group(1).split():
+        assert (REPO / folder).is_dir(), folder  # works as written from a clone
+    assert "once published on PyPI: pip install 'moodlemate-ai[openrouter]'" in message
+
+
+def test_every_local_install_path_in_the_docs_exists() -> None:
+    for doc in (REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))):
+        for command in re.findall(r"pip install ([^`\n]+)", doc.read_text()):
+            for word in command.split():
+                if word.startswith(("./", "-r")):
+                    path = word.removeprefix("-r").strip() or "requirements-dev.txt"
+                    assert (REPO / path).exists(), f"{doc.name}: pip install {command}"

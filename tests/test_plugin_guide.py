@@ -53,3 +53,28 @@ def test_the_minimal_plugin_passes_the_guides_tests(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "5 passed" in out.stdout
+
+
+def test_the_guides_dependency_line_installs_from_a_clone_without_an_index(
+    tmp_path: Path,
+) -> None:
+    """With the clone's packages installed (as the guide says), pip resolves
+    ``moodlemate-ai[openai]`` with no index at all and builds the plugin."""
+    project = tmp_path / "moodlemate-groq"
+    project.mkdir()
+    for name, body in guide_files().items():
+        if name != "test_groq.py":
+            (project / name).write_text(body)
+    prefix = tmp_path / "prefix"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--no-index", "--no-build-isolation"),
+            *("--disable-pip-version-check", "--prefix", str(prefix), str(project)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    installed = list(prefix.rglob("moodlemate_groq.py"))
+    assert len(installed) == 1

@@ -8,7 +8,7 @@ from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TEST_KEY
+from conftest import REPO, TEST_KEY, tiktoken_encoding
 from moodlemate.ai import GPT
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.testing import LoopbackServer, Reply
@@ -124,10 +124,8 @@ def test_ollama_host_spellings(host: str, endpoint: str) -> None:
 
 def test_token_count_is_an_o200k_estimate() -> None:
     """Ollama models bring their own tokenizers; the count is o200k_base's, for any model."""
-    import tiktoken
-
     text = "Wie viele Tokens hat dieser Satz? 🦙"
-    expected = len(tiktoken.get_encoding("o200k_base").encode_ordinary(text))
+    expected = len(tiktoken_encoding("o200k_base").encode_ordinary(text))
     gpt = GPT(provider="ollama")
     assert gpt.count_tokens(text, "llama3.2") == expected
     assert gpt.count_tokens(text, "gpt-4:latest") == expected  # not cl100k, whatever the name

@@ -1,4 +1,5 @@
-"""Offline token counting: a typed, actionable error within seconds, and a verified cache seed.
+"""Offline token counting: the shipped encodings need nothing; any other encoding fails with a
+typed, actionable error within seconds; a cache seed is verified.
 
 Each scenario runs in a fresh interpreter (encoders are cached per process) whose only route
 to the internet is a proxy on 127.0.0.1 that refuses or never answers, so no test depends on
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_TIKTOKEN_CACHE
+from conftest import BUNDLED_BPE
 from moodlemate.ai import TokenizerUnavailableError, ValidationError
 from moodlemate.ai.testing import LoopbackServer, Reply
 from moodlemate.providers.openai.tiktoken_cache import (
@@ -32,10 +33,10 @@ O200K = BPE_FILES["o200k_base"][0]
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_CACHE_NAME = "fb374d419588a4632f3f557e76b4b70aebbca790"
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
-# The BPE files the test run counts with (conftest points TIKTOKEN_CACHE_DIR at them).
-SHARED_O200K = (
-    Path(os.environ.get("TIKTOKEN_CACHE_DIR") or SHARED_TIKTOKEN_CACHE) / O200K_CACHE_NAME
-)
+SHARED_O200K = BUNDLED_BPE / "o200k_base.tiktoken"  # a copy of the file tiktoken downloads
+# p50k_base (text-davinci-003) is not shipped: without a cache it must be downloaded.
+P50K = BPE_FILES["p50k_base"][0]
+P50K_URL = "https://openaipublic.blob.core.windows.net/encodings/p50k_base.tiktoken"
 
 COUNT = """
 import json, sys, time
@@ -44,7 +45,7 @@ tiktoken_cache.DOWNLOAD_TIMEOUT = float(sys.argv[1])
 from moodlemate.ai import GPT, TokenizerUnavailableError
 started = time.monotonic()
 try:
-    result = {"tokens": GPT().count_tokens("hello world", "gpt-4o")}
+    result = {"tokens": GPT().count_tokens("hello world", sys.argv[2])}
 except TokenizerUnavailableError as exc:
     result = {"error": type(exc).__name__, "message": str(exc),
               "is_tokenizer_error": True, "cache_path": str(exc.cache_path)}
@@ -70,12 +71,14 @@ def silent_proxy() -> Iterator[int]:
         yield int(listener.getsockname()[1])
 
 
-def _count_offline(cache: Path, proxy_port: int, timeout: float = 10.0) -> dict[str, object]:
+def _count_offline(
+    cache: Path, proxy_port: int, timeout: float = 10.0, model: str = "text-davinci-003"
+) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["TIKTOKEN_CACHE_DIR"] = str(cache)
     env["HTTPS_PROXY"] = env["HTTP_PROXY"] = f"http://127.0.0.1:{proxy_port}"
     done = subprocess.run(
-        [sys.executable, "-c", COUNT, str(timeout)],
+        [sys.executable, "-c", COUNT, str(timeout), model],
         env=env,
         capture_output=True,
         text=True,
@@ -86,6 +89,15 @@ def _count_offline(cache: Path, proxy_port: int, timeout: float = 10.0) -> dict[
     return result
 
 
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4"])
+def test_shipped_encodings_count_with_an_empty_cache_and_no_network(
+    tmp_path: Path, model: str
+) -> None:
+    result = _count_offline(tmp_path, _closed_port(), model=model)
+    assert result["tokens"] == 2
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing copied
+
+
 def test_empty_cache_without_network_is_a_typed_actionable_error(tmp_path: Path) -> None:
     started = time.monotonic()
     result = _count_offline(tmp_path, _closed_port())
@@ -94,10 +106,10 @@ def test_empty_cache_without_network_is_a_typed_actionable_error(tmp_path: Path)
     assert result["is_tokenizer_error"] is True
     assert float(result["seconds"]) < 5  # type: ignore[arg-type]
     message = str(result["message"])
-    for needed in ("o200k_base", O200K_URL, O200K_CACHE_NAME, O200K_SHA256, str(tmp_path)):
+    for needed in ("p50k_base", P50K_URL, P50K.cache_name, P50K.sha256, str(tmp_path)):
         assert needed in message
     assert "python -m moodlemate.providers.openai.tiktoken_cache" in message
-    assert result["cache_path"] == str(tmp_path / O200K_CACHE_NAME)
+    assert result["cache_path"] == str(tmp_path / P50K.cache_name)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -110,10 +122,17 @@ def test_a_network_that_never_answers_fails_within_the_download_timeout(
 
 
 def test_a_corrupt_cached_file_is_reported_not_trusted(tmp_path: Path) -> None:
-    (tmp_path / O200K_CACHE_NAME).write_bytes(b"not a bpe file\n")
+    (tmp_path / P50K.cache_name).write_bytes(b"not a bpe file\n")
     result = _count_offline(tmp_path, _closed_port())
     assert result["error"] == "MissingBpeFileError"
     assert "corrupt" in str(result["message"])
+
+
+def test_a_corrupt_cached_copy_of_a_shipped_encoding_gives_way_to_the_shipped_file(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / O200K_CACHE_NAME).write_bytes(b"not a bpe file\n")
+    assert _count_offline(tmp_path, _closed_port(), model="gpt-4o")["tokens"] == 2
 
 
 def test_seeding_from_a_local_file_makes_counting_work_offline(tmp_path: Path) -> None:
@@ -123,7 +142,7 @@ def test_seeding_from_a_local_file_makes_counting_work_offline(tmp_path: Path) -
     target = seed_tiktoken_cache(downloaded, cache_dir=cache)  # encoding found by its hash
     assert target == cache / O200K_CACHE_NAME
     assert hashlib.sha256(target.read_bytes()).hexdigest() == O200K_SHA256
-    assert _count_offline(cache, _closed_port())["tokens"] == 2
+    assert _count_offline(cache, _closed_port(), model="gpt-4o")["tokens"] == 2
 
 
 def test_seeding_honours_tiktoken_cache_dir(
@@ -179,23 +198,40 @@ def test_the_error_is_catchable_as_the_core_type() -> None:
 CHAT = """
 import logging, sys
 logging.basicConfig()
-from moodlemate.ai import GPT
+from moodlemate.ai import GPT, TokenizerUnavailableError
+import moodlemate.providers.openai as package
+assert package.__file__.startswith(sys.argv[2]), package.__file__
 gpt = GPT("openai", endpoint=sys.argv[1], api_key="sk-test-4f1c2e9b7a6d5c3e")
+try:
+    gpt.count_tokens("hi", "gpt-4")
+except TokenizerUnavailableError as exc:
+    print("count:", exc, file=sys.stderr)
 print(gpt.chat_completion("gpt-4", "", " hello" * 9000))
+talk = gpt.conversation("long", model="gpt-4")
+for _ in range(3):
+    print(talk.ask(" word" * 2000))
+print("turns", len(talk.history))
 """
 
 
-def test_chat_still_works_when_the_context_check_cannot_count(
+def test_chat_and_conversations_work_when_no_tokenizer_data_can_be_loaded(
     tmp_path: Path, server: LoopbackServer
 ) -> None:
-    """No BPE data offline costs the context check, never the call itself."""
-    server.enqueue(Reply(text="sent anyway"))
+    """A damaged install and no cache or network cost the exact counts, never the calls."""
+    source = BUNDLED_BPE.parent
+    site = tmp_path / "site"
+    copy = site / "moodlemate" / "providers" / "openai"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    damaged = copy / "_bpe" / "cl100k_base.tiktoken"
+    damaged.write_bytes(damaged.read_bytes()[:-100])  # a truncated install
+    server.enqueue(Reply(text="sent anyway"), *[Reply(text="ok") for _ in range(3)])
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env["TIKTOKEN_CACHE_DIR"] = str(tmp_path)
+    env["TIKTOKEN_CACHE_DIR"] = str(tmp_path / "empty-cache")
     env["HTTPS_PROXY"] = f"http://127.0.0.1:{_closed_port()}"
     env["NO_PROXY"] = "127.0.0.1"
+    env["PYTHONPATH"] = str(site)
     done = subprocess.run(
-        [sys.executable, "-c", CHAT, server.url],
+        [sys.executable, "-c", CHAT, server.url, str(copy)],
         env=env,
         capture_output=True,
         text=True,
@@ -203,6 +239,10 @@ def test_chat_still_works_when_the_context_check_cannot_count(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "sent anyway"
-    assert "context window of 'gpt-4' not checked" in done.stderr
-    assert len(server.chat_requests) == 1
+    assert done.stdout.split("\n")[:5] == ["sent anyway", "ok", "ok", "ok", "turns 2"]
+    assert "cl100k_base file shipped with moodlemate-ai-openai is damaged" in done.stderr
+    # One warning for the model, however many checks and trims fell back to the estimate.
+    assert done.stderr.count("token counts of 'gpt-4' are estimates") == 1, done.stderr
+    assert len(server.chat_requests) == 4
+    # 2,000 words: 2,000 tokens exactly (all three turns would fit 8,192), 5,000 estimated.
+    assert len(server.chat_requests[-1].body["messages"]) == 2  # system message and prompt

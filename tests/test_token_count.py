@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import tiktoken
+from conftest import tiktoken_encoding
 from moodlemate.ai import GPT
 
 TEXTS = [
@@ -30,13 +30,13 @@ TEXTS = [
 )
 @pytest.mark.parametrize("text", TEXTS)
 def test_count_matches_tiktoken(model: str, encoding: str, text: str) -> None:
-    expected = len(tiktoken.get_encoding(encoding).encode(text, disallowed_special=()))
+    expected = len(tiktoken_encoding(encoding).encode(text, disallowed_special=()))
     assert GPT().count_tokens(text, model) == expected
 
 
 def test_default_model_is_gpt_4o_mini() -> None:
     text = "a" * 1000 + " some words"
-    expected = len(tiktoken.get_encoding("o200k_base").encode(text))
+    expected = len(tiktoken_encoding("o200k_base").encode(text))
     assert GPT().count_tokens(text) == expected
 
 

@@ -66,6 +66,9 @@ class Settings:
     provider: str
     endpoint: str | None = None
     model: str = DEFAULT_MODEL
+    model_is_explicit: bool = False
+    """A model was configured (argument, environment, file); else ``model`` is the fallback
+    and the provider's own ``default_model`` comes first."""
     provider_is_explicit: bool = False
     """The provider was chosen at least as explicitly as the endpoint; else an endpoint that
     a provider recognises (openrouter.ai) selects that provider."""
@@ -144,6 +147,7 @@ def resolve_settings(
         provider=chosen or DEFAULT_PROVIDER,
         endpoint=resolved_endpoint,
         model=chosen_model or DEFAULT_MODEL,
+        model_is_explicit=chosen_model is not None,
         provider_is_explicit=chosen is not None
         and (resolved_endpoint is None or provider_level <= endpoint_level),
         api_key=_file_key(section, where, env, file_target),

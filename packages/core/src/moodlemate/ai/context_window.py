@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import logging
 
-from moodlemate.ai.errors import ContextWindowExceededError, TokenizerUnavailableError
+from moodlemate.ai.errors import ContextWindowExceededError
 from moodlemate.ai.provider import ChatRequest, Provider
-from moodlemate.ai.token_count import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, wire_messages
+from moodlemate.ai.token_count import (
+    REPLY_PRIMING_TOKENS,
+    TOKENS_PER_MESSAGE,
+    count_or_estimate,
+    wire_messages,
+)
 
 __all__ = ["MIN_OUTPUT_TOKENS", "check_context_window"]
 
@@ -39,11 +44,8 @@ def check_context_window(provider: Provider, request: ChatRequest) -> None:
     fits_input = info.max_input_tokens is None or ceiling <= info.max_input_tokens
     if fits_window and fits_input:
         return
-    try:
-        counted = provider.count_message_tokens(wire_messages(request.messages), request.model)
-    except TokenizerUnavailableError as exc:
-        log.warning("context window of %r not checked: %s", request.model, exc.message)
-        return
+    # Without tokenizer data this is an estimate, which warns but never refuses a call.
+    counted = count_or_estimate(provider, wire_messages(request.messages), request.model)
     prompt = counted.tokens
     problem = None
     if info.max_input_tokens is not None and prompt > info.max_input_tokens:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from moodlemate.ai.errors import (
 )
 from moodlemate.ai.provider import ChatRequest, Message, Provider
 from moodlemate.ai.replies import reply_text
+from moodlemate.ai.token_count import text_counter
 from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
 
 if TYPE_CHECKING:
@@ -55,12 +57,12 @@ FORMAT_VERSION = 1
 
 
 def count_chat_tokens(provider: Provider, model: str, messages: tuple[Message, ...]) -> int:
-    """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models."""
+    """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models; a
+    conservative estimate when the provider has no tokenizer data (trimming never fails for it,
+    see :func:`moodlemate.ai.token_count.estimate_tokens`)."""
+    count = text_counter(provider, model)
     return REPLY_PRIMING + sum(
-        TOKENS_PER_MESSAGE
-        + provider.count_tokens(m.role, model)
-        + provider.count_tokens(m.content, model)
-        for m in messages
+        TOKENS_PER_MESSAGE + count(m.role) + count(m.content) for m in messages
     )
 
 
@@ -149,6 +151,19 @@ class Conversation:
             text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
             self._commit(dropped, prompt, text)
             return text
+
+    def stream(self, prompt: str) -> Iterator[str]:
+        """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
+        the reply is complete; a failed or abandoned stream leaves the history unchanged.
+        Sync turns wait for it: consume it to the end, or close it."""
+        with self._turn_lock:
+            dropped, request = self._prepare(prompt)
+            parts: list[str] = []
+            with self._gpt.stream_request(request) as deltas:
+                for delta in deltas:
+                    parts.append(delta)
+                    yield delta
+            self._commit(dropped, prompt, "".join(parts))
 
     async def aask(self, prompt: str) -> str:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
@@ -258,7 +273,11 @@ class Conversation:
             start = len(turns)
             scale = self._scale
         budget = int(self._window(provider, model) / scale)
-        used = count_chat_tokens(provider, model, (*system, *turns, *question))
+        messages = (*system, *turns, *question)
+        if _token_ceiling(messages) <= budget:
+            # Far below the window: no token is counted (nor the tokenizer loaded).
+            return 0, self._request(model, messages)
+        used = count_chat_tokens(provider, model, messages)
         dropped = 0
         while used > budget and turns:
             # Drop the oldest user message together with the replies that answer it.
@@ -280,13 +299,15 @@ class Conversation:
                 dropped,
                 model,
             )
-        request = ChatRequest(
+        return start - len(turns), self._request(model, (*system, *turns, *question))
+
+    def _request(self, model: str, messages: tuple[Message, ...]) -> ChatRequest:
+        return ChatRequest(
             model=model,
-            messages=(*system, *turns, *question),
+            messages=messages,
             temperature=self._temperature,
             max_tokens=self._max_tokens,
         )
-        return start - len(turns), request
 
     def _window(self, provider: Provider, model: str) -> int:
         """Prompt tokens allowed: the context window (the one a server said, else the
@@ -309,6 +330,14 @@ class Conversation:
                 Message("user", prompt),
                 Message("assistant", reply),
             ]
+
+
+def _token_ceiling(messages: tuple[Message, ...]) -> int:
+    """More tokens than ``messages`` can take: a token spans at least one UTF-8 byte, and a
+    character at most four."""
+    return REPLY_PRIMING + sum(
+        TOKENS_PER_MESSAGE + 4 * (len(m.role) + len(m.content)) for m in messages
+    )
 
 
 def _list(value: Any) -> list[Any]:

@@ -115,8 +115,9 @@ class GPT:
         self._plugins = plugins or registry
         self._target_lock = threading.Lock()
         self._target = _target_from(settings)
-        self.model = settings.model
-        """Default model for calls that do not name one (context_assistant, the CLI)."""
+        self._model = settings.model if settings.model_is_explicit else None
+        if settings.provider_is_explicit or provider is not None:
+            self._plugins.get(settings.provider)  # a misspelt name fails here, not at a call
         self.retry = RetryPolicy() if retry is None else retry
         self.ledger = Ledger()
         self.budget = budget
@@ -128,6 +129,25 @@ class GPT:
             self.api_key = api_key
 
     # -- settings ------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """Default model for calls that do not name one (context_assistant, the CLI): the
+        configured one, else the provider's ``default_model``. A provider without one (a local
+        server) raises ValidationError saying to name a model; assign None to go back."""
+        if self._model is not None:
+            return self._model
+        provider = self.provider
+        if provider.default_model is None:
+            raise ValidationError(
+                f"provider {provider.name!r} has no default model: name one "
+                f"(GPT(model=...), MOODLEMATE_MODEL, the config file, or --model)"
+            )
+        return provider.default_model
+
+    @model.setter
+    def model(self, value: str | None) -> None:
+        self._model = value
 
     @property
     def provider(self) -> Provider:
@@ -527,7 +547,11 @@ class GPT:
             elif request.model not in self._unpriced_warned:
                 self._unpriced_warned.add(request.model)
                 why = "no price known for" if price is None else "the server reported no usage for"
-                log.warning(
+                # A local or custom server's models have no price: worth a note, not a warning
+                # on every run. On the vendor's own service a missing price is a real gap.
+                vendor = provider is not self.provider or provider.recognises(self.endpoint)
+                log.log(
+                    logging.WARNING if vendor else logging.INFO,
                     "%s %s model %r: its cost is recorded as unknown "
                     "(and not counted against a budget)",
                     why,

@@ -35,9 +35,16 @@ class _Tally:
             "completion_tokens": self.usage.completion_tokens,
             "reasoning_tokens": self.usage.reasoning_tokens,
             "total_tokens": self.usage.total_tokens,
-            "cost": self.cost,
+            "cost": self.known_cost,
             "unpriced_calls": self.unpriced_calls,
         }
+
+    @property
+    def known_cost(self) -> Decimal | None:
+        """The cost, or None when every call was unpriced: unknown, not $0."""
+        if self.calls and self.unpriced_calls == self.calls:
+            return None
+        return self.cost
 
 
 class Ledger:
@@ -85,7 +92,9 @@ class Ledger:
             self._by_model = {}
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"total": {...}, "by_model": {model: {...}}}`` with exact Decimal costs."""
+        """``{"total": {...}, "by_model": {model: {...}}}`` with exact Decimal costs; a cost is
+        None (unknown) where every call was unpriced, and ``unpriced_calls`` counts the calls
+        missing from a known cost."""
         with self._lock:
             return {
                 "total": self._total.as_dict(),
@@ -100,4 +109,5 @@ class Ledger:
 
     def __repr__(self) -> str:
         with self._lock:
-            return f"Ledger(calls={self._total.calls}, cost={self._total.cost})"
+            cost = self._total.known_cost
+            return f"Ledger(calls={self._total.calls}, cost={'unknown' if cost is None else cost})"

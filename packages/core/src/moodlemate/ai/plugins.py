@@ -38,8 +38,23 @@ ENTRY_POINT_GROUP = "moodlemate.ai"
 PLUGINS_ENV = "MOODLEMATE_PLUGINS"
 """Comma-separated entry-point names to load; unset loads all, empty string loads none."""
 
-# Extras of the core distribution, so "not installed" errors can say what to pip install.
+# Extras of the core distribution, so "not installed" errors can say what to pip install:
+# the PyPI extra, and the folder of a clone of the repository, where the packages live today.
 _EXTRAS = {"openai": "openai", "openrouter": "openrouter"}
+_CLONE_FOLDERS = {
+    "openai": "./packages/provider-openai",
+    "openrouter": "./packages/provider-openai ./packages/provider-openrouter",
+}
+
+
+def install_hint(extra: str) -> str:
+    """How to install a provider of the core's extras, from a clone and from PyPI."""
+    return (
+        f"from a clone of the repository: pip install {_CLONE_FOLDERS[extra]}; "
+        f"once published on PyPI: pip install 'moodlemate-ai[{extra}]'"
+    )
+
+
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 log = logging.getLogger("moodlemate.ai")
@@ -361,10 +376,16 @@ class PluginRegistry:
         extra = _EXTRAS.get(name)
         if extra is not None:
             raise ProviderNotInstalledError(
-                f"provider {name!r} is not installed: pip install 'moodlemate-ai[{extra}]' "
-                f"(installed providers: {installed})"
+                f"provider {name!r} is not installed ({install_hint(extra)}; "
+                f"installed providers: {installed})"
             )
-        raise UnknownProviderError(f"unknown provider {name!r} (installed providers: {installed})")
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, [*self.names(), *_EXTRAS], n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownProviderError(
+            f"unknown provider {name!r} ({hint}installed providers: {installed})"
+        )
 
     def for_endpoint(self, endpoint: str) -> Provider | None:
         """The provider whose own service ``endpoint`` is, if any (memoized per endpoint)."""

@@ -43,3 +43,6 @@ class ModelInfo:
     as_of: str | None = None
     max_input_tokens: int | None = None
     """A prompt limit below the context window, where the vendor sets one (gpt-5: 272,000)."""
+    live: bool = False
+    """True when fetched from the provider's service (now, or earlier into a cache); False for
+    figures shipped with the package, as old as ``as_of``."""

@@ -122,6 +122,9 @@ class Provider(ABC):
     SDK's convention); the provider's key variable may go there too."""
     requires_key: bool = True
     """Whether the provider's own endpoint needs a key (a local server may not)."""
+    default_model: str | None = None
+    """The model calls use when none is configured; None when there is no sensible one (a
+    local server's models are whatever it has pulled): such calls must name a model."""
     hosts: tuple[str, ...] = ()
     """Hostnames (and their subdomains) that identify this provider's endpoint; empty: the
     default endpoint's scheme, host and port, so a local server on ``localhost:1234`` does

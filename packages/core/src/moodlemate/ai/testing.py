@@ -368,6 +368,22 @@ class LoopbackServer:
             self._log.clear()
             self._script.clear()
 
+    def reset(self) -> None:
+        """Back to a new server's state, on the same port: what :meth:`clear` forgets, and no
+        faults, responder, key check or rejected stream models; strict, default models.
+        The pytest plugin calls it before each test that shares the session's server."""
+        with self._lock:
+            self._log.clear()
+            self._script.clear()
+            self._fault_rate = 0.0
+            self._faults = ()
+            self._rng = random.Random()
+            self.api_key = None
+            self.strict = True
+            self.responder = None
+            self.models = [dict(m) for m in DEFAULT_MODELS]
+            self.reject_stream_models = set()
+
     # request log ---------------------------------------------------------------------------
 
     @property

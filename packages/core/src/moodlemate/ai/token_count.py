@@ -4,32 +4,50 @@ Each message costs the tokens of its fields plus a fixed frame of 3 (and 1 more 
 ``name``); every reply is primed with 3 more. These are the figures of OpenAI's cookbook "How
 to count tokens with tiktoken", which match the API's ``prompt_tokens`` for the gpt-3.5, gpt-4
 and gpt-4o families, so a caller can predict what a request will cost before sending it.
+
+Where a provider cannot tokenize (its tokenizer data is missing), what only needs an estimate
+(the context-window check, conversation trimming) uses :func:`estimate_tokens`: one token per
+two UTF-8 bytes, rounded up. That overcounts prose and code about twice (they average 3.7 to 6
+bytes a token) and matches random identifiers; only dense punctuation and digit soup encode
+denser. It is logged once per model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.errors import ValidationError
+from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Message
+    from moodlemate.ai.provider import Message, Provider
 
 __all__ = [
+    "ESTIMATE_BYTES_PER_TOKEN",
     "REPLY_PRIMING_TOKENS",
     "TOKENS_PER_MESSAGE",
     "TOKENS_PER_NAME",
     "TokenCount",
     "check_messages",
     "count_messages",
+    "count_or_estimate",
+    "estimate_tokens",
+    "text_counter",
     "wire_messages",
 ]
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING_TOKENS = 3
+ESTIMATE_BYTES_PER_TOKEN = 2
+"""The fallback estimate's ratio: a conservative guess where no tokenizer is available."""
+
+log = logging.getLogger("moodlemate.ai")
+_estimated_models: set[tuple[str, str]] = set()
+_estimated_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +77,53 @@ def count_messages(messages: Iterable[WireMessage], count: Callable[[str], int])
             if key == "name":
                 total += TOKENS_PER_NAME
     return total
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token estimate without a tokenizer (see the module docstring)."""
+    return -(-len(text.encode("utf-8", "surrogatepass")) // ESTIMATE_BYTES_PER_TOKEN)
+
+
+def count_or_estimate(
+    provider: Provider, messages: Sequence[Mapping[str, str]], model: str
+) -> TokenCount:
+    """The provider's count of ``messages``; an estimate when it has no tokenizer data."""
+    try:
+        return provider.count_message_tokens(messages, model)
+    except TokenizerUnavailableError as exc:
+        _log_estimate(provider, model, exc)
+        return TokenCount(count_messages(messages, estimate_tokens), estimate=True)
+
+
+def text_counter(provider: Provider, model: str) -> Callable[[str], int]:
+    """A text tokenizer for ``model``: the provider's, or the estimate once it cannot count."""
+    fallback = False
+
+    def count(text: str) -> int:
+        nonlocal fallback
+        if not fallback:
+            try:
+                return provider.count_tokens(text, model)
+            except TokenizerUnavailableError as exc:
+                _log_estimate(provider, model, exc)
+                fallback = True
+        return estimate_tokens(text)
+
+    return count
+
+
+def _log_estimate(provider: Provider, model: str, exc: TokenizerUnavailableError) -> None:
+    key = (provider.name, model)
+    with _estimated_lock:
+        if key in _estimated_models:
+            return
+        _estimated_models.add(key)
+    log.warning(
+        "token counts of %r are estimates (%d UTF-8 bytes a token): %s",
+        model,
+        ESTIMATE_BYTES_PER_TOKEN,
+        exc.message,
+    )
 
 
 def wire_messages(messages: Iterable[Message]) -> list[dict[str, str]]:

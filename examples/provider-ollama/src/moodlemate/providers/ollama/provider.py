@@ -52,6 +52,7 @@ class OllamaProvider(OpenAIProvider):
     """A local Ollama server. Token counts are an estimate (see :meth:`count_tokens`)."""
 
     name = "ollama"
+    default_model = None  # whatever the server has pulled: calls name their model
     default_endpoint = DEFAULT_ENDPOINT
     key_env = None
     key_prefixes = ()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.batch.items import BatchItem
 from moodlemate.ai.batch.results import ResultLog
+from moodlemate.ai.completion_json import completion_fields, usage_fields
 from moodlemate.ai.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -82,6 +83,13 @@ class BatchSummary:
     @property
     def calls(self) -> int:
         return self.succeeded + self.failed
+
+    @property
+    def known_cost(self) -> Decimal | None:
+        """``cost``, or None (unknown, not $0) when no answered call had a price."""
+        if self.succeeded and self.unpriced >= self.succeeded:
+            return None
+        return self.cost
 
     @property
     def remaining(self) -> int:
@@ -272,29 +280,15 @@ class _Run:
 
 
 def _success(item: BatchItem, completion: Completion, seconds: float) -> dict[str, Any]:
+    fields = completion_fields(completion)
+    request_id = fields.pop("request_id")
     return {
         "id": item.id,
         "ok": True,
-        "text": completion.text,
-        "model": completion.model,
-        "finish_reason": completion.finish_reason,
-        "usage": _usage(completion),
-        "cost": None if completion.cost is None else format(completion.cost, "f"),
-        "attempts": completion.attempts,
+        **fields,
         "seconds": seconds,
-        "request_id": completion.request_id,
+        "request_id": request_id,
         "error": None,
-    }
-
-
-def _usage(completion: Completion) -> dict[str, int]:
-    usage = completion.usage
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
     }
 
 
@@ -316,7 +310,7 @@ def _failure(item: BatchItem, error: Exception | None, seconds: float) -> dict[s
         "ok": False,
         "text": None,
         "model": item.model if paid is None else paid.model,
-        "usage": None if paid is None else _usage(paid),
+        "usage": None if paid is None else usage_fields(paid.usage),
         "cost": None if paid is None or paid.cost is None else format(paid.cost, "f"),
         "attempts": getattr(error, "attempts", 1),
         "seconds": seconds,

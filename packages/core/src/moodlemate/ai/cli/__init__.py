@@ -1,5 +1,6 @@
-"""The ``moodlemate-ai`` command. Each subcommand lives in its own module with an
-``add_parser(subparsers)`` function that sets ``func`` (returning the exit code)."""
+"""The ``moodlemate-ai`` command (also ``python -m moodlemate.ai``). Each subcommand lives in
+its own module with an ``add_parser(subparsers)`` function that sets ``func`` (returning the
+exit code)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from moodlemate.ai.errors import MoodlemateError
 __all__ = ["main"]
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("chat", "tokens", "batch", "demo", "providers", "models")
+COMMANDS = ("chat", "tokens", "batch", "demo", "serve", "providers", "models")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -30,10 +31,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat with LLM providers through the moodlemate-ai GPT facade.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         import_module(f"moodlemate.ai.cli.{name}").add_parser(subparsers)
+    for subparser in subparsers.choices.values():
+        _accept_shared_options(subparser)
     return parser
+
+
+def _accept_shared_options(subparser: argparse.ArgumentParser) -> None:
+    """``moodlemate-ai chat -v ...`` as well as ``moodlemate-ai -v chat ...``: SUPPRESS keeps
+    the value given before the subcommand when none is given after it."""
+    subparser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log more (-vv: debug)",
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("moodlemate-ai")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree
+        own = "unknown"
+    return f"moodlemate-ai {own} (Python {sys.version.split()[0]})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

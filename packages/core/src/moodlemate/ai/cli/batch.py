@@ -59,6 +59,7 @@ exit status:
 examples:
   moodlemate-ai batch questions.jsonl -o answers.jsonl
   moodlemate-ai batch questions.jsonl -o answers.jsonl --concurrency 32 -m gpt-4o
+  jq -c '{id, user: .question}' survey.jsonl | moodlemate-ai batch - -o answers.jsonl
   jq -c 'select(.ok | not)' answers.jsonl    # the failures, with their error
 """
 
@@ -73,7 +74,9 @@ def add_parser(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="INPUT.jsonl", help="one request per line")
+    parser.add_argument(
+        "input", metavar="INPUT.jsonl", help="one request per line ('-': standard input)"
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -92,7 +95,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "-m",
         "--model",
-        help="model for lines that name none (default: MOODLEMATE_MODEL, else gpt-4o-mini)",
+        help="model for lines that name none (default: MOODLEMATE_MODEL, else the provider's)",
     )
     add_settings_options(parser)
     parser.set_defaults(func=run)
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         BatchInterrupted,
         BatchOutputError,
         ResultLog,
+        parse_items,
         read_items,
         run_batch,
     )
@@ -122,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CommandError(f"invalid model: {exc.message}", EXIT_USAGE) from None
     try:
-        items = read_items(args.input, default_model=default_model)
+        if args.input == "-":
+            items = parse_items(sys.stdin.buffer, default_model=default_model, source="<stdin>")
+        else:
+            items = read_items(args.input, default_model=default_model)
     except BatchInputError as exc:
         raise CommandError(exc.message, EXIT_USAGE) from None
     except OSError as exc:
@@ -203,7 +210,7 @@ class _TerminateGracefully:
 
 
 def _same_file(a: str, b: str) -> bool:
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+    return a != "-" and os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def _note(err: QuietStream, message: str) -> None:
@@ -220,7 +227,9 @@ def _print_summary(err: QuietStream, summary: BatchSummary, output: str) -> None
         else "finished"
     )
     usage = summary.usage
-    unpriced = f"  (+{summary.unpriced} calls at unknown price)" if summary.unpriced else ""
+    known = summary.known_cost
+    partly = summary.unpriced and known is not None
+    unpriced = f"  (+{summary.unpriced} calls at unknown price)" if partly else ""
     rows = [
         f"moodlemate-ai batch: {how} in {summary.elapsed:.1f}s; results in {output}",
         f"  calls      {summary.calls}  ({summary.retries} retries)",
@@ -234,7 +243,7 @@ def _print_summary(err: QuietStream, summary: BatchSummary, output: str) -> None
     rows += [
         f"  tokens     {usage.total_tokens}  ({usage.prompt_tokens} prompt + "
         f"{usage.completion_tokens} completion)",
-        f"  cost       {money(summary.cost)}{unpriced}",
+        f"  cost       {money(known)}{unpriced}",
     ]
     err.write("\n".join(rows) + "\n")
     err.flush()

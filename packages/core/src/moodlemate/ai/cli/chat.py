@@ -6,22 +6,23 @@ import argparse
 import sys
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
+from moodlemate.ai.cli import EXIT_USAGE
+from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
 from moodlemate.ai.cli.common import (
     CommandError,
     add_settings_options,
     make_gpt,
-    money,
     positive_int,
     read_stdin_text,
     temperature,
-    tokens_line,
 )
 
 DESCRIPTION = """\
 Send one prompt and print the reply. The prompt is the PROMPT argument, or standard input
-when PROMPT is absent or '-'. The reply goes to standard output; --usage reports tokens and
-cost on standard error, so `moodlemate-ai chat ... > reply.txt` keeps only the reply.
+when PROMPT is absent or '-'. The reply goes to standard output, streamed as it arrives when
+that is a terminal; --usage reports tokens and cost on standard error, so
+`moodlemate-ai chat ... > reply.txt` keeps only the reply. Each chat is kept as a conversation
+(in $XDG_DATA_HOME/moodlemate-ai/conversations): -c goes on with the latest one.
 """
 
 EPILOG = """\
@@ -30,6 +31,9 @@ examples:
   moodlemate-ai chat -m gpt-4o -s "Answer in French." --usage "What is a haiku?"
   git diff | moodlemate-ai chat -s "Write a commit message for this diff."
   moodlemate-ai chat --endpoint http://localhost:11434/v1 -m llama3.2 "Hi"
+  moodlemate-ai chat "My name is Ada." && moodlemate-ai chat -c "What is my name?"
+  moodlemate-ai chat --conversation french -s "Answer in French." "Hello"
+  moodlemate-ai chat --json "Hi" | jq .usage
 """
 
 
@@ -43,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message ('-': stdin)")
     parser.add_argument(
-        "-m", "--model", help="model to use (default: MOODLEMATE_MODEL, else gpt-4o-mini)"
+        "-m", "--model", help="model to use (default: MOODLEMATE_MODEL, else the provider's)"
     )
     parser.add_argument("-s", "--system", metavar="SYSTEM", help="system message (default: none)")
     parser.add_argument(
@@ -58,6 +62,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--usage", action="store_true", help="report tokens, cost and attempts on stderr"
     )
+    add_reply_options(parser)
     add_settings_options(parser)
     parser.set_defaults(func=run)
 
@@ -70,19 +75,7 @@ def run(args: argparse.Namespace) -> int:
         options["temperature"] = args.temperature
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
-    from moodlemate.ai.replies import reply_text
-
-    result = gpt.complete(gpt.model, args.system or "", prompt, **options)
-    text = reply_text(result, args.max_tokens)  # a refusal or empty reply is an error
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    sys.stdout.flush()
-    if args.usage:
-        attempts = f" · {result.attempts} attempts" if result.attempts > 1 else ""
-        print(
-            f"{result.model} · {tokens_line(result.usage)} · cost {money(result.cost)}{attempts}",
-            file=sys.stderr,
-        )
-    return EXIT_OK
+    return deliver(gpt, args, prompt, options)
 
 
 def _prompt(argument: str | None) -> str:

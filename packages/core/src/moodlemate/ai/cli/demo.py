@@ -19,7 +19,12 @@ DEMO_KEY = "sk-demo-0000000000000000"
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run a completion, a token count and a retry against a local test server"
+        "demo",
+        help="run a completion, a token count and a retry against a local test server",
+        description="Start a local OpenAI-compatible test server and run, against it, a chat "
+        "completion, a token count, the cost and a retry after an injected HTTP 429: the "
+        "whole stack, with no key and no network. See `moodlemate-ai serve` to keep such a "
+        "server running for your own commands.",
     )
     parser.add_argument("-m", "--model", default="gpt-4o-mini", help="model name to send")
     parser.set_defaults(func=run)

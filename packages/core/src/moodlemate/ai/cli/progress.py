@@ -118,7 +118,8 @@ def _counts(summary: BatchSummary, todo: int) -> str:
     failed = f", {summary.failed} failed" if summary.failed else ""
     return (
         f"{summary.calls}/{todo} done ({percent}%){failed} · "
-        f"{summary.usage.total_tokens} tokens · {money(summary.cost)} · {summary.elapsed:.1f}s"
+        f"{summary.usage.total_tokens} tokens · {money(summary.known_cost)} · "
+        f"{summary.elapsed:.1f}s"
     )
 
 

@@ -4,6 +4,7 @@ plugins failed to load (exit status 1 then, so a deployment check can rely on it
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from typing import Any
 
@@ -18,6 +19,11 @@ def add_parser(subparsers: Any) -> None:
         description="List installed providers (name, package, version, default endpoint) "
         "and report plugins that failed to load. Exits 1 when any plugin failed.",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON object: providers, excluded, failed",
+    )
     parser.set_defaults(func=run)
 
 
@@ -29,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
         entries = registry.entries()
         failures = registry.failures
         excluded = registry.excluded
+    if args.json:
+        print(json.dumps(_document(entries, excluded, failures), indent=2))
+        return EXIT_FAILURE if failures else EXIT_OK
     rows = [
         [
             name,
@@ -43,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     elif excluded:
         print(f"no providers loaded ({PLUGINS_ENV} leaves out every installed one)")
     else:
-        print("no providers installed: pip install 'moodlemate-ai[openai]'")
+        from moodlemate.ai.plugins import install_hint
+
+        print(f"no providers installed ({install_hint('openai')})")
     if excluded:
         print(f"\nleft out by {PLUGINS_ENV}: {', '.join(sorted(excluded))}")
     if failures:
@@ -52,3 +63,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {plugin}: {reason}")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _document(entries: Any, excluded: Any, failures: Any) -> dict[str, Any]:
+    return {
+        "providers": [
+            {
+                "name": name,
+                "package": entry.package,
+                "version": entry.version,
+                "default_endpoint": entry.provider.default_endpoint,
+            }
+            for name, entry in sorted(entries.items())
+        ],
+        "excluded": sorted(excluded),
+        "failed": dict(sorted(failures.items())),
+    }

@@ -49,6 +49,14 @@ class OpenAIProvider(Provider):
     key_min_length = 20  # legacy keys are 51 characters, project keys far longer
     endpoint_env: str | None = "OPENAI_BASE_URL"
     hosts: tuple[str, ...] = ("api.openai.com",)
+    default_model: str | None = "gpt-4o-mini"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass serves another service, whose models are not OpenAI's: it has no default
+        model unless it names one itself (so Groq is never sent ``gpt-4o-mini``)."""
+        super().__init_subclass__(**kwargs)
+        if "default_model" not in cls.__dict__:
+            cls.default_model = None
 
     def __init__(self) -> None:
         self._pool = ClientPool()

@@ -30,6 +30,7 @@ __all__ = [
     "MissingBpeFileError",
     "cache_dir",
     "ensure_available",
+    "is_cached",
     "main",
     "seed_tiktoken_cache",
 ]
@@ -113,6 +114,15 @@ def cache_dir() -> Path | None:
     import tempfile
 
     return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def is_cached(encoding: str) -> bool:
+    """Whether tiktoken's cache holds a verified copy of each of ``encoding``'s files."""
+    files = BPE_FILES.get(encoding)
+    directory = cache_dir()
+    if files is None or directory is None:
+        return False
+    return all(_cached_problem(directory / bpe.cache_name, bpe) is None for bpe in files)
 
 
 def ensure_available(encoding: str) -> None:

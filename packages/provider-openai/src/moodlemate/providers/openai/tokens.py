@@ -1,8 +1,11 @@
 """Token counting with tiktoken: one encoder per encoding, loaded on first use.
 
 tiktoken downloads its BPE files the first time an encoding is used and caches them in
-``TIKTOKEN_CACHE_DIR`` (else a temp folder); :mod:`.tiktoken_cache` checks that cache first,
-so offline use fails fast with an error that says which file to provide and how.
+``TIKTOKEN_CACHE_DIR`` (else a temp folder). An encoding in that cache is loaded by tiktoken;
+o200k_base and cl100k_base, when not cached, come from the files shipped in this package
+(:mod:`.bundled_bpe`), so current models count offline with no download. Other encodings go
+through :mod:`.tiktoken_cache`, which fails fast offline with an error that says which file to
+provide and how.
 """
 
 from __future__ import annotations
@@ -82,8 +85,13 @@ def count_tokens(text: str, model: str) -> int:
 
 def _load(name: str) -> tiktoken.Encoding:
     import tiktoken
-    from moodlemate.providers.openai.tiktoken_cache import ensure_available
+    from moodlemate.providers.openai.bundled_bpe import load_bundled
+    from moodlemate.providers.openai.tiktoken_cache import ensure_available, is_cached
 
+    if not is_cached(name):
+        bundled = load_bundled(name)
+        if bundled is not None:
+            return bundled
     ensure_available(name)
     try:
         return tiktoken.get_encoding(name)

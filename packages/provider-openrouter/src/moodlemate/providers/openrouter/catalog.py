@@ -130,14 +130,15 @@ def snapshot() -> _Models:
     return parse(data, source=data["source"], as_of=data["as_of"])
 
 
-def parse(payload: Any, *, source: str, as_of: str | None) -> _Models:
-    """OpenRouter's ``{"data": [...]}`` as ModelInfo by id; malformed entries are skipped."""
+def parse(payload: Any, *, source: str, as_of: str | None, live: bool = False) -> _Models:
+    """OpenRouter's ``{"data": [...]}`` as ModelInfo by id; malformed entries are skipped.
+    ``live``: fetched from the service rather than shipped."""
     entries = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(entries, list):
         raise ValueError("no 'data' list")
     models: _Models = {}
     for entry in entries:
-        info = _model_info(entry, source, as_of)
+        info = _model_info(entry, source, as_of, live)
         if info is not None:
             models[info.name] = info
     return models
@@ -188,7 +189,7 @@ def _fetch(endpoint: str, timeout: float) -> _Models:
     as_of = datetime.fromtimestamp(fetched_at, UTC).strftime("%Y-%m-%d")
     try:
         payload = json.loads(raw)
-        models = parse(payload, source=url, as_of=as_of)
+        models = parse(payload, source=url, as_of=as_of, live=True)
     except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise MalformedResponseError(
             f"GET {url}: not a models list", provider="openrouter"
@@ -204,7 +205,7 @@ def _read_cache(path: Path) -> tuple[_Models, float] | None:
         data = json.loads(path.read_text("utf-8"))
         fetched_at = float(data["fetched_at"])
         as_of = datetime.fromtimestamp(fetched_at, UTC).strftime("%Y-%m-%d")
-        return parse(data, source=str(data["source"]), as_of=as_of), fetched_at
+        return parse(data, source=str(data["source"]), as_of=as_of, live=True), fetched_at
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
@@ -243,7 +244,7 @@ def _slim(entry: Mapping[str, Any]) -> dict[str, Any]:
 # -- one entry -------------------------------------------------------------------------------
 
 
-def _model_info(entry: Any, source: str, as_of: str | None) -> ModelInfo | None:
+def _model_info(entry: Any, source: str, as_of: str | None, live: bool) -> ModelInfo | None:
     if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
         return None
     pricing = _table(entry.get("pricing"))
@@ -265,6 +266,7 @@ def _model_info(entry: Any, source: str, as_of: str | None) -> ModelInfo | None:
         max_output_tokens=_int(top.get("max_completion_tokens")),
         source=source,
         as_of=as_of,
+        live=live,
     )
 
 

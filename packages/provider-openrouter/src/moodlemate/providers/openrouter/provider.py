@@ -23,6 +23,7 @@ class OpenRouterProvider(OpenAIProvider):
     ``openai/gpt-4o-mini`` or ``anthropic/claude-sonnet-4``."""
 
     name = "openrouter"
+    default_model = "openai/gpt-4o-mini"
     default_endpoint = catalog.DEFAULT_ENDPOINT
     key_env = "OPENROUTER_API_KEY"
     key_prefixes = ("sk-or-",)

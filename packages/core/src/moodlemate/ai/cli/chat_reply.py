@@ -1,0 +1,127 @@
+"""How ``chat`` delivers a reply: streamed to a terminal or waited for, as text or JSON, alone
+or as the next turn of a conversation kept between runs (:mod:`.conversations`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
+from moodlemate.ai.cli.common import CommandError, money, tokens_line
+
+if TYPE_CHECKING:
+    from moodlemate.ai.conversation import Conversation
+    from moodlemate.ai.gpt import GPT
+    from moodlemate.ai.provider import Completion
+
+__all__ = ["add_reply_options", "deliver"]
+
+
+def add_reply_options(parser: argparse.ArgumentParser) -> None:
+    from moodlemate.ai.cli.conversations import name_type
+
+    parser.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="wait for the whole reply (default: stream it when standard output is a terminal)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: text, model, finish_reason, usage, cost, attempts, "
+        "request_id (and conversation)",
+    )
+    continuing = parser.add_mutually_exclusive_group()
+    continuing.add_argument(
+        "-c",
+        "--continue",
+        dest="continue_conversation",
+        action="store_true",
+        help="go on with the most recent conversation",
+    )
+    continuing.add_argument(
+        "--conversation",
+        metavar="NAME",
+        type=name_type,
+        help="go on with the conversation NAME (created on first use)",
+    )
+
+
+def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, Any]) -> int:
+    """Send ``prompt`` as ``args`` ask, print the reply, save the conversation."""
+    from moodlemate.ai.cli import conversations
+    from moodlemate.ai.errors import ValidationError
+
+    if args.conversation is not None:
+        name = args.conversation
+    elif args.continue_conversation:
+        name = conversations.current()
+    else:
+        name = conversations.LAST
+    try:
+        model = args.model or gpt.model
+    except ValidationError as exc:  # a provider without a default model
+        raise CommandError(exc.message, EXIT_USAGE) from None
+    talk = gpt.conversation(name)
+    continuing = args.conversation is not None or args.continue_conversation
+    stored = conversations.load_text(name) if continuing else None
+    try:
+        if stored is not None:
+            talk.load_json(stored)
+        else:
+            talk.system_message = ""
+            talk.model = model
+        _apply(talk, args, options)
+    except ValidationError as exc:
+        raise CommandError(f"conversation {name!r}: {exc.message}") from None
+    streaming = sys.stdout.isatty() and not args.no_stream and not args.json
+    deltas: Iterator[str] = talk.stream(prompt) if streaming else iter((talk.ask(prompt),))
+    text = _print(deltas, streaming=streaming, json_output=args.json)
+    completion = gpt.last_result
+    assert completion is not None  # set by the call that just returned
+    conversations.save(name, talk.to_json())
+    if args.json:
+        from moodlemate.ai.completion_json import completion_fields
+
+        print(json.dumps({**completion_fields(completion), "conversation": name}))
+    elif not text.endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    if args.usage:
+        _report(completion)
+    return EXIT_OK
+
+
+def _apply(talk: Conversation, args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """Settings given on this command line override the conversation's stored ones."""
+    if args.system is not None:
+        talk.system_message = args.system
+    if args.model is not None:
+        talk.model = args.model
+    if "temperature" in options:
+        talk.temperature = options["temperature"]
+    if "max_tokens" in options:
+        talk.max_tokens = options["max_tokens"]
+
+
+def _print(deltas: Iterator[str], *, streaming: bool, json_output: bool) -> str:
+    parts: list[str] = []
+    for delta in deltas:
+        parts.append(delta)
+        if not json_output:
+            sys.stdout.write(delta)
+            if streaming:
+                sys.stdout.flush()
+    return "".join(parts)
+
+
+def _report(completion: Completion) -> None:
+    attempts = f" · {completion.attempts} attempts" if completion.attempts > 1 else ""
+    print(
+        f"{completion.model} · {tokens_line(completion.usage)} · cost "
+        f"{money(completion.cost)}{attempts}",
+        file=sys.stderr,
+    )
