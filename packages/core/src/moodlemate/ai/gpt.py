@@ -272,10 +272,16 @@ class GPT:
         """Raise what a call to ``model`` (default: :attr:`model`) would raise before sending
         for want of a provider or key (UnknownProviderError, MissingAPIKeyError,
         InvalidAPIKeyError); sends nothing. A batch checks this once before its first request."""
+        self.provider_connection(model)
+
+    def provider_connection(self, model: str | None = None) -> tuple[Provider, Connection]:
+        """The provider and :class:`Connection` (endpoint, scoped key, headers) a call to
+        ``model`` would use, from the credentials rules; for code that drives a provider
+        directly, such as a remote batch. Raises as :meth:`check_connection` does."""
         routed, _ = split_provider(
             check_model(self.model if model is None else model), self._plugins
         )
-        connect(self._target, self._plugins, routed)
+        return connect(self._target, self._plugins, routed)
 
     def count_chat_tokens(
         self, system_message: str, user_message: str, model: str = "gpt-4o-mini"

@@ -669,6 +669,7 @@ class _Handler(BaseHTTPRequestHandler):
         if owner._take_cut():
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
+            self._sleep(0.2)  # let the client read the first half: a reset discards unread data
             self._reset()
             return
         self.wfile.write(body)
