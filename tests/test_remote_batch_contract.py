@@ -37,7 +37,7 @@ def _request(model: str = "gpt-4o-mini", **kwargs: object) -> ChatRequest:
 
 
 def test_a_batch_round_trip_through_the_provider(srv: LoopbackServer, tmp_path: Path) -> None:
-    provider, connection = GPT("openai", endpoint=srv.url, api_key=KEY).provider_connection()
+    provider, connection, _ = GPT("openai", endpoint=srv.url, api_key=KEY).provider_connection()
     api = provider.remote_batches()
     data = b"".join(api.request_line(f"c{i}", _request(temperature=0.2)) for i in range(3))
     file_id = api.upload(connection, "part-0.jsonl", data)
@@ -80,7 +80,7 @@ def test_request_lines_use_the_live_request_mapping() -> None:
 
 
 def test_error_lines_become_typed_errors(srv: LoopbackServer) -> None:
-    provider, connection = GPT("openai", endpoint=srv.url, api_key=KEY).provider_connection()
+    provider, connection, _ = GPT("openai", endpoint=srv.url, api_key=KEY).provider_connection()
     api = provider.remote_batches()
     expired = api.parse_line(
         b'{"id":"b","custom_id":"c","response":null,'
@@ -106,7 +106,7 @@ def test_error_lines_become_typed_errors(srv: LoopbackServer) -> None:
 
 
 def test_a_wrong_key_is_an_authentication_error_without_the_key(srv: LoopbackServer) -> None:
-    provider, connection = GPT(
+    provider, connection, _ = GPT(
         "openai", endpoint=srv.url, api_key="sk-wrong-key-0123456789"
     ).provider_connection()
     with pytest.raises(AuthenticationError) as caught:
@@ -171,7 +171,9 @@ def test_a_custom_endpoint_without_a_files_api_says_so() -> None:
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         endpoint = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        provider, connection = GPT("openai", endpoint=endpoint, api_key=KEY).provider_connection()
+        provider, connection, _ = GPT(
+            "openai", endpoint=endpoint, api_key=KEY
+        ).provider_connection()
         with pytest.raises(UnsupportedFeatureError, match="does not serve OpenAI's Files API"):
             provider.remote_batches().upload(connection, "x.jsonl", b"{}\n")
     finally:

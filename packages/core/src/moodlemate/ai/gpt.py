@@ -274,14 +274,16 @@ class GPT:
         InvalidAPIKeyError); sends nothing. A batch checks this once before its first request."""
         self.provider_connection(model)
 
-    def provider_connection(self, model: str | None = None) -> tuple[Provider, Connection]:
-        """The provider and :class:`Connection` (endpoint, scoped key, headers) a call to
-        ``model`` would use, from the credentials rules; for code that drives a provider
-        directly, such as a remote batch. Raises as :meth:`check_connection` does."""
-        routed, _ = split_provider(
+    def provider_connection(self, model: str | None = None) -> tuple[Provider, Connection, str]:
+        """The provider, :class:`Connection` (endpoint, scoped key, headers) and model name
+        (``provider:`` prefix removed) a call to ``model`` would use, from the credentials
+        rules; for code that drives a provider directly, such as a remote batch. Raises as
+        :meth:`check_connection` does."""
+        routed, name = split_provider(
             check_model(self.model if model is None else model), self._plugins
         )
-        return connect(self._target, self._plugins, routed)
+        provider, connection = connect(self._target, self._plugins, routed)
+        return provider, connection, name
 
     def count_chat_tokens(
         self, system_message: str, user_message: str, model: str = "gpt-4o-mini"

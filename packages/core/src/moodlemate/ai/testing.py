@@ -656,7 +656,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "").strip())
-        if match and int(match.group(1)) <= len(content):
+        if match and int(match.group(1)) >= len(content) > 0:
+            self._send_error(416, "Requested range not satisfiable.", "invalid_request_error")
+            return
+        if match:
             start = int(match.group(1))
         status = 206 if match and start else 200
         body = content[start:]

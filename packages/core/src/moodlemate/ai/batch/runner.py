@@ -22,23 +22,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from moodlemate.ai.batch.items import BatchItem
-from moodlemate.ai.batch.results import ResultLog
+from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
 from moodlemate.ai.errors import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
     InvalidAPIKeyError,
-    MoodlemateError,
-    ProviderError,
     QuotaExceededError,
     ReplyError,
     ValidationError,
 )
 from moodlemate.ai.replies import reply_text
-from moodlemate.ai.secrets import redact
 from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
@@ -232,9 +229,9 @@ class _Run:
                 error = exc
             seconds = round(time.monotonic() - started, 3)
             if completion is not None:
-                self.log.write(_success(item, completion, seconds))
+                self.log.write(success_record(item, completion, seconds))
             else:
-                self.log.write(_failure(item, error, seconds))
+                self.log.write(failure_record(item, error, seconds))
             self._count(completion, error)
         finally:
             with self._lock:
@@ -269,56 +266,3 @@ class _Run:
         if self.progress is not None:
             self.summary.elapsed = time.monotonic() - self._started
             self.progress(self.summary)
-
-
-def _success(item: BatchItem, completion: Completion, seconds: float) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "ok": True,
-        "text": completion.text,
-        "model": completion.model,
-        "finish_reason": completion.finish_reason,
-        "usage": _usage(completion),
-        "cost": None if completion.cost is None else format(completion.cost, "f"),
-        "attempts": completion.attempts,
-        "seconds": seconds,
-        "request_id": completion.request_id,
-        "error": None,
-    }
-
-
-def _usage(completion: Completion) -> dict[str, int]:
-    usage = completion.usage
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-    }
-
-
-def _failure(item: BatchItem, error: Exception | None, seconds: float) -> dict[str, Any]:
-    described: dict[str, Any] = {
-        "type": type(error).__name__,
-        "message": error.message if isinstance(error, MoodlemateError) else redact(str(error)),
-    }
-    if isinstance(error, ProviderError):
-        described.update(
-            status=error.status_code,
-            code=error.code,
-            retryable=error.retryable,
-            request_id=error.request_id,
-        )
-    paid = error.completion if isinstance(error, ReplyError) else None
-    return {
-        "id": item.id,
-        "ok": False,
-        "text": None,
-        "model": item.model if paid is None else paid.model,
-        "usage": None if paid is None else _usage(paid),
-        "cost": None if paid is None or paid.cost is None else format(paid.cost, "f"),
-        "attempts": getattr(error, "attempts", 1),
-        "seconds": seconds,
-        "error": described,
-    }

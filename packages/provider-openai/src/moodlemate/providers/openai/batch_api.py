@@ -121,6 +121,8 @@ class OpenAIBatches(RemoteBatches):
                     os.fsync(file.fileno())
             except Exception as exc:
                 file.flush()
+                if offset and getattr(exc, "status_code", None) == 416:
+                    return  # everything was already here: nothing left in range
                 self._raise(exc, connection, "/files")
 
     def parse_line(self, line: bytes, model: str) -> RemoteResult:
