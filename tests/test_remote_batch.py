@@ -412,4 +412,6 @@ def test_cli_cancel_and_usage_errors(srv: LoopbackServer, tmp_path: Path) -> Non
     )
     assert refused.returncode == 2, refused.stderr
     assert "does not offer remote batches" in refused.stderr
+    assert not (tmp_path / "other.jsonl").exists()  # nothing sent, nothing left behind
+    assert not (tmp_path / "other.jsonl.remote.json").exists()
     assert KEY not in refused.stderr + waiting.stderr + cancelled.stderr

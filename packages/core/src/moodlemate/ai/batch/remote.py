@@ -21,6 +21,7 @@ or with ``retry_failed_locally`` runs them through the local runner in the same 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +52,8 @@ __all__ = [
     "cancel_remote_batch",
     "run_remote_batch",
 ]
+
+log = logging.getLogger("moodlemate.ai")
 
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_MAX_WAIT = 25 * 3600.0
@@ -354,6 +357,7 @@ class _RemoteRun:
         except ProviderError as exc:
             if not exc.retryable:
                 raise
+            log.warning("checking batch %s failed (%s); asking again later", part.batch_id, exc)
             return  # a transient failure: the next poll asks again
         if (batch.status, batch.completed, batch.failed) != (
             part.status,

@@ -161,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
         terminated = _TerminateGracefully()
         try:
             if args.remote:
-                return batch_remote.run(args, gpt, items, log, err)
+                code = batch_remote.run(args, gpt, items, log, err, created=created)
+                interrupted = code == EXIT_INTERRUPTED and terminated.received
+                return EXIT_TERMINATED if interrupted else code
             summary = run_batch(gpt, items, log, concurrency=args.concurrency, progress=reporter)
         except BatchInterrupted as exc:
             reporter.finish()

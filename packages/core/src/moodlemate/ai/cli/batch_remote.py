@@ -4,6 +4,7 @@ Batch API) behind the same INPUT and OUTPUT files as the local batch."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -92,9 +93,13 @@ def run(
     items: list[BatchItem],
     log: ResultLog,
     err: Writable,
+    *,
+    created: bool = False,
 ) -> int:
+    """Run the remote batch; ``created``: OUTPUT is new, so a refusal removes it again."""
     from moodlemate.ai.batch import BatchInterrupted
     from moodlemate.ai.batch.remote import run_remote_batch
+    from moodlemate.ai.batch.remote_state import state_path
     from moodlemate.ai.errors import (
         ConfigurationError,
         InvalidAPIKeyError,
@@ -120,6 +125,8 @@ def run(
         _print_summary(err, exc.summary, log.path)  # type: ignore[arg-type]
         return EXIT_INTERRUPTED
     except (ConfigurationError, InvalidAPIKeyError, ValidationError) as exc:
+        if created and os.path.getsize(log.path) == 0 and not os.path.exists(state_path(log.path)):
+            os.unlink(log.path)  # nothing was written or sent: leave no empty output behind
         raise CommandError(f"{type(exc).__name__}: {exc}; nothing was sent", EXIT_USAGE) from None
     except MoodlemateError as exc:
         raise CommandError(
