@@ -292,10 +292,18 @@ class GPT:
         """Raise what a call to ``model`` (default: :attr:`model`) would raise before sending
         for want of a provider or key (UnknownProviderError, MissingAPIKeyError,
         InvalidAPIKeyError); sends nothing. A batch checks this once before its first request."""
-        routed, _ = split_provider(
+        self.provider_connection(model)
+
+    def provider_connection(self, model: str | None = None) -> tuple[Provider, Connection, str]:
+        """The provider, :class:`Connection` (endpoint, scoped key, headers) and model name
+        (``provider:`` prefix removed) a call to ``model`` would use, from the credentials
+        rules; for code that drives a provider directly, such as a remote batch. Raises as
+        :meth:`check_connection` does."""
+        routed, name = split_provider(
             check_model(self.model if model is None else model), self._plugins
         )
-        connect(self._target, self._plugins, routed)
+        provider, connection = connect(self._target, self._plugins, routed)
+        return provider, connection, name
 
     def context_window(self, model: str | None = None) -> int | None:
         """``model``'s context window in tokens (default: :attr:`model`): the provider's

@@ -25,6 +25,7 @@ from moodlemate.ai.secrets import mask
 from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
+    from moodlemate.ai.remote_batches import RemoteBatches
     from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
     from moodlemate.ai.token_count import TokenCount
 
@@ -129,6 +130,9 @@ class Provider(ABC):
     """Hostnames (and their subdomains) that identify this provider's endpoint; empty: the
     default endpoint's scheme, host and port, so a local server on ``localhost:1234`` does
     not claim every other server on localhost."""
+    offers_remote_batches: bool = False
+    """Whether :meth:`remote_batches` works (a subclass for another service must say so
+    again: OpenRouter speaks OpenAI's chat protocol, not its Batch API)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -142,6 +146,7 @@ class Provider(ABC):
                 ("key_min_length", 0),
                 ("endpoint_env", None),
                 ("hosts", ()),
+                ("offers_remote_batches", False),
             )
             for attr, unset in inherited:
                 if attr not in cls.__dict__:
@@ -192,6 +197,14 @@ class Provider(ABC):
     async def astream(self, connection: Connection, request: ChatRequest) -> AsyncProviderStream:
         """Async :meth:`stream`."""
         raise UnsupportedFeatureError(f"provider {self.name!r} does not support async streaming")
+
+    def remote_batches(self) -> RemoteBatches:
+        """The vendor's own batch service (upload, create, poll, download, cancel): see
+        :mod:`moodlemate.ai.remote_batches`. Raise UnsupportedFeatureError when there is none."""
+        raise UnsupportedFeatureError(
+            f"provider {self.name!r} does not offer remote batches (a vendor batch service "
+            "such as OpenAI's Batch API); run the batch locally instead (without --remote)"
+        )
 
     @abstractmethod
     def count_tokens(self, text: str, model: str) -> int:

@@ -53,7 +53,17 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-__all__ = ["DEFAULT_MODELS", "Fault", "LoopbackServer", "RecordedRequest", "Reply"]
+from moodlemate.ai.testing_batches import BatchFate, BatchService
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "BatchFate",
+    "BatchService",
+    "Fault",
+    "LoopbackServer",
+    "RecordedRequest",
+    "Reply",
+]
 
 JSONObject = dict[str, Any]
 FaultKind = Literal["status", "reset", "malformed", "slow", "error_in_200", "stream_break"]
@@ -267,6 +277,11 @@ class LoopbackServer:
         self._rng = random.Random()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.batches = BatchService(self._batch_answer)
+        """OpenAI's Files and Batch APIs (``/v1/files``, ``/v1/batches``) on a clock a test
+        can speed up: see :mod:`moodlemate.ai.testing_batches`."""
+        self.cut_downloads = 0
+        """The next this many file-content downloads send half the body, then reset."""
 
     # lifecycle -----------------------------------------------------------------------------
 
@@ -398,6 +413,29 @@ class LoopbackServer:
         return [r for r in self.requests if r.method == "POST" and _is_chat_path(r.path)]
 
     # used by the handler -------------------------------------------------------------------
+
+    def _batch_answer(self, body: JSONObject) -> tuple[int, JSONObject]:
+        """One request of a remote batch, answered as a live chat request would be."""
+        problem = _validate(body, True, self.strict, ())
+        if problem is not None:
+            message, param, code = problem
+            error = {"message": message, "type": "invalid_request_error", "param": param}
+            return 400, {"error": {**error, "code": code}}
+        action = self._next_action(body)
+        if isinstance(action, Reply):
+            return action.status, _Completion.build(action, body).body()
+        if action.kind == "status":
+            if action.body is not None:
+                return action.http_status, json.loads(action.body)
+            return action.http_status, _status_body(action, body)
+        return 500, _status_body(Fault.status(500), body)
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cut_downloads <= 0:
+                return False
+            self.cut_downloads -= 1
+            return True
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -584,8 +622,76 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"object": "list", "data": [dict(m) for m in owner.models]})
         elif self.command == "GET" and "/models/" in path:
             self._model(owner, path.rsplit("/models/", 1)[1])
+        elif self._batch_route(owner, path, query, raw):
+            pass
         else:
             self._send_error(404, f"Invalid URL ({self.command} {path})", "invalid_request_error")
+
+    def _batch_route(self, owner: LoopbackServer, path: str, query: str, raw: bytes) -> bool:
+        """The Files and Batch APIs; False when ``path`` is neither."""
+        parts = path.rstrip("/").split("/")
+        for anchor in ("files", "batches"):
+            if anchor in parts:
+                rest = parts[parts.index(anchor) + 1 :]
+                break
+        else:
+            return False
+        service, method = owner.batches, self.command
+        answer: tuple[int, Any] | None = None
+        if anchor == "files":
+            if method == "POST" and not rest:
+                answer = service.upload(self.headers.get("Content-Type", ""), raw)
+            elif method == "GET" and len(rest) == 1:
+                answer = service.file(rest[0])
+            elif method == "GET" and len(rest) == 2 and rest[1] == "content":
+                self._file_content(owner, rest[0])
+                return True
+        elif method == "POST" and not rest:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            answer = service.create(body)
+        elif method == "GET" and not rest:
+            answer = service.list(dict(p.partition("=")[::2] for p in query.split("&") if p))
+        elif method == "GET" and len(rest) == 1:
+            answer = service.retrieve(rest[0])
+        elif method == "POST" and len(rest) == 2 and rest[1] == "cancel":
+            answer = service.cancel(rest[0])
+        if answer is None:
+            self._send_error(404, f"Invalid URL ({method} {path})", "invalid_request_error")
+        else:
+            self._send_json(*answer)
+        return True
+
+    def _file_content(self, owner: LoopbackServer, file_id: str) -> None:
+        """The file's bytes; honours ``Range: bytes=N-`` so a cut download can resume."""
+        content = owner.batches.content(file_id)
+        if content is None:
+            self._send_error(404, f"No such File object: {file_id}", "invalid_request_error")
+            return
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "").strip())
+        if match and int(match.group(1)) >= len(content) > 0:
+            self._send_error(416, "Requested range not satisfiable.", "invalid_request_error")
+            return
+        if match:
+            start = int(match.group(1))
+        status = 206 if match and start else 200
+        body = content[start:]
+        extra = {"accept-ranges": "bytes"}
+        if status == 206:
+            extra["content-range"] = f"bytes {start}-{len(content) - 1}/{len(content)}"
+        self._headers_out(status, "application/octet-stream", extra)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if owner._take_cut():
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self._sleep(0.2)  # let the client read the first half: a reset discards unread data
+            self._reset()
+            return
+        self.wfile.write(body)
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

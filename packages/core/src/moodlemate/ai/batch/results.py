@@ -23,12 +23,18 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.errors import ValidationError
+from moodlemate.ai.completion_json import completion_fields, usage_fields
+from moodlemate.ai.errors import MoodlemateError, ProviderError, ReplyError, ValidationError
+from moodlemate.ai.secrets import redact
 
-__all__ = ["BatchOutputError", "ResultLog"]
+if TYPE_CHECKING:
+    from moodlemate.ai.batch.items import BatchItem
+    from moodlemate.ai.provider import Completion
+
+__all__ = ["BatchOutputError", "ResultLog", "failure_record", "success_record"]
 
 
 class BatchOutputError(ValidationError):
@@ -62,7 +68,17 @@ class ResultLog:
 
         If the write fails part-way (a full disk), the fragment is cut off again before the
         error is raised, so the file keeps only complete lines."""
-        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        self.write_many((record,))
+
+    def write_many(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append records with one write and one fsync: for results that arrive together
+        (a downloaded batch file), where an fsync per line would dominate the run."""
+        if not records:
+            return
+        data = b"".join(
+            (json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+            for r in records
+        )
         with self._lock:
             if self._broken is not None:
                 raise self._broken
@@ -75,7 +91,8 @@ class ResultLog:
                 self._cut_back()
                 raise
             self._end += len(data)
-            self._note(record)
+            for record in records:
+                self._note(record)
 
     def _write_some(self, data: memoryview) -> int:
         """One ``write(2)`` of ``data``: the bytes written (a full disk may take only some)."""
@@ -184,3 +201,48 @@ else:
             raise BatchOutputError(
                 f"{path} is in use by another batch run; wait for it or choose another output"
             ) from None
+
+
+def success_record(
+    item: BatchItem, completion: Completion, seconds: float | None
+) -> dict[str, Any]:
+    """The output line of an answered item: the same for local and remote batches."""
+    fields = completion_fields(completion)
+    request_id = fields.pop("request_id")
+    return {
+        "id": item.id,
+        "ok": True,
+        **fields,
+        "seconds": seconds,
+        "request_id": request_id,
+        "error": None,
+    }
+
+
+def failure_record(
+    item: BatchItem, error: Exception | None, seconds: float | None
+) -> dict[str, Any]:
+    """The output line of an item without an answer; ``error`` says why."""
+    described: dict[str, Any] = {
+        "type": type(error).__name__,
+        "message": error.message if isinstance(error, MoodlemateError) else redact(str(error)),
+    }
+    if isinstance(error, ProviderError):
+        described.update(
+            status=error.status_code,
+            code=error.code,
+            retryable=error.retryable,
+            request_id=error.request_id,
+        )
+    paid = error.completion if isinstance(error, ReplyError) else None
+    return {
+        "id": item.id,
+        "ok": False,
+        "text": None,
+        "model": item.model if paid is None else paid.model,
+        "usage": None if paid is None else usage_fields(paid.usage),
+        "cost": None if paid is None or paid.cost is None else format(paid.cost, "f"),
+        "attempts": getattr(error, "attempts", 1),
+        "seconds": seconds,
+        "error": described,
+    }

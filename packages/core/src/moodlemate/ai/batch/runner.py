@@ -22,24 +22,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from moodlemate.ai.batch.items import BatchItem
-from moodlemate.ai.batch.results import ResultLog
-from moodlemate.ai.completion_json import completion_fields, usage_fields
+from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
 from moodlemate.ai.errors import (
     AuthenticationError,
     BudgetExceededError,
     ConfigurationError,
     InvalidAPIKeyError,
-    MoodlemateError,
-    ProviderError,
     QuotaExceededError,
     ReplyError,
     ValidationError,
 )
 from moodlemate.ai.replies import reply_text
-from moodlemate.ai.secrets import redact
 from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
@@ -240,9 +236,9 @@ class _Run:
                 error = exc
             seconds = round(time.monotonic() - started, 3)
             if completion is not None:
-                self.log.write(_success(item, completion, seconds))
+                self.log.write(success_record(item, completion, seconds))
             else:
-                self.log.write(_failure(item, error, seconds))
+                self.log.write(failure_record(item, error, seconds))
             self._count(completion, error)
         finally:
             with self._lock:
@@ -277,42 +273,3 @@ class _Run:
         if self.progress is not None:
             self.summary.elapsed = time.monotonic() - self._started
             self.progress(self.summary)
-
-
-def _success(item: BatchItem, completion: Completion, seconds: float) -> dict[str, Any]:
-    fields = completion_fields(completion)
-    request_id = fields.pop("request_id")
-    return {
-        "id": item.id,
-        "ok": True,
-        **fields,
-        "seconds": seconds,
-        "request_id": request_id,
-        "error": None,
-    }
-
-
-def _failure(item: BatchItem, error: Exception | None, seconds: float) -> dict[str, Any]:
-    described: dict[str, Any] = {
-        "type": type(error).__name__,
-        "message": error.message if isinstance(error, MoodlemateError) else redact(str(error)),
-    }
-    if isinstance(error, ProviderError):
-        described.update(
-            status=error.status_code,
-            code=error.code,
-            retryable=error.retryable,
-            request_id=error.request_id,
-        )
-    paid = error.completion if isinstance(error, ReplyError) else None
-    return {
-        "id": item.id,
-        "ok": False,
-        "text": None,
-        "model": item.model if paid is None else paid.model,
-        "usage": None if paid is None else usage_fields(paid.usage),
-        "cost": None if paid is None or paid.cost is None else format(paid.cost, "f"),
-        "attempts": getattr(error, "attempts", 1),
-        "seconds": seconds,
-        "error": described,
-    }

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from moodlemate.ai.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, batch_remote
 from moodlemate.ai.cli.common import (
     CommandError,
     add_settings_options,
@@ -58,6 +58,7 @@ exit status:
 
 examples:
   moodlemate-ai batch questions.jsonl -o answers.jsonl
+  moodlemate-ai batch questions.jsonl -o answers.jsonl --remote    # OpenAI's Batch API
   moodlemate-ai batch questions.jsonl -o answers.jsonl --concurrency 32 -m gpt-4o
   jq -c '{id, user: .question}' survey.jsonl | moodlemate-ai batch - -o answers.jsonl
   jq -c 'select(.ok | not)' answers.jsonl    # the failures, with their error
@@ -97,6 +98,7 @@ def add_parser(subparsers: Any) -> None:
         "--model",
         help="model for lines that name none (default: MOODLEMATE_MODEL, else the provider's)",
     )
+    batch_remote.add_options(parser)
     add_settings_options(parser)
     parser.set_defaults(func=run)
 
@@ -120,7 +122,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--concurrency must be at most {MAX_CONCURRENCY}", EXIT_USAGE)
     if _same_file(args.input, args.output):
         raise CommandError("OUTPUT must not be the INPUT file", EXIT_USAGE)
+    if args.retry_failed_locally and not args.remote:
+        raise CommandError("--retry-failed-locally needs --remote", EXIT_USAGE)
     gpt = make_gpt(args)
+    if args.cancel:
+        return batch_remote.cancel(args, gpt, QuietStream(sys.stderr))
     try:
         default_model = check_model(gpt.model)
     except ValidationError as exc:
@@ -161,6 +167,10 @@ def run(args: argparse.Namespace) -> int:
         reporter = ProgressReporter(err, interactive=sys.stderr.isatty())
         terminated = _TerminateGracefully()
         try:
+            if args.remote:
+                code = batch_remote.run(args, gpt, items, log, err, created=created)
+                interrupted = code == EXIT_INTERRUPTED and terminated.received
+                return EXIT_TERMINATED if interrupted else code
             summary = run_batch(gpt, items, log, concurrency=args.concurrency, progress=reporter)
         except BatchInterrupted as exc:
             reporter.finish()

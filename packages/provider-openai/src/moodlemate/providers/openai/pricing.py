@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from functools import cache
 from importlib.resources import files
@@ -17,8 +18,11 @@ __all__ = ["PriceTable", "openai_prices"]
 class PriceTable:
     """Model name -> ModelInfo; a dated snapshot falls back to its family unless listed itself."""
 
-    def __init__(self, models: dict[str, ModelInfo]) -> None:
+    def __init__(
+        self, models: dict[str, ModelInfo], batch: dict[str, ModelInfo] | None = None
+    ) -> None:
         self._models = models
+        self._batch = batch or {}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PriceTable:
@@ -43,7 +47,7 @@ class PriceTable:
             )
             for name, entry in data["models"].items()
         }
-        return cls(models)
+        return cls(models, _batch_prices(data.get("batch"), models))
 
     def get(self, model: str) -> ModelInfo | None:
         info = self._models.get(model)
@@ -51,8 +55,36 @@ class PriceTable:
             info = self._models.get(model.rsplit("/", 1)[-1]) or self._models.get(family(model))
         return info
 
+    def batch(self, model: str) -> ModelInfo | None:
+        """The model at the Batch API's price (its ``source`` says where that is published);
+        None when the table lists no batch price for it."""
+        info = self.get(model)
+        return None if info is None else self._batch.get(info.name)
+
     def all(self) -> list[ModelInfo]:
         return sorted(self._models.values(), key=lambda info: info.name)
+
+
+def _batch_prices(section: Any, models: dict[str, ModelInfo]) -> dict[str, ModelInfo]:
+    """The ``batch`` section: standard prices times its ``discount``, for the models it lists."""
+    if not isinstance(section, dict):
+        return {}
+    factor = Decimal(section["discount"])
+    batch: dict[str, ModelInfo] = {}
+    for name in section["models"]:
+        info = models[name]
+        if info.price is None:
+            continue
+        price = info.price
+        cached = None if price.cached_input is None else price.cached_input * factor
+        halved = Price(price.input * factor, price.output * factor, cached)
+        batch[name] = replace(
+            info,
+            price=halved,
+            source=section["source"],
+            as_of=section.get("as_of", info.as_of),
+        )
+    return batch
 
 
 @cache

@@ -14,6 +14,7 @@ from moodlemate.ai.errors import (
 )
 from moodlemate.ai.pricing import ModelInfo
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
+from moodlemate.ai.remote_batches import RemoteBatches
 from moodlemate.ai.token_count import TokenCount
 from moodlemate.providers.openai import (
     chat_tokens,
@@ -49,6 +50,7 @@ class OpenAIProvider(Provider):
     key_min_length = 20  # legacy keys are 51 characters, project keys far longer
     endpoint_env: str | None = "OPENAI_BASE_URL"
     hosts: tuple[str, ...] = ("api.openai.com",)
+    offers_remote_batches = True
     default_model: str | None = "gpt-4o-mini"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -108,6 +110,13 @@ class OpenAIProvider(Provider):
         except Exception as exc:
             self._raise(exc, request)
         return AsyncSSEStream(response, self._reader(response, request), self._translator(request))
+
+    def remote_batches(self) -> RemoteBatches:
+        if not self.offers_remote_batches:
+            return super().remote_batches()
+        from moodlemate.providers.openai.batch_api import OpenAIBatches
+
+        return OpenAIBatches(self)
 
     def count_tokens(self, text: str, model: str) -> int:
         return tokens.count_tokens(text, model)

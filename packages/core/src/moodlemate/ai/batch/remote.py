@@ -1,0 +1,521 @@
+"""Remote batches: the same input and output files as :func:`run_batch`, answered by the
+vendor's own batch service (OpenAI's Batch API: half the price, within 24 hours).
+
+    from moodlemate.ai.batch import read_items, run_remote_batch
+
+    items = read_items("questions.jsonl", default_model=gpt.model)
+    summary = run_remote_batch(gpt, items, "answers.jsonl", poll_interval=60)
+
+The items are split into input files within the vendor's limits (requests and bytes per
+file, one model per file), uploaded, submitted, polled and collected; every result lands in
+the output as the record the local runner writes. The state file beside the output
+(:mod:`moodlemate.ai.batch.remote_state`) is written before anything is sent and after
+every step, so a rerun, after Ctrl-C, a kill or a reboot, resumes polling and never submits
+a part twice; items already answered are not sent at all.
+
+What a batch leaves unanswered (it failed validation, expired, was cancelled, or a request
+in it failed) is recorded per item with ``"ok": false``; a rerun submits those items again,
+or with ``retry_failed_locally`` runs them through the local runner in the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai.batch.items import BatchItem, ItemId
+from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
+from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
+from moodlemate.ai.batch.runner import BatchInterrupted, BatchSummary, run_batch
+from moodlemate.ai.errors import MoodlemateError, ProviderError, ReplyError, ValidationError
+from moodlemate.ai.plausible import bounded
+from moodlemate.ai.remote_batches import TERMINAL_STATUSES
+from moodlemate.ai.replies import reply_text
+from moodlemate.ai.validation import build_chat_request
+
+if TYPE_CHECKING:
+    from moodlemate.ai.gpt import GPT
+    from moodlemate.ai.provider import Completion, Connection, Provider
+    from moodlemate.ai.remote_batches import RemoteBatch, RemoteBatches
+
+__all__ = [
+    "DEFAULT_MAX_WAIT",
+    "DEFAULT_POLL_INTERVAL",
+    "METADATA_KEY",
+    "RemoteBatchError",
+    "RemoteBatchSummary",
+    "cancel_remote_batch",
+    "run_remote_batch",
+]
+
+log = logging.getLogger("moodlemate.ai")
+
+DEFAULT_POLL_INTERVAL = 30.0
+DEFAULT_MAX_WAIT = 25 * 3600.0
+"""The 24 h completion window, plus time to finalize and collect."""
+METADATA_KEY = "moodlemate_part"
+_MIN_POLL = 0.01
+_WRITE_EVERY = 1000
+"""Records written (and fsynced) together while collecting a batch's results."""
+
+
+class RemoteBatchError(MoodlemateError):
+    """A remote batch cannot go on (for instance a part that cannot fit one input file)."""
+
+
+@dataclass(slots=True)
+class RemoteBatchSummary(BatchSummary):
+    """A :class:`BatchSummary` (``succeeded``/``failed`` count records written by this run)
+    with the remote side: the vendor's ``request_counts`` summed over live batches."""
+
+    batches: int = 0
+    """Batches (parts) of this output, all runs together."""
+    submitted: int = 0
+    """Batches this run created."""
+    waiting: int = 0
+    """Batches that have not ended (when the run stopped waiting)."""
+    remote_total: int = 0
+    remote_completed: int = 0
+    remote_failed: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    timed_out: bool = False
+    """``max_wait`` passed with batches still running: rerun to resume polling."""
+    unanswered: int = 0
+    """Items without a successful result in the output when the run ended."""
+    local: BatchSummary | None = None
+    """What ``retry_failed_locally`` ran through the local runner."""
+    state_file: str = ""
+
+
+RemoteProgress = Callable[[RemoteBatchSummary], None]
+
+
+def run_remote_batch(
+    gpt: GPT,
+    items: Sequence[BatchItem],
+    output: str | os.PathLike[str] | ResultLog,
+    *,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    max_requests_per_file: int | None = None,
+    max_bytes_per_file: int | None = None,
+    retry_failed_locally: bool = False,
+    concurrency: int = 8,
+    progress: RemoteProgress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RemoteBatchSummary:
+    """Answer ``items`` into ``output`` through the provider's remote batch service.
+
+    Raises UnsupportedFeatureError (for a provider without one), MissingAPIKeyError and the
+    like before anything is sent; :class:`BatchInterrupted` on Ctrl-C with the state saved
+    (rerun to resume). ``max_wait`` bounds the wall-clock time spent waiting for batches;
+    when it passes, the summary says ``timed_out`` and a rerun resumes polling.
+    """
+    _check_bounds(poll_interval, max_wait)
+    if isinstance(output, ResultLog):
+        run = _RemoteRun(gpt, items, output, poll_interval, max_wait, progress, sleep)
+        return run.run(max_requests_per_file, max_bytes_per_file, retry_failed_locally, concurrency)
+    with ResultLog(output) as log:
+        run = _RemoteRun(gpt, items, log, poll_interval, max_wait, progress, sleep)
+        return run.run(max_requests_per_file, max_bytes_per_file, retry_failed_locally, concurrency)
+
+
+def cancel_remote_batch(gpt: GPT, output: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Ask the vendor to cancel every batch of ``output`` that has not ended; returns
+    ``(batch id, status)`` per batch. A rerun then collects what they answered."""
+    state = RemoteState.load(state_path(output))
+    done: list[tuple[str, str]] = []
+    for part in state.parts:
+        if part.collected:
+            continue
+        provider, connection, _ = gpt.provider_connection(part.model)
+        api = provider.remote_batches()
+        if part.batch_id is None and part.creating:
+            found = api.find(connection, METADATA_KEY, part.token)
+            if found is not None:
+                part.batch_id = found.id
+        if part.batch_id is None:
+            continue
+        batch = api.retrieve(connection, part.batch_id)
+        if not batch.terminal and batch.status not in ("cancelling", "finalizing"):
+            batch = api.cancel(connection, part.batch_id)
+        _update(part, batch)
+        state.save()
+        done.append((batch.id, batch.status))
+    return done
+
+
+def _check_bounds(poll_interval: float, max_wait: float) -> None:
+    for name, value in (("poll_interval", poll_interval), ("max_wait", max_wait)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ValidationError(f"{name} must be a number of seconds")
+    if poll_interval < _MIN_POLL:
+        raise ValidationError(f"poll_interval must be at least {_MIN_POLL} seconds")
+    if max_wait < 0:
+        raise ValidationError("max_wait must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    provider: Provider
+    connection: Connection
+    api: RemoteBatches
+    model: str
+    """The model name the provider receives (``provider:`` prefix removed)."""
+
+
+class _RemoteRun:
+    def __init__(
+        self,
+        gpt: GPT,
+        items: Sequence[BatchItem],
+        log: ResultLog,
+        poll_interval: float,
+        max_wait: float,
+        progress: RemoteProgress | None,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.gpt = gpt
+        self.items = {item.id: item for item in items}
+        self.log = log
+        self.poll_interval = poll_interval
+        self.max_wait = max_wait
+        self.progress = progress
+        self.sleep = sleep
+        self.state = RemoteState.load(state_path(log.path))
+        self.routes: dict[str, _Route] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._queued: set[ItemId] = set()
+        self.started = time.monotonic()
+        answered = sum(1 for item in items if item.id in log.answered)
+        self.summary = RemoteBatchSummary(
+            total=len(items), skipped=answered, state_file=self.state.path
+        )
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        max_requests: int | None,
+        max_bytes: int | None,
+        retry_locally: bool,
+        concurrency: int,
+    ) -> RemoteBatchSummary:
+        for part in self.state.parts:
+            if part.live:
+                self._route(part.model)  # an unusable key or provider raises before anything
+        planned = self._plan(max_requests, max_bytes, exclude_failed=retry_locally)
+        try:
+            if planned:
+                self.state.parts.extend(planned)
+                self.state.save()  # before anything is sent
+            for part in self.state.parts:
+                if part.live and part.batch_id is None:
+                    self._submit(part)
+            self._wait_and_collect()
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            raise BatchInterrupted(self._final()) from None
+        if retry_locally and not self.summary.timed_out:
+            self._run_locally(concurrency)
+        self.summary.unanswered = sum(1 for i in self.items if i not in self.log.answered)
+        return self._final()
+
+    def _final(self) -> RemoteBatchSummary:
+        self.summary.elapsed = time.monotonic() - self.started
+        self.summary.batches = len(self.state.parts)
+        return self.summary
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _route(self, model: str) -> _Route:
+        route = self.routes.get(model)
+        if route is None:
+            provider, connection, bare = self.gpt.provider_connection(model)
+            api = provider.remote_batches()  # UnsupportedFeatureError, before anything is sent
+            route = self.routes[model] = _Route(provider, connection, api, bare)
+        return route
+
+    def _plan(
+        self, max_requests: int | None, max_bytes: int | None, *, exclude_failed: bool
+    ) -> list[Part]:
+        """Parts for the items neither answered nor in a live part: one model per part,
+        within the per-file request and byte limits."""
+        busy = self.state.submitted_ids()
+        tried = self.state.ever_submitted() if exclude_failed else set()
+        todo = [
+            item
+            for item in self.items.values()
+            if item.id not in self.log.answered and item.id not in busy and item.id not in tried
+        ]
+        by_model: dict[str, list[BatchItem]] = {}
+        for item in todo:
+            by_model.setdefault(item.model, []).append(item)
+        parts: list[Part] = []
+        for model, group in by_model.items():
+            route = self._route(model)
+            requests = _limit("max_requests_per_file", max_requests, route.api.max_requests)
+            size = _limit("max_bytes_per_file", max_bytes, route.api.max_bytes)
+            current: list[ItemId] = []
+            custom_ids: set[str] = set()
+            used = 0
+            for item in group:
+                length = len(self._line(route, item))
+                if length > size:
+                    raise RemoteBatchError(
+                        f"item {item.id!r} (line {item.line}) needs {length} bytes, more than "
+                        f"one batch input file may hold ({size}); nothing was sent"
+                    )
+                cid = _custom_id(item.id)
+                if current and (
+                    len(current) >= requests or used + length > size or cid in custom_ids
+                ):
+                    parts.append(Part(model=model, ids=current))
+                    current, custom_ids, used = [], set(), 0
+                current.append(item.id)
+                custom_ids.add(cid)
+                used += length
+            if current:
+                parts.append(Part(model=model, ids=current))
+        return parts
+
+    def _line(self, route: _Route, item: BatchItem) -> bytes:
+        request = build_chat_request(
+            route.model, item.system, item.user, item.temperature, item.max_tokens
+        )
+        return route.api.request_line(_custom_id(item.id), request)
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def _submit(self, part: Part) -> None:
+        route = self._route(part.model)
+        if part.file_id is None:
+            data = b"".join(self._line(route, self.items[i]) for i in part.ids if i in self.items)
+            name = f"moodlemate-{part.token}.jsonl"
+            part.file_id = self._retrying(
+                lambda c: route.api.upload(c, name, data), route, "upload"
+            )
+            self.state.save()
+        file_id = part.file_id
+
+        def create(connection: Connection) -> RemoteBatch:
+            # Every attempt after the first, in this run or after a crash, looks first.
+            if part.creating:
+                found = route.api.find(connection, METADATA_KEY, part.token)
+                if found is not None:
+                    return found
+            part.creating = True
+            self.state.save()
+            self.summary.submitted += 1
+            return route.api.create(connection, file_id, {METADATA_KEY: part.token})
+
+        batch = self._retrying(create, route, "create")
+        part.batch_id = batch.id
+        _update(part, batch)
+        self.state.save()
+
+    def _retrying(self, call: Callable[[Connection], Any], route: _Route, what: str) -> Any:
+        def attempt(timeout: float) -> Any:
+            return call(replace(route.connection, timeout=timeout))
+
+        result, _ = self.gpt.retry.run(attempt, f"{route.provider.name} batch {what}")
+        return result
+
+    # -- polling and collecting ------------------------------------------------------------
+
+    def _wait_and_collect(self) -> None:
+        deadline = self.started + self.max_wait
+        while True:
+            live = [p for p in self.state.parts if p.live and p.batch_id is not None]
+            for part in live:
+                if part.status not in TERMINAL_STATUSES:
+                    self._poll(part)
+            self._report()  # the vendor's request_counts, before the results are collected
+            for part in live:
+                if part.status in TERMINAL_STATUSES:
+                    self._collect(part)
+            waiting = [p for p in self.state.parts if p.live]
+            self.summary.waiting = len(waiting)
+            if not waiting:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.summary.timed_out = True
+                return
+            self.sleep(min(self.poll_interval, left))
+
+    def _poll(self, part: Part) -> None:
+        route = self._route(part.model)
+        assert part.batch_id is not None
+        try:
+            batch = route.api.retrieve(route.connection, part.batch_id)
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("checking batch %s failed (%s); asking again later", part.batch_id, exc)
+            return  # a transient failure: the next poll asks again
+        if (batch.status, batch.completed, batch.failed) != (
+            part.status,
+            part.completed,
+            part.failed,
+        ):
+            _update(part, batch)
+            self.state.save()
+
+    def _collect(self, part: Part) -> None:
+        route = self._route(part.model)
+        batch_id = part.batch_id
+        assert batch_id is not None
+        batch = self._retrying(lambda c: route.api.retrieve(c, batch_id), route, "retrieve")
+        files = (("output", batch.output_file_id), ("error", batch.error_file_id))
+        for kind, file_id in files:
+            if file_id is not None and kind not in part.downloaded:
+                path = self.state.download_path(part, kind)
+                self._download(route, file_id, path)
+                part.downloaded.append(kind)
+                self.state.save()
+        by_custom_id = {_custom_id(i): i for i in part.ids}
+        seen: set[ItemId] = set()
+        for kind, file_id in files:
+            if file_id is None:
+                continue
+            for line in _lines(self.state.download_path(part, kind)):
+                result = route.api.parse_line(line, route.model)
+                item_id = by_custom_id.get(result.custom_id)
+                if item_id is None or item_id in seen or item_id not in self.items:
+                    continue
+                seen.add(item_id)
+                self._record(route, self.items[item_id], result.completion, result.error)
+        missing = ProviderError(
+            _missing_message(part),
+            provider=route.provider.name,
+            model=route.model,
+            code=f"batch_{part.status}",
+            retryable=True,
+        )
+        for item_id in part.ids:
+            if item_id not in seen and item_id in self.items:
+                self._record(route, self.items[item_id], None, missing)
+        self._flush()  # every record is durable before the part counts as collected
+        part.collected = True
+        self.state.save()
+        for kind in ("output", "error"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.state.download_path(part, kind))
+
+    def _download(self, route: _Route, file_id: str, path: str) -> None:
+        self._retrying(lambda c: route.api.download(c, file_id, path), route, "download")
+
+    def _record(
+        self,
+        route: _Route,
+        item: BatchItem,
+        completion: Completion | None,
+        error: ProviderError | None,
+    ) -> None:
+        """Queue the item's record (:meth:`_flush` writes them); count it in the summary."""
+        if item.id in self.log.answered or item.id in self._queued:
+            return  # collected before a crash, or listed twice: written once
+        self._queued.add(item.id)
+        if len(self._pending) >= _WRITE_EVERY:
+            self._flush()
+        if completion is not None:
+            completion = self._account(route, item, completion)
+            try:
+                reply_text(completion, item.max_tokens)
+            except ReplyError as exc:
+                self._pending.append(failure_record(item, exc, None))
+                self.summary.failed += 1
+                return
+            self._pending.append(success_record(item, completion, None))
+            self.summary.succeeded += 1
+            self.summary.usage = self.summary.usage + completion.usage
+            if completion.cost is None:
+                self.summary.unpriced += 1
+            else:
+                self.summary.cost += completion.cost
+            return
+        self._pending.append(failure_record(item, error, None))
+        self.summary.failed += 1
+
+    def _flush(self) -> None:
+        self.log.write_many(self._pending)
+        self._pending = []
+        self._queued = set()
+
+    def _account(self, route: _Route, item: BatchItem, completion: Completion) -> Completion:
+        """Cost at the batch price, into the instance's ledger (as a live call's would be)."""
+        completion = bounded(completion)
+        cost = completion.reported_cost
+        if cost is None and completion.usage_reported:
+            price = route.api.price(completion.model) or route.api.price(route.model)
+            cost = None if price is None else price.cost(completion.usage)
+        self.gpt.ledger.record(route.model, completion.usage, cost)
+        return replace(completion, cost=cost)
+
+    def _report(self) -> None:
+        summary = self.summary
+        summary.remote_total = summary.remote_completed = summary.remote_failed = 0
+        summary.statuses = {}
+        for part in self.state.parts:
+            if part.live:
+                summary.remote_total += part.total or len(part.ids)
+                summary.remote_completed += part.completed
+                summary.remote_failed += part.failed
+                summary.statuses[part.status] = summary.statuses.get(part.status, 0) + 1
+        summary.elapsed = time.monotonic() - self.started
+        if self.progress is not None:
+            self.progress(summary)
+
+    # -- local retries ---------------------------------------------------------------------
+
+    def _run_locally(self, concurrency: int) -> None:
+        tried = self.state.ever_submitted()
+        rest = [
+            item
+            for item in self.items.values()
+            if item.id in tried and item.id not in self.log.answered
+        ]
+        if rest:
+            self.summary.local = run_batch(self.gpt, rest, self.log, concurrency=concurrency)
+
+
+def _update(part: Part, batch: RemoteBatch) -> None:
+    part.status = batch.status
+    part.total, part.completed, part.failed = batch.total, batch.completed, batch.failed
+    part.errors = list(batch.errors)
+
+
+def _missing_message(part: Part) -> str:
+    if part.status == "failed":
+        why = "; ".join(part.errors) or "no reason given"
+        return f"the batch failed validation ({why}); nothing in it ran"
+    if part.status == "expired":
+        return "the batch expired (24 h window) before this request ran"
+    if part.status == "cancelled":
+        return "the batch was cancelled before this request ran"
+    return f"the batch ended ({part.status}) without a result for this request"
+
+
+def _limit(name: str, given: int | None, vendor: int) -> int:
+    if given is None:
+        return vendor
+    if isinstance(given, bool) or not isinstance(given, int) or not 1 <= given <= vendor:
+        raise ValidationError(f"{name} must be an integer between 1 and {vendor}")
+    return given
+
+
+def _custom_id(item_id: ItemId) -> str:
+    return item_id if isinstance(item_id, str) else str(item_id)
+
+
+def _lines(path: str) -> Iterable[bytes]:
+    with open(path, "rb") as file:
+        for line in file:
+            if line.strip():
+                yield line
