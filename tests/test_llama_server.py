@@ -129,7 +129,9 @@ def test_eight_threads_share_two_slots(llama: LlamaServer) -> None:
 def test_the_cli_chats_with_it(llama: LlamaServer) -> None:
     from test_cli import run_cli
 
-    done = run_cli("chat", "--endpoint", llama.url, "-m", MODEL, "--max-tokens", "5", "--usage", "hi")
+    done = run_cli(
+        "chat", "--endpoint", llama.url, "-m", MODEL, "--max-tokens", "5", "--usage", "hi"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     assert "5 completion" in done.stderr

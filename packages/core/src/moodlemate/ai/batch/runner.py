@@ -277,6 +277,7 @@ def _success(item: BatchItem, completion: Completion, seconds: float) -> dict[st
         "ok": True,
         "text": completion.text,
         "model": completion.model,
+        "served_by": completion.served_by,
         "finish_reason": completion.finish_reason,
         "usage": _usage(completion),
         "cost": None if completion.cost is None else format(completion.cost, "f"),

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if args.usage:
         attempts = f" · {result.attempts} attempts" if result.attempts > 1 else ""
+        if result.failed_before:
+            failed = ", ".join(entry.model for entry in result.failed_before)
+            attempts += f" · served by {result.served_by} after {failed} failed"
         print(
             f"{result.model} · {tokens_line(result.usage)} · cost {money(result.cost)}{attempts}",
             file=sys.stderr,
