@@ -212,7 +212,7 @@ def test_a_failed_call_sets_error_type_and_status_and_no_token_usage(
     assert point.attributes["error.type"] == "BadRequestError"
 
 
-def test_retries_and_fallbacks_are_visible_on_the_one_span(recorded: Recorded) -> None:
+def test_retries_and_fallbacks_are_events_on_the_one_span(recorded: Recorded) -> None:
     recorded.server.enqueue(*[Fault.status(503)] * FAST_RETRY.attempts, Fault.status(502), Reply())
     completion = recorded.gpt(fallbacks=["gpt-4o"]).complete("gpt-4o-mini", "", "hi")
     assert completion.served_by == "gpt-4o"
@@ -222,7 +222,22 @@ def test_retries_and_fallbacks_are_visible_on_the_one_span(recorded: Recorded) -
     assert attributes["gen_ai.response.model"] == "gpt-4o"
     assert attributes["moodlemate.served_by"] == "gpt-4o"
     assert attributes["moodlemate.attempts"] == 2  # the serving entry's: one retry
-    [event] = span.events
+    *retries, event = span.events
+    # Each retry as it was scheduled: three for gpt-4o-mini, one for gpt-4o (its 502).
+    assert [(r.name, (r.attributes or {})["moodlemate.attempt"]) for r in retries] == [
+        ("moodlemate.retry", 1),
+        ("moodlemate.retry", 2),
+        ("moodlemate.retry", 3),
+        ("moodlemate.retry", 1),
+    ]
+    assert [(r.attributes or {})["http.response.status_code"] for r in retries] == [
+        503,
+        503,
+        503,
+        502,
+    ]
+    assert {(r.attributes or {})["error.type"] for r in retries} == {"ServerError"}
+    assert all(r.timestamp < event.timestamp for r in retries)
     assert event.name == "moodlemate.fallback"
     assert dict(event.attributes or {}) == {
         "gen_ai.request.model": "gpt-4o-mini",
@@ -232,6 +247,26 @@ def test_retries_and_fallbacks_are_visible_on_the_one_span(recorded: Recorded) -
         "moodlemate.attempts": FAST_RETRY.attempts,
         "moodlemate.elapsed": pytest.approx(completion.failed_before[0].elapsed),
     }
+
+
+def test_retry_events_stay_with_their_own_call_across_threads(recorded: Recorded) -> None:
+    """Eight threads share the first eight failures however they race: each span holds
+    exactly the retry events of its own call (attempts - 1), never another thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gpt = recorded.gpt()
+    recorded.server.enqueue(*[Fault.status(503)] * 8)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: gpt.complete("gpt-4o-mini", "", f"q{i}"), range(8)))
+    spans = recorded.finished()
+    assert len(spans) == 8
+    for span in spans:
+        attempts = (span.attributes or {})["moodlemate.attempts"]
+        assert isinstance(attempts, int)
+        assert len(span.events) == attempts - 1
+    assert sum(len(s.events) for s in spans) == 8
+    assert recorded.telemetry._open == {}
 
 
 def test_a_stream_is_one_span_ended_with_its_usage(recorded: Recorded) -> None:

@@ -12,7 +12,9 @@ What is recorded (names from the conventions; see the README for the full table)
   with ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.*``,
   ``gen_ai.response.model``, ``gen_ai.response.finish_reasons``, ``gen_ai.usage.*``,
   ``server.address``/``server.port`` and, on failure, ``error.type`` and an error status;
-  each fallback entry that failed is an event ``moodlemate.fallback``;
+  each retry is an event ``moodlemate.retry`` (at the moment it is scheduled, through
+  :func:`moodlemate.ai.retry.listen_to_retries`) and each fallback entry that failed an
+  event ``moodlemate.fallback``;
 - the histograms ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration``, and
   the counter ``moodlemate.client.cost`` (USD, calls with a known cost only).
 

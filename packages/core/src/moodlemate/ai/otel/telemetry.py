@@ -13,13 +13,19 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from moodlemate.ai.errors import MoodlemateError
+from moodlemate.ai.errors import MoodlemateError, ProviderError
 from moodlemate.ai.hookspecs import hookimpl
+from moodlemate.ai.retry import listen_to_retries, stop_listening
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
     from moodlemate.ai.provider import ChatRequest, Completion, FailedEntry
+    from moodlemate.ai.retry import RetryListener
+
+    _Open = tuple[int, trace.Span, Token[RetryListener | None]]
 
 __all__ = ["DURATION_BUCKETS", "SCHEMA_URL", "TOKEN_BUCKETS", "GenAITelemetry"]
 
@@ -79,7 +85,7 @@ class GenAITelemetry:
             description="Cost of the calls whose cost is known, in US dollars",
         )
         self._lock = threading.Lock()
-        self._open: OrderedDict[int, tuple[int, trace.Span]] = OrderedDict()
+        self._open: OrderedDict[int, _Open] = OrderedDict()
         self._by_request: dict[int, list[int]] = {}
         self._ids = itertools.count()
 
@@ -123,7 +129,12 @@ class GenAITelemetry:
         span = self._tracer.start_span(
             f"{OPERATION} {request.model}", kind=SpanKind.CLIENT, attributes=attributes
         )
-        self._remember(id(request), span)
+        # Retries run in this context (thread or task) until after_response: each is an
+        # event on this span, at the moment it is scheduled.
+        token = listen_to_retries(
+            lambda _label, attempt, exc, wait: _retried(span, attempt, exc, wait)
+        )
+        self._remember(id(request), span, token)
 
     def _end(
         self,
@@ -135,7 +146,11 @@ class GenAITelemetry:
         attempts: int,
         elapsed: float,
     ) -> None:
-        span = self._recall(id(request))
+        opened = self._recall(id(request))
+        span = None
+        if opened is not None:
+            span, token = opened
+            stop_listening(token)
         common = _common(request, provider, endpoint)
         failed: Sequence[FailedEntry] = ()
         if completion is not None:
@@ -182,24 +197,27 @@ class GenAITelemetry:
 
     # -- which span belongs to which call ------------------------------------------------
 
-    def _remember(self, request_id: int, span: trace.Span) -> None:
+    def _remember(
+        self, request_id: int, span: trace.Span, listening: Token[RetryListener | None]
+    ) -> None:
         with self._lock:
             token = next(self._ids)
-            self._open[token] = (request_id, span)
+            self._open[token] = (request_id, span, listening)
             self._by_request.setdefault(request_id, []).append(token)
             while len(self._open) > MAX_OPEN_SPANS:
-                _, (stale_request, stale) = self._open.popitem(last=False)
+                _, (stale_request, stale, _listening) = self._open.popitem(last=False)
                 self._forget(stale_request, None)
                 stale.end()
 
-    def _recall(self, request_id: int) -> trace.Span | None:
+    def _recall(self, request_id: int) -> tuple[trace.Span, Token[RetryListener | None]] | None:
         """The newest open span of this request object (one object sent twice at once in
         the same thread nests, so the newest is the one ending)."""
         with self._lock:
             token = self._forget(request_id, -1)
             if token is None:
                 return None
-            return self._open.pop(token)[1]
+            _, span, listening = self._open.pop(token)
+            return span, listening
 
     def _forget(self, request_id: int, index: int | None) -> int | None:
         tokens = self._by_request.get(request_id)
@@ -225,6 +243,17 @@ def _common(request: ChatRequest, provider: str, endpoint: str) -> dict[str, Any
         if port:
             attributes["server.port"] = port
     return attributes
+
+
+def _retried(span: trace.Span, attempt: int, exc: ProviderError, wait: float) -> None:
+    event: dict[str, Any] = {
+        "moodlemate.attempt": attempt,
+        "error.type": type(exc).__qualname__,
+        "moodlemate.retry.wait": wait,
+    }
+    if exc.status_code is not None:
+        event["http.response.status_code"] = exc.status_code
+    span.add_event("moodlemate.retry", event)
 
 
 def _fallback_event(entry: FailedEntry) -> Mapping[str, Any]:
