@@ -26,6 +26,7 @@ from moodlemate.ai import (
     QuotaExceededError,
     ServerError,
     StreamInterruptedError,
+    UnknownProviderError,
     ValidationError,
     hookimpl,
 )
@@ -393,6 +394,30 @@ def test_a_batch_falls_back_item_by_item(servers: Servers, tmp_path: Path) -> No
 def test_bad_fallbacks_are_refused_before_anything_is_sent(bad: Any) -> None:
     with pytest.raises(ValidationError):
         GPT("openai", fallbacks=bad)
+
+
+def test_an_entry_naming_a_missing_provider_is_refused_before_the_primary_is_sent(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gpt = servers.gpt(["anthropic:claude-sonnet-4"])  # no such provider: a model name then
+    assert gpt.complete("gpt-4o-mini", "", "hi").served_by == "gpt-4o-mini"
+    monkeypatch.setenv("MOODLEMATE_PLUGINS", "openai")
+    plugins = PluginRegistry()  # openrouter installed but left out
+    gpt = GPT("openai", endpoint=servers.openai.url, api_key=TEST_KEY, plugins=plugins)
+    gpt.fallbacks = [ROUTED]
+    with pytest.raises(UnknownProviderError, match="openrouter"):
+        gpt.complete("gpt-4o-mini", "", "hi")
+    assert len(servers.openai.chat_requests) == 1
+
+
+def test_fallback_on_takes_exception_classes_only() -> None:
+    gpt = GPT("openai")
+    gpt.fallback_on = ServerError
+    assert gpt.fallback_on == (ServerError,)
+    with pytest.raises(ValidationError, match="exception classes"):
+        gpt.fallback_on = ("ServerError",)  # type: ignore[assignment]
+    gpt.fallback_on = None
+    assert gpt.fallback_on is None
 
 
 def test_a_config_profile_names_fallbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "OUTAGES",
     "FailedEntry",
     "FallbackChain",
+    "check_fallback_on",
     "check_fallbacks",
     "falls_back",
 ]
@@ -69,6 +70,21 @@ OUTAGES: tuple[type[ProviderError], ...] = (
 
 MAX_FALLBACKS = 16
 """More entries than any sane chain: a longer list is a mistake (a file's lines pasted)."""
+
+
+def check_fallback_on(
+    errors: type[BaseException] | Iterable[type[BaseException]] | None,
+) -> tuple[type[BaseException], ...] | None:
+    """The validated ``GPT.fallback_on``: exception classes, or None for :data:`OUTAGES`."""
+    if errors is None:
+        return None
+    checked: tuple[object, ...] = (errors,) if isinstance(errors, type) else tuple(errors)
+    classes: list[type[BaseException]] = []
+    for error in checked:
+        if not (isinstance(error, type) and issubclass(error, BaseException)):
+            raise ValidationError(f"fallback_on takes exception classes, not {error!r}")
+        classes.append(error)
+    return tuple(classes)
 
 
 def check_fallbacks(models: Iterable[str] | None) -> tuple[str, ...]:
@@ -125,6 +141,8 @@ class FallbackChain:
         self.failures: list[FailedEntry] = []
         self._started: float | None = None
         self._first: Prepared | None = None
+        for model in fallbacks:  # an entry naming a provider that is not installed: now,
+            route(model)  # before anything is sent, not after the first outage
 
     # -- one entry -----------------------------------------------------------------------
 

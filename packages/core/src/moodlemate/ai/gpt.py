@@ -123,10 +123,7 @@ class GPT:
         self.ledger = Ledger()
         self.budget = budget
         self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
-        self.fallback_on: tuple[type[BaseException], ...] | None = None
-        """Errors that, ending an entry's retries, move a call to the next fallback; None:
-        :data:`~moodlemate.ai.fallbacks.OUTAGES` (quota and context-window rules apply
-        besides, see :mod:`moodlemate.ai.fallbacks`)."""
+        self._fallback_on: tuple[type[BaseException], ...] | None = None
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
         self._conversations: dict[str, Conversation] = {}
@@ -232,6 +229,21 @@ class GPT:
         from moodlemate.ai.fallbacks import check_fallbacks
 
         self._fallbacks = check_fallbacks(models)
+
+    @property
+    def fallback_on(self) -> tuple[type[BaseException], ...] | None:
+        """Errors that, ending an entry's retries, move a call to the next fallback; None:
+        :data:`~moodlemate.ai.fallbacks.OUTAGES` (quota and context-window rules apply
+        besides, see :mod:`moodlemate.ai.fallbacks`)."""
+        return self._fallback_on
+
+    @fallback_on.setter
+    def fallback_on(
+        self, errors: type[BaseException] | Iterable[type[BaseException]] | None
+    ) -> None:
+        from moodlemate.ai.fallbacks import check_fallback_on
+
+        self._fallback_on = check_fallback_on(errors)
 
     @property
     def retry(self) -> RetryPolicy:
