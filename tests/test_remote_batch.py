@@ -97,6 +97,7 @@ def test_items_are_answered_once_at_batch_prices_into_local_records(
         "ok",
         "text",
         "model",
+        "served_by",
         "finish_reason",
         "usage",
         "cost",

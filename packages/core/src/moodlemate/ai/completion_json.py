@@ -27,6 +27,7 @@ def completion_fields(completion: Completion) -> dict[str, Any]:
     return {
         "text": completion.text,
         "model": completion.model,
+        "served_by": completion.served_by,
         "finish_reason": completion.finish_reason,
         "usage": usage_fields(completion.usage),
         "cost": None if completion.cost is None else format(completion.cost, "f"),

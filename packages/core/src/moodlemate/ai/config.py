@@ -91,6 +91,8 @@ class Settings:
     """The headers came from the config file (they stay with its endpoint); else from code."""
     app_url: str | None = None
     app_title: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    """The profile's ``fallbacks``: models tried in order when a call's model is out."""
 
 
 def resolve_settings(
@@ -161,6 +163,7 @@ def resolve_settings(
         headers_in_file=headers is None and bool(file_headers),
         app_url=url,
         app_title=title,
+        fallbacks=tuple(section.get("fallbacks") or ()),
     )
 
 

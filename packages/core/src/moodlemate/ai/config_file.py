@@ -19,6 +19,7 @@ naming the default profile, and ``[profiles.NAME]`` tables::
     provider = "openrouter"
     model = "anthropic/claude-sonnet-4"
     api_key_env = "WORK_OPENROUTER_KEY"
+    fallbacks = ["openai/gpt-4o", "openai:gpt-4o-mini"]
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ SETTING_KEYS: dict[str, str] = {
     "app_url": "your app's URL (OpenRouter attribution)",
     "app_title": "your app's name (OpenRouter attribution)",
     "headers": "a table of header names to string values",
+    "fallbacks": "a list of model names, tried in order when the model is out",
 }
 _TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of profiles"}
 # Patterns stay strings until a file is checked (re caches them): GPT() compiles none.
@@ -230,6 +232,8 @@ class _Checker:
         for key, value in table.items():
             if key == "headers":
                 self.headers(value, where)
+            elif key == "fallbacks":
+                self.fallbacks(value, where)
             elif not isinstance(value, str) or not value:
                 self.fail(key, where, f"must be {SETTING_KEYS[key]} (a string), not {_kind(value)}")
             elif key in ("api_key", "app_url", "app_title") and not _clean_header_value(value):
@@ -249,6 +253,14 @@ class _Checker:
             except InvalidEndpointError as exc:
                 self.fail("endpoint", where, exc.message)
         return table
+
+    def fallbacks(self, value: Any, where: str) -> None:
+        if not isinstance(value, list):
+            self.fail(
+                "fallbacks", where, f"must be {SETTING_KEYS['fallbacks']}, not {_kind(value)}"
+            )
+        if not all(isinstance(model, str) and model for model in value):
+            self.fail("fallbacks", where, "must hold only non-empty model names (strings)")
 
     def headers(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai.secrets import redact
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Completion
+    from moodlemate.ai.provider import Completion, FailedEntry
 
 __all__ = [
     "APIConnectionError",
@@ -51,6 +51,9 @@ __all__ = [
 
 class MoodlemateError(Exception):
     """Base of every error this library raises on purpose."""
+
+    failed_before: tuple[FailedEntry, ...] = ()
+    """With fallbacks: the entries that failed before the one that raised this."""
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))

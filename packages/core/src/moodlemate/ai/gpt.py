@@ -52,6 +52,7 @@ from moodlemate.ai.validation import build_chat_request, check_model, check_requ
 
 if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation
+    from moodlemate.ai.fallbacks import FallbackChain
     from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
 
 __all__ = ["GPT"]
@@ -102,6 +103,7 @@ class GPT:
         headers: Mapping[str, str] | None = None,
         app_url: str | None = None,
         app_title: str | None = None,
+        fallbacks: Iterable[str] | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -121,6 +123,8 @@ class GPT:
         self.retry = RetryPolicy() if retry is None else retry
         self.ledger = Ledger()
         self.budget = budget
+        self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
+        self._fallback_on: tuple[type[BaseException], ...] | None = None
         self._local = threading.local()
         self._unpriced_warned: set[str] = set()
         self._conversations: dict[str, Conversation] = {}
@@ -230,6 +234,36 @@ class GPT:
     @budget.setter
     def budget(self, value: Decimal | int | float | str | None) -> None:
         self._budget = to_budget(value)
+
+    @property
+    def fallbacks(self) -> tuple[str, ...]:
+        """Models tried in order when a call's own model is out (``provider:model`` routes
+        included, each with its own key rules); see :mod:`moodlemate.ai.fallbacks`."""
+        return self._fallbacks
+
+    @fallbacks.setter
+    def fallbacks(self, models: Iterable[str] | None) -> None:
+        if models is None or models == () or models == []:  # GPT() imports nothing more
+            self._fallbacks: tuple[str, ...] = ()
+            return
+        from moodlemate.ai.fallbacks import check_fallbacks
+
+        self._fallbacks = check_fallbacks(models)
+
+    @property
+    def fallback_on(self) -> tuple[type[BaseException], ...] | None:
+        """Errors that, ending an entry's retries, move a call to the next fallback; None:
+        :data:`~moodlemate.ai.fallbacks.OUTAGES` (quota and context-window rules apply
+        besides, see :mod:`moodlemate.ai.fallbacks`)."""
+        return self._fallback_on
+
+    @fallback_on.setter
+    def fallback_on(
+        self, errors: type[BaseException] | Iterable[type[BaseException]] | None
+    ) -> None:
+        from moodlemate.ai.fallbacks import check_fallback_on
+
+        self._fallback_on = check_fallback_on(errors)
 
     @property
     def retry(self) -> RetryPolicy:
@@ -350,6 +384,10 @@ class GPT:
 
     def send(self, request: ChatRequest) -> Completion:
         """Send a prepared request under the retry policy and record it in the ledger."""
+        if self._fallbacks:
+            completion = self._chain(request).send(self._send)
+            self._local.last = completion
+            return completion
         provider, request, connection = self._prepare(request)
         hooks = self._plugins.call_hooks()
         if hooks is None:
@@ -402,6 +440,11 @@ class GPT:
         """Stream a prepared request (see :mod:`moodlemate.ai.streaming` for the guarantees)."""
         from moodlemate.ai.streaming import TextStream
 
+        if self._fallbacks:
+            from moodlemate.ai.fallback_streams import FallbackStream
+
+            chain = self._chain(replace(request, stream=True))
+            return FallbackStream(chain, self._stream_call_for, self._remember)
         return TextStream(self._stream_call(request))
 
     def conversation(
@@ -458,6 +501,8 @@ class GPT:
     async def asend(self, request: ChatRequest) -> Completion:
         """Async :meth:`send`. Does not set :attr:`last_result` (tasks share a thread): use
         the returned Completion."""
+        if self._fallbacks:
+            return await self._chain(request).asend(self._asend)
         provider, request, connection = self._prepare(request)
         hooks = self._plugins.call_hooks()
         if hooks is None:
@@ -508,6 +553,11 @@ class GPT:
         """Async :meth:`stream_request`."""
         from moodlemate.ai.streaming import AsyncTextStream
 
+        if self._fallbacks:
+            from moodlemate.ai.fallback_streams import AsyncFallbackStream
+
+            chain = self._chain(replace(request, stream=True))
+            return AsyncFallbackStream(chain, self._stream_call_for, self._remember)
         return AsyncTextStream(self._stream_call(request))
 
     async def aclose(self) -> None:
@@ -522,10 +572,28 @@ class GPT:
         routed, name = split_provider(model, self._plugins)
         return routed or self.provider, name
 
+    def _chain(self, request: ChatRequest) -> FallbackChain:
+        from moodlemate.ai.fallbacks import FallbackChain
+
+        return FallbackChain(
+            request,
+            self._fallbacks,
+            prepare=self._prepare,
+            route=lambda model: self._route(model)[0],
+            hooks=self._plugins.call_hooks(),
+            on=self.fallback_on,
+        )
+
+    def _remember(self, completion: Completion) -> None:
+        self._local.last = completion
+
     def _stream_call(self, request: ChatRequest) -> StreamCall:
+        return self._stream_call_for(self._prepare(replace(request, stream=True)))
+
+    def _stream_call_for(self, prepared: tuple[Provider, ChatRequest, Connection]) -> StreamCall:
         from moodlemate.ai.streaming import StreamCall
 
-        provider, request, connection = self._prepare(replace(request, stream=True))
+        provider, request, connection = prepared
 
         def finish(completion: Completion, attempts: int) -> Completion:
             completion = self._account(provider, request, completion, attempts)

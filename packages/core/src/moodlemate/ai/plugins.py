@@ -315,6 +315,16 @@ class PluginRegistry:
                 del self._code_plugins[label]
                 raise
 
+    def unregister(self, name: str) -> bool:
+        """Remove the plugin registered in code under ``name``; False when there is none."""
+        pm = self._manager()
+        with self._lock:
+            if name not in self._code_plugins:
+                return False
+            self._drop(pm, name)
+            self._hooks_known = False
+            return True
+
     def register_provider(self, provider: Provider) -> None:
         """Register one provider object directly, without writing a hook implementation.
 

@@ -29,7 +29,15 @@ if TYPE_CHECKING:
     from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
     from moodlemate.ai.token_count import TokenCount
 
-__all__ = ["ChatRequest", "Completion", "Connection", "Message", "Provider", "Role"]
+__all__ = [
+    "ChatRequest",
+    "Completion",
+    "Connection",
+    "FailedEntry",
+    "Message",
+    "Provider",
+    "Role",
+]
 
 Role = Literal["system", "developer", "user", "assistant"]
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -51,6 +59,25 @@ class ChatRequest:
     max_tokens: int | None = None
     stream: bool = False
     extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEntry:
+    """One entry of a chain that did not serve the call, and why (no key, no message body)."""
+
+    model: str
+    """The entry as given: ``gpt-4o`` or ``openrouter:openai/gpt-4o``."""
+    provider: str
+    """The provider the entry went to (or would have)."""
+    error: str
+    """The error's class name, e.g. ``ServerError``."""
+    message: str
+    """The error's message (redacted, like every error message)."""
+    status_code: int | None = None
+    attempts: int = 0
+    """Requests sent to this entry (0: refused before sending, e.g. a context window)."""
+    elapsed: float = 0.0
+    """Seconds spent on this entry, retry waits included."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +105,12 @@ class Completion:
     tool_calls: tuple[Mapping[str, Any], ...] = ()
     """Tool calls the model asked for, as the server sent them (``id``, ``type``,
     ``function`` with ``name`` and ``arguments``)."""
+    served_by: str | None = None
+    """The model string that served the call when the instance has fallbacks (the call's
+    own model or one of ``GPT.fallbacks``); None without fallbacks."""
+    failed_before: tuple[FailedEntry, ...] = ()
+    """The entries that failed before ``served_by`` answered, in order (see
+    :mod:`moodlemate.ai.fallbacks`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TypeVar
@@ -28,13 +29,36 @@ from moodlemate.ai.errors import APITimeoutError, ProviderError, ValidationError
 from moodlemate.ai.secrets import redact_exception
 
 __all__ = [
+    "RetryListener",
     "RetryPolicy",
+    "listen_to_retries",
     "retry_after_from_headers",
     "should_retry_from_headers",
+    "stop_listening",
 ]
 
 T = TypeVar("T")
 log = logging.getLogger("moodlemate.ai")
+
+RetryListener = Callable[[str, int, ProviderError, float], None]
+"""Told of each retry as it is scheduled: (label, the attempt that failed, its error, the
+seconds until the next one)."""
+_listener: ContextVar[RetryListener | None] = ContextVar("moodlemate_retry_listener", default=None)
+
+
+def listen_to_retries(listener: RetryListener | None) -> Token[RetryListener | None]:
+    """Tell ``listener`` of the retries of calls run in the current context (thread or
+    task) from now on; :func:`stop_listening` with the token returned undoes it. For
+    telemetry (``moodlemate.ai.otel``): a listener that raises is ignored."""
+    return _listener.set(listener)
+
+
+def stop_listening(token: Token[RetryListener | None]) -> None:
+    """Undo :func:`listen_to_retries` (in the context that called it; else no listener)."""
+    try:
+        _listener.reset(token)
+    except ValueError:  # another context's token: clear rather than fail a call
+        _listener.set(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +228,12 @@ class _CallState:
             exc.message,
             0.0 if self.testing else wait,
         )
+        listener = _listener.get()
+        if listener is not None:
+            try:
+                listener(self.label, self.attempts, exc, 0.0 if self.testing else wait)
+            except Exception:
+                log.debug("retry listener failed", exc_info=True)
         return wait
 
 

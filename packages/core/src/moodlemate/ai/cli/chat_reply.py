@@ -120,6 +120,9 @@ def _print(deltas: Iterator[str], *, streaming: bool, json_output: bool) -> str:
 
 def _report(completion: Completion) -> None:
     attempts = f" · {completion.attempts} attempts" if completion.attempts > 1 else ""
+    if completion.failed_before:
+        failed = ", ".join(entry.model for entry in completion.failed_before)
+        attempts += f" · served by {completion.served_by} after {failed} failed"
     print(
         f"{completion.model} · {tokens_line(completion.usage)} · cost "
         f"{money(completion.cost)}{attempts}",

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from moodlemate.ai.gpt import GPT
     from moodlemate.ai.usage import Usage
 
-_SETTINGS = ("provider", "endpoint", "profile", "model")
+_SETTINGS = ("provider", "endpoint", "profile", "model", "fallbacks")
 
 
 class CommandError(Exception):
@@ -43,6 +43,15 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         help="OpenAI-compatible base URL, e.g. http://localhost:11434/v1",
     )
     group.add_argument("--profile", metavar="NAME", help="named profile from the config file")
+    group.add_argument(
+        "--fallback",
+        dest="fallbacks",
+        action="append",
+        metavar="MODEL",
+        help="model tried when the model is out (5xx, timeouts, rate limits); repeatable, "
+        "in order; 'provider:model' uses that provider and its own key (replaces the "
+        "profile's fallbacks)",
+    )
     group.add_argument(
         "--key",
         metavar="KEY",

@@ -1,0 +1,80 @@
+"""OpenTelemetry for moodlemate-ai: one span and three metrics per call, following the
+OpenTelemetry GenAI semantic conventions, recorded by a plugin on our own call hooks.
+
+    pip install "moodlemate-ai[otel]"       # opentelemetry-api; bring your SDK and exporter
+
+    from moodlemate.ai.otel import instrument
+    instrument()                            # the global tracer and meter providers
+
+What is recorded (names from the conventions; see the README for the full table):
+
+- a ``CLIENT`` span ``chat {gen_ai.request.model}`` per call, retries and fallbacks included,
+  with ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.*``,
+  ``gen_ai.response.model``, ``gen_ai.response.finish_reasons``, ``gen_ai.usage.*``,
+  ``server.address``/``server.port`` and, on failure, ``error.type`` and an error status;
+  each retry is an event ``moodlemate.retry`` (at the moment it is scheduled, through
+  :func:`moodlemate.ai.retry.listen_to_retries`) and each fallback entry that failed an
+  event ``moodlemate.fallback``;
+- the histograms ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration``, and
+  the counter ``moodlemate.client.cost`` (USD, calls with a known cost only).
+
+Prompt and reply text are recorded only when asked (``capture_content=True``, or
+``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``). Keys never are: the call hooks
+never receive them. Importing this module imports no OpenTelemetry; :func:`instrument` does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moodlemate.ai.otel.telemetry import GenAITelemetry
+    from moodlemate.ai.plugins import PluginRegistry
+
+__all__ = ["CAPTURE_CONTENT_ENV", "PLUGIN_NAME", "instrument", "uninstrument"]
+
+PLUGIN_NAME = "moodlemate.ai.otel"
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+"""The variable OpenTelemetry's own GenAI instrumentations read for the same opt-in."""
+
+
+def instrument(
+    *,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    capture_content: bool | None = None,
+    plugins: PluginRegistry | None = None,
+) -> GenAITelemetry:
+    """Record every call of ``plugins`` (default: the global registry) as spans and metrics.
+
+    ``tracer_provider``/``meter_provider`` default to OpenTelemetry's global ones. Calling
+    it again replaces the earlier instrumentation. Raises ConfigurationError, naming the
+    extra to install, when opentelemetry-api is missing.
+    """
+    try:
+        from moodlemate.ai.otel.telemetry import GenAITelemetry
+    except ImportError as exc:
+        from moodlemate.ai.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"OpenTelemetry is not installed ({exc.name}): pip install 'moodlemate-ai[otel]'"
+        ) from None
+    from moodlemate.ai.plugins import registry
+
+    if capture_content is None:
+        capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
+    telemetry = GenAITelemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        capture_content=capture_content,
+    )
+    (plugins or registry).register(telemetry, PLUGIN_NAME)
+    return telemetry
+
+
+def uninstrument(plugins: PluginRegistry | None = None) -> bool:
+    """Stop recording; False when nothing was instrumented."""
+    from moodlemate.ai.plugins import registry
+
+    return (plugins or registry).unregister(PLUGIN_NAME)

@@ -1,0 +1,308 @@
+"""The telemetry plugin: ``before_request`` opens the span, ``after_response`` ends it and
+records the metrics. Nothing here may break a call: a failure to record is logged and
+swallowed (a hook's exception would otherwise reach the caller or refuse the request)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from moodlemate.ai.errors import MoodlemateError, ProviderError
+from moodlemate.ai.hookspecs import hookimpl
+from moodlemate.ai.retry import listen_to_retries, stop_listening
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+    from moodlemate.ai.provider import ChatRequest, Completion, FailedEntry
+    from moodlemate.ai.retry import RetryListener
+
+    _Open = tuple[int, trace.Span, Token[RetryListener | None]]
+
+__all__ = ["DURATION_BUCKETS", "SCHEMA_URL", "TOKEN_BUCKETS", "GenAITelemetry"]
+
+log = logging.getLogger("moodlemate.ai")
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+"""The conventions' version whose names this records (``gen_ai.provider.name``,
+``gen_ai.input.messages``: 1.37.0 and later)."""
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+"""The buckets the conventions advise for ``gen_ai.client.token.usage``."""
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48)
+"""The buckets the conventions advise for ``gen_ai.client.operation.duration`` (seconds)."""
+MAX_OPEN_SPANS = 4096
+"""Spans begun but not ended (a stream closed early never reaches ``after_response``):
+beyond this many, the oldest is ended and forgotten, so memory stays bounded."""
+
+OPERATION = "chat"
+_INSTRUCTION_ROLES = ("system", "developer")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class GenAITelemetry:
+    """A call-hooks plugin recording spans and metrics (register it with
+    :func:`moodlemate.ai.otel.instrument`)."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        capture_content: bool = False,
+    ) -> None:
+        from moodlemate.ai import __version__
+
+        self.capture_content = capture_content
+        self._tracer = trace.get_tracer(
+            "moodlemate.ai", __version__, tracer_provider, schema_url=SCHEMA_URL
+        )
+        meter = metrics.get_meter(
+            "moodlemate.ai", __version__, meter_provider, schema_url=SCHEMA_URL
+        )
+        self._tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self._duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._cost = meter.create_counter(
+            "moodlemate.client.cost",
+            unit="{USD}",
+            description="Cost of the calls whose cost is known, in US dollars",
+        )
+        self._lock = threading.Lock()
+        self._open: OrderedDict[int, _Open] = OrderedDict()
+        self._by_request: dict[int, list[int]] = {}
+        self._ids = itertools.count()
+
+    # -- the hooks -----------------------------------------------------------------------
+
+    @hookimpl
+    def before_request(self, request: ChatRequest, provider: str, endpoint: str) -> None:
+        try:
+            self._begin(request, provider, endpoint)
+        except Exception:  # never refuse a call for want of telemetry
+            log.debug("moodlemate.ai.otel: could not start a span", exc_info=True)
+
+    @hookimpl
+    def after_response(
+        self,
+        request: ChatRequest,
+        provider: str,
+        endpoint: str,
+        completion: Completion | None,
+        error: Exception | None,
+        attempts: int,
+        elapsed: float,
+    ) -> None:
+        try:
+            self._end(request, provider, endpoint, completion, error, attempts, elapsed)
+        except Exception:
+            log.debug("moodlemate.ai.otel: could not record a call", exc_info=True)
+
+    # -- spans ---------------------------------------------------------------------------
+
+    def _begin(self, request: ChatRequest, provider: str, endpoint: str) -> None:
+        attributes: dict[str, Any] = {
+            **_common(request, provider, endpoint),
+        }
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = float(request.temperature)
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        if self.capture_content:
+            attributes.update(_input_content(request))
+        span = self._tracer.start_span(
+            f"{OPERATION} {request.model}", kind=SpanKind.CLIENT, attributes=attributes
+        )
+        # Retries run in this context (thread or task) until after_response: each is an
+        # event on this span, at the moment it is scheduled.
+        token = listen_to_retries(
+            lambda _label, attempt, exc, wait: _retried(span, attempt, exc, wait)
+        )
+        self._remember(id(request), span, token)
+
+    def _end(
+        self,
+        request: ChatRequest,
+        provider: str,
+        endpoint: str,
+        completion: Completion | None,
+        error: Exception | None,
+        attempts: int,
+        elapsed: float,
+    ) -> None:
+        opened = self._recall(id(request))
+        span = None
+        if opened is not None:
+            span, token = opened
+            stop_listening(token)
+        common = _common(request, provider, endpoint)
+        failed: Sequence[FailedEntry] = ()
+        if completion is not None:
+            failed = completion.failed_before
+            common["gen_ai.provider.name"] = completion.provider  # a fallback may have served
+            common["gen_ai.response.model"] = completion.model
+        elif error is not None:
+            failed = getattr(error, "failed_before", ())
+            common["error.type"] = type(error).__qualname__
+        self._duration.record(elapsed, common)
+        if completion is not None and completion.usage_reported:
+            usage = completion.usage
+            self._tokens.record(usage.prompt_tokens, {**common, "gen_ai.token.type": "input"})
+            self._tokens.record(usage.completion_tokens, {**common, "gen_ai.token.type": "output"})
+        if completion is not None and completion.cost is not None:
+            self._cost.add(float(completion.cost), common)
+        if span is None:
+            return
+        for entry in failed:
+            span.add_event("moodlemate.fallback", _fallback_event(entry))
+        span.set_attribute("moodlemate.attempts", attempts)
+        if completion is not None:
+            self._succeeded(span, completion)
+        elif error is not None:
+            span.set_attribute("error.type", type(error).__qualname__)
+            message = error.message if isinstance(error, MoodlemateError) else None
+            span.set_status(Status(StatusCode.ERROR, message))
+        span.end()
+
+    def _succeeded(self, span: trace.Span, completion: Completion) -> None:
+        span.set_attribute("gen_ai.provider.name", completion.provider)
+        span.set_attribute("gen_ai.response.model", completion.model)
+        if completion.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason])
+        if completion.usage_reported:
+            span.set_attribute("gen_ai.usage.input_tokens", completion.usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", completion.usage.completion_tokens)
+        if completion.cost is not None:
+            span.set_attribute("moodlemate.cost", float(completion.cost))
+        if completion.served_by is not None:
+            span.set_attribute("moodlemate.served_by", completion.served_by)
+        if self.capture_content:
+            span.set_attribute("gen_ai.output.messages", _output_content(completion))
+
+    # -- which span belongs to which call ------------------------------------------------
+
+    def _remember(
+        self, request_id: int, span: trace.Span, listening: Token[RetryListener | None]
+    ) -> None:
+        with self._lock:
+            token = next(self._ids)
+            self._open[token] = (request_id, span, listening)
+            self._by_request.setdefault(request_id, []).append(token)
+            while len(self._open) > MAX_OPEN_SPANS:
+                _, (stale_request, stale, _listening) = self._open.popitem(last=False)
+                self._forget(stale_request, None)
+                stale.end()
+
+    def _recall(self, request_id: int) -> tuple[trace.Span, Token[RetryListener | None]] | None:
+        """The newest open span of this request object (one object sent twice at once in
+        the same thread nests, so the newest is the one ending)."""
+        with self._lock:
+            token = self._forget(request_id, -1)
+            if token is None:
+                return None
+            _, span, listening = self._open.pop(token)
+            return span, listening
+
+    def _forget(self, request_id: int, index: int | None) -> int | None:
+        tokens = self._by_request.get(request_id)
+        if not tokens:
+            return None
+        token = tokens.pop(index if index is not None else 0)
+        if not tokens:
+            del self._by_request[request_id]
+        return token
+
+
+def _common(request: ChatRequest, provider: str, endpoint: str) -> dict[str, Any]:
+    """The attributes span and metrics share: operation, provider, model, server."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": OPERATION,
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": request.model,
+    }
+    parts = urlsplit(endpoint)
+    if parts.hostname:  # the host only: never the path, query or any userinfo
+        attributes["server.address"] = parts.hostname
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+        if port:
+            attributes["server.port"] = port
+    return attributes
+
+
+def _retried(span: trace.Span, attempt: int, exc: ProviderError, wait: float) -> None:
+    event: dict[str, Any] = {
+        "moodlemate.attempt": attempt,
+        "error.type": type(exc).__qualname__,
+        "moodlemate.retry.wait": wait,
+    }
+    if exc.status_code is not None:
+        event["http.response.status_code"] = exc.status_code
+    span.add_event("moodlemate.retry", event)
+
+
+def _fallback_event(entry: FailedEntry) -> Mapping[str, Any]:
+    event: dict[str, Any] = {
+        "gen_ai.request.model": entry.model,
+        "gen_ai.provider.name": entry.provider,
+        "error.type": entry.error,
+        "moodlemate.attempts": entry.attempts,
+        "moodlemate.elapsed": entry.elapsed,
+    }
+    if entry.status_code is not None:
+        event["http.response.status_code"] = entry.status_code
+    return event
+
+
+def _input_content(request: ChatRequest) -> dict[str, str]:
+    """``gen_ai.system_instructions`` and ``gen_ai.input.messages`` as JSON strings (span
+    attributes cannot hold structures)."""
+    instructions = [
+        {"type": "text", "content": m.content}
+        for m in request.messages
+        if m.role in _INSTRUCTION_ROLES
+    ]
+    messages = [
+        {"role": m.role, "parts": [{"type": "text", "content": m.content}]}
+        for m in request.messages
+        if m.role not in _INSTRUCTION_ROLES
+    ]
+    content = {"gen_ai.input.messages": json.dumps(messages, ensure_ascii=False)}
+    if instructions:
+        content["gen_ai.system_instructions"] = json.dumps(instructions, ensure_ascii=False)
+    return content
+
+
+def _output_content(completion: Completion) -> str:
+    parts: list[dict[str, Any]] = []
+    if completion.text:
+        parts.append({"type": "text", "content": completion.text})
+    for call in completion.tool_calls:
+        function = call.get("function") or {}
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "arguments": function.get("arguments"),
+            }
+        )
+    message: dict[str, Any] = {"role": "assistant", "parts": parts}
+    if completion.finish_reason:
+        message["finish_reason"] = completion.finish_reason
+    return json.dumps([message], ensure_ascii=False)
