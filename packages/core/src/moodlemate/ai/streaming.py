@@ -8,7 +8,9 @@ text deltas; everything a user relies on lives here, so every provider gets it a
   :class:`~moodlemate.ai.retry.RetryPolicy`; nothing has reached the caller yet, so a retry
   cannot duplicate text.
 - After the first delta a failure raises :class:`StreamInterruptedError` (with the partial
-  text), never a silent truncation and never a retry.
+  text), never a silent truncation and never a retry. By default nothing bounds the time
+  after the first delta; the policy's opt-in ``stream_deadline`` (the whole stream) and
+  ``stream_idle_timeout`` (between deltas) end it with that error, sync and async.
 - When the stream ends, the provider's full :class:`Completion` (usage from the final
   chunk) is accounted in the ledger once and exposed as ``stream.completion``.
 - A model the server refuses to stream (:class:`StreamingNotSupportedError`) is answered by
@@ -24,13 +26,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.errors import ProviderError, StreamingNotSupportedError, StreamInterruptedError
+from moodlemate.ai import bounds
+from moodlemate.ai.errors import (
+    APITimeoutError,
+    ProviderError,
+    StreamingNotSupportedError,
+    StreamInterruptedError,
+)
 from moodlemate.ai.provider import ChatRequest, Completion, Connection
 
 if TYPE_CHECKING:
@@ -107,6 +116,37 @@ class StreamCall:
             model=self.request.model,
             request_id=context.request_id if context else None,
         )
+
+    def open_policy(self) -> RetryPolicy:
+        """The policy for the part up to the first delta: ``stream_deadline`` bounds it too."""
+        policy = self.policy
+        total = policy.stream_deadline
+        if total is None or total >= policy.deadline:
+            return policy
+        return replace(policy, deadline=total, attempt_timeout=min(policy.attempt_timeout, total))
+
+    def stream_end(self, started: float) -> float | None:
+        total = self.policy.stream_deadline
+        return None if total is None else started + total
+
+    def next_deadline(self, end: float | None) -> float | None:
+        """When the next delta must have arrived: the idle bound, cut to the stream's end."""
+        idle = self.policy.stream_idle_timeout
+        if idle is None:
+            return end
+        until = time.monotonic() + idle
+        return until if end is None else min(until, end)
+
+    def expired(self, end: float | None, partial: str) -> StreamInterruptedError:
+        """The error for a stream cut by one of its time bounds."""
+        if end is not None and time.monotonic() >= end:
+            why = f"stream_deadline of {self.policy.stream_deadline:g}s passed"
+        else:
+            why = f"no delta within stream_idle_timeout of {self.policy.stream_idle_timeout:g}s"
+        cause = APITimeoutError(why, provider=self.provider.name, model=self.request.model)
+        error = self.interrupted(cause, partial)
+        error.__cause__ = cause
+        return error
 
     def non_streamed(self) -> ChatRequest | None:
         """The request to send instead when this model is known not to stream, else None."""
@@ -201,10 +241,11 @@ class TextStream(_Stream, Iterator[str]):
 
     def _run(self) -> Generator[str, None, None]:
         call = self._call
+        end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
             try:
-                (source, deltas, first), attempts = call.policy.run(self._open, call.label)
+                (source, deltas, first), attempts = call.open_policy().run(self._open, call.label)
             except StreamingNotSupportedError:
                 request = call.refused()
         if request is not None:
@@ -218,12 +259,20 @@ class TextStream(_Stream, Iterator[str]):
                 self._parts.append(first)
                 yield first
                 while True:
+                    until = call.next_deadline(end)
+                    bound = bounds.enter(until, bounds.limits())
                     try:
                         delta = next(deltas)
                     except StopIteration:
                         break
                     except ProviderError as exc:
+                        if until is not None and time.monotonic() >= until:
+                            raise call.expired(end, self.text) from exc
                         raise call.interrupted(exc, self.text) from exc
+                    finally:
+                        bounds.leave(bound)
+                    if until is not None and time.monotonic() > until:
+                        raise call.expired(end, self.text)
                     self._parts.append(delta)
                     yield delta
             try:
@@ -288,11 +337,16 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         await self.aclose()
 
     async def _run(self) -> AsyncGenerator[str, None]:
+        import asyncio
+
         call = self._call
+        end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
             try:
-                (source, deltas, first), attempts = await call.policy.arun(self._open, call.label)
+                (source, deltas, first), attempts = await call.open_policy().arun(
+                    self._open, call.label
+                )
             except StreamingNotSupportedError:
                 request = call.refused()
         if request is not None:
@@ -306,10 +360,17 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                 self._parts.append(first)
                 yield first
                 while True:
+                    until = call.next_deadline(end)
+                    scope = asyncio.timeout(None if until is None else until - time.monotonic())
                     try:
-                        delta = await deltas.__anext__()
+                        async with scope:
+                            delta = await deltas.__anext__()
                     except StopAsyncIteration:
                         break
+                    except TimeoutError as exc:
+                        if not scope.expired():
+                            raise
+                        raise call.expired(end, self.text) from exc
                     except ProviderError as exc:
                         raise call.interrupted(exc, self.text) from exc
                     self._parts.append(delta)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
 from typing import Any, NoReturn
 
 from moodlemate.ai.errors import (
@@ -23,6 +22,7 @@ from moodlemate.providers.openai.streaming import (
     SSEStream,
     rejects_streaming,
 )
+from moodlemate.providers.openai.transport import httpx_module as _httpx
 
 __all__ = ["OpenAIProvider"]
 
@@ -176,15 +176,3 @@ class OpenAIProvider(Provider):
                 model=request.model,
             )
         return None
-
-
-@cache
-def _httpx() -> Any:
-    """The HTTP library of the installed SDK: httpx2 from openai 3, httpx before it."""
-    try:
-        import httpx2  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # openai < 3
-        import httpx  # type: ignore[import-not-found,unused-ignore]
-
-        return httpx
-    return httpx2
