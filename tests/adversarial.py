@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import socketserver
+import struct
 import threading
 import time
 import zlib
@@ -148,12 +149,26 @@ def endless_chunked(chunk: int = 1 << 20) -> Behaviour:
     return run
 
 
-def gzip_bomb(inflated: int) -> Behaviour:
-    """A small gzip body that inflates to ``inflated`` bytes."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+def gzip_bomb(inflated_mib: int) -> Behaviour:
+    """A valid gzip body of ~1 KB per MiB it inflates to (spaces). Built from one
+    compressed block repeated: after a full flush, deflate compresses the same block to the
+    same bytes, so a 1 GiB bomb takes a fraction of a second to make."""
     block = b" " * (1 << 20)
-    parts = [compressor.compress(block) for _ in range(inflated // len(block))]
-    data = b"".join(parts) + compressor.flush()
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    again = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(inflated_mib):
+        crc = zlib.crc32(block, crc)
+    data = b"".join(
+        [
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff",
+            first,
+            again * (inflated_mib - 1),
+            deflate.flush(),
+            struct.pack("<II", crc, (inflated_mib << 20) & 0xFFFFFFFF),
+        ]
+    )
 
     def run(sock: socket.socket) -> None:
         start = head(content_encoding="gzip", content_length=str(len(data)))

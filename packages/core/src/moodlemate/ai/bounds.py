@@ -97,10 +97,10 @@ def leave(bound: Bound) -> None:
     _limits.reset(bound[1])
 
 
-def too_large(what: str, limit_name: str, limit: int) -> ResponseTooLargeError:
+def too_large(what: str, limit_name: str, limit: int, unit: str = "bytes") -> ResponseTooLargeError:
     """The error for a response part over one of the limits, saying how to raise it."""
     return ResponseTooLargeError(
-        f"{what} is over the limit of {limit:,} bytes (ResponseLimits.{limit_name}); "
+        f"{what} is over the limit of {limit:,} {unit} (ResponseLimits.{limit_name}); "
         f"if that is legitimate, raise it: GPT(limits=ResponseLimits({limit_name}=...))"
     )
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from moodlemate.ai.bounds import ResponseLimits
 from moodlemate.ai.budget import check_budget, to_budget
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
 from moodlemate.ai.context_window import check_context_window
@@ -68,6 +69,7 @@ class GPT:
         headers: Mapping[str, str] | None = None,
         app_url: str | None = None,
         app_title: str | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -88,6 +90,7 @@ class GPT:
         self.model = settings.model
         """Default model for calls that do not name one (context_assistant, the CLI)."""
         self.retry = RetryPolicy() if retry is None else retry
+        self.limits = ResponseLimits() if limits is None else limits
         self.ledger = Ledger()
         self.budget = budget
         self._local = threading.local()
@@ -161,6 +164,17 @@ class GPT:
         if not isinstance(policy, RetryPolicy):
             raise ValidationError(f"retry must be a RetryPolicy, not {type(policy).__name__}")
         self._retry = policy
+
+    @property
+    def limits(self) -> ResponseLimits:
+        """How large a response may be (see :class:`~moodlemate.ai.bounds.ResponseLimits`)."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: ResponseLimits) -> None:
+        if not isinstance(limits, ResponseLimits):
+            raise ValidationError(f"limits must be ResponseLimits, not {type(limits).__name__}")
+        self._limits = limits
 
     @property
     def last_result(self) -> Completion | None:
@@ -260,7 +274,8 @@ class GPT:
         def attempt(timeout: float) -> Completion:
             return provider.complete(replace(connection, timeout=timeout), request)
 
-        completion, attempts = self.retry.run(attempt, f"{provider.name} {request.model}")
+        label = f"{provider.name} {request.model}"
+        completion, attempts = self.retry.run(attempt, label, self._limits)
         completion = self._account(provider, request, completion, attempts)
         self._local.last = completion
         return completion
@@ -355,7 +370,8 @@ class GPT:
         async def attempt(timeout: float) -> Completion:
             return await provider.acomplete(replace(connection, timeout=timeout), request)
 
-        completion, attempts = await self.retry.arun(attempt, f"{provider.name} {request.model}")
+        label = f"{provider.name} {request.model}"
+        completion, attempts = await self.retry.arun(attempt, label, self._limits)
         return self._account(provider, request, completion, attempts)
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
@@ -462,6 +478,7 @@ class GPT:
             connection=connection,
             request=request,
             policy=self.retry,
+            limits=self._limits,
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
             afallback=lambda r: self._asend(provider, connection, r),

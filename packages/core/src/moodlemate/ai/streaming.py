@@ -34,9 +34,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from moodlemate.ai import bounds
+from moodlemate.ai.bounds import ResponseLimits
 from moodlemate.ai.errors import (
     APITimeoutError,
     ProviderError,
+    ResponseTooLargeError,
     StreamingNotSupportedError,
     StreamInterruptedError,
 )
@@ -92,6 +94,7 @@ class StreamCall:
     connection: Connection
     request: ChatRequest
     policy: RetryPolicy
+    limits: ResponseLimits
     finish: Callable[[Completion, int], Completion]
     fallback: Callable[[ChatRequest], Completion]
     afallback: Callable[[ChatRequest], Awaitable[Completion]]
@@ -181,6 +184,7 @@ class _Stream:
     def __init__(self, call: StreamCall) -> None:
         self._call = call
         self._parts: list[str] = []
+        self._size = 0
         self.completion: Completion | None = None
         """The full result (usage, cost, attempts) once the stream has ended; else None."""
 
@@ -188,6 +192,14 @@ class _Stream:
     def text(self) -> str:
         """The text received so far (all of it once the stream has ended)."""
         return "".join(self._parts)
+
+    def _keep(self, delta: str) -> None:
+        """Add a delta to the text, within ``ResponseLimits.max_stream_text``."""
+        self._size += len(delta)
+        limit = self._call.limits.max_stream_text
+        if self._size > limit:
+            raise bounds.too_large("the streamed text", "max_stream_text", limit, "characters")
+        self._parts.append(delta)
 
     def _began(self, hooks: CallHooks) -> float:
         call = self._call
@@ -256,7 +268,7 @@ class TextStream(_Stream, Iterator[str]):
             return
         try:
             if first is not None:
-                self._parts.append(first)
+                self._keep(first)
                 yield first
                 while True:
                     until = call.next_deadline(end)
@@ -265,6 +277,8 @@ class TextStream(_Stream, Iterator[str]):
                         delta = next(deltas)
                     except StopIteration:
                         break
+                    except ResponseTooLargeError:
+                        raise  # typed as such whenever it happens; stream.text has the text
                     except ProviderError as exc:
                         if until is not None and time.monotonic() >= until:
                             raise call.expired(end, self.text) from exc
@@ -273,7 +287,7 @@ class TextStream(_Stream, Iterator[str]):
                         bounds.leave(bound)
                     if until is not None and time.monotonic() > until:
                         raise call.expired(end, self.text)
-                    self._parts.append(delta)
+                    self._keep(delta)
                     yield delta
             try:
                 result = source.completion()
@@ -345,7 +359,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         if request is None:
             try:
                 (source, deltas, first), attempts = await call.open_policy().arun(
-                    self._open, call.label
+                    self._open, call.label, call.limits
                 )
             except StreamingNotSupportedError:
                 request = call.refused()
@@ -357,7 +371,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             return
         try:
             if first is not None:
-                self._parts.append(first)
+                self._keep(first)
                 yield first
                 while True:
                     until = call.next_deadline(end)
@@ -371,9 +385,11 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                         if not scope.expired():
                             raise
                         raise call.expired(end, self.text) from exc
+                    except ResponseTooLargeError:
+                        raise
                     except ProviderError as exc:
                         raise call.interrupted(exc, self.text) from exc
-                    self._parts.append(delta)
+                    self._keep(delta)
                     yield delta
             try:
                 result = source.completion()

@@ -5,11 +5,17 @@ trips a 3-second read timeout, in the headers or in the body. httpcore takes a p
 network backend, so the sync clients get one whose every connect, read and write is cut
 to what is left before the attempt's deadline (and fails once it has passed), with no
 watchdog thread. Async attempts are cancelled by the facade itself (``asyncio.timeout``).
+
+A response hook caps the raw bytes of every body that is not an event stream (error
+bodies included: the SDK reads those itself), and feeds a compressed body to httpx's
+decoder in small slices, so one read of a gzip bomb inflates to at most ~1 MB at a time
+and the decoded-size checks of the readers see it before memory does.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from typing import Any
 
@@ -18,6 +24,9 @@ from moodlemate.ai.bounds import ResponseLimits
 from moodlemate.ai.errors import APIConnectionError
 
 __all__ = ["bound_async_client", "bound_client", "fetch", "httpx_module"]
+
+_SLICE = 1024
+"""Raw bytes handed to the decoder at once; deflate inflates at most ~1000x."""
 
 
 @cache
@@ -40,10 +49,10 @@ def _httpcore() -> Any:
 
 
 def bound_client(**options: Any) -> Any:
-    """The SDK's default sync httpx client, with the deadline backend."""
+    """The SDK's default sync httpx client, with the deadline backend and the size caps."""
     import openai
 
-    client = openai.DefaultHttpxClient(**options)
+    client = openai.DefaultHttpxClient(**options, event_hooks={"response": [_cap_response]})
     transports = [client._transport, *client._mounts.values()]  # env proxies live in mounts
     for transport in transports:
         pool = getattr(transport, "_pool", None)
@@ -54,11 +63,11 @@ def bound_client(**options: Any) -> Any:
 
 
 def bound_async_client(**options: Any) -> Any:
-    """The SDK's default async httpx client (deadlines: the facade's ``asyncio.timeout``
-    cancels the attempt)."""
+    """The SDK's default async httpx client with the size caps (deadlines: the facade's
+    ``asyncio.timeout`` cancels the attempt)."""
     import openai
 
-    return openai.DefaultAsyncHttpxClient(**options)
+    return openai.DefaultAsyncHttpxClient(**options, event_hooks={"response": [_acap_response]})
 
 
 # -- deadlines, sync ----------------------------------------------------------------------
@@ -134,6 +143,88 @@ class _DeadlineBackend:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+# -- size caps, sync and async ------------------------------------------------------------
+
+
+def _caps(response: Any) -> tuple[int | None, bool]:
+    """(raw byte cap or None, whether to slice) for one response."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    sliced = encoding not in ("", "identity")
+    content_type = response.headers.get("content-type", "")
+    if response.is_success and content_type.startswith("text/event-stream"):
+        return None, sliced  # events and text are bounded by the stream reader
+    return bounds.limits().max_body_bytes, sliced
+
+
+def _pieces(chunk: bytes, sliced: bool) -> Iterator[bytes]:
+    if not sliced or len(chunk) <= _SLICE:
+        yield chunk
+        return
+    for start in range(0, len(chunk), _SLICE):
+        yield chunk[start : start + _SLICE]
+
+
+def _over(cap: int) -> Exception:
+    return bounds.too_large("response body", "max_body_bytes", cap)
+
+
+def _cap_response(response: Any) -> None:
+    cap, sliced = _caps(response)
+    if cap is not None or sliced:
+        response.stream = _capped_stream_class()(response.stream, cap, sliced)
+
+
+async def _acap_response(response: Any) -> None:
+    cap, sliced = _caps(response)
+    if cap is not None or sliced:
+        response.stream = _acapped_stream_class()(response.stream, cap, sliced)
+
+
+@cache
+def _capped_stream_class() -> type:
+    httpx = httpx_module()
+
+    class CappedStream(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, cap: int | None, sliced: bool) -> None:
+            self._inner, self._cap, self._sliced = inner, cap, sliced
+
+        def __iter__(self) -> Iterator[bytes]:
+            seen, cap = 0, self._cap
+            for chunk in self._inner:
+                seen += len(chunk)
+                if cap is not None and seen > cap:
+                    raise _over(cap)
+                yield from _pieces(chunk, self._sliced)
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return CappedStream
+
+
+@cache
+def _acapped_stream_class() -> type:
+    httpx = httpx_module()
+
+    class AsyncCappedStream(httpx.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, cap: int | None, sliced: bool) -> None:
+            self._inner, self._cap, self._sliced = inner, cap, sliced
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            seen, cap = 0, self._cap
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if cap is not None and seen > cap:
+                    raise _over(cap)
+                for piece in _pieces(chunk, self._sliced):
+                    yield piece
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return AsyncCappedStream
 
 
 # -- a bounded GET, for catalogs ------------------------------------------------------------
