@@ -17,11 +17,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.bounds import ResponseLimits
-from moodlemate.ai.budget import check_budget, to_budget
+from moodlemate.ai.budget import reserve, to_budget
 from moodlemate.ai.config import normalize_endpoint, origin, resolve_settings
 from moodlemate.ai.context_window import check_context_window
 from moodlemate.ai.errors import InvalidAPIKeyError, MissingAPIKeyError, ValidationError
-from moodlemate.ai.ledger import Ledger
+from moodlemate.ai.ledger import Ledger, Reservation
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.retry import RetryPolicy
@@ -146,8 +146,9 @@ class GPT:
 
     @property
     def budget(self) -> Decimal | None:
-        """Cost ceiling in USD: once ``ledger.cost`` reaches it, calls raise BudgetExceededError
-        before sending. None (the default) means no ceiling. See :mod:`moodlemate.ai.budget`."""
+        """Cost ceiling in USD: a call whose worst-case cost, with those of the calls in flight,
+        would take ``ledger.cost`` past it raises BudgetExceededError before sending. None (the
+        default) means no ceiling. See :mod:`moodlemate.ai.budget`."""
         return self._budget
 
     @budget.setter
@@ -261,12 +262,12 @@ class GPT:
 
     def _prepare(self, request: ChatRequest) -> tuple[Provider, ChatRequest, Connection]:
         """Everything every path (sync, async, stream) does before sending: route a
-        ``provider:model`` string, scope the key, and refuse over-budget or oversized calls."""
+        ``provider:model`` string, scope the key, and refuse oversized calls (the budget is
+        checked when the request is sent: see :func:`~moodlemate.ai.budget.reserve`)."""
         provider, model = self._route(check_request(request).model)
         if model != request.model:
             request = replace(request, model=model)
         connection = self._connection(provider)
-        check_budget(self.ledger.cost, self._budget)
         check_context_window(provider, request)
         return provider, request, connection
 
@@ -275,8 +276,13 @@ class GPT:
             return provider.complete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        completion, attempts = self.retry.run(attempt, label, self._limits)
-        completion = self._account(provider, request, completion, attempts)
+        reservation = reserve(self.ledger, self._budget, provider, request)
+        try:
+            completion, attempts = self.retry.run(attempt, label, self._limits)
+        except BaseException:
+            reservation.release()
+            raise
+        completion = self._account(provider, request, completion, attempts, reservation)
         self._local.last = completion
         return completion
 
@@ -371,8 +377,13 @@ class GPT:
             return await provider.acomplete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        completion, attempts = await self.retry.arun(attempt, label, self._limits)
-        return self._account(provider, request, completion, attempts)
+        reservation = reserve(self.ledger, self._budget, provider, request)
+        try:
+            completion, attempts = await self.retry.arun(attempt, label, self._limits)
+        except BaseException:
+            reservation.release()
+            raise
+        return self._account(provider, request, completion, attempts, reservation)
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -468,8 +479,8 @@ class GPT:
 
         provider, request, connection = self._prepare(replace(request, stream=True))
 
-        def finish(completion: Completion, attempts: int) -> Completion:
-            completion = self._account(provider, request, completion, attempts)
+        def finish(completion: Completion, attempts: int, reservation: Reservation) -> Completion:
+            completion = self._account(provider, request, completion, attempts, reservation)
             self._local.last = completion
             return completion
 
@@ -479,6 +490,7 @@ class GPT:
             request=request,
             policy=self.retry,
             limits=self._limits,
+            reserve=lambda: reserve(self.ledger, self._budget, provider, request),
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
             afallback=lambda r: self._asend(provider, connection, r),
@@ -486,7 +498,12 @@ class GPT:
         )
 
     def _account(
-        self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int
+        self,
+        provider: Provider,
+        request: ChatRequest,
+        completion: Completion,
+        attempts: int,
+        reservation: Reservation,
     ) -> Completion:
         cost = completion.reported_cost
         if cost is None:
@@ -503,7 +520,7 @@ class GPT:
                     provider.name,
                     request.model,
                 )
-        self.ledger.record(request.model, completion.usage, cost)
+        reservation.settle(self.ledger, request.model, completion.usage, cost)
         return replace(completion, cost=cost, attempts=attempts)
 
 

@@ -17,9 +17,11 @@ text deltas; everything a user relies on lives here, so every provider gets it a
   one non-streamed request delivered as a single delta; that is logged once and remembered
   per (provider, endpoint, model), so later streams skip the refused attempt.
 
-A stream is lazy: the request is sent on the first ``next()``. Closing it early (``close()``,
-leaving a ``with`` block, breaking out of a loop and dropping it) releases the connection;
-such a call is not recorded in the ledger, because the usage chunk never arrived.
+A stream is lazy: the request is sent on the first ``next()``, and that is when its
+worst-case cost is reserved against the budget (:mod:`moodlemate.ai.budget`). Closing it
+early (``close()``, leaving a ``with`` block, breaking out of a loop and dropping it)
+releases the connection and the reservation; such a call is not recorded in the ledger,
+because the usage chunk never arrived.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from moodlemate.ai.provider import ChatRequest, Completion, Connection
 
 if TYPE_CHECKING:
     from moodlemate.ai.call_hooks import CallHooks
+    from moodlemate.ai.ledger import Reservation
     from moodlemate.ai.provider import Provider
     from moodlemate.ai.retry import RetryPolicy
 
@@ -86,7 +89,8 @@ class AsyncProviderStream(ABC):
 class StreamCall:
     """What a stream needs from the facade: where to send, how hard to try, how to account.
 
-    ``finish`` records a streamed completion (ledger, cost) and returns it completed;
+    ``finish`` records a streamed completion (ledger, cost), settling its reservation, and
+    returns it completed;
     ``fallback`` / ``afallback`` send the request non-streamed and account it themselves.
     """
 
@@ -95,7 +99,9 @@ class StreamCall:
     request: ChatRequest
     policy: RetryPolicy
     limits: ResponseLimits
-    finish: Callable[[Completion, int], Completion]
+    reserve: Callable[[], Reservation]
+    """Reserve the call's worst-case cost against the budget (raises when it cannot)."""
+    finish: Callable[[Completion, int, Reservation], Completion]
     fallback: Callable[[ChatRequest], Completion]
     afallback: Callable[[ChatRequest], Awaitable[Completion]]
     hooks: CallHooks | None = None
@@ -256,10 +262,17 @@ class TextStream(_Stream, Iterator[str]):
         end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
+            reservation = call.reserve()  # the request is sent now, not when the stream was made
             try:
-                (source, deltas, first), attempts = call.open_policy().run(self._open, call.label)
+                (source, deltas, first), attempts = call.open_policy().run(
+                    self._open, call.label, call.limits
+                )
             except StreamingNotSupportedError:
+                reservation.release()
                 request = call.refused()
+            except BaseException:
+                reservation.release()
+                raise
         if request is not None:
             self.completion = call.fallback(request)
             if self.completion.text:
@@ -293,9 +306,12 @@ class TextStream(_Stream, Iterator[str]):
                 result = source.completion()
             except ProviderError as exc:
                 raise call.interrupted(exc, self.text) from exc
+        except BaseException:
+            reservation.release()  # closed early or failed: no usage will come
+            raise
         finally:
             source.close()
-        self.completion = call.finish(result, attempts)
+        self.completion = call.finish(result, attempts, reservation)
 
     def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
         """One attempt: send, and read until the first delta (or the end of an empty reply)."""
@@ -357,12 +373,17 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
+            reservation = call.reserve()
             try:
                 (source, deltas, first), attempts = await call.open_policy().arun(
                     self._open, call.label, call.limits
                 )
             except StreamingNotSupportedError:
+                reservation.release()
                 request = call.refused()
+            except BaseException:
+                reservation.release()
+                raise
         if request is not None:
             self.completion = await call.afallback(request)
             if self.completion.text:
@@ -395,9 +416,12 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                 result = source.completion()
             except ProviderError as exc:
                 raise call.interrupted(exc, self.text) from exc
+        except BaseException:
+            reservation.release()
+            raise
         finally:
             await source.aclose()
-        self.completion = call.finish(result, attempts)
+        self.completion = call.finish(result, attempts, reservation)
 
     async def _open(
         self, timeout: float
