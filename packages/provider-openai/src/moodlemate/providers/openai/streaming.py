@@ -42,8 +42,22 @@ class LineSplitter:
 
     def feed(self, chunk: bytes) -> list[str]:
         data = self._buffer + chunk if self._buffer else chunk
-        if not data:
+        if b"\r" in data:
+            return self._feed_any(data)
+        # The common case, only \n: split the complete part once (a \n byte never sits
+        # inside a multi-byte UTF-8 character, so it decodes in one piece).
+        end = data.rfind(b"\n")
+        self._buffer = data[end + 1 :]
+        if len(self._buffer) > self._limit:
+            raise self.too_long()
+        if end < 0:
             return []
+        complete = data[:end]
+        if end > self._limit and any(len(line) > self._limit for line in complete.split(b"\n")):
+            raise self.too_long()
+        return complete.decode("utf-8", "replace").split("\n")
+
+    def _feed_any(self, data: bytes) -> list[str]:
         lines = data.splitlines(keepends=True)
         # A last line without its newline (or ending in a \r whose \n may follow) waits.
         self._buffer = b"" if lines[-1].endswith(b"\n") else lines.pop()
