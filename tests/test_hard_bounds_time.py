@@ -166,3 +166,46 @@ def test_a_dripping_price_catalog_never_blocks_the_event_loop() -> None:
         elapsed, longest_gap = asyncio.run(main())
     assert elapsed < catalog.FETCH_TIMEOUT + 1.0
     assert longest_gap < 0.3, f"the event loop stalled for {longest_gap:.2f}s"
+
+
+BATCH = r"""
+import sys
+from moodlemate.ai import GPT, RetryPolicy
+from moodlemate.ai.batch import BatchInterrupted, parse_items, run_batch
+from moodlemate.ai.cli.batch import _TerminateGracefully
+
+gpt = GPT("openai", endpoint=sys.argv[1], api_key=sys.argv[2],
+          retry=RetryPolicy(attempts=1, deadline=2.0))
+lines = [f'{{"id": {n}, "user": "q{n}"}}' for n in range(8)]
+items = parse_items(lines, default_model="gpt-4o-mini")
+_TerminateGracefully()  # SIGTERM as the command line handles it: stop, wait for in-flight
+print("started", flush=True)
+try:
+    run_batch(gpt, items, sys.argv[3], concurrency=4)
+except BatchInterrupted as stopped:
+    print("interrupted", stopped.summary.failed, flush=True)
+"""
+
+
+def test_a_batch_stopped_by_sigterm_waits_for_dripping_requests_only_until_their_deadline(
+    tmp_path: Any,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    with AdversarialServer({"/chat/completions": drip_body()}) as server:
+        child = subprocess.Popen(
+            [sys.executable, "-c", BATCH, server.url, TEST_KEY, str(tmp_path / "out.jsonl")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(0.5)  # four requests in flight, dripping
+        child.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        out, _ = child.communicate(timeout=30)
+        waited = time.monotonic() - signalled
+    assert "interrupted 4" in out  # the four in flight were written as timed out
+    assert waited < 2.0 + 1.0
