@@ -138,6 +138,10 @@ class StreamCall:
         total = self.policy.stream_deadline
         return None if total is None else started + total
 
+    def timed(self, end: float | None) -> bool:
+        """Whether anything bounds the time after the first delta (by default nothing)."""
+        return end is not None or self.policy.stream_idle_timeout is not None
+
     def next_deadline(self, end: float | None) -> float | None:
         """When the next delta must have arrived: the idle bound, cut to the stream's end."""
         idle = self.policy.stream_idle_timeout
@@ -283,9 +287,10 @@ class TextStream(_Stream, Iterator[str]):
             if first is not None:
                 self._keep(first)
                 yield first
+                timed = call.timed(end)
                 while True:
-                    until = call.next_deadline(end)
-                    bound = bounds.enter(until, bounds.limits())
+                    until = call.next_deadline(end) if timed else None
+                    bound = bounds.enter(until, call.limits) if timed else None
                     try:
                         delta = next(deltas)
                     except StopIteration:
@@ -297,7 +302,8 @@ class TextStream(_Stream, Iterator[str]):
                             raise call.expired(end, self.text) from exc
                         raise call.interrupted(exc, self.text) from exc
                     finally:
-                        bounds.leave(bound)
+                        if bound is not None:
+                            bounds.leave(bound)
                     if until is not None and time.monotonic() > until:
                         raise call.expired(end, self.text)
                     self._keep(delta)
@@ -394,16 +400,20 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             if first is not None:
                 self._keep(first)
                 yield first
+                timed = call.timed(end)
                 while True:
-                    until = call.next_deadline(end)
-                    scope = asyncio.timeout(None if until is None else until - time.monotonic())
+                    until = call.next_deadline(end) if timed else None
+                    scope = None if until is None else asyncio.timeout(until - time.monotonic())
                     try:
-                        async with scope:
+                        if scope is None:
                             delta = await deltas.__anext__()
+                        else:
+                            async with scope:
+                                delta = await deltas.__anext__()
                     except StopAsyncIteration:
                         break
                     except TimeoutError as exc:
-                        if not scope.expired():
+                        if scope is None or not scope.expired():
                             raise
                         raise call.expired(end, self.text) from exc
                     except ResponseTooLargeError:
