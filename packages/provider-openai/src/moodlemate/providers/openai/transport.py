@@ -52,7 +52,14 @@ def bound_client(**options: Any) -> Any:
     """The SDK's default sync httpx client, with the deadline backend and the size caps."""
     import openai
 
-    client = openai.DefaultHttpxClient(**options, event_hooks={"response": [_cap_response]})
+    return _with_deadlines(
+        openai.DefaultHttpxClient(**options, event_hooks={"response": [_cap_response]})
+    )
+
+
+def _with_deadlines(client: Any) -> Any:
+    """Wrap the network backend of each of ``client``'s connection pools (httpx builds the
+    pool itself and offers no argument for it)."""
     transports = [client._transport, *client._mounts.values()]  # env proxies live in mounts
     for transport in transports:
         pool = getattr(transport, "_pool", None)
@@ -232,7 +239,9 @@ def _acapped_stream_class() -> type:
 
 @cache
 def _fetch_client() -> Any:
-    return bound_client(follow_redirects=True)
+    # Plain httpx, not the SDK's client: a catalog fetch need not wait for openai's import.
+    client = httpx_module().Client(follow_redirects=True, event_hooks={"response": [_cap_response]})
+    return _with_deadlines(client)
 
 
 def fetch(url: str, *, timeout: float, max_bytes: int) -> bytes:
