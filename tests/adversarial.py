@@ -49,7 +49,9 @@ def sse_event(text: str) -> bytes:
 
 
 def head(status: str = "200 OK", content_type: str = "application/json", **headers: str) -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}"]
+    # One request per connection: without this header a client may reuse the connection
+    # after the handler has closed it, and see a disconnect instead of the behaviour.
+    lines = [f"HTTP/1.1 {status}", f"Content-Type: {content_type}", "Connection: close"]
     lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
