@@ -7,6 +7,7 @@ import gc
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
 
@@ -47,6 +48,9 @@ def _run_async(gpt: GPT, coro_factory: Callable[[], Awaitable[T]]) -> T:
 def test_500_concurrent_async_calls_all_succeed_with_exact_ledger(
     gpt: GPT, server: LoopbackServer
 ) -> None:
+    # attempt_timeout is wall-clock time from sending to the last byte: 500 calls queued on a
+    # busy 2-core machine can take longer than FAST_RETRY's 5 s, and would then be retried.
+    gpt.retry = replace(gpt.retry, attempt_timeout=60.0, deadline=120.0)
     server.responder = lambda body: Reply(
         text=f"re {body['messages'][-1]['content']}", prompt_tokens=10, completion_tokens=2
     )

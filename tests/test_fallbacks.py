@@ -286,11 +286,12 @@ def test_threads_falling_back_at_once_keep_the_ledger_exact(servers: Servers) ->
 
 def test_the_budget_is_checked_before_each_entry(servers: Servers) -> None:
     servers.openai.enqueue(Reply(prompt_tokens=1000, completion_tokens=500))
-    gpt = servers.gpt(["gpt-4o"], budget="0.000001")
-    gpt.complete("gpt-4o-mini", "", "hi")  # spends more than the budget
+    gpt = servers.gpt(["gpt-4o"], budget="0.0001")
+    # reserves its worst case (10 output tokens) but spends more than the budget
+    gpt.complete("gpt-4o-mini", "", "hi", max_tokens=10)
 
     with pytest.raises(BudgetExceededError):
-        gpt.complete("gpt-4o-mini", "", "hi")
+        gpt.complete("gpt-4o-mini", "", "hi", max_tokens=10)
     assert len(servers.openai.chat_requests) == 1
 
 

@@ -345,7 +345,8 @@ def test_defaults_suit_slow_reasoning_models_and_are_documented() -> None:
         value = getattr(policy, field.name)
         row = re.search(rf"^\| `{field.name}` \| ([^|]+) \|", section, re.MULTILINE)
         assert row is not None, f"README does not document {field.name}"
-        assert re.match(rf"{value:g}\b", row.group(1).strip()), (field.name, row.group(1))
+        expected = "none" if value is None else f"{value:g}"
+        assert re.match(rf"{expected}\b", row.group(1).strip()), (field.name, row.group(1))
 
 
 # -- stamina's testing mode ------------------------------------------------------------------

@@ -17,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from moodlemate.ai.bounds import ResponseLimits as ResponseLimits
+
     # ``X as X``: the explicit re-export form, so users' `mypy --strict` sees these names.
     from moodlemate.ai.conversation import Conversation as Conversation
     from moodlemate.ai.errors import (
@@ -87,6 +89,9 @@ if TYPE_CHECKING:
     )
     from moodlemate.ai.errors import (
         ReplyError as ReplyError,
+    )
+    from moodlemate.ai.errors import (
+        ResponseTooLargeError as ResponseTooLargeError,
     )
     from moodlemate.ai.errors import (
         ServerError as ServerError,
@@ -173,6 +178,7 @@ _LAZY: dict[str, str] = {
     "ProviderNotInstalledError": "moodlemate.ai.errors",
     "QuotaExceededError": "moodlemate.ai.errors",
     "RateLimitError": "moodlemate.ai.errors",
+    "ResponseTooLargeError": "moodlemate.ai.errors",
     "ServerError": "moodlemate.ai.errors",
     "StreamInterruptedError": "moodlemate.ai.errors",
     "StreamingNotSupportedError": "moodlemate.ai.errors",
@@ -180,6 +186,7 @@ _LAZY: dict[str, str] = {
     "UnknownProviderError": "moodlemate.ai.errors",
     "UnsupportedFeatureError": "moodlemate.ai.errors",
     "ValidationError": "moodlemate.ai.errors",
+    "ResponseLimits": "moodlemate.ai.bounds",
     "GPT": "moodlemate.ai.gpt",
     "hookimpl": "moodlemate.ai.hookspecs",
     "Ledger": "moodlemate.ai.ledger",
@@ -233,6 +240,8 @@ __all__ = [
     "RateLimitError",
     "RefusalError",
     "ReplyError",
+    "ResponseLimits",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "ServerError",
     "StreamInterruptedError",

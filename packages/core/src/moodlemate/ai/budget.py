@@ -1,20 +1,41 @@
-"""A cost ceiling per GPT instance, checked before each call is sent.
+"""A cost ceiling per GPT instance, held by reservations against calls in flight.
 
-The check reads the ledger's known cost: once it has reached the ceiling, the next call raises
-:class:`~moodlemate.ai.errors.BudgetExceededError` and nothing goes to the server. The call
-that crosses the ceiling completes (its cost is only known once it returns), and calls
-already in flight on other threads complete too, so the overshoot is bounded by one call per
-thread. Calls whose cost is unknown (no price, no cost in the response) add nothing to the
-spent amount: a budget cannot see them, and a warning says so.
+Before a request is sent (a stream's on its first ``next()``), its worst-case cost is
+reserved in the ledger: the counted prompt at the input price plus ``max_tokens`` (or
+:data:`DEFAULT_OUTPUT_ESTIMATE` tokens when it is None, capped at the model's own output
+limit) at the output price. The call is refused with
+:class:`~moodlemate.ai.errors.BudgetExceededError`, and nothing goes to the server, when the
+ledger's cost plus every reservation in flight plus this one would cross the ceiling. When
+the call ends its reservation is settled with the real cost (released if it failed), so
+any number of threads, tasks or pre-made streams spend at most the budget, plus what one
+call costs beyond its reservation (a reply longer than the default estimate, a provider
+charging more than its price list).
+
+Calls whose cost is unknown (no price, no cost in the response) reserve and add nothing:
+a budget cannot see them, and a warning says so.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
-from moodlemate.ai.errors import BudgetExceededError, ValidationError
+from moodlemate.ai.errors import BudgetExceededError, TokenizerUnavailableError, ValidationError
+from moodlemate.ai.ledger import NO_RESERVATION, Reservation
+from moodlemate.ai.token_count import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, wire_messages
+from moodlemate.ai.usage import Usage
 
-__all__ = ["check_budget", "to_budget"]
+if TYPE_CHECKING:
+    from moodlemate.ai.ledger import Ledger
+    from moodlemate.ai.provider import ChatRequest, Provider
+
+__all__ = ["DEFAULT_OUTPUT_ESTIMATE", "reserve", "to_budget", "worst_case_cost"]
+
+DEFAULT_OUTPUT_ESTIMATE = 4096
+"""Output tokens a call with ``max_tokens=None`` is assumed to cost at most (capped at the
+model's own output limit). Set ``max_tokens`` for a bound that holds whatever the reply."""
+
+_MAX_BYTES_PER_CHAR = 4
 
 
 def to_budget(value: object) -> Decimal | None:
@@ -35,9 +56,56 @@ def to_budget(value: object) -> Decimal | None:
     return amount
 
 
-def check_budget(spent: Decimal, budget: Decimal | None) -> None:
-    if budget is not None and spent >= budget:
-        raise BudgetExceededError(
-            f"budget of ${budget} reached (${spent} spent): call not sent; "
-            "raise GPT.budget, set it to None, or reset GPT.ledger"
+def reserve(
+    ledger: Ledger, budget: Decimal | None, provider: Provider, request: ChatRequest
+) -> Reservation:
+    """Reserve ``request``'s worst-case cost in ``ledger`` under ``budget``, or raise
+    BudgetExceededError. Without a budget nothing is counted (the reservation only records)."""
+    if budget is None:
+        return NO_RESERVATION
+    return ledger.reserve(worst_case_cost(provider, request), budget)
+
+
+def worst_case_cost(provider: Provider, request: ChatRequest) -> Decimal | None:
+    """What ``request`` can cost at most (see the module docstring); None when unpriced."""
+    price = provider.price(request.model)
+    if price is None:
+        return None
+    output = request.max_tokens
+    if output is None:
+        info = provider.model_info(request.model)
+        limit = info.max_output_tokens if info is not None else None
+        output = min(DEFAULT_OUTPUT_ESTIMATE, limit or DEFAULT_OUTPUT_ESTIMATE)
+    prompt = _prompt_tokens(provider, request)
+    return price.cost(Usage(prompt_tokens=prompt, completion_tokens=output))
+
+
+def _prompt_tokens(provider: Provider, request: ChatRequest) -> int:
+    try:
+        return provider.count_message_tokens(wire_messages(request.messages), request.model).tokens
+    except TokenizerUnavailableError:
+        # No tokenizer: a token spans at least one UTF-8 byte, so this is an upper bound.
+        return REPLY_PRIMING_TOKENS + sum(
+            TOKENS_PER_MESSAGE + _MAX_BYTES_PER_CHAR * (len(m.role) + len(m.content))
+            for m in request.messages
         )
+
+
+def refusal(budget: Decimal, spent: Decimal, reserved: Decimal, amount: Decimal) -> Exception:
+    """The error for a call the budget cannot take, with the figures that decided it."""
+    if spent >= budget:
+        why = f"budget of ${_usd(budget)} reached (${_usd(spent)} spent)"
+    else:
+        why = (
+            f"budget of ${_usd(budget)} would be crossed: ${_usd(spent)} spent, "
+            f"${_usd(reserved)} reserved by calls in flight, and this call may cost up to "
+            f"${_usd(amount)}"
+        )
+    return BudgetExceededError(
+        f"{why}: call not sent; lower max_tokens, raise GPT.budget, set it to None, "
+        "or reset GPT.ledger"
+    )
+
+
+def _usd(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")

@@ -37,6 +37,7 @@ __all__ = [
     "RateLimitError",
     "RefusalError",
     "ReplyError",
+    "ResponseTooLargeError",
     "ServerContextWindowExceededError",
     "ServerError",
     "StreamInterruptedError",
@@ -177,6 +178,13 @@ class MalformedResponseError(ProviderError):
     """The server answered 2xx with a body that is not a usable completion."""
 
     retryable = True
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """The response exceeded one of the size limits (:class:`~moodlemate.ai.ResponseLimits`).
+    Not retried: the same server would send the same body. The message names the limit."""
+
+    retryable = False
 
 
 class RateLimitError(ProviderError):

@@ -16,7 +16,8 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.budget import check_budget, to_budget
+from moodlemate.ai.bounds import ResponseLimits
+from moodlemate.ai.budget import reserve, to_budget
 from moodlemate.ai.config import (
     ENV_API_KEY,
     Settings,
@@ -39,7 +40,7 @@ from moodlemate.ai.credentials import (
     provider_for,
 )
 from moodlemate.ai.errors import MoodlemateError, ProviderError, ValidationError
-from moodlemate.ai.ledger import Ledger
+from moodlemate.ai.ledger import Ledger, Reservation
 from moodlemate.ai.plausible import bounded
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
@@ -104,6 +105,7 @@ class GPT:
         app_url: str | None = None,
         app_title: str | None = None,
         fallbacks: Iterable[str] | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -121,6 +123,7 @@ class GPT:
         if settings.provider_is_explicit or provider is not None:
             self._plugins.get(settings.provider)  # a misspelt name fails here, not at a call
         self.retry = RetryPolicy() if retry is None else retry
+        self.limits = ResponseLimits() if limits is None else limits
         self.ledger = Ledger()
         self.budget = budget
         self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
@@ -227,8 +230,9 @@ class GPT:
 
     @property
     def budget(self) -> Decimal | None:
-        """Cost ceiling in USD: once ``ledger.cost`` reaches it, calls raise BudgetExceededError
-        before sending. None (the default) means no ceiling. See :mod:`moodlemate.ai.budget`."""
+        """Cost ceiling in USD: a call whose worst-case cost, with those of the calls in flight,
+        would take ``ledger.cost`` past it raises BudgetExceededError before sending. None (the
+        default) means no ceiling. See :mod:`moodlemate.ai.budget`."""
         return self._budget
 
     @budget.setter
@@ -275,6 +279,17 @@ class GPT:
         if not isinstance(policy, RetryPolicy):
             raise ValidationError(f"retry must be a RetryPolicy, not {type(policy).__name__}")
         self._retry = policy
+
+    @property
+    def limits(self) -> ResponseLimits:
+        """How large a response may be (see :class:`~moodlemate.ai.bounds.ResponseLimits`)."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: ResponseLimits) -> None:
+        if not isinstance(limits, ResponseLimits):
+            raise ValidationError(f"limits must be ResponseLimits, not {type(limits).__name__}")
+        self._limits = limits
 
     @property
     def last_result(self) -> Completion | None:
@@ -401,12 +416,12 @@ class GPT:
 
     def _prepare(self, request: ChatRequest) -> tuple[Provider, ChatRequest, Connection]:
         """Everything every path (sync, async, stream) does before sending: route a
-        ``provider:model`` string, scope the key, and refuse over-budget or oversized calls."""
+        ``provider:model`` string, scope the key, and refuse oversized calls (the budget is
+        checked when the request is sent: see :func:`~moodlemate.ai.budget.reserve`)."""
         routed, model = split_provider(check_request(request).model, self._plugins)
         if model != request.model:
             request = replace(request, model=model)
         provider, connection = connect(self._target, self._plugins, routed)
-        check_budget(self.ledger.cost, self._budget)
         check_context_window(provider, request)
         return provider, request, connection
 
@@ -414,12 +429,16 @@ class GPT:
         def attempt(timeout: float) -> Completion:
             return provider.complete(replace(connection, timeout=timeout), request)
 
+        label = f"{provider.name} {request.model}"
+        reservation = reserve(self.ledger, self._budget, provider, request)
         try:
-            completion, attempts = self.retry.run(attempt, f"{provider.name} {request.model}")
-        except ProviderError as exc:
-            explain_unsent_key(exc, connection)
+            completion, attempts = self.retry.run(attempt, label, self._limits)
+        except BaseException as exc:
+            reservation.release()
+            if isinstance(exc, ProviderError):
+                explain_unsent_key(exc, connection)
             raise
-        completion = self._account(provider, request, completion, attempts)
+        completion = self._account(provider, request, completion, attempts, reservation)
         self._local.last = completion
         return completion
 
@@ -520,14 +539,16 @@ class GPT:
         async def attempt(timeout: float) -> Completion:
             return await provider.acomplete(replace(connection, timeout=timeout), request)
 
+        label = f"{provider.name} {request.model}"
+        reservation = reserve(self.ledger, self._budget, provider, request)
         try:
-            completion, attempts = await self.retry.arun(
-                attempt, f"{provider.name} {request.model}"
-            )
-        except ProviderError as exc:
-            explain_unsent_key(exc, connection)
+            completion, attempts = await self.retry.arun(attempt, label, self._limits)
+        except BaseException as exc:
+            reservation.release()
+            if isinstance(exc, ProviderError):
+                explain_unsent_key(exc, connection)
             raise
-        return self._account(provider, request, completion, attempts)
+        return self._account(provider, request, completion, attempts, reservation)
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -595,8 +616,8 @@ class GPT:
 
         provider, request, connection = prepared
 
-        def finish(completion: Completion, attempts: int) -> Completion:
-            completion = self._account(provider, request, completion, attempts)
+        def finish(completion: Completion, attempts: int, reservation: Reservation) -> Completion:
+            completion = self._account(provider, request, completion, attempts, reservation)
             self._local.last = completion
             return completion
 
@@ -605,6 +626,8 @@ class GPT:
             connection=connection,
             request=request,
             policy=self.retry,
+            limits=self._limits,
+            reserve=lambda: reserve(self.ledger, self._budget, provider, request),
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
             afallback=lambda r: self._asend(provider, connection, r),
@@ -612,7 +635,12 @@ class GPT:
         )
 
     def _account(
-        self, provider: Provider, request: ChatRequest, completion: Completion, attempts: int
+        self,
+        provider: Provider,
+        request: ChatRequest,
+        completion: Completion,
+        attempts: int,
+        reservation: Reservation,
     ) -> Completion:
         completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
         cost = completion.reported_cost
@@ -634,7 +662,7 @@ class GPT:
                     provider.name,
                     request.model,
                 )
-        self.ledger.record(request.model, completion.usage, cost)
+        reservation.settle(self.ledger, request.model, completion.usage, cost)
         return replace(completion, cost=cost, attempts=attempts)
 
 

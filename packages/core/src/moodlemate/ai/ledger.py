@@ -1,4 +1,5 @@
-"""A thread-safe running account of calls, tokens and cost for one GPT instance."""
+"""A thread-safe running account of calls, tokens and cost for one GPT instance, and of the
+cost reserved by calls in flight (see :mod:`moodlemate.ai.budget`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from moodlemate.ai.usage import Usage
 
-__all__ = ["Ledger"]
+__all__ = ["NO_RESERVATION", "Ledger", "Reservation"]
 
 
 @dataclass(slots=True)
@@ -47,6 +48,30 @@ class _Tally:
         return self.cost
 
 
+class Reservation:
+    """The worst-case cost one call holds in its ledger until it ends: :meth:`settle` it with
+    the real usage, or :meth:`release` it (both once; the second call does nothing)."""
+
+    __slots__ = ("_ledger", "_open", "amount")
+
+    def __init__(self, ledger: Ledger | None, amount: Decimal) -> None:
+        self._ledger = ledger
+        self.amount = amount
+        self._open = ledger is not None
+
+    def settle(self, ledger: Ledger, model: str, usage: Usage, cost: Decimal | None) -> None:
+        """Record the call in ``ledger`` and free the reservation, in one step."""
+        ledger._record(model, usage, cost, self)
+
+    def release(self) -> None:
+        if self._open and self._ledger is not None:
+            self._ledger._release(self)
+
+
+NO_RESERVATION = Reservation(None, Decimal(0))
+"""For calls without a budget: reserves nothing, and settling it only records."""
+
+
 class Ledger:
     """Running totals per instance; every call's usage lands here exactly once, under a lock."""
 
@@ -54,14 +79,48 @@ class Ledger:
         self._lock = threading.Lock()
         self._total = _Tally()
         self._by_model: dict[str, _Tally] = {}
+        self._reserved = Decimal(0)
 
     def record(self, model: str, usage: Usage, cost: Decimal | None) -> None:
+        self._record(model, usage, cost, None)
+
+    def reserve(self, amount: Decimal | None, budget: Decimal) -> Reservation:
+        """Hold ``amount`` (None: unpriced, nothing to hold) against ``budget``, or raise
+        BudgetExceededError if the cost so far, the reservations and it would cross it."""
+        from moodlemate.ai.budget import refusal
+
+        amount = amount or Decimal(0)
         with self._lock:
+            spent = self._total.cost
+            if spent >= budget or spent + self._reserved + amount > budget:
+                raise refusal(budget, spent, self._reserved, amount)
+            self._reserved += amount
+        return Reservation(self, amount)
+
+    @property
+    def reserved(self) -> Decimal:
+        """Worst-case cost held by calls in flight (budgeted calls only)."""
+        with self._lock:
+            return self._reserved
+
+    def _record(
+        self, model: str, usage: Usage, cost: Decimal | None, reservation: Reservation | None
+    ) -> None:
+        with self._lock:
+            if reservation is not None and reservation._open and reservation._ledger is self:
+                reservation._open = False
+                self._reserved -= reservation.amount
             self._total.add(usage, cost)
             tally = self._by_model.get(model)
             if tally is None:
                 tally = self._by_model[model] = _Tally()
             tally.add(usage, cost)
+
+    def _release(self, reservation: Reservation) -> None:
+        with self._lock:
+            if reservation._open:
+                reservation._open = False
+                self._reserved -= reservation.amount
 
     @property
     def calls(self) -> int:
@@ -87,6 +146,7 @@ class Ledger:
             return self._total.unpriced_calls
 
     def reset(self) -> None:
+        """Zero the totals (reservations of calls in flight stay held until they end)."""
         with self._lock:
             self._total = _Tally()
             self._by_model = {}

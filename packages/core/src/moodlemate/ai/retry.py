@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TypeVar
 
+from moodlemate.ai import bounds
+from moodlemate.ai.bounds import DEFAULT_LIMITS, ResponseLimits
 from moodlemate.ai.errors import APITimeoutError, ProviderError, ValidationError
 from moodlemate.ai.secrets import redact_exception
 
@@ -71,12 +73,17 @@ class RetryPolicy:
 
     - ``attempts``: total tries, the first included.
     - ``deadline``: seconds for the whole call, attempts and waits together.
-    - ``attempt_timeout``: seconds one attempt may wait for the server (shortened to what
-      the deadline leaves).
+    - ``attempt_timeout``: seconds one attempt may take, from sending to the last byte of
+      the body (shortened to what the deadline leaves). Both are wall-clock bounds: a
+      server that drips its headers or body cannot stretch them.
     - ``wait_initial`` / ``wait_max`` / ``wait_jitter``: our exponential backoff, doubling
       from ``wait_initial`` up to ``wait_max``, plus up to ``wait_jitter`` random seconds.
     - ``max_server_wait``: the longest server-requested wait we sleep through; a longer
       one fails at once with the rate-limit error (its ``retry_after`` says how long).
+    - ``stream_deadline``: seconds a whole stream may take, from its request to its last
+      delta; None (the default) bounds only the part before the first delta.
+    - ``stream_idle_timeout``: the longest wait for the next delta of a stream (keep-alive
+      comments do not count as deltas); None (the default) for no such bound.
     """
 
     attempts: int = 6
@@ -86,6 +93,8 @@ class RetryPolicy:
     wait_max: float = 30.0
     wait_jitter: float = 1.0
     max_server_wait: float = 120.0
+    stream_deadline: float | None = None
+    stream_idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
@@ -110,6 +119,15 @@ class RetryPolicy:
                 raise ValidationError(f"retry {name} must be a finite number >= 0, got {value!r}")
         if self.deadline <= 0 or self.attempt_timeout <= 0:
             raise ValidationError("retry deadline and attempt_timeout must be > 0")
+        for name in ("stream_deadline", "stream_idle_timeout"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValidationError(f"retry {name} must be None or a finite number > 0")
 
     def backoff(self, failures: int) -> float:
         """Our own wait after the ``failures``-th failed attempt (1-based): capped, then
@@ -117,11 +135,18 @@ class RetryPolicy:
         base = min(self.wait_max, self.wait_initial * 2.0 ** min(failures - 1, 62))
         return base + random.uniform(0, self.wait_jitter)
 
-    def run(self, attempt: Callable[[float], T], label: str) -> tuple[T, int]:
+    def run(
+        self,
+        attempt: Callable[[float], T],
+        label: str,
+        limits: ResponseLimits = DEFAULT_LIMITS,
+    ) -> tuple[T, int]:
         """Call ``attempt(timeout)`` until it succeeds or the policy gives up.
 
-        Returns the result and the number of attempts made; on failure the raised
-        ProviderError carries ``attempts``.
+        Each attempt runs with its wall-clock end and ``limits`` set in
+        :mod:`moodlemate.ai.bounds`, which the provider's HTTP stack enforces on every
+        socket read. Returns the result and the number of attempts made; on failure the
+        raised ProviderError carries ``attempts``.
         """
         import stamina
 
@@ -130,14 +155,27 @@ class RetryPolicy:
             for try_ in state.retry_context(stamina):
                 with try_:
                     state.attempts = try_.num
-                    return attempt(state.attempt_timeout()), state.attempts
+                    timeout = state.attempt_timeout()
+                    bound = bounds.enter(time.monotonic() + timeout, limits)
+                    try:
+                        return attempt(timeout), state.attempts
+                    finally:
+                        bounds.leave(bound)
         except Exception as exc:
             state.finish(exc)
             raise
         raise AssertionError("unreachable: stamina neither returned nor raised")  # pragma: no cover
 
-    async def arun(self, attempt: Callable[[float], Awaitable[T]], label: str) -> tuple[T, int]:
-        """Async twin of :meth:`run`."""
+    async def arun(
+        self,
+        attempt: Callable[[float], Awaitable[T]],
+        label: str,
+        limits: ResponseLimits = DEFAULT_LIMITS,
+    ) -> tuple[T, int]:
+        """Async twin of :meth:`run`; each attempt is also cancelled at its end, so the
+        bound holds for any provider, whatever its HTTP stack does."""
+        import asyncio
+
         import stamina
 
         state = _CallState(self, label, stamina)
@@ -145,7 +183,20 @@ class RetryPolicy:
             async for try_ in state.retry_context(stamina):
                 with try_:
                     state.attempts = try_.num
-                    return await attempt(state.attempt_timeout()), state.attempts
+                    timeout = state.attempt_timeout()
+                    bound = bounds.enter(time.monotonic() + timeout, limits)
+                    scope = asyncio.timeout(timeout)
+                    try:
+                        async with scope:
+                            return await attempt(timeout), state.attempts
+                    except TimeoutError:
+                        if not scope.expired():
+                            raise
+                        raise APITimeoutError(
+                            f"{label}: attempt took longer than {timeout:.3g}s"
+                        ) from None
+                    finally:
+                        bounds.leave(bound)
         except Exception as exc:
             state.finish(exc)
             raise

@@ -11,35 +11,49 @@ text deltas; everything a user relies on lives here, so every provider gets it a
   refusal, EmptyReplyError when the server did not say it stopped normally (the call is
   accounted first, and ``stream.completion`` is set).
 - After the first delta a failure raises :class:`StreamInterruptedError` (with the partial
-  text), never a silent truncation and never a retry.
+  text), never a silent truncation and never a retry. By default nothing bounds the time
+  after the first delta; the policy's opt-in ``stream_deadline`` (the whole stream) and
+  ``stream_idle_timeout`` (between deltas) end it with that error, sync and async.
 - When the stream ends, the provider's full :class:`Completion` (usage from the final
   chunk) is accounted in the ledger once and exposed as ``stream.completion``.
 - A model the server refuses to stream (:class:`StreamingNotSupportedError`) is answered by
   one non-streamed request delivered as a single delta; that is logged once and remembered
   per (provider, endpoint, model), so later streams skip the refused attempt.
 
-A stream is lazy: the request is sent on the first ``next()``. Closing it early (``close()``,
-leaving a ``with`` block, breaking out of a loop and dropping it) releases the connection;
-such a call is not recorded in the ledger, because the usage chunk never arrived.
+A stream is lazy: the request is sent on the first ``next()``, and that is when its
+worst-case cost is reserved against the budget (:mod:`moodlemate.ai.budget`). Closing it
+early (``close()``, leaving a ``with`` block, breaking out of a loop and dropping it)
+releases the connection and the reservation; such a call is not recorded in the ledger,
+because the usage chunk never arrived.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from moodlemate.ai import bounds
+from moodlemate.ai.bounds import ResponseLimits
 from moodlemate.ai.credentials import explain_unsent_key
-from moodlemate.ai.errors import ProviderError, StreamingNotSupportedError, StreamInterruptedError
+from moodlemate.ai.errors import (
+    APITimeoutError,
+    ProviderError,
+    ResponseTooLargeError,
+    StreamingNotSupportedError,
+    StreamInterruptedError,
+)
 from moodlemate.ai.provider import ChatRequest, Completion, Connection
 from moodlemate.ai.replies import reply_text
 
 if TYPE_CHECKING:
     from moodlemate.ai.call_hooks import CallHooks
+    from moodlemate.ai.ledger import Reservation
     from moodlemate.ai.provider import Provider
     from moodlemate.ai.retry import RetryPolicy
 
@@ -80,7 +94,8 @@ class AsyncProviderStream(ABC):
 class StreamCall:
     """What a stream needs from the facade: where to send, how hard to try, how to account.
 
-    ``finish`` records a streamed completion (ledger, cost) and returns it completed;
+    ``finish`` records a streamed completion (ledger, cost), settling its reservation, and
+    returns it completed;
     ``fallback`` / ``afallback`` send the request non-streamed and account it themselves.
     """
 
@@ -88,7 +103,10 @@ class StreamCall:
     connection: Connection
     request: ChatRequest
     policy: RetryPolicy
-    finish: Callable[[Completion, int], Completion]
+    limits: ResponseLimits
+    reserve: Callable[[], Reservation]
+    """Reserve the call's worst-case cost against the budget (raises when it cannot)."""
+    finish: Callable[[Completion, int, Reservation], Completion]
     fallback: Callable[[ChatRequest], Completion]
     afallback: Callable[[ChatRequest], Awaitable[Completion]]
     hooks: CallHooks | None = None
@@ -112,6 +130,41 @@ class StreamCall:
             model=self.request.model,
             request_id=context.request_id if context else None,
         )
+
+    def open_policy(self) -> RetryPolicy:
+        """The policy for the part up to the first delta: ``stream_deadline`` bounds it too."""
+        policy = self.policy
+        total = policy.stream_deadline
+        if total is None or total >= policy.deadline:
+            return policy
+        return replace(policy, deadline=total, attempt_timeout=min(policy.attempt_timeout, total))
+
+    def stream_end(self, started: float) -> float | None:
+        total = self.policy.stream_deadline
+        return None if total is None else started + total
+
+    def timed(self, end: float | None) -> bool:
+        """Whether anything bounds the time after the first delta (by default nothing)."""
+        return end is not None or self.policy.stream_idle_timeout is not None
+
+    def next_deadline(self, end: float | None) -> float | None:
+        """When the next delta must have arrived: the idle bound, cut to the stream's end."""
+        idle = self.policy.stream_idle_timeout
+        if idle is None:
+            return end
+        until = time.monotonic() + idle
+        return until if end is None else min(until, end)
+
+    def expired(self, end: float | None, partial: str) -> StreamInterruptedError:
+        """The error for a stream cut by one of its time bounds."""
+        if end is not None and time.monotonic() >= end:
+            why = f"stream_deadline of {self.policy.stream_deadline:g}s passed"
+        else:
+            why = f"no delta within stream_idle_timeout of {self.policy.stream_idle_timeout:g}s"
+        cause = APITimeoutError(why, provider=self.provider.name, model=self.request.model)
+        error = self.interrupted(cause, partial)
+        error.__cause__ = cause
+        return error
 
     def non_streamed(self) -> ChatRequest | None:
         """The request to send instead when this model is known not to stream, else None."""
@@ -146,6 +199,7 @@ class _Stream:
     def __init__(self, call: StreamCall) -> None:
         self._call = call
         self._parts: list[str] = []
+        self._size = 0
         self.completion: Completion | None = None
         """The full result (usage, cost, attempts) once the stream has ended; else None."""
 
@@ -157,6 +211,14 @@ class _Stream:
     def _check_reply(self) -> None:
         if self.completion is not None:
             reply_text(self.completion, self._call.request.max_tokens)
+
+    def _keep(self, delta: str) -> None:
+        """Add a delta to the text, within ``ResponseLimits.max_stream_text``."""
+        self._size += len(delta)
+        limit = self._call.limits.max_stream_text
+        if self._size > limit:
+            raise bounds.too_large("the streamed text", "max_stream_text", limit, "characters")
+        self._parts.append(delta)
 
     def _began(self, hooks: CallHooks) -> float:
         call = self._call
@@ -219,14 +281,21 @@ class TextStream(_Stream, Iterator[str]):
 
     def _run(self) -> Generator[str, None, None]:
         call = self._call
+        end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
+            reservation = call.reserve()  # the request is sent now, not when the stream was made
             try:
-                (source, deltas, first), attempts = call.policy.run(self._open, call.label)
+                (source, deltas, first), attempts = call.open_policy().run(
+                    self._open, call.label, call.limits
+                )
             except StreamingNotSupportedError:
+                reservation.release()
                 request = call.refused()
-            except ProviderError as exc:
-                explain_unsent_key(exc, call.connection)
+            except BaseException as exc:
+                reservation.release()
+                if isinstance(exc, ProviderError):
+                    explain_unsent_key(exc, call.connection)
                 raise
         if request is not None:
             self.completion = call.fallback(request)
@@ -236,24 +305,39 @@ class TextStream(_Stream, Iterator[str]):
             return
         try:
             if first is not None:
-                self._parts.append(first)
+                self._keep(first)
                 yield first
+                timed = call.timed(end)
                 while True:
+                    until = call.next_deadline(end) if timed else None
+                    bound = bounds.enter(until, call.limits) if timed else None
                     try:
                         delta = next(deltas)
                     except StopIteration:
                         break
+                    except ResponseTooLargeError:
+                        raise  # typed as such whenever it happens; stream.text has the text
                     except ProviderError as exc:
+                        if until is not None and time.monotonic() >= until:
+                            raise call.expired(end, self.text) from exc
                         raise call.interrupted(exc, self.text) from exc
-                    self._parts.append(delta)
+                    finally:
+                        if bound is not None:
+                            bounds.leave(bound)
+                    if until is not None and time.monotonic() > until:
+                        raise call.expired(end, self.text)
+                    self._keep(delta)
                     yield delta
             try:
                 result = source.completion()
             except ProviderError as exc:
                 raise call.interrupted(exc, self.text) from exc
+        except BaseException:
+            reservation.release()  # closed early or failed: no usage will come
+            raise
         finally:
             source.close()
-        self.completion = call.finish(result, attempts)
+        self.completion = call.finish(result, attempts, reservation)
 
     def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
         """One attempt: send, and read until the first delta (or the end of an empty reply)."""
@@ -320,15 +404,24 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         await self.aclose()
 
     async def _run(self) -> AsyncGenerator[str, None]:
+        import asyncio
+
         call = self._call
+        end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
+            reservation = call.reserve()
             try:
-                (source, deltas, first), attempts = await call.policy.arun(self._open, call.label)
+                (source, deltas, first), attempts = await call.open_policy().arun(
+                    self._open, call.label, call.limits
+                )
             except StreamingNotSupportedError:
+                reservation.release()
                 request = call.refused()
-            except ProviderError as exc:
-                explain_unsent_key(exc, call.connection)
+            except BaseException as exc:
+                reservation.release()
+                if isinstance(exc, ProviderError):
+                    explain_unsent_key(exc, call.connection)
                 raise
         if request is not None:
             self.completion = await call.afallback(request)
@@ -338,24 +431,40 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             return
         try:
             if first is not None:
-                self._parts.append(first)
+                self._keep(first)
                 yield first
+                timed = call.timed(end)
                 while True:
+                    until = call.next_deadline(end) if timed else None
+                    scope = None if until is None else asyncio.timeout(until - time.monotonic())
                     try:
-                        delta = await deltas.__anext__()
+                        if scope is None:
+                            delta = await deltas.__anext__()
+                        else:
+                            async with scope:
+                                delta = await deltas.__anext__()
                     except StopAsyncIteration:
                         break
+                    except TimeoutError as exc:
+                        if scope is None or not scope.expired():
+                            raise
+                        raise call.expired(end, self.text) from exc
+                    except ResponseTooLargeError:
+                        raise
                     except ProviderError as exc:
                         raise call.interrupted(exc, self.text) from exc
-                    self._parts.append(delta)
+                    self._keep(delta)
                     yield delta
             try:
                 result = source.completion()
             except ProviderError as exc:
                 raise call.interrupted(exc, self.text) from exc
+        except BaseException:
+            reservation.release()
+            raise
         finally:
             await source.aclose()
-        self.completion = call.finish(result, attempts)
+        self.completion = call.finish(result, attempts, reservation)
 
     async def _open(
         self, timeout: float

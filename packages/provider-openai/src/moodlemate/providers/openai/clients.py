@@ -11,7 +11,8 @@ Each pool keeps at most :data:`MAX_CLIENTS` clients (per loop for async), droppi
 oldest: a service calling on behalf of many users, each with their own key, would
 otherwise keep a client and its open connections per key for the life of the process.
 A dropped client is not closed, since another thread may be using it; its connections
-close when it is garbage-collected.
+close when it is garbage-collected. Every client's HTTP stack enforces the hard bounds of
+:mod:`moodlemate.providers.openai.transport`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.provider import Connection
 from moodlemate.ai.secrets import guard_loggers
+from moodlemate.providers.openai.transport import bound_async_client, bound_client
 
 if TYPE_CHECKING:
     import openai
@@ -51,7 +53,8 @@ class ClientPool:
 
                     _make_room(self._clients)
                     client = self._clients[key] = openai.OpenAI(
-                        **_client_options(connection, headers)
+                        **_client_options(connection, headers),
+                        http_client=bound_client(timeout=DEFAULT_TIMEOUT),
                     )
         return client
 
@@ -87,7 +90,7 @@ class AsyncClientPool:
                     # The SDK's default http client, collected unclosed, schedules its close
                     # on the loop running then: for a client dropped with its finished loop,
                     # another loop, where it fails loudly ('Event loop is closed').
-                    http_client=openai.DefaultAsyncHttpxClient(timeout=DEFAULT_TIMEOUT),
+                    http_client=bound_async_client(timeout=DEFAULT_TIMEOUT),
                 )
         return client
 

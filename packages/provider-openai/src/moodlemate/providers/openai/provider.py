@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
 from typing import Any, NoReturn
 
+from moodlemate.ai import bounds
 from moodlemate.ai.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -31,6 +31,7 @@ from moodlemate.providers.openai.streaming import (
     SSEStream,
     rejects_streaming,
 )
+from moodlemate.providers.openai.transport import httpx_module as _httpx
 
 __all__ = ["OpenAIProvider"]
 
@@ -81,19 +82,30 @@ class OpenAIProvider(Provider):
 
     def complete(self, connection: Connection, request: ChatRequest) -> Completion:
         client = self._pool.get(connection, self.extra_headers(connection))
+        # Sent as a stream and read here, so the body is cut at its size limit.
+        limit = bounds.limits().max_body_bytes
         try:
-            response = client.post(**self._post_args(connection, request))
+            response = client.post(**self._post_args(connection, request), stream=True)
+            try:
+                content = bounds.read_limited(response.iter_bytes(), limit)
+            finally:
+                response.close()
         except Exception as exc:
             self._raise(exc, request)
-        return self._parse(response, request)
+        return self._parse(content, response.headers, request)
 
     async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
         client = self._async_pool.get(connection, self.extra_headers(connection))
+        limit = bounds.limits().max_body_bytes
         try:
-            response = await client.post(**self._post_args(connection, request))
+            response = await client.post(**self._post_args(connection, request), stream=True)
+            try:
+                content = await bounds.aread_limited(response.aiter_bytes(), limit)
+            finally:
+                await response.aclose()
         except Exception as exc:
             self._raise(exc, request)
-        return self._parse(response, request)
+        return self._parse(content, response.headers, request)
 
     def stream(self, connection: Connection, request: ChatRequest) -> SSEStream:
         client = self._pool.get(connection, self.extra_headers(connection))
@@ -178,13 +190,16 @@ class OpenAIProvider(Provider):
             options["headers"] = {"Authorization": openai.Omit()}
         return options
 
-    def _parse(self, response: Any, request: ChatRequest) -> Completion:
-        return responses.parse_completion(
-            response.content, response.headers, provider=self.name, model=request.model
-        )
+    def _parse(self, content: bytes, headers: Any, request: ChatRequest) -> Completion:
+        return responses.parse_completion(content, headers, provider=self.name, model=request.model)
 
     def _reader(self, response: Any, request: ChatRequest) -> ChunkReader:
-        return ChunkReader(response.headers, provider=self.name, model=request.model)
+        return ChunkReader(
+            response.headers,
+            provider=self.name,
+            model=request.model,
+            max_event_bytes=bounds.limits().max_event_bytes,
+        )
 
     def _translator(self, request: ChatRequest) -> Callable[[Exception], ProviderError | None]:
         return lambda exc: self._translate(exc, request)
@@ -200,11 +215,15 @@ class OpenAIProvider(Provider):
                 code="unsupported_value",
             ) from exc
         mapped = self._translate(exc, request)
-        if mapped is None:
+        if mapped is None or mapped is exc:
             raise exc
         raise mapped from exc
 
     def _translate(self, exc: Exception, request: ChatRequest) -> ProviderError | None:
+        if isinstance(exc, ProviderError):  # raised by our own readers and caps
+            exc.provider = exc.provider or self.name
+            exc.model = exc.model or request.model
+            return exc
         mapped = responses.provider_error(exc, provider=self.name, model=request.model)
         if mapped is not None:
             return mapped
@@ -221,15 +240,3 @@ class OpenAIProvider(Provider):
                 model=request.model,
             )
         return None
-
-
-@cache
-def _httpx() -> Any:
-    """The HTTP library of the installed SDK: httpx2 from openai 3, httpx before it."""
-    try:
-        import httpx2  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # openai < 3
-        import httpx  # type: ignore[import-not-found,unused-ignore]
-
-        return httpx
-    return httpx2

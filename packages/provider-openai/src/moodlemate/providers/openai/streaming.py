@@ -1,8 +1,10 @@
 """Server-sent events of /chat/completions, parsed straight from the raw HTTP response.
 
 One :class:`ChunkReader` holds the parsing and the running result for both the sync and the
-async stream; the two stream classes only differ in how they read lines. Chunks are decoded
-with ``json.loads`` into dicts: no SDK model per delta.
+async stream; the two stream classes only differ in how they read bytes. Lines are split
+here rather than by httpx, which would buffer a line that never ends without limit: a line
+or an event over ``ResponseLimits.max_event_bytes`` raises ResponseTooLargeError. Chunks
+are decoded with ``json.loads`` into dicts: no SDK model per delta.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+from moodlemate.ai import bounds
 from moodlemate.ai.errors import MalformedResponseError, ProviderError
 from moodlemate.ai.provider import Completion
 from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
@@ -23,9 +26,51 @@ from moodlemate.providers.openai.responses import (
     usage_from,
 )
 
-__all__ = ["AsyncSSEStream", "ChunkReader", "SSEStream", "rejects_streaming"]
+__all__ = ["AsyncSSEStream", "ChunkReader", "LineSplitter", "SSEStream", "rejects_streaming"]
 
 Translate = Callable[[Exception], ProviderError | None]
+
+
+class LineSplitter:
+    """Bytes in, complete lines out (``\n``, ``\r\n`` or ``\r``), none longer than ``limit``."""
+
+    __slots__ = ("_buffer", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._buffer = b""
+        self._limit = limit
+
+    def feed(self, chunk: bytes) -> list[str]:
+        data = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in data:
+            return self._feed_any(data)
+        # The common case, only \n: split the complete part once (a \n byte never sits
+        # inside a multi-byte UTF-8 character, so it decodes in one piece).
+        end = data.rfind(b"\n")
+        self._buffer = data[end + 1 :]
+        if len(self._buffer) > self._limit:
+            raise self.too_long()
+        if end < 0:
+            return []
+        complete = data[:end]
+        if end > self._limit and any(len(line) > self._limit for line in complete.split(b"\n")):
+            raise self.too_long()
+        return complete.decode("utf-8", "replace").split("\n")
+
+    def _feed_any(self, data: bytes) -> list[str]:
+        lines = data.splitlines(keepends=True)
+        # A last line without its newline (or ending in a \r whose \n may follow) waits.
+        self._buffer = b"" if lines[-1].endswith(b"\n") else lines.pop()
+        if len(self._buffer) > self._limit or any(len(line) > self._limit for line in lines):
+            raise self.too_long()
+        return [line.rstrip(b"\r\n").decode("utf-8", "replace") for line in lines]
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = self._buffer, b""
+        return [rest.rstrip(b"\r\n").decode("utf-8", "replace")] if rest else []
+
+    def too_long(self) -> Exception:
+        return bounds.too_large("one stream event", "max_event_bytes", self._limit)
 
 
 class ChunkReader:
@@ -33,10 +78,12 @@ class ChunkReader:
 
     __slots__ = (
         "_data",
+        "_data_size",
         "_done",
         "_finish_reason",
         "_headers",
         "_id",
+        "_max_event",
         "_model",
         "_parts",
         "_provider",
@@ -47,8 +94,17 @@ class ChunkReader:
         "_usage",
     )
 
-    def __init__(self, headers: Any, *, provider: str, model: str) -> None:
+    def __init__(
+        self,
+        headers: Any,
+        *,
+        provider: str,
+        model: str,
+        max_event_bytes: int = bounds.DEFAULT_LIMITS.max_event_bytes,
+    ) -> None:
         self._headers = headers
+        self._max_event = max_event_bytes
+        self._data_size = 0
         self._provider = provider
         self._requested_model = model
         self._data: list[str] = []
@@ -70,8 +126,15 @@ class ChunkReader:
             return None
         name, _, value = line.partition(":")
         if name == "data":
+            self._data_size += len(value)
+            if self._data_size > self._max_event:  # an event of endless short data lines
+                raise bounds.too_large("one stream event", "max_event_bytes", self._max_event)
             self._data.append(value.removeprefix(" "))
         return None
+
+    @property
+    def max_event_bytes(self) -> int:
+        return self._max_event
 
     def flush(self) -> str | None:
         """Dispatch a pending event (also at the end of a body without a final blank line)."""
@@ -79,6 +142,7 @@ class ChunkReader:
             return None
         data = "\n".join(self._data)
         self._data = []
+        self._data_size = 0
         if data == "[DONE]":
             self._done = True
             return None
@@ -187,8 +251,14 @@ class SSEStream(ProviderStream):
 
     def __iter__(self) -> Iterator[str]:
         reader = self._reader
+        lines = LineSplitter(reader.max_event_bytes)
         try:
-            for line in self._response.iter_lines():
+            for chunk in self._response.iter_bytes():
+                for line in lines.feed(chunk):
+                    text = reader.feed(line)
+                    if text:
+                        yield text
+            for line in lines.flush():
                 text = reader.feed(line)
                 if text:
                     yield text
@@ -218,8 +288,14 @@ class AsyncSSEStream(AsyncProviderStream):
 
     async def __aiter__(self) -> AsyncIterator[str]:
         reader = self._reader
+        lines = LineSplitter(reader.max_event_bytes)
         try:
-            async for line in self._response.aiter_lines():
+            async for chunk in self._response.aiter_bytes():
+                for line in lines.feed(chunk):
+                    text = reader.feed(line)
+                    if text:
+                        yield text
+            for line in lines.flush():
                 text = reader.feed(line)
                 if text:
                     yield text

@@ -6,12 +6,15 @@ own models endpoint rather than a table in this package. Where they come from, i
 1. memory, for :data:`CACHE_TTL` seconds;
 2. the disk cache (``$XDG_CACHE_HOME/moodlemate-ai/``, else ``~/.cache/moodlemate-ai/``),
    while younger than :data:`CACHE_TTL`;
-3. the endpoint itself, with a short timeout (:data:`FETCH_TIMEOUT`), so a slow network
-   delays at most one call per :data:`RETRY_FAILED_AFTER` seconds;
+3. the endpoint itself, within :data:`FETCH_TIMEOUT` seconds of wall-clock time for the
+   whole fetch (a server dripping its reply cannot stretch it), so a slow network delays
+   callers at most that long once per :data:`RETRY_FAILED_AFTER` seconds;
 4. a stale disk cache, then the snapshot shipped in this package (``models.json``).
 
-A price lookup therefore never fails and never waits long; :func:`refresh_models` forces a
-fetch (``python -m moodlemate.providers.openrouter`` runs it from a shell).
+A price lookup therefore never fails and never waits long. On an event loop's thread it
+never waits for the network at all: it answers from memory, the disk cache or the snapshot,
+and async calls first await the fetch in a worker thread (:func:`aload`).
+:func:`refresh_models` forces a fetch (``python -m moodlemate.providers.openrouter``).
 
 OpenRouter quotes USD per token as decimal strings (``"0.00000015"``); they become
 per-million-token :class:`~moodlemate.ai.pricing.Price` Decimals exactly. A negative price
@@ -24,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -43,7 +47,9 @@ __all__ = [
     "CACHE_TTL",
     "DEFAULT_ENDPOINT",
     "FETCH_TIMEOUT",
+    "MAX_CATALOG_BYTES",
     "RETRY_FAILED_AFTER",
+    "aload",
     "cache_dir",
     "cache_path",
     "lookup",
@@ -58,7 +64,9 @@ DEFAULT_ENDPOINT = "https://openrouter.ai/api/v1"
 CACHE_TTL = 24 * 3600.0
 """Seconds fetched prices are trusted before the next automatic fetch."""
 FETCH_TIMEOUT = 2.0
-"""Seconds an automatic fetch may take; :func:`refresh_models` allows more."""
+"""Seconds an automatic fetch may take in all; :func:`refresh_models` allows more."""
+MAX_CATALOG_BYTES = 64 * 1024 * 1024
+"""The largest models listing accepted (OpenRouter's is a few MB)."""
 RETRY_FAILED_AFTER = 600.0
 """Seconds to wait after a failed automatic fetch before trying the network again."""
 
@@ -90,6 +98,13 @@ def models_for(endpoint: str = DEFAULT_ENDPOINT) -> _Models:
     entry = _memory.get(path)
     if entry is not None and entry[0] > time.monotonic():
         return entry[1]
+    if _on_event_loop():  # never wait for the network there; aload() fetches off the loop
+        if entry is not None:
+            return entry[1]
+        cached = _read_cache(path)
+        return cached[0] if cached is not None else snapshot()
+    # The lock is held across the fetch, which FETCH_TIMEOUT bounds as a whole: concurrent
+    # callers wait at most that long, then read what it stored.
     with _lock:
         entry = _memory.get(path)
         if entry is not None and entry[0] > time.monotonic():
@@ -97,6 +112,16 @@ def models_for(endpoint: str = DEFAULT_ENDPOINT) -> _Models:
         models, ttl = _load(endpoint, path)
         _memory[path] = (time.monotonic() + ttl, models)
         return models
+
+
+async def aload(endpoint: str) -> None:
+    """Make sure ``endpoint``'s catalog is in memory, fetching it in a worker thread so the
+    event loop keeps running (async calls await this before they are priced)."""
+    entry = _memory.get(cache_path(endpoint))
+    if entry is None or entry[0] <= time.monotonic():
+        import asyncio
+
+        await asyncio.to_thread(models_for, endpoint)
 
 
 def refresh_models(endpoint: str = DEFAULT_ENDPOINT, *, timeout: float = 30.0) -> int:
@@ -165,26 +190,27 @@ def _load(endpoint: str, path: Path) -> tuple[_Models, float]:
     return (cached[0] if cached is not None else snapshot()), RETRY_FAILED_AFTER
 
 
+def _on_event_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")  # not imported: no loop can be running
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _fetch(endpoint: str, timeout: float) -> _Models:
-    import http.client
-    import urllib.error
-    import urllib.request
+    from moodlemate.providers.openai.transport import fetch
 
     url = f"{endpoint}/models"
-    request = urllib.request.Request(  # noqa: S310 - endpoint is a validated http(s) URL
-        url, headers={"Accept": "application/json", "User-Agent": "moodlemate-ai"}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        raise APIConnectionError(
-            f"GET {url} answered HTTP {exc.code}", provider="openrouter"
-        ) from None
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise APIConnectionError(
-            f"GET {url} failed ({type(exc).__name__})", provider="openrouter"
-        ) from None
+        raw = fetch(url, timeout=timeout, max_bytes=MAX_CATALOG_BYTES)
+    except MalformedResponseError as exc:  # too large
+        raise MalformedResponseError(f"GET {url}: {exc.message}", provider="openrouter") from None
+    except APIConnectionError as exc:
+        raise APIConnectionError(f"GET {url} {exc.message}", provider="openrouter") from None
     fetched_at = time.time()
     as_of = datetime.fromtimestamp(fetched_at, UTC).strftime("%Y-%m-%d")
     try:

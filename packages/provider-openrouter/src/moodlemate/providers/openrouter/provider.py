@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from moodlemate.ai.pricing import ModelInfo
-from moodlemate.ai.provider import ChatRequest, Connection
+from moodlemate.ai.provider import ChatRequest, Completion, Connection
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.models import ModelRules
+from moodlemate.providers.openai.streaming import AsyncSSEStream
 from moodlemate.providers.openrouter import catalog
 
 __all__ = ["OpenRouterProvider"]
@@ -58,6 +59,15 @@ class OpenRouterProvider(OpenAIProvider):
         # whichever of the four call styles sent the request.
         self._catalog_endpoint = connection.endpoint
         return super()._post_args(connection, request)
+
+    async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
+        # Fetch the price catalog off the event loop, so the call is priced from it.
+        await catalog.aload(connection.endpoint)
+        return await super().acomplete(connection, request)
+
+    async def astream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
+        await catalog.aload(connection.endpoint)
+        return await super().astream(connection, request)
 
     def model_info(self, model: str) -> ModelInfo | None:
         return catalog.lookup(model, self._catalog_endpoint)

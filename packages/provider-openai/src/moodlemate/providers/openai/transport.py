@@ -1,0 +1,262 @@
+"""The HTTP stack's share of the hard bounds (see :mod:`moodlemate.ai.bounds`).
+
+httpx's timeouts are per socket operation: a server that sends one byte a second never
+trips a 3-second read timeout, in the headers or in the body. httpcore takes a pluggable
+network backend, so the sync clients get one whose every connect, read and write is cut
+to what is left before the attempt's deadline (and fails once it has passed), with no
+watchdog thread. Async attempts are cancelled by the facade itself (``asyncio.timeout``).
+
+A response hook caps the raw bytes of every body that is not an event stream (error
+bodies included: the SDK reads those itself), and feeds a compressed body to httpx's
+decoder in small slices, so one read of a gzip bomb inflates to at most ~1 MB at a time
+and the decoded-size checks of the readers see it before memory does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from functools import cache
+from typing import Any
+
+from moodlemate.ai import bounds
+from moodlemate.ai.bounds import ResponseLimits
+from moodlemate.ai.errors import APIConnectionError
+
+__all__ = ["bound_async_client", "bound_client", "fetch", "httpx_module"]
+
+_SLICE = 1024
+"""Raw bytes handed to the decoder at once; deflate inflates at most ~1000x."""
+
+
+@cache
+def httpx_module() -> Any:
+    """The HTTP library of the installed SDK: httpx2 from openai 3, httpx before it."""
+    try:
+        import httpx2  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # openai < 3
+        import httpx  # type: ignore[import-not-found,unused-ignore]
+
+        return httpx
+    return httpx2
+
+
+@cache
+def _httpcore() -> Any:
+    import importlib
+
+    return importlib.import_module(httpx_module().__name__.replace("httpx", "httpcore"))
+
+
+def bound_client(**options: Any) -> Any:
+    """The SDK's default sync httpx client, with the deadline backend and the size caps."""
+    import openai
+
+    return _with_deadlines(
+        openai.DefaultHttpxClient(**options, event_hooks={"response": [_cap_response]})
+    )
+
+
+def _with_deadlines(client: Any) -> Any:
+    """Wrap the network backend of each of ``client``'s connection pools (httpx builds the
+    pool itself and offers no argument for it)."""
+    transports = [client._transport, *client._mounts.values()]  # env proxies live in mounts
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is not None and not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+    return client
+
+
+def bound_async_client(**options: Any) -> Any:
+    """The SDK's default async httpx client with the size caps (deadlines: the facade's
+    ``asyncio.timeout`` cancels the attempt)."""
+    import openai
+
+    return openai.DefaultAsyncHttpxClient(**options, event_hooks={"response": [_acap_response]})
+
+
+# -- deadlines, sync ----------------------------------------------------------------------
+
+
+def _clamp(timeout: float | None, expired: str) -> float | None:
+    """The socket timeout to use: ``timeout`` cut to what the deadline leaves."""
+    left = bounds.remaining()
+    if left is None:
+        return timeout
+    if left <= 0:
+        raise getattr(_httpcore(), expired)("the attempt's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream:
+    """A network stream whose every operation ends by the running attempt's deadline."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data: bytes = self._stream.read(max_bytes, _clamp(timeout, "ReadTimeout"))
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _clamp(timeout, "WriteTimeout"))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> _DeadlineStream:
+        return _DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, _clamp(timeout, "ConnectTimeout"))
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend:
+    """httpcore's network backend, wrapped so its streams honour the attempt's deadline."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> _DeadlineStream:
+        stream = self._backend.connect_tcp(
+            host, port, _clamp(timeout, "ConnectTimeout"), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> _DeadlineStream:
+        stream = self._backend.connect_unix_socket(
+            path, _clamp(timeout, "ConnectTimeout"), socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+# -- size caps, sync and async ------------------------------------------------------------
+
+
+def _caps(response: Any) -> tuple[int | None, bool]:
+    """(raw byte cap or None, whether to slice) for one response."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    sliced = encoding not in ("", "identity")
+    content_type = response.headers.get("content-type", "")
+    if response.is_success and content_type.startswith("text/event-stream"):
+        return None, sliced  # events and text are bounded by the stream reader
+    return bounds.limits().max_body_bytes, sliced
+
+
+def _pieces(chunk: bytes, sliced: bool) -> Iterator[bytes]:
+    if not sliced or len(chunk) <= _SLICE:
+        yield chunk
+        return
+    for start in range(0, len(chunk), _SLICE):
+        yield chunk[start : start + _SLICE]
+
+
+def _over(cap: int) -> Exception:
+    return bounds.too_large("response body", "max_body_bytes", cap)
+
+
+def _cap_response(response: Any) -> None:
+    cap, sliced = _caps(response)
+    if cap is not None or sliced:
+        response.stream = _capped_stream_class()(response.stream, cap, sliced)
+
+
+async def _acap_response(response: Any) -> None:
+    cap, sliced = _caps(response)
+    if cap is not None or sliced:
+        response.stream = _acapped_stream_class()(response.stream, cap, sliced)
+
+
+@cache
+def _capped_stream_class() -> type:
+    httpx = httpx_module()
+
+    class CappedStream(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, cap: int | None, sliced: bool) -> None:
+            self._inner, self._cap, self._sliced = inner, cap, sliced
+
+        def __iter__(self) -> Iterator[bytes]:
+            seen, cap = 0, self._cap
+            for chunk in self._inner:
+                seen += len(chunk)
+                if cap is not None and seen > cap:
+                    raise _over(cap)
+                yield from _pieces(chunk, self._sliced)
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return CappedStream
+
+
+@cache
+def _acapped_stream_class() -> type:
+    httpx = httpx_module()
+
+    class AsyncCappedStream(httpx.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, cap: int | None, sliced: bool) -> None:
+            self._inner, self._cap, self._sliced = inner, cap, sliced
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            seen, cap = 0, self._cap
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if cap is not None and seen > cap:
+                    raise _over(cap)
+                for piece in _pieces(chunk, self._sliced):
+                    yield piece
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return AsyncCappedStream
+
+
+# -- a bounded GET, for catalogs ------------------------------------------------------------
+
+
+@cache
+def _fetch_client() -> Any:
+    # Plain httpx, not the SDK's client: a catalog fetch need not wait for openai's import.
+    client = httpx_module().Client(follow_redirects=True, event_hooks={"response": [_cap_response]})
+    return _with_deadlines(client)
+
+
+def fetch(url: str, *, timeout: float, max_bytes: int) -> bytes:
+    """GET ``url`` within ``timeout`` seconds of wall-clock time in all and at most
+    ``max_bytes`` of body. Raises APIConnectionError (network, HTTP status, time) or
+    ResponseTooLargeError."""
+    httpx = httpx_module()
+    headers = {"Accept": "application/json", "User-Agent": "moodlemate-ai"}
+    bound = bounds.enter(time.monotonic() + timeout, ResponseLimits(max_body_bytes=max_bytes))
+    try:
+        with _fetch_client().stream("GET", url, headers=headers, timeout=timeout) as response:
+            if response.status_code >= 300:
+                raise APIConnectionError(f"answered HTTP {response.status_code}")
+            return bounds.read_limited(response.iter_bytes(), max_bytes)
+    except httpx.HTTPError as exc:
+        raise APIConnectionError(f"failed ({type(exc).__name__})") from None
+    finally:
+        bounds.leave(bound)
