@@ -50,8 +50,14 @@ def endpoint(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> Loopbac
     return server
 
 
-def user_texts(server: LoopbackServer) -> list[str]:
-    return [r.body["messages"][-1]["content"] for r in server.chat_requests]
+def user_texts(server: LoopbackServer, since: int = 0) -> list[str]:
+    """The prompts the server received; a request a kill cut before its body ended (logged
+    without one, answered with a 400) asked nothing."""
+    return [
+        r.body["messages"][-1]["content"]
+        for r in server.chat_requests[since:]
+        if isinstance(r.body, dict)
+    ]
 
 
 # -- chat --------------------------------------------------------------------------------
@@ -240,7 +246,7 @@ def answer_by_id(body: dict[str, Any]) -> Reply | Fault:
 
 
 def asked_ids(server: LoopbackServer, since: int = 0) -> list[str]:
-    return [text.removeprefix("question ") for text in user_texts(server)[since:]]
+    return [text.removeprefix("question ") for text in user_texts(server, since)]
 
 
 @pytest.mark.soak

@@ -33,7 +33,7 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         "provider settings",
         "Unset options come from the same configuration as the library: MOODLEMATE_PROVIDER, "
         "MOODLEMATE_ENDPOINT, MOODLEMATE_MODEL, the provider's key variable (OPENAI_API_KEY, "
-        "...) and the config file, else the defaults (openai, gpt-4o-mini).",
+        "...) and the config file, else the defaults (openai, and the provider's default model).",
     )
     group.add_argument("--provider", metavar="NAME", help="provider to use, e.g. openai")
     group.add_argument(
