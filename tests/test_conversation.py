@@ -34,7 +34,7 @@ class TinyWindow(OpenAIProvider):
     hosts = ("tiny.invalid",)
     window = 150
 
-    def model_info(self, model: str) -> ModelInfo | None:
+    def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         return ModelInfo(name=model, context_window=self.window, max_output_tokens=4096)
 
 

@@ -17,6 +17,7 @@ import pytest
 from conftest import FAST_RETRY
 from moodlemate.ai import (
     GPT,
+    ContextWindowExceededError,
     InvalidAPIKeyError,
     MissingAPIKeyError,
     QuotaExceededError,
@@ -404,8 +405,7 @@ def test_the_refresh_command_explains_itself_without_fetching() -> None:
 
 def test_the_provider_lists_the_models_of_the_service_in_use(router: LoopbackServer) -> None:
     gpt = or_gpt(router)
-    gpt.chat_completion("openai/gpt-4o-mini", "", "Hi")
-    names = [info.name for info in gpt.provider.models()]
+    names = [info.name for info in gpt.provider.models(gpt.endpoint)]
     assert names == ["anthropic/claude-sonnet-4", "openai/gpt-4o-mini", "openrouter/auto"]
 
 
@@ -457,3 +457,38 @@ def test_a_disk_cache_dated_in_the_future_is_not_trusted_forever(router: Loopbac
     path.write_text(json.dumps(data))
     router.models = [or_entry("openai/gpt-4o-mini", "0.000002", "0.000004")]
     assert _lookup_in_a_new_process(endpoint, "openai/gpt-4o-mini") == f"2 {endpoint}/models"
+
+
+def test_two_instances_on_two_catalogs_each_price_and_check_by_their_own() -> None:
+    """The provider object is shared: each call must be priced from the catalog of its own
+    endpoint, not from whichever endpoint another instance or thread used last."""
+    import threading
+
+    with LoopbackServer() as cheap, LoopbackServer() as dear:
+        cheap.models = [or_entry("openai/gpt-4o-mini", "0.000001", "0.000001", context_length=60)]
+        dear.models = [or_entry("openai/gpt-4o-mini", "1", "1")]
+        for srv in (cheap, dear):
+            srv.responder = lambda body: Reply(text="ok", prompt_tokens=10, completion_tokens=5)
+        key = "sk-or-v1-test-0123456789"
+        cheap_gpt, dear_gpt = or_gpt(cheap, api_key=key), or_gpt(dear, api_key=key)
+        # before any chat request, the context check already reads each proxy's own catalog
+        long_prompt = "word " * 80
+        with pytest.raises(ContextWindowExceededError):
+            cheap_gpt.complete("openai/gpt-4o-mini", "", long_prompt, max_tokens=5)
+        dear_gpt.complete("openai/gpt-4o-mini", "", long_prompt, max_tokens=5)
+        assert cheap.chat_requests == []
+        assert [r.path for r in cheap.requests] == ["/api/v1/models"]
+        dear_gpt.ledger.reset()
+
+        def calls(gpt: GPT) -> None:
+            for _ in range(100):
+                gpt.complete("openai/gpt-4o-mini", "", "Hi", max_tokens=5)
+
+        threads = [threading.Thread(target=calls, args=(g,)) for g in (cheap_gpt, dear_gpt) * 4]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert cheap_gpt.ledger.calls == dear_gpt.ledger.calls == 400
+    assert cheap_gpt.ledger.cost == Decimal("0.006")  # 400 x 15 tokens x $0.000001
+    assert dear_gpt.ledger.cost == Decimal("6000")  # 400 x 15 tokens x $1

@@ -57,23 +57,30 @@ def to_budget(value: object) -> Decimal | None:
 
 
 def reserve(
-    ledger: Ledger, budget: Decimal | None, provider: Provider, request: ChatRequest
+    ledger: Ledger,
+    budget: Decimal | None,
+    provider: Provider,
+    request: ChatRequest,
+    endpoint: str | None = None,
 ) -> Reservation:
     """Reserve ``request``'s worst-case cost in ``ledger`` under ``budget``, or raise
     BudgetExceededError. Without a budget nothing is counted (the reservation only records)."""
     if budget is None:
         return NO_RESERVATION
-    return ledger.reserve(worst_case_cost(provider, request), budget)
+    return ledger.reserve(worst_case_cost(provider, request, endpoint), budget)
 
 
-def worst_case_cost(provider: Provider, request: ChatRequest) -> Decimal | None:
-    """What ``request`` can cost at most (see the module docstring); None when unpriced."""
-    price = provider.price(request.model)
+def worst_case_cost(
+    provider: Provider, request: ChatRequest, endpoint: str | None = None
+) -> Decimal | None:
+    """What ``request`` can cost at most at ``endpoint``'s prices (see the module
+    docstring); None when unpriced."""
+    price = provider.price(request.model, endpoint)
     if price is None:
         return None
     output = request.max_tokens
     if output is None:
-        info = provider.model_info(request.model)
+        info = provider.model_info(request.model, endpoint)
         limit = info.max_output_tokens if info is not None else None
         output = min(DEFAULT_OUTPUT_ESTIMATE, limit or DEFAULT_OUTPUT_ESTIMATE)
     prompt = _prompt_tokens(provider, request)

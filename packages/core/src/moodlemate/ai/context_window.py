@@ -29,8 +29,12 @@ server itself requires."""
 _MAX_BYTES_PER_CHAR = 4
 
 
-def check_context_window(provider: Provider, request: ChatRequest) -> None:
-    info = provider.model_info(request.model)
+def check_context_window(
+    provider: Provider, request: ChatRequest, endpoint: str | None = None
+) -> None:
+    """Raise ContextWindowExceededError if ``request`` cannot fit the window ``endpoint``'s
+    catalog gives its model (a proxy's catalog may differ from the vendor's)."""
+    info = provider.model_info(request.model, endpoint)
     if info is None or (info.context_window is None and info.max_input_tokens is None):
         return
     output = request.max_tokens or MIN_OUTPUT_TOKENS

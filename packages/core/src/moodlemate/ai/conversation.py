@@ -313,7 +313,7 @@ class Conversation:
         """Prompt tokens allowed: the context window (the one a server said, else the
         model's as the tables or the server's listing give it, else a default) less the
         output reserved for the reply."""
-        info = provider.model_info(model)
+        info = self._gpt.model_info(model)
         window = self._server_window or self._gpt.context_window(model) or DEFAULT_CONTEXT_WINDOW
         if self._max_tokens is not None:
             reserve = self._max_tokens

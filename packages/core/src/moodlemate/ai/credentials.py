@@ -65,6 +65,7 @@ __all__ = [
     "check_key_format",
     "connect",
     "endpoint_for",
+    "endpoint_of",
     "explain_unsent_key",
     "key_for",
     "provider_for",
@@ -218,6 +219,18 @@ def downgraded(provider: Provider, endpoint: str) -> bool:
         urlsplit(endpoint).scheme.lower() == "http"
         and urlsplit(provider.default_endpoint).scheme.lower() == "https"
     )
+
+
+def endpoint_of(
+    target: Target, plugins: PluginRegistry, routed: Provider | None = None
+) -> tuple[Provider, str]:
+    """The provider and endpoint a call would go to, without the key checks of
+    :func:`connect` (to look up what that endpoint's catalog knows)."""
+    ours = provider_for(target, plugins)
+    provider = routed or ours
+    if provider is ours:
+        return provider, endpoint_for(target, provider)
+    return provider, endpoint_for(_BARE, provider)
 
 
 def connect(

@@ -34,6 +34,7 @@ from moodlemate.ai.credentials import (
     check_key_format,
     connect,
     endpoint_for,
+    endpoint_of,
     env_endpoint,
     explain_unsent_key,
     key_for,
@@ -54,6 +55,7 @@ from moodlemate.ai.validation import build_chat_request, check_model, check_requ
 if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation
     from moodlemate.ai.fallbacks import FallbackChain
+    from moodlemate.ai.pricing import ModelInfo
     from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
 
 __all__ = ["GPT"]
@@ -354,6 +356,15 @@ class GPT:
         provider, connection = connect(self._target, self._plugins, routed)
         return provider, connection, name
 
+    def model_info(self, model: str | None = None) -> ModelInfo | None:
+        """What the provider knows of ``model`` (default: :attr:`model`) at this instance's
+        endpoint: price, window, output limit; None when nothing."""
+        routed, name = split_provider(
+            check_model(self.model if model is None else model), self._plugins
+        )
+        provider, endpoint = endpoint_of(self._target, self._plugins, routed)
+        return provider.model_info(name, endpoint)
+
     def context_window(self, model: str | None = None) -> int | None:
         """``model``'s context window in tokens (default: :attr:`model`): the provider's
         tables, else what the server at this endpoint reports about it (a local server's
@@ -361,7 +372,7 @@ class GPT:
         routed, name = split_provider(
             check_model(self.model if model is None else model), self._plugins
         )
-        info = (routed or self.provider).model_info(name)
+        info = self.model_info(model)
         if info is not None and info.context_window:
             return info.context_window
         provider, connection = connect(self._target, self._plugins, routed)
@@ -422,7 +433,7 @@ class GPT:
         if model != request.model:
             request = replace(request, model=model)
         provider, connection = connect(self._target, self._plugins, routed)
-        check_context_window(provider, request)
+        check_context_window(provider, request, connection.endpoint)
         return provider, request, connection
 
     def _send(self, provider: Provider, connection: Connection, request: ChatRequest) -> Completion:
@@ -430,7 +441,7 @@ class GPT:
             return provider.complete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        reservation = reserve(self.ledger, self._budget, provider, request)
+        reservation = reserve(self.ledger, self._budget, provider, request, connection.endpoint)
         try:
             completion, attempts = self.retry.run(attempt, label, self._limits)
         except BaseException as exc:
@@ -438,7 +449,9 @@ class GPT:
             if isinstance(exc, ProviderError):
                 explain_unsent_key(exc, connection)
             raise
-        completion = self._account(provider, request, completion, attempts, reservation)
+        completion = self._account(
+            provider, request, completion, attempts, reservation, connection.endpoint
+        )
         self._local.last = completion
         return completion
 
@@ -540,7 +553,7 @@ class GPT:
             return await provider.acomplete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        reservation = reserve(self.ledger, self._budget, provider, request)
+        reservation = reserve(self.ledger, self._budget, provider, request, connection.endpoint)
         try:
             completion, attempts = await self.retry.arun(attempt, label, self._limits)
         except BaseException as exc:
@@ -548,7 +561,9 @@ class GPT:
             if isinstance(exc, ProviderError):
                 explain_unsent_key(exc, connection)
             raise
-        return self._account(provider, request, completion, attempts, reservation)
+        return self._account(
+            provider, request, completion, attempts, reservation, connection.endpoint
+        )
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -617,7 +632,9 @@ class GPT:
         provider, request, connection = prepared
 
         def finish(completion: Completion, attempts: int, reservation: Reservation) -> Completion:
-            completion = self._account(provider, request, completion, attempts, reservation)
+            completion = self._account(
+                provider, request, completion, attempts, reservation, connection.endpoint
+            )
             self._local.last = completion
             return completion
 
@@ -627,7 +644,9 @@ class GPT:
             request=request,
             policy=self.retry,
             limits=self._limits,
-            reserve=lambda: reserve(self.ledger, self._budget, provider, request),
+            reserve=lambda: reserve(
+                self.ledger, self._budget, provider, request, connection.endpoint
+            ),
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
             afallback=lambda r: self._asend(provider, connection, r),
@@ -641,11 +660,16 @@ class GPT:
         completion: Completion,
         attempts: int,
         reservation: Reservation,
+        endpoint: str,
     ) -> Completion:
+        """Price ``completion`` from the catalog of the endpoint it came from (a provider
+        object is shared by every instance and endpoint) and settle its reservation."""
         completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
         cost = completion.reported_cost
         if cost is None:
-            price = provider.price(completion.model) or provider.price(request.model)
+            price = provider.price(completion.model, endpoint) or provider.price(
+                request.model, endpoint
+            )
             if price is not None and completion.usage_reported:
                 cost = price.cost(completion.usage)
             elif request.model not in self._unpriced_warned:
@@ -653,7 +677,7 @@ class GPT:
                 why = "no price known for" if price is None else "the server reported no usage for"
                 # A local or custom server's models have no price: worth a note, not a warning
                 # on every run. On the vendor's own service a missing price is a real gap.
-                vendor = provider is not self.provider or provider.recognises(self.endpoint)
+                vendor = provider.recognises(endpoint)
                 log.log(
                     logging.WARNING if vendor else logging.INFO,
                     "%s %s model %r: its cost is recorded as unknown "

@@ -256,8 +256,10 @@ class Provider(ABC):
         tokens = count_messages(messages, lambda text: self.count_tokens(text, model))
         return TokenCount(tokens, estimate=True)
 
-    def model_info(self, model: str) -> ModelInfo | None:
-        """Price and limits of ``model``; None when unknown."""
+    def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
+        """Price and limits of ``model`` at ``endpoint`` (None: the provider's own service);
+        None when unknown. One provider object serves every instance and endpoint, so a
+        catalog that differs by endpoint (OpenRouter and its proxies) is keyed by it."""
         return None
 
     def served_context_window(self, connection: Connection, model: str) -> int | None:
@@ -266,12 +268,13 @@ class Provider(ABC):
         conversation's trimming): it may ask the server, within a short timeout."""
         return None
 
-    def price(self, model: str) -> Price | None:
-        info = self.model_info(model)
+    def price(self, model: str, endpoint: str | None = None) -> Price | None:
+        info = self.model_info(model, endpoint)
         return info.price if info else None
 
-    def models(self) -> list[ModelInfo]:
-        """Every model this provider has a price or limits for (for listings)."""
+    def models(self, endpoint: str | None = None) -> list[ModelInfo]:
+        """Every model this provider has a price or limits for at ``endpoint`` (None: its
+        own service), for listings."""
         return []
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default

@@ -73,11 +73,11 @@ class OllamaProvider(OpenAIProvider):
         are not available offline, so ``text`` is counted with tiktoken's o200k_base."""
         return count_tokens(text, ESTIMATE_TOKENS_AS)
 
-    def model_info(self, model: str) -> ModelInfo:
+    def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo:
         """Any model: no charge (cost 0, not unknown); limits depend on the pulled model."""
         return ModelInfo(name=model, price=FREE, source="local Ollama server: no charge")
 
-    def models(self) -> list[ModelInfo]:
+    def models(self, endpoint: str | None = None) -> list[ModelInfo]:
         """None listed: which models exist depends on what was pulled into the server."""
         return []
 

@@ -136,10 +136,10 @@ class OpenAIProvider(Provider):
     def count_message_tokens(self, messages: Sequence[Mapping[str, str]], model: str) -> TokenCount:
         return chat_tokens.count_message_tokens(messages, model)
 
-    def model_info(self, model: str) -> ModelInfo | None:
+    def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         return pricing.openai_prices().get(model)
 
-    def models(self) -> list[ModelInfo]:
+    def models(self, endpoint: str | None = None) -> list[ModelInfo]:
         return pricing.openai_prices().all()
 
     def served_context_window(self, connection: Connection, model: str) -> int | None:

@@ -5,7 +5,6 @@ errors and token counting are the OpenAI provider's own code."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from moodlemate.ai.pricing import ModelInfo
 from moodlemate.ai.provider import ChatRequest, Completion, Connection
@@ -31,10 +30,6 @@ class OpenRouterProvider(OpenAIProvider):
     key_min_length = 20  # 'sk-or-v1-' and 64 hex digits
     hosts = ("openrouter.ai",)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._catalog_endpoint = self.default_endpoint
-
     def extra_headers(self, connection: Connection) -> Mapping[str, str]:
         """App attribution: OpenRouter reads ``X-OpenRouter-Title``; ``X-Title`` is its
         older name, still honoured, so both are sent."""
@@ -54,12 +49,6 @@ class OpenRouterProvider(OpenAIProvider):
             return _CHAT_RULES
         return super().rules(model)
 
-    def _post_args(self, connection: Connection, request: ChatRequest) -> dict[str, Any]:
-        # Prices come from the catalog of the service actually in use (a proxy, a test server),
-        # whichever of the four call styles sent the request.
-        self._catalog_endpoint = connection.endpoint
-        return super()._post_args(connection, request)
-
     async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
         # Fetch the price catalog off the event loop, so the call is priced from it.
         await catalog.aload(connection.endpoint)
@@ -69,9 +58,11 @@ class OpenRouterProvider(OpenAIProvider):
         await catalog.aload(connection.endpoint)
         return await super().astream(connection, request)
 
-    def model_info(self, model: str) -> ModelInfo | None:
-        return catalog.lookup(model, self._catalog_endpoint)
+    def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
+        """From the catalog of ``endpoint`` (a proxy's or test server's ``/models``), never
+        from whichever endpoint another instance used last: the object is shared."""
+        return catalog.lookup(model, endpoint or self.default_endpoint)
 
-    def models(self) -> list[ModelInfo]:
-        found = catalog.models_for(self._catalog_endpoint)
+    def models(self, endpoint: str | None = None) -> list[ModelInfo]:
+        found = catalog.models_for(endpoint or self.default_endpoint)
         return sorted(found.values(), key=lambda info: info.name)
