@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import BudgetExceededError, TokenizerUnavailableError, ValidationError
-from moodlemate.ai.ledger import NO_RESERVATION, Reservation
+from moodlemate.ai.ledger import Reservation
 from moodlemate.ai.token_count import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, wire_messages
 from moodlemate.ai.usage import Usage
 
@@ -62,7 +62,7 @@ def reserve(
     """Reserve ``request``'s worst-case cost in ``ledger`` under ``budget``, or raise
     BudgetExceededError. Without a budget nothing is counted (the reservation only records)."""
     if budget is None:
-        return NO_RESERVATION
+        return Reservation(None, Decimal(0))
     return ledger.reserve(worst_case_cost(provider, request), budget)
 
 

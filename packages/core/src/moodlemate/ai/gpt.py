@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
+from os import PathLike
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -54,6 +56,7 @@ from moodlemate.ai.validation import build_chat_request, check_model, check_requ
 if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation
     from moodlemate.ai.fallbacks import FallbackChain
+    from moodlemate.ai.spend_log import SpendLog
     from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
 
 __all__ = ["GPT"]
@@ -106,6 +109,7 @@ class GPT:
         app_title: str | None = None,
         fallbacks: Iterable[str] | None = None,
         limits: ResponseLimits | None = None,
+        log: str | PathLike[str] | SpendLog | bool | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -126,6 +130,8 @@ class GPT:
         self.limits = ResponseLimits() if limits is None else limits
         self.ledger = Ledger()
         self.budget = budget
+        self.log = _spend_log(settings.log if log is None else log)
+        """Where every call is recorded (:mod:`moodlemate.ai.spend_log`), or None."""
         self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
         self._fallback_on: tuple[type[BaseException], ...] | None = None
         self._local = threading.local()
@@ -435,10 +441,11 @@ class GPT:
             completion, attempts = self.retry.run(attempt, label, self._limits)
         except BaseException as exc:
             reservation.release()
+            self._log_failure(provider, connection, request, exc, reservation)
             if isinstance(exc, ProviderError):
                 explain_unsent_key(exc, connection)
             raise
-        completion = self._account(provider, request, completion, attempts, reservation)
+        completion = self._account(provider, connection, request, completion, attempts, reservation)
         self._local.last = completion
         return completion
 
@@ -545,10 +552,11 @@ class GPT:
             completion, attempts = await self.retry.arun(attempt, label, self._limits)
         except BaseException as exc:
             reservation.release()
+            self._log_failure(provider, connection, request, exc, reservation)
             if isinstance(exc, ProviderError):
                 explain_unsent_key(exc, connection)
             raise
-        return self._account(provider, request, completion, attempts, reservation)
+        return self._account(provider, connection, request, completion, attempts, reservation)
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -617,7 +625,9 @@ class GPT:
         provider, request, connection = prepared
 
         def finish(completion: Completion, attempts: int, reservation: Reservation) -> Completion:
-            completion = self._account(provider, request, completion, attempts, reservation)
+            completion = self._account(
+                provider, connection, request, completion, attempts, reservation
+            )
             self._local.last = completion
             return completion
 
@@ -637,6 +647,7 @@ class GPT:
     def _account(
         self,
         provider: Provider,
+        connection: Connection,
         request: ChatRequest,
         completion: Completion,
         attempts: int,
@@ -663,7 +674,49 @@ class GPT:
                     request.model,
                 )
         reservation.settle(self.ledger, request.model, completion.usage, cost)
-        return replace(completion, cost=cost, attempts=attempts)
+        completion = replace(completion, cost=cost, attempts=attempts)
+        if self.log is not None:
+            latency = time.monotonic() - reservation.started
+            self.log.record_call(
+                provider=provider.name,
+                endpoint=connection.endpoint,
+                request=request,
+                completion=completion,
+                attempts=attempts,
+                latency=latency,
+            )
+        return completion
+
+    def _log_failure(
+        self,
+        provider: Provider,
+        connection: Connection,
+        request: ChatRequest,
+        error: BaseException,
+        reservation: Reservation,
+    ) -> None:
+        if self.log is not None:
+            self.log.record_call(
+                provider=provider.name,
+                endpoint=connection.endpoint,
+                request=request,
+                error=error,
+                latency=time.monotonic() - reservation.started,
+            )
+
+
+def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog | None:
+    """The instance's spend log: a path opens one (lazily: sqlite3 loads on the first call),
+    False or None means none."""
+    if value is None or value is False:
+        return None
+    from moodlemate.ai.spend_log import SpendLog
+
+    if isinstance(value, SpendLog):
+        return value
+    if value is True or not isinstance(value, str | PathLike) or not str(value):
+        raise ValidationError(f"log must be a path, a SpendLog or None, not {value!r}")
+    return SpendLog(value)
 
 
 def _target_from(settings: Settings) -> Target:
