@@ -28,6 +28,7 @@ from moodlemate.ai.usage import Usage
 if TYPE_CHECKING:
     from moodlemate.ai.ledger import Ledger
     from moodlemate.ai.provider import ChatRequest, Provider
+    from moodlemate.ai.shared_budget import SharedBudget
 
 __all__ = ["DEFAULT_OUTPUT_ESTIMATE", "reserve", "to_budget", "worst_case_cost"]
 
@@ -57,12 +58,19 @@ def to_budget(value: object) -> Decimal | None:
 
 
 def reserve(
-    ledger: Ledger, budget: Decimal | None, provider: Provider, request: ChatRequest
+    ledger: Ledger,
+    budget: Decimal | None,
+    provider: Provider,
+    request: ChatRequest,
+    shared: SharedBudget | None = None,
 ) -> Reservation:
-    """Reserve ``request``'s worst-case cost in ``ledger`` under ``budget``, or raise
+    """Reserve ``request``'s worst-case cost in ``ledger`` (or in the ``shared`` scope, for
+    every process: :mod:`moodlemate.ai.shared_budget`) under ``budget``, or raise
     BudgetExceededError. Without a budget nothing is counted (the reservation only records)."""
     if budget is None:
         return Reservation(None, Decimal(0))
+    if shared is not None:
+        return shared.reserve(worst_case_cost(provider, request), budget)
     return ledger.reserve(worst_case_cost(provider, request), budget)
 
 

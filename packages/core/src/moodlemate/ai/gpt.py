@@ -56,6 +56,7 @@ from moodlemate.ai.validation import build_chat_request, check_model, check_requ
 if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation
     from moodlemate.ai.fallbacks import FallbackChain
+    from moodlemate.ai.shared_budget import SharedBudget
     from moodlemate.ai.spend_log import SpendLog
     from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
 
@@ -110,6 +111,8 @@ class GPT:
         fallbacks: Iterable[str] | None = None,
         limits: ResponseLimits | None = None,
         log: str | PathLike[str] | SpendLog | bool | None = None,
+        budget_scope: str | None = None,
+        budget_window: str | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -132,6 +135,8 @@ class GPT:
         self.budget = budget
         self.log = _spend_log(settings.log if log is None else log)
         """Where every call is recorded (:mod:`moodlemate.ai.spend_log`), or None."""
+        self.shared_budget = _shared_budget(self.log, budget_scope, budget_window)
+        """The budget every process shares (:mod:`moodlemate.ai.shared_budget`), or None."""
         self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
         self._fallback_on: tuple[type[BaseException], ...] | None = None
         self._local = threading.local()
@@ -436,7 +441,7 @@ class GPT:
             return provider.complete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        reservation = reserve(self.ledger, self._budget, provider, request)
+        reservation = reserve(self.ledger, self._budget, provider, request, self.shared_budget)
         try:
             completion, attempts = self.retry.run(attempt, label, self._limits)
         except BaseException as exc:
@@ -547,7 +552,7 @@ class GPT:
             return await provider.acomplete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        reservation = reserve(self.ledger, self._budget, provider, request)
+        reservation = reserve(self.ledger, self._budget, provider, request, self.shared_budget)
         try:
             completion, attempts = await self.retry.arun(attempt, label, self._limits)
         except BaseException as exc:
@@ -637,7 +642,9 @@ class GPT:
             request=request,
             policy=self.retry,
             limits=self._limits,
-            reserve=lambda: reserve(self.ledger, self._budget, provider, request),
+            reserve=lambda: reserve(
+                self.ledger, self._budget, provider, request, self.shared_budget
+            ),
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
             afallback=lambda r: self._asend(provider, connection, r),
@@ -717,6 +724,20 @@ def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog 
     if value is True or not isinstance(value, str | PathLike) or not str(value):
         raise ValidationError(f"log must be a path, a SpendLog or None, not {value!r}")
     return SpendLog(value)
+
+
+def _shared_budget(
+    store: SpendLog | None, scope: str | None, window: str | None
+) -> SharedBudget | None:
+    if scope is None:
+        if window is not None:
+            raise ValidationError("budget_window needs a budget_scope")
+        return None
+    if store is None:
+        raise ValidationError("budget_scope needs a log: the shared budget lives in its file")
+    from moodlemate.ai.shared_budget import SharedBudget
+
+    return SharedBudget(store, scope, window)
 
 
 def _target_from(settings: Settings) -> Target:

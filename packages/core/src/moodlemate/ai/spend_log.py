@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +67,23 @@ MIGRATIONS: tuple[str, ...] = (
         reply TEXT
     );
     CREATE INDEX calls_time ON calls (time);
+    """,
+    # 2: budgets shared by every process using the file (moodlemate.ai.shared_budget)
+    """
+    CREATE TABLE budget_spend (
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        spent TEXT NOT NULL,
+        PRIMARY KEY (scope, period)
+    );
+    CREATE TABLE budget_reservations (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX budget_reservations_scope ON budget_reservations (scope);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -294,6 +312,61 @@ class SpendLog:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    # -- shared budgets (see moodlemate.ai.shared_budget) --------------------------------
+
+    def reserve_shared(
+        self, scope: str, period: str, amount: Decimal, budget: Decimal, ttl: float
+    ) -> tuple[int | None, Decimal, Decimal]:
+        """In one IMMEDIATE transaction (so atomic across processes): hold ``amount`` for
+        ``scope`` unless what ``period`` spent plus the live reservations plus it would cross
+        ``budget``. Returns (reservation id or None when refused, spent, reserved)."""
+        now = time.time()
+        with self._lock, self._write() as conn:
+            conn.execute("DELETE FROM budget_reservations WHERE expires < ?", (now,))
+            row = conn.execute(
+                "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
+            ).fetchone()
+            spent = Decimal(row[0]) if row else Decimal(0)
+            held = conn.execute(
+                "SELECT amount FROM budget_reservations WHERE scope = ? AND period = ?",
+                (scope, period),
+            ).fetchall()
+            reserved = sum((Decimal(a) for (a,) in held), Decimal(0))
+            if spent >= budget or spent + reserved + amount > budget:
+                return None, spent, reserved
+            cursor = conn.execute(
+                "INSERT INTO budget_reservations (scope, period, amount, expires) "
+                "VALUES (?, ?, ?, ?)",
+                (scope, period, str(amount), now + ttl),
+            )
+            return cursor.lastrowid, spent, reserved
+
+    def settle_shared(self, reservation_id: int, cost: Decimal | None) -> None:
+        """Free a reservation and add the call's real cost to its scope and period, in one
+        transaction (an unknown cost adds nothing)."""
+        with self._lock, self._write() as conn:
+            row = conn.execute(
+                "SELECT scope, period FROM budget_reservations WHERE id = ?", (reservation_id,)
+            ).fetchone()
+            conn.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation_id,))
+            if row is None or cost is None:
+                return
+            old = conn.execute(
+                "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", row
+            ).fetchone()
+            spent = (Decimal(old[0]) if old else Decimal(0)) + cost
+            conn.execute(
+                "INSERT OR REPLACE INTO budget_spend (scope, period, spent) VALUES (?, ?, ?)",
+                (*row, str(spent)),
+            )
+
+    def spent_shared(self, scope: str, period: str) -> Decimal:
+        """What ``scope`` spent in ``period``, every process together."""
+        rows = self._read(
+            "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
+        )
+        return Decimal(rows[0][0]) if rows else Decimal(0)
 
     def close(self) -> None:
         with self._lock:
