@@ -241,3 +241,56 @@ def test_exact_totals_say_unknown_for_unpriced_groups(
     assert by_key["gpt-4o-mini"].cost == gpt.ledger.cost == total.cost
     assert total.unpriced_calls == 1
     assert os.path.getsize(path) > 0
+
+
+def test_remote_batch_answers_are_logged_with_their_batch_id(tmp_path: Path) -> None:
+    from moodlemate.ai.batch import parse_items
+    from moodlemate.ai.batch.remote import run_remote_batch
+
+    key = "sk-test-remote-0123456789abcdef"
+    lines = [json.dumps({"id": f"q{i}", "user": f"question {i}"}) for i in range(7)]
+    with LoopbackServer(api_key=key) as srv:
+        srv.batches.speed = 100_000.0
+        path = tmp_path / "batch.db"
+        gpt = GPT("openai", endpoint=srv.url, api_key=key, log=path)
+        items = parse_items(lines, default_model="gpt-4o-mini")
+        run_remote_batch(
+            gpt, items, tmp_path / "out.jsonl", poll_interval=0.01, max_requests_per_file=4
+        )
+        batch_ids = {b["id"] for b in srv.batches.created}
+    rows = _rows(path)
+    assert len(rows) == 7
+    assert {r["batch_id"] for r in rows} == batch_ids
+    assert len(batch_ids) == 2
+    assert sum(Decimal(r["cost"]) for r in rows) == gpt.ledger.cost  # at batch prices
+    assert {r["outcome"] for r in rows} == {"ok"}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_opens_its_own_connection(tmp_path: Path) -> None:
+    """As a pre-forking web server's workers would, after the parent wrote (and so opened)."""
+    from moodlemate.ai.provider import ChatRequest, Completion, Message
+
+    spend_log = SpendLog(tmp_path / "forked.db")
+    request = ChatRequest(model="gpt-4o-mini", messages=(Message("user", "hi"),))
+    done = Completion(text="ok", model="gpt-4o-mini", provider="openai", cost=Decimal("0.001"))
+    assert spend_log.record_call(provider="openai", endpoint=None, request=request, completion=done)
+    parent_connection = spend_log._connection()
+    children = []
+    for _ in range(3):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            if spend_log._connection() is parent_connection:
+                os._exit(2)  # SQLite forbids carrying a connection across fork()
+            ok = all(
+                spend_log.record_call(
+                    provider="openai", endpoint=None, request=request, completion=done
+                )
+                for _ in range(5)
+            )
+            os._exit(0 if ok else 3)
+        children.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    assert codes == [0, 0, 0]
+    assert spend_log.record_call(provider="openai", endpoint=None, request=request, completion=done)
+    assert len(spend_log.calls()) == 17

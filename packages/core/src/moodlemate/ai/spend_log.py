@@ -187,6 +187,7 @@ class SpendLog:
         """Rows that could not be written (the call itself went on)."""
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._pid = 0
         self._writable = True
         self._warned = False
 
@@ -271,8 +272,11 @@ class SpendLog:
     # -- the connection and schema ------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+        # A forked child (a pre-forking web server's worker) must not use its parent's
+        # connection: SQLite's locks would be shared. It opens its own.
+        if self._conn is None or self._pid != os.getpid():
             self._conn = self._open()
+            self._pid = os.getpid()
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
