@@ -21,13 +21,14 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import BudgetExceededError, TokenizerUnavailableError, ValidationError
-from moodlemate.ai.ledger import NO_RESERVATION, Reservation
+from moodlemate.ai.ledger import Reservation
 from moodlemate.ai.token_count import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, wire_messages
 from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
     from moodlemate.ai.ledger import Ledger
     from moodlemate.ai.provider import ChatRequest, Provider
+    from moodlemate.ai.shared_budget import SharedBudget
 
 __all__ = ["DEFAULT_OUTPUT_ESTIMATE", "reserve", "to_budget", "worst_case_cost"]
 
@@ -62,11 +63,15 @@ def reserve(
     provider: Provider,
     request: ChatRequest,
     endpoint: str | None = None,
+    shared: SharedBudget | None = None,
 ) -> Reservation:
-    """Reserve ``request``'s worst-case cost in ``ledger`` under ``budget``, or raise
+    """Reserve ``request``'s worst-case cost in ``ledger`` (or in the ``shared`` scope, for
+    every process: :mod:`moodlemate.ai.shared_budget`) under ``budget``, or raise
     BudgetExceededError. Without a budget nothing is counted (the reservation only records)."""
     if budget is None:
-        return NO_RESERVATION
+        return Reservation(None, Decimal(0))
+    if shared is not None:
+        return shared.reserve(worst_case_cost(provider, request, endpoint), budget)
     return ledger.reserve(worst_case_cost(provider, request, endpoint), budget)
 
 

@@ -93,6 +93,8 @@ class Settings:
     app_title: str | None = None
     fallbacks: tuple[str, ...] = ()
     """The profile's ``fallbacks``: models tried in order when a call's model is out."""
+    log: str | None = None
+    """The profile's spend log path (``log``), see :mod:`moodlemate.ai.spend_log`."""
 
 
 def resolve_settings(
@@ -164,6 +166,7 @@ def resolve_settings(
         app_url=url,
         app_title=title,
         fallbacks=tuple(section.get("fallbacks") or ()),
+        log=section.get("log"),
     )
 
 

@@ -65,6 +65,7 @@ SETTING_KEYS: dict[str, str] = {
     "app_title": "your app's name (OpenRouter attribution)",
     "headers": "a table of header names to string values",
     "fallbacks": "a list of model names, tried in order when the model is out",
+    "log": "a spend log's path (SQLite, ~ expanded)",
 }
 _TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of profiles"}
 # Patterns stay strings until a file is checked (re caches them): GPT() compiles none.

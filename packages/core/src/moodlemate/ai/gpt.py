@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
+from os import PathLike
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation
     from moodlemate.ai.fallbacks import FallbackChain
     from moodlemate.ai.pricing import ModelInfo
+    from moodlemate.ai.shared_budget import SharedBudget
+    from moodlemate.ai.spend_log import SpendLog
     from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
 
 __all__ = ["GPT"]
@@ -108,6 +112,9 @@ class GPT:
         app_title: str | None = None,
         fallbacks: Iterable[str] | None = None,
         limits: ResponseLimits | None = None,
+        log: str | PathLike[str] | SpendLog | bool | None = None,
+        budget_scope: str | None = None,
+        budget_window: str | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -128,6 +135,10 @@ class GPT:
         self.limits = ResponseLimits() if limits is None else limits
         self.ledger = Ledger()
         self.budget = budget
+        self.log = _spend_log(settings.log if log is None else log)
+        """Where every call is recorded (:mod:`moodlemate.ai.spend_log`), or None."""
+        self.shared_budget = _shared_budget(self.log, budget_scope, budget_window)
+        """The budget every process shares (:mod:`moodlemate.ai.shared_budget`), or None."""
         self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
         self._fallback_on: tuple[type[BaseException], ...] | None = None
         self._local = threading.local()
@@ -441,17 +452,18 @@ class GPT:
             return provider.complete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        reservation = reserve(self.ledger, self._budget, provider, request, connection.endpoint)
+        reservation = reserve(
+            self.ledger, self._budget, provider, request, connection.endpoint, self.shared_budget
+        )
         try:
             completion, attempts = self.retry.run(attempt, label, self._limits)
         except BaseException as exc:
             reservation.release()
+            self._log_failure(provider, connection, request, exc, reservation)
             if isinstance(exc, ProviderError):
                 explain_unsent_key(exc, connection)
             raise
-        completion = self._account(
-            provider, request, completion, attempts, reservation, connection.endpoint
-        )
+        completion = self._account(provider, connection, request, completion, attempts, reservation)
         self._local.last = completion
         return completion
 
@@ -553,17 +565,18 @@ class GPT:
             return await provider.acomplete(replace(connection, timeout=timeout), request)
 
         label = f"{provider.name} {request.model}"
-        reservation = reserve(self.ledger, self._budget, provider, request, connection.endpoint)
+        reservation = reserve(
+            self.ledger, self._budget, provider, request, connection.endpoint, self.shared_budget
+        )
         try:
             completion, attempts = await self.retry.arun(attempt, label, self._limits)
         except BaseException as exc:
             reservation.release()
+            self._log_failure(provider, connection, request, exc, reservation)
             if isinstance(exc, ProviderError):
                 explain_unsent_key(exc, connection)
             raise
-        return self._account(
-            provider, request, completion, attempts, reservation, connection.endpoint
-        )
+        return self._account(provider, connection, request, completion, attempts, reservation)
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -633,7 +646,7 @@ class GPT:
 
         def finish(completion: Completion, attempts: int, reservation: Reservation) -> Completion:
             completion = self._account(
-                provider, request, completion, attempts, reservation, connection.endpoint
+                provider, connection, request, completion, attempts, reservation
             )
             self._local.last = completion
             return completion
@@ -645,7 +658,12 @@ class GPT:
             policy=self.retry,
             limits=self._limits,
             reserve=lambda: reserve(
-                self.ledger, self._budget, provider, request, connection.endpoint
+                self.ledger,
+                self._budget,
+                provider,
+                request,
+                connection.endpoint,
+                self.shared_budget,
             ),
             finish=finish,
             fallback=lambda r: self._send(provider, connection, r),
@@ -656,14 +674,15 @@ class GPT:
     def _account(
         self,
         provider: Provider,
+        connection: Connection,
         request: ChatRequest,
         completion: Completion,
         attempts: int,
         reservation: Reservation,
-        endpoint: str,
     ) -> Completion:
         """Price ``completion`` from the catalog of the endpoint it came from (a provider
         object is shared by every instance and endpoint) and settle its reservation."""
+        endpoint = connection.endpoint
         completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
         cost = completion.reported_cost
         if cost is None:
@@ -687,7 +706,63 @@ class GPT:
                     request.model,
                 )
         reservation.settle(self.ledger, request.model, completion.usage, cost)
-        return replace(completion, cost=cost, attempts=attempts)
+        completion = replace(completion, cost=cost, attempts=attempts)
+        if self.log is not None:
+            latency = time.monotonic() - reservation.started
+            self.log.record_call(
+                provider=provider.name,
+                endpoint=connection.endpoint,
+                request=request,
+                completion=completion,
+                attempts=attempts,
+                latency=latency,
+            )
+        return completion
+
+    def _log_failure(
+        self,
+        provider: Provider,
+        connection: Connection,
+        request: ChatRequest,
+        error: BaseException,
+        reservation: Reservation,
+    ) -> None:
+        if self.log is not None:
+            self.log.record_call(
+                provider=provider.name,
+                endpoint=connection.endpoint,
+                request=request,
+                error=error,
+                latency=time.monotonic() - reservation.started,
+            )
+
+
+def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog | None:
+    """The instance's spend log: a path opens one (lazily: sqlite3 loads on the first call),
+    False or None means none."""
+    if value is None or value is False:
+        return None
+    from moodlemate.ai.spend_log import SpendLog
+
+    if isinstance(value, SpendLog):
+        return value
+    if value is True or not isinstance(value, str | PathLike) or not str(value):
+        raise ValidationError(f"log must be a path, a SpendLog or None, not {value!r}")
+    return SpendLog(value)
+
+
+def _shared_budget(
+    store: SpendLog | None, scope: str | None, window: str | None
+) -> SharedBudget | None:
+    if scope is None:
+        if window is not None:
+            raise ValidationError("budget_window needs a budget_scope")
+        return None
+    if store is None:
+        raise ValidationError("budget_scope needs a log: the shared budget lives in its file")
+    from moodlemate.ai.shared_budget import SharedBudget
+
+    return SharedBudget(store, scope, window)
 
 
 def _target_from(settings: Settings) -> Target:

@@ -4,6 +4,7 @@ cost reserved by calls in flight (see :mod:`moodlemate.ai.budget`)."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -50,14 +51,16 @@ class _Tally:
 
 class Reservation:
     """The worst-case cost one call holds in its ledger until it ends: :meth:`settle` it with
-    the real usage, or :meth:`release` it (both once; the second call does nothing)."""
+    the real usage, or :meth:`release` it (both once; the second call does nothing).
+    ``started`` (monotonic seconds) is when the call was about to be sent: its latency's start."""
 
-    __slots__ = ("_ledger", "_open", "amount")
+    __slots__ = ("_ledger", "_open", "amount", "started")
 
     def __init__(self, ledger: Ledger | None, amount: Decimal) -> None:
         self._ledger = ledger
         self.amount = amount
         self._open = ledger is not None
+        self.started = time.monotonic()
 
     def settle(self, ledger: Ledger, model: str, usage: Usage, cost: Decimal | None) -> None:
         """Record the call in ``ledger`` and free the reservation, in one step."""
@@ -69,7 +72,8 @@ class Reservation:
 
 
 NO_RESERVATION = Reservation(None, Decimal(0))
-"""For calls without a budget: reserves nothing, and settling it only records."""
+"""Reserves nothing, and settling it only records (calls without a budget get their own, so
+each has its start time)."""
 
 
 class Ledger:

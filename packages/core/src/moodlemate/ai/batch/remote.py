@@ -390,7 +390,7 @@ class _RemoteRun:
                 if item_id is None or item_id in seen or item_id not in self.items:
                     continue
                 seen.add(item_id)
-                self._record(route, self.items[item_id], result.completion, result.error)
+                self._record(route, self.items[item_id], result.completion, result.error, batch_id)
         missing = ProviderError(
             _missing_message(part),
             provider=route.provider.name,
@@ -417,8 +417,10 @@ class _RemoteRun:
         item: BatchItem,
         completion: Completion | None,
         error: ProviderError | None,
+        batch_id: str | None = None,
     ) -> None:
-        """Queue the item's record (:meth:`_flush` writes them); count it in the summary."""
+        """Queue the item's record (:meth:`_flush` writes them); count it in the summary.
+        An answer from batch ``batch_id`` also goes into the GPT's spend log."""
         if item.id in self.log.answered or item.id in self._queued:
             return  # collected before a crash, or listed twice: written once
         self._queued.add(item.id)
@@ -426,6 +428,18 @@ class _RemoteRun:
             self._flush()
         if completion is not None:
             completion = self._account(route, item, completion)
+        if batch_id is not None and self.gpt.log is not None:
+            self.gpt.log.record_call(
+                provider=route.provider.name,
+                endpoint=route.connection.endpoint,
+                request=build_chat_request(
+                    route.model, item.system, item.user, item.temperature, item.max_tokens
+                ),
+                completion=completion,
+                error=error if completion is None else None,
+                batch_id=batch_id,
+            )
+        if completion is not None:
             try:
                 reply_text(completion, item.max_tokens)
             except ReplyError as exc:

@@ -16,7 +16,7 @@ from moodlemate.ai.errors import MoodlemateError
 __all__ = ["main"]
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("chat", "tokens", "batch", "demo", "serve", "providers", "models")
+COMMANDS = ("chat", "tokens", "batch", "demo", "serve", "providers", "models", "logs", "spend")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -59,6 +59,12 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         help=f"API key sent to this command's endpoint (default with --endpoint: ${ENV_KEY}). "
         "Prefer the variable: a key on the command line shows in the process list",
     )
+    group.add_argument(
+        "--no-log",
+        action="store_true",
+        help="do not record calls in the spend log (default: the config file's log, else "
+        "$XDG_DATA_HOME/moodlemate-ai/logs.db, with prompt and reply text)",
+    )
 
 
 def make_gpt(args: argparse.Namespace) -> GPT:
@@ -75,7 +81,16 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         key = os.environ.get(ENV_KEY) or None
     if key is not None:
         given["api_key"] = key
-    return GPT(**given)
+    if getattr(args, "no_log", False):
+        given["log"] = False
+    gpt = GPT(**given)
+    if gpt.log is None and not getattr(args, "no_log", False):
+        from moodlemate.ai.spend_log import SpendLog, default_log_path
+
+        gpt.log = SpendLog(default_log_path())
+    if gpt.log is not None:
+        gpt.log.text = True  # the CLI keeps what was asked and answered (--no-log: nothing)
+    return gpt
 
 
 # -- argument types: bad values are usage errors (exit 2), caught before anything is sent --

@@ -1,0 +1,490 @@
+"""A persistent spend log: one SQLite row per call sent, shared by every process on a machine.
+
+``GPT(log="~/spend.db")`` (or ``log = "..."`` in the config file) records each call the
+facade accounts: time, provider, endpoint origin (scheme, host and port only), requested and
+served model, tokens, exact cost (Decimal as text, NULL when unknown), attempts, latency,
+request id, outcome (``ok`` or the error's type), batch id. Prompt and reply text only with
+``SpendLog(path, text=True)`` (the CLI's default). Never a key or header.
+
+Many processes may write at once: the database is in WAL mode, each write is one short
+``BEGIN IMMEDIATE`` transaction, and a writer waits at most ``busy_timeout`` seconds for the
+lock. A log that cannot be written (locked past that bound, read-only, corrupt) never fails
+the call: the row is dropped, counted in :attr:`SpendLog.dropped`, and a warning says so once.
+
+The schema is versioned (``PRAGMA user_version``) and migrated forward when opened; a
+database written by a newer version is left alone (read-only use still works).
+
+``sqlite3`` is imported only when a log is opened, so ``GPT()`` without a log stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from moodlemate.ai.provider import ChatRequest, Completion
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "CallRecord", "SpendLog", "default_log_path"]
+
+log = logging.getLogger("moodlemate.ai.spend_log")
+
+DEFAULT_BUSY_TIMEOUT = 1.0
+"""Seconds a write waits for another process's lock before the row is dropped."""
+
+# Each entry takes the schema from version i to i + 1; never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        endpoint TEXT,
+        requested_model TEXT NOT NULL,
+        served_model TEXT,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost TEXT,
+        attempts INTEGER,
+        latency_ms REAL,
+        request_id TEXT,
+        outcome TEXT NOT NULL,
+        batch_id TEXT,
+        prompt TEXT,
+        reply TEXT
+    );
+    CREATE INDEX calls_time ON calls (time);
+    """,
+    # 2: budgets shared by every process using the file (moodlemate.ai.shared_budget)
+    """
+    CREATE TABLE budget_spend (
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        spent TEXT NOT NULL,
+        PRIMARY KEY (scope, period)
+    );
+    CREATE TABLE budget_reservations (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE INDEX budget_reservations_scope ON budget_reservations (scope);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+COLUMNS = (
+    "time",
+    "provider",
+    "endpoint",
+    "requested_model",
+    "served_model",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cost",
+    "attempts",
+    "latency_ms",
+    "request_id",
+    "outcome",
+    "batch_id",
+    "prompt",
+    "reply",
+)
+
+# Built from the constant column names above, never from input.
+_INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608
+_SELECT = f"SELECT id, {', '.join(COLUMNS)} FROM calls"  # noqa: S608
+
+
+def default_log_path(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/moodlemate-ai/logs.db`` (``~/.local/share`` when unset): the CLI's."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "moodlemate-ai" / "logs.db"
+
+
+def endpoint_origin(url: str | None) -> str | None:
+    """``scheme://host[:port]`` of an endpoint: no path, query or user info (which may hold
+    a token) goes into the log."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One row of the log, as read back (cost exact, None when unknown)."""
+
+    id: int
+    time: str
+    provider: str
+    endpoint: str | None
+    requested_model: str
+    served_model: str | None
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cost: Decimal | None
+    attempts: int | None
+    latency_ms: float | None
+    request_id: str | None
+    outcome: str
+    batch_id: str | None
+    prompt: str | None
+    reply: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the cost as a decimal string (or None), never a float."""
+        data = {name: getattr(self, name) for name in ("id", *COLUMNS)}
+        data["cost"] = None if self.cost is None else str(self.cost)
+        return data
+
+
+class SpendLog:
+    """A spend log in one SQLite file (see the module docstring). Thread-safe; one
+    connection per instance, opened on first use."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        text: bool = False,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> None:
+        self.path = Path(os.path.expanduser(os.fspath(path)))
+        self.text = text
+        """Also record the prompt (messages as JSON) and the reply text."""
+        self.busy_timeout = busy_timeout
+        self.dropped = 0
+        """Rows that could not be written (the call itself went on)."""
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._writable = True
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return f"SpendLog({str(self.path)!r}, text={self.text})"
+
+    # -- writing ------------------------------------------------------------------------
+
+    def record_call(
+        self,
+        *,
+        provider: str,
+        endpoint: str | None,
+        request: ChatRequest,
+        completion: Completion | None = None,
+        error: BaseException | None = None,
+        attempts: int | None = None,
+        latency: float | None = None,
+        batch_id: str | None = None,
+    ) -> bool:
+        """Write one call's row; False (and a warning, once) when it could not be written."""
+        usage = completion.usage if completion is not None else None
+        cost = completion.cost if completion is not None else None
+        row = (
+            _now(),
+            provider,
+            endpoint_origin(endpoint),
+            request.model,
+            completion.model if completion is not None else None,
+            usage.prompt_tokens if usage else 0,
+            usage.cached_tokens if usage else 0,
+            usage.completion_tokens if usage else 0,
+            usage.reasoning_tokens if usage else 0,
+            None if cost is None else str(cost),
+            attempts,
+            None if latency is None else round(latency * 1000, 3),
+            completion.request_id if completion is not None else None,
+            "ok" if error is None else type(error).__name__,
+            batch_id,
+            _prompt_text(request) if self.text else None,
+            completion.text if self.text and completion is not None else None,
+        )
+        return self._insert(row)
+
+    def _insert(self, row: Sequence[object]) -> bool:
+        import sqlite3
+
+        try:
+            with self._lock, self._write() as conn:
+                conn.execute(_INSERT, row)
+        except (sqlite3.Error, OSError, _NewerSchemaError) as exc:
+            self._drop(exc)
+            return False
+        return True
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short IMMEDIATE transaction (the write lock is taken up front, so it waits at
+        most ``busy_timeout`` and never deadlocks upgrading a read)."""
+        conn = self._connection()
+        if not self._writable:
+            raise _NewerSchemaError(f"{self.path} has a newer schema than this version writes")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _drop(self, exc: BaseException) -> None:
+        self.dropped += 1
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "spend log %s cannot be written (%s: %s): calls go on, unrecorded there",
+                self.path,
+                type(exc).__name__,
+                exc,
+            )
+
+    # -- the connection and schema ------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        # A forked child (a pre-forking web server's worker) must not use its parent's
+        # connection: SQLite's locks would be shared. It opens its own.
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._open()
+            self._pid = os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable enough in WAL, much faster
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            self._writable = False
+            return
+        conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others then see it done
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in MIGRATIONS[version:]:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {max(version, SCHEMA_VERSION)}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- shared budgets (see moodlemate.ai.shared_budget) --------------------------------
+
+    def reserve_shared(
+        self, scope: str, period: str, amount: Decimal, budget: Decimal, ttl: float
+    ) -> tuple[int | None, Decimal, Decimal]:
+        """In one IMMEDIATE transaction (so atomic across processes): hold ``amount`` for
+        ``scope`` unless what ``period`` spent plus the live reservations plus it would cross
+        ``budget``. Returns (reservation id or None when refused, spent, reserved)."""
+        now = time.time()
+        with self._lock, self._write() as conn:
+            conn.execute("DELETE FROM budget_reservations WHERE expires < ?", (now,))
+            row = conn.execute(
+                "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
+            ).fetchone()
+            spent = Decimal(row[0]) if row else Decimal(0)
+            held = conn.execute(
+                "SELECT amount FROM budget_reservations WHERE scope = ? AND period = ?",
+                (scope, period),
+            ).fetchall()
+            reserved = sum((Decimal(a) for (a,) in held), Decimal(0))
+            if spent >= budget or spent + reserved + amount > budget:
+                return None, spent, reserved
+            cursor = conn.execute(
+                "INSERT INTO budget_reservations (scope, period, amount, expires) "
+                "VALUES (?, ?, ?, ?)",
+                (scope, period, str(amount), now + ttl),
+            )
+            return cursor.lastrowid, spent, reserved
+
+    def settle_shared(self, reservation_id: int, cost: Decimal | None) -> None:
+        """Free a reservation and add the call's real cost to its scope and period, in one
+        transaction (an unknown cost adds nothing)."""
+        with self._lock, self._write() as conn:
+            row = conn.execute(
+                "SELECT scope, period FROM budget_reservations WHERE id = ?", (reservation_id,)
+            ).fetchone()
+            conn.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation_id,))
+            if row is None or cost is None:
+                return
+            old = conn.execute(
+                "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", row
+            ).fetchone()
+            spent = (Decimal(old[0]) if old else Decimal(0)) + cost
+            conn.execute(
+                "INSERT OR REPLACE INTO budget_spend (scope, period, spent) VALUES (?, ?, ?)",
+                (*row, str(spent)),
+            )
+
+    def spent_shared(self, scope: str, period: str) -> Decimal:
+        """What ``scope`` spent in ``period``, every process together."""
+        rows = self._read(
+            "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
+        )
+        return Decimal(rows[0][0]) if rows else Decimal(0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # -- reading ------------------------------------------------------------------------
+
+    def recent(self, limit: int = 20) -> list[CallRecord]:
+        """The last ``limit`` calls, newest first."""
+        rows = self._read(_SELECT + " ORDER BY id DESC LIMIT ?", (limit,))
+        return [_record(row) for row in rows]
+
+    def calls(self, since: datetime | None = None) -> list[CallRecord]:
+        """Every call from ``since`` (UTC) on, oldest first."""
+        where, params = ("WHERE time >= ?", (_stamp(since),)) if since is not None else ("", ())
+        rows = self._read(f"{_SELECT} {where} ORDER BY id", params)
+        return [_record(row) for row in rows]
+
+    def _read(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._connection()
+            return conn.execute(sql, params).fetchall()
+
+
+class _NewerSchemaError(Exception):
+    """The file was written by a newer moodlemate-ai; this one only reads it."""
+
+
+@dataclass(slots=True)
+class SpendTotal:
+    """Totals for one group of calls; ``cost`` is None when no call in it had a known cost."""
+
+    key: str
+    calls: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    known_cost: Decimal = Decimal(0)
+    unpriced_calls: int = 0
+
+    def add(self, record: CallRecord) -> None:
+        self.calls += 1
+        self.errors += record.outcome != "ok"
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        if record.cost is None:
+            self.unpriced_calls += record.outcome == "ok"
+        else:
+            with localcontext() as ctx:
+                ctx.prec = 60  # exact for any realistic sum of price-list costs
+                self.known_cost += record.cost
+
+    @property
+    def cost(self) -> Decimal | None:
+        priced = self.calls - self.errors - self.unpriced_calls
+        return None if priced == 0 and self.unpriced_calls else self.known_cost
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "calls": self.calls,
+            "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": None if self.cost is None else str(self.cost),
+            "unpriced_calls": self.unpriced_calls,
+        }
+
+
+GROUPINGS = ("day", "model", "provider")
+
+
+def totals(records: Sequence[CallRecord], by: str) -> tuple[list[SpendTotal], SpendTotal]:
+    """Per-group and overall totals, exact (Decimal), grouped by day (UTC), served model
+    (the requested one when none was served) or provider."""
+    groups: dict[str, SpendTotal] = {}
+    overall = SpendTotal("total")
+    for record in records:
+        if by == "day":
+            key = record.time[:10]
+        elif by == "model":
+            key = record.served_model or record.requested_model
+        else:
+            key = record.provider
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = SpendTotal(key)
+        group.add(record)
+        overall.add(record)
+    return [groups[k] for k in sorted(groups)], overall
+
+
+def _record(row: tuple[Any, ...]) -> CallRecord:
+    values = list(row)
+    cost_index = 1 + COLUMNS.index("cost")
+    text = values[cost_index]
+    values[cost_index] = None if text is None else Decimal(text)
+    return CallRecord(*values)
+
+
+def _prompt_text(request: ChatRequest) -> str:
+    import json
+
+    return json.dumps([{"role": m.role, "content": m.content} for m in request.messages])
+
+
+def _now() -> str:
+    return _stamp(datetime.now(UTC))
+
+
+def _stamp(moment: datetime) -> str:
+    """ISO 8601 UTC with microseconds: sorts as text, so ``time >= ?`` works in SQL."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
