@@ -42,7 +42,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from moodlemate.ai.config import normalize_endpoint, origin
+from moodlemate.ai.config import ENV_API_KEY, normalize_endpoint, origin
 from moodlemate.ai.errors import (
     InvalidAPIKeyError,
     InvalidEndpointError,
@@ -53,6 +53,7 @@ from moodlemate.ai.provider import Connection
 from moodlemate.ai.secrets import register_secret
 
 if TYPE_CHECKING:
+    from moodlemate.ai.config import Settings
     from moodlemate.ai.plugins import PluginRegistry
     from moodlemate.ai.provider import Provider
 
@@ -61,6 +62,7 @@ __all__ = [
     "Scope",
     "ScopedKey",
     "Target",
+    "check_assigned_key",
     "check_key",
     "check_key_format",
     "connect",
@@ -69,6 +71,7 @@ __all__ = [
     "explain_unsent_key",
     "key_for",
     "provider_for",
+    "target_from",
 ]
 
 MAX_KEY_LENGTH = 16_384
@@ -127,6 +130,47 @@ class Target:
     """None: the headers were given in code and follow the instance."""
     app_url: str | None = None
     app_title: str | None = None
+
+
+def target_from(settings: Settings) -> Target:
+    """The instance's first Target: the resolved settings, each configured key and header
+    set scoped to where its configuration points (the table above)."""
+    scope = Scope(settings.provider, settings.endpoint)
+    scoped: list[ScopedKey] = []
+    fallback = None
+    if settings.api_key is not None:
+        profile_key = ScopedKey(check_key_format(settings.api_key), settings.api_key_source, scope)
+        if settings.api_key_is_literal:
+            fallback = profile_key
+        else:
+            scoped.append(profile_key)
+    if settings.env_api_key is not None:
+        scoped.append(ScopedKey(settings.env_api_key, ENV_API_KEY, scope))
+    return Target(
+        provider=settings.provider,
+        provider_explicit=settings.provider_is_explicit,
+        endpoint=settings.endpoint,
+        endpoint_beats_env=not settings.endpoint_in_file,
+        scoped=tuple(scoped),
+        fallback=fallback,
+        headers=settings.headers,
+        headers_scope=scope if settings.headers_in_file else None,
+        app_url=settings.app_url,
+        app_title=settings.app_title,
+    )
+
+
+def check_assigned_key(target: Target, plugins: PluginRegistry) -> None:
+    """The provider's own format for a key given in code, once its destination is known;
+    deferred to the first request while provider and endpoint are still the defaults."""
+    key = target.api_key
+    if key is None:
+        return
+    provider = provider_for(target, plugins)
+    chosen = target.endpoint is not None or target.provider_explicit
+    if not chosen and env_endpoint(provider) is None:
+        return
+    check_key(key, provider, endpoint_for(target, provider))
 
 
 def provider_for(target: Target, plugins: PluginRegistry) -> Provider:
@@ -226,11 +270,20 @@ def endpoint_of(
 ) -> tuple[Provider, str]:
     """The provider and endpoint a call would go to, without the key checks of
     :func:`connect` (to look up what that endpoint's catalog knows)."""
+    provider, endpoint, _ = _destination(target, plugins, routed)
+    return provider, endpoint
+
+
+def _destination(
+    target: Target, plugins: PluginRegistry, routed: Provider | None
+) -> tuple[Provider, str, bool]:
+    """(provider, endpoint, whether it is the instance's own provider): a route to a
+    provider the instance does not use goes to that provider's own endpoint."""
     ours = provider_for(target, plugins)
     provider = routed or ours
     if provider is ours:
-        return provider, endpoint_for(target, provider)
-    return provider, endpoint_for(_BARE, provider)
+        return provider, endpoint_for(target, provider), True
+    return provider, endpoint_for(_BARE, provider), False
 
 
 def connect(
@@ -242,10 +295,7 @@ def connect(
     provider when the instance already uses it, and a foreign one otherwise. Raises
     MissingAPIKeyError or InvalidAPIKeyError before anything is sent.
     """
-    ours = provider_for(target, plugins)
-    provider = routed or ours
-    own = provider is ours
-    endpoint = endpoint_for(target, provider) if own else endpoint_for(_BARE, provider)
+    provider, endpoint, own = _destination(target, plugins, routed)
     key, source = _pick(target, provider, endpoint, own)
     if key is not None:
         check_key(key, provider, endpoint, source)

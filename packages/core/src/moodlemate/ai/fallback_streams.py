@@ -26,6 +26,20 @@ class _Chained:
     _remember: Callable[[Completion], None]
     completion: Completion | None
 
+    def _chain_state(
+        self,
+        chain: FallbackChain,
+        open_call: Callable[[Prepared], StreamCall],
+        remember: Callable[[Completion], None],
+    ) -> None:
+        """A text stream's state (see ``streaming._Stream``), driven by the chain instead of
+        one StreamCall."""
+        self._parts: list[str] = []
+        self.completion = None
+        self._chain = chain
+        self._open_call = open_call
+        self._remember = remember
+
     def _answered_without_text(
         self, index: int, inner: TextStream | AsyncTextStream, exc: Exception
     ) -> None:
@@ -53,12 +67,7 @@ class FallbackStream(_Chained, TextStream):
         open_call: Callable[[Prepared], StreamCall],
         remember: Callable[[Completion], None],
     ) -> None:
-        # TextStream's state, driven by the chain instead of one StreamCall.
-        self._parts: list[str] = []
-        self.completion: Completion | None = None
-        self._chain = chain
-        self._open_call = open_call
-        self._remember = remember
+        self._chain_state(chain, open_call, remember)
         self._deltas = self._chained()
 
     def _chained(self) -> Generator[str, None, None]:
@@ -110,11 +119,7 @@ class AsyncFallbackStream(_Chained, AsyncTextStream):
         open_call: Callable[[Prepared], StreamCall],
         remember: Callable[[Completion], None],
     ) -> None:
-        self._parts: list[str] = []
-        self.completion: Completion | None = None
-        self._chain = chain
-        self._open_call = open_call
-        self._remember = remember
+        self._chain_state(chain, open_call, remember)
         self._deltas = self._chained()
 
     async def _chained(self) -> AsyncGenerator[str, None]:

@@ -21,26 +21,21 @@ from typing import TYPE_CHECKING
 from moodlemate.ai.bounds import ResponseLimits
 from moodlemate.ai.budget import reserve, to_budget
 from moodlemate.ai.config import (
-    ENV_API_KEY,
-    Settings,
     check_headers,
     normalize_endpoint,
     resolve_settings,
 )
 from moodlemate.ai.context_window import check_context_window
 from moodlemate.ai.credentials import (
-    Scope,
-    ScopedKey,
-    Target,
-    check_key,
+    check_assigned_key,
     check_key_format,
     connect,
     endpoint_for,
     endpoint_of,
-    env_endpoint,
     explain_unsent_key,
     key_for,
     provider_for,
+    target_from,
 )
 from moodlemate.ai.errors import MoodlemateError, ProviderError, ValidationError
 from moodlemate.ai.ledger import Ledger, Reservation
@@ -127,7 +122,7 @@ class GPT:
         )
         self._plugins = plugins or registry
         self._target_lock = threading.Lock()
-        self._target = _target_from(settings)
+        self._target = target_from(settings)
         self._model = settings.model if settings.model_is_explicit else None
         if settings.provider_is_explicit or provider is not None:
             self._plugins.get(settings.provider)  # a misspelt name fails here, not at a call
@@ -222,24 +217,12 @@ class GPT:
             changes["headers_scope"] = None
         with self._target_lock:
             target = replace(self._target, **changes)  # type: ignore[arg-type]
-            self._check_assigned_key(target)
+            check_assigned_key(target, self._plugins)
             self._target = target
         if target.api_key is not None:
             # Known to redaction from now on (a refused key never is: a fragment such as
             # "sk-or-" would mask that prefix in every later message).
             register_secret(target.api_key)
-
-    def _check_assigned_key(self, target: Target) -> None:
-        """The provider's own key format, once the key's destination is known; deferred to
-        the first request while both provider and endpoint are still the defaults."""
-        key = target.api_key
-        if key is None:
-            return
-        provider = provider_for(target, self._plugins)
-        chosen = target.endpoint is not None or target.provider_explicit
-        if not chosen and env_endpoint(provider) is None:
-            return
-        check_key(key, provider, endpoint_for(target, provider))
 
     @property
     def budget(self) -> Decimal | None:
@@ -763,31 +746,3 @@ def _shared_budget(
     from moodlemate.ai.shared_budget import SharedBudget
 
     return SharedBudget(store, scope, window)
-
-
-def _target_from(settings: Settings) -> Target:
-    """The instance's first Target: the resolved settings, each configured key and header
-    set scoped to where its configuration points (see :mod:`moodlemate.ai.credentials`)."""
-    scope = Scope(settings.provider, settings.endpoint)
-    scoped: list[ScopedKey] = []
-    fallback = None
-    if settings.api_key is not None:
-        profile_key = ScopedKey(check_key_format(settings.api_key), settings.api_key_source, scope)
-        if settings.api_key_is_literal:
-            fallback = profile_key
-        else:
-            scoped.append(profile_key)
-    if settings.env_api_key is not None:
-        scoped.append(ScopedKey(settings.env_api_key, ENV_API_KEY, scope))
-    return Target(
-        provider=settings.provider,
-        provider_explicit=settings.provider_is_explicit,
-        endpoint=settings.endpoint,
-        endpoint_beats_env=not settings.endpoint_in_file,
-        scoped=tuple(scoped),
-        fallback=fallback,
-        headers=settings.headers,
-        headers_scope=scope if settings.headers_in_file else None,
-        app_url=settings.app_url,
-        app_title=settings.app_title,
-    )
