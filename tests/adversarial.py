@@ -212,6 +212,10 @@ class AdversarialServer:
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
             allow_reuse_address = True
+            # socketserver's default backlog is 5: with more clients connecting at once
+            # (8 threads in the catalog test) a busy machine overflows it, and Linux resends
+            # the refused SYN only after 1 s, which a timing assertion then reads as ours.
+            request_queue_size = 128
 
         self._server = Server(("127.0.0.1", 0), Handler)
         # A short poll interval: shutdown() waits for it, once per test.
