@@ -304,7 +304,7 @@ class _SyncOnly(Provider):
     default_endpoint = "http://127.0.0.1:9/v1"
     requires_key = False
 
-    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
+    def execute(self, connection: Connection, request: ChatRequest) -> Completion:
         return Completion(
             text=f"sync:{request.messages[-1].content}", model=request.model, provider=self.name
         )

@@ -112,7 +112,7 @@ def test_a_plugin_provider_without_its_own_framing_gets_an_estimate() -> None:
         name = "words"
         default_endpoint = "http://127.0.0.1:1/v1"
 
-        def complete(self, connection, request):  # type: ignore[no-untyped-def]
+        def execute(self, connection, request):  # type: ignore[no-untyped-def]
             raise NotImplementedError
 
         def count_tokens(self, text: str, model: str) -> int:

@@ -41,8 +41,8 @@ def test_lazy_table_and_type_checking_imports_agree() -> None:
         for alias in node.names
         if alias.asname == alias.name  # the explicit re-export form
     }
-    assert typed == set(api._LAZY)
-    assert set(api._LAZY) <= set(api.__all__)
+    assert typed == set(api._DEFINED_IN)
+    assert set(api._DEFINED_IN) <= set(api.__all__)
 
 
 def test_users_strict_mypy_accepts_imports_from_the_package(tmp_path: Path) -> None:

@@ -140,7 +140,7 @@ def test_openrouter_and_plain_plugins_say_they_have_no_remote_batches() -> None:
         name = "plain"
         default_endpoint = "http://127.0.0.1:9/v1"
 
-        def complete(self, connection, request):  # type: ignore[no-untyped-def]
+        def execute(self, connection, request):  # type: ignore[no-untyped-def]
             raise NotImplementedError
 
         def count_tokens(self, text: str, model: str) -> int:

@@ -122,7 +122,7 @@ class _TrustingPlugin(Provider):
     default_endpoint = "http://127.0.0.1:9/v1"
     requires_key = False
 
-    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
+    def execute(self, connection: Connection, request: ChatRequest) -> Completion:
         body = json.dumps(
             {"model": request.model, "messages": [{"role": "user", "content": "hi"}]}
         ).encode()

@@ -17,10 +17,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from moodlemate.ai.bounds import ResponseLimits as ResponseLimits
-
     # ``X as X``: the explicit re-export form, so users' `mypy --strict` sees these names.
-    from moodlemate.ai.conversation import Conversation as Conversation
+    from moodlemate.ai.bounds import (
+        ResponseLimits as ResponseLimits,
+    )
+    from moodlemate.ai.conversation import (
+        Conversation as Conversation,
+    )
     from moodlemate.ai.errors import (
         APIConnectionError as APIConnectionError,
     )
@@ -114,10 +117,18 @@ if TYPE_CHECKING:
     from moodlemate.ai.errors import (
         ValidationError as ValidationError,
     )
-    from moodlemate.ai.gpt import GPT as GPT
-    from moodlemate.ai.hookspecs import hookimpl as hookimpl
-    from moodlemate.ai.ledger import Ledger as Ledger
-    from moodlemate.ai.plugins import registry as registry
+    from moodlemate.ai.gpt import (
+        GPT as GPT,
+    )
+    from moodlemate.ai.hookspecs import (
+        hookimpl as hookimpl,
+    )
+    from moodlemate.ai.ledger import (
+        Ledger as Ledger,
+    )
+    from moodlemate.ai.plugins import (
+        registry as registry,
+    )
     from moodlemate.ai.pricing import (
         ModelInfo as ModelInfo,
     )
@@ -139,126 +150,90 @@ if TYPE_CHECKING:
     from moodlemate.ai.provider import (
         Provider as Provider,
     )
-    from moodlemate.ai.retry import RetryPolicy as RetryPolicy
+    from moodlemate.ai.retry import (
+        RetryPolicy as RetryPolicy,
+    )
     from moodlemate.ai.streaming import (
         AsyncTextStream as AsyncTextStream,
     )
     from moodlemate.ai.streaming import (
         TextStream as TextStream,
     )
-    from moodlemate.ai.token_count import TokenCount as TokenCount
-    from moodlemate.ai.usage import Usage as Usage
+    from moodlemate.ai.token_count import (
+        TokenCount as TokenCount,
+    )
+    from moodlemate.ai.usage import (
+        Usage as Usage,
+    )
 
 __version__ = "0.1.0"
 
-# Public name -> the module that defines it, imported on first access (keep in step with the
-# block above; tests/test_public_api.py checks both).
-_LAZY: dict[str, str] = {
-    "Conversation": "moodlemate.ai.conversation",
-    "APIConnectionError": "moodlemate.ai.errors",
-    "APITimeoutError": "moodlemate.ai.errors",
-    "AuthenticationError": "moodlemate.ai.errors",
-    "BadRequestError": "moodlemate.ai.errors",
-    "BudgetExceededError": "moodlemate.ai.errors",
-    "ConfigurationError": "moodlemate.ai.errors",
-    "ConflictError": "moodlemate.ai.errors",
-    "ContextWindowExceededError": "moodlemate.ai.errors",
-    "EmptyReplyError": "moodlemate.ai.errors",
-    "RefusalError": "moodlemate.ai.errors",
-    "ReplyError": "moodlemate.ai.errors",
-    "InvalidAPIKeyError": "moodlemate.ai.errors",
-    "InvalidEndpointError": "moodlemate.ai.errors",
-    "MalformedResponseError": "moodlemate.ai.errors",
-    "MissingAPIKeyError": "moodlemate.ai.errors",
-    "MoodlemateError": "moodlemate.ai.errors",
-    "NotFoundError": "moodlemate.ai.errors",
-    "PermissionDeniedError": "moodlemate.ai.errors",
-    "PluginError": "moodlemate.ai.errors",
-    "ProviderError": "moodlemate.ai.errors",
-    "ProviderNotInstalledError": "moodlemate.ai.errors",
-    "QuotaExceededError": "moodlemate.ai.errors",
-    "RateLimitError": "moodlemate.ai.errors",
-    "ResponseTooLargeError": "moodlemate.ai.errors",
-    "ServerError": "moodlemate.ai.errors",
-    "StreamInterruptedError": "moodlemate.ai.errors",
-    "StreamingNotSupportedError": "moodlemate.ai.errors",
-    "TokenizerUnavailableError": "moodlemate.ai.errors",
-    "UnknownProviderError": "moodlemate.ai.errors",
-    "UnsupportedFeatureError": "moodlemate.ai.errors",
-    "ValidationError": "moodlemate.ai.errors",
-    "ResponseLimits": "moodlemate.ai.bounds",
-    "GPT": "moodlemate.ai.gpt",
-    "hookimpl": "moodlemate.ai.hookspecs",
-    "Ledger": "moodlemate.ai.ledger",
-    "registry": "moodlemate.ai.plugins",
-    "ModelInfo": "moodlemate.ai.pricing",
-    "Price": "moodlemate.ai.pricing",
-    "ChatRequest": "moodlemate.ai.provider",
-    "Completion": "moodlemate.ai.provider",
-    "Connection": "moodlemate.ai.provider",
-    "Message": "moodlemate.ai.provider",
-    "Provider": "moodlemate.ai.provider",
-    "RetryPolicy": "moodlemate.ai.retry",
-    "AsyncTextStream": "moodlemate.ai.streaming",
-    "TextStream": "moodlemate.ai.streaming",
-    "TokenCount": "moodlemate.ai.token_count",
-    "Usage": "moodlemate.ai.usage",
+# The module that defines each public name, imported on first access. The one list of the
+# public API: ``__all__`` and the lookup below come from it (the block above, for type
+# checkers, must match; tests/test_public_api.py checks that).
+_LAZY: dict[str, tuple[str, ...]] = {
+    "moodlemate.ai.bounds": ("ResponseLimits",),
+    "moodlemate.ai.conversation": ("Conversation",),
+    "moodlemate.ai.errors": (
+        "APIConnectionError",
+        "APITimeoutError",
+        "AuthenticationError",
+        "BadRequestError",
+        "BudgetExceededError",
+        "ConfigurationError",
+        "ConflictError",
+        "ContextWindowExceededError",
+        "EmptyReplyError",
+        "InvalidAPIKeyError",
+        "InvalidEndpointError",
+        "MalformedResponseError",
+        "MissingAPIKeyError",
+        "MoodlemateError",
+        "NotFoundError",
+        "PermissionDeniedError",
+        "PluginError",
+        "ProviderError",
+        "ProviderNotInstalledError",
+        "QuotaExceededError",
+        "RateLimitError",
+        "RefusalError",
+        "ReplyError",
+        "ResponseTooLargeError",
+        "ServerError",
+        "StreamInterruptedError",
+        "StreamingNotSupportedError",
+        "TokenizerUnavailableError",
+        "UnknownProviderError",
+        "UnsupportedFeatureError",
+        "ValidationError",
+    ),
+    "moodlemate.ai.gpt": ("GPT",),
+    "moodlemate.ai.hookspecs": ("hookimpl",),
+    "moodlemate.ai.ledger": ("Ledger",),
+    "moodlemate.ai.plugins": ("registry",),
+    "moodlemate.ai.pricing": (
+        "ModelInfo",
+        "Price",
+    ),
+    "moodlemate.ai.provider": (
+        "ChatRequest",
+        "Completion",
+        "Connection",
+        "Message",
+        "Provider",
+    ),
+    "moodlemate.ai.retry": ("RetryPolicy",),
+    "moodlemate.ai.streaming": (
+        "AsyncTextStream",
+        "TextStream",
+    ),
+    "moodlemate.ai.token_count": ("TokenCount",),
+    "moodlemate.ai.usage": ("Usage",),
 }
 
-__all__ = [
-    "GPT",
-    "APIConnectionError",
-    "APITimeoutError",
-    "AsyncTextStream",
-    "AuthenticationError",
-    "BadRequestError",
-    "BudgetExceededError",
-    "ChatRequest",
-    "Completion",
-    "ConfigurationError",
-    "ConflictError",
-    "Connection",
-    "ContextWindowExceededError",
-    "Conversation",
-    "EmptyReplyError",
-    "InvalidAPIKeyError",
-    "InvalidEndpointError",
-    "Ledger",
-    "MalformedResponseError",
-    "Message",
-    "MissingAPIKeyError",
-    "ModelInfo",
-    "MoodlemateError",
-    "NotFoundError",
-    "PermissionDeniedError",
-    "PluginError",
-    "Price",
-    "Provider",
-    "ProviderError",
-    "ProviderNotInstalledError",
-    "QuotaExceededError",
-    "RateLimitError",
-    "RefusalError",
-    "ReplyError",
-    "ResponseLimits",
-    "ResponseTooLargeError",
-    "RetryPolicy",
-    "ServerError",
-    "StreamInterruptedError",
-    "StreamingNotSupportedError",
-    "TextStream",
-    "TokenCount",
-    "TokenizerUnavailableError",
-    "UnknownProviderError",
-    "UnsupportedFeatureError",
-    "Usage",
-    "ValidationError",
-    "__version__",
-    "hookimpl",
-    "register",
-    "register_provider",
-    "registry",
-]
+_DEFINED_IN = {name: module for module, names in _LAZY.items() for name in names}
+
+__all__ = sorted([*_DEFINED_IN, "__version__", "register", "register_provider"])
 
 
 def register(plugin: Any, name: str | None = None) -> None:
@@ -276,7 +251,7 @@ def register_provider(provider: Provider) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _DEFINED_IN.get(name)
     if module is None:
         raise AttributeError(f"module 'moodlemate.ai' has no attribute {name!r}")
     value = getattr(import_module(module), name)

@@ -20,9 +20,9 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.errors import BudgetExceededError, TokenizerUnavailableError, ValidationError
+from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
 from moodlemate.ai.ledger import Reservation
-from moodlemate.ai.token_count import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, wire_messages
+from moodlemate.ai.token_framing import token_ceiling, wire_messages
 from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ __all__ = ["DEFAULT_OUTPUT_ESTIMATE", "reserve", "to_budget", "worst_case_cost"]
 DEFAULT_OUTPUT_ESTIMATE = 4096
 """Output tokens a call with ``max_tokens=None`` is assumed to cost at most (capped at the
 model's own output limit). Set ``max_tokens`` for a bound that holds whatever the reply."""
-
-_MAX_BYTES_PER_CHAR = 4
 
 
 def to_budget(value: object) -> Decimal | None:
@@ -97,27 +95,4 @@ def _prompt_tokens(provider: Provider, request: ChatRequest) -> int:
         return provider.count_message_tokens(wire_messages(request.messages), request.model).tokens
     except TokenizerUnavailableError:
         # No tokenizer: a token spans at least one UTF-8 byte, so this is an upper bound.
-        return REPLY_PRIMING_TOKENS + sum(
-            TOKENS_PER_MESSAGE + _MAX_BYTES_PER_CHAR * (len(m.role) + len(m.content))
-            for m in request.messages
-        )
-
-
-def refusal(budget: Decimal, spent: Decimal, reserved: Decimal, amount: Decimal) -> Exception:
-    """The error for a call the budget cannot take, with the figures that decided it."""
-    if spent >= budget:
-        why = f"budget of ${_usd(budget)} reached (${_usd(spent)} spent)"
-    else:
-        why = (
-            f"budget of ${_usd(budget)} would be crossed: ${_usd(spent)} spent, "
-            f"${_usd(reserved)} reserved by calls in flight, and this call may cost up to "
-            f"${_usd(amount)}"
-        )
-    return BudgetExceededError(
-        f"{why}: call not sent; lower max_tokens, raise GPT.budget, set it to None, "
-        "or reset GPT.ledger"
-    )
-
-
-def _usd(amount: Decimal) -> str:
-    return format(amount.normalize(), "f")
+        return token_ceiling(request.messages)

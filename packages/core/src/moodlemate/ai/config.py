@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from moodlemate.ai.config_file import (
     CONFIG_ENV,
@@ -20,6 +19,7 @@ from moodlemate.ai.config_file import (
     load_config,
     register_header_secret,
 )
+from moodlemate.ai.defaults import DEFAULT_MODEL, DEFAULT_PROVIDER
 from moodlemate.ai.errors import (
     ConfigurationError,
     InvalidEndpointError,
@@ -27,6 +27,7 @@ from moodlemate.ai.errors import (
     ValidationError,
 )
 from moodlemate.ai.secrets import register_secret
+from moodlemate.ai.urls import normalize_endpoint
 
 __all__ = [
     "DEFAULT_PROVIDER",
@@ -38,8 +39,6 @@ __all__ = [
     "ENV_PROVIDER",
     "Settings",
     "check_headers",
-    "normalize_endpoint",
-    "origin",
     "resolve_settings",
 ]
 
@@ -51,8 +50,6 @@ ENV_MODEL = "MOODLEMATE_MODEL"
 ENV_API_KEY = "MOODLEMATE_API_KEY"
 ENV_APP_URL = "MOODLEMATE_APP_URL"
 ENV_APP_TITLE = "MOODLEMATE_APP_TITLE"
-DEFAULT_PROVIDER = "openai"
-DEFAULT_MODEL = "gpt-4o-mini"
 
 # Where a value came from; lower is more explicit.
 ARGUMENT, ENVIRONMENT, FILE, DEFAULT = 0, 1, 2, 3
@@ -240,59 +237,3 @@ def check_headers(headers: object) -> Mapping[str, str]:
             raise ValidationError(f"header {name!r} must be a printable ASCII string")
         register_header_secret(name, value)
     return headers
-
-
-def normalize_endpoint(url: object) -> str:
-    """Validate an endpoint URL and drop a trailing slash, so both spellings are one endpoint."""
-    if not isinstance(url, str):
-        raise InvalidEndpointError(f"endpoint must be a string URL, not {type(url).__name__}")
-    text = url.strip()
-    if not text or any(c.isspace() for c in text):
-        raise InvalidEndpointError("endpoint must be an http(s) URL without spaces")
-    if not text.isprintable():  # NUL and other control or invisible characters
-        raise InvalidEndpointError("endpoint must not contain control or invisible characters")
-    shown = _without_credentials(text)
-    try:
-        parts = urlsplit(text)
-        port = parts.port  # raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidEndpointError(f"endpoint {shown!r} is not a valid URL: {exc}") from None
-    if "://" not in text:  # 'localhost:11434/v1' parses as scheme 'localhost'
-        raise InvalidEndpointError(
-            f"endpoint {shown!r} must start with http:// or https://, e.g. 'http://{shown}'"
-        )
-    if parts.scheme not in ("http", "https"):
-        raise InvalidEndpointError(
-            f"endpoint {shown!r} must use http or https (got {parts.scheme or 'no scheme'!r})"
-        )
-    if not parts.hostname:
-        raise InvalidEndpointError(f"endpoint {shown!r} has no host")
-    if parts.username or parts.password:
-        raise InvalidEndpointError("endpoint must not carry credentials; set api_key instead")
-    if parts.query or parts.fragment:
-        raise InvalidEndpointError(f"endpoint {shown!r} must not have a query or fragment")
-    from moodlemate.ai.endpoint_host import check_host
-
-    check_host(parts.hostname, port, shown)
-    return text.rstrip("/")
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` for an error message: a rejected URL may carry a key in its user info or its
-    query (``?key=...``), and messages must not."""
-    head, cut, _ = url.partition("?")
-    head, hashed, _ = head.partition("#")
-    scheme, slashes, rest = head.partition("://")
-    if slashes:
-        netloc, slash, path = rest.partition("/")
-        if "@" in netloc:
-            netloc = "***@" + netloc.rpartition("@")[2]
-        head = f"{scheme}://{netloc}{slash}{path}"
-    return head + ("?..." if cut else "#..." if hashed else "")
-
-
-def origin(url: str) -> str:
-    """scheme://host:port, the unit a key is scoped to."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"

@@ -11,12 +11,8 @@ import logging
 
 from moodlemate.ai.errors import ContextWindowExceededError
 from moodlemate.ai.provider import ChatRequest, Provider
-from moodlemate.ai.token_count import (
-    REPLY_PRIMING_TOKENS,
-    TOKENS_PER_MESSAGE,
-    count_or_estimate,
-    wire_messages,
-)
+from moodlemate.ai.token_count import count_or_estimate
+from moodlemate.ai.token_framing import token_ceiling, wire_messages
 
 __all__ = ["MIN_OUTPUT_TOKENS", "check_context_window"]
 
@@ -25,8 +21,6 @@ log = logging.getLogger("moodlemate.ai")
 MIN_OUTPUT_TOKENS = 1
 """Output assumed when ``max_tokens`` is None: the prompt must leave room for one token, as the
 server itself requires."""
-
-_MAX_BYTES_PER_CHAR = 4
 
 
 def check_context_window(
@@ -40,10 +34,7 @@ def check_context_window(
     output = request.max_tokens or MIN_OUTPUT_TOKENS
     # A token spans at least one UTF-8 byte, so this bounds the prompt without tokenizing it:
     # most requests are far below their window and pay nothing for the check.
-    ceiling = REPLY_PRIMING_TOKENS + sum(
-        TOKENS_PER_MESSAGE + _MAX_BYTES_PER_CHAR * (len(m.role) + len(m.content))
-        for m in request.messages
-    )
+    ceiling = token_ceiling(request.messages)
     fits_window = info.context_window is None or ceiling + output <= info.context_window
     fits_input = info.max_input_tokens is None or ceiling <= info.max_input_tokens
     if fits_window and fits_input:

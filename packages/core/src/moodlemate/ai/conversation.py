@@ -22,8 +22,9 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from moodlemate.ai.defaults import DEFAULT_SYSTEM_MESSAGE
 from moodlemate.ai.errors import (
     ContextWindowExceededError,
     ServerContextWindowExceededError,
@@ -32,10 +33,39 @@ from moodlemate.ai.errors import (
 from moodlemate.ai.provider import ChatRequest, Message, Provider
 from moodlemate.ai.replies import reply_text
 from moodlemate.ai.token_count import text_counter
+from moodlemate.ai.token_framing import (
+    REPLY_PRIMING_TOKENS,
+    count_messages,
+    token_ceiling,
+    wire_messages,
+)
 from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
 
 if TYPE_CHECKING:
-    from moodlemate.ai.gpt import GPT
+    from moodlemate.ai.pricing import ModelInfo
+    from moodlemate.ai.provider import Completion
+    from moodlemate.ai.streaming import TextStream
+
+
+class Host(Protocol):
+    """What a conversation needs of its GPT (a protocol, so this module does not import the
+    facade that imports it)."""
+
+    @property
+    def model(self) -> str: ...
+
+    def route(self, model: str) -> tuple[Provider, str]: ...
+
+    def send(self, request: ChatRequest) -> Completion: ...
+
+    async def asend(self, request: ChatRequest) -> Completion: ...
+
+    def stream_request(self, request: ChatRequest) -> TextStream: ...
+
+    def model_info(self, model: str | None = None) -> ModelInfo | None: ...
+
+    def context_window(self, model: str | None = None) -> int | None: ...
+
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
@@ -51,8 +81,6 @@ DEFAULT_CONTEXT_WINDOW = 8_192
 DEFAULT_OUTPUT_RESERVE = 1_024
 """Tokens kept free for the reply when ``max_tokens`` is None (capped by the model's own
 output limit and by a quarter of its window)."""
-TOKENS_PER_MESSAGE = 3
-REPLY_PRIMING = 3
 FORMAT_VERSION = 1
 
 
@@ -60,10 +88,7 @@ def count_chat_tokens(provider: Provider, model: str, messages: tuple[Message, .
     """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models; a
     conservative estimate when the provider has no tokenizer data (trimming never fails for it,
     see :func:`moodlemate.ai.token_count.estimate_tokens`)."""
-    count = text_counter(provider, model)
-    return REPLY_PRIMING + sum(
-        TOKENS_PER_MESSAGE + count(m.role) + count(m.content) for m in messages
-    )
+    return count_messages(wire_messages(messages), text_counter(provider, model))
 
 
 class Conversation:
@@ -75,7 +100,7 @@ class Conversation:
 
     def __init__(
         self,
-        gpt: GPT,
+        gpt: Host,
         name: str,
         *,
         system_message: str | None = None,
@@ -83,8 +108,6 @@ class Conversation:
         temperature: float = 0.7,
         max_tokens: int | None = None,
     ) -> None:
-        from moodlemate.ai.gpt import DEFAULT_SYSTEM_MESSAGE
-
         self._gpt = gpt
         self.name = name
         self._lock = threading.Lock()  # guards the state, briefly
@@ -183,8 +206,8 @@ class Conversation:
         """After the server refused the request as too long: learn its window and how far
         our count fell short of its tokenizer's, then trim again (the caller tries once
         more; a second refusal is raised)."""
-        provider = self._gpt.provider
-        ours = count_chat_tokens(provider, sent.model, sent.messages)
+        provider, model = self._gpt.route(sent.model)
+        ours = count_chat_tokens(provider, model, sent.messages)
         theirs = exc.prompt_tokens
         scale = theirs / ours if theirs and ours else 2.0
         with self._lock:
@@ -265,26 +288,26 @@ class Conversation:
         """How many of the oldest turns to drop, and the request that fits the window."""
         text = check_text(prompt, "prompt")
         model = check_model(self.model or self._gpt.model)
-        provider = self._gpt.provider
+        provider, counted = self._gpt.route(model)
         system = (Message("system", self._system),) if self._system else ()
         question = (Message("user", text),)
         with self._lock:
             turns = list(self._turns)
             start = len(turns)
             scale = self._scale
-        budget = int(self._window(provider, model) / scale)
+        budget = int(self._window(model) / scale)
         messages = (*system, *turns, *question)
-        if _token_ceiling(messages) <= budget:
+        if token_ceiling(messages) <= budget:
             # Far below the window: no token is counted (nor the tokenizer loaded).
             return 0, self._request(model, messages)
-        used = count_chat_tokens(provider, model, messages)
+        used = count_chat_tokens(provider, counted, messages)
         dropped = 0
         while used > budget and turns:
             # Drop the oldest user message together with the replies that answer it.
             cut = 1
             while cut < len(turns) and turns[cut].role != "user":
                 cut += 1
-            used -= count_chat_tokens(provider, model, tuple(turns[:cut])) - REPLY_PRIMING
+            used -= count_chat_tokens(provider, counted, tuple(turns[:cut])) - REPLY_PRIMING_TOKENS
             del turns[:cut]
             dropped += 1
         if used > budget:
@@ -309,7 +332,7 @@ class Conversation:
             max_tokens=self._max_tokens,
         )
 
-    def _window(self, provider: Provider, model: str) -> int:
+    def _window(self, model: str) -> int:
         """Prompt tokens allowed: the context window (the one a server said, else the
         model's as the tables or the server's listing give it, else a default) less the
         output reserved for the reply."""
@@ -330,14 +353,6 @@ class Conversation:
                 Message("user", prompt),
                 Message("assistant", reply),
             ]
-
-
-def _token_ceiling(messages: tuple[Message, ...]) -> int:
-    """More tokens than ``messages`` can take: a token spans at least one UTF-8 byte, and a
-    character at most four."""
-    return REPLY_PRIMING + sum(
-        TOKENS_PER_MESSAGE + 4 * (len(m.role) + len(m.content)) for m in messages
-    )
 
 
 def _list(value: Any) -> list[Any]:

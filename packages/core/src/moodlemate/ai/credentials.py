@@ -42,7 +42,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from moodlemate.ai.config import ENV_API_KEY, normalize_endpoint, origin
+from moodlemate.ai.config import ENV_API_KEY
 from moodlemate.ai.errors import (
     InvalidAPIKeyError,
     InvalidEndpointError,
@@ -51,6 +51,7 @@ from moodlemate.ai.errors import (
 )
 from moodlemate.ai.provider import Connection
 from moodlemate.ai.secrets import register_secret
+from moodlemate.ai.urls import normalize_endpoint, origin
 
 if TYPE_CHECKING:
     from moodlemate.ai.config import Settings

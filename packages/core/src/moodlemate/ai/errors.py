@@ -6,12 +6,13 @@ server echoes back (or that a caller pastes into a model name) never reaches a t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.secrets import redact
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Completion, FailedEntry
+    from moodlemate.ai.call_types import Completion, FailedEntry
 
 __all__ = [
     "APIConnectionError",
@@ -304,12 +305,14 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
     429: RateLimitError,
 }
 
-_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 
-
-def error_for_status(status: int, code: str | None = None) -> type[ProviderError]:
-    """Map an HTTP status (and the body's error code) to the error class users catch."""
-    if code in _QUOTA_CODES:
+def error_for_status(
+    status: int, code: str | None = None, *, quota_codes: Collection[str] = ()
+) -> type[ProviderError]:
+    """Map an HTTP status to the error class users catch. ``quota_codes`` are the vendor's
+    error codes for "out of credit" (OpenAI's ``insufficient_quota``): a body carrying one
+    is a QuotaExceededError, which no retry fixes, whatever its status."""
+    if code is not None and code in quota_codes:
         return QuotaExceededError
     if status >= 500:
         return ServerError

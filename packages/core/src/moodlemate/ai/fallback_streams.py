@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import MoodlemateError, ReplyError
-from moodlemate.ai.fallbacks import FallbackChain, Prepared
+from moodlemate.ai.fallbacks import FallbackChain
 from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
 
 if TYPE_CHECKING:
@@ -29,7 +28,6 @@ class _Chained:
     def _chain_state(
         self,
         chain: FallbackChain,
-        open_call: Callable[[Prepared], StreamCall],
         remember: Callable[[Completion], None],
     ) -> None:
         """A text stream's state (see ``streaming._Stream``), driven by the chain instead of
@@ -37,7 +35,6 @@ class _Chained:
         self._parts: list[str] = []
         self.completion = None
         self._chain = chain
-        self._open_call = open_call
         self._remember = remember
 
     def _answered_without_text(
@@ -64,10 +61,9 @@ class FallbackStream(_Chained, TextStream):
     def __init__(
         self,
         chain: FallbackChain,
-        open_call: Callable[[Prepared], StreamCall],
         remember: Callable[[Completion], None],
     ) -> None:
-        self._chain_state(chain, open_call, remember)
+        self._chain_state(chain, remember)
         self._deltas = self._chained()
 
     def _chained(self) -> Generator[str, None, None]:
@@ -78,9 +74,9 @@ class FallbackStream(_Chained, TextStream):
             provider = None
             inner: TextStream | None = None
             try:
-                prepared = chain.prepare(index)
-                provider = prepared[0]
-                inner = TextStream(replace(self._open_call(prepared), hooks=None))
+                call = chain.prepare(index)
+                provider = call.provider
+                inner = TextStream(StreamCall(call).without_hooks())
                 first = next(inner, None)
             except Exception as exc:
                 if inner is not None:
@@ -116,10 +112,9 @@ class AsyncFallbackStream(_Chained, AsyncTextStream):
     def __init__(
         self,
         chain: FallbackChain,
-        open_call: Callable[[Prepared], StreamCall],
         remember: Callable[[Completion], None],
     ) -> None:
-        self._chain_state(chain, open_call, remember)
+        self._chain_state(chain, remember)
         self._deltas = self._chained()
 
     async def _chained(self) -> AsyncGenerator[str, None]:
@@ -130,9 +125,9 @@ class AsyncFallbackStream(_Chained, AsyncTextStream):
             provider = None
             inner: AsyncTextStream | None = None
             try:
-                prepared = chain.prepare(index)
-                provider = prepared[0]
-                inner = AsyncTextStream(replace(self._open_call(prepared), hooks=None))
+                call = chain.prepare(index)
+                provider = call.provider
+                inner = AsyncTextStream(StreamCall(call).without_hooks())
                 first = await anext(inner, None)
             except Exception as exc:
                 if inner is not None:

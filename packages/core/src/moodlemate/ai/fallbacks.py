@@ -45,8 +45,9 @@ from moodlemate.ai.errors import (
 from moodlemate.ai.provider import FailedEntry
 
 if TYPE_CHECKING:
+    from moodlemate.ai.call import Call
     from moodlemate.ai.call_hooks import CallHooks
-    from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
+    from moodlemate.ai.provider import ChatRequest, Completion, Provider
 
 __all__ = [
     "OUTAGES",
@@ -116,9 +117,6 @@ def falls_back(
     return isinstance(exc, tuple(on))
 
 
-Prepared = tuple["Provider", "ChatRequest", "Connection"]
-
-
 class FallbackChain:
     """One call over its entries: prepare each in turn, send, stop at the first that serves."""
 
@@ -127,7 +125,7 @@ class FallbackChain:
         request: ChatRequest,
         fallbacks: Sequence[str],
         *,
-        prepare: Callable[[ChatRequest], Prepared],
+        prepare: Callable[[ChatRequest], Call],
         route: Callable[[str], Provider],
         hooks: CallHooks | None,
         on: Sequence[type[BaseException]] | None = None,
@@ -140,21 +138,22 @@ class FallbackChain:
         self._on = OUTAGES if on is None else tuple(on)
         self.failures: list[FailedEntry] = []
         self._started: float | None = None
-        self._first: Prepared | None = None
+        self._first: Call | None = None
         for model in fallbacks:  # an entry naming a provider that is not installed: now,
             route(model)  # before anything is sent, not after the first outage
 
     # -- one entry -----------------------------------------------------------------------
 
-    def prepare(self, index: int) -> Prepared:
+    def prepare(self, index: int) -> Call:
         """Entry ``index`` as a call of its own; the hooks start with the first one ready."""
-        prepared = self._prepare(replace(self.request, model=self.models[index]))
+        call = self._prepare(replace(self.request, model=self.models[index]))
         if self._first is None:
-            self._first = prepared
+            self._first = call
             if self._hooks is not None:
-                provider, request, connection = prepared
-                self._started = self._hooks.before(request, provider.name, connection.endpoint)
-        return prepared
+                self._started = self._hooks.before(
+                    call.request, call.provider.name, call.connection.endpoint
+                )
+        return call
 
     def failed(
         self, index: int, exc: BaseException, provider: Provider | None, began: float
@@ -213,9 +212,16 @@ class FallbackChain:
         """The after hook, once, for the entry the before hook saw."""
         if self._hooks is None or self._first is None or self._started is None:
             return
-        provider, request, connection = self._first
+        first = self._first
         started, self._started = self._started, None
-        self._hooks.after(request, provider.name, connection.endpoint, started, completion, error)
+        self._hooks.after(
+            first.request,
+            first.provider.name,
+            first.connection.endpoint,
+            started,
+            completion,
+            error,
+        )
 
     def _following(self, index: int) -> Provider | None:
         try:
@@ -231,31 +237,32 @@ class FallbackChain:
 
     # -- the whole call ------------------------------------------------------------------
 
-    def send(self, send: Callable[[Provider, Connection, ChatRequest], Completion]) -> Completion:
-        """Sync: each entry through ``send`` (the facade's retried, accounted send)."""
+    def send(self, send: Callable[[Call], Completion]) -> Completion:
+        """Sync: each entry through ``send`` (its retried, accounted send, without the hooks:
+        they run once around the whole chain)."""
         index = 0
         while True:
             began = time.monotonic()
             provider = None
             try:
-                provider, request, connection = self.prepare(index)
-                completion = send(provider, connection, request)
+                call = self.prepare(index)
+                provider = call.provider
+                completion = send(call)
             except Exception as exc:
                 index = self.failed(index, exc, provider, began)
                 continue
             return self.served(index, completion)
 
-    async def asend(
-        self, send: Callable[[Provider, Connection, ChatRequest], Awaitable[Completion]]
-    ) -> Completion:
+    async def asend(self, send: Callable[[Call], Awaitable[Completion]]) -> Completion:
         """Async :meth:`send`."""
         index = 0
         while True:
             began = time.monotonic()
             provider = None
             try:
-                provider, request, connection = self.prepare(index)
-                completion = await send(provider, connection, request)
+                call = self.prepare(index)
+                provider = call.provider
+                completion = await send(call)
             except Exception as exc:
                 index = self.failed(index, exc, provider, began)
                 continue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -19,12 +18,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.bounds import ResponseLimits
-from moodlemate.ai.budget import reserve, to_budget
-from moodlemate.ai.config import (
-    check_headers,
-    normalize_endpoint,
-    resolve_settings,
-)
+from moodlemate.ai.budget import to_budget
+from moodlemate.ai.call import Accounts, Call
+from moodlemate.ai.config import check_headers, resolve_settings
 from moodlemate.ai.context_window import check_context_window
 from moodlemate.ai.credentials import (
     check_assigned_key,
@@ -32,14 +28,12 @@ from moodlemate.ai.credentials import (
     connect,
     endpoint_for,
     endpoint_of,
-    explain_unsent_key,
     key_for,
     provider_for,
     target_from,
 )
-from moodlemate.ai.errors import MoodlemateError, ProviderError, ValidationError
-from moodlemate.ai.ledger import Ledger, Reservation
-from moodlemate.ai.plausible import bounded
+from moodlemate.ai.errors import MoodlemateError, ValidationError
+from moodlemate.ai.ledger import Ledger
 from moodlemate.ai.plugins import PluginRegistry, registry
 from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
 from moodlemate.ai.replies import reply_text
@@ -47,6 +41,7 @@ from moodlemate.ai.retry import RetryPolicy
 from moodlemate.ai.routing import split_provider
 from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
 from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
+from moodlemate.ai.urls import normalize_endpoint
 from moodlemate.ai.validation import build_chat_request, check_model, check_request, check_text
 
 if TYPE_CHECKING:
@@ -55,7 +50,7 @@ if TYPE_CHECKING:
     from moodlemate.ai.pricing import ModelInfo
     from moodlemate.ai.shared_budget import SharedBudget
     from moodlemate.ai.spend_log import SpendLog
-    from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
+    from moodlemate.ai.streaming import AsyncTextStream, TextStream
 
 __all__ = ["GPT"]
 
@@ -63,7 +58,6 @@ log = logging.getLogger("moodlemate.ai")
 log.addHandler(logging.NullHandler())
 log.addFilter(RedactingFilter())
 
-DEFAULT_SYSTEM_MESSAGE = "You are a helpful assistant."
 DEFAULT_CONVERSATION = "default"
 
 
@@ -323,7 +317,7 @@ class GPT:
     def count_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Tokens ``text`` encodes to for ``model``, counted locally (no request)."""
         check_text(text, "text")
-        provider, name = self._route(check_model(model))
+        provider, name = self.route(model)
         return provider.count_tokens(text, name)
 
     def context_assistant(self, prompt: str) -> str:
@@ -338,6 +332,15 @@ class GPT:
         for want of a provider or key (UnknownProviderError, MissingAPIKeyError,
         InvalidAPIKeyError); sends nothing. A batch checks this once before its first request."""
         self.provider_connection(model)
+
+    def route(self, model: str | None = None) -> tuple[Provider, str]:
+        """The provider that serves ``model`` (default: :attr:`model`) and the model name it
+        gets: the provider a ``provider:`` prefix names (the prefix removed), else this
+        instance's. Every call, count and listing asks this one question."""
+        routed, name = split_provider(
+            check_model(self.model if model is None else model), self._plugins
+        )
+        return routed or self.provider, name
 
     def provider_connection(self, model: str | None = None) -> tuple[Provider, Connection, str]:
         """The provider, :class:`Connection` (endpoint, scoped key, headers) and model name
@@ -378,9 +381,8 @@ class GPT:
         """Prompt tokens that ``chat_completion`` with these messages would be billed for,
         counted locally. See :meth:`count_message_tokens` to learn whether it is an estimate."""
         request = build_chat_request(model, system_message, user_message, 1, None)
-        return self.provider.count_message_tokens(
-            wire_messages(request.messages), request.model
-        ).tokens
+        provider, name = self.route(request.model)
+        return provider.count_message_tokens(wire_messages(request.messages), name).tokens
 
     def count_message_tokens(
         self, messages: Iterable[Mapping[str, str]], model: str = "gpt-4o-mini"
@@ -388,7 +390,8 @@ class GPT:
         """Prompt tokens of a whole conversation (dicts with role, content and optional name),
         with ``estimate`` set when the model's tokenizer or chat format is not known exactly."""
         checked = check_messages(messages)
-        return self.provider.count_message_tokens(checked, check_model(model))
+        provider, name = self.route(model)
+        return provider.count_message_tokens(checked, name)
 
     def complete(
         self,
@@ -400,55 +403,42 @@ class GPT:
     ) -> Completion:
         """Like :meth:`chat_completion`, but returns the full :class:`Completion`."""
         request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
-        return self.send(request)
+        if self._fallbacks:
+            return self.send(request)
+        completion = self.prepare(request, checked=True).send()
+        self._local.last = completion
+        return completion
 
     def send(self, request: ChatRequest) -> Completion:
         """Send a prepared request under the retry policy and record it in the ledger."""
         if self._fallbacks:
-            completion = self._chain(request).send(self._send)
-            self._local.last = completion
-            return completion
-        provider, request, connection = self._prepare(request)
-        hooks = self._plugins.call_hooks()
-        if hooks is None:
-            return self._send(provider, connection, request)
-        return hooks.around(
-            request,
-            provider.name,
-            connection.endpoint,
-            lambda: self._send(provider, connection, request),
-        )
+            completion = self._chain(request).send(Call.send_unhooked)
+        else:
+            completion = self.prepare(request).send()
+        self._local.last = completion
+        return completion
 
-    def _prepare(self, request: ChatRequest) -> tuple[Provider, ChatRequest, Connection]:
-        """Everything every path (sync, async, stream) does before sending: route a
-        ``provider:model`` string, scope the key, and refuse oversized calls (the budget is
-        checked when the request is sent: see :func:`~moodlemate.ai.budget.reserve`)."""
-        routed, model = split_provider(check_request(request).model, self._plugins)
+    def prepare(self, request: ChatRequest, *, checked: bool = False) -> Call:
+        """The :class:`~moodlemate.ai.call.Call` that sends ``request``: routed, with this
+        instance's credentials, policy and accounts as they are now, and its context window
+        checked (the budget is reserved when it is sent). Every path (sync, async, stream,
+        each fallback entry) runs one."""
+        if not checked:
+            check_request(request)
+        routed, model = split_provider(request.model, self._plugins)
         if model != request.model:
             request = replace(request, model=model)
         provider, connection = connect(self._target, self._plugins, routed)
         check_context_window(provider, request, connection.endpoint)
-        return provider, request, connection
-
-    def _send(self, provider: Provider, connection: Connection, request: ChatRequest) -> Completion:
-        def attempt(timeout: float) -> Completion:
-            return provider.complete(replace(connection, timeout=timeout), request)
-
-        label = f"{provider.name} {request.model}"
-        reservation = reserve(
-            self.ledger, self._budget, provider, request, connection.endpoint, self.shared_budget
+        return Call(
+            provider=provider,
+            connection=connection,
+            request=request,
+            policy=self._retry,
+            limits=self._limits,
+            accounts=self._accounts,
+            hooks=self._plugins.call_hooks(),
         )
-        try:
-            completion, attempts = self.retry.run(attempt, label, self._limits)
-        except BaseException as exc:
-            reservation.release()
-            self._log_failure(provider, connection, request, exc, reservation)
-            if isinstance(exc, ProviderError):
-                explain_unsent_key(exc, connection)
-            raise
-        completion = self._account(provider, connection, request, completion, attempts, reservation)
-        self._local.last = completion
-        return completion
 
     def stream(
         self,
@@ -470,9 +460,8 @@ class GPT:
         if self._fallbacks:
             from moodlemate.ai.fallback_streams import FallbackStream
 
-            chain = self._chain(replace(request, stream=True))
-            return FallbackStream(chain, self._stream_call_for, self._remember)
-        return TextStream(self._stream_call(request))
+            return FallbackStream(self._chain(replace(request, stream=True)), self._remember)
+        return TextStream(self.prepare(replace(request, stream=True)), self._remember)
 
     def conversation(
         self,
@@ -523,43 +512,16 @@ class GPT:
     ) -> Completion:
         """Async :meth:`complete`."""
         request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
-        return await self.asend(request)
+        if self._fallbacks:
+            return await self.asend(request)
+        return await self.prepare(request, checked=True).asend()
 
     async def asend(self, request: ChatRequest) -> Completion:
         """Async :meth:`send`. Does not set :attr:`last_result` (tasks share a thread): use
         the returned Completion."""
         if self._fallbacks:
-            return await self._chain(request).asend(self._asend)
-        provider, request, connection = self._prepare(request)
-        hooks = self._plugins.call_hooks()
-        if hooks is None:
-            return await self._asend(provider, connection, request)
-        return await hooks.aaround(
-            request,
-            provider.name,
-            connection.endpoint,
-            lambda: self._asend(provider, connection, request),
-        )
-
-    async def _asend(
-        self, provider: Provider, connection: Connection, request: ChatRequest
-    ) -> Completion:
-        async def attempt(timeout: float) -> Completion:
-            return await provider.acomplete(replace(connection, timeout=timeout), request)
-
-        label = f"{provider.name} {request.model}"
-        reservation = reserve(
-            self.ledger, self._budget, provider, request, connection.endpoint, self.shared_budget
-        )
-        try:
-            completion, attempts = await self.retry.arun(attempt, label, self._limits)
-        except BaseException as exc:
-            reservation.release()
-            self._log_failure(provider, connection, request, exc, reservation)
-            if isinstance(exc, ProviderError):
-                explain_unsent_key(exc, connection)
-            raise
-        return self._account(provider, connection, request, completion, attempts, reservation)
+            return await self._chain(request).asend(Call.asend_unhooked)
+        return await self.prepare(request).asend()
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -588,9 +550,8 @@ class GPT:
         if self._fallbacks:
             from moodlemate.ai.fallback_streams import AsyncFallbackStream
 
-            chain = self._chain(replace(request, stream=True))
-            return AsyncFallbackStream(chain, self._stream_call_for, self._remember)
-        return AsyncTextStream(self._stream_call(request))
+            return AsyncFallbackStream(self._chain(replace(request, stream=True)), self._remember)
+        return AsyncTextStream(self.prepare(replace(request, stream=True)), self._remember)
 
     async def aclose(self) -> None:
         """Close the provider's async clients bound to the running event loop (call before
@@ -599,10 +560,15 @@ class GPT:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _route(self, model: str) -> tuple[Provider, str]:
-        """The provider a model goes to: the one its ``provider:`` prefix names, else ours."""
-        routed, name = split_provider(model, self._plugins)
-        return routed or self.provider, name
+    @property
+    def _accounts(self) -> Accounts:
+        return Accounts(
+            ledger=self.ledger,
+            budget=self._budget,
+            shared=self.shared_budget,
+            log=self.log,
+            unpriced=self._unpriced_warned,
+        )
 
     def _chain(self, request: ChatRequest) -> FallbackChain:
         from moodlemate.ai.fallbacks import FallbackChain
@@ -610,114 +576,14 @@ class GPT:
         return FallbackChain(
             request,
             self._fallbacks,
-            prepare=self._prepare,
-            route=lambda model: self._route(model)[0],
+            prepare=self.prepare,
+            route=lambda model: self.route(model)[0],
             hooks=self._plugins.call_hooks(),
             on=self.fallback_on,
         )
 
     def _remember(self, completion: Completion) -> None:
         self._local.last = completion
-
-    def _stream_call(self, request: ChatRequest) -> StreamCall:
-        return self._stream_call_for(self._prepare(replace(request, stream=True)))
-
-    def _stream_call_for(self, prepared: tuple[Provider, ChatRequest, Connection]) -> StreamCall:
-        from moodlemate.ai.streaming import StreamCall
-
-        provider, request, connection = prepared
-
-        def finish(completion: Completion, attempts: int, reservation: Reservation) -> Completion:
-            completion = self._account(
-                provider, connection, request, completion, attempts, reservation
-            )
-            self._local.last = completion
-            return completion
-
-        return StreamCall(
-            provider=provider,
-            connection=connection,
-            request=request,
-            policy=self.retry,
-            limits=self._limits,
-            reserve=lambda: reserve(
-                self.ledger,
-                self._budget,
-                provider,
-                request,
-                connection.endpoint,
-                self.shared_budget,
-            ),
-            finish=finish,
-            fallback=lambda r: self._send(provider, connection, r),
-            afallback=lambda r: self._asend(provider, connection, r),
-            hooks=self._plugins.call_hooks(),
-        )
-
-    def _account(
-        self,
-        provider: Provider,
-        connection: Connection,
-        request: ChatRequest,
-        completion: Completion,
-        attempts: int,
-        reservation: Reservation,
-    ) -> Completion:
-        """Price ``completion`` from the catalog of the endpoint it came from (a provider
-        object is shared by every instance and endpoint) and settle its reservation."""
-        endpoint = connection.endpoint
-        completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
-        cost = completion.reported_cost
-        if cost is None:
-            price = provider.price(completion.model, endpoint) or provider.price(
-                request.model, endpoint
-            )
-            if price is not None and completion.usage_reported:
-                cost = price.cost(completion.usage)
-            elif request.model not in self._unpriced_warned:
-                self._unpriced_warned.add(request.model)
-                why = "no price known for" if price is None else "the server reported no usage for"
-                # A local or custom server's models have no price: worth a note, not a warning
-                # on every run. On the vendor's own service a missing price is a real gap.
-                vendor = provider.recognises(endpoint)
-                log.log(
-                    logging.WARNING if vendor else logging.INFO,
-                    "%s %s model %r: its cost is recorded as unknown "
-                    "(and not counted against a budget)",
-                    why,
-                    provider.name,
-                    request.model,
-                )
-        reservation.settle(self.ledger, request.model, completion.usage, cost)
-        completion = replace(completion, cost=cost, attempts=attempts)
-        if self.log is not None:
-            latency = time.monotonic() - reservation.started
-            self.log.record_call(
-                provider=provider.name,
-                endpoint=connection.endpoint,
-                request=request,
-                completion=completion,
-                attempts=attempts,
-                latency=latency,
-            )
-        return completion
-
-    def _log_failure(
-        self,
-        provider: Provider,
-        connection: Connection,
-        request: ChatRequest,
-        error: BaseException,
-        reservation: Reservation,
-    ) -> None:
-        if self.log is not None:
-            self.log.record_call(
-                provider=provider.name,
-                endpoint=connection.endpoint,
-                request=request,
-                error=error,
-                latency=time.monotonic() - reservation.started,
-            )
 
 
 def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog | None:

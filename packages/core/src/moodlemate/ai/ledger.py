@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from moodlemate.ai.errors import BudgetExceededError
 from moodlemate.ai.usage import Usage
 
 __all__ = ["NO_RESERVATION", "Ledger", "Reservation"]
@@ -91,8 +92,6 @@ class Ledger:
     def reserve(self, amount: Decimal | None, budget: Decimal) -> Reservation:
         """Hold ``amount`` (None: unpriced, nothing to hold) against ``budget``, or raise
         BudgetExceededError if the cost so far, the reservations and it would cross it."""
-        from moodlemate.ai.budget import refusal
-
         amount = amount or Decimal(0)
         with self._lock:
             spent = self._total.cost
@@ -175,3 +174,23 @@ class Ledger:
         with self._lock:
             cost = self._total.known_cost
             return f"Ledger(calls={self._total.calls}, cost={'unknown' if cost is None else cost})"
+
+
+def refusal(budget: Decimal, spent: Decimal, reserved: Decimal, amount: Decimal) -> Exception:
+    """The error for a call the budget cannot take, with the figures that decided it."""
+    if spent >= budget:
+        why = f"budget of ${_usd(budget)} reached (${_usd(spent)} spent)"
+    else:
+        why = (
+            f"budget of ${_usd(budget)} would be crossed: ${_usd(spent)} spent, "
+            f"${_usd(reserved)} reserved by calls in flight, and this call may cost up to "
+            f"${_usd(amount)}"
+        )
+    return BudgetExceededError(
+        f"{why}: call not sent; lower max_tokens, raise GPT.budget, set it to None, "
+        "or reset GPT.ledger"
+    )
+
+
+def _usd(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")

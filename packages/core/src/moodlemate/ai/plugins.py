@@ -19,13 +19,13 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.config import normalize_endpoint
 from moodlemate.ai.errors import (
     InvalidEndpointError,
     PluginError,
     ProviderNotInstalledError,
     UnknownProviderError,
 )
+from moodlemate.ai.urls import normalize_endpoint
 
 if TYPE_CHECKING:
     import pluggy

@@ -11,129 +11,74 @@ vendor SDK exceptions.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from moodlemate.ai.config import origin
+from moodlemate.ai.call_types import (
+    ChatRequest,
+    Completion,
+    Connection,
+    FailedEntry,
+    Message,
+    Role,
+)
 from moodlemate.ai.errors import InvalidAPIKeyError, UnsupportedFeatureError
 from moodlemate.ai.pricing import ModelInfo, Price
-from moodlemate.ai.secrets import mask
-from moodlemate.ai.usage import Usage
+from moodlemate.ai.token_framing import TokenCount, count_messages
+from moodlemate.ai.urls import origin
 
 if TYPE_CHECKING:
     from moodlemate.ai.remote_batches import RemoteBatches
-    from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
-    from moodlemate.ai.token_count import TokenCount
 
 __all__ = [
+    "AsyncProviderStream",
     "ChatRequest",
     "Completion",
     "Connection",
     "FailedEntry",
     "Message",
     "Provider",
+    "ProviderStream",
     "Role",
 ]
 
-Role = Literal["system", "developer", "user", "assistant"]
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+class ProviderStream(ABC):
+    """An open streamed response, as a provider returns it: iterate once for the text deltas
+    (non-empty strings); after the end, :meth:`completion` gives the whole result."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[str]: ...
+
+    @abstractmethod
+    def completion(self) -> Completion:
+        """The result once the stream ended; raises a ProviderError if it ended early."""
+
+    @abstractmethod
+    def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: Role
-    content: str
+class AsyncProviderStream(ABC):
+    """Async twin of :class:`ProviderStream`."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    @abstractmethod
+    def completion(self) -> Completion: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """A vendor-neutral chat request; ``extra`` passes provider-specific fields through."""
-
-    model: str
-    messages: tuple[Message, ...]
-    temperature: float | None = None
-    max_tokens: int | None = None
-    stream: bool = False
-    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-
-
-@dataclass(frozen=True, slots=True)
-class FailedEntry:
-    """One entry of a chain that did not serve the call, and why (no key, no message body)."""
-
-    model: str
-    """The entry as given: ``gpt-4o`` or ``openrouter:openai/gpt-4o``."""
-    provider: str
-    """The provider the entry went to (or would have)."""
-    error: str
-    """The error's class name, e.g. ``ServerError``."""
-    message: str
-    """The error's message (redacted, like every error message)."""
-    status_code: int | None = None
-    attempts: int = 0
-    """Requests sent to this entry (0: refused before sending, e.g. a context window)."""
-    elapsed: float = 0.0
-    """Seconds spent on this entry, retry waits included."""
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """The full result of one chat completion."""
-
-    text: str
-    model: str
-    provider: str
-    finish_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    request_id: str | None = None
-    cost: Decimal | None = None
-    """Cost of the call in USD: what the provider charged when it says, else from the price table;
-    None when the model's price is unknown."""
-    reported_cost: Decimal | None = None
-    """The cost the provider itself reported in the response (e.g. OpenRouter's ``usage.cost``)."""
-    attempts: int = 1
-    usage_reported: bool = True
-    """False when the server sent no usage (some OpenAI-compatible servers omit it): the
-    token counts are then zeros, not measurements, and the cost is unknown (None)."""
-    refusal: str | None = None
-    """The model's refusal message (``message.refusal``) when it declined to answer; ``text``
-    is then usually empty, and the str-returning calls raise RefusalError."""
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
-    """Tool calls the model asked for, as the server sent them (``id``, ``type``,
-    ``function`` with ``name`` and ``arguments``)."""
-    served_by: str | None = None
-    """The model string that served the call when the instance has fallbacks (the call's
-    own model or one of ``GPT.fallbacks``); None without fallbacks."""
-    failed_before: tuple[FailedEntry, ...] = ()
-    """The entries that failed before ``served_by`` answered, in order (see
-    :mod:`moodlemate.ai.fallbacks`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """Where and as whom to send a request. The key never shows in a repr."""
-
-    endpoint: str
-    api_key: str | None = field(default=None, repr=False)
-    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    timeout: float | None = None
-    app_url: str | None = None
-    """Your app's URL, for providers that attribute traffic to apps (OpenRouter)."""
-    app_title: str | None = None
-    """Your app's name, for the same providers."""
-    key_note: str | None = field(default=None, repr=False, compare=False)
-    """Why no key is sent, when a configured one was withheld (for the facade's messages)."""
-
-    def __repr__(self) -> str:
-        return f"Connection(endpoint={self.endpoint!r}, api_key={mask(self.api_key)})"
-
-    @property
-    def host(self) -> str:
-        return (urlsplit(self.endpoint).hostname or "").lower()
+_RENAMED = {
+    "complete": "execute",
+    "acomplete": "aexecute",
+    "stream": "open_stream",
+    "astream": "aopen_stream",
+}
+"""Provider methods of earlier releases, and their names now."""
 
 
 class Provider(ABC):
@@ -169,6 +114,12 @@ class Provider(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for old, new in _RENAMED.items():
+            if old in cls.__dict__ and new not in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__qualname__}.{old}: the provider method is now {new!r} "
+                    f"(the facade's {old!r} takes other arguments); rename it"
+                )
         # A subclass for another service (an OpenAIProvider for a local server) must not
         # inherit its parent's key variable, key format or hosts: it would send the
         # parent's key (OPENAI_API_KEY) to its own server. It declares its own, or none.
@@ -211,24 +162,27 @@ class Provider(ABC):
             )
 
     @abstractmethod
-    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
-        """Send one request, once (the facade retries), and return its completion."""
+    def execute(self, connection: Connection, request: ChatRequest) -> Completion:
+        """Send one request, once (the facade retries), and return its completion. (Named
+        apart from the facade's ``complete``, whose arguments differ.)"""
 
-    async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
-        """Async :meth:`complete`. The default runs :meth:`complete` in a worker thread, so
+    async def aexecute(self, connection: Connection, request: ChatRequest) -> Completion:
+        """Async :meth:`execute`. The default runs :meth:`execute` in a worker thread, so
         every provider works from async code; override it with a native async client."""
         import asyncio
 
-        return await asyncio.to_thread(self.complete, connection, request)
+        return await asyncio.to_thread(self.execute, connection, request)
 
-    def stream(self, connection: Connection, request: ChatRequest) -> ProviderStream:
+    def open_stream(self, connection: Connection, request: ChatRequest) -> ProviderStream:
         """Send ``request`` (its ``stream`` is True) once and return the open stream, after the
         status is known: an error status raises here, before any text. Raise
         StreamingNotSupportedError when the server refuses to stream the model."""
         raise UnsupportedFeatureError(f"provider {self.name!r} does not support streaming")
 
-    async def astream(self, connection: Connection, request: ChatRequest) -> AsyncProviderStream:
-        """Async :meth:`stream`."""
+    async def aopen_stream(
+        self, connection: Connection, request: ChatRequest
+    ) -> AsyncProviderStream:
+        """Async :meth:`open_stream`."""
         raise UnsupportedFeatureError(f"provider {self.name!r} does not support async streaming")
 
     def remote_batches(self) -> RemoteBatches:
@@ -251,8 +205,6 @@ class Provider(ABC):
         the result an estimate, since a backend's own chat template may frame messages
         differently; a provider that knows its format exactly overrides it.
         """
-        from moodlemate.ai.token_count import TokenCount, count_messages
-
         tokens = count_messages(messages, lambda text: self.count_tokens(text, model))
         return TokenCount(tokens, estimate=True)
 

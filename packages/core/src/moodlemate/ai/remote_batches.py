@@ -20,9 +20,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from moodlemate.ai.call_types import ChatRequest, Completion, Connection
     from moodlemate.ai.errors import ProviderError
     from moodlemate.ai.pricing import Price
-    from moodlemate.ai.provider import ChatRequest, Completion, Connection
 
 __all__ = ["TERMINAL_STATUSES", "RemoteBatch", "RemoteBatches", "RemoteResult"]
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import BudgetExceededError, ValidationError
-from moodlemate.ai.ledger import Reservation
+from moodlemate.ai.ledger import Reservation, refusal
 
 if TYPE_CHECKING:
     from moodlemate.ai.ledger import Ledger
@@ -67,8 +67,6 @@ class SharedBudget:
 
     def reserve(self, amount: Decimal | None, budget: Decimal) -> Reservation:
         """Hold ``amount`` against the scope's budget, or raise BudgetExceededError."""
-        from moodlemate.ai.budget import refusal
-
         amount = amount or Decimal(0)
         try:
             held, spent, reserved = self.store.reserve_shared(

@@ -225,7 +225,7 @@ class SpendLog:
             attempts,
             None if latency is None else round(latency * 1000, 3),
             completion.request_id if completion is not None else None,
-            "ok" if error is None else type(error).__name__,
+            _outcome(error),
             batch_id,
             _prompt_text(request) if self.text else None,
             completion.text if self.text and completion is not None else None,
@@ -488,3 +488,15 @@ def _stamp(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _outcome(error: BaseException | None) -> str:
+    """``ok``, ``cancelled`` (a stream closed early, a task cancelled), or the error's type."""
+    if error is None:
+        return "ok"
+    if (
+        isinstance(error, GeneratorExit | KeyboardInterrupt)
+        or type(error).__name__ == "CancelledError"
+    ):
+        return "cancelled"
+    return type(error).__name__

@@ -24,7 +24,8 @@ A stream is lazy: the request is sent on the first ``next()``, and that is when 
 worst-case cost is reserved against the budget (:mod:`moodlemate.ai.budget`). Closing it
 early (``close()``, leaving a ``with`` block, breaking out of a loop and dropping it)
 releases the connection and the reservation; such a call is not recorded in the ledger,
-because the usage chunk never arrived.
+because the usage chunk never arrived, but the spend log has its row (outcome ``cancelled``,
+or the error's type for a stream that failed).
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from moodlemate.ai import bounds
 from moodlemate.ai.bounds import ResponseLimits
-from moodlemate.ai.credentials import explain_unsent_key
 from moodlemate.ai.errors import (
     APITimeoutError,
     ProviderError,
@@ -48,10 +47,17 @@ from moodlemate.ai.errors import (
     StreamingNotSupportedError,
     StreamInterruptedError,
 )
-from moodlemate.ai.provider import ChatRequest, Completion, Connection
+from moodlemate.ai.provider import (
+    AsyncProviderStream,
+    ChatRequest,
+    Completion,
+    Connection,
+    ProviderStream,
+)
 from moodlemate.ai.replies import reply_text
 
 if TYPE_CHECKING:
+    from moodlemate.ai.call import Call
     from moodlemate.ai.call_hooks import CallHooks
     from moodlemate.ai.ledger import Reservation
     from moodlemate.ai.provider import Provider
@@ -62,62 +68,76 @@ __all__ = ["AsyncProviderStream", "AsyncTextStream", "ProviderStream", "StreamCa
 log = logging.getLogger("moodlemate.ai")
 
 
-class ProviderStream(ABC):
-    """An open streamed response, as a provider returns it: iterate once for the text deltas
-    (non-empty strings); after the end, :meth:`completion` gives the whole result."""
-
-    @abstractmethod
-    def __iter__(self) -> Iterator[str]: ...
-
-    @abstractmethod
-    def completion(self) -> Completion:
-        """The result once the stream ended; raises a ProviderError if it ended early."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-
-class AsyncProviderStream(ABC):
-    """Async twin of :class:`ProviderStream`."""
-
-    @abstractmethod
-    def __aiter__(self) -> AsyncIterator[str]: ...
-
-    @abstractmethod
-    def completion(self) -> Completion: ...
-
-    @abstractmethod
-    async def aclose(self) -> None: ...
+def _forget(completion: Completion) -> None:
+    """The default ``remember``: nothing keeps the result but the stream itself."""
 
 
 @dataclass(frozen=True, slots=True)
 class StreamCall:
-    """What a stream needs from the facade: where to send, how hard to try, how to account.
+    """A prepared :class:`~moodlemate.ai.call.Call` as a stream runs it: the call's own
+    steps (reserve, settle, fail, hooks), plus the rules that only a stream has."""
 
-    ``finish`` records a streamed completion (ledger, cost), settling its reservation, and
-    returns it completed;
-    ``fallback`` / ``afallback`` send the request non-streamed and account it themselves.
-    """
+    call: Call
+    remember: Callable[[Completion], None] = _forget
+    """Given the completion when the stream ends (the facade's ``last_result``)."""
 
-    provider: Provider
-    connection: Connection
-    request: ChatRequest
-    policy: RetryPolicy
-    limits: ResponseLimits
-    reserve: Callable[[], Reservation]
-    """Reserve the call's worst-case cost against the budget (raises when it cannot)."""
-    finish: Callable[[Completion, int, Reservation], Completion]
-    fallback: Callable[[ChatRequest], Completion]
-    afallback: Callable[[ChatRequest], Awaitable[Completion]]
-    hooks: CallHooks | None = None
-    """The plugins' call hooks, or None when no plugin implements them."""
+    @property
+    def provider(self) -> Provider:
+        return self.call.provider
+
+    @property
+    def connection(self) -> Connection:
+        return self.call.connection
+
+    @property
+    def request(self) -> ChatRequest:
+        return self.call.request
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self.call.policy
+
+    @property
+    def limits(self) -> ResponseLimits:
+        return self.call.limits
+
+    @property
+    def hooks(self) -> CallHooks | None:
+        return self.call.hooks
+
+    def without_hooks(self) -> StreamCall:
+        """This stream with the hooks left to its caller (a fallback chain runs them)."""
+        return replace(self, call=replace(self.call, hooks=None))
+
+    def reserve(self) -> Reservation:
+        return self.call.reserve()
+
+    def failed(self, error: BaseException, reservation: Reservation) -> None:
+        self.call.failed(error, reservation)
+
+    def finish(self, completion: Completion, attempts: int, reservation: Reservation) -> Completion:
+        """Account the streamed completion (settling its reservation) and return it."""
+        completion = self.call.settle(completion, attempts, reservation)
+        self.remember(completion)
+        return completion
+
+    def fallback(self, request: ChatRequest) -> Completion:
+        """Send ``request`` non-streamed instead, accounted as any call."""
+        completion = self.call.with_request(request).send_unhooked()
+        self.remember(completion)
+        return completion
+
+    async def afallback(self, request: ChatRequest) -> Completion:
+        completion = await self.call.with_request(request).asend_unhooked()
+        self.remember(completion)
+        return completion
 
     @property
     def label(self) -> str:
-        return f"{self.provider.name} {self.request.model}"
+        return self.call.label
 
     def at(self, timeout: float) -> Connection:
-        return replace(self.connection, timeout=timeout)
+        return self.call.at(timeout)
 
     def interrupted(self, exc: Exception, partial: str) -> StreamInterruptedError:
         context = exc if isinstance(exc, ProviderError) else None
@@ -239,8 +259,10 @@ class TextStream(_Stream, Iterator[str]):
     Consume it from one thread at a time.
     """
 
-    def __init__(self, call: StreamCall) -> None:
-        super().__init__(call)
+    def __init__(
+        self, call: Call | StreamCall, remember: Callable[[Completion], None] = _forget
+    ) -> None:
+        super().__init__(call if isinstance(call, StreamCall) else StreamCall(call, remember))
         self._deltas = self._answered(
             self._run() if call.hooks is None else self._hooked(call.hooks)
         )
@@ -293,9 +315,7 @@ class TextStream(_Stream, Iterator[str]):
                 reservation.release()
                 request = call.refused()
             except BaseException as exc:
-                reservation.release()
-                if isinstance(exc, ProviderError):
-                    explain_unsent_key(exc, call.connection)
+                call.failed(exc, reservation)
                 raise
         if request is not None:
             self.completion = call.fallback(request)
@@ -332,8 +352,8 @@ class TextStream(_Stream, Iterator[str]):
                 result = source.completion()
             except ProviderError as exc:
                 raise call.interrupted(exc, self.text) from exc
-        except BaseException:
-            reservation.release()  # closed early or failed: no usage will come
+        except BaseException as exc:
+            call.failed(exc, reservation)  # closed early or failed: no usage will come
             raise
         finally:
             source.close()
@@ -341,7 +361,7 @@ class TextStream(_Stream, Iterator[str]):
 
     def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
         """One attempt: send, and read until the first delta (or the end of an empty reply)."""
-        source = self._call.provider.stream(self._call.at(timeout), self._call.request)
+        source = self._call.provider.open_stream(self._call.at(timeout), self._call.request)
         try:
             deltas = iter(source)
             first = next(deltas, None)
@@ -356,8 +376,10 @@ class TextStream(_Stream, Iterator[str]):
 class AsyncTextStream(_Stream, AsyncIterator[str]):
     """Async twin of :class:`TextStream`: ``async for delta in gpt.astream(...)``."""
 
-    def __init__(self, call: StreamCall) -> None:
-        super().__init__(call)
+    def __init__(
+        self, call: Call | StreamCall, remember: Callable[[Completion], None] = _forget
+    ) -> None:
+        super().__init__(call if isinstance(call, StreamCall) else StreamCall(call, remember))
         self._deltas = self._answered(
             self._run() if call.hooks is None else self._hooked(call.hooks)
         )
@@ -419,9 +441,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                 reservation.release()
                 request = call.refused()
             except BaseException as exc:
-                reservation.release()
-                if isinstance(exc, ProviderError):
-                    explain_unsent_key(exc, call.connection)
+                call.failed(exc, reservation)
                 raise
         if request is not None:
             self.completion = await call.afallback(request)
@@ -459,8 +479,8 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                 result = source.completion()
             except ProviderError as exc:
                 raise call.interrupted(exc, self.text) from exc
-        except BaseException:
-            reservation.release()
+        except BaseException as exc:
+            call.failed(exc, reservation)
             raise
         finally:
             await source.aclose()
@@ -469,7 +489,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
     async def _open(
         self, timeout: float
     ) -> tuple[AsyncProviderStream, AsyncIterator[str], str | None]:
-        source = await self._call.provider.astream(self._call.at(timeout), self._call.request)
+        source = await self._call.provider.aopen_stream(self._call.at(timeout), self._call.request)
         try:
             deltas = source.__aiter__()
             first = await anext(deltas, None)

@@ -1,11 +1,7 @@
-"""Prompt tokens of a chat request, framed the way OpenAI's chat format spends them.
+"""Counting a chat request's prompt tokens with a provider, or estimating them.
 
-Each message costs the tokens of its fields plus a fixed frame of 3 (and 1 more when it has a
-``name``); every reply is primed with 3 more. These are the figures of OpenAI's cookbook "How
-to count tokens with tiktoken", which match the API's ``prompt_tokens`` for the gpt-3.5, gpt-4
-and gpt-4o families, so a caller can predict what a request will cost before sending it.
-
-Where a provider cannot tokenize (its tokenizer data is missing), what only needs an estimate
+The framing rule itself is :mod:`moodlemate.ai.token_framing`. Where a provider cannot
+tokenize (its tokenizer data is missing), what only needs an estimate
 (the context-window check, conversation trimming) uses :func:`estimate_tokens`: one token per
 two UTF-8 bytes, rounded up. That overcounts prose and code about twice (they average 3.7 to 6
 bytes a token) and matches random identifiers; only dense punctuation and digit soup encode
@@ -17,13 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
+from moodlemate.ai.token_framing import (
+    REPLY_PRIMING_TOKENS,
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_NAME,
+    TokenCount,
+    count_messages,
+    wire_messages,
+)
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Message, Provider
+    from moodlemate.ai.provider import Provider
 
 __all__ = [
     "ESTIMATE_BYTES_PER_TOKEN",
@@ -39,44 +42,12 @@ __all__ = [
     "wire_messages",
 ]
 
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_NAME = 1
-REPLY_PRIMING_TOKENS = 3
 ESTIMATE_BYTES_PER_TOKEN = 2
 """The fallback estimate's ratio: a conservative guess where no tokenizer is available."""
 
 log = logging.getLogger("moodlemate.ai")
 _estimated_models: set[tuple[str, str]] = set()
 _estimated_lock = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class TokenCount:
-    """A counted prompt. ``estimate`` is True when the model's tokenizer or chat format is not
-    known for certain (a non-OpenAI model, a custom endpoint), so the figure is a best guess."""
-
-    tokens: int
-    estimate: bool
-    encoding: str | None = None
-    """The tokenizer used, e.g. ``o200k_base``."""
-
-    def __int__(self) -> int:
-        return self.tokens
-
-
-WireMessage = Mapping[str, str]
-
-
-def count_messages(messages: Iterable[WireMessage], count: Callable[[str], int]) -> int:
-    """The cookbook formula over messages in wire shape, ``count`` being the text tokenizer."""
-    total = REPLY_PRIMING_TOKENS
-    for message in messages:
-        total += TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            total += count(value)
-            if key == "name":
-                total += TOKENS_PER_NAME
-    return total
 
 
 def estimate_tokens(text: str) -> int:
@@ -124,11 +95,6 @@ def _log_estimate(provider: Provider, model: str, exc: TokenizerUnavailableError
         ESTIMATE_BYTES_PER_TOKEN,
         exc.message,
     )
-
-
-def wire_messages(messages: Iterable[Message]) -> list[dict[str, str]]:
-    """A request's messages as the chat API receives them."""
-    return [{"role": m.role, "content": m.content} for m in messages]
 
 
 def check_messages(messages: object) -> list[dict[str, str]]:

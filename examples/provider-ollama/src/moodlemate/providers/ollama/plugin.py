@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from moodlemate.ai.hookspecs import hookimpl
-from moodlemate.ai.provider import Provider
+from moodlemate.ai.plugin import Provider, hookimpl
 from moodlemate.providers.ollama.provider import OllamaProvider
 
 

@@ -11,8 +11,7 @@ import os
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from moodlemate.ai.errors import InvalidEndpointError
-from moodlemate.ai.pricing import ModelInfo, Price
+from moodlemate.ai.plugin import InvalidEndpointError, ModelInfo, Price
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.tokens import count_tokens
 

@@ -11,18 +11,18 @@ import sys
 from collections.abc import Sequence
 from importlib import import_module
 
+from moodlemate.ai.cli.exits import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+)
 from moodlemate.ai.errors import MoodlemateError
 
 __all__ = ["main"]
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("chat", "tokens", "batch", "demo", "serve", "providers", "models", "logs", "spend")
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, batch_remote
+from moodlemate.ai.cli import batch_remote
 from moodlemate.ai.cli.common import (
     CommandError,
     add_settings_options,
@@ -17,6 +17,7 @@ from moodlemate.ai.cli.common import (
     money,
     positive_int,
 )
+from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.progress import QuietStream
 from moodlemate.ai.errors import ConfigurationError, InvalidAPIKeyError, MoodlemateError
 

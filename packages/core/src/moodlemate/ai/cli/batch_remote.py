@@ -8,8 +8,8 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError, money, positive_int
+from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.progress import Writable
 
 if TYPE_CHECKING:

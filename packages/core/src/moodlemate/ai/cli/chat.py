@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_USAGE
 from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
 from moodlemate.ai.cli.common import (
     CommandError,
@@ -16,6 +15,7 @@ from moodlemate.ai.cli.common import (
     read_stdin_text,
     temperature,
 )
+from moodlemate.ai.cli.exits import EXIT_USAGE
 
 DESCRIPTION = """\
 Send one prompt and print the reply. The prompt is the PROMPT argument, or standard input

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError, money, tokens_line
+from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from moodlemate.ai.conversation import Conversation

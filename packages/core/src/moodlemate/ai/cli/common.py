@@ -8,7 +8,7 @@ import sys
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_FAILURE, EXIT_USAGE
+from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_USAGE
 from moodlemate.ai.config import ENV_API_KEY as ENV_KEY
 from moodlemate.ai.errors import ValidationError
 
@@ -126,7 +126,7 @@ def api_key(text: str) -> str:
 
 
 def endpoint_url(text: str) -> str:
-    from moodlemate.ai.config import normalize_endpoint
+    from moodlemate.ai.urls import normalize_endpoint
 
     try:
         return normalize_endpoint(text)

@@ -13,8 +13,8 @@ import re
 import uuid
 from pathlib import Path
 
-from moodlemate.ai.cli import EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError
+from moodlemate.ai.cli.exits import EXIT_USAGE
 
 __all__ = ["LAST", "conversation_dir", "current", "load_text", "name_type", "save"]
 

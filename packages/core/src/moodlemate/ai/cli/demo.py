@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_OK
+from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.errors import TokenizerUnavailableError
 
 DEMO_KEY = "sk-demo-0000000000000000"

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_OK
 from moodlemate.ai.cli.common import CommandError, money, positive_int
+from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.cli.table import format_table
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import warnings
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli import EXIT_OK
+from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.cli.table import format_table
 
 if TYPE_CHECKING:

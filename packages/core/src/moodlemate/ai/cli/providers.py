@@ -8,7 +8,7 @@ import json
 import warnings
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_FAILURE, EXIT_OK
+from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK
 from moodlemate.ai.cli.table import format_table
 
 

@@ -13,8 +13,8 @@ import sys
 import threading
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError
+from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
 
 DESCRIPTION = """\
 Run the OpenAI-compatible test server on 127.0.0.1 until Ctrl-C or SIGTERM. It answers

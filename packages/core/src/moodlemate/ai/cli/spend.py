@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_OK
 from moodlemate.ai.cli.common import CommandError
+from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.cli.logs import add_log_option, open_log
 from moodlemate.ai.cli.table import format_table
 

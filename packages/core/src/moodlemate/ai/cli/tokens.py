@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moodlemate.ai.cli import EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError, add_settings_options, make_gpt, read_stdin_text
+from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
 
 DESCRIPTION = """\
 Count the tokens of FILE (or of standard input when FILE is absent or '-') with the model's

@@ -12,14 +12,18 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from moodlemate.ai.errors import ProviderError, UnsupportedFeatureError
-from moodlemate.ai.provider import ChatRequest
-from moodlemate.ai.remote_batches import RemoteBatch, RemoteBatches, RemoteResult
+from moodlemate.ai.plugin import (
+    ChatRequest,
+    ProviderError,
+    RemoteBatch,
+    RemoteBatches,
+    RemoteResult,
+    UnsupportedFeatureError,
+)
 from moodlemate.providers.openai import pricing, responses
 
 if TYPE_CHECKING:
-    from moodlemate.ai.pricing import Price
-    from moodlemate.ai.provider import Connection
+    from moodlemate.ai.plugin import Connection, Price
     from moodlemate.providers.openai.provider import OpenAIProvider
 
     import openai

@@ -17,7 +17,7 @@ import hashlib
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.errors import TokenizerUnavailableError
+from moodlemate.ai.plugin import TokenizerUnavailableError
 from moodlemate.providers.openai.tiktoken_cache import BPE_FILES
 
 if TYPE_CHECKING:

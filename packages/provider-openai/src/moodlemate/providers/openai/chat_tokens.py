@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from moodlemate.ai.token_count import TokenCount, count_messages
+from moodlemate.ai.plugin import TokenCount, count_messages
 from moodlemate.providers.openai import tokens
 
 __all__ = ["count_message_tokens"]

@@ -22,8 +22,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.provider import Connection
-from moodlemate.ai.secrets import guard_loggers
+from moodlemate.ai.plugin import Connection, guard_loggers
 from moodlemate.providers.openai.transport import bound_async_client, bound_client
 
 if TYPE_CHECKING:

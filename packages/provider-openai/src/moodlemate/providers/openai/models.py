@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from moodlemate.ai.provider import ChatRequest
+from moodlemate.ai.plugin import ChatRequest
 
 __all__ = ["ModelRules", "chat_body", "family", "rules_for"]
 

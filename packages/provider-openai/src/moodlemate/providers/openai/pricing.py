@@ -9,7 +9,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from moodlemate.ai.pricing import ModelInfo, Price
+from moodlemate.ai.plugin import ModelInfo, Price
 from moodlemate.providers.openai.models import family
 
 __all__ = ["PriceTable", "openai_prices"]

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from moodlemate.ai import bounds
-from moodlemate.ai.errors import (
+from moodlemate.ai.plugin import (
     APIConnectionError,
     APITimeoutError,
+    ChatRequest,
+    Completion,
+    Connection,
+    ModelInfo,
+    Provider,
     ProviderError,
+    RemoteBatches,
     StreamingNotSupportedError,
+    TokenCount,
+    bounds,
 )
-from moodlemate.ai.pricing import ModelInfo
-from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
-from moodlemate.ai.remote_batches import RemoteBatches
-from moodlemate.ai.token_count import TokenCount
 from moodlemate.providers.openai import (
     chat_tokens,
     models,
@@ -80,7 +83,7 @@ class OpenAIProvider(Provider):
 
     # -- the contract --------------------------------------------------------------------
 
-    def complete(self, connection: Connection, request: ChatRequest) -> Completion:
+    def execute(self, connection: Connection, request: ChatRequest) -> Completion:
         client = self._pool.get(connection, self.extra_headers(connection))
         # Sent as a stream and read here, so the body is cut at its size limit.
         limit = bounds.limits().max_body_bytes
@@ -94,7 +97,7 @@ class OpenAIProvider(Provider):
             self._raise(exc, request)
         return self._parse(content, response.headers, request)
 
-    async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
+    async def aexecute(self, connection: Connection, request: ChatRequest) -> Completion:
         client = self._async_pool.get(connection, self.extra_headers(connection))
         limit = bounds.limits().max_body_bytes
         try:
@@ -107,7 +110,7 @@ class OpenAIProvider(Provider):
             self._raise(exc, request)
         return self._parse(content, response.headers, request)
 
-    def stream(self, connection: Connection, request: ChatRequest) -> SSEStream:
+    def open_stream(self, connection: Connection, request: ChatRequest) -> SSEStream:
         client = self._pool.get(connection, self.extra_headers(connection))
         try:
             response = client.post(**self._post_args(connection, request), stream=True)
@@ -115,7 +118,7 @@ class OpenAIProvider(Provider):
             self._raise(exc, request)
         return SSEStream(response, self._reader(response, request), self._translator(request))
 
-    async def astream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
+    async def aopen_stream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
         client = self._async_pool.get(connection, self.extra_headers(connection))
         try:
             response = await client.post(**self._post_args(connection, request), stream=True)

@@ -12,18 +12,19 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from moodlemate.ai.errors import (
+from moodlemate.ai.plugin import (
     APIConnectionError,
     APITimeoutError,
+    Completion,
     MalformedResponseError,
     ProviderError,
     QuotaExceededError,
     ServerContextWindowExceededError,
+    Usage,
     error_for_status,
+    retry_after_from_headers,
+    should_retry_from_headers,
 )
-from moodlemate.ai.provider import Completion
-from moodlemate.ai.retry import retry_after_from_headers, should_retry_from_headers
-from moodlemate.ai.usage import Usage
 
 __all__ = [
     "decimal_or_none",
@@ -35,6 +36,9 @@ __all__ = [
     "tool_calls_from",
     "usage_from",
 ]
+
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+"""OpenAI's error codes for an account out of credit: waiting does not fix them."""
 
 
 def parse_completion(
@@ -165,7 +169,7 @@ def status_error(
     if 300 <= status < 400:
         where = headers.get("location") or "another address"
         message = f"the endpoint redirects to {where} (HTTP {status}); set the endpoint to that"
-    cls = error_for_status(status, code)
+    cls = error_for_status(status, code, quota_codes=QUOTA_CODES)
     overflow, window = _context_overflow(status, error, message, code)
     if overflow:
         fields = error if isinstance(error, dict) else {}

@@ -14,11 +14,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from moodlemate.ai import bounds
-from moodlemate.ai.errors import MalformedResponseError, ProviderError
-from moodlemate.ai.provider import Completion
-from moodlemate.ai.streaming import AsyncProviderStream, ProviderStream
-from moodlemate.ai.usage import Usage
+from moodlemate.ai.plugin import (
+    AsyncProviderStream,
+    Completion,
+    MalformedResponseError,
+    ProviderError,
+    ProviderStream,
+    Usage,
+    bounds,
+)
 from moodlemate.providers.openai.responses import (
     decimal_or_none,
     error_in_body,

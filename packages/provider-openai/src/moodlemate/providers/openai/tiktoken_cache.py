@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
+from moodlemate.ai.plugin import TokenizerUnavailableError, ValidationError
 
 __all__ = [
     "BPE_FILES",

@@ -16,7 +16,7 @@ import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.errors import TokenizerUnavailableError
+from moodlemate.ai.plugin import TokenizerUnavailableError
 from moodlemate.providers.openai.models import family
 
 if TYPE_CHECKING:

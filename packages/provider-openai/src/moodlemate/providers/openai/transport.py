@@ -19,9 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from typing import Any
 
-from moodlemate.ai import bounds
-from moodlemate.ai.bounds import ResponseLimits
-from moodlemate.ai.errors import APIConnectionError
+from moodlemate.ai.plugin import APIConnectionError, ResponseLimits, bounds
 
 __all__ = ["bound_async_client", "bound_client", "fetch", "httpx_module"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from moodlemate.ai.errors import MoodlemateError
+from moodlemate.ai.plugin import MoodlemateError
 from moodlemate.providers.openrouter.catalog import DEFAULT_ENDPOINT, cache_path, refresh_models
 
 

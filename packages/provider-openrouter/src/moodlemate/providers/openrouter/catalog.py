@@ -39,9 +39,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from moodlemate.ai.config import normalize_endpoint
-from moodlemate.ai.errors import APIConnectionError, MalformedResponseError
-from moodlemate.ai.pricing import ModelInfo, Price
+from moodlemate.ai.plugin import (
+    APIConnectionError,
+    MalformedResponseError,
+    ModelInfo,
+    Price,
+    normalize_endpoint,
+)
 
 __all__ = [
     "CACHE_TTL",

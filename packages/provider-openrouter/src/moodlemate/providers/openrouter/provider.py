@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from moodlemate.ai.pricing import ModelInfo
-from moodlemate.ai.provider import ChatRequest, Completion, Connection
+from moodlemate.ai.plugin import ChatRequest, Completion, Connection, ModelInfo
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.models import ModelRules
 from moodlemate.providers.openai.streaming import AsyncSSEStream
@@ -49,14 +48,14 @@ class OpenRouterProvider(OpenAIProvider):
             return _CHAT_RULES
         return super().rules(model)
 
-    async def acomplete(self, connection: Connection, request: ChatRequest) -> Completion:
+    async def aexecute(self, connection: Connection, request: ChatRequest) -> Completion:
         # Fetch the price catalog off the event loop, so the call is priced from it.
         await catalog.aload(connection.endpoint)
-        return await super().acomplete(connection, request)
+        return await super().aexecute(connection, request)
 
-    async def astream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
+    async def aopen_stream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
         await catalog.aload(connection.endpoint)
-        return await super().astream(connection, request)
+        return await super().aopen_stream(connection, request)
 
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         """From the catalog of ``endpoint`` (a proxy's or test server's ``/models``), never

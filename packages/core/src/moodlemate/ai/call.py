@@ -1,0 +1,215 @@
+"""One call, prepared once and run one way: the pipeline every facade method goes through.
+
+:meth:`GPT.prepare` does what every call needs before sending, once: route a
+``provider:model`` string, take the credentials snapshot (:mod:`moodlemate.ai.credentials`),
+check the context window. The :class:`Call` it returns carries that and a snapshot of the
+instance's policy, limits and accounts, and runs as sync or async (the streams of
+:mod:`moodlemate.ai.streaming` and the chains of :mod:`moodlemate.ai.fallbacks` drive the same
+object): reserve the worst case against the budget, send under the retry policy and the
+bounds, then price, settle, log and fire the hooks. Changing the instance's settings while a
+call runs changes the next call, never this one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from moodlemate.ai.budget import reserve
+from moodlemate.ai.credentials import explain_unsent_key
+from moodlemate.ai.errors import ProviderError
+from moodlemate.ai.plausible import bounded
+
+if TYPE_CHECKING:
+    from moodlemate.ai.bounds import ResponseLimits
+    from moodlemate.ai.call_hooks import CallHooks
+    from moodlemate.ai.ledger import Ledger, Reservation
+    from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
+    from moodlemate.ai.retry import RetryPolicy
+    from moodlemate.ai.shared_budget import SharedBudget
+    from moodlemate.ai.spend_log import SpendLog
+
+__all__ = ["Accounts", "Call"]
+
+log = logging.getLogger("moodlemate.ai")
+
+
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    """Where an instance's calls are counted: its ledger and budget, the budget shared with
+    other processes, the spend log, and the models whose missing price was already noted."""
+
+    ledger: Ledger
+    budget: Decimal | None
+    shared: SharedBudget | None
+    log: SpendLog | None
+    unpriced: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A prepared call: where it goes, as whom, how hard to try, where it is counted."""
+
+    provider: Provider
+    connection: Connection
+    request: ChatRequest
+    policy: RetryPolicy
+    limits: ResponseLimits
+    accounts: Accounts
+    hooks: CallHooks | None = None
+    """The plugins' call hooks, or None when no plugin implements them."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider.name} {self.request.model}"
+
+    def at(self, timeout: float) -> Connection:
+        """The connection for one attempt, bounded by ``timeout``."""
+        return replace(self.connection, timeout=timeout)
+
+    def with_request(self, request: ChatRequest) -> Call:
+        return replace(self, request=request)
+
+    # -- running it ----------------------------------------------------------------------
+
+    def send(self) -> Completion:
+        """Send between the call hooks: reserve, retry under the bounds, account."""
+        hooks = self.hooks
+        if hooks is None:
+            return self.send_unhooked()
+        started = self.began()
+        try:
+            completion = self.send_unhooked()
+        except Exception as exc:
+            self.ended(started, None, exc)
+            raise
+        self.ended(started, completion, None)
+        return completion
+
+    async def asend(self) -> Completion:
+        """Async :meth:`send`."""
+        if self.hooks is None:
+            return await self.asend_unhooked()
+        started = self.began()
+        try:
+            completion = await self.asend_unhooked()
+        except Exception as exc:
+            self.ended(started, None, exc)
+            raise
+        self.ended(started, completion, None)
+        return completion
+
+    def send_unhooked(self) -> Completion:
+        """:meth:`send` without the hooks (a stream or a chain runs them around itself)."""
+        provider, request = self.provider, self.request
+
+        def attempt(timeout: float) -> Completion:
+            return provider.execute(self.at(timeout), request)
+
+        reservation = self.reserve()
+        try:
+            completion, attempts = self.policy.run(attempt, self.label, self.limits)
+        except BaseException as exc:
+            self.failed(exc, reservation)
+            raise
+        return self.settle(completion, attempts, reservation)
+
+    async def asend_unhooked(self) -> Completion:
+        """Async :meth:`send_unhooked`."""
+        provider, request = self.provider, self.request
+
+        async def attempt(timeout: float) -> Completion:
+            return await provider.aexecute(self.at(timeout), request)
+
+        reservation = self.reserve()
+        try:
+            completion, attempts = await self.policy.arun(attempt, self.label, self.limits)
+        except BaseException as exc:
+            self.failed(exc, reservation)
+            raise
+        return self.settle(completion, attempts, reservation)
+
+    # -- the steps, shared with streams --------------------------------------------------
+
+    def reserve(self) -> Reservation:
+        """Reserve the worst-case cost against the budget, or raise BudgetExceededError."""
+        accounts = self.accounts
+        return reserve(
+            accounts.ledger,
+            accounts.budget,
+            self.provider,
+            self.request,
+            self.connection.endpoint,
+            accounts.shared,
+        )
+
+    def failed(self, error: BaseException, reservation: Reservation) -> None:
+        """A call that ended without a completion: release its reservation, log it, and
+        say in the error why no key was sent when one was withheld."""
+        reservation.release()
+        spend_log = self.accounts.log
+        if spend_log is not None:
+            spend_log.record_call(
+                provider=self.provider.name,
+                endpoint=self.connection.endpoint,
+                request=self.request,
+                error=error,
+                latency=time.monotonic() - reservation.started,
+            )
+        if isinstance(error, ProviderError):
+            explain_unsent_key(error, self.connection)
+
+    def settle(self, completion: Completion, attempts: int, reservation: Reservation) -> Completion:
+        """Price ``completion`` from the catalog of the endpoint it came from (one provider
+        object serves every instance and endpoint), settle the reservation, log the call."""
+        provider, request, endpoint = self.provider, self.request, self.connection.endpoint
+        accounts = self.accounts
+        completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
+        cost = completion.reported_cost
+        if cost is None:
+            price = provider.price(completion.model, endpoint) or provider.price(
+                request.model, endpoint
+            )
+            if price is not None and completion.usage_reported:
+                cost = price.cost(completion.usage)
+            elif request.model not in accounts.unpriced:
+                accounts.unpriced.add(request.model)
+                why = "no price known for" if price is None else "the server reported no usage for"
+                # A local or custom server's models have no price: worth a note, not a warning
+                # on every run. On the vendor's own service a missing price is a real gap.
+                vendor = provider.recognises(endpoint)
+                log.log(
+                    logging.WARNING if vendor else logging.INFO,
+                    "%s %s model %r: its cost is recorded as unknown "
+                    "(and not counted against a budget)",
+                    why,
+                    provider.name,
+                    request.model,
+                )
+        reservation.settle(accounts.ledger, request.model, completion.usage, cost)
+        completion = replace(completion, cost=cost, attempts=attempts)
+        if accounts.log is not None:
+            accounts.log.record_call(
+                provider=provider.name,
+                endpoint=endpoint,
+                request=request,
+                completion=completion,
+                attempts=attempts,
+                latency=time.monotonic() - reservation.started,
+            )
+        return completion
+
+    def began(self) -> float:
+        """Run the ``before_request`` hooks; returns when the call started."""
+        assert self.hooks is not None
+        return self.hooks.before(self.request, self.provider.name, self.connection.endpoint)
+
+    def ended(self, started: float, completion: Completion | None, error: Exception | None) -> None:
+        """Run the ``after_response`` hooks with the call's result or error."""
+        assert self.hooks is not None
+        self.hooks.after(
+            self.request, self.provider.name, self.connection.endpoint, started, completion, error
+        )

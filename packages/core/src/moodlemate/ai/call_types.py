@@ -1,0 +1,115 @@
+"""The values one call is made of: the request, where it goes, and what came back.
+
+Plain frozen data with no behaviour beyond a safe repr, so every layer (errors, hooks,
+providers, the spend log) can name them without importing the machinery that uses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from moodlemate.ai.secrets import mask
+from moodlemate.ai.usage import Usage
+
+__all__ = ["ChatRequest", "Completion", "Connection", "FailedEntry", "Message", "Role"]
+
+Role = Literal["system", "developer", "user", "assistant"]
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A vendor-neutral chat request; ``extra`` passes provider-specific fields through."""
+
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stream: bool = False
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEntry:
+    """One entry of a chain that did not serve the call, and why (no key, no message body)."""
+
+    model: str
+    """The entry as given: ``gpt-4o`` or ``openrouter:openai/gpt-4o``."""
+    provider: str
+    """The provider the entry went to (or would have)."""
+    error: str
+    """The error's class name, e.g. ``ServerError``."""
+    message: str
+    """The error's message (redacted, like every error message)."""
+    status_code: int | None = None
+    attempts: int = 0
+    """Requests sent to this entry (0: refused before sending, e.g. a context window)."""
+    elapsed: float = 0.0
+    """Seconds spent on this entry, retry waits included."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The full result of one chat completion."""
+
+    text: str
+    model: str
+    provider: str
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    request_id: str | None = None
+    cost: Decimal | None = None
+    """Cost of the call in USD: what the provider charged when it says, else from the price table;
+    None when the model's price is unknown."""
+    reported_cost: Decimal | None = None
+    """The cost the provider itself reported in the response (e.g. OpenRouter's ``usage.cost``)."""
+    attempts: int = 1
+    usage_reported: bool = True
+    """False when the server sent no usage (some OpenAI-compatible servers omit it): the
+    token counts are then zeros, not measurements, and the cost is unknown (None)."""
+    refusal: str | None = None
+    """The model's refusal message (``message.refusal``) when it declined to answer; ``text``
+    is then usually empty, and the str-returning calls raise RefusalError."""
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """Tool calls the model asked for, as the server sent them (``id``, ``type``,
+    ``function`` with ``name`` and ``arguments``)."""
+    served_by: str | None = None
+    """The model string that served the call when the instance has fallbacks (the call's
+    own model or one of ``GPT.fallbacks``); None without fallbacks."""
+    failed_before: tuple[FailedEntry, ...] = ()
+    """The entries that failed before ``served_by`` answered, in order (see
+    :mod:`moodlemate.ai.fallbacks`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """Where and as whom to send a request. The key never shows in a repr."""
+
+    endpoint: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    timeout: float | None = None
+    app_url: str | None = None
+    """Your app's URL, for providers that attribute traffic to apps (OpenRouter)."""
+    app_title: str | None = None
+    """Your app's name, for the same providers."""
+    key_note: str | None = field(default=None, repr=False, compare=False)
+    """Why no key is sent, when a configured one was withheld (for the facade's messages)."""
+
+    def __repr__(self) -> str:
+        return f"Connection(endpoint={self.endpoint!r}, api_key={mask(self.api_key)})"
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.endpoint).hostname or "").lower()

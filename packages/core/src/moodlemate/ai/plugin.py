@@ -1,0 +1,105 @@
+"""The plugin contract: everything a provider package imports, and nothing else.
+
+A provider subclasses :class:`Provider` (``execute`` one request, ``count_tokens``, and
+optionally ``aexecute``, ``open_stream``, ``model_info``...), registers it from a
+``register_providers`` hook marked with :data:`hookimpl`, and raises the errors below. It
+imports from this module only; every other module of ``moodlemate.ai`` is the facade's
+implementation and may change in any release. See docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+from moodlemate.ai import bounds
+from moodlemate.ai.bounds import ResponseLimits
+from moodlemate.ai.call_types import (
+    ChatRequest,
+    Completion,
+    Connection,
+    FailedEntry,
+    Message,
+    Role,
+)
+from moodlemate.ai.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    ContextWindowExceededError,
+    InvalidAPIKeyError,
+    InvalidEndpointError,
+    MalformedResponseError,
+    MoodlemateError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProviderError,
+    QuotaExceededError,
+    RateLimitError,
+    ResponseTooLargeError,
+    ServerContextWindowExceededError,
+    ServerError,
+    StreamingNotSupportedError,
+    TokenizerUnavailableError,
+    UnsupportedFeatureError,
+    ValidationError,
+    error_for_status,
+)
+from moodlemate.ai.hookspecs import hookimpl
+from moodlemate.ai.pricing import ModelInfo, Price
+from moodlemate.ai.provider import AsyncProviderStream, Provider, ProviderStream
+from moodlemate.ai.remote_batches import RemoteBatch, RemoteBatches, RemoteResult
+from moodlemate.ai.retry import retry_after_from_headers, should_retry_from_headers
+from moodlemate.ai.secrets import guard_loggers
+from moodlemate.ai.token_framing import TokenCount, count_messages
+from moodlemate.ai.urls import normalize_endpoint
+from moodlemate.ai.usage import Usage
+
+__all__ = [
+    "APIConnectionError",
+    "APITimeoutError",
+    "AsyncProviderStream",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChatRequest",
+    "Completion",
+    "ConflictError",
+    "Connection",
+    "ContextWindowExceededError",
+    "FailedEntry",
+    "InvalidAPIKeyError",
+    "InvalidEndpointError",
+    "MalformedResponseError",
+    "Message",
+    "ModelInfo",
+    "MoodlemateError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Price",
+    "Provider",
+    "ProviderError",
+    "ProviderStream",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RemoteBatch",
+    "RemoteBatches",
+    "RemoteResult",
+    "ResponseLimits",
+    "ResponseTooLargeError",
+    "Role",
+    "ServerContextWindowExceededError",
+    "ServerError",
+    "StreamingNotSupportedError",
+    "TokenCount",
+    "TokenizerUnavailableError",
+    "UnsupportedFeatureError",
+    "Usage",
+    "ValidationError",
+    "bounds",
+    "count_messages",
+    "error_for_status",
+    "guard_loggers",
+    "hookimpl",
+    "normalize_endpoint",
+    "retry_after_from_headers",
+    "should_retry_from_headers",
+]
