@@ -127,14 +127,15 @@ def build_chat_request(
     temperature: object,
     max_tokens: object,
 ) -> ChatRequest:
-    """The seed call's arguments as a validated request; an empty system message is dropped."""
-    system = check_text(system_message, "system_message")
-    user = check_text(user_message, "user_message")
+    """The seed call's arguments as a request validated as :func:`check_request` validates
+    one (so the facade checks it once); an empty system message is dropped."""
+    system = check_encodable(check_text(system_message, "system_message"), "system_message")
+    user = check_encodable(check_text(user_message, "user_message"), "user_message")
     messages = (
         (Message("system", system), Message("user", user)) if system else (Message("user", user),)
     )
     return ChatRequest(
-        model=check_model(model),
+        model=check_encodable(check_model(model), "model"),
         messages=messages,
         temperature=check_temperature(temperature),
         max_tokens=check_max_tokens(max_tokens),
