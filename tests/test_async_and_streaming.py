@@ -314,7 +314,7 @@ class _SyncOnly(Provider):
 
 
 def test_provider_without_async_or_streaming() -> None:
-    from moodlemate.ai.plugins import PluginRegistry
+    from moodlemate.ai._plugins import PluginRegistry
 
     plugins = PluginRegistry(group="moodlemate.ai.none")
     plugins.register_provider(_SyncOnly())

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, BadRequestError, BudgetExceededError
-from moodlemate.ai.budget import DEFAULT_OUTPUT_ESTIMATE
+from moodlemate.ai._budget import DEFAULT_OUTPUT_ESTIMATE
 from moodlemate.ai.testing import LoopbackServer, Reply
 
 INPUT, OUTPUT = Decimal("0.15"), Decimal("0.60")  # gpt-4o-mini, USD per million tokens

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, ChatRequest, Completion, RateLimitError, hookimpl
-from moodlemate.ai.plugins import PluginRegistry, registry
+from moodlemate.ai._plugins import PluginRegistry, registry
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 

@@ -18,7 +18,7 @@ from moodlemate.ai import (
     UnknownProviderError,
     hookimpl,
 )
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import LoopbackServer, Reply
 
 CALL = Reply(text="ok", prompt_tokens=10_000, completion_tokens=2_500)  # $0.003 on gpt-4o-mini

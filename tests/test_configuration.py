@@ -18,7 +18,7 @@ from moodlemate.ai import (
     ProviderNotInstalledError,
     UnknownProviderError,
 )
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import LoopbackServer
 
 OR_KEY = "sk-or-v1-5e2a9c0d7b1f4e3a8c6d"

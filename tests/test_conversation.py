@@ -17,8 +17,8 @@ from moodlemate.ai import (
     ServerError,
     ValidationError,
 )
-from moodlemate.ai.conversation import count_chat_tokens
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai._conversation import count_chat_tokens
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 from moodlemate.providers.openai import OpenAIProvider
 

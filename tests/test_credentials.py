@@ -1,4 +1,4 @@
-"""Which key goes where (moodlemate.ai.credentials): one test per row of its table, the
+"""Which key goes where (moodlemate.ai._credentials): one test per row of its table, the
 documented key-then-endpoint order, and a snapshot that holds under concurrent changes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, AuthenticationError, InvalidAPIKeyError, MissingAPIKeyError
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import LoopbackServer
 from moodlemate.providers.openai import OpenAIProvider
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, UnknownProviderError, ValidationError
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import LoopbackServer, Reply
 from moodlemate.providers.openai import OpenAIProvider
 from test_cli import run_cli

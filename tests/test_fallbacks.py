@@ -30,10 +30,10 @@ from moodlemate.ai import (
     ValidationError,
     hookimpl,
 )
-from moodlemate.ai.plugins import PluginRegistry
-from moodlemate.ai.provider import ChatRequest, Completion
+from moodlemate.ai._plugins import PluginRegistry
+from moodlemate.ai._provider import ChatRequest, Completion
+from moodlemate.ai._usage import Usage
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
-from moodlemate.ai.usage import Usage
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openrouter import OpenRouterProvider
 

@@ -23,8 +23,8 @@ from moodlemate.ai import (
     QuotaExceededError,
     ServerError,
 )
-from moodlemate.ai.plugins import registry
-from moodlemate.ai.provider import Completion
+from moodlemate.ai._plugins import registry
+from moodlemate.ai._provider import Completion
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.responses import parse_completion

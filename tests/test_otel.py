@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, BadRequestError
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.otel import instrument, telemetry, uninstrument
-from moodlemate.ai.plugins import PluginRegistry
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 from conftest import REPO
-from moodlemate.ai.plugins import registry
+from moodlemate.ai._plugins import registry
 
 
 def _modules_after(code: str) -> set[str]:
@@ -126,7 +126,7 @@ def test_the_core_wheel_declares_the_pytest_plugin(tmp_path: Path) -> None:
 
 def test_a_missing_provider_says_how_to_install_it_from_a_clone_and_from_pypi() -> None:
     from moodlemate.ai import ProviderNotInstalledError
-    from moodlemate.ai.plugins import PluginRegistry
+    from moodlemate.ai._plugins import PluginRegistry
 
     empty = PluginRegistry(group="moodlemate.ai.none")
     try:

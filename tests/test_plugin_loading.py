@@ -16,7 +16,7 @@ import fake_dists
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, PluginError, Provider, UnknownProviderError, hookimpl
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import LoopbackServer, Reply
 from moodlemate.providers.openai import OpenAIProvider
 
@@ -233,7 +233,7 @@ def test_code_registration_that_breaks_the_contract_raises() -> None:
         )
     with pytest.raises(PluginError, match="registered Nameless with name ''"):
         registry.register_provider(Nameless())
-    with pytest.raises(PluginError, match=r"which is not a moodlemate\.ai\.provider\.Provider"):
+    with pytest.raises(PluginError, match=r"which is not a moodlemate\.ai\.plugin\.Provider"):
         registry.register(_plugin(register_providers=lambda register: register(object())), "x")
     with pytest.raises(PluginError, match="unknown hook 'after_reponse'"):
         registry.register(_plugin(after_reponse=lambda: None), "typo")

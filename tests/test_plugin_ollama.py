@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, TEST_KEY, tiktoken_encoding
 from moodlemate.ai import GPT
-from moodlemate.ai.plugins import PluginRegistry, registry
+from moodlemate.ai._plugins import PluginRegistry, registry
 from moodlemate.ai.testing import LoopbackServer, Reply
 from moodlemate.providers.ollama import OllamaProvider
 from moodlemate.providers.ollama.provider import endpoint_from_host

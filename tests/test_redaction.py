@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, AuthenticationError, MoodlemateError, NotFoundError, RateLimitError
-from moodlemate.ai.config import resolve_settings
+from moodlemate.ai._config import resolve_settings
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 ECHO = f"Incorrect API key provided: {TEST_KEY}. You can find your API key elsewhere."
@@ -121,7 +121,7 @@ def test_stamina_retry_records_carry_no_arguments(
 
 
 def test_redacting_filter_masks_keys_in_an_applications_own_handler() -> None:
-    from moodlemate.ai.secrets import RedactingFilter
+    from moodlemate.ai._secrets import RedactingFilter
 
     GPT(api_key=TEST_KEY)  # a key becomes known to the library when it is set
     handler = Everything()
@@ -170,7 +170,7 @@ def test_a_key_per_user_keeps_creating_instances_cheap() -> None:
     code = """
 import time
 from moodlemate.ai import GPT
-from moodlemate.ai.secrets import register_secret
+from moodlemate.ai._secrets import register_secret
 
 def users(first, count):
     started = time.perf_counter()

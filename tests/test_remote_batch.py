@@ -329,7 +329,7 @@ def _cli(
 
 
 def _usage(raw: dict[str, int]) -> Any:
-    from moodlemate.ai.usage import Usage
+    from moodlemate.ai._usage import Usage
 
     return Usage(prompt_tokens=raw["prompt_tokens"], completion_tokens=raw["completion_tokens"])
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from moodlemate.ai import GPT
+from moodlemate.ai._provider import ChatRequest, Message, Provider
 from moodlemate.ai.errors import (
     AuthenticationError,
     NotFoundError,
     ProviderError,
     UnsupportedFeatureError,
 )
-from moodlemate.ai.provider import ChatRequest, Message, Provider
 from moodlemate.ai.testing import BatchFate, LoopbackServer
 
 KEY = "sk-test-contract-0123456789"

@@ -264,7 +264,7 @@ def test_a_reply_error_counts_one_attempt_under_a_retrying_policy(
 def test_call_hooks_see_a_refused_call_as_completed_whether_streamed_or_not(
     server: LoopbackServer,
 ) -> None:
-    from moodlemate.ai.plugins import PluginRegistry
+    from moodlemate.ai._plugins import PluginRegistry
     from test_call_hooks import Recorder
 
     plugins = PluginRegistry()

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 from moodlemate.ai import GPT, RateLimitError, RetryPolicy
-from moodlemate.ai.retry import retry_after_from_headers
+from moodlemate.ai._retry import retry_after_from_headers
 from moodlemate.ai.testing import Fault, LoopbackServer
 
 BACKOFF = 0.15

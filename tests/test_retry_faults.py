@@ -33,7 +33,7 @@ from moodlemate.ai import (
     ServerError,
     ValidationError,
 )
-from moodlemate.ai.retry import retry_after_from_headers, should_retry_from_headers
+from moodlemate.ai._retry import retry_after_from_headers, should_retry_from_headers
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 MODEL = "gpt-4o-mini"

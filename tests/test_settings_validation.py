@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import TEST_KEY
 from moodlemate.ai import GPT, InvalidAPIKeyError, InvalidEndpointError, ValidationError
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import LoopbackServer
 from moodlemate.providers.openai import OpenAIProvider
 

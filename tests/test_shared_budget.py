@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from conftest import TEST_KEY
 from moodlemate.ai import GPT, BudgetExceededError, ValidationError
-from moodlemate.ai.budget import DEFAULT_OUTPUT_ESTIMATE
-from moodlemate.ai.spend_log import SpendLog, totals
+from moodlemate.ai._budget import DEFAULT_OUTPUT_ESTIMATE
+from moodlemate.ai._spend_log import SpendLog, totals
 from moodlemate.ai.testing import LoopbackServer, Reply
 
 INPUT, OUTPUT = Decimal("0.15"), Decimal("0.60")  # gpt-4o-mini, USD per million tokens

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT, BadRequestError
-from moodlemate.ai.spend_log import SCHEMA_VERSION, SpendLog, totals
+from moodlemate.ai._spend_log import SCHEMA_VERSION, SpendLog, totals
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 
@@ -161,7 +161,7 @@ def test_a_locked_log_delays_a_call_by_at_most_its_busy_timeout_and_warns_once(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process in a long write
     try:
-        with caplog.at_level(logging.WARNING, logger="moodlemate.ai.spend_log"):
+        with caplog.at_level(logging.WARNING, logger="moodlemate.ai._spend_log"):
             started = time.monotonic()
             for _ in range(3):
                 assert gpt.chat_completion("gpt-4o-mini", "", "during") == "Echo: during"
@@ -187,7 +187,7 @@ def test_a_corrupt_or_unwritable_log_never_fails_a_call(
     for target in (corrupt, blocked / "sub" / "x.db"):
         spend_log = SpendLog(target)
         gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, log=spend_log)
-        with caplog.at_level(logging.WARNING, logger="moodlemate.ai.spend_log"):
+        with caplog.at_level(logging.WARNING, logger="moodlemate.ai._spend_log"):
             assert gpt.chat_completion("gpt-4o-mini", "", "answered") == "Echo: answered"
         assert spend_log.dropped == 1
     assert corrupt.read_bytes().startswith(b"not a database")  # left as it was
@@ -269,7 +269,7 @@ def test_remote_batch_answers_are_logged_with_their_batch_id(tmp_path: Path) -> 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_worker_opens_its_own_connection(tmp_path: Path) -> None:
     """As a pre-forking web server's workers would, after the parent wrote (and so opened)."""
-    from moodlemate.ai.provider import ChatRequest, Completion, Message
+    from moodlemate.ai._provider import ChatRequest, Completion, Message
 
     spend_log = SpendLog(tmp_path / "forked.db")
     request = ChatRequest(model="gpt-4o-mini", messages=(Message("user", "hi"),))

@@ -13,13 +13,13 @@ from dataclasses import replace
 import pytest
 from conftest import FAST_RETRY, TEST_KEY
 from moodlemate.ai import GPT
+from moodlemate.ai._provider import ChatRequest, Message
 from moodlemate.ai.errors import (
     InvalidEndpointError,
     MalformedResponseError,
     ProviderError,
     ValidationError,
 )
-from moodlemate.ai.provider import ChatRequest, Message
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 

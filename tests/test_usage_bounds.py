@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-from moodlemate.ai import GPT, ChatRequest, Completion, Connection, Provider, Usage, plausible
-from moodlemate.ai.plugins import PluginRegistry
+from moodlemate.ai import GPT, ChatRequest, Completion, Connection, Provider, Usage
+from moodlemate.ai import _plausible as plausible
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 

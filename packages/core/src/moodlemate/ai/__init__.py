@@ -18,11 +18,68 @@ if TYPE_CHECKING:
     from typing import Any
 
     # ``X as X``: the explicit re-export form, so users' `mypy --strict` sees these names.
-    from moodlemate.ai.bounds import (
+    from moodlemate.ai._bounds import (
         ResponseLimits as ResponseLimits,
     )
-    from moodlemate.ai.conversation import (
+    from moodlemate.ai._conversation import (
         Conversation as Conversation,
+    )
+    from moodlemate.ai._gpt import (
+        GPT as GPT,
+    )
+    from moodlemate.ai._hookspecs import (
+        hookimpl as hookimpl,
+    )
+    from moodlemate.ai._ledger import (
+        Ledger as Ledger,
+    )
+    from moodlemate.ai._plugins import (
+        PluginRegistry as PluginRegistry,
+    )
+    from moodlemate.ai._plugins import (
+        registry as registry,
+    )
+    from moodlemate.ai._pricing import (
+        ModelInfo as ModelInfo,
+    )
+    from moodlemate.ai._pricing import (
+        Price as Price,
+    )
+    from moodlemate.ai._provider import (
+        ChatRequest as ChatRequest,
+    )
+    from moodlemate.ai._provider import (
+        Completion as Completion,
+    )
+    from moodlemate.ai._provider import (
+        Connection as Connection,
+    )
+    from moodlemate.ai._provider import (
+        Message as Message,
+    )
+    from moodlemate.ai._provider import (
+        Provider as Provider,
+    )
+    from moodlemate.ai._retry import (
+        RetryPolicy as RetryPolicy,
+    )
+    from moodlemate.ai._secrets import (
+        RedactingFilter as RedactingFilter,
+    )
+    from moodlemate.ai._spend_log import (
+        SpendLog as SpendLog,
+    )
+    from moodlemate.ai._streaming import (
+        AsyncTextStream as AsyncTextStream,
+    )
+    from moodlemate.ai._streaming import (
+        TextStream as TextStream,
+    )
+    from moodlemate.ai._token_count import (
+        TokenCount as TokenCount,
+    )
+    from moodlemate.ai._usage import (
+        Usage as Usage,
     )
     from moodlemate.ai.errors import (
         APIConnectionError as APIConnectionError,
@@ -117,54 +174,6 @@ if TYPE_CHECKING:
     from moodlemate.ai.errors import (
         ValidationError as ValidationError,
     )
-    from moodlemate.ai.gpt import (
-        GPT as GPT,
-    )
-    from moodlemate.ai.hookspecs import (
-        hookimpl as hookimpl,
-    )
-    from moodlemate.ai.ledger import (
-        Ledger as Ledger,
-    )
-    from moodlemate.ai.plugins import (
-        registry as registry,
-    )
-    from moodlemate.ai.pricing import (
-        ModelInfo as ModelInfo,
-    )
-    from moodlemate.ai.pricing import (
-        Price as Price,
-    )
-    from moodlemate.ai.provider import (
-        ChatRequest as ChatRequest,
-    )
-    from moodlemate.ai.provider import (
-        Completion as Completion,
-    )
-    from moodlemate.ai.provider import (
-        Connection as Connection,
-    )
-    from moodlemate.ai.provider import (
-        Message as Message,
-    )
-    from moodlemate.ai.provider import (
-        Provider as Provider,
-    )
-    from moodlemate.ai.retry import (
-        RetryPolicy as RetryPolicy,
-    )
-    from moodlemate.ai.streaming import (
-        AsyncTextStream as AsyncTextStream,
-    )
-    from moodlemate.ai.streaming import (
-        TextStream as TextStream,
-    )
-    from moodlemate.ai.token_count import (
-        TokenCount as TokenCount,
-    )
-    from moodlemate.ai.usage import (
-        Usage as Usage,
-    )
 
 __version__ = "0.1.0"
 
@@ -172,8 +181,8 @@ __version__ = "0.1.0"
 # public API: ``__all__`` and the lookup below come from it (the block above, for type
 # checkers, must match; tests/test_public_api.py checks that).
 _LAZY: dict[str, tuple[str, ...]] = {
-    "moodlemate.ai.bounds": ("ResponseLimits",),
-    "moodlemate.ai.conversation": ("Conversation",),
+    "moodlemate.ai._bounds": ("ResponseLimits",),
+    "moodlemate.ai._conversation": ("Conversation",),
     "moodlemate.ai.errors": (
         "APIConnectionError",
         "APITimeoutError",
@@ -207,28 +216,33 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "UnsupportedFeatureError",
         "ValidationError",
     ),
-    "moodlemate.ai.gpt": ("GPT",),
-    "moodlemate.ai.hookspecs": ("hookimpl",),
-    "moodlemate.ai.ledger": ("Ledger",),
-    "moodlemate.ai.plugins": ("registry",),
-    "moodlemate.ai.pricing": (
+    "moodlemate.ai._gpt": ("GPT",),
+    "moodlemate.ai._hookspecs": ("hookimpl",),
+    "moodlemate.ai._ledger": ("Ledger",),
+    "moodlemate.ai._plugins": (
+        "PluginRegistry",
+        "registry",
+    ),
+    "moodlemate.ai._secrets": ("RedactingFilter",),
+    "moodlemate.ai._spend_log": ("SpendLog",),
+    "moodlemate.ai._pricing": (
         "ModelInfo",
         "Price",
     ),
-    "moodlemate.ai.provider": (
+    "moodlemate.ai._provider": (
         "ChatRequest",
         "Completion",
         "Connection",
         "Message",
         "Provider",
     ),
-    "moodlemate.ai.retry": ("RetryPolicy",),
-    "moodlemate.ai.streaming": (
+    "moodlemate.ai._retry": ("RetryPolicy",),
+    "moodlemate.ai._streaming": (
         "AsyncTextStream",
         "TextStream",
     ),
-    "moodlemate.ai.token_count": ("TokenCount",),
-    "moodlemate.ai.usage": ("Usage",),
+    "moodlemate.ai._token_count": ("TokenCount",),
+    "moodlemate.ai._usage": ("Usage",),
 }
 
 _DEFINED_IN = {name: module for module, names in _LAZY.items() for name in names}
@@ -238,14 +252,14 @@ __all__ = sorted([*_DEFINED_IN, "__version__", "register", "register_provider"])
 
 def register(plugin: Any, name: str | None = None) -> None:
     """Register a plugin (a module or object with ``@hookimpl`` functions) defined in code."""
-    from moodlemate.ai.plugins import registry
+    from moodlemate.ai._plugins import registry
 
     registry.register(plugin, name)
 
 
 def register_provider(provider: Provider) -> None:
     """Register one provider object defined in code, e.g. in a script or notebook."""
-    from moodlemate.ai.plugins import registry
+    from moodlemate.ai._plugins import registry
 
     registry.register_provider(provider)
 

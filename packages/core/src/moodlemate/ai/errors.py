@@ -1,6 +1,6 @@
 """One exception hierarchy users can catch without importing any vendor SDK.
 
-Every message passes through :func:`moodlemate.ai.secrets.redact`, so an API key that a
+Every message passes through :func:`moodlemate.ai._secrets.redact`, so an API key that a
 server echoes back (or that a caller pastes into a model name) never reaches a traceback.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.secrets import redact
+from moodlemate.ai._secrets import redact
 
 if TYPE_CHECKING:
-    from moodlemate.ai.call_types import Completion, FailedEntry
+    from moodlemate.ai._call_types import Completion, FailedEntry
 
 __all__ = [
     "APIConnectionError",

@@ -9,9 +9,9 @@ implementation and may change in any release. See docs/plugins.md.
 
 from __future__ import annotations
 
-from moodlemate.ai import bounds
-from moodlemate.ai.bounds import ResponseLimits
-from moodlemate.ai.call_types import (
+from moodlemate.ai import _bounds as bounds
+from moodlemate.ai._bounds import ResponseLimits
+from moodlemate.ai._call_types import (
     ChatRequest,
     Completion,
     Connection,
@@ -19,6 +19,15 @@ from moodlemate.ai.call_types import (
     Message,
     Role,
 )
+from moodlemate.ai._hookspecs import hookimpl
+from moodlemate.ai._pricing import ModelInfo, Price
+from moodlemate.ai._provider import AsyncProviderStream, Provider, ProviderStream
+from moodlemate.ai._remote_batches import RemoteBatch, RemoteBatches, RemoteResult
+from moodlemate.ai._retry import retry_after_from_headers, should_retry_from_headers
+from moodlemate.ai._secrets import guard_loggers
+from moodlemate.ai._token_framing import TokenCount, count_messages
+from moodlemate.ai._urls import normalize_endpoint
+from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -44,15 +53,6 @@ from moodlemate.ai.errors import (
     ValidationError,
     error_for_status,
 )
-from moodlemate.ai.hookspecs import hookimpl
-from moodlemate.ai.pricing import ModelInfo, Price
-from moodlemate.ai.provider import AsyncProviderStream, Provider, ProviderStream
-from moodlemate.ai.remote_batches import RemoteBatch, RemoteBatches, RemoteResult
-from moodlemate.ai.retry import retry_after_from_headers, should_retry_from_headers
-from moodlemate.ai.secrets import guard_loggers
-from moodlemate.ai.token_framing import TokenCount, count_messages
-from moodlemate.ai.urls import normalize_endpoint
-from moodlemate.ai.usage import Usage
 
 __all__ = [
     "APIConnectionError",

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from moodlemate.ai._validation import check_max_tokens, check_model, check_temperature
 from moodlemate.ai.errors import ValidationError
-from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature
 
 __all__ = ["FIELDS", "BatchInputError", "BatchItem", "ItemId", "parse_items", "read_items"]
 

@@ -28,20 +28,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from moodlemate.ai._plausible import bounded
+from moodlemate.ai._remote_batches import TERMINAL_STATUSES
+from moodlemate.ai._replies import reply_text
+from moodlemate.ai._validation import build_chat_request
 from moodlemate.ai.batch.items import BatchItem, ItemId
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
 from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
 from moodlemate.ai.batch.runner import BatchInterrupted, BatchSummary, run_batch
 from moodlemate.ai.errors import MoodlemateError, ProviderError, ReplyError, ValidationError
-from moodlemate.ai.plausible import bounded
-from moodlemate.ai.remote_batches import TERMINAL_STATUSES
-from moodlemate.ai.replies import reply_text
-from moodlemate.ai.validation import build_chat_request
 
 if TYPE_CHECKING:
-    from moodlemate.ai.gpt import GPT
-    from moodlemate.ai.provider import Completion, Connection, Provider
-    from moodlemate.ai.remote_batches import RemoteBatch, RemoteBatches
+    from moodlemate.ai._gpt import GPT
+    from moodlemate.ai._provider import Completion, Connection, Provider
+    from moodlemate.ai._remote_batches import RemoteBatch, RemoteBatches
 
 __all__ = [
     "DEFAULT_MAX_WAIT",

@@ -26,13 +26,13 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.completion_json import completion_fields, usage_fields
+from moodlemate.ai._completion_json import completion_fields, usage_fields
+from moodlemate.ai._secrets import redact
 from moodlemate.ai.errors import MoodlemateError, ProviderError, ReplyError, ValidationError
-from moodlemate.ai.secrets import redact
 
 if TYPE_CHECKING:
+    from moodlemate.ai._provider import Completion
     from moodlemate.ai.batch.items import BatchItem
-    from moodlemate.ai.provider import Completion
 
 __all__ = ["BatchOutputError", "ResultLog", "failure_record", "success_record"]
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from moodlemate.ai._replies import reply_text
+from moodlemate.ai._usage import Usage
 from moodlemate.ai.batch.items import BatchItem
 from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
 from moodlemate.ai.errors import (
@@ -35,12 +37,10 @@ from moodlemate.ai.errors import (
     ReplyError,
     ValidationError,
 )
-from moodlemate.ai.replies import reply_text
-from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
-    from moodlemate.ai.gpt import GPT
-    from moodlemate.ai.provider import Completion
+    from moodlemate.ai._gpt import GPT
+    from moodlemate.ai._provider import Completion
 
 __all__ = ["MAX_CONCURRENCY", "BatchInterrupted", "BatchSummary", "Progress", "run_batch"]
 

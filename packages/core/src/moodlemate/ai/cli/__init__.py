@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from moodlemate.ai.secrets import RedactingFilter
+    from moodlemate.ai._secrets import RedactingFilter
 
     for handler in logging.getLogger().handlers:  # whatever logger a record comes from
         handler.addFilter(RedactingFilter())

@@ -105,6 +105,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from moodlemate.ai._validation import check_model
     from moodlemate.ai.batch import (
         BatchInputError,
         BatchInterrupted,
@@ -117,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
     from moodlemate.ai.batch.runner import MAX_CONCURRENCY
     from moodlemate.ai.cli.progress import ProgressReporter
     from moodlemate.ai.errors import ValidationError
-    from moodlemate.ai.validation import check_model
 
     if args.concurrency > MAX_CONCURRENCY:
         raise CommandError(f"--concurrency must be at most {MAX_CONCURRENCY}", EXIT_USAGE)

@@ -13,9 +13,9 @@ from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXI
 from moodlemate.ai.cli.progress import Writable
 
 if TYPE_CHECKING:
+    from moodlemate.ai._gpt import GPT
     from moodlemate.ai.batch import BatchItem, ResultLog
     from moodlemate.ai.batch.remote import RemoteBatchSummary
-    from moodlemate.ai.gpt import GPT
 
 _REPORT_EVERY = 5.0  # seconds between progress lines while batches run
 

@@ -13,9 +13,9 @@ from moodlemate.ai.cli.common import CommandError, money, tokens_line
 from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from moodlemate.ai.conversation import Conversation
-    from moodlemate.ai.gpt import GPT
-    from moodlemate.ai.provider import Completion
+    from moodlemate.ai._conversation import Conversation
+    from moodlemate.ai._gpt import GPT
+    from moodlemate.ai._provider import Completion
 
 __all__ = ["add_reply_options", "deliver"]
 
@@ -84,7 +84,7 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
     assert completion is not None  # set by the call that just returned
     conversations.save(name, talk.to_json())
     if args.json:
-        from moodlemate.ai.completion_json import completion_fields
+        from moodlemate.ai._completion_json import completion_fields
 
         print(json.dumps({**completion_fields(completion), "conversation": name}))
     elif not text.endswith("\n"):

@@ -8,13 +8,13 @@ import sys
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from moodlemate.ai._config import ENV_API_KEY as ENV_KEY
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_USAGE
-from moodlemate.ai.config import ENV_API_KEY as ENV_KEY
 from moodlemate.ai.errors import ValidationError
 
 if TYPE_CHECKING:
-    from moodlemate.ai.gpt import GPT
-    from moodlemate.ai.usage import Usage
+    from moodlemate.ai._gpt import GPT
+    from moodlemate.ai._usage import Usage
 
 _SETTINGS = ("provider", "endpoint", "profile", "model", "fallbacks")
 
@@ -69,7 +69,7 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
 
 def make_gpt(args: argparse.Namespace) -> GPT:
     """A GPT from the settings the user gave; everything else resolves as in the library."""
-    from moodlemate.ai.gpt import GPT
+    from moodlemate.ai._gpt import GPT
 
     given: dict[str, Any] = {
         name: value for name in _SETTINGS if (value := getattr(args, name, None)) is not None
@@ -85,7 +85,7 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         given["log"] = False
     gpt = GPT(**given)
     if gpt.log is None and not getattr(args, "no_log", False):
-        from moodlemate.ai.spend_log import SpendLog, default_log_path
+        from moodlemate.ai._spend_log import SpendLog, default_log_path
 
         gpt.log = SpendLog(default_log_path())
     if gpt.log is not None:
@@ -97,7 +97,7 @@ def make_gpt(args: argparse.Namespace) -> GPT:
 
 
 def temperature(text: str) -> float:
-    from moodlemate.ai.validation import check_temperature
+    from moodlemate.ai._validation import check_temperature
 
     try:
         return check_temperature(float(text))
@@ -117,7 +117,7 @@ def positive_int(text: str) -> int:
 
 
 def api_key(text: str) -> str:
-    from moodlemate.ai.credentials import check_key_format
+    from moodlemate.ai._credentials import check_key_format
 
     try:
         return check_key_format(text)
@@ -126,7 +126,7 @@ def api_key(text: str) -> str:
 
 
 def endpoint_url(text: str) -> str:
-    from moodlemate.ai.urls import normalize_endpoint
+    from moodlemate.ai._urls import normalize_endpoint
 
     try:
         return normalize_endpoint(text)

@@ -31,8 +31,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moodlemate.ai.gpt import GPT
-    from moodlemate.ai.retry import RetryPolicy
+    from moodlemate.ai._gpt import GPT
+    from moodlemate.ai._retry import RetryPolicy
     from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
     with LoopbackServer() as server:

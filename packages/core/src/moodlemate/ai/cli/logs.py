@@ -11,7 +11,7 @@ from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.cli.table import format_table
 
 if TYPE_CHECKING:
-    from moodlemate.ai.spend_log import SpendLog
+    from moodlemate.ai._spend_log import SpendLog
 
 HEADERS = ["TIME", "PROVIDER", "MODEL", "TOKENS", "COST", "ATTEMPTS", "MS", "OUTCOME"]
 
@@ -29,8 +29,8 @@ def open_log(args: argparse.Namespace) -> SpendLog | None:
     """The log the command reads, or None (and a note) when there is none yet."""
     import sys
 
-    from moodlemate.ai.config import resolve_settings
-    from moodlemate.ai.spend_log import SpendLog, default_log_path
+    from moodlemate.ai._config import resolve_settings
+    from moodlemate.ai._spend_log import SpendLog, default_log_path
 
     path = args.log or resolve_settings().log or default_log_path()
     spend_log = SpendLog(path)

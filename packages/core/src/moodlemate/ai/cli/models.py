@@ -12,7 +12,7 @@ from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.cli.table import format_table
 
 if TYPE_CHECKING:
-    from moodlemate.ai.pricing import ModelInfo, Price
+    from moodlemate.ai._pricing import ModelInfo, Price
 
 HEADERS = [
     "PROVIDER",
@@ -45,7 +45,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moodlemate.ai.plugins import registry
+    from moodlemate.ai._plugins import registry
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # `moodlemate-ai providers` reports broken plugins

@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moodlemate.ai.plugins import PLUGINS_ENV, registry
+    from moodlemate.ai._plugins import PLUGINS_ENV, registry
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # failures are listed below instead
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     elif excluded:
         print(f"no providers loaded ({PLUGINS_ENV} leaves out every installed one)")
     else:
-        from moodlemate.ai.plugins import install_hint
+        from moodlemate.ai._plugins import install_hint
 
         print(f"no providers installed ({install_hint('openai')})")
     if excluded:

@@ -34,7 +34,7 @@ def since(text: str) -> datetime:
 
 
 def add_parser(subparsers: Any) -> None:
-    from moodlemate.ai.spend_log import GROUPINGS
+    from moodlemate.ai._spend_log import GROUPINGS
 
     parser = subparsers.add_parser(
         "spend",
@@ -65,7 +65,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from moodlemate.ai.spend_log import totals
+    from moodlemate.ai._spend_log import totals
 
     spend_log = open_log(args)
     try:

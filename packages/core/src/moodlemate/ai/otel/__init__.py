@@ -13,7 +13,7 @@ What is recorded (names from the conventions; see the README for the full table)
   ``gen_ai.response.model``, ``gen_ai.response.finish_reasons``, ``gen_ai.usage.*``,
   ``server.address``/``server.port`` and, on failure, ``error.type`` and an error status;
   each retry is an event ``moodlemate.retry`` (at the moment it is scheduled, through
-  :func:`moodlemate.ai.retry.listen_to_retries`) and each fallback entry that failed an
+  :func:`moodlemate.ai._retry.listen_to_retries`) and each fallback entry that failed an
   event ``moodlemate.fallback``;
 - the histograms ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration``, and
   the counter ``moodlemate.client.cost`` (USD, calls with a known cost only).
@@ -29,8 +29,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from moodlemate.ai._plugins import PluginRegistry
     from moodlemate.ai.otel.telemetry import GenAITelemetry
-    from moodlemate.ai.plugins import PluginRegistry
 
 __all__ = ["CAPTURE_CONTENT_ENV", "PLUGIN_NAME", "instrument", "uninstrument"]
 
@@ -60,7 +60,7 @@ def instrument(
         raise ConfigurationError(
             f"OpenTelemetry is not installed ({exc.name}): pip install 'moodlemate-ai[otel]'"
         ) from None
-    from moodlemate.ai.plugins import registry
+    from moodlemate.ai._plugins import registry
 
     if capture_content is None:
         capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
@@ -75,6 +75,6 @@ def instrument(
 
 def uninstrument(plugins: PluginRegistry | None = None) -> bool:
     """Stop recording; False when nothing was instrumented."""
-    from moodlemate.ai.plugins import registry
+    from moodlemate.ai._plugins import registry
 
     return (plugins or registry).unregister(PLUGIN_NAME)

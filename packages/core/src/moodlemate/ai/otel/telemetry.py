@@ -13,17 +13,17 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from moodlemate.ai._hookspecs import hookimpl
+from moodlemate.ai._retry import listen_to_retries, stop_listening
 from moodlemate.ai.errors import MoodlemateError, ProviderError
-from moodlemate.ai.hookspecs import hookimpl
-from moodlemate.ai.retry import listen_to_retries, stop_listening
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
     from contextvars import Token
 
-    from moodlemate.ai.provider import ChatRequest, Completion, FailedEntry
-    from moodlemate.ai.retry import RetryListener
+    from moodlemate.ai._provider import ChatRequest, Completion, FailedEntry
+    from moodlemate.ai._retry import RetryListener
 
     _Open = tuple[int, trace.Span, Token[RetryListener | None]]
 

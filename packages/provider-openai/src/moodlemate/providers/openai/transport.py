@@ -1,4 +1,4 @@
-"""The HTTP stack's share of the hard bounds (see :mod:`moodlemate.ai.bounds`).
+"""The HTTP stack's share of the hard bounds (see :mod:`moodlemate.ai._bounds`).
 
 httpx's timeouts are per socket operation: a server that sends one byte a second never
 trips a 3-second read timeout, in the headers or in the body. httpcore takes a pluggable

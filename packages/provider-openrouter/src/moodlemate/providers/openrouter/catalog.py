@@ -17,7 +17,7 @@ and async calls first await the fetch in a worker thread (:func:`aload`).
 :func:`refresh_models` forces a fetch (``python -m moodlemate.providers.openrouter``).
 
 OpenRouter quotes USD per token as decimal strings (``"0.00000015"``); they become
-per-million-token :class:`~moodlemate.ai.pricing.Price` Decimals exactly. A negative price
+per-million-token :class:`~moodlemate.ai._pricing.Price` Decimals exactly. A negative price
 (``"-1"``, e.g. ``openrouter/auto``, which bills as whatever model it routes to) means unknown.
 """
 

@@ -17,7 +17,7 @@ Never on errors another model would repeat: a bad request, an invalid or missing
 entry, a budget reached, input validation. Those raise at once, as without fallbacks. A stream
 falls back only before its first delta; after it, text has reached the caller.
 
-The served :class:`~moodlemate.ai.provider.Completion` names its entry (``served_by``) and what
+The served :class:`~moodlemate.ai._provider.Completion` names its entry (``served_by``) and what
 failed before it (``failed_before``); an error that ends the chain carries ``failed_before`` too.
 The call hooks see one call: before the first entry sent, after the chain ended.
 """
@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from moodlemate.ai._provider import FailedEntry
 from moodlemate.ai.errors import (
     APIConnectionError,
     ConflictError,
@@ -42,12 +43,11 @@ from moodlemate.ai.errors import (
     ServerError,
     ValidationError,
 )
-from moodlemate.ai.provider import FailedEntry
 
 if TYPE_CHECKING:
-    from moodlemate.ai.call import Call
-    from moodlemate.ai.call_hooks import CallHooks
-    from moodlemate.ai.provider import ChatRequest, Completion, Provider
+    from moodlemate.ai._call import Call
+    from moodlemate.ai._call_hooks import CallHooks
+    from moodlemate.ai._provider import ChatRequest, Completion, Provider
 
 __all__ = [
     "OUTAGES",
@@ -94,7 +94,7 @@ def check_fallbacks(models: Iterable[str] | None) -> tuple[str, ...]:
         return ()
     if isinstance(models, str):
         raise ValidationError("fallbacks must be a list of model names, not one string")
-    from moodlemate.ai.validation import check_model
+    from moodlemate.ai._validation import check_model
 
     entries = tuple(models)
     if len(entries) > MAX_FALLBACKS:

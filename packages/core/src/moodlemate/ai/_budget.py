@@ -20,15 +20,15 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
+from moodlemate.ai._ledger import Reservation
+from moodlemate.ai._token_framing import token_ceiling, wire_messages
+from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
-from moodlemate.ai.ledger import Reservation
-from moodlemate.ai.token_framing import token_ceiling, wire_messages
-from moodlemate.ai.usage import Usage
 
 if TYPE_CHECKING:
-    from moodlemate.ai.ledger import Ledger
-    from moodlemate.ai.provider import ChatRequest, Provider
-    from moodlemate.ai.shared_budget import SharedBudget
+    from moodlemate.ai._ledger import Ledger
+    from moodlemate.ai._provider import ChatRequest, Provider
+    from moodlemate.ai._shared_budget import SharedBudget
 
 __all__ = ["DEFAULT_OUTPUT_ESTIMATE", "reserve", "to_budget", "worst_case_cost"]
 
@@ -64,7 +64,7 @@ def reserve(
     shared: SharedBudget | None = None,
 ) -> Reservation:
     """Reserve ``request``'s worst-case cost in ``ledger`` (or in the ``shared`` scope, for
-    every process: :mod:`moodlemate.ai.shared_budget`) under ``budget``, or raise
+    every process: :mod:`moodlemate.ai._shared_budget`) under ``budget``, or raise
     BudgetExceededError. Without a budget nothing is counted (the reservation only records)."""
     if budget is None:
         return Reservation(None, Decimal(0))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import get_args
 
+from moodlemate.ai._provider import ChatRequest, Message, Role
 from moodlemate.ai.errors import ValidationError
-from moodlemate.ai.provider import ChatRequest, Message, Role
 
 __all__ = ["build_chat_request", "check_model", "check_request", "check_text"]
 

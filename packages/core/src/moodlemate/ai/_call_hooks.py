@@ -2,7 +2,7 @@
 
 Only built when some plugin implements one of them, so a call with no such plugin pays
 nothing but one attribute check. The hooks see the request, the provider's name and the
-endpoint; the key stays in the :class:`~moodlemate.ai.provider.Connection`, which they never get.
+endpoint; the key stays in the :class:`~moodlemate.ai._provider.Connection`, which they never get.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from moodlemate.ai.errors import ProviderError
 
 if TYPE_CHECKING:
     import pluggy
-    from moodlemate.ai.provider import ChatRequest, Completion
+    from moodlemate.ai._provider import ChatRequest, Completion
 
 __all__ = ["CallHooks"]
 

@@ -3,7 +3,7 @@
 A :class:`Target` is one immutable snapshot of where an instance points and as whom; the
 facade swaps it whole on every change and a call reads it once, so a call never mixes one
 setting's old value with another's new one. :func:`connect` turns it into the
-:class:`~moodlemate.ai.provider.Connection` a provider receives.
+:class:`~moodlemate.ai._provider.Connection` a provider receives.
 
 Where keys go (first match wins, in this order):
 
@@ -42,21 +42,21 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from moodlemate.ai.config import ENV_API_KEY
+from moodlemate.ai._config import ENV_API_KEY
+from moodlemate.ai._provider import Connection
+from moodlemate.ai._secrets import register_secret
+from moodlemate.ai._urls import normalize_endpoint, origin
 from moodlemate.ai.errors import (
     InvalidAPIKeyError,
     InvalidEndpointError,
     MissingAPIKeyError,
     ProviderError,
 )
-from moodlemate.ai.provider import Connection
-from moodlemate.ai.secrets import register_secret
-from moodlemate.ai.urls import normalize_endpoint, origin
 
 if TYPE_CHECKING:
-    from moodlemate.ai.config import Settings
-    from moodlemate.ai.plugins import PluginRegistry
-    from moodlemate.ai.provider import Provider
+    from moodlemate.ai._config import Settings
+    from moodlemate.ai._plugins import PluginRegistry
+    from moodlemate.ai._provider import Provider
 
 __all__ = [
     "MAX_KEY_LENGTH",

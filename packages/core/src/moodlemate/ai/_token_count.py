@@ -1,6 +1,6 @@
 """Counting a chat request's prompt tokens with a provider, or estimating them.
 
-The framing rule itself is :mod:`moodlemate.ai.token_framing`. Where a provider cannot
+The framing rule itself is :mod:`moodlemate.ai._token_framing`. Where a provider cannot
 tokenize (its tokenizer data is missing), what only needs an estimate
 (the context-window check, conversation trimming) uses :func:`estimate_tokens`: one token per
 two UTF-8 bytes, rounded up. That overcounts prose and code about twice (they average 3.7 to 6
@@ -15,8 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
-from moodlemate.ai.token_framing import (
+from moodlemate.ai._token_framing import (
     REPLY_PRIMING_TOKENS,
     TOKENS_PER_MESSAGE,
     TOKENS_PER_NAME,
@@ -24,9 +23,10 @@ from moodlemate.ai.token_framing import (
     count_messages,
     wire_messages,
 )
+from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Provider
+    from moodlemate.ai._provider import Provider
 
 __all__ = [
     "ESTIMATE_BYTES_PER_TOKEN",
@@ -99,7 +99,7 @@ def _log_estimate(provider: Provider, model: str, exc: TokenizerUnavailableError
 
 def check_messages(messages: object) -> list[dict[str, str]]:
     """Validate user-supplied messages (dicts like ``{"role": ..., "content": ..., "name": ...}``
-    or :class:`~moodlemate.ai.provider.Message`) and return them in wire shape."""
+    or :class:`~moodlemate.ai._provider.Message`) and return them in wire shape."""
     if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Iterable):
         raise ValidationError(f"messages must be a list of messages, not {type(messages).__name__}")
     checked: list[dict[str, str]] = []

@@ -19,18 +19,18 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from moodlemate.ai._urls import normalize_endpoint
 from moodlemate.ai.errors import (
     InvalidEndpointError,
     PluginError,
     ProviderNotInstalledError,
     UnknownProviderError,
 )
-from moodlemate.ai.urls import normalize_endpoint
 
 if TYPE_CHECKING:
     import pluggy
-    from moodlemate.ai.call_hooks import CallHooks
-    from moodlemate.ai.provider import Provider
+    from moodlemate.ai._call_hooks import CallHooks
+    from moodlemate.ai._provider import Provider
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_ENV", "PluginRegistry", "ProviderEntry", "registry"]
 
@@ -113,7 +113,7 @@ class PluginRegistry:
 
     def _new_manager(self) -> pluggy.PluginManager:
         import pluggy
-        from moodlemate.ai import hookspecs
+        from moodlemate.ai import _hookspecs as hookspecs
 
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
@@ -246,10 +246,10 @@ class PluginRegistry:
     def _contract_problem(
         self, provider: Provider, plugin: str, from_code: bool, claimed: set[str]
     ) -> str | None:
-        from moodlemate.ai.provider import Provider
+        from moodlemate.ai._provider import Provider
 
         if not isinstance(provider, Provider):
-            return f"registered {provider!r}, which is not a moodlemate.ai.provider.Provider"
+            return f"registered {provider!r}, which is not a moodlemate.ai.plugin.Provider"
         kind = type(provider).__name__
         name = getattr(provider, "name", None)
         if not isinstance(name, str) or not _PROVIDER_NAME.fullmatch(name):
@@ -418,7 +418,7 @@ class PluginRegistry:
             return self._hooks
         pm = self._manager()
         with self._lock:
-            from moodlemate.ai.call_hooks import CallHooks
+            from moodlemate.ai._call_hooks import CallHooks
 
             self._hooks = CallHooks.of(pm)
             self._hooks_known = True

@@ -13,8 +13,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from moodlemate.ai.secrets import mask
-from moodlemate.ai.usage import Usage
+from moodlemate.ai._secrets import mask
+from moodlemate.ai._usage import Usage
 
 __all__ = ["ChatRequest", "Completion", "Connection", "FailedEntry", "Message", "Role"]
 
@@ -89,7 +89,7 @@ class Completion:
     own model or one of ``GPT.fallbacks``); None without fallbacks."""
     failed_before: tuple[FailedEntry, ...] = ()
     """The entries that failed before ``served_by`` answered, in order (see
-    :mod:`moodlemate.ai.fallbacks`)."""
+    :mod:`moodlemate.ai._fallbacks`)."""
 
 
 @dataclass(frozen=True, slots=True)

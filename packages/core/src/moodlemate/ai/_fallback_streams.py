@@ -1,6 +1,6 @@
 """Streams over a fallback chain: an entry that fails before its first delta hands the
 stream to the next entry; after the first delta, text has reached the caller and errors pass
-through as they are (see :mod:`moodlemate.ai.fallbacks`)."""
+through as they are (see :mod:`moodlemate.ai._fallbacks`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING
 
+from moodlemate.ai._fallbacks import FallbackChain
+from moodlemate.ai._streaming import AsyncTextStream, StreamCall, TextStream
 from moodlemate.ai.errors import MoodlemateError, ReplyError
-from moodlemate.ai.fallbacks import FallbackChain
-from moodlemate.ai.streaming import AsyncTextStream, StreamCall, TextStream
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Completion
+    from moodlemate.ai._provider import Completion
 
 __all__ = ["AsyncFallbackStream", "FallbackStream"]
 

@@ -5,7 +5,7 @@ text deltas; everything a user relies on lives here, so every provider gets it a
 
 - The retried unit is "open the request and read up to the first text delta". A failure
   in there (connect error, 5xx, a stream cut before any text) goes through the shared
-  :class:`~moodlemate.ai.retry.RetryPolicy`; nothing has reached the caller yet, so a retry
+  :class:`~moodlemate.ai._retry.RetryPolicy`; nothing has reached the caller yet, so a retry
   cannot duplicate text.
 - A stream that ends without text raises as ``chat_completion`` does: RefusalError for a
   refusal, EmptyReplyError when the server did not say it stopped normally (the call is
@@ -21,7 +21,7 @@ text deltas; everything a user relies on lives here, so every provider gets it a
   per (provider, endpoint, model), so later streams skip the refused attempt.
 
 A stream is lazy: the request is sent on the first ``next()``, and that is when its
-worst-case cost is reserved against the budget (:mod:`moodlemate.ai.budget`). Closing it
+worst-case cost is reserved against the budget (:mod:`moodlemate.ai._budget`). Closing it
 early (``close()``, leaving a ``with`` block, breaking out of a loop and dropping it)
 releases the connection and the reservation; such a call is not recorded in the ledger,
 because the usage chunk never arrived, but the spend log has its row (outcome ``cancelled``,
@@ -38,8 +38,16 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from moodlemate.ai import bounds
-from moodlemate.ai.bounds import ResponseLimits
+from moodlemate.ai import _bounds as bounds
+from moodlemate.ai._bounds import ResponseLimits
+from moodlemate.ai._provider import (
+    AsyncProviderStream,
+    ChatRequest,
+    Completion,
+    Connection,
+    ProviderStream,
+)
+from moodlemate.ai._replies import reply_text
 from moodlemate.ai.errors import (
     APITimeoutError,
     ProviderError,
@@ -47,21 +55,13 @@ from moodlemate.ai.errors import (
     StreamingNotSupportedError,
     StreamInterruptedError,
 )
-from moodlemate.ai.provider import (
-    AsyncProviderStream,
-    ChatRequest,
-    Completion,
-    Connection,
-    ProviderStream,
-)
-from moodlemate.ai.replies import reply_text
 
 if TYPE_CHECKING:
-    from moodlemate.ai.call import Call
-    from moodlemate.ai.call_hooks import CallHooks
-    from moodlemate.ai.ledger import Reservation
-    from moodlemate.ai.provider import Provider
-    from moodlemate.ai.retry import RetryPolicy
+    from moodlemate.ai._call import Call
+    from moodlemate.ai._call_hooks import CallHooks
+    from moodlemate.ai._ledger import Reservation
+    from moodlemate.ai._provider import Provider
+    from moodlemate.ai._retry import RetryPolicy
 
 __all__ = ["AsyncProviderStream", "AsyncTextStream", "ProviderStream", "StreamCall", "TextStream"]
 
@@ -74,7 +74,7 @@ def _forget(completion: Completion) -> None:
 
 @dataclass(frozen=True, slots=True)
 class StreamCall:
-    """A prepared :class:`~moodlemate.ai.call.Call` as a stream runs it: the call's own
+    """A prepared :class:`~moodlemate.ai._call.Call` as a stream runs it: the call's own
     steps (reserve, settle, fail, hooks), plus the rules that only a stream has."""
 
     call: Call

@@ -1,10 +1,10 @@
 """One call, prepared once and run one way: the pipeline every facade method goes through.
 
 :meth:`GPT.prepare` does what every call needs before sending, once: route a
-``provider:model`` string, take the credentials snapshot (:mod:`moodlemate.ai.credentials`),
+``provider:model`` string, take the credentials snapshot (:mod:`moodlemate.ai._credentials`),
 check the context window. The :class:`Call` it returns carries that and a snapshot of the
 instance's policy, limits and accounts, and runs as sync or async (the streams of
-:mod:`moodlemate.ai.streaming` and the chains of :mod:`moodlemate.ai.fallbacks` drive the same
+:mod:`moodlemate.ai._streaming` and the chains of :mod:`moodlemate.ai._fallbacks` drive the same
 object): reserve the worst case against the budget, send under the retry policy and the
 bounds, then price, settle, log and fire the hooks. Changing the instance's settings while a
 call runs changes the next call, never this one.
@@ -18,19 +18,19 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.budget import reserve
-from moodlemate.ai.credentials import explain_unsent_key
+from moodlemate.ai._budget import reserve
+from moodlemate.ai._credentials import explain_unsent_key
+from moodlemate.ai._plausible import bounded
 from moodlemate.ai.errors import ProviderError
-from moodlemate.ai.plausible import bounded
 
 if TYPE_CHECKING:
-    from moodlemate.ai.bounds import ResponseLimits
-    from moodlemate.ai.call_hooks import CallHooks
-    from moodlemate.ai.ledger import Ledger, Reservation
-    from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
-    from moodlemate.ai.retry import RetryPolicy
-    from moodlemate.ai.shared_budget import SharedBudget
-    from moodlemate.ai.spend_log import SpendLog
+    from moodlemate.ai._bounds import ResponseLimits
+    from moodlemate.ai._call_hooks import CallHooks
+    from moodlemate.ai._ledger import Ledger, Reservation
+    from moodlemate.ai._provider import ChatRequest, Completion, Connection, Provider
+    from moodlemate.ai._retry import RetryPolicy
+    from moodlemate.ai._shared_budget import SharedBudget
+    from moodlemate.ai._spend_log import SpendLog
 
 __all__ = ["Accounts", "Call"]
 

@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from moodlemate.ai._secrets import register_secret
 from moodlemate.ai.errors import ConfigurationError, InvalidEndpointError
-from moodlemate.ai.secrets import register_secret
 
 __all__ = [
     "CONFIG_ENV",
@@ -247,7 +247,7 @@ class _Checker:
         if "api_key_env" in table and not re.fullmatch(_ENV_NAME, table["api_key_env"]):
             self.fail("api_key_env", where, "must be an environment variable name")
         if "endpoint" in table:
-            from moodlemate.ai.urls import normalize_endpoint
+            from moodlemate.ai._urls import normalize_endpoint
 
             try:
                 table = {**table, "endpoint": normalize_endpoint(table["endpoint"])}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import ChatRequest, Completion, Provider
+    from moodlemate.ai._provider import ChatRequest, Completion, Provider
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 

@@ -1,5 +1,5 @@
 """A thread-safe running account of calls, tokens and cost for one GPT instance, and of the
-cost reserved by calls in flight (see :mod:`moodlemate.ai.budget`)."""
+cost reserved by calls in flight (see :mod:`moodlemate.ai._budget`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import BudgetExceededError
-from moodlemate.ai.usage import Usage
 
 __all__ = ["NO_RESERVATION", "Ledger", "Reservation"]
 

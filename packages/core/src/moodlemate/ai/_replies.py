@@ -11,8 +11,8 @@ full completion. An empty text is an answer only when the server said it stopped
 
 from __future__ import annotations
 
+from moodlemate.ai._provider import Completion
 from moodlemate.ai.errors import EmptyReplyError, RefusalError
-from moodlemate.ai.provider import Completion
 
 __all__ = ["reply_text"]
 

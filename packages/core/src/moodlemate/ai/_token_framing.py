@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from moodlemate.ai.call_types import Message
+    from moodlemate.ai._call_types import Message
 
 __all__ = [
     "MAX_BYTES_PER_CHAR",

@@ -3,7 +3,7 @@
 OpenAI's Batch API is the model: upload a JSONL file of requests, create a batch from it,
 poll it until it ends, download its output and error files. A provider that offers this
 returns a :class:`RemoteBatches` from :meth:`Provider.remote_batches
-<moodlemate.ai.provider.Provider.remote_batches>`; the others raise UnsupportedFeatureError,
+<moodlemate.ai._provider.Provider.remote_batches>`; the others raise UnsupportedFeatureError,
 and the remote runner (:mod:`moodlemate.ai.batch.remote`) says so before anything is sent.
 
 Every method sends one request once: the runner decides what to retry and when, because
@@ -20,9 +20,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from moodlemate.ai.call_types import ChatRequest, Completion, Connection
+    from moodlemate.ai._call_types import ChatRequest, Completion, Connection
+    from moodlemate.ai._pricing import Price
     from moodlemate.ai.errors import ProviderError
-    from moodlemate.ai.pricing import Price
 
 __all__ = ["TERMINAL_STATUSES", "RemoteBatch", "RemoteBatches", "RemoteResult"]
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from moodlemate.ai.call_types import (
+from moodlemate.ai._call_types import (
     ChatRequest,
     Completion,
     Connection,
@@ -23,13 +23,13 @@ from moodlemate.ai.call_types import (
     Message,
     Role,
 )
+from moodlemate.ai._pricing import ModelInfo, Price
+from moodlemate.ai._token_framing import TokenCount, count_messages
+from moodlemate.ai._urls import origin
 from moodlemate.ai.errors import InvalidAPIKeyError, UnsupportedFeatureError
-from moodlemate.ai.pricing import ModelInfo, Price
-from moodlemate.ai.token_framing import TokenCount, count_messages
-from moodlemate.ai.urls import origin
 
 if TYPE_CHECKING:
-    from moodlemate.ai.remote_batches import RemoteBatches
+    from moodlemate.ai._remote_batches import RemoteBatches
 
 __all__ = [
     "AsyncProviderStream",
@@ -187,7 +187,7 @@ class Provider(ABC):
 
     def remote_batches(self) -> RemoteBatches:
         """The vendor's own batch service (upload, create, poll, download, cancel): see
-        :mod:`moodlemate.ai.remote_batches`. Raise UnsupportedFeatureError when there is none."""
+        :mod:`moodlemate.ai._remote_batches`. Raise UnsupportedFeatureError when there is none."""
         raise UnsupportedFeatureError(
             f"provider {self.name!r} does not offer remote batches (a vendor batch service "
             "such as OpenAI's Batch API); run the batch locally instead (without --remote)"

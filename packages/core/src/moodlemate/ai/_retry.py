@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TypeVar
 
-from moodlemate.ai import bounds
-from moodlemate.ai.bounds import DEFAULT_LIMITS, ResponseLimits
+from moodlemate.ai import _bounds as bounds
+from moodlemate.ai._bounds import DEFAULT_LIMITS, ResponseLimits
+from moodlemate.ai._secrets import redact_exception
 from moodlemate.ai.errors import APITimeoutError, ProviderError, ValidationError
-from moodlemate.ai.secrets import redact_exception
 
 __all__ = [
     "RetryListener",
@@ -144,7 +144,7 @@ class RetryPolicy:
         """Call ``attempt(timeout)`` until it succeeds or the policy gives up.
 
         Each attempt runs with its wall-clock end and ``limits`` set in
-        :mod:`moodlemate.ai.bounds`, which the provider's HTTP stack enforces on every
+        :mod:`moodlemate.ai._bounds`, which the provider's HTTP stack enforces on every
         socket read. Returns the result and the number of attempts made; on failure the
         raised ProviderError carries ``attempts``.
         """

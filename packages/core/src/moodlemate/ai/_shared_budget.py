@@ -2,7 +2,7 @@
 
 ``GPT(budget="20", budget_scope="team-a", budget_window="day", log="~/spend.db")``: every
 instance, in any process, naming the same scope and file draws on one budget. The
-reservations of :mod:`moodlemate.ai.budget` move into the file: a call's worst case is
+reservations of :mod:`moodlemate.ai._budget` move into the file: a call's worst case is
 reserved in one ``BEGIN IMMEDIATE`` transaction (so no two processes both take the last
 dollar), and settled with its real cost, or released, when it ends. N processes together
 spend at most the budget plus, per call in flight, what it costs beyond its reservation.
@@ -20,17 +20,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from moodlemate.ai._ledger import Reservation, refusal
 from moodlemate.ai.errors import BudgetExceededError, ValidationError
-from moodlemate.ai.ledger import Reservation, refusal
 
 if TYPE_CHECKING:
-    from moodlemate.ai.ledger import Ledger
-    from moodlemate.ai.spend_log import SpendLog
-    from moodlemate.ai.usage import Usage
+    from moodlemate.ai._ledger import Ledger
+    from moodlemate.ai._spend_log import SpendLog
+    from moodlemate.ai._usage import Usage
 
 __all__ = ["RESERVATION_TTL", "WINDOWS", "SharedBudget"]
 
-log = logging.getLogger("moodlemate.ai.shared_budget")
+log = logging.getLogger("moodlemate.ai._shared_budget")
 
 WINDOWS = ("day", "month")
 RESERVATION_TTL = 3600.0

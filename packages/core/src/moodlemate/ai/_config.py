@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from moodlemate.ai.config_file import (
+from moodlemate.ai._config_file import (
     CONFIG_ENV,
     PROFILE_ENV,
     PROJECT_FILE,
@@ -19,15 +19,15 @@ from moodlemate.ai.config_file import (
     load_config,
     register_header_secret,
 )
-from moodlemate.ai.defaults import DEFAULT_MODEL, DEFAULT_PROVIDER
+from moodlemate.ai._defaults import DEFAULT_MODEL, DEFAULT_PROVIDER
+from moodlemate.ai._secrets import register_secret
+from moodlemate.ai._urls import normalize_endpoint
 from moodlemate.ai.errors import (
     ConfigurationError,
     InvalidEndpointError,
     MissingAPIKeyError,
     ValidationError,
 )
-from moodlemate.ai.secrets import register_secret
-from moodlemate.ai.urls import normalize_endpoint
 
 __all__ = [
     "DEFAULT_PROVIDER",
@@ -91,7 +91,7 @@ class Settings:
     fallbacks: tuple[str, ...] = ()
     """The profile's ``fallbacks``: models tried in order when a call's model is out."""
     log: str | None = None
-    """The profile's spend log path (``log``), see :mod:`moodlemate.ai.spend_log`."""
+    """The profile's spend log path (``log``), see :mod:`moodlemate.ai._spend_log`."""
 
 
 def resolve_settings(

@@ -13,8 +13,8 @@ import threading
 from dataclasses import replace
 from decimal import Decimal
 
-from moodlemate.ai.provider import Completion
-from moodlemate.ai.usage import Usage
+from moodlemate.ai._provider import Completion
+from moodlemate.ai._usage import Usage
 
 __all__ = ["MAX_CALL_COST", "MAX_CALL_TOKENS", "bounded"]
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
+from moodlemate.ai._provider import ChatRequest, Provider
+from moodlemate.ai._token_count import count_or_estimate
+from moodlemate.ai._token_framing import token_ceiling, wire_messages
 from moodlemate.ai.errors import ContextWindowExceededError
-from moodlemate.ai.provider import ChatRequest, Provider
-from moodlemate.ai.token_count import count_or_estimate
-from moodlemate.ai.token_framing import token_ceiling, wire_messages
 
 __all__ = ["MIN_OUTPUT_TOKENS", "check_context_window"]
 

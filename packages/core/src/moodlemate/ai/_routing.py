@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from moodlemate.ai.errors import ProviderNotInstalledError, UnknownProviderError
 
 if TYPE_CHECKING:
-    from moodlemate.ai.plugins import PluginRegistry
-    from moodlemate.ai.provider import Provider
+    from moodlemate.ai._plugins import PluginRegistry
+    from moodlemate.ai._provider import Provider
 
 __all__ = ["split_provider"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moodlemate.ai.provider import Completion
-    from moodlemate.ai.usage import Usage
+    from moodlemate.ai._provider import Completion
+    from moodlemate.ai._usage import Usage
 
 __all__ = ["completion_fields", "usage_fields"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from moodlemate.ai.usage import Usage
+from moodlemate.ai._usage import Usage
 
 __all__ = ["ModelInfo", "Price"]
 

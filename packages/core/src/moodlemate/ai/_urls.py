@@ -42,7 +42,7 @@ def normalize_endpoint(url: object) -> str:
         raise InvalidEndpointError("endpoint must not carry credentials; set api_key instead")
     if parts.query or parts.fragment:
         raise InvalidEndpointError(f"endpoint {shown!r} must not have a query or fragment")
-    from moodlemate.ai.endpoint_host import check_host
+    from moodlemate.ai._endpoint_host import check_host
 
     check_host(parts.hostname, port, shown)
     return text.rstrip("/")

@@ -1,8 +1,8 @@
 """The GPT facade: settings, provider choice, the retry policy and accounting, nothing vendor.
 
 Each call validates its arguments, picks the provider, sends through the shared
-:class:`~moodlemate.ai.retry.RetryPolicy` and records usage and cost in the instance's
-:class:`~moodlemate.ai.ledger.Ledger`. Providers come from plugins and are resolved on first
+:class:`~moodlemate.ai._retry.RetryPolicy` and records usage and cost in the instance's
+:class:`~moodlemate.ai._ledger.Ledger`. Providers come from plugins and are resolved on first
 use, so constructing a GPT imports no vendor SDK.
 """
 
@@ -17,12 +17,12 @@ from os import PathLike
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from moodlemate.ai.bounds import ResponseLimits
-from moodlemate.ai.budget import to_budget
-from moodlemate.ai.call import Accounts, Call
-from moodlemate.ai.config import check_headers, resolve_settings
-from moodlemate.ai.context_window import check_context_window
-from moodlemate.ai.credentials import (
+from moodlemate.ai._bounds import ResponseLimits
+from moodlemate.ai._budget import to_budget
+from moodlemate.ai._call import Accounts, Call
+from moodlemate.ai._config import check_headers, resolve_settings
+from moodlemate.ai._context_window import check_context_window
+from moodlemate.ai._credentials import (
     check_assigned_key,
     check_key_format,
     connect,
@@ -32,25 +32,25 @@ from moodlemate.ai.credentials import (
     provider_for,
     target_from,
 )
+from moodlemate.ai._ledger import Ledger
+from moodlemate.ai._plugins import PluginRegistry, registry
+from moodlemate.ai._provider import ChatRequest, Completion, Connection, Provider
+from moodlemate.ai._replies import reply_text
+from moodlemate.ai._retry import RetryPolicy
+from moodlemate.ai._routing import split_provider
+from moodlemate.ai._secrets import RedactingFilter, mask, register_secret
+from moodlemate.ai._token_count import TokenCount, check_messages, wire_messages
+from moodlemate.ai._urls import normalize_endpoint
+from moodlemate.ai._validation import build_chat_request, check_model, check_request, check_text
 from moodlemate.ai.errors import MoodlemateError, ValidationError
-from moodlemate.ai.ledger import Ledger
-from moodlemate.ai.plugins import PluginRegistry, registry
-from moodlemate.ai.provider import ChatRequest, Completion, Connection, Provider
-from moodlemate.ai.replies import reply_text
-from moodlemate.ai.retry import RetryPolicy
-from moodlemate.ai.routing import split_provider
-from moodlemate.ai.secrets import RedactingFilter, mask, register_secret
-from moodlemate.ai.token_count import TokenCount, check_messages, wire_messages
-from moodlemate.ai.urls import normalize_endpoint
-from moodlemate.ai.validation import build_chat_request, check_model, check_request, check_text
 
 if TYPE_CHECKING:
-    from moodlemate.ai.conversation import Conversation
-    from moodlemate.ai.fallbacks import FallbackChain
-    from moodlemate.ai.pricing import ModelInfo
-    from moodlemate.ai.shared_budget import SharedBudget
-    from moodlemate.ai.spend_log import SpendLog
-    from moodlemate.ai.streaming import AsyncTextStream, TextStream
+    from moodlemate.ai._conversation import Conversation
+    from moodlemate.ai._fallbacks import FallbackChain
+    from moodlemate.ai._pricing import ModelInfo
+    from moodlemate.ai._shared_budget import SharedBudget
+    from moodlemate.ai._spend_log import SpendLog
+    from moodlemate.ai._streaming import AsyncTextStream, TextStream
 
 __all__ = ["GPT"]
 
@@ -80,7 +80,7 @@ class GPT:
     (``profile`` picks one of its profiles), else defaults to OpenAI; arguments beat both.
     A key or headers given in code go to this instance's endpoint, in whatever order
     ``api_key`` and ``endpoint`` are set; keys from the environment or a config file stay
-    with the endpoint they were configured for (:mod:`moodlemate.ai.credentials` has the
+    with the endpoint they were configured for (:mod:`moodlemate.ai._credentials` has the
     table). ``app_url``/``app_title`` identify your app to providers that attribute traffic
     (OpenRouter).
     """
@@ -125,9 +125,9 @@ class GPT:
         self.ledger = Ledger()
         self.budget = budget
         self.log = _spend_log(settings.log if log is None else log)
-        """Where every call is recorded (:mod:`moodlemate.ai.spend_log`), or None."""
+        """Where every call is recorded (:mod:`moodlemate.ai._spend_log`), or None."""
         self.shared_budget = _shared_budget(self.log, budget_scope, budget_window)
-        """The budget every process shares (:mod:`moodlemate.ai.shared_budget`), or None."""
+        """The budget every process shares (:mod:`moodlemate.ai._shared_budget`), or None."""
         self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
         self._fallback_on: tuple[type[BaseException], ...] | None = None
         self._local = threading.local()
@@ -196,7 +196,7 @@ class GPT:
         the old values or all the new ones, never a mix (None clears a setting).
 
         A key set in code goes to this instance's endpoint, whatever the order of setting
-        them (see :mod:`moodlemate.ai.credentials`). It is checked against the provider's key
+        them (see :mod:`moodlemate.ai._credentials`). It is checked against the provider's key
         format as soon as the endpoint is known, here or before the first request.
         """
         changes: dict[str, object] = {}
@@ -222,7 +222,7 @@ class GPT:
     def budget(self) -> Decimal | None:
         """Cost ceiling in USD: a call whose worst-case cost, with those of the calls in flight,
         would take ``ledger.cost`` past it raises BudgetExceededError before sending. None (the
-        default) means no ceiling. See :mod:`moodlemate.ai.budget`."""
+        default) means no ceiling. See :mod:`moodlemate.ai._budget`."""
         return self._budget
 
     @budget.setter
@@ -232,7 +232,7 @@ class GPT:
     @property
     def fallbacks(self) -> tuple[str, ...]:
         """Models tried in order when a call's own model is out (``provider:model`` routes
-        included, each with its own key rules); see :mod:`moodlemate.ai.fallbacks`."""
+        included, each with its own key rules); see :mod:`moodlemate.ai._fallbacks`."""
         return self._fallbacks
 
     @fallbacks.setter
@@ -240,22 +240,22 @@ class GPT:
         if models is None or models == () or models == []:  # GPT() imports nothing more
             self._fallbacks: tuple[str, ...] = ()
             return
-        from moodlemate.ai.fallbacks import check_fallbacks
+        from moodlemate.ai._fallbacks import check_fallbacks
 
         self._fallbacks = check_fallbacks(models)
 
     @property
     def fallback_on(self) -> tuple[type[BaseException], ...] | None:
         """Errors that, ending an entry's retries, move a call to the next fallback; None:
-        :data:`~moodlemate.ai.fallbacks.OUTAGES` (quota and context-window rules apply
-        besides, see :mod:`moodlemate.ai.fallbacks`)."""
+        :data:`~moodlemate.ai._fallbacks.OUTAGES` (quota and context-window rules apply
+        besides, see :mod:`moodlemate.ai._fallbacks`)."""
         return self._fallback_on
 
     @fallback_on.setter
     def fallback_on(
         self, errors: type[BaseException] | Iterable[type[BaseException]] | None
     ) -> None:
-        from moodlemate.ai.fallbacks import check_fallback_on
+        from moodlemate.ai._fallbacks import check_fallback_on
 
         self._fallback_on = check_fallback_on(errors)
 
@@ -272,7 +272,7 @@ class GPT:
 
     @property
     def limits(self) -> ResponseLimits:
-        """How large a response may be (see :class:`~moodlemate.ai.bounds.ResponseLimits`)."""
+        """How large a response may be (see :class:`~moodlemate.ai._bounds.ResponseLimits`)."""
         return self._limits
 
     @limits.setter
@@ -419,7 +419,7 @@ class GPT:
         return completion
 
     def prepare(self, request: ChatRequest, *, checked: bool = False) -> Call:
-        """The :class:`~moodlemate.ai.call.Call` that sends ``request``: routed, with this
+        """The :class:`~moodlemate.ai._call.Call` that sends ``request``: routed, with this
         instance's credentials, policy and accounts as they are now, and its context window
         checked (the budget is reserved when it is sent). Every path (sync, async, stream,
         each fallback entry) runs one."""
@@ -454,11 +454,11 @@ class GPT:
         return self.stream_request(request)
 
     def stream_request(self, request: ChatRequest) -> TextStream:
-        """Stream a prepared request (see :mod:`moodlemate.ai.streaming` for the guarantees)."""
-        from moodlemate.ai.streaming import TextStream
+        """Stream a prepared request (see :mod:`moodlemate.ai._streaming` for the guarantees)."""
+        from moodlemate.ai._streaming import TextStream
 
         if self._fallbacks:
-            from moodlemate.ai.fallback_streams import FallbackStream
+            from moodlemate.ai._fallback_streams import FallbackStream
 
             return FallbackStream(self._chain(replace(request, stream=True)), self._remember)
         return TextStream(self.prepare(replace(request, stream=True)), self._remember)
@@ -472,7 +472,7 @@ class GPT:
     ) -> Conversation:
         """The named conversation of this instance, created on first use; ``"default"`` is
         the one :meth:`context_assistant` uses. Settings given here are applied to it."""
-        from moodlemate.ai.conversation import Conversation
+        from moodlemate.ai._conversation import Conversation
 
         if not check_text(name, "name"):
             raise ValidationError("conversation name must not be empty")
@@ -545,10 +545,10 @@ class GPT:
 
     def astream_request(self, request: ChatRequest) -> AsyncTextStream:
         """Async :meth:`stream_request`."""
-        from moodlemate.ai.streaming import AsyncTextStream
+        from moodlemate.ai._streaming import AsyncTextStream
 
         if self._fallbacks:
-            from moodlemate.ai.fallback_streams import AsyncFallbackStream
+            from moodlemate.ai._fallback_streams import AsyncFallbackStream
 
             return AsyncFallbackStream(self._chain(replace(request, stream=True)), self._remember)
         return AsyncTextStream(self.prepare(replace(request, stream=True)), self._remember)
@@ -571,7 +571,7 @@ class GPT:
         )
 
     def _chain(self, request: ChatRequest) -> FallbackChain:
-        from moodlemate.ai.fallbacks import FallbackChain
+        from moodlemate.ai._fallbacks import FallbackChain
 
         return FallbackChain(
             request,
@@ -591,7 +591,7 @@ def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog 
     False or None means none."""
     if value is None or value is False:
         return None
-    from moodlemate.ai.spend_log import SpendLog
+    from moodlemate.ai._spend_log import SpendLog
 
     if isinstance(value, SpendLog):
         return value
@@ -609,6 +609,6 @@ def _shared_budget(
         return None
     if store is None:
         raise ValidationError("budget_scope needs a log: the shared budget lives in its file")
-    from moodlemate.ai.shared_budget import SharedBudget
+    from moodlemate.ai._shared_budget import SharedBudget
 
     return SharedBudget(store, scope, window)

@@ -24,27 +24,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from moodlemate.ai.defaults import DEFAULT_SYSTEM_MESSAGE
-from moodlemate.ai.errors import (
-    ContextWindowExceededError,
-    ServerContextWindowExceededError,
-    ValidationError,
-)
-from moodlemate.ai.provider import ChatRequest, Message, Provider
-from moodlemate.ai.replies import reply_text
-from moodlemate.ai.token_count import text_counter
-from moodlemate.ai.token_framing import (
+from moodlemate.ai._defaults import DEFAULT_SYSTEM_MESSAGE
+from moodlemate.ai._provider import ChatRequest, Message, Provider
+from moodlemate.ai._replies import reply_text
+from moodlemate.ai._token_count import text_counter
+from moodlemate.ai._token_framing import (
     REPLY_PRIMING_TOKENS,
     count_messages,
     token_ceiling,
     wire_messages,
 )
-from moodlemate.ai.validation import check_max_tokens, check_model, check_temperature, check_text
+from moodlemate.ai._validation import check_max_tokens, check_model, check_temperature, check_text
+from moodlemate.ai.errors import (
+    ContextWindowExceededError,
+    ServerContextWindowExceededError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
-    from moodlemate.ai.pricing import ModelInfo
-    from moodlemate.ai.provider import Completion
-    from moodlemate.ai.streaming import TextStream
+    from moodlemate.ai._pricing import ModelInfo
+    from moodlemate.ai._provider import Completion
+    from moodlemate.ai._streaming import TextStream
 
 
 class Host(Protocol):
@@ -87,7 +87,7 @@ FORMAT_VERSION = 1
 def count_chat_tokens(provider: Provider, model: str, messages: tuple[Message, ...]) -> int:
     """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models; a
     conservative estimate when the provider has no tokenizer data (trimming never fails for it,
-    see :func:`moodlemate.ai.token_count.estimate_tokens`)."""
+    see :func:`moodlemate.ai._token_count.estimate_tokens`)."""
     return count_messages(wire_messages(messages), text_counter(provider, model))
 
 

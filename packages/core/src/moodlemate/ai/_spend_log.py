@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import sqlite3
 
-    from moodlemate.ai.provider import ChatRequest, Completion
+    from moodlemate.ai._provider import ChatRequest, Completion
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "CallRecord", "SpendLog", "default_log_path"]
 
-log = logging.getLogger("moodlemate.ai.spend_log")
+log = logging.getLogger("moodlemate.ai._spend_log")
 
 DEFAULT_BUSY_TIMEOUT = 1.0
 """Seconds a write waits for another process's lock before the row is dropped."""
@@ -68,7 +68,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX calls_time ON calls (time);
     """,
-    # 2: budgets shared by every process using the file (moodlemate.ai.shared_budget)
+    # 2: budgets shared by every process using the file (moodlemate.ai._shared_budget)
     """
     CREATE TABLE budget_spend (
         scope TEXT NOT NULL,
@@ -317,7 +317,7 @@ class SpendLog:
             raise
         conn.execute("COMMIT")
 
-    # -- shared budgets (see moodlemate.ai.shared_budget) --------------------------------
+    # -- shared budgets (see moodlemate.ai._shared_budget) --------------------------------
 
     def reserve_shared(
         self, scope: str, period: str, amount: Decimal, budget: Decimal, ttl: float
