@@ -1,9 +1,9 @@
 """pytest fixtures for testing code that uses moodlemate-ai, offline, against a real server.
 
-Installed with the core (entry point ``pytest11``), so any project that depends on
-moodlemate-ai gets, with no conftest:
+Installed with moodlemate-ai-testing (entry point ``pytest11``; ``pip install
+"moodlemate-ai[testing]"``), so any project that depends on it gets, with no conftest:
 
-- ``moodlemate_server``: a started :class:`~moodlemate.ai.testing.LoopbackServer`, reset
+- ``moodlemate_server``: a started :class:`~moodlemate.testing.LoopbackServer`, reset
   before each test (empty request log and script, no faults, no responder, default models and
   settings). One server serves the whole session, so the fixture costs no start-up per test.
 - ``gpt``: a :class:`~moodlemate.ai.GPT` bound to that server with a test key and a retry
@@ -26,7 +26,7 @@ import pytest
 if TYPE_CHECKING:
     from moodlemate.ai.gpt import GPT
     from moodlemate.ai.retry import RetryPolicy
-    from moodlemate.ai.testing import LoopbackServer
+    from moodlemate.testing import LoopbackServer
 
 __all__ = ["TEST_API_KEY", "gpt", "moodlemate_retry", "moodlemate_server"]
 
@@ -36,7 +36,7 @@ TEST_API_KEY = "sk-test-moodlemate-pytest-plugin"
 
 @pytest.fixture(scope="session")
 def _moodlemate_session_server() -> Iterator[LoopbackServer]:
-    from moodlemate.ai.testing import LoopbackServer
+    from moodlemate.testing import LoopbackServer
 
     with LoopbackServer() as server:
         yield server

@@ -9,7 +9,7 @@ Use it in your own tests::
 
     import pytest
     from moodlemate.ai import GPT
-    from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+    from moodlemate.testing import Fault, LoopbackServer, Reply
 
     @pytest.fixture
     def llm():
@@ -30,7 +30,9 @@ the next item of the FIFO script (``enqueue``); else a random fault (``fault_rat
 ``responder(body)``; else ``Reply()``, which echoes the last user message. Validation (the API
 key, the JSON body, and with ``strict`` the real API's model rules) comes first and consumes
 nothing from the script, so a client that adapts its request after a 400 still meets the
-scripted replies in order.
+scripted replies in order. The model rules (which models are reasoning models, which reject
+the system role) are the OpenAI provider's own, from :mod:`moodlemate.providers.openai.models`,
+so the server and the client it tests cannot drift apart.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from moodlemate.ai.testing_batches import BatchFate, BatchService
+from moodlemate.providers.openai.models import rules_for
+from moodlemate.testing._batches import BatchFate, BatchService
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -75,12 +78,6 @@ DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     {"id": "o3-mini", "object": "model", "created": 1737146383, "owned_by": "system"},
     {"id": "gpt-5-mini", "object": "model", "created": 1754425777, "owned_by": "system"},
 )
-
-_SNAPSHOT = r"(?:-\d{4}-\d{2}-\d{2})?"
-_REASONING_MODEL = re.compile(
-    rf"(?:o1|o1-mini|o1-preview|o3|o3-mini|o4-mini|gpt-5|gpt-5-mini|gpt-5-nano){_SNAPSHOT}"
-)
-_NO_SYSTEM_ROLE_MODEL = re.compile(rf"(?:o1-mini|o1-preview){_SNAPSHOT}")
 
 _QUOTA_MESSAGE = (
     "You exceeded your current quota, please check your plan and billing details. For more "
@@ -279,7 +276,7 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
         self.batches = BatchService(self._batch_answer)
         """OpenAI's Files and Batch APIs (``/v1/files``, ``/v1/batches``) on a clock a test
-        can speed up: see :mod:`moodlemate.ai.testing_batches`."""
+        can speed up: see :mod:`moodlemate.testing._batches`."""
         self.cut_downloads = 0
         """The next this many file-content downloads send half the body, then reset."""
 
@@ -1130,7 +1127,8 @@ def _validate(
             "stream",
             "unsupported_value",
         )
-    if not strict or not _REASONING_MODEL.fullmatch(base):
+    rules = rules_for(model)  # the provider's rules: one source of truth for both sides
+    if not strict or not rules.reasoning:
         return None
     if body.get("max_tokens") is not None:
         return (
@@ -1147,7 +1145,7 @@ def _validate(
             "temperature",
             "unsupported_value",
         )
-    if _NO_SYSTEM_ROLE_MODEL.fullmatch(base):
+    if not rules.system_role:
         for i, message in enumerate(messages):
             role = message.get("role") if isinstance(message, dict) else None
             if role in ("system", "developer"):
