@@ -31,8 +31,9 @@ the next item of the FIFO script (``enqueue``); else a random fault (``fault_rat
 key, the JSON body, and with ``strict`` the real API's model rules) comes first and consumes
 nothing from the script, so a client that adapts its request after a 400 still meets the
 scripted replies in order. The model rules (which models are reasoning models, which reject
-the system role) are the OpenAI provider's own, from :mod:`moodlemate.providers.openai.models`,
-so the server and the client it tests cannot drift apart.
+the system role; another vendor's ``acme/o3-mini`` takes the classic shape, as on OpenRouter)
+are the providers' own, from :mod:`moodlemate.providers.openai.models`, so the server and the
+client it tests cannot drift apart.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from moodlemate.providers.openai.models import rules_for
+from moodlemate.providers.openai.models import routed_rules_for
 from moodlemate.testing._batches import BatchFate, BatchService
 
 __all__ = [
@@ -1127,7 +1128,7 @@ def _validate(
             "stream",
             "unsupported_value",
         )
-    rules = rules_for(model)  # the provider's rules: one source of truth for both sides
+    rules = routed_rules_for(model)  # the providers' own rules: one source of truth
     if not strict or not rules.reasoning:
         return None
     if body.get("max_tokens") is not None:

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from moodlemate.ai.gpt import GPT
-    from moodlemate.ai.retry import RetryPolicy
+    from moodlemate.ai import GPT, RetryPolicy
     from moodlemate.testing import LoopbackServer
 
 __all__ = ["TEST_API_KEY", "gpt", "moodlemate_retry", "moodlemate_server"]
@@ -52,7 +51,7 @@ def moodlemate_server(_moodlemate_session_server: LoopbackServer) -> LoopbackSer
 @pytest.fixture
 def moodlemate_retry() -> RetryPolicy:
     """Retries as in production, waits in milliseconds, every call bounded by 20 seconds."""
-    from moodlemate.ai.retry import RetryPolicy
+    from moodlemate.ai import RetryPolicy
 
     return RetryPolicy(
         attempts=4,
@@ -67,7 +66,7 @@ def moodlemate_retry() -> RetryPolicy:
 @pytest.fixture
 def gpt(moodlemate_server: LoopbackServer, moodlemate_retry: RetryPolicy) -> GPT:
     """A GPT talking to ``moodlemate_server`` through the OpenAI provider."""
-    from moodlemate.ai.gpt import GPT
+    from moodlemate.ai import GPT
 
     return GPT(
         "openai", endpoint=moodlemate_server.url, api_key=TEST_API_KEY, retry=moodlemate_retry

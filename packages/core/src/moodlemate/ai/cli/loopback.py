@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from moodlemate.ai.cli.exits import EXIT_USAGE
 from moodlemate.ai.cli.common import CommandError
+from moodlemate.ai.cli.exits import EXIT_USAGE
 
 
 @contextmanager
