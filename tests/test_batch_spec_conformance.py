@@ -22,7 +22,7 @@ from moodlemate.ai import GPT  # noqa: E402
 from moodlemate.ai.batch import parse_items  # noqa: E402
 from moodlemate.ai.batch.remote import run_remote_batch  # noqa: E402
 from moodlemate.ai.testing import LoopbackServer  # noqa: E402
-from moodlemate.ai.testing_batches import _multipart  # noqa: E402
+from moodlemate.testing._batches import _multipart  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
 pytestmark = pytest.mark.skipif(not SPEC.is_file(), reason="the OpenAPI spec is not present")

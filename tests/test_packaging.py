@@ -62,6 +62,7 @@ def test_py_typed_is_shipped() -> None:
 
     assert files("moodlemate.ai").joinpath("py.typed").is_file()
     assert files("moodlemate.providers.openai").joinpath("py.typed").is_file()
+    assert files("moodlemate.testing").joinpath("py.typed").is_file()
 
 
 def _wheel(package: str, into: Path) -> zipfile.ZipFile:
@@ -92,6 +93,7 @@ DISTRIBUTIONS = {
     "packages/core": "moodlemate_ai",
     "packages/provider-openai": "moodlemate_ai_openai",
     "packages/provider-openrouter": "moodlemate_ai_openrouter",
+    "packages/testing": "moodlemate_ai_testing",
 }
 
 
@@ -118,10 +120,44 @@ def test_every_distribution_has_real_metadata_and_a_readme_that_stands_alone(
         assert "pip install ./packages/" in readme  # how to install it today, from a clone
 
 
-def test_the_core_wheel_declares_the_pytest_plugin(tmp_path: Path) -> None:
+def test_the_testing_wheel_declares_the_pytest_plugin_and_ships_the_server(
+    tmp_path: Path,
+) -> None:
+    with _wheel("packages/testing", tmp_path) as wheel:
+        entry_points = wheel.read("moodlemate_ai_testing-0.1.0.dist-info/entry_points.txt")
+        names = set(wheel.namelist())
+        requires = wheel.read("moodlemate_ai_testing-0.1.0.dist-info/METADATA").decode()
+    assert "[pytest11]\nmoodlemate-ai = moodlemate.testing.pytest_plugin" in entry_points.decode()
+    assert {
+        "moodlemate/testing/__init__.py",
+        "moodlemate/testing/_server.py",
+        "moodlemate/testing/_batches.py",
+        "moodlemate/testing/pytest_plugin.py",
+        "moodlemate/testing/py.typed",
+    } <= names
+    assert not any(name.startswith(("moodlemate/ai/", "moodlemate/__init__")) for name in names)
+    assert "Requires-Dist: moodlemate-ai>=0.1.0" in requires
+    assert "Requires-Dist: moodlemate-ai-openai>=0.1.0" in requires
+
+
+def test_the_core_wheel_carries_no_openai_emulation(tmp_path: Path) -> None:
+    """The server lives in moodlemate-ai-testing: core ships only a re-export module, no
+    pytest plugin, and offers the server through its ``testing`` extra."""
     with _wheel("packages/core", tmp_path) as wheel:
-        entry_points = wheel.read("moodlemate_ai-0.1.0.dist-info/entry_points.txt").decode()
-    assert "[pytest11]\nmoodlemate-ai = moodlemate.ai.pytest_plugin" in entry_points
+        names = set(wheel.namelist())
+        dist_info = "moodlemate_ai-0.1.0.dist-info"
+        entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode()
+        metadata = wheel.read(f"{dist_info}/METADATA").decode().replace('"', "'")
+        reexport = wheel.read("moodlemate/ai/testing.py").decode()
+    assert "pytest11" not in entry_points
+    assert not {n for n in names if "pytest_plugin" in n or "testing_batches" in n}
+    assert "moodlemate/testing/__init__.py" not in names
+    # The re-export module holds no server: no HTTP, no sockets, no chat completion shapes.
+    for server_code in ("http.server", "socket", "chat.completion", "class ", "def "):
+        assert server_code not in reexport, server_code
+    assert len(reexport.splitlines()) < 50
+    assert "Requires-Dist: moodlemate-ai-testing>=0.1.0; extra == 'testing'" in metadata
+    assert "Requires-Dist: moodlemate-ai-testing>=0.1.0; extra == 'all'" in metadata
 
 
 def test_a_missing_provider_says_how_to_install_it_from_a_clone_and_from_pypi() -> None:

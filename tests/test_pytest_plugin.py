@@ -1,5 +1,5 @@
-"""The pytest plugin users get with moodlemate-ai: run as pytest runs it, in a fresh session
-(pytester), found through its installed ``pytest11`` entry point, with no conftest."""
+"""The pytest plugin users get with moodlemate-ai-testing: run as pytest runs it, in a fresh
+session (pytester), found through its installed ``pytest11`` entry point, with no conftest."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def _readme_example() -> str:
 
 def test_the_plugin_is_an_installed_pytest11_entry_point() -> None:
     (entry,) = [e for e in entry_points(group="pytest11") if e.name == "moodlemate-ai"]
-    assert entry.value == "moodlemate.ai.pytest_plugin"
+    assert entry.value == "moodlemate.testing.pytest_plugin"
     assert entry.dist is not None
-    assert entry.dist.name == "moodlemate-ai"
+    assert entry.dist.name == "moodlemate-ai-testing"
 
 
 def test_the_readme_example_passes_as_written(pytester: pytest.Pytester) -> None:
@@ -118,8 +118,9 @@ def test_loading_the_plugin_imports_neither_the_server_nor_the_sdk(
 
         def test_light():
             loaded = {m.split(".")[0] for m in sys.modules} | set(sys.modules)
-            assert "moodlemate.ai.pytest_plugin" in loaded
-            assert not {"openai", "tiktoken", "moodlemate.ai.testing"} & loaded
+            assert "moodlemate.testing.pytest_plugin" in loaded
+            server = {"moodlemate.testing._server", "moodlemate.ai.testing"}
+            assert not {"openai", "tiktoken", "moodlemate.providers", *server} & loaded
         """
     )
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from moodlemate.ai.cli.exits import EXIT_OK
+from moodlemate.ai.cli.loopback import testing_installed
 from moodlemate.ai.errors import TokenizerUnavailableError
 
 DEMO_KEY = "sk-demo-0000000000000000"
@@ -33,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._retry import RetryPolicy
-    from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+
+    with testing_installed():
+        from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
     with LoopbackServer() as server:
         server.api_key = DEMO_KEY

@@ -1,8 +1,8 @@
 """``moodlemate-ai serve``: the OpenAI-compatible test server, in the foreground.
 
-The same :class:`~moodlemate.ai.testing.LoopbackServer` the test suite and the pytest plugin
-use, so people can try the command line and their own apps offline: no key, no network,
-optionally with injected faults. It listens on 127.0.0.1 only.
+The same :class:`~moodlemate.testing.LoopbackServer` (distribution moodlemate-ai-testing) the
+test suite and the pytest plugin use, so people can try the command line and their own apps
+offline: no key, no network, optionally with injected faults. It listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from moodlemate.ai.cli.common import CommandError
 from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
+from moodlemate.ai.cli.loopback import testing_installed
 
 DESCRIPTION = """\
 Run the OpenAI-compatible test server on 127.0.0.1 until Ctrl-C or SIGTERM. It answers
@@ -63,7 +64,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moodlemate.ai.testing import LoopbackServer
+    with testing_installed():
+        from moodlemate.ai.testing import LoopbackServer
 
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be 0-65535, got {args.port}", EXIT_USAGE)

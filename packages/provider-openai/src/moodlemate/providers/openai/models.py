@@ -17,7 +17,7 @@ from typing import Any
 
 from moodlemate.ai.plugin import ChatRequest
 
-__all__ = ["ModelRules", "chat_body", "family", "rules_for"]
+__all__ = ["ModelRules", "chat_body", "family", "routed_rules_for", "rules_for"]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -51,6 +51,18 @@ def rules_for(model: str) -> ModelRules:
     if not _REASONING.match(fam):
         return _CHAT_RULES
     return ModelRules(reasoning=True, system_role=fam not in _NO_SYSTEM_ROLE)
+
+
+def routed_rules_for(model: str) -> ModelRules:
+    """The rules for a model id as a router spells it (``vendor/model``): OpenAI's rules
+    apply to OpenAI's models (``openai/o1``, or a bare ``o1``); another vendor's model is
+    taken in the classic shape, whatever its name looks like (``acme/o3-mini``), because the
+    router normalises the request for it. The OpenRouter provider and the test server both
+    decide by this."""
+    vendor, slash, _ = model.partition("/")
+    if slash and vendor.lower() != "openai":
+        return _CHAT_RULES
+    return rules_for(model)
 
 
 _adapted: set[tuple[str, str]] = set()

@@ -8,13 +8,11 @@ from collections.abc import Mapping
 
 from moodlemate.ai.plugin import ChatRequest, Completion, Connection, ModelInfo
 from moodlemate.providers.openai import OpenAIProvider
-from moodlemate.providers.openai.models import ModelRules
+from moodlemate.providers.openai.models import ModelRules, routed_rules_for
 from moodlemate.providers.openai.streaming import AsyncSSEStream
 from moodlemate.providers.openrouter import catalog
 
 __all__ = ["OpenRouterProvider"]
-
-_CHAT_RULES = ModelRules()
 
 
 class OpenRouterProvider(OpenAIProvider):
@@ -43,10 +41,7 @@ class OpenRouterProvider(OpenAIProvider):
     def rules(self, model: str) -> ModelRules:
         """OpenAI's request rules apply to OpenAI's models (``openai/o1``, ``openai/o3-mini``);
         OpenRouter normalises the others, whatever their names look like."""
-        vendor, slash, _ = model.partition("/")
-        if slash and vendor.lower() != "openai":
-            return _CHAT_RULES
-        return super().rules(model)
+        return routed_rules_for(model)
 
     async def aexecute(self, connection: Connection, request: ChatRequest) -> Completion:
         # Fetch the price catalog off the event loop, so the call is priced from it.

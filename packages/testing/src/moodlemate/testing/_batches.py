@@ -1,4 +1,4 @@
-"""OpenAI's Files and Batch APIs for :class:`~moodlemate.ai.testing.LoopbackServer`.
+"""OpenAI's Files and Batch APIs for :class:`~moodlemate.testing.LoopbackServer`.
 
 A remote batch lives for hours on the real service; here it lives on a clock that a test
 speeds up (``speed``) or jumps forward (``advance``), so the whole state machine (validating,

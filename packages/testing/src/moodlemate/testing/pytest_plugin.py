@@ -1,9 +1,9 @@
 """pytest fixtures for testing code that uses moodlemate-ai, offline, against a real server.
 
-Installed with the core (entry point ``pytest11``), so any project that depends on
-moodlemate-ai gets, with no conftest:
+Installed with moodlemate-ai-testing (entry point ``pytest11``; ``pip install
+"moodlemate-ai[testing]"``), so any project that depends on it gets, with no conftest:
 
-- ``moodlemate_server``: a started :class:`~moodlemate.ai.testing.LoopbackServer`, reset
+- ``moodlemate_server``: a started :class:`~moodlemate.testing.LoopbackServer`, reset
   before each test (empty request log and script, no faults, no responder, default models and
   settings). One server serves the whole session, so the fixture costs no start-up per test.
 - ``gpt``: a :class:`~moodlemate.ai.GPT` bound to that server with a test key and a retry
@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from moodlemate.ai._gpt import GPT
-    from moodlemate.ai._retry import RetryPolicy
-    from moodlemate.ai.testing import LoopbackServer
+    from moodlemate.ai import GPT, RetryPolicy
+    from moodlemate.testing import LoopbackServer
 
 __all__ = ["TEST_API_KEY", "gpt", "moodlemate_retry", "moodlemate_server"]
 
@@ -36,7 +35,7 @@ TEST_API_KEY = "sk-test-moodlemate-pytest-plugin"
 
 @pytest.fixture(scope="session")
 def _moodlemate_session_server() -> Iterator[LoopbackServer]:
-    from moodlemate.ai.testing import LoopbackServer
+    from moodlemate.testing import LoopbackServer
 
     with LoopbackServer() as server:
         yield server
@@ -52,7 +51,7 @@ def moodlemate_server(_moodlemate_session_server: LoopbackServer) -> LoopbackSer
 @pytest.fixture
 def moodlemate_retry() -> RetryPolicy:
     """Retries as in production, waits in milliseconds, every call bounded by 20 seconds."""
-    from moodlemate.ai._retry import RetryPolicy
+    from moodlemate.ai import RetryPolicy
 
     return RetryPolicy(
         attempts=4,
@@ -67,7 +66,7 @@ def moodlemate_retry() -> RetryPolicy:
 @pytest.fixture
 def gpt(moodlemate_server: LoopbackServer, moodlemate_retry: RetryPolicy) -> GPT:
     """A GPT talking to ``moodlemate_server`` through the OpenAI provider."""
-    from moodlemate.ai._gpt import GPT
+    from moodlemate.ai import GPT
 
     return GPT(
         "openai", endpoint=moodlemate_server.url, api_key=TEST_API_KEY, retry=moodlemate_retry
