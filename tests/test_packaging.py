@@ -9,8 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import REPO
 from moodlemate.ai._plugins import registry
+from support import REPO
 
 
 def _modules_after(code: str) -> set[str]:

@@ -179,7 +179,7 @@ __version__ = "0.1.0"
 
 # The module that defines each public name, imported on first access. The one list of the
 # public API: ``__all__`` and the lookup below come from it (the block above, for type
-# checkers, must match; tests/test_public_api.py checks that).
+# checkers, must match; tests/core/test_public_api.py checks that).
 _LAZY: dict[str, tuple[str, ...]] = {
     "moodlemate.ai._bounds": ("ResponseLimits",),
     "moodlemate.ai._conversation": ("Conversation",),

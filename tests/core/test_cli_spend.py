@@ -1,0 +1,90 @@
+"""``moodlemate-ai logs`` and ``spend``, and the CLI's default spend log, run as real
+subprocesses against a loopback server (the log lands in the test's own XDG_DATA_HOME)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from moodlemate.ai.testing import LoopbackServer, Reply
+from support import TEST_KEY
+
+COMMAND = [sys.executable, "-m", "moodlemate.ai.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args], capture_output=True, text=True, env=dict(os.environ), timeout=60
+    )
+
+
+@pytest.fixture
+def logged(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Three chats (two priced, one on an unpriced model) in the CLI's default log."""
+    monkeypatch.setenv("MOODLEMATE_ENDPOINT", server.url)
+    monkeypatch.setenv("MOODLEMATE_API_KEY", TEST_KEY)
+    server.responder = lambda body: Reply(
+        model=body["model"], prompt_tokens=1000, completion_tokens=333
+    )
+    for model, prompt in (("gpt-4o-mini", "one"), ("gpt-4o", "two"), ("no-price", "three")):
+        out = run_cli("chat", "--model", model, prompt)
+        assert out.returncode == 0, out.stderr
+    return Path(os.environ["XDG_DATA_HOME"]) / "moodlemate-ai" / "logs.db"
+
+
+def test_the_cli_logs_each_chat_with_its_text_unless_told_not_to(logged: Path) -> None:
+    assert logged.is_file()
+    out = run_cli("chat", "--no-log", "--model", "gpt-4o-mini", "unlogged")
+    assert out.returncode == 0, out.stderr
+    out = run_cli("logs", "--json")
+    rows = json.loads(out.stdout)
+    assert [r["requested_model"] for r in rows] == ["no-price", "gpt-4o", "gpt-4o-mini"]
+    assert json.loads(rows[0]["prompt"])[-1]["content"] == "three"
+    assert rows[0]["reply"] == "Echo: three"
+    assert rows[0]["cost"] is None
+    assert Decimal(rows[2]["cost"]) == (1000 * Decimal("0.15") + 333 * Decimal("0.6")) / 10**6
+    assert TEST_KEY not in logged.read_bytes().decode("latin-1")
+    table = run_cli("logs", "-n", "1").stdout.splitlines()
+    assert table[0].split()[:3] == ["TIME", "PROVIDER", "MODEL"]
+    assert len(table) == 2
+    assert "no-price" in table[1]
+    assert "unknown" in table[1]
+
+
+def test_spend_totals_are_exact_unknown_where_unpriced_and_filtered_by_since(logged: Path) -> None:
+    out = run_cli("spend", "--by", "model", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    groups = {g["key"]: g for g in report["groups"]}
+    mini = (1000 * Decimal("0.15") + 333 * Decimal("0.6")) / 10**6
+    full = (1000 * Decimal("2.5") + 333 * Decimal("10")) / 10**6
+    assert Decimal(groups["gpt-4o-mini"]["cost"]) == mini
+    assert groups["no-price"]["cost"] is None
+    assert Decimal(report["total"]["cost"]) == mini + full
+    assert (report["total"]["calls"], report["total"]["unpriced_calls"]) == (3, 1)
+    text = run_cli("spend", "--by", "provider").stdout
+    assert f"${format(mini + full, 'f')}" in text  # every digit, not rounded
+    day = json.loads(run_cli("spend", "--json").stdout)
+    assert [g["calls"] for g in day["groups"]] == [3]
+    later = json.loads(run_cli("spend", "--since", "2999-01-01", "--json").stdout)
+    assert later["total"]["calls"] == 0
+    assert later["groups"] == []
+    recent = json.loads(run_cli("spend", "--since", "1h", "--json").stdout)
+    assert recent["total"]["calls"] == 3
+    bad = run_cli("spend", "--since", "last tuesday")
+    assert bad.returncode == 2
+    assert "not a time" in bad.stderr
+
+
+def test_no_log_yet_is_said_not_an_error(tmp_path: Path) -> None:
+    out = run_cli("logs", "--log", str(tmp_path / "none.db"), "--json")
+    assert (out.returncode, json.loads(out.stdout)) == (0, [])
+    assert "no spend log" in out.stderr
+    out = run_cli("spend", "--log", str(tmp_path / "none.db"))
+    assert out.returncode == 0
+    assert "total" in out.stdout

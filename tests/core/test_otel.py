@@ -1,0 +1,350 @@
+"""OpenTelemetry GenAI telemetry, recorded into the real OpenTelemetry SDK's in-memory span
+exporter and metric reader, against a loopback server: the conventions' attribute names,
+content off by default, keys never, and telemetry that cannot break a call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from moodlemate.ai import GPT, BadRequestError
+from moodlemate.ai._plugins import PluginRegistry
+from moodlemate.ai.otel import instrument, telemetry, uninstrument
+from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from support import FAST_RETRY, TEST_KEY
+
+SYSTEM = "You are terse."
+PROMPT = "the secret prompt 7c1e"
+
+
+class Recorded:
+    """A GPT instrumented into in-memory exporters, and what they received."""
+
+    def __init__(self, server: LoopbackServer, *, capture_content: bool | None = None) -> None:
+        self.spans = InMemorySpanExporter()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        self.reader = InMemoryMetricReader()
+        self.plugins = PluginRegistry()
+        self.telemetry = instrument(
+            tracer_provider=tracer_provider,
+            meter_provider=MeterProvider(metric_readers=[self.reader]),
+            capture_content=capture_content,
+            plugins=self.plugins,
+        )
+        self.server = server
+
+    def gpt(self, **kwargs: Any) -> GPT:
+        kwargs.setdefault("retry", FAST_RETRY)
+        return GPT(
+            "openai", endpoint=self.server.url, api_key=TEST_KEY, plugins=self.plugins, **kwargs
+        )
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def metrics(self) -> dict[str, Any]:
+        data = self.reader.get_metrics_data()
+        if data is None:
+            return {}
+        return {
+            metric.name: metric
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+        }
+
+    def everything(self) -> str:
+        """Every span and metric, serialized: what an exporter would send anywhere."""
+        data = self.reader.get_metrics_data()
+        return "\n".join(
+            [span.to_json() for span in self.finished()] + [data.to_json() if data else ""]
+        )
+
+
+@pytest.fixture
+def recorded(server: LoopbackServer) -> Iterator[Recorded]:
+    recorded = Recorded(server)
+    yield recorded
+    uninstrument(recorded.plugins)
+
+
+def points(metric: Any) -> dict[str, Any]:
+    return {p.attributes.get("gen_ai.token.type", ""): p for p in metric.data.data_points}
+
+
+def test_one_call_is_one_client_span_with_the_conventions_attributes(
+    recorded: Recorded,
+) -> None:
+    recorded.server.enqueue(Reply(text="Hi.", prompt_tokens=12, completion_tokens=3))
+    completion = recorded.gpt().complete("gpt-4o-mini", SYSTEM, PROMPT, 0.2, 50)
+
+    [span] = recorded.finished()
+    assert span.name == "chat gpt-4o-mini"
+    assert span.kind is SpanKind.CLIENT
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.schema_url == telemetry.SCHEMA_URL
+    assert dict(span.attributes or {}) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.request.temperature": 0.2,
+        "gen_ai.request.max_tokens": 50,
+        "server.address": "127.0.0.1",
+        "server.port": recorded.server.port,
+        "gen_ai.response.model": "gpt-4o-mini",
+        "gen_ai.response.finish_reasons": ("stop",),
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 3,
+        "moodlemate.attempts": 1,
+        "moodlemate.cost": float(completion.cost or 0),
+    }
+
+
+def test_the_metrics_are_the_conventions_histograms_and_a_cost_counter(
+    recorded: Recorded,
+) -> None:
+    recorded.server.enqueue(
+        Reply(prompt_tokens=12, completion_tokens=3), Reply(prompt_tokens=30, completion_tokens=7)
+    )
+    gpt = recorded.gpt()
+    gpt.complete("gpt-4o-mini", "", "one")
+    gpt.complete("gpt-4o-mini", "", "two")
+
+    found = recorded.metrics()
+    assert set(found) == {
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "moodlemate.client.cost",
+    }
+    tokens = found["gen_ai.client.token.usage"]
+    assert tokens.unit == "{token}"
+    by_type = points(tokens)
+    assert (by_type["input"].sum, by_type["input"].count) == (42, 2)
+    assert (by_type["output"].sum, by_type["output"].count) == (10, 2)
+    assert tuple(by_type["input"].explicit_bounds) == telemetry.TOKEN_BUCKETS
+    assert dict(by_type["input"].attributes) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.response.model": "gpt-4o-mini",
+        "server.address": "127.0.0.1",
+        "server.port": recorded.server.port,
+        "gen_ai.token.type": "input",
+    }
+    duration = found["gen_ai.client.operation.duration"]
+    assert duration.unit == "s"
+    [point] = duration.data.data_points
+    assert point.count == 2
+    assert 0 < point.sum < 10
+    assert tuple(point.explicit_bounds) == telemetry.DURATION_BUCKETS
+    [cost] = found["moodlemate.client.cost"].data.data_points
+    assert cost.value == pytest.approx(float(gpt.ledger.cost))
+    assert gpt.ledger.cost > Decimal(0)
+
+
+def test_content_is_off_by_default_and_keys_never_appear(recorded: Recorded) -> None:
+    recorded.server.enqueue(Reply(text="the secret reply 9d2f"))
+    recorded.gpt().complete("gpt-4o-mini", SYSTEM, PROMPT)
+    sent = recorded.everything()
+    assert recorded.finished()
+    for secret in (PROMPT, SYSTEM, "the secret reply 9d2f", TEST_KEY, TEST_KEY[-8:]):
+        assert secret not in sent
+    assert "gen_ai.input.messages" not in sent
+
+
+def test_content_is_recorded_when_opted_in(server: LoopbackServer) -> None:
+    recorded = Recorded(server, capture_content=True)
+    server.enqueue(Reply(text="Hello there."))
+    recorded.gpt().complete("gpt-4o-mini", SYSTEM, PROMPT)
+    [span] = recorded.finished()
+    attributes = span.attributes or {}
+    assert json.loads(str(attributes["gen_ai.system_instructions"])) == [
+        {"type": "text", "content": SYSTEM}
+    ]
+    assert json.loads(str(attributes["gen_ai.input.messages"])) == [
+        {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}
+    ]
+    assert json.loads(str(attributes["gen_ai.output.messages"])) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Hello there."}],
+            "finish_reason": "stop",
+        }
+    ]
+    assert TEST_KEY not in recorded.everything()
+
+
+def test_the_environment_variable_opts_in_too(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    assert Recorded(server).telemetry.capture_content is True
+
+
+def test_a_failed_call_sets_error_type_and_status_and_no_token_usage(
+    recorded: Recorded,
+) -> None:
+    recorded.server.enqueue(Fault.status(400, message="bad temperature"))
+    with pytest.raises(BadRequestError):
+        recorded.gpt().complete("gpt-4o-mini", "", "hi")
+    [span] = recorded.finished()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description is not None
+    assert "bad temperature" in span.status.description
+    assert (span.attributes or {})["error.type"] == "BadRequestError"
+    found = recorded.metrics()
+    assert "gen_ai.client.token.usage" not in found
+    [point] = found["gen_ai.client.operation.duration"].data.data_points
+    assert point.attributes["error.type"] == "BadRequestError"
+
+
+def test_retries_and_fallbacks_are_events_on_the_one_span(recorded: Recorded) -> None:
+    recorded.server.enqueue(*[Fault.status(503)] * FAST_RETRY.attempts, Fault.status(502), Reply())
+    completion = recorded.gpt(fallbacks=["gpt-4o"]).complete("gpt-4o-mini", "", "hi")
+    assert completion.served_by == "gpt-4o"
+    [span] = recorded.finished()
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert attributes["gen_ai.response.model"] == "gpt-4o"
+    assert attributes["moodlemate.served_by"] == "gpt-4o"
+    assert attributes["moodlemate.attempts"] == 2  # the serving entry's: one retry
+    *retries, event = span.events
+    # Each retry as it was scheduled: three for gpt-4o-mini, one for gpt-4o (its 502).
+    assert [(r.name, (r.attributes or {})["moodlemate.attempt"]) for r in retries] == [
+        ("moodlemate.retry", 1),
+        ("moodlemate.retry", 2),
+        ("moodlemate.retry", 3),
+        ("moodlemate.retry", 1),
+    ]
+    assert [(r.attributes or {})["http.response.status_code"] for r in retries] == [
+        503,
+        503,
+        503,
+        502,
+    ]
+    assert {(r.attributes or {})["error.type"] for r in retries} == {"ServerError"}
+    assert all(r.timestamp < event.timestamp for r in retries)
+    assert event.name == "moodlemate.fallback"
+    assert dict(event.attributes or {}) == {
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.provider.name": "openai",
+        "error.type": "ServerError",
+        "http.response.status_code": 503,
+        "moodlemate.attempts": FAST_RETRY.attempts,
+        "moodlemate.elapsed": pytest.approx(completion.failed_before[0].elapsed),
+    }
+
+
+def test_retry_events_stay_with_their_own_call_across_threads(recorded: Recorded) -> None:
+    """Eight threads share the first eight failures however they race: each span holds
+    exactly the retry events of its own call (attempts - 1), never another thread's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gpt = recorded.gpt()
+    recorded.server.enqueue(*[Fault.status(503)] * 8)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: gpt.complete("gpt-4o-mini", "", f"q{i}"), range(8)))
+    spans = recorded.finished()
+    assert len(spans) == 8
+    for span in spans:
+        attempts = (span.attributes or {})["moodlemate.attempts"]
+        assert isinstance(attempts, int)
+        assert len(span.events) == attempts - 1
+    assert sum(len(s.events) for s in spans) == 8
+    assert recorded.telemetry._open == {}
+
+
+def test_a_stream_is_one_span_ended_with_its_usage(recorded: Recorded) -> None:
+    recorded.server.enqueue(Reply(chunks=["a", "b", "c"], prompt_tokens=5, completion_tokens=3))
+    with recorded.gpt().stream("gpt-4o-mini", "", "hi") as stream:
+        assert recorded.finished() == []  # not sent before the first next()
+        assert "".join(stream) == "abc"
+    [span] = recorded.finished()
+    assert (span.attributes or {})["gen_ai.usage.output_tokens"] == 3
+
+
+def test_concurrent_async_calls_each_get_their_own_span(recorded: Recorded) -> None:
+    gpt = recorded.gpt()
+    models = ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4o-mini"]
+    for index in range(len(models)):
+        recorded.server.enqueue(Reply(delay=0.05 * (len(models) - index), completion_tokens=index))
+
+    async def main() -> None:
+        await asyncio.gather(*(gpt.acomplete(m, "", f"q{i}") for i, m in enumerate(models)))
+        await gpt.aclose()
+
+    asyncio.run(main())
+    spans = recorded.finished()
+    assert sorted(s.name for s in spans) == sorted(f"chat {m}" for m in models)
+    for span in spans:
+        attributes = span.attributes or {}
+        assert attributes["gen_ai.request.model"] == attributes["gen_ai.response.model"]
+    assert recorded.telemetry._open == {}
+
+
+def test_streams_closed_early_leave_a_bounded_number_of_open_spans(
+    recorded: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry, "MAX_OPEN_SPANS", 3)
+    gpt = recorded.gpt()
+    for _ in range(6):
+        recorded.server.enqueue(Reply(chunks=["a", "b"]))
+        stream = gpt.stream("gpt-4o-mini", "", "hi")
+        assert next(stream) == "a"
+        stream.close()  # after_response never comes for an abandoned stream
+    assert len(recorded.telemetry._open) == 3
+    assert len(recorded.finished()) == 3  # the oldest, ended when pushed out
+
+
+class BrokenTracerProvider:
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("exporter down")
+
+
+def test_broken_telemetry_never_breaks_a_call(server: LoopbackServer) -> None:
+    plugins = PluginRegistry()
+    instrument(tracer_provider=BrokenTracerProvider(), plugins=plugins)
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, plugins=plugins)
+    assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "Echo: hi"
+    assert uninstrument(plugins) is True
+    assert uninstrument(plugins) is False
+    assert plugins.call_hooks() is None  # uninstrumented calls pay nothing again
+
+
+def test_importing_the_library_imports_no_opentelemetry() -> None:
+    code = (
+        "import sys, moodlemate.ai, moodlemate.ai.otel; from moodlemate.ai import GPT; GPT(); "
+        "print([m for m in sys.modules if m.startswith(('opentelemetry', 'openai', 'tiktoken'))])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_opentelemetry_instrument_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "from moodlemate.ai.otel import instrument\n"
+        "try:\n    instrument()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("ConfigurationError")
+    assert "pip install 'moodlemate-ai[otel]'" in done.stdout

@@ -1,0 +1,261 @@
+"""The API key never shows: not in any log record at any level from any logger, not in our
+errors (str, repr, traceback with its chained SDK exception), not in the GPT repr."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from moodlemate.ai import GPT, AuthenticationError, MoodlemateError, NotFoundError, RateLimitError
+from moodlemate.ai._config import resolve_settings
+from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+from support import FAST_RETRY, TEST_KEY
+
+ECHO = f"Incorrect API key provided: {TEST_KEY}. You can find your API key elsewhere."
+LIBRARY_LOGGERS = ("moodlemate.ai", "openai", "httpx", "httpx2", "httpcore", "httpcore2", "stamina")
+
+
+class Everything(logging.Handler):
+    """Keeps every record and everything a handler could render from it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.rendered: list[str] = []
+        self.formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        # the formatted line with any traceback, plus every attribute incl. `extra` fields
+        self.rendered.append(self.format(record))
+        self.rendered.append(repr(vars(record)))
+
+
+@pytest.fixture
+def captured() -> Iterator[Everything]:
+    handler = Everything()
+    root = logging.getLogger()
+    levels = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    old_root_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_root_level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_key_appears_in_no_log_record_and_no_error(captured: Everything) -> None:
+    errors: list[BaseException] = []
+    with LoopbackServer(api_key=TEST_KEY) as server:
+        gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+        # retried failures whose bodies quote the key, then success
+        server.enqueue(
+            Fault.status(429, retry_after=0, message=ECHO),
+            Fault.reset(),
+            Fault.status(503, message=ECHO),
+            Reply(text="ok"),
+        )
+        assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "ok"
+        # a 401 that echoes the key in full
+        server.enqueue(Fault.status(401, message=ECHO))
+        with pytest.raises(AuthenticationError) as auth:
+            gpt.chat_completion("gpt-4o-mini", "", "hi")
+        errors.append(auth.value)
+        # rate limited with a wait too long to sleep through
+        server.enqueue(Fault.status(429, retry_after=3600, message=ECHO))
+        with pytest.raises(RateLimitError) as limited:
+            gpt.chat_completion("gpt-4o-mini", "", "hi")
+        errors.append(limited.value)
+        # the key pasted where the model name goes; the server quotes it back
+        server.enqueue(Fault.status(404))
+        with pytest.raises(NotFoundError) as unknown:
+            gpt.chat_completion(TEST_KEY, "", "hi")
+        errors.append(unknown.value)
+        # what an application does with an error it cannot handle
+        for error in errors:
+            logging.getLogger("app").error("call failed", exc_info=error)
+        shown = repr(gpt)
+
+    text = "\n".join(captured.rendered)
+    names = {r.name.split(".")[0] for r in captured.records}
+    # the capture really saw the libraries' DEBUG output and stamina's retry records
+    assert {"moodlemate", "openai", "stamina", "app"} <= names
+    assert names & {"httpcore", "httpcore2"}  # the HTTP stack of openai 1-2 or of openai 3
+    assert any(r.name == "stamina" for r in captured.records)
+    assert TEST_KEY not in text
+    for error in errors:
+        assert isinstance(error, MoodlemateError)
+        assert TEST_KEY not in str(error)
+        assert TEST_KEY not in repr(error)
+        assert TEST_KEY not in "".join(traceback.format_exception(error))
+        assert error.__cause__ is not None
+        assert TEST_KEY not in str(error.__cause__)
+    assert TEST_KEY not in shown
+    assert "sk-...5c3e" in shown  # masked, still recognisable
+
+
+def test_stamina_retry_records_carry_no_arguments(
+    server: LoopbackServer, captured: Everything
+) -> None:
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    server.enqueue(Fault.status(500), Fault.status(502), Reply(text="ok"))
+    gpt.chat_completion("gpt-4o-mini", "", "hi")
+    retries = [r for r in captured.records if r.name == "stamina"]
+    assert len(retries) == 2
+    for record in retries:
+        fields = vars(record)
+        assert fields["stamina.args"] == ()
+        assert fields["stamina.kwargs"] == {}
+        assert TEST_KEY not in repr(fields)
+
+
+def test_redacting_filter_masks_keys_in_an_applications_own_handler() -> None:
+    from moodlemate.ai._secrets import RedactingFilter
+
+    GPT(api_key=TEST_KEY)  # a key becomes known to the library when it is set
+    handler = Everything()
+    handler.addFilter(RedactingFilter())
+    app = logging.getLogger("app.billing")
+    app.addHandler(handler)
+    try:
+        app.warning("calling with key %s", TEST_KEY)
+    finally:
+        app.removeHandler(handler)
+    assert handler.records[0].getMessage() == "calling with key sk-...5c3e"
+
+
+def test_resolved_settings_do_not_show_credential_headers_in_their_repr(tmp_path: Path) -> None:
+    secret = "gw-secret-0123456789abcdef"
+    (tmp_path / "moodlemate.toml").write_text(
+        f'endpoint = "http://127.0.0.1:9/v1"\n[headers]\nX-Api-Key = "{secret}"\n'
+    )
+    from_file = resolve_settings()
+    from_argument = resolve_settings(headers={"Authorization": f"Bearer {secret}"})
+    assert from_file.headers == {"X-Api-Key": secret}
+    assert secret not in repr(from_file)
+    assert secret not in repr(from_argument)
+
+
+def test_a_bearer_token_in_configured_headers_is_redacted_when_a_server_echoes_it(
+    server: LoopbackServer,
+) -> None:
+    token = "gw-token-0123456789abcdef"
+    gpt = GPT(
+        "openai",
+        endpoint=server.url,
+        retry=FAST_RETRY,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    server.enqueue(Fault.status(401, message=f"Incorrect API key provided: {token}."))
+    with pytest.raises(AuthenticationError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    shown = "".join(traceback.format_exception(caught.value))
+    assert token not in shown
+
+
+def test_a_key_per_user_keeps_creating_instances_cheap() -> None:
+    """A service making calls with each user's key registers thousands of secrets; the
+    thousandth must cost what the first did. Run apart: the keys would slow later tests."""
+    code = """
+import time
+from moodlemate.ai import GPT
+from moodlemate.ai._secrets import register_secret
+
+def users(first, count):
+    started = time.perf_counter()
+    for n in range(first, first + count):
+        GPT("openai", endpoint="http://127.0.0.1:9/v1", api_key=f"sk-user-{n:08d}-0123456789")
+    return time.perf_counter() - started
+
+users(0, 10)
+early = users(10, 1000)
+for n in range(40_000):
+    register_secret(f"sk-other-{n:08d}-0123456789")
+print(users(30_000, 1000) / early)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert float(out.stdout) < 3
+
+
+# -- echoes the HTTP stack would print, and keys that are short, encoded or in headers -------
+
+
+def test_a_key_echoed_in_a_response_header_leaves_no_trace_at_debug(
+    server: LoopbackServer, captured: Everything
+) -> None:
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    server.enqueue(Reply(text="ok", headers={"x-echo-authorization": f"Bearer {TEST_KEY}"}))
+    assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "ok"
+    text = "\n".join(captured.rendered)
+    # the HTTP stack did log the response headers (the echo went through its loggers)
+    assert "x-echo-authorization" in text
+    assert TEST_KEY not in text
+
+
+def test_cli_at_vv_prints_no_key_a_server_echoed(server: LoopbackServer) -> None:
+    from test_cli import run_cli
+
+    server.enqueue(Reply(text="ok", headers={"x-echo-authorization": f"Bearer {TEST_KEY}"}))
+    done = run_cli("-vv", "chat", "--endpoint", server.url, "--key", TEST_KEY, "hi")
+    assert done.returncode == 0, done.stderr
+    assert "x-echo-authorization" in done.stderr  # the DEBUG lines were printed
+    assert TEST_KEY not in done.stderr
+    assert server.chat_requests[0].headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+def test_a_short_key_is_redacted_as_a_whole_token(server: LoopbackServer) -> None:
+    short = "kq7Zp2"
+    gpt = GPT("openai", endpoint=server.url, api_key=short, retry=FAST_RETRY)
+    server.enqueue(Fault.status(401, message=f"Incorrect API key provided: {short}."))
+    with pytest.raises(AuthenticationError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    assert short not in "".join(traceback.format_exception(caught.value))
+    assert server.chat_requests[0].headers["authorization"] == f"Bearer {short}"
+
+
+def test_a_percent_encoded_echo_of_the_key_is_redacted(server: LoopbackServer) -> None:
+    encoded = TEST_KEY.replace("-", "%2D")
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    server.enqueue(Fault.status(401, message=f"Incorrect API key provided: {encoded}"))
+    with pytest.raises(AuthenticationError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    shown = "".join(traceback.format_exception(caught.value))
+    assert encoded not in shown
+    assert encoded.lower() not in shown.lower()
+    assert TEST_KEY not in shown
+
+
+CREDENTIAL_HEADERS = {
+    "Cookie": "session-cookie-value-01",
+    "X-Auth": "x-auth-value-0002",
+    "Api-Pass": "api-pass-value-03",
+    "X-Access": "x-access-value-04",
+    "X-Signature": "x-signature-value-05",
+    "X-Session": "x-session-value-06",
+}
+
+
+def test_credential_header_values_are_redacted_from_errors(server: LoopbackServer) -> None:
+    gpt = GPT("openai", endpoint=server.url, retry=FAST_RETRY, headers=CREDENTIAL_HEADERS)
+    echo = " ".join(CREDENTIAL_HEADERS.values())
+    server.enqueue(Fault.status(400, message=f"bad request with {echo}"))
+    with pytest.raises(MoodlemateError) as caught:
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "bad request with" in shown
+    for value in CREDENTIAL_HEADERS.values():
+        assert value not in shown
+    assert server.chat_requests[0].headers["x-signature"] == "x-signature-value-05"
