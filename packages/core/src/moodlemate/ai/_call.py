@@ -80,27 +80,16 @@ class Call:
         hooks = self.hooks
         if hooks is None:
             return self.send_unhooked()
-        started = self.began()
-        try:
-            completion = self.send_unhooked()
-        except Exception as exc:
-            self.ended(started, None, exc)
-            raise
-        self.ended(started, completion, None)
-        return completion
+        endpoint = self.connection.endpoint
+        return hooks.around(self.request, self.provider.name, endpoint, self.send_unhooked)
 
     async def asend(self) -> Completion:
         """Async :meth:`send`."""
-        if self.hooks is None:
+        hooks = self.hooks
+        if hooks is None:
             return await self.asend_unhooked()
-        started = self.began()
-        try:
-            completion = await self.asend_unhooked()
-        except Exception as exc:
-            self.ended(started, None, exc)
-            raise
-        self.ended(started, completion, None)
-        return completion
+        endpoint = self.connection.endpoint
+        return await hooks.aaround(self.request, self.provider.name, endpoint, self.asend_unhooked)
 
     def send_unhooked(self) -> Completion:
         """:meth:`send` without the hooks (a stream or a chain runs them around itself)."""
@@ -201,15 +190,3 @@ class Call:
                 latency=time.monotonic() - reservation.started,
             )
         return completion
-
-    def began(self) -> float:
-        """Run the ``before_request`` hooks; returns when the call started."""
-        assert self.hooks is not None
-        return self.hooks.before(self.request, self.provider.name, self.connection.endpoint)
-
-    def ended(self, started: float, completion: Completion | None, error: Exception | None) -> None:
-        """Run the ``after_response`` hooks with the call's result or error."""
-        assert self.hooks is not None
-        self.hooks.after(
-            self.request, self.provider.name, self.connection.endpoint, started, completion, error
-        )
