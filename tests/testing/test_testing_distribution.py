@@ -8,6 +8,7 @@ import, ``serve`` and ``demo`` say what to install instead of failing with a tra
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -100,13 +101,35 @@ def test_a_broken_testing_package_is_not_reported_as_missing(
 
 
 def test_the_re_export_is_the_distributions_own_objects() -> None:
+    """The core's old name keeps what earlier versions exported; names added since (such as
+    RateLimit) live only in moodlemate.testing."""
     import moodlemate.ai.testing as compat
     import moodlemate.testing as testing
 
-    assert set(compat.__all__) == set(testing.__all__)
-    for name in testing.__all__:
+    assert {"DEFAULT_MODELS", "Fault", "LoopbackServer", "RecordedRequest", "Reply"} <= set(
+        compat.__all__
+    )
+    assert set(compat.__all__) <= set(testing.__all__)
+    for name in compat.__all__:
         assert getattr(compat, name) is getattr(testing, name), name
     assert testing.LoopbackServer.__module__ == "moodlemate.testing._server"
+
+
+def test_lazy_table_and_type_checking_imports_agree() -> None:
+    import moodlemate.testing as testing
+
+    tree = ast.parse(Path(testing.__file__).read_text(encoding="utf-8"))
+    typed = {
+        alias.asname: node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("moodlemate")
+        for alias in node.names
+        if alias.asname == alias.name  # the explicit re-export form
+    }
+    assert typed == testing._LAZY
+    assert testing.__all__ == sorted(testing._LAZY)
+    for name, module in testing._LAZY.items():
+        assert getattr(testing, name) is getattr(importlib.import_module(module), name), name
 
 
 def test_importing_the_package_loads_no_server_and_no_provider() -> None:
@@ -135,7 +158,7 @@ def test_the_server_takes_openai_knowledge_only_from_the_provider_models_module(
     """The package reaches the core through its public face and the OpenAI provider only
     through the module that holds the model rules: no second copy of them to drift."""
     modules = sorted((TESTING_SRC / "moodlemate" / "testing").glob("*.py"))
-    assert len(modules) == 4
+    assert len(modules) == 5
     reached = {name for path in modules for name in _imports(path)}
     ours = {name for name in reached if name.startswith("moodlemate")}
     assert {n for n in ours if n.startswith("moodlemate.ai")} <= {"moodlemate.ai"}

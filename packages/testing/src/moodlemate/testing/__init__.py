@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from moodlemate.testing._batches import BatchFate as BatchFate
     from moodlemate.testing._batches import BatchService as BatchService
+    from moodlemate.testing._rate_limits import RateLimit as RateLimit
     from moodlemate.testing._server import DEFAULT_MODELS as DEFAULT_MODELS
     from moodlemate.testing._server import Fault as Fault
     from moodlemate.testing._server import LoopbackServer as LoopbackServer
@@ -35,6 +36,7 @@ _LAZY: dict[str, str] = {
     "DEFAULT_MODELS": "moodlemate.testing._server",
     "Fault": "moodlemate.testing._server",
     "LoopbackServer": "moodlemate.testing._server",
+    "RateLimit": "moodlemate.testing._rate_limits",
     "RecordedRequest": "moodlemate.testing._server",
     "Reply": "moodlemate.testing._server",
 }

@@ -30,10 +30,13 @@ the next item of the FIFO script (``enqueue``); else a random fault (``fault_rat
 ``responder(body)``; else ``Reply()``, which echoes the last user message. Validation (the API
 key, the JSON body, and with ``strict`` the real API's model rules) comes first and consumes
 nothing from the script, so a client that adapts its request after a 400 still meets the
-scripted replies in order. The model rules (which models are reasoning models, which reject
-the system role; another vendor's ``acme/o3-mini`` takes the classic shape, as on OpenRouter)
-are the providers' own, from :mod:`moodlemate.providers.openai.models`, so the server and the
-client it tests cannot drift apart.
+scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between the two: it
+adds OpenAI's ``x-ratelimit-*`` headers to every chat answer and refuses requests beyond the
+current slice's budget with OpenAI's 429, which consumes nothing from the script either.
+The model rules (which models are reasoning models, which reject the system role; another
+vendor's ``acme/o3-mini`` takes the classic shape, as on OpenRouter) are the providers' own,
+from :mod:`moodlemate.providers.openai.models`, so the server and the client it tests cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -54,10 +57,12 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any, Literal
 
 from moodlemate.providers.openai.models import routed_rules_for
 from moodlemate.testing._batches import BatchFate, BatchService
+from moodlemate.testing._rate_limits import RateLimit, RateLimiter
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -259,7 +264,14 @@ class LoopbackServer:
     forgotten server never keeps a test run alive. All methods are thread-safe.
     """
 
-    def __init__(self, *, api_key: str | None = None, strict: bool = True, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        strict: bool = True,
+        port: int = 0,
+        rate_limit: RateLimit | None = None,
+    ) -> None:
         self.api_key: str | None = api_key
         self.strict: bool = strict
         self.responder: Responder | None = None
@@ -273,6 +285,8 @@ class LoopbackServer:
         self._fault_rate = 0.0
         self._faults: tuple[Fault, ...] = ()
         self._rng = random.Random()
+        self._limiter: RateLimiter | None = None
+        self.rate_limit = rate_limit
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.batches = BatchService(self._batch_answer)
@@ -375,6 +389,36 @@ class LoopbackServer:
             self._faults = chosen
             self._rng = random.Random(seed)
 
+    # rate limits ---------------------------------------------------------------------------
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """OpenAI's rate limits on chat completions: headers on every answer, 429s beyond the
+        slice's budget; None (the default) turns them off. Setting it, even to the same
+        value, starts counting afresh. Requests the server rejects with a 400, requests
+        inside remote batches and the other routes are not limited."""
+        limiter = self._limiter
+        return None if limiter is None else limiter.limit
+
+    @rate_limit.setter
+    def rate_limit(self, value: RateLimit | None) -> None:
+        if value is not None and not isinstance(value, RateLimit):
+            raise TypeError(f"rate_limit takes a RateLimit or None, not {type(value).__name__}")
+        with self._lock:
+            self._limiter = None if value is None else RateLimiter(value)
+
+    @property
+    def admitted(self) -> int:
+        """Chat requests the current rate limit let through (0 without one)."""
+        limiter = self._limiter
+        return 0 if limiter is None else limiter.admitted
+
+    @property
+    def rate_limited(self) -> int:
+        """429s sent because the current rate limit's slice was full (scripted ones excluded)."""
+        limiter = self._limiter
+        return 0 if limiter is None else limiter.refused
+
     def clear(self) -> None:
         """Forget the request log and any unconsumed script items."""
         with self._lock:
@@ -383,7 +427,8 @@ class LoopbackServer:
 
     def reset(self) -> None:
         """Back to a new server's state, on the same port: what :meth:`clear` forgets, and no
-        faults, responder, key check or rejected stream models; strict, default models.
+        faults, responder, key check, rate limit or rejected stream models; strict, default
+        models.
         The pytest plugin calls it before each test that shares the session's server."""
         with self._lock:
             self._log.clear()
@@ -396,6 +441,7 @@ class LoopbackServer:
             self.responder = None
             self.models = [dict(m) for m in DEFAULT_MODELS]
             self.reject_stream_models = set()
+            self._limiter = None
 
     # request log ---------------------------------------------------------------------------
 
@@ -546,6 +592,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     _started = 0.0
     _request_id = ""
+    _rate_headers: Mapping[str, str] = MappingProxyType({})
+    """The rate limiter's headers for the chat request being answered, whatever the answer."""
 
     # quiet, and tolerant of clients that leave --------------------------------------------
 
@@ -580,6 +628,7 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         self._started = time.monotonic()
         self._request_id = f"req_{uuid.uuid4().hex}"
+        self._rate_headers = MappingProxyType({})
         try:
             raw = self._read_body()
         except ValueError:
@@ -739,6 +788,22 @@ class _Handler(BaseHTTPRequestHandler):
             message, param, code = problem
             self._send_error(400, message, "invalid_request_error", param=param, code=code)
             return
+        limiter = owner._limiter
+        if limiter is not None:
+            decision = limiter.consult(_estimated_tokens(body))
+            self._rate_headers = MappingProxyType(decision.headers)
+            if not decision.admitted:
+                wait_ms = decision.retry_after_ms
+                refusal = Fault.status(
+                    429,
+                    message=decision.message(str(body.get("model"))),
+                    type=decision.kind,
+                    code_str="rate_limit_exceeded",
+                    retry_after=max(1, -(-wait_ms // 1000)),  # whole seconds, rounded up
+                    retry_after_ms=wait_ms,
+                )
+                self._fault(refusal, body)
+                return
         action = owner._next_action(body)
         if isinstance(action, Reply):
             self._reply(action, body)
@@ -818,6 +883,7 @@ class _Handler(BaseHTTPRequestHandler):
             "x-request-id": self._request_id,
             "openai-processing-ms": str(int((time.monotonic() - self._started) * 1000)),
             "openai-version": "2020-10-01",
+            **self._rate_headers,
         }
         merged.update({k.lower(): v for k, v in (extra or {}).items()})
         for name, value in merged.items():
@@ -1221,6 +1287,25 @@ def _prompt_words(messages: Any) -> int:
     return sum(
         len(_content_text(m.get("content")).split()) for m in messages if isinstance(m, dict)
     )
+
+
+def _estimated_tokens(request: JSONObject) -> int:
+    """What a request counts against a token limit before it runs: a rough prompt size
+    (characters / 4, rounded up, at least 1) plus the most it may generate, which OpenAI
+    reserves up front (``max_completion_tokens``, else ``max_tokens``, else 16)."""
+    messages = request.get("messages")
+    characters = sum(
+        len(_content_text(m.get("content")))
+        for m in (messages if isinstance(messages, list) else ())
+        if isinstance(m, dict)
+    )
+    output = 16
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = request.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            output = value
+            break
+    return max(1, math.ceil(characters / 4)) + output
 
 
 def _split(text: str, pieces: int = 4) -> list[str]:
