@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from moodlemate.ai._rate_limit_headers import RateLimits
 from moodlemate.ai._secrets import mask
 from moodlemate.ai._usage import Usage
 
@@ -90,6 +91,9 @@ class Completion:
     failed_before: tuple[FailedEntry, ...] = ()
     """The entries that failed before ``served_by`` answered, in order (see
     :mod:`moodlemate.ai._fallbacks`)."""
+    rate_limits: RateLimits | None = None
+    """The rate limits the server's headers stated with this response (``x-ratelimit-*``),
+    which client-side pacing learns from; None when it sent none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from moodlemate.ai._urls import origin
 from moodlemate.ai.errors import InvalidAPIKeyError, UnsupportedFeatureError
 
 if TYPE_CHECKING:
+    from moodlemate.ai._rate_limit_headers import RateLimits
     from moodlemate.ai._remote_batches import RemoteBatches
 
 __all__ = [
@@ -58,6 +59,11 @@ class ProviderStream(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """The rate limits the response's headers stated, once it is open (for pacing)."""
+        return None
+
 
 class AsyncProviderStream(ABC):
     """Async twin of :class:`ProviderStream`."""
@@ -70,6 +76,11 @@ class AsyncProviderStream(ABC):
 
     @abstractmethod
     async def aclose(self) -> None: ...
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """As :attr:`ProviderStream.rate_limits`."""
+        return None
 
 
 _RENAMED = {

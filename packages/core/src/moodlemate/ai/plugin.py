@@ -22,6 +22,7 @@ from moodlemate.ai._call_types import (
 from moodlemate.ai._hookspecs import hookimpl
 from moodlemate.ai._pricing import ModelInfo, Price
 from moodlemate.ai._provider import AsyncProviderStream, Provider, ProviderStream
+from moodlemate.ai._rate_limit_headers import RateLimits, rate_limits_from_headers
 from moodlemate.ai._remote_batches import RemoteBatch, RemoteBatches, RemoteResult
 from moodlemate.ai._retry import retry_after_from_headers, should_retry_from_headers
 from moodlemate.ai._secrets import guard_loggers
@@ -80,6 +81,7 @@ __all__ = [
     "ProviderStream",
     "QuotaExceededError",
     "RateLimitError",
+    "RateLimits",
     "RemoteBatch",
     "RemoteBatches",
     "RemoteResult",
@@ -100,6 +102,7 @@ __all__ = [
     "guard_loggers",
     "hookimpl",
     "normalize_endpoint",
+    "rate_limits_from_headers",
     "retry_after_from_headers",
     "should_retry_from_headers",
 ]

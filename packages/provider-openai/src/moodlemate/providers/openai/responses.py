@@ -22,6 +22,7 @@ from moodlemate.ai.plugin import (
     ServerContextWindowExceededError,
     Usage,
     error_for_status,
+    rate_limits_from_headers,
     retry_after_from_headers,
     should_retry_from_headers,
 )
@@ -100,6 +101,7 @@ def parse_completion(
         usage_reported=isinstance(data.get("usage"), dict),
         refusal=text_or(message.get("refusal"), "") or None,
         tool_calls=tool_calls_from(message.get("tool_calls")),
+        rate_limits=rate_limits_from_headers(headers),
     )
 
 

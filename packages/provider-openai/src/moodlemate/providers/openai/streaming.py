@@ -20,8 +20,10 @@ from moodlemate.ai.plugin import (
     MalformedResponseError,
     ProviderError,
     ProviderStream,
+    RateLimits,
     Usage,
     bounds,
+    rate_limits_from_headers,
 )
 from moodlemate.providers.openai.responses import (
     decimal_or_none,
@@ -223,6 +225,11 @@ class ChunkReader:
                     if isinstance(function.get(key), str):
                         call["function"][key] += function[key]
 
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """What the response's headers said about the rate limits."""
+        return rate_limits_from_headers(self._headers)
+
     def completion(self) -> Completion:
         if not self._done and (self._finish_reason is None or self._usage is None):
             raise MalformedResponseError(
@@ -242,6 +249,7 @@ class ChunkReader:
             usage_reported=self._usage is not None,
             refusal="".join(self._refusal) or None,
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
+            rate_limits=self.rate_limits,
         )
 
 
@@ -277,6 +285,10 @@ class SSEStream(ProviderStream):
 
     def completion(self) -> Completion:
         return self._reader.completion()
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        return self._reader.rate_limits
 
     def close(self) -> None:
         self._response.close()
@@ -314,6 +326,10 @@ class AsyncSSEStream(AsyncProviderStream):
 
     def completion(self) -> Completion:
         return self._reader.completion()
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        return self._reader.rate_limits
 
     async def aclose(self) -> None:
         await self._response.aclose()
