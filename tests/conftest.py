@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis_server  # reads MOODLEMATE_REDIS before the tests clear MOODLEMATE_*
 from moodlemate.ai import GPT
 from moodlemate.ai.testing import LoopbackServer
 from support import FAST_RETRY, TEST_KEY  # also sets TIKTOKEN_CACHE_DIR before any test
@@ -36,3 +38,22 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[Any]:
+    """One real redis-server for the session (tests/redis_server.py)."""
+    server = redis_server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_session: Any) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_session.url)
+    client.flushall()
+    client.close()
+    return str(redis_session.url)

@@ -97,6 +97,9 @@ if TYPE_CHECKING:
         BudgetExceededError as BudgetExceededError,
     )
     from moodlemate.ai.errors import (
+        BudgetStoreError as BudgetStoreError,
+    )
+    from moodlemate.ai.errors import (
         ConfigurationError as ConfigurationError,
     )
     from moodlemate.ai.errors import (
@@ -189,6 +192,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "AuthenticationError",
         "BadRequestError",
         "BudgetExceededError",
+        "BudgetStoreError",
         "ConfigurationError",
         "ConflictError",
         "ContextWindowExceededError",

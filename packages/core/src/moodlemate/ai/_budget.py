@@ -69,7 +69,7 @@ def reserve(
     if budget is None:
         return Reservation(None, Decimal(0))
     if shared is not None:
-        return shared.reserve(worst_case_cost(provider, request, endpoint), budget)
+        return shared.reserve(worst_case_cost(provider, request, endpoint), budget, ledger)
     return ledger.reserve(worst_case_cost(provider, request, endpoint), budget)
 
 

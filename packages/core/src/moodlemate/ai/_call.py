@@ -6,12 +6,14 @@ check the context window. The :class:`Call` it returns carries that and a snapsh
 instance's policy, limits and accounts, and runs as sync or async (the streams of
 :mod:`moodlemate.ai._streaming` and the chains of :mod:`moodlemate.ai._fallbacks` drive the same
 object): reserve the worst case against the budget, send under the retry policy and the
-bounds, then price, settle, log and fire the hooks. Changing the instance's settings while a
+bounds (each attempt first waits for capacity under the rate limits, :mod:`moodlemate.ai._pacing`),
+then price, settle, log and fire the hooks. Changing the instance's settings while a
 call runs changes the next call, never this one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -20,14 +22,18 @@ from typing import TYPE_CHECKING
 
 from moodlemate.ai._budget import reserve
 from moodlemate.ai._credentials import explain_unsent_key
+from moodlemate.ai._pacing import PACED
 from moodlemate.ai._plausible import bounded
-from moodlemate.ai.errors import ProviderError
+from moodlemate.ai._urls import origin
+from moodlemate.ai.errors import ProviderError, RateLimitError
 
 if TYPE_CHECKING:
     from moodlemate.ai._bounds import ResponseLimits
     from moodlemate.ai._call_hooks import CallHooks
     from moodlemate.ai._ledger import Ledger, Reservation
+    from moodlemate.ai._pacing import Pacer
     from moodlemate.ai._provider import ChatRequest, Completion, Connection, Provider
+    from moodlemate.ai._rate_limit_headers import RateLimits
     from moodlemate.ai._retry import RetryPolicy
     from moodlemate.ai._shared_budget import SharedBudget
     from moodlemate.ai._spend_log import SpendLog
@@ -40,13 +46,15 @@ log = logging.getLogger("moodlemate.ai")
 @dataclass(frozen=True, slots=True)
 class Accounts:
     """Where an instance's calls are counted: its ledger and budget, the budget shared with
-    other processes, the spend log, and the models whose missing price was already noted."""
+    other processes, the spend log, the models whose missing price was already noted, and the
+    pacer that spaces attempts under the servers' rate limits."""
 
     ledger: Ledger
     budget: Decimal | None
     shared: SharedBudget | None
     log: SpendLog | None
     unpriced: set[str]
+    pacer: Pacer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +102,46 @@ class Call:
     def send_unhooked(self) -> Completion:
         """:meth:`send` without the hooks (a stream or a chain runs them around itself)."""
         provider, request = self.provider, self.request
+        sent = 0
 
         def attempt(timeout: float) -> Completion:
-            return provider.execute(self.at(timeout), request)
+            nonlocal sent
+            self.pace(timeout)
+            sent += 1
+            try:
+                return provider.execute(self.at(timeout), request)
+            except BaseException as exc:
+                self.unanswered(exc)
+                raise
 
         reservation = self.reserve()
         try:
             completion, attempts = self.policy.run(attempt, self.label, self.limits)
         except BaseException as exc:
-            self.failed(exc, reservation)
+            self.failed(exc, reservation, sent=sent > 0)
             raise
         return self.settle(completion, attempts, reservation)
 
     async def asend_unhooked(self) -> Completion:
         """Async :meth:`send_unhooked`."""
         provider, request = self.provider, self.request
+        sent = 0
 
         async def attempt(timeout: float) -> Completion:
-            return await provider.aexecute(self.at(timeout), request)
+            nonlocal sent
+            await self.apace(timeout)
+            sent += 1
+            try:
+                return await provider.aexecute(self.at(timeout), request)
+            except BaseException as exc:
+                self.unanswered(exc)
+                raise
 
-        reservation = self.reserve()
+        reservation = await self.areserve()
         try:
             completion, attempts = await self.policy.arun(attempt, self.label, self.limits)
         except BaseException as exc:
-            self.failed(exc, reservation)
+            self.failed(exc, reservation, sent=sent > 0)
             raise
         return self.settle(completion, attempts, reservation)
 
@@ -135,12 +159,68 @@ class Call:
             accounts.shared,
         )
 
-    def failed(self, error: BaseException, reservation: Reservation) -> None:
-        """A call that ended without a completion: release its reservation, log it, and
-        say in the error why no key was sent when one was withheld."""
+    async def areserve(self) -> Reservation:
+        """:meth:`reserve` for async calls: a shared budget's store (a file, Redis) is asked
+        from a worker thread, so a slow store never blocks the event loop."""
+        if self.accounts.shared is None or self.accounts.budget is None:
+            return self.reserve()
+        return await asyncio.to_thread(self.reserve)
+
+    def pace(self, timeout: float) -> None:
+        """Wait for capacity under the rate limits for one attempt of ``timeout`` seconds."""
+        pacer = self.accounts.pacer
+        if pacer is not None:
+            pacer.acquire(
+                origin(self.connection.endpoint),
+                self.request.model,
+                self.pace_tokens(),
+                time.monotonic() + timeout,
+            )
+
+    async def apace(self, timeout: float) -> None:
+        """Async :meth:`pace`."""
+        pacer = self.accounts.pacer
+        if pacer is not None:
+            await pacer.aacquire(
+                origin(self.connection.endpoint),
+                self.request.model,
+                self.pace_tokens(),
+                time.monotonic() + timeout,
+            )
+
+    def unanswered(self, error: BaseException) -> None:
+        """An attempt failed: let another call probe a new model, and on a server's 429 hold
+        the model for the time it asked, for every call that paces."""
+        pacer = self.accounts.pacer
+        if pacer is None:
+            return
+        where, model = origin(self.connection.endpoint), self.request.model
+        pacer.unanswered(where, model)
+        if isinstance(error, RateLimitError) and error.retry_after and error.code != PACED:
+            pacer.hold(where, model, error.retry_after)
+
+    def opened(self, stated: RateLimits | None) -> None:
+        """A stream opened: what its headers said about the limits is known now, not at its
+        end (a long stream must not keep a new model's probe out for its whole length)."""
+        pacer = self.accounts.pacer
+        if pacer is not None:
+            pacer.learn(origin(self.connection.endpoint), self.request.model, stated)
+
+    def pace_tokens(self) -> int:
+        """The tokens a rate limiter counts for this request up front, as OpenAI does: the
+        prompt (about four characters a token) plus ``max_tokens``."""
+        characters = sum(len(m.content) for m in self.request.messages)
+        return -(-characters // 4) + (self.request.max_tokens or 0)
+
+    def failed(self, error: BaseException, reservation: Reservation, *, sent: bool = True) -> None:
+        """A call that ended without a completion: release its reservation, log it (when
+        anything was sent), and say in the error why no key
+        was sent when one was withheld."""
         reservation.release()
+        if self.accounts.pacer is not None:  # a probe that ended without a response to learn
+            self.accounts.pacer.unanswered(origin(self.connection.endpoint), self.request.model)
         spend_log = self.accounts.log
-        if spend_log is not None:
+        if spend_log is not None and sent:
             spend_log.record_call(
                 provider=self.provider.name,
                 endpoint=self.connection.endpoint,
@@ -179,6 +259,8 @@ class Call:
                     request.model,
                 )
         reservation.settle(accounts.ledger, request.model, completion.usage, cost)
+        if accounts.pacer is not None:
+            accounts.pacer.learn(origin(endpoint), request.model, completion.rate_limits)
         completion = replace(completion, cost=cost, attempts=attempts)
         if accounts.log is not None:
             accounts.log.record_call(

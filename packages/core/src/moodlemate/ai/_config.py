@@ -50,6 +50,8 @@ ENV_MODEL = "MOODLEMATE_MODEL"
 ENV_API_KEY = "MOODLEMATE_API_KEY"
 ENV_APP_URL = "MOODLEMATE_APP_URL"
 ENV_APP_TITLE = "MOODLEMATE_APP_TITLE"
+ENV_REDIS = "MOODLEMATE_REDIS_URL"
+ENV_PACING = "MOODLEMATE_PACING"
 
 # Where a value came from; lower is more explicit.
 ARGUMENT, ENVIRONMENT, FILE, DEFAULT = 0, 1, 2, 3
@@ -92,6 +94,12 @@ class Settings:
     """The profile's ``fallbacks``: models tried in order when a call's model is out."""
     log: str | None = None
     """The profile's spend log path (``log``), see :mod:`moodlemate.ai._spend_log`."""
+    redis: str | None = field(default=None, repr=False)
+    """The Redis URL shared budgets and pacing use (``MOODLEMATE_REDIS_URL``, ``redis``); out
+    of the repr, since a URL may hold a password."""
+    pacing: object = None
+    """``pacing`` as configured (``MOODLEMATE_PACING``, the file): True, False, a table of
+    models, or None (not configured: on when Redis is set)."""
 
 
 def resolve_settings(
@@ -164,7 +172,33 @@ def resolve_settings(
         app_title=title,
         fallbacks=tuple(section.get("fallbacks") or ()),
         log=section.get("log"),
+        redis=_redis_url(env.get(ENV_REDIS), section.get("redis")),
+        pacing=_pacing(env.get(ENV_PACING), section.get("pacing")),
     )
+
+
+def _redis_url(environment: str | None, file: str | None) -> str | None:
+    if environment:
+        from moodlemate.ai._redis import check_redis_url
+
+        try:
+            return check_redis_url(environment)
+        except ValidationError as exc:
+            raise ValidationError(f"{ENV_REDIS}: {exc.message}") from None
+    return file
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _pacing(environment: str | None, file: object) -> object:
+    if environment is None or not environment.strip():
+        return file
+    word = environment.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValidationError(f"{ENV_PACING} must be 1/true/on or 0/false/off, not {environment!r}")
 
 
 def _pick(argument: str | None, environment: str | None, file: Any) -> tuple[str | None, int]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from moodlemate.ai._secrets import register_secret
-from moodlemate.ai.errors import ConfigurationError, InvalidEndpointError
+from moodlemate.ai.errors import ConfigurationError, InvalidEndpointError, ValidationError
 
 __all__ = [
     "CONFIG_ENV",
@@ -66,6 +66,8 @@ SETTING_KEYS: dict[str, str] = {
     "headers": "a table of header names to string values",
     "fallbacks": "a list of model names, tried in order when the model is out",
     "log": "a spend log's path (SQLite, ~ expanded)",
+    "redis": "a Redis URL for shared budgets and pacing (redis://host:6379/0)",
+    "pacing": "true, false, or a table of models to requests_per_minute/tokens_per_minute",
 }
 _TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of profiles"}
 # Patterns stay strings until a file is checked (re caches them): GPT() compiles none.
@@ -235,6 +237,8 @@ class _Checker:
                 self.headers(value, where)
             elif key == "fallbacks":
                 self.fallbacks(value, where)
+            elif key == "pacing":
+                self.pacing(value, where)
             elif not isinstance(value, str) or not value:
                 self.fail(key, where, f"must be {SETTING_KEYS[key]} (a string), not {_kind(value)}")
             elif key in ("api_key", "app_url", "app_title") and not _clean_header_value(value):
@@ -246,6 +250,13 @@ class _Checker:
             register_secret(table["api_key"])
         if "api_key_env" in table and not re.fullmatch(_ENV_NAME, table["api_key_env"]):
             self.fail("api_key_env", where, "must be an environment variable name")
+        if "redis" in table:
+            from moodlemate.ai._redis import check_redis_url
+
+            try:
+                check_redis_url(table["redis"])
+            except ValidationError as exc:
+                self.fail("redis", where, exc.message)
         if "endpoint" in table:
             from moodlemate.ai._urls import normalize_endpoint
 
@@ -262,6 +273,16 @@ class _Checker:
             )
         if not all(isinstance(model, str) and model for model in value):
             self.fail("fallbacks", where, "must hold only non-empty model names (strings)")
+
+    def pacing(self, value: Any, where: str) -> None:
+        if isinstance(value, bool):
+            return
+        from moodlemate.ai._pacing import pace_limits
+
+        try:
+            pace_limits(value)
+        except ValidationError as exc:
+            self.fail("pacing", where, exc.message.removeprefix("pacing"))
 
     def headers(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):

@@ -15,7 +15,7 @@ from dataclasses import replace
 from decimal import Decimal
 from os import PathLike
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._budget import to_budget
@@ -35,6 +35,7 @@ from moodlemate.ai._credentials import (
 from moodlemate.ai._ledger import Ledger
 from moodlemate.ai._plugins import PluginRegistry, registry
 from moodlemate.ai._provider import ChatRequest, Completion, Connection, Provider
+from moodlemate.ai._redis import check_redis_url
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._retry import RetryPolicy
 from moodlemate.ai._routing import split_provider
@@ -47,6 +48,7 @@ from moodlemate.ai.errors import MoodlemateError, ValidationError
 if TYPE_CHECKING:
     from moodlemate.ai._conversation import Conversation
     from moodlemate.ai._fallbacks import FallbackChain
+    from moodlemate.ai._pacing import Pacer
     from moodlemate.ai._pricing import ModelInfo
     from moodlemate.ai._shared_budget import SharedBudget
     from moodlemate.ai._spend_log import SpendLog
@@ -104,6 +106,9 @@ class GPT:
         log: str | PathLike[str] | SpendLog | bool | None = None,
         budget_scope: str | None = None,
         budget_window: str | None = None,
+        budget_fail_open: bool = False,
+        redis: str | None = None,
+        pacing: bool | Mapping[str, Any] | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -126,8 +131,16 @@ class GPT:
         self.budget = budget
         self.log = _spend_log(settings.log if log is None else log)
         """Where every call is recorded (:mod:`moodlemate.ai._spend_log`), or None."""
-        self.shared_budget = _shared_budget(self.log, budget_scope, budget_window)
+        redis_url = redis if redis is not None else settings.redis
+        self.redis = None if redis_url is None else check_redis_url(redis_url)
+        """The Redis URL shared budgets and pacing use, or None (the URL may hold a password:
+        messages show it masked)."""
+        self.shared_budget = _shared_budget(
+            self.log, self.redis, budget_scope, budget_window, budget_fail_open
+        )
         """The budget every process shares (:mod:`moodlemate.ai._shared_budget`), or None."""
+        self.pacer = _pacer(settings.pacing if pacing is None else pacing, self.redis, budget_scope)
+        """Client-side rate-limit pacing (:mod:`moodlemate.ai._pacing`), or None when off."""
         self.fallbacks = settings.fallbacks if fallbacks is None else fallbacks
         self._fallback_on: tuple[type[BaseException], ...] | None = None
         self._local = threading.local()
@@ -568,6 +581,7 @@ class GPT:
             shared=self.shared_budget,
             log=self.log,
             unpriced=self._unpriced_warned,
+            pacer=self.pacer,
         )
 
     def _chain(self, request: ChatRequest) -> FallbackChain:
@@ -601,14 +615,37 @@ def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog 
 
 
 def _shared_budget(
-    store: SpendLog | None, scope: str | None, window: str | None
+    store: SpendLog | None,
+    redis: str | None,
+    scope: str | None,
+    window: str | None,
+    fail_open: bool,
 ) -> SharedBudget | None:
     if scope is None:
         if window is not None:
             raise ValidationError("budget_window needs a budget_scope")
         return None
-    if store is None:
-        raise ValidationError("budget_scope needs a log: the shared budget lives in its file")
     from moodlemate.ai._shared_budget import SharedBudget
 
-    return SharedBudget(store, scope, window)
+    if redis is not None:
+        from moodlemate.ai._redis_budget import RedisBudgetStore
+
+        return SharedBudget(RedisBudgetStore(redis), scope, window, fail_open=fail_open)
+    if store is None:
+        raise ValidationError(
+            "budget_scope needs a store: a log (one machine) or redis (many machines)"
+        )
+    return SharedBudget(store, scope, window, fail_open=fail_open)
+
+
+def _pacer(value: object, redis: str | None, scope: str | None) -> Pacer | None:
+    """The instance's pacer: on when asked for (True, or a table of models' limits), and by
+    default when Redis is set; off (None) otherwise."""
+    if value is None:
+        value = redis is not None
+    if value is False:
+        return None
+    from moodlemate.ai._pacing import Pacer, pace_limits
+
+    configured = None if value is True else pace_limits(value)
+    return Pacer(configured, redis=redis, scope=scope or "default")

@@ -1,31 +1,36 @@
-"""A budget shared by every process on a machine, held in the spend log's SQLite file.
+"""A budget shared by every process that names the same scope in the same store.
 
-``GPT(budget="20", budget_scope="team-a", budget_window="day", log="~/spend.db")``: every
-instance, in any process, naming the same scope and file draws on one budget. The
-reservations of :mod:`moodlemate.ai._budget` move into the file: a call's worst case is
-reserved in one ``BEGIN IMMEDIATE`` transaction (so no two processes both take the last
-dollar), and settled with its real cost, or released, when it ends. N processes together
-spend at most the budget plus, per call in flight, what it costs beyond its reservation.
+``GPT(budget="20", budget_scope="team-a", log="~/spend.db")`` shares one budget among the
+processes of one machine, in the spend log's SQLite file; ``redis="redis://host:6379/0"``
+in place of (or beside) the log shares it among every machine that reaches that server
+(:mod:`moodlemate.ai._redis_budget`). The reservations of :mod:`moodlemate.ai._budget` move
+into the store: a call's worst case is reserved atomically (so no two processes both take
+the last dollar), and settled with its real cost, or released, when it ends. N processes
+together spend at most the budget plus, per call in flight, what it costs beyond its
+reservation.
 
 ``budget_window`` ``"day"`` or ``"month"`` (UTC) starts the count afresh each period; None
-counts for ever. A reservation a crashed process never settled expires after
+counts for ever. A reservation a crashed process never settled lapses after
 :data:`RESERVATION_TTL` seconds. The store failing closes the budget: the call is refused
-(BudgetExceededError saying why), never sent unaccounted.
+with :class:`~moodlemate.ai.errors.BudgetStoreError`, never sent unaccounted, unless
+``budget_fail_open`` is set, and then the instance's own budget stands in, with a warning,
+for :data:`RETRY_STORE_AFTER` seconds before the store is asked again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from moodlemate.ai._ledger import Reservation, refusal
-from moodlemate.ai.errors import BudgetExceededError, ValidationError
+from moodlemate.ai.errors import BudgetStoreError, ValidationError
 
 if TYPE_CHECKING:
+    from moodlemate.ai._budget_store import BudgetStore
     from moodlemate.ai._ledger import Ledger
-    from moodlemate.ai._spend_log import SpendLog
     from moodlemate.ai._usage import Usage
 
 __all__ = ["RESERVATION_TTL", "WINDOWS", "SharedBudget"]
@@ -35,12 +40,24 @@ log = logging.getLogger("moodlemate.ai._shared_budget")
 WINDOWS = ("day", "month")
 RESERVATION_TTL = 3600.0
 """Seconds after which a reservation nobody settled (its process died) stops counting."""
+_WARN_EVERY = 60.0
+"""Seconds between two warnings that a failed-open budget is standing in for the store."""
+RETRY_STORE_AFTER = 10.0
+"""Seconds a failed-open budget leaves a failed store alone before asking it again (so a
+frozen Redis costs one timeout per period, not one per call)."""
 
 
 class SharedBudget:
-    """One scope's budget in one spend log file."""
+    """One scope's budget in one store."""
 
-    def __init__(self, store: SpendLog, scope: str, window: str | None = None) -> None:
+    def __init__(
+        self,
+        store: BudgetStore,
+        scope: str,
+        window: str | None = None,
+        *,
+        fail_open: bool = False,
+    ) -> None:
         if not isinstance(scope, str) or not scope.strip():
             raise ValidationError("budget_scope must be a non-empty name")
         if window is not None and window not in WINDOWS:
@@ -48,9 +65,15 @@ class SharedBudget:
         self.store = store
         self.scope = scope
         self.window = window
+        self.fail_open = bool(fail_open)
+        self._warned = -_WARN_EVERY
+        self._store_down_until = 0.0
 
     def __repr__(self) -> str:
-        return f"SharedBudget({self.scope!r}, window={self.window!r}, store={self.store!r})"
+        return (
+            f"SharedBudget({self.scope!r}, window={self.window!r}, store={self.store!r}, "
+            f"fail_open={self.fail_open})"
+        )
 
     def period(self, now: datetime | None = None) -> str:
         moment = now or datetime.now(UTC)
@@ -63,35 +86,63 @@ class SharedBudget:
     @property
     def spent(self) -> Decimal:
         """What every process spent in this scope in the current period."""
-        return self.store.spent_shared(self.scope, self.period())
+        try:
+            return self.store.spent_shared(self.scope, self.period())
+        except Exception as exc:
+            raise self._unusable(exc) from None
 
-    def reserve(self, amount: Decimal | None, budget: Decimal) -> Reservation:
-        """Hold ``amount`` against the scope's budget, or raise BudgetExceededError."""
+    def reserve(self, amount: Decimal | None, budget: Decimal, ledger: Ledger) -> Reservation:
+        """Hold ``amount`` against the scope's budget, or raise BudgetExceededError
+        (BudgetStoreError when the store fails and the budget fails closed)."""
         amount = amount or Decimal(0)
+        if self.fail_open and time.monotonic() < self._store_down_until:
+            return ledger.reserve(amount, budget)
+        period = self.period()
         try:
             held, spent, reserved = self.store.reserve_shared(
-                self.scope, self.period(), amount, budget, RESERVATION_TTL
+                self.scope, period, amount, budget, RESERVATION_TTL
             )
-        except Exception as exc:  # any store failure closes the budget
-            raise BudgetExceededError(
-                f"shared budget {self.scope!r}: its store {self.store.path} cannot be used "
-                f"({type(exc).__name__}: {exc}): call not sent"
-            ) from None
+        except Exception as exc:  # any store failure: closed, or the local budget stands in
+            error = self._unusable(exc)
+            if not self.fail_open:
+                raise error from None
+            self._store_down_until = time.monotonic() + RETRY_STORE_AFTER
+            self._warn_open(error)
+            return ledger.reserve(amount, budget)
         if held is None:
             raise refusal(budget, spent, reserved, amount)
-        return SharedReservation(self, held, amount)
+        return SharedReservation(self, period, held, amount)
+
+    def _unusable(self, exc: Exception) -> BudgetStoreError:
+        return BudgetStoreError(
+            f"shared budget {self.scope!r}: its store {self.store.where} cannot be used "
+            f"({type(exc).__name__}: {exc}): call not sent"
+        )
+
+    def _warn_open(self, error: BudgetStoreError) -> None:
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY:
+            self._warned = now
+            log.warning(
+                "%s; budget_fail_open is set, so this process's own budget stands in until "
+                "the store answers again",
+                error.message.removesuffix(": call not sent"),
+            )
 
 
 class SharedReservation(Reservation):
     """A reservation held in the store: settling records the call locally and adds its real
     cost to the scope; releasing frees it. Store failures are logged, never raised (the
-    reservation then expires by itself)."""
+    reservation then lapses by itself)."""
 
-    __slots__ = ("_budget", "_id")
+    __slots__ = ("_budget", "_id", "_period")
 
-    def __init__(self, budget: SharedBudget, reservation_id: int, amount: Decimal) -> None:
+    def __init__(
+        self, budget: SharedBudget, period: str, reservation_id: int, amount: Decimal
+    ) -> None:
         super().__init__(None, amount)
         self._budget = budget
+        self._period = period
         self._id: int | None = reservation_id
 
     def settle(self, ledger: Ledger, model: str, usage: Usage, cost: Decimal | None) -> None:
@@ -105,14 +156,16 @@ class SharedReservation(Reservation):
         reservation_id, self._id = self._id, None
         if reservation_id is None:
             return
+        budget = self._budget
         try:
-            self._budget.store.settle_shared(reservation_id, cost)
-        except Exception as exc:  # the call is done; the reservation expires on its own
+            budget.store.settle_shared(budget.scope, self._period, reservation_id, cost)
+        except Exception as exc:  # the call is done; the reservation lapses on its own
             log.warning(
                 "shared budget %r: could not settle a call in %s (%s: %s); its reservation "
-                "holds until it expires",
-                self._budget.scope,
-                self._budget.store.path,
+                "holds until it lapses%s",
+                budget.scope,
+                budget.store.where,
                 type(exc).__name__,
                 exc,
+                "" if cost is None else f", and its cost (${cost}) is missing from the scope",
             )

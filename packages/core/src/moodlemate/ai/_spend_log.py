@@ -191,6 +191,10 @@ class SpendLog:
         self._writable = True
         self._warned = False
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
     def __repr__(self) -> str:
         return f"SpendLog({str(self.path)!r}, text={self.text})"
 
@@ -346,23 +350,22 @@ class SpendLog:
             )
             return cursor.lastrowid, spent, reserved
 
-    def settle_shared(self, reservation_id: int, cost: Decimal | None) -> None:
+    def settle_shared(
+        self, scope: str, period: str, reservation_id: int, cost: Decimal | None
+    ) -> None:
         """Free a reservation and add the call's real cost to its scope and period, in one
-        transaction (an unknown cost adds nothing)."""
+        transaction (an unknown cost adds nothing; a lapsed reservation's call still counts)."""
         with self._lock, self._write() as conn:
-            row = conn.execute(
-                "SELECT scope, period FROM budget_reservations WHERE id = ?", (reservation_id,)
-            ).fetchone()
             conn.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation_id,))
-            if row is None or cost is None:
+            if cost is None:
                 return
             old = conn.execute(
-                "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", row
+                "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
             ).fetchone()
             spent = (Decimal(old[0]) if old else Decimal(0)) + cost
             conn.execute(
                 "INSERT OR REPLACE INTO budget_spend (scope, period, spent) VALUES (?, ?, ?)",
-                (*row, str(spent)),
+                (scope, period, str(spent)),
             )
 
     def spent_shared(self, scope: str, period: str) -> Decimal:

@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -80,6 +80,8 @@ class StreamCall:
     call: Call
     remember: Callable[[Completion], None] = _forget
     """Given the completion when the stream ends (the facade's ``last_result``)."""
+    sent: list[int] = field(default_factory=lambda: [0])
+    """Attempts that went to the server (pacing may give up on one before it is sent)."""
 
     @property
     def provider(self) -> Provider:
@@ -112,8 +114,37 @@ class StreamCall:
     def reserve(self) -> Reservation:
         return self.call.reserve()
 
+    async def areserve(self) -> Reservation:
+        return await self.call.areserve()
+
     def failed(self, error: BaseException, reservation: Reservation) -> None:
-        self.call.failed(error, reservation)
+        self.call.failed(error, reservation, sent=self.sent[0] > 0)
+
+    def send(self, timeout: float) -> ProviderStream:
+        """Open the stream for one attempt, after waiting for capacity under the rate limits."""
+        call = self.call
+        call.pace(timeout)
+        self.sent[0] += 1
+        try:
+            source = call.provider.open_stream(call.at(timeout), call.request)
+        except BaseException as exc:
+            call.unanswered(exc)
+            raise
+        call.opened(source.rate_limits)
+        return source
+
+    async def asend(self, timeout: float) -> AsyncProviderStream:
+        """Async :meth:`send`."""
+        call = self.call
+        await call.apace(timeout)
+        self.sent[0] += 1
+        try:
+            source = await call.provider.aopen_stream(call.at(timeout), call.request)
+        except BaseException as exc:
+            call.unanswered(exc)
+            raise
+        call.opened(source.rate_limits)
+        return source
 
     def finish(self, completion: Completion, attempts: int, reservation: Reservation) -> Completion:
         """Account the streamed completion (settling its reservation) and return it."""
@@ -361,7 +392,7 @@ class TextStream(_Stream, Iterator[str]):
 
     def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
         """One attempt: send, and read until the first delta (or the end of an empty reply)."""
-        source = self._call.provider.open_stream(self._call.at(timeout), self._call.request)
+        source = self._call.send(timeout)
         try:
             deltas = iter(source)
             first = next(deltas, None)
@@ -432,7 +463,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
-            reservation = call.reserve()
+            reservation = await call.areserve()
             try:
                 (source, deltas, first), attempts = await call.open_policy().arun(
                     self._open, call.label, call.limits
@@ -489,7 +520,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
     async def _open(
         self, timeout: float
     ) -> tuple[AsyncProviderStream, AsyncIterator[str], str | None]:
-        source = await self._call.provider.aopen_stream(self._call.at(timeout), self._call.request)
+        source = await self._call.asend(timeout)
         try:
             deltas = source.__aiter__()
             first = await anext(deltas, None)

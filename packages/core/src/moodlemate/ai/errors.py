@@ -20,6 +20,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BudgetExceededError",
+    "BudgetStoreError",
     "ConfigurationError",
     "ConflictError",
     "ContextWindowExceededError",
@@ -115,6 +116,13 @@ class ContextWindowExceededError(ValidationError):
 
 class BudgetExceededError(MoodlemateError):
     """The instance's cost ceiling is reached; the call was not sent."""
+
+
+class BudgetStoreError(BudgetExceededError):
+    """The store of a shared budget (the spend log's SQLite file, Redis) cannot be used, so
+    the budget cannot be checked and the call was not sent (the budget fails closed; see
+    ``budget_fail_open``). A BudgetExceededError, so code that stops on a spent budget stops
+    here too; catch this one to tell an outage from a spent budget."""
 
 
 class ProviderError(MoodlemateError):

@@ -1,0 +1,89 @@
+"""One Redis client per URL, configured so an outage costs a bounded time, never a hang.
+
+redis-py by default waits 5 s per socket operation and retries; a budget checked before
+every call cannot afford that. Here every connect and every command gives up after
+:data:`TIMEOUT` seconds and is not retried (the caller decides: the budget fails closed,
+pacing falls back to local), and the URL's password is registered as a secret so no
+message shows it. redis-py loads on first use (``pip install "moodlemate-ai[redis]"``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from moodlemate.ai._secrets import register_secret
+from moodlemate.ai.errors import ConfigurationError, ValidationError
+
+__all__ = ["TIMEOUT", "check_redis_url", "redis_client", "require_redis_py", "shown_url"]
+
+TIMEOUT = 1.0
+"""Seconds a connect or a command to Redis may take before it counts as failed."""
+
+_SCHEMES = ("redis", "rediss", "unix")
+_clients: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def check_redis_url(url: object) -> str:
+    """``url`` if it names a Redis server (``redis://``, ``rediss://``, ``unix://``), else
+    ValidationError; its password is registered as a secret either way."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValidationError("redis must be a URL such as redis://localhost:6379/0")
+    parts = urlsplit(url.strip())
+    register_secret(parts.password)
+    if parts.scheme not in _SCHEMES:
+        raise ValidationError(
+            f"redis URL {shown_url(url)!r} must start with redis://, rediss:// or unix://"
+        )
+    return url.strip()
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``: safe for messages and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+_MISSING = 'a Redis URL is set but redis-py is not installed: pip install "moodlemate-ai[redis]"'
+
+
+def require_redis_py() -> None:
+    """Fail when the instance is made, not at its first call, without redis-py (it is not
+    imported here: GPT() stays light)."""
+    from importlib.util import find_spec
+
+    if find_spec("redis") is None:
+        raise ConfigurationError(_MISSING)
+
+
+def redis_client(url: str) -> Any:
+    """The process's client for ``url`` (a pool shared by the budget and the pacer)."""
+    client = _clients.get(url)
+    if client is not None:
+        return client
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:
+        raise ConfigurationError(_MISSING) from None
+    with _lock:
+        client = _clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(
+                url,
+                socket_timeout=TIMEOUT,
+                socket_connect_timeout=TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+                health_check_interval=0,
+            )
+            _clients[url] = client
+    return client
