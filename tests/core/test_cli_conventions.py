@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moodlemate.ai import GPT, ProviderError
+from moodlemate.ai import GPT, ProviderError, RateLimitError, RetryPolicy
 from moodlemate.ai.cli import COMMANDS
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 from support import FAST_RETRY, TEST_KEY
@@ -430,7 +430,26 @@ def test_serve_checks_a_key_when_given_one() -> None:
         assert right.chat_completion("gpt-4o-mini", "", "hi") == "Echo: hi"
 
 
-@pytest.mark.parametrize(("args", "message"), [(["--port", "70000"], "0-65535")])
+def test_serve_enforces_a_rate_limit_with_openais_headers() -> None:
+    with _serving("--rpm", "60") as (_, url):  # 6 per 6 s slice
+        gpt = GPT("openai", endpoint=url, api_key=TEST_KEY, retry=RetryPolicy(attempts=1))
+        first = gpt.complete("gpt-4o-mini", "", "hi")
+        assert first.rate_limits is not None
+        assert first.rate_limits.requests_limit == 60
+        for _ in range(5):
+            gpt.complete("gpt-4o-mini", "", "hi")
+        with pytest.raises(RateLimitError, match="requests per min"):
+            gpt.complete("gpt-4o-mini", "", "the seventh in the slice")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "0-65535"),
+        (["--tpm", "1000"], "--tpm goes with --rpm"),
+        (["--rpm", "0"], "--rpm/--tpm: RateLimit requests_per_minute must be a positive int"),
+    ],
+)
 def test_serve_usage_errors(args: list[str], message: str) -> None:
     out = run_cli("serve", *args)
     assert out.returncode == 2

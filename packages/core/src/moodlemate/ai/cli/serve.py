@@ -29,6 +29,7 @@ examples:
   moodlemate-ai serve --port 8000
   MOODLEMATE_ENDPOINT=http://127.0.0.1:8000/v1 moodlemate-ai chat "Hello"
   moodlemate-ai serve --fault-rate 0.3 --seed 1     # 30% of requests fail (429, 5xx, resets...)
+  moodlemate-ai serve --rpm 600 --tpm 200000         # OpenAI's x-ratelimit-* headers and 429s
 """
 
 
@@ -56,6 +57,14 @@ def add_parser(subparsers: Any) -> None:
         "--api-key", metavar="KEY", help="accept only this key (default: any key, or none)"
     )
     parser.add_argument(
+        "--rpm",
+        type=int,
+        metavar="N",
+        help="enforce N requests per minute as OpenAI does (in 6 s slices), with its "
+        "x-ratelimit-* headers and 429s",
+    )
+    parser.add_argument("--tpm", type=int, metavar="N", help="with --rpm: also N tokens per minute")
+    parser.add_argument(
         "--lenient",
         action="store_true",
         help="accept requests the real API would reject (model rules)",
@@ -74,6 +83,15 @@ def run(args: argparse.Namespace) -> int:
         server.fault_rate(args.fault_rate, seed=args.seed)
     except ValueError as exc:
         raise CommandError(f"--fault-rate: {exc}", EXIT_USAGE) from None
+    if args.tpm is not None and args.rpm is None:
+        raise CommandError("--tpm goes with --rpm", EXIT_USAGE)
+    if args.rpm is not None:
+        from moodlemate.testing import RateLimit
+
+        try:
+            server.rate_limit = RateLimit(args.rpm, args.tpm)
+        except ValueError as exc:
+            raise CommandError(f"--rpm/--tpm: {exc}", EXIT_USAGE) from None
     try:
         server.start()
     except OSError as exc:
