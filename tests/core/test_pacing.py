@@ -433,3 +433,17 @@ def test_a_frozen_redis_never_stalls_the_event_loop_of_async_calls() -> None:
         own.stop()
     assert len(replies) == 8
     assert max(gaps) < 0.5  # Redis timing out (1 s) happened off the loop
+
+
+def test_gpt_loads_neither_asyncio_nor_the_limiter_nor_redis_until_they_are_needed() -> None:
+    code = (
+        "import sys; from moodlemate.ai import GPT; GPT(); GPT(budget=1)\n"
+        "print([m for m in ('asyncio', 'limits', 'redis') if m in sys.modules])\n"
+        "GPT(pacing=True)\n"
+        "print([m for m in ('asyncio', 'limits', 'redis') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    plain, paced = out.stdout.splitlines()
+    assert plain == "[]"
+    assert "limits" in paced  # (which loads asyncio itself)
+    assert "redis" not in paced  # pacing in one process needs no Redis client

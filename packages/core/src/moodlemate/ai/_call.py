@@ -13,7 +13,6 @@ call runs changes the next call, never this one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -164,6 +163,8 @@ class Call:
         from a worker thread, so a slow store never blocks the event loop."""
         if self.accounts.shared is None or self.accounts.budget is None:
             return self.reserve()
+        import asyncio  # here: the module is loaded by the first async call, not by GPT()
+
         return await asyncio.to_thread(self.reserve)
 
     def pace(self, timeout: float) -> None:
@@ -214,8 +215,7 @@ class Call:
 
     def failed(self, error: BaseException, reservation: Reservation, *, sent: bool = True) -> None:
         """A call that ended without a completion: release its reservation, log it (when
-        anything was sent), and say in the error why no key
-        was sent when one was withheld."""
+        anything was sent), and say in the error why no key was sent when one was withheld."""
         reservation.release()
         if self.accounts.pacer is not None:  # a probe that ended without a response to learn
             self.accounts.pacer.unanswered(origin(self.connection.endpoint), self.request.model)

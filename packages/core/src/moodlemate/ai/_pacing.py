@@ -20,7 +20,6 @@ own limiter, with a warning, for :data:`DEGRADED_FOR` seconds before Redis is tr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
@@ -192,6 +191,8 @@ class Pacer:
 
     async def aacquire(self, origin: str, model: str, tokens: int, deadline: float | None) -> None:
         """Async :meth:`acquire`; Redis is asked from a worker thread, so the loop runs on."""
+        import asyncio  # loaded by the first async call, not by GPT()
+
         while True:
             if self.redis is not None and self._limit_known(origin, model):
                 wait = await asyncio.to_thread(self._try, origin, model, tokens)
