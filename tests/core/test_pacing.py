@@ -22,7 +22,7 @@ from moodlemate.ai import GPT, ConfigurationError, RateLimitError, RetryPolicy, 
 from moodlemate.ai._pacing import PACED
 from moodlemate.ai._rate_limit_headers import parse_reset, rate_limits_from_headers
 from moodlemate.ai._spend_log import SpendLog
-from moodlemate.testing import Fault, LoopbackServer, RateLimit
+from moodlemate.testing import Fault, LoopbackServer, RateLimit, Reply
 from support import TEST_KEY
 
 ONCE = RetryPolicy(attempts=1, deadline=30.0, attempt_timeout=10.0)
@@ -261,6 +261,47 @@ def test_a_stream_that_pacing_gave_up_on_is_not_logged(
     assert len(SpendLog(path).calls()) == 1
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-ratelimit-limit-requests": "abc", "x-ratelimit-remaining-requests": "-3"},
+        {"x-ratelimit-limit-requests": str(10**30), "x-ratelimit-reset-requests": "NaNs"},
+        {"x-ratelimit-limit-tokens": "0", "x-ratelimit-remaining-tokens": "0"},
+        {"x-ratelimit-reset-requests": "9" * 5000},
+    ],
+)
+def test_nonsense_headers_neither_break_nor_stall_calls(
+    server: LoopbackServer, headers: dict[str, str]
+) -> None:
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=ONCE, pacing=True)
+    server.enqueue(*(Reply(text="ok", headers=headers) for _ in range(3)))
+    began = time.monotonic()
+    for _ in range(3):
+        assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "ok"
+    assert time.monotonic() - began < 2.0
+
+
+def test_a_server_claiming_it_is_spent_for_ages_holds_calls_at_most_an_hour(
+    server: LoopbackServer,
+) -> None:
+    gpt = GPT(
+        "openai",
+        endpoint=server.url,
+        api_key=TEST_KEY,
+        pacing=True,
+        retry=RetryPolicy(attempts=1, deadline=2.0, attempt_timeout=1.0),
+    )
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "9999h"}
+    server.enqueue(Reply(text="ok", headers=spent))
+    gpt.chat_completion("gpt-4o-mini", "", "hi")
+    with pytest.raises(RateLimitError) as caught:  # within the attempt's second, unsent
+        gpt.chat_completion("gpt-4o-mini", "", "hi")
+    assert caught.value.code == PACED
+    assert caught.value.retry_after is not None
+    assert 3500 < caught.value.retry_after <= 3600.1
+    assert len(server.chat_requests) == 1
+
+
 def test_async_calls_pace_too(limited: LoopbackServer) -> None:
     limited.rate_limit = RateLimit(600, slice_seconds=1.0)
     gpt = GPT("openai", endpoint=limited.url, api_key=TEST_KEY, retry=ONCE, pacing=True)
@@ -273,6 +314,28 @@ def test_async_calls_pace_too(limited: LoopbackServer) -> None:
     assert limited.rate_limited == 0
     times = sorted(r.received_at for r in limited.chat_requests)
     assert times[-1] - times[0] >= 2.0  # 30 calls at 9 a second
+
+
+def test_many_event_loops_in_many_threads_share_one_pacer(limited: LoopbackServer) -> None:
+    limited.rate_limit = RateLimit(600, slice_seconds=1.0)
+    gpt = GPT("openai", endpoint=limited.url, api_key=TEST_KEY, retry=ONCE, pacing=True)
+    errors: list[BaseException] = []
+
+    async def calls() -> None:
+        try:
+            await asyncio.gather(*(gpt.acomplete("gpt-4o-mini", "", "hi") for _ in range(8)))
+        except BaseException as exc:
+            errors.append(exc)
+        await gpt.aclose()
+
+    threads = [threading.Thread(target=asyncio.run, args=(calls(),)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert limited.admitted == 32
+    assert limited.rate_limited == 0
 
 
 def test_pacing_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -109,6 +109,15 @@ def _check_race(
     records = SpendLog(path).calls()
     assert len(records) == calls  # exactly one row per call sent
     assert totals(records, "model")[1].cost == spent  # to the last decimal
+    report = subprocess.run(
+        [sys.executable, "-m", "moodlemate.ai.cli", "spend", "--log", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    total = json.loads(report.stdout)["total"]
+    assert (total["calls"], Decimal(total["cost"])) == (calls, spent)  # as the command says
     return spent
 
 
