@@ -492,3 +492,25 @@ def test_two_instances_on_two_catalogs_each_price_and_check_by_their_own() -> No
     assert cheap_gpt.ledger.calls == dear_gpt.ledger.calls == 400
     assert cheap_gpt.ledger.cost == Decimal("0.006")  # 400 x 15 tokens x $0.000001
     assert dear_gpt.ledger.cost == Decimal("6000")  # 400 x 15 tokens x $1
+
+
+def test_openrouters_rate_limit_headers_reach_the_completion_and_the_pacer(
+    router: LoopbackServer,
+) -> None:
+    gpt = or_gpt(router, pacing=True)
+    gpt.api_key = OR_KEY
+    reset = int((time.time() + 1.0) * 1000)  # OpenRouter: the moment, in Unix milliseconds
+    spent = {
+        "X-RateLimit-Limit": "200",
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(reset),
+    }
+    router.enqueue(Reply(text="last one", headers=spent))
+    first = gpt.complete("openai/gpt-4o-mini", "", "hi")
+    assert first.rate_limits is not None
+    assert (first.rate_limits.requests_limit, first.rate_limits.requests_remaining) == (200, 0)
+    assert first.rate_limits.requests_reset is not None
+    assert 0.5 < first.rate_limits.requests_reset <= 1.0
+    gpt.complete("openai/gpt-4o-mini", "", "waits for the reset")
+    one, two = (r.received_at for r in router.chat_requests)
+    assert two - one >= 0.5  # held until the reset the server named, not sent into a 429
