@@ -437,6 +437,25 @@ def test_four_processes_sharing_a_redis_limiter_stay_under_one_percent_429s(
     assert unpaced > 0.10
 
 
+def test_one_workers_429_holds_every_worker_sharing_redis(
+    limited: LoopbackServer, redis_url: str
+) -> None:
+    limited.rate_limit = RateLimit(6000)  # headers, so both learn a limit; none is reached
+    a, b = (
+        GPT("openai", endpoint=limited.url, api_key=TEST_KEY, redis=redis_url, retry=ONCE)
+        for _ in range(2)
+    )  # two instances: two pacers, as two processes would have
+    a.complete("gpt-4o-mini", "", "learns")
+    b.complete("gpt-4o-mini", "", "learns")
+    limited.enqueue(Fault.status(429, retry_after=1))
+    with pytest.raises(RateLimitError):
+        a.complete("gpt-4o-mini", "", "refused")
+    refused_at = limited.chat_requests[-1].received_at
+    time.sleep(0.1)  # the hold goes to Redis from a thread of its own
+    b.complete("gpt-4o-mini", "", "waits for a's hold")
+    assert limited.chat_requests[-1].received_at - refused_at >= 0.9
+
+
 def test_redis_going_away_degrades_pacing_to_local_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

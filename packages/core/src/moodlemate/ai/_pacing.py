@@ -6,7 +6,7 @@ from configuration (``pacing={"gpt-4o-mini": {"requests_per_minute": 500}}``). B
 attempt is sent, :meth:`Pacer.acquire` takes one request slot (and, under a token limit, the
 attempt's estimated tokens); without capacity it sleeps until the next slot opens, within the
 attempt's time. A response saying nothing is left, or a 429's ``retry-after``, holds that
-origin and model until the server's reset.
+origin and model until the server's reset, for every worker sharing Redis.
 
 The limiter algorithms are the ``limits`` library's: its moving window for requests, its
 sliding-window counter for tokens, in memory for one process or in Redis
@@ -45,6 +45,15 @@ _MIN_PER_WINDOW = 5
 """Requests a pacing window should admit (for smoothness), where the limit allows it."""
 _PROBE_POLL = 0.02
 """Seconds between two looks at whether the probe of a new model has been answered."""
+_LONGEST_HOLD = 3600.0
+"""Seconds a hold lasts at most, whatever a server says (a lying header cannot stop calls
+for a day)."""
+_SHARE_HOLD = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"""
 PACED = "client_pacing"
 """The ``code`` of the RateLimitError the pacer raises when an attempt's time runs out."""
 _JITTER = 0.01
@@ -172,12 +181,38 @@ class Pacer:
                 self._probing.discard(key)
 
     def hold(self, origin: str, model: str, seconds: float) -> None:
-        """Send nothing more to ``model`` at ``origin`` for ``seconds`` (a 429's retry-after)."""
-        until = time.time() + min(seconds, 3600.0)
+        """Send nothing more to ``model`` at ``origin`` for ``seconds`` (a 429's retry-after),
+        from this process and, through Redis, from every worker sharing it."""
+        seconds = min(seconds, _LONGEST_HOLD)
+        until = time.time() + seconds
         key = (origin, model)
         with self._lock:
-            if until > self._holds.get(key, 0.0):
-                self._holds[key] = until
+            if until <= self._holds.get(key, 0.0):
+                return
+            self._holds[key] = until
+        if self.redis is not None and time.monotonic() >= self._degraded_until:
+            # Off the caller's thread: a 429 is rare, and an async caller must not wait on Redis.
+            threading.Thread(
+                target=self._share_hold, args=(self._hold_key(origin, model), seconds), daemon=True
+            ).start()
+
+    def _hold_key(self, origin: str, model: str) -> str:
+        return f"moodlemate:pace:hold/{self.scope}/{origin}/{model}"
+
+    def _share_hold(self, key: str, seconds: float) -> None:
+        from moodlemate.ai._redis import redis_client
+
+        try:
+            redis_client(self.redis or "").eval(_SHARE_HOLD, 1, key, max(1, int(seconds * 1000)))
+        except Exception as exc:
+            self._degrade(exc)
+
+    def _shared_hold(self, origin: str, model: str) -> float:
+        """Seconds another worker's hold on ``model`` at ``origin`` still runs (0: none)."""
+        from moodlemate.ai._redis import redis_client
+
+        left = redis_client(self.redis or "").pttl(self._hold_key(origin, model))
+        return left / 1000 if left > 0 else 0.0
 
     # -- waiting for capacity -----------------------------------------------------------------
 
@@ -194,7 +229,7 @@ class Pacer:
         import asyncio  # loaded by the first async call, not by GPT()
 
         while True:
-            if self.redis is not None and self._limit_known(origin, model):
+            if self.redis is not None and self._limit_known(origin, model):  # Redis is asked
                 wait = await asyncio.to_thread(self._try, origin, model, tokens)
             else:
                 wait = self._try(origin, model, tokens)
@@ -231,7 +266,8 @@ class Pacer:
         shared = self._shared_limiters()
         if shared is not None:
             try:
-                return self._take(shared, limit, identity, tokens)
+                held = self._shared_hold(origin, model)
+                return held if held > 0 else self._take(shared, limit, identity, tokens)
             except Exception as exc:  # Redis is gone: this process paces alone for a while
                 self._degrade(exc)
         return self._take(self._local_limiters(), limit, identity, tokens)
