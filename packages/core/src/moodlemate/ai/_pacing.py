@@ -27,6 +27,8 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 from moodlemate.ai._rate_limit_headers import RateLimits
@@ -166,9 +168,9 @@ class Pacer:
         if stated is None:
             return
         if stated.requests_limit or stated.tokens_limit:
-            limit = PaceLimit(stated.requests_limit or None, stated.tokens_limit or None)
-            if self._learned.get(key) != limit:
-                self._learned[key] = limit
+            self._learned[key] = PaceLimit(
+                stated.requests_limit or None, stated.tokens_limit or None
+            )
         wait = stated.exhausted_for
         if wait > 0:
             self.hold(origin, model, wait)
@@ -361,20 +363,11 @@ class Pacer:
 
 
 def _redis_limiters(url: str) -> tuple[Any, Any]:
-    from moodlemate.ai._redis import TIMEOUT, redis_client
+    from moodlemate.ai._redis import client_options
 
     lib = _limits()
-    redis_client(url)  # says which extra to install when redis-py is missing
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     storage = lib.storage.RedisStorage(
-        url,
-        key_prefix="moodlemate:pace",
-        wrap_exceptions=True,
-        socket_timeout=TIMEOUT,
-        socket_connect_timeout=TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
+        url, key_prefix="moodlemate:pace", wrap_exceptions=True, **client_options()
     )
     return (
         lib.strategies.MovingWindowRateLimiter(storage),
@@ -394,30 +387,21 @@ def _lower(a: int | None, b: int | None) -> int | None:
     return min(a, b)
 
 
-class _Limits:
-    """The parts of the ``limits`` library the pacer uses, imported once on first need."""
-
-    def __init__(self) -> None:
-        try:
-            import limits
-            import limits.storage
-            import limits.strategies
-        except ImportError:
-            raise ConfigurationError(
-                'pacing needs the limits library: pip install "moodlemate-ai[redis]" '
-                '(or "moodlemate-ai[pacing]" without Redis)'
-            ) from None
-        self.RateLimitItemPerMinute = limits.RateLimitItemPerMinute
-        self.RateLimitItemPerSecond = limits.RateLimitItemPerSecond
-        self.storage = limits.storage
-        self.strategies = limits.strategies
-
-
-_loaded: _Limits | None = None
-
-
-def _limits() -> _Limits:
-    global _loaded
-    if _loaded is None:
-        _loaded = _Limits()
-    return _loaded
+@cache
+def _limits() -> SimpleNamespace:
+    """The parts of the ``limits`` library the pacer uses, imported once, on first need."""
+    try:
+        import limits
+        import limits.storage
+        import limits.strategies
+    except ImportError:
+        raise ConfigurationError(
+            'pacing needs the limits library: pip install "moodlemate-ai[redis]" '
+            '(or "moodlemate-ai[pacing]" without Redis)'
+        ) from None
+    return SimpleNamespace(
+        RateLimitItemPerMinute=limits.RateLimitItemPerMinute,
+        RateLimitItemPerSecond=limits.RateLimitItemPerSecond,
+        storage=limits.storage,
+        strategies=limits.strategies,
+    )

@@ -52,6 +52,9 @@ class RateLimits:
         return max(waits, default=0.0)
 
 
+_NOTHING = RateLimits()
+
+
 def rate_limits_from_headers(
     headers: Mapping[str, str], now: float | None = None
 ) -> RateLimits | None:
@@ -70,9 +73,6 @@ def rate_limits_from_headers(
         tokens_reset=parse_reset(get("x-ratelimit-reset-tokens"), now),
     )
     return None if found == _NOTHING else found
-
-
-_NOTHING = RateLimits()
 
 
 def parse_reset(value: str | None, now: float | None = None) -> float | None:

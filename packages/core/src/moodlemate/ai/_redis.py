@@ -16,7 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 from moodlemate.ai._secrets import register_secret
 from moodlemate.ai.errors import ConfigurationError, ValidationError
 
-__all__ = ["TIMEOUT", "check_redis_url", "redis_client", "require_redis_py", "shown_url"]
+__all__ = [
+    "TIMEOUT",
+    "check_redis_url",
+    "client_options",
+    "redis_client",
+    "require_redis_py",
+    "shown_url",
+]
 
 TIMEOUT = 1.0
 """Seconds a connect or a command to Redis may take before it counts as failed."""
@@ -63,27 +70,33 @@ def require_redis_py() -> None:
         raise ConfigurationError(_MISSING)
 
 
-def redis_client(url: str) -> Any:
-    """The process's client for ``url`` (a pool shared by the budget and the pacer)."""
-    client = _clients.get(url)
-    if client is not None:
-        return client
+def client_options() -> dict[str, Any]:
+    """redis-py's client options that bound an outage (see the module docstring): used by
+    this module's clients and by the pacer's limiter storage alike."""
     try:
-        import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
     except ImportError:
         raise ConfigurationError(_MISSING) from None
+    return {
+        "socket_timeout": TIMEOUT,
+        "socket_connect_timeout": TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+    }
+
+
+def redis_client(url: str) -> Any:
+    """The process's client for ``url``, which every shared budget on it uses."""
+    client = _clients.get(url)
+    if client is not None:
+        return client
+    options = client_options()
+    import redis
+
     with _lock:
         client = _clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=TIMEOUT,
-                socket_connect_timeout=TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
-            )
-            _clients[url] = client
+            client = _clients[url] = redis.Redis.from_url(url, **options)
     return client
