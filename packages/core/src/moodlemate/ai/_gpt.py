@@ -217,6 +217,7 @@ class GPT:
             changes["endpoint"] = None if endpoint is None else normalize_endpoint(endpoint)
             changes["endpoint_beats_env"] = True
             changes["provider_explicit"] = False  # the newest choice: its owner serves it
+            changes["untrusted"] = changes["withheld"] = None  # chosen in code, not by a file
         if not isinstance(api_key, _Unset):
             changes["api_key"] = None if api_key is None else check_key_format(api_key)
         if not isinstance(headers, _Unset):
