@@ -263,17 +263,12 @@ def _redis_url(environment: str | None, file: str | None) -> str | None:
     return file
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
 def _pacing(environment: str | None, file: object) -> object:
     if environment is None or not environment.strip():
         return file
-    word = environment.strip().lower()
-    if word in _TRUE or word in _FALSE:
-        return word in _TRUE
-    raise ValidationError(f"{ENV_PACING} must be 1/true/on or 0/false/off, not {environment!r}")
+    from moodlemate.ai._flags import parse_flag
+
+    return parse_flag(environment, ENV_PACING)
 
 
 def _pick(argument: str | None, environment: str | None, file: Any) -> tuple[str | None, int]:

@@ -356,7 +356,7 @@ class _Checker:
             elif key == "fallbacks":
                 self.fallbacks(value, where)
             elif key == "pacing":
-                self.pacing(value, where)
+                table = {**table, "pacing": self.pacing(value, where)}
             elif not isinstance(value, str) or not value:
                 self.fail(key, where, f"must be {SETTING_KEYS[key]} (a string), not {_kind(value)}")
             elif key in ("api_key", "app_url", "app_title") and not _clean_header_value(value):
@@ -392,15 +392,23 @@ class _Checker:
         if not all(isinstance(model, str) and model for model in value):
             self.fail("fallbacks", where, "must hold only non-empty model names (strings)")
 
-    def pacing(self, value: Any, where: str) -> None:
-        if isinstance(value, bool):
-            return
+    def pacing(self, value: Any, where: str) -> object:
+        """True or False (TOML's booleans, or a documented spelling such as "no"), or a
+        table of models' limits."""
+        from moodlemate.ai._flags import SPELLINGS, parse_flag
+
+        if isinstance(value, bool | str):
+            try:
+                return parse_flag(value, "pacing")
+            except ValidationError:
+                self.fail("pacing", where, f"must be {SPELLINGS}, or a table of models")
         from moodlemate.ai._pacing import pace_limits
 
         try:
             pace_limits(value)
         except ValidationError as exc:
             self.fail("pacing", where, exc.message.removeprefix("pacing"))
+        return value
 
     def headers(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):
