@@ -198,13 +198,17 @@ def load_config(environ: Mapping[str, str]) -> ConfigFile | None:
     untrusted = None
     ignored: dict[str | None, str] = {}
     for path in paths:
-        (top, file_profiles, file_default), sha256 = _read(path)
+        (top, file_profiles, file_default), sha256, resolved = _read(path)
         if path == Path(PROJECT_FILE) and not environ.get(CONFIG_ENV):
             from moodlemate.ai._project_trust import is_trusted
 
-            if not is_trusted(path, sha256, environ):
+            if not is_trusted(resolved, sha256, environ):
                 untrusted = path
-                top, file_profiles, ignored = _restricted(path, top, file_profiles)
+                where = (resolved, sha256)  # the same name elsewhere is another file
+                restricted = _restrictions.get(where)
+                if restricted is None:
+                    restricted = _restrictions[where] = _restricted(path, top, file_profiles)
+                top, file_profiles, ignored = restricted
         settings.update(top)
         origins.update(dict.fromkeys(top, path))
         for name, table in file_profiles.items():
@@ -220,11 +224,14 @@ def load_config(environ: Mapping[str, str]) -> ConfigFile | None:
 _NOT_SENT = ("api_key_env",)
 """What an untrusted project file may not set at all: it would choose a secret to send."""
 _warned: set[tuple[str, str]] = set()
+_Restricted = tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str | None, str]]
+_restrictions: dict[tuple[Path, str], _Restricted] = {}
+"""An untrusted file's restricted content by (path, hash): GPT() in a loop stays cheap."""
 
 
 def _restricted(
     path: Path, top: dict[str, Any], profiles: dict[str, dict[str, Any]]
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str | None, str]]:
+) -> _Restricted:
     """An untrusted file's tables without the settings it may not use, each named in a
     warning (once per file content) that says how to trust the file; and, by profile (None:
     the top level), what was left out, for the error of a call that then has no key."""
@@ -251,7 +258,7 @@ def _restricted(
 def read_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:
     """One file's checked top level and profiles, and the SHA-256 of its bytes; a
     ConfigurationError when it is no valid config file."""
-    (top, profiles, _), sha256 = _read(path)
+    (top, profiles, _), sha256, _ = _read(path)
     return top, profiles, sha256
 
 
@@ -274,12 +281,13 @@ def warn_untrusted(path: Path, what: str) -> None:
 # -- reading and checking one file ---------------------------------------------------------
 
 _Parsed = tuple[dict[str, Any], dict[str, dict[str, Any]], str | None]
-_cache: dict[Path, tuple[tuple[int, int], tuple[_Parsed, str]]] = {}
+_cache: dict[Path, tuple[tuple[int, int], tuple[_Parsed, str, Path]]] = {}
 _cache_lock = threading.Lock()
 
 
-def _read(path: Path) -> tuple[_Parsed, str]:
-    """The checked content of one file, and the SHA-256 of its bytes (what trust is given to)."""
+def _read(path: Path) -> tuple[_Parsed, str, Path]:
+    """The checked content of one file, the SHA-256 of its bytes (what trust is given to)
+    and its resolved path."""
     try:
         st = path.stat()
         resolved = path.resolve()
@@ -305,7 +313,7 @@ def _read(path: Path) -> tuple[_Parsed, str]:
         log.warning("config file %s holds an api_key and is readable by others: chmod 600", path)
     from moodlemate.ai._project_trust import digest
 
-    content = (parsed, digest(raw))
+    content = (parsed, digest(raw), resolved)
     with _cache_lock:
         _cache[resolved] = (stamp, content)
     return content

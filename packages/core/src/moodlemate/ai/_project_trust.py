@@ -56,12 +56,13 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def is_trusted(path: Path, sha256: str, environ: Mapping[str, str]) -> bool:
-    """Whether the project file at ``path`` with content hash ``sha256`` is trusted."""
+def is_trusted(resolved: Path, sha256: str, environ: Mapping[str, str]) -> bool:
+    """Whether the project file at ``resolved`` (an absolute path without links) with
+    content hash ``sha256`` is trusted."""
     flag = environ.get(TRUST_ENV)
     if flag is not None and flag.strip() and parse_flag(flag, TRUST_ENV):
         return True
-    return (sha256, str(path.resolve())) in _entries(allow_list_path(environ))
+    return (sha256, str(resolved)) in _entries(allow_list_path(environ))
 
 
 def trust(path: Path, environ: Mapping[str, str]) -> tuple[Path, str]:

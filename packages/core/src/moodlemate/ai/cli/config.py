@@ -77,7 +77,7 @@ def _status(args: argparse.Namespace) -> int:
     for path in paths:
         if path == Path(PROJECT_FILE) and not os.environ.get(CONFIG_ENV):
             *_, sha256 = read_file(path)
-            trusted = is_trusted(path, sha256, os.environ)
+            trusted = is_trusted(path.resolve(), sha256, os.environ)
             how = f" ({TRUST_ENV} is set)" if trusted and os.environ.get(TRUST_ENV) else ""
             state = f"trusted{how}" if trusted else "NOT trusted"
             print(f"{path.resolve()}: project file, {state}")
