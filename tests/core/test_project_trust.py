@@ -198,6 +198,15 @@ def test_moodlemate_api_key_does_not_follow_a_provider_the_untrusted_file_chose(
         ask(gpt)
 
 
+def test_an_untrusted_file_naming_the_default_provider_redirects_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project_file('provider = "openai"\nmodel = "gpt-4o"\n')
+    assert GPT(api_key=TEST_KEY).api_key == TEST_KEY  # openai's own service, as without it
+    project_file('provider = "openrouter"\n')
+    assert GPT(api_key="sk-or-v1-from-code-0123456789").api_key is None  # another vendor
+
+
 # -- the file's own key ----------------------------------------------------------------------
 
 

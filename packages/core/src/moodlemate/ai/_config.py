@@ -170,12 +170,14 @@ def resolve_settings(
         log.info("not using %s: the endpoint was not set by the environment", ENV_API_KEY)
         env_key = None
     withheld = [found.ignored] if found.ignored else []
-    # Where calls go came from the untrusted project file: it is not trusted with credentials.
+    # Where calls go came from the untrusted project file (its endpoint; else its provider,
+    # when it moves calls away from the default provider's service): it is not trusted with
+    # credentials.
     place = (
         origins.get("endpoint")
         if endpoint_level == FILE
         else origins.get("provider")
-        if resolved_endpoint is None and provider_level == FILE
+        if resolved_endpoint is None and provider_level == FILE and chosen != DEFAULT_PROVIDER
         else None
     )
     untrusted_place = untrusted if untrusted is not None and place == untrusted else None

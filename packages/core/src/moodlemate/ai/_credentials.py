@@ -32,10 +32,11 @@ stay with the endpoint that file configures. A routed call gets its provider's o
 source and no configured headers.
 
 One exception ranks above the table: when an untrusted project-local ``moodlemate.toml``
-chose where calls go (its endpoint, else its provider), a key or headers given in code are
-not sent there, and the call is refused with a message naming the file and how to trust it
-(setting the endpoint in code, or trusting the file, lifts it). :mod:`moodlemate.ai._config`
-has already kept every other credential that file does not hold away from it.
+chose where calls go (its endpoint; else its provider, when not the default one), a key or
+headers given in code are not sent there, and the call is refused with a message naming the
+file and how to trust it (setting the endpoint in code, or trusting the file, lifts it).
+:mod:`moodlemate.ai._config` has already kept every other credential that file does not hold
+away from it.
 """
 
 from __future__ import annotations
