@@ -61,8 +61,9 @@ def binary() -> str:
     return found
 
 
-def start() -> RedisServer:
-    """Start a private redis-server without persistence, and wait until it answers."""
+def start(*options: str) -> RedisServer:
+    """Start a private redis-server without persistence, and wait until it answers;
+    ``options`` are more redis-server arguments (``"--requirepass", "..."``)."""
     executable = binary()
     folder = Path(tempfile.mkdtemp(prefix="moodlemate-redis-"))
     with socket.socket() as probe:
@@ -76,6 +77,7 @@ def start() -> RedisServer:
             "--save", "",
             "--appendonly", "no",
             "--dir", str(folder),
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -86,7 +88,7 @@ def start() -> RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
+                if conn.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                     return server
         except OSError:
             time.sleep(0.05)

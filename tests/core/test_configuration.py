@@ -42,6 +42,12 @@ def user_code(**kwargs: object) -> str:
     return gpt.chat_completion(gpt.model, "Be brief.", "Hi")
 
 
+def trust_project_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ./moodlemate.toml of these tests is the user's own: trusted (an untrusted one is
+    tested in test_project_trust.py)."""
+    monkeypatch.setenv("MOODLEMATE_TRUST_PROJECT_CONFIG", "1")
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -75,6 +81,7 @@ def test_a_config_file_profile_switches_openai_to_openrouter(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     monkeypatch.setenv("OPENROUTER_API_KEY", OR_KEY)
+    trust_project_files(monkeypatch)
     write(
         Path("moodlemate.toml"),
         f"""
@@ -241,6 +248,7 @@ def test_a_profile_key_does_not_follow_a_provider_set_elsewhere(
 
 
 def test_keys_follow_the_same_order_argument_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    trust_project_files(monkeypatch)
     other = "sk-or-v1-from-the-file-0a1b2c3d"
     write(Path("moodlemate.toml"), f'provider = "openrouter"\napi_key = "{other}"\n')
     assert GPT().api_key == other  # file
@@ -315,7 +323,10 @@ def test_an_environment_key_is_not_sent_over_plain_http_to_its_providers_host(
     assert GPT(provider, endpoint=endpoint).api_key is None
 
 
-def test_a_profile_reading_an_unset_key_variable_is_a_clear_error() -> None:
+def test_a_profile_reading_an_unset_key_variable_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trust_project_files(monkeypatch)
     write(Path("moodlemate.toml"), 'provider = "openrouter"\napi_key_env = "WORK_OR_KEY"\n')
     with pytest.raises(MissingAPIKeyError, match=r"\$WORK_OR_KEY, which is not set"):
         GPT()

@@ -259,3 +259,60 @@ def test_credential_header_values_are_redacted_from_errors(server: LoopbackServe
     for value in CREDENTIAL_HEADERS.values():
         assert value not in shown
     assert server.chat_requests[0].headers["x-signature"] == "x-signature-value-05"
+
+
+# -- loggers created after the guards are in place ---------------------------------------------
+
+_LATER_LOGGERS = """
+import logging, sys
+from moodlemate.ai import GPT
+from moodlemate.ai.testing import Reply
+
+KEY, URL = sys.argv[1], sys.argv[2]
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s %(message)s")
+gpt = GPT("openai", endpoint=URL, api_key=KEY)
+print(gpt.chat_completion("gpt-4o-mini", "", "hi"), file=sys.stderr)
+# Loggers the HTTP stack (today's names, the older ones, and a rename yet to come) creates
+# after GPT() and its first call: each logs the key as an argument and inside its message.
+for name in ("httpcore.http11", "httpx._client", "httpcore2.http11", "httpx2._client",
+             "httpcore2.connection_pool", "httpcore3.http11", "some_sdk.transport"):
+    later = logging.getLogger(name + ".later")
+    later.debug("receive_response_headers.complete return_value=%r", [(b"x-echo", KEY.encode())])
+    later.debug(f"Authorization: Bearer {KEY}")
+    later.info("sent %s", {"authorization": f"Bearer {KEY}"})
+print("done", file=sys.stderr)
+"""
+
+
+def test_loggers_created_after_gpt_exists_never_show_a_key(server: LoopbackServer) -> None:
+    """Both HTTP stacks (httpcore/httpx and httpcore2/httpx2) and a future rename, DEBUG on,
+    a server echoing the key in a response header; a fresh process, so every logger of the
+    stack is created as it is in an application (after the library's filters)."""
+    server.enqueue(Reply(text="ok", headers={"x-echo-authorization": f"Bearer {TEST_KEY}"}))
+    done = subprocess.run(
+        [sys.executable, "-c", _LATER_LOGGERS, TEST_KEY, server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "x-echo-authorization" in done.stderr  # the stack's DEBUG lines were printed
+    assert "httpcore3.http11.later sent" in done.stderr
+    assert done.stderr.rstrip().endswith("done")
+    assert TEST_KEY not in done.stderr
+    assert TEST_KEY.encode().hex() not in done.stderr
+    assert "sk-...5c3e" in done.stderr  # masked, not dropped
+
+
+def test_a_record_reaching_logging_last_resort_is_redacted() -> None:
+    """No handler configured at all: Python prints warnings through ``logging.lastResort``."""
+    code = (
+        "import logging, sys\nfrom moodlemate.ai import GPT\n"
+        "GPT(api_key=sys.argv[1])\n"
+        "logging.getLogger('httpx2.later').warning('refused key %s', sys.argv[1])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, TEST_KEY], capture_output=True, text=True, timeout=60
+    )
+    assert "refused key sk-...5c3e" in done.stderr
+    assert TEST_KEY not in done.stderr

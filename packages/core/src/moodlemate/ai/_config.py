@@ -1,5 +1,13 @@
 """Where settings come from. One order for every setting:
 explicit argument > environment > config file > built-in default.
+
+A project-local ``moodlemate.toml`` that the user has not trusted
+(:mod:`moodlemate.ai._project_trust`) may still choose the provider, endpoint, model and the
+rest, but it is not trusted with credentials: no credential it does not itself hold (a key
+or headers from the user's config file, ``MOODLEMATE_API_KEY``; a key or headers given in
+code, see :mod:`moodlemate.ai._credentials`) goes where it points, and its own go nowhere
+over plain http to another machine. Whatever is held back is named in a warning and in the
+error of a call that then has no key, with the command that trusts the file.
 """
 
 from __future__ import annotations
@@ -8,6 +16,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -16,8 +25,11 @@ from moodlemate.ai._config_file import (
     PROFILE_ENV,
     PROJECT_FILE,
     USER_FILE,
+    Section,
     load_config,
     register_header_secret,
+    trust_hint,
+    warn_untrusted,
 )
 from moodlemate.ai._defaults import DEFAULT_MODEL, DEFAULT_PROVIDER
 from moodlemate.ai._secrets import register_secret
@@ -100,6 +112,12 @@ class Settings:
     pacing: object = None
     """``pacing`` as configured (``MOODLEMATE_PACING``, the file): True, False, a table of
     models, or None (not configured: on when Redis is set)."""
+    untrusted: str | None = None
+    """The untrusted project file that chose where calls go (its endpoint, else its
+    provider): no key or headers given in code go there either."""
+    withheld: str | None = None
+    """Credentials the configuration named but that are not sent, and why: a call left with
+    no key raises this instead of going out without one."""
 
 
 def resolve_settings(
@@ -116,7 +134,8 @@ def resolve_settings(
     """Each setting from the first of: explicit argument, environment, config file, default."""
     env = os.environ if environ is None else environ
     profile_name = _text(profile, "profile") or env.get(PROFILE_ENV) or None
-    section, where = _file_section(env, profile_name)
+    found, untrusted = _file_section(env, profile_name)
+    section, where, origins = found.settings, found.where, found.origins
 
     chosen, provider_level = _pick(
         _text(provider, "provider"), env.get(ENV_PROVIDER), section.get("provider")
@@ -145,13 +164,34 @@ def resolve_settings(
     file_target = endpoint_level == FILE or (
         resolved_endpoint is None and provider_level in (FILE, DEFAULT)
     )
-    file_headers = (section.get("headers") or {}) if file_target else {}
-    chosen_headers = check_headers(headers) if headers is not None else file_headers
     env_key = env.get(ENV_API_KEY) or None
     register_secret(env_key)
     if env_key is not None and endpoint_level in (ARGUMENT, FILE):
         log.info("not using %s: the endpoint was not set by the environment", ENV_API_KEY)
         env_key = None
+    withheld = [found.ignored] if found.ignored else []
+    # Where calls go came from the untrusted project file (its endpoint; else its provider,
+    # when it moves calls away from the default provider's service): it is not trusted with
+    # credentials.
+    place = (
+        origins.get("endpoint")
+        if endpoint_level == FILE
+        else origins.get("provider")
+        if resolved_endpoint is None and provider_level == FILE and chosen != DEFAULT_PROVIDER
+        else None
+    )
+    untrusted_place = untrusted if untrusted is not None and place == untrusted else None
+    if untrusted_place is not None:
+        destination = resolved_endpoint or f"the {chosen} service"
+        section, notes = _guard_untrusted(section, origins, untrusted_place, destination)
+        if env_key is not None:
+            notes.append(f"not sending {ENV_API_KEY} to {destination}, which it chose")
+            env_key = None
+        for note in notes:
+            warn_untrusted(untrusted_place, note)
+            withheld.append(f"{untrusted_place.resolve()}: {note}; {trust_hint(untrusted_place)}")
+    file_headers = (section.get("headers") or {}) if file_target else {}
+    chosen_headers = check_headers(headers) if headers is not None else file_headers
     return Settings(
         provider=chosen or DEFAULT_PROVIDER,
         endpoint=resolved_endpoint,
@@ -174,7 +214,44 @@ def resolve_settings(
         log=section.get("log"),
         redis=_redis_url(env.get(ENV_REDIS), section.get("redis")),
         pacing=_pacing(env.get(ENV_PACING), section.get("pacing")),
+        untrusted=None if untrusted_place is None else str(untrusted_place.resolve()),
+        withheld="\n".join(withheld) or None,
     )
+
+
+_CREDENTIALS = ("api_key", "api_key_env", "headers")
+
+
+def _guard_untrusted(
+    section: Mapping[str, Any], origins: Mapping[str, Path | None], untrusted: Path, place: str
+) -> tuple[dict[str, Any], list[str]]:
+    """``section`` without the credentials that may not go to ``place``, which the untrusted
+    file ``untrusted`` chose: any it does not hold itself, and its own over plain http to
+    another machine. Also what was left out, as sentences."""
+    from moodlemate.ai._urls import origin, sent_in_clear
+
+    clear = place.startswith("http") and sent_in_clear(place)
+    kept = dict(section)
+    notes = []
+    for setting in _CREDENTIALS:
+        if setting not in kept:
+            continue
+        source = origins.get(setting)
+        if source == untrusted and not clear:
+            continue
+        del kept[setting]
+        if source == untrusted:
+            notes.append(
+                f"not sending its {setting} over plain http to {origin(place)}, which is not "
+                "this machine"
+            )
+        else:
+            held_in = source.resolve() if source is not None else "the user's config file"
+            notes.append(
+                f"not sending the {setting} of {held_in} to {place}, which this untrusted file "
+                "chose: it may not redirect credentials it does not hold"
+            )
+    return kept, notes
 
 
 def _redis_url(environment: str | None, file: str | None) -> str | None:
@@ -188,17 +265,12 @@ def _redis_url(environment: str | None, file: str | None) -> str | None:
     return file
 
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
 def _pacing(environment: str | None, file: object) -> object:
     if environment is None or not environment.strip():
         return file
-    word = environment.strip().lower()
-    if word in _TRUE or word in _FALSE:
-        return word in _TRUE
-    raise ValidationError(f"{ENV_PACING} must be 1/true/on or 0/false/off, not {environment!r}")
+    from moodlemate.ai._flags import parse_flag
+
+    return parse_flag(environment, ENV_PACING)
 
 
 def _pick(argument: str | None, environment: str | None, file: Any) -> tuple[str | None, int]:
@@ -208,7 +280,8 @@ def _pick(argument: str | None, environment: str | None, file: Any) -> tuple[str
     return None, DEFAULT
 
 
-def _file_section(env: Mapping[str, str], profile: str | None) -> tuple[dict[str, Any], str]:
+def _file_section(env: Mapping[str, str], profile: str | None) -> tuple[Section, Path | None]:
+    """The profile's settings, and the untrusted project file among the files, if any."""
     config = load_config(env)
     if config is None:
         if profile:
@@ -217,8 +290,8 @@ def _file_section(env: Mapping[str, str], profile: str | None) -> tuple[dict[str
                 f"(looked for ./{PROJECT_FILE} and $XDG_CONFIG_HOME/{USER_FILE}; "
                 f"or set {CONFIG_ENV})"
             )
-        return {}, ""
-    return config.section(profile)
+        return Section({}, "", {}), None
+    return config.section(profile), config.untrusted
 
 
 def _file_key(

@@ -5,7 +5,12 @@ Files, later ones overriding earlier ones key by key (profiles merge by name):
 1. user-level: ``$XDG_CONFIG_HOME/moodlemate-ai/config.toml`` (``~/.config/...`` by default)
 2. project-local: ``./moodlemate.toml`` in the current directory
 
-``MOODLEMATE_CONFIG=/path/file.toml`` replaces both with that one file. tomllib is imported
+``MOODLEMATE_CONFIG=/path/file.toml`` replaces both with that one file. The project-local file
+came with whatever directory the process runs in (a cloned repository), so until the user
+trusts it (:mod:`moodlemate.ai._project_trust`) its ``api_key_env`` is ignored, with a
+warning, and :mod:`moodlemate.ai._config` keeps every credential it did not itself hold away
+from where it points. The user-level file and an explicit ``MOODLEMATE_CONFIG`` are the
+user's own and trusted. tomllib is imported
 only when a file exists (it costs more than ``import moodlemate.ai``), and a parsed file is
 reused until its size or mtime changes, so ``GPT()`` in a loop stays cheap.
 
@@ -31,7 +36,7 @@ import stat
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from moodlemate.ai._secrets import register_secret
 from moodlemate.ai.errors import ConfigurationError, InvalidEndpointError, ValidationError
@@ -41,9 +46,13 @@ __all__ = [
     "PROFILE_ENV",
     "PROJECT_FILE",
     "ConfigFile",
+    "Section",
     "config_paths",
     "load_config",
+    "read_file",
     "register_header_secret",
+    "trust_hint",
+    "warn_untrusted",
 ]
 
 log = logging.getLogger("moodlemate.ai")
@@ -92,10 +101,33 @@ _SECRET_HEADER_WORDS = (
 )
 
 
+Origins = Mapping[str, Path | None]
+"""Which file each setting of a section came from (None: merged from more than one)."""
+
+
+class Section(NamedTuple):
+    """One profile's settings, a label for messages, and each setting's file."""
+
+    settings: dict[str, Any]
+    where: str
+    origins: Origins
+    ignored: str | None = None
+    """What the untrusted project file set for this section but may not use, explained."""
+
+
 class ConfigFile:
     """The merged content of the config files found."""
 
-    __slots__ = ("default_profile", "paths", "profiles", "settings")
+    __slots__ = (
+        "default_profile",
+        "ignored",
+        "origins",
+        "paths",
+        "profile_origins",
+        "profiles",
+        "settings",
+        "untrusted",
+    )
 
     def __init__(
         self,
@@ -103,13 +135,21 @@ class ConfigFile:
         settings: Mapping[str, Any],
         profiles: Mapping[str, Mapping[str, Any]],
         default_profile: str | None,
+        origins: Origins | None = None,
+        profile_origins: Mapping[str, Origins] | None = None,
     ) -> None:
         self.paths = paths
         self.settings = settings
         self.profiles = profiles
         self.default_profile = default_profile
+        self.origins: Origins = origins or {}
+        self.profile_origins: Mapping[str, Origins] = profile_origins or {}
+        self.untrusted: Path | None = None
+        """The project-local file, when it is among ``paths`` and not trusted."""
+        self.ignored: Mapping[str | None, str] = {}
+        """By profile (None: top level), the untrusted file's settings left out, explained."""
 
-    def section(self, profile: str | None) -> tuple[dict[str, Any], str]:
+    def section(self, profile: str | None) -> Section:
         """The settings of ``profile`` (top level, overridden by the profile's table) and a
         label for messages. ``None`` picks the file's default profile, if any."""
         where = " or ".join(str(p) for p in self.paths)
@@ -117,15 +157,19 @@ class ConfigFile:
         if name is None and DEFAULT_PROFILE_NAME in self.profiles:
             name = DEFAULT_PROFILE_NAME
         if name is None:
-            return dict(self.settings), where
+            return Section(dict(self.settings), where, self.origins, self.ignored.get(None))
         table = self.profiles.get(name)
         if table is None:
             known = ", ".join(sorted(self.profiles)) or "none"
             raise ConfigurationError(f"no profile {name!r} in {where} (profiles: {known})")
         merged = {**self.settings, **table}
+        origins = {**self.origins, **self.profile_origins.get(name, {})}
         if "headers" in self.settings and "headers" in table:
             merged["headers"] = {**self.settings["headers"], **table["headers"]}
-        return merged, f"profile {name!r} in {where}"
+            if self.origins.get("headers") != origins["headers"]:
+                origins["headers"] = None
+        ignored = self.ignored.get(name) or self.ignored.get(None)
+        return Section(merged, f"profile {name!r} in {where}", origins, ignored)
 
 
 def config_paths(environ: Mapping[str, str]) -> list[Path]:
@@ -147,25 +191,103 @@ def load_config(environ: Mapping[str, str]) -> ConfigFile | None:
     if not paths:
         return None
     settings: dict[str, Any] = {}
+    origins: dict[str, Path | None] = {}
     profiles: dict[str, dict[str, Any]] = {}
+    profile_origins: dict[str, dict[str, Path | None]] = {}
     default_profile: str | None = None
+    untrusted = None
+    ignored: dict[str | None, str] = {}
     for path in paths:
-        top, file_profiles, file_default = _read(path)
+        (top, file_profiles, file_default), sha256, resolved = _read(path)
+        if path == Path(PROJECT_FILE) and not environ.get(CONFIG_ENV):
+            from moodlemate.ai._project_trust import is_trusted
+
+            if not is_trusted(resolved, sha256, environ):
+                untrusted = path
+                where = (resolved, sha256)  # the same name elsewhere is another file
+                restricted = _restrictions.get(where)
+                if restricted is None:
+                    restricted = _restrictions[where] = _restricted(path, top, file_profiles)
+                top, file_profiles, ignored = restricted
         settings.update(top)
+        origins.update(dict.fromkeys(top, path))
         for name, table in file_profiles.items():
             profiles[name] = {**profiles.get(name, {}), **table}
+            profile_origins[name] = {**profile_origins.get(name, {}), **dict.fromkeys(table, path)}
         default_profile = file_default or default_profile
-    return ConfigFile(tuple(paths), settings, profiles, default_profile)
+    config = ConfigFile(tuple(paths), settings, profiles, default_profile, origins, profile_origins)
+    config.untrusted = untrusted
+    config.ignored = ignored
+    return config
+
+
+_NOT_SENT = ("api_key_env",)
+"""What an untrusted project file may not set at all: it would choose a secret to send."""
+_warned: set[tuple[str, str]] = set()
+_Restricted = tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str | None, str]]
+_restrictions: dict[tuple[Path, str], _Restricted] = {}
+"""An untrusted file's restricted content by (path, hash): GPT() in a loop stays cheap."""
+
+
+def _restricted(
+    path: Path, top: dict[str, Any], profiles: dict[str, dict[str, Any]]
+) -> _Restricted:
+    """An untrusted file's tables without the settings it may not use, each named in a
+    warning (once per file content) that says how to trust the file; and, by profile (None:
+    the top level), what was left out, for the error of a call that then has no key."""
+    tables: dict[str | None, dict[str, Any]] = {None: top}
+    tables.update(profiles)
+    notes: dict[str | None, str] = {}
+    for name, table in tables.items():
+        where = "top level" if name is None else f"[profiles.{name}]"
+        for setting in _NOT_SENT:
+            if setting in table:
+                what = (
+                    f"ignoring {setting} = {table[setting]!r} ({where}): an untrusted "
+                    "project file may not choose an environment variable to send"
+                )
+                warn_untrusted(path, what)
+                notes[name] = f"{path.resolve()}: {what}; {trust_hint(path)}"
+    if not notes:
+        return top, profiles, notes
+    clean = {k: v for k, v in top.items() if k not in _NOT_SENT}
+    kept = {n: {k: v for k, v in t.items() if k not in _NOT_SENT} for n, t in profiles.items()}
+    return clean, kept, notes
+
+
+def read_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:
+    """One file's checked top level and profiles, and the SHA-256 of its bytes; a
+    ConfigurationError when it is no valid config file."""
+    (top, profiles, _), sha256, _ = _read(path)
+    return top, profiles, sha256
+
+
+def trust_hint(path: Path) -> str:
+    """How to trust the project file at ``path`` (for messages)."""
+    from moodlemate.ai._project_trust import TRUST_COMMAND, TRUST_ENV
+
+    return f"review the file, then run `{TRUST_COMMAND} {path.resolve()}` (or set {TRUST_ENV}=1)"
+
+
+def warn_untrusted(path: Path, what: str) -> None:
+    """Warn once that an untrusted project file's setting is not used, and how to trust it."""
+    key = (str(path.resolve()), what)
+    if key in _warned:
+        return
+    _warned.add(key)
+    log.warning("%s: %s; %s", path.resolve(), what, trust_hint(path))
 
 
 # -- reading and checking one file ---------------------------------------------------------
 
 _Parsed = tuple[dict[str, Any], dict[str, dict[str, Any]], str | None]
-_cache: dict[Path, tuple[tuple[int, int], _Parsed]] = {}
+_cache: dict[Path, tuple[tuple[int, int], tuple[_Parsed, str, Path]]] = {}
 _cache_lock = threading.Lock()
 
 
-def _read(path: Path) -> _Parsed:
+def _read(path: Path) -> tuple[_Parsed, str, Path]:
+    """The checked content of one file, the SHA-256 of its bytes (what trust is given to)
+    and its resolved path."""
     try:
         st = path.stat()
         resolved = path.resolve()
@@ -176,7 +298,8 @@ def _read(path: Path) -> _Parsed:
     if cached is not None and cached[0] == stamp:
         return cached[1]
     try:
-        text = path.read_text("utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
     import tomllib  # only now: a file exists
@@ -188,9 +311,12 @@ def _read(path: Path) -> _Parsed:
     parsed = _Checker(path, text).file(data)
     if _has_key(parsed) and _others_can_read(st):
         log.warning("config file %s holds an api_key and is readable by others: chmod 600", path)
+    from moodlemate.ai._project_trust import digest
+
+    content = (parsed, digest(raw), resolved)
     with _cache_lock:
-        _cache[resolved] = (stamp, parsed)
-    return parsed
+        _cache[resolved] = (stamp, content)
+    return content
 
 
 def _has_key(parsed: _Parsed) -> bool:
@@ -238,7 +364,7 @@ class _Checker:
             elif key == "fallbacks":
                 self.fallbacks(value, where)
             elif key == "pacing":
-                self.pacing(value, where)
+                table = {**table, "pacing": self.pacing(value, where)}
             elif not isinstance(value, str) or not value:
                 self.fail(key, where, f"must be {SETTING_KEYS[key]} (a string), not {_kind(value)}")
             elif key in ("api_key", "app_url", "app_title") and not _clean_header_value(value):
@@ -274,15 +400,23 @@ class _Checker:
         if not all(isinstance(model, str) and model for model in value):
             self.fail("fallbacks", where, "must hold only non-empty model names (strings)")
 
-    def pacing(self, value: Any, where: str) -> None:
-        if isinstance(value, bool):
-            return
+    def pacing(self, value: Any, where: str) -> object:
+        """True or False (TOML's booleans, or a documented spelling such as "no"), or a
+        table of models' limits."""
+        from moodlemate.ai._flags import SPELLINGS, parse_flag
+
+        if isinstance(value, bool | str):
+            try:
+                return parse_flag(value, "pacing")
+            except ValidationError:
+                self.fail("pacing", where, f"must be {SPELLINGS}, or a table of models")
         from moodlemate.ai._pacing import pace_limits
 
         try:
             pace_limits(value)
         except ValidationError as exc:
             self.fail("pacing", where, exc.message.removeprefix("pacing"))
+        return value
 
     def headers(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):

@@ -30,6 +30,13 @@ a profile's literal ``api_key``                    as ``api_key_env``, but ranke
 Headers given in code follow the instance like a key given in code; a config file's headers
 stay with the endpoint that file configures. A routed call gets its provider's own key
 source and no configured headers.
+
+One exception ranks above the table: when an untrusted project-local ``moodlemate.toml``
+chose where calls go (its endpoint; else its provider, when not the default one), a key or
+headers given in code are not sent there, and the call is refused with a message naming the
+file and how to trust it (setting the endpoint in code, or trusting the file, lifts it).
+:mod:`moodlemate.ai._config` has already kept every other credential that file does not hold
+away from it.
 """
 
 from __future__ import annotations
@@ -131,6 +138,12 @@ class Target:
     """None: the headers were given in code and follow the instance."""
     app_url: str | None = None
     app_title: str | None = None
+    untrusted: str | None = None
+    """The untrusted project file that chose ``endpoint`` (else ``provider``): what was given
+    in code is not sent there. Cleared when the endpoint is set in code."""
+    withheld: str | None = None
+    """Credentials the configuration named but that are held back, and why (a call that
+    has no key then raises this). Cleared when the endpoint is set in code."""
 
 
 def target_from(settings: Settings) -> Target:
@@ -158,6 +171,8 @@ def target_from(settings: Settings) -> Target:
         headers_scope=scope if settings.headers_in_file else None,
         app_url=settings.app_url,
         app_title=settings.app_title,
+        untrusted=settings.untrusted,
+        withheld=settings.withheld,
     )
 
 
@@ -215,8 +230,36 @@ def key_for(target: Target, provider: Provider, endpoint: str, *, own: bool = Tr
     ``own`` is False for a ``provider:model`` route to a provider the instance does not use:
     nothing configured for the instance goes there, only that provider's variable.
     """
+    if own and _refusal(target, provider, endpoint) is not None:
+        return None
     key, _ = _pick(target, provider, endpoint, own)
     return key
+
+
+def _refusal(target: Target, provider: Provider, endpoint: str) -> str | None:
+    """Why a key or headers given in code may not go to ``endpoint``, or None: it is the
+    place an untrusted project file chose (not one the environment names)."""
+    if target.untrusted is None or endpoint == env_endpoint(provider):
+        return None
+    given = [
+        what
+        for what, present in (
+            ("the API key set in code (or by --key)", target.api_key is not None),
+            ("the headers set in code", target.headers_scope is None and bool(target.headers)),
+        )
+        if present
+    ]
+    if not given:
+        return None
+    from pathlib import Path
+
+    from moodlemate.ai._config_file import trust_hint
+
+    return (
+        f"not sending {' or '.join(given)} to {origin(endpoint)}: that endpoint (or provider) "
+        f"comes from {target.untrusted}, a project-local config file that is not trusted; set "
+        f"the endpoint in code (or --endpoint), or {trust_hint(Path(target.untrusted))}"
+    )
 
 
 def _pick(target: Target, provider: Provider, endpoint: str, own: bool) -> tuple[str | None, str]:
@@ -297,9 +340,14 @@ def connect(
     MissingAPIKeyError or InvalidAPIKeyError before anything is sent.
     """
     provider, endpoint, own = _destination(target, plugins, routed)
+    refusal = _refusal(target, provider, endpoint) if own else None
+    if refusal is not None:
+        raise MissingAPIKeyError(refusal)
     key, source = _pick(target, provider, endpoint, own)
     if key is not None:
         check_key(key, provider, endpoint, source)
+    elif own and target.withheld is not None:
+        raise MissingAPIKeyError(target.withheld)
     elif provider.requires_key and provider.recognises(endpoint):
         if downgraded(provider, endpoint) and provider.key_env and os.environ.get(provider.key_env):
             raise MissingAPIKeyError(

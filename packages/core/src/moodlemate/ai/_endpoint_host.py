@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from moodlemate.ai.errors import InvalidEndpointError
 
-__all__ = ["check_host"]
+__all__ = ["check_host", "is_loopback"]
 
 MAX_HOST_LENGTH = 253
 MAX_LABEL_LENGTH = 63
@@ -47,3 +47,17 @@ def check_host(hostname: str, port: int | None, shown: str) -> None:
             raise InvalidEndpointError(
                 f"endpoint {shown!r} has characters that are not allowed in a host name"
             )
+
+
+def is_loopback(hostname: str) -> bool:
+    """``localhost`` (and ``*.localhost``), 127.0.0.0/8 or ``::1``: traffic that never leaves
+    the machine, so plain http there exposes nothing on the network."""
+    name = hostname.lower().removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False

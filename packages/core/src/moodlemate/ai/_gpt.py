@@ -106,9 +106,9 @@ class GPT:
         log: str | PathLike[str] | SpendLog | bool | None = None,
         budget_scope: str | None = None,
         budget_window: str | None = None,
-        budget_fail_open: bool = False,
+        budget_fail_open: bool | str = False,
         redis: str | None = None,
-        pacing: bool | Mapping[str, Any] | None = None,
+        pacing: bool | str | Mapping[str, Any] | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -135,8 +135,14 @@ class GPT:
         self.redis = None if redis_url is None else check_redis_url(redis_url)
         """The Redis URL shared budgets and pacing use, or None (the URL may hold a password:
         messages show it masked)."""
+        from moodlemate.ai._flags import parse_flag
+
         self.shared_budget = _shared_budget(
-            self.log, self.redis, budget_scope, budget_window, budget_fail_open
+            self.log,
+            self.redis,
+            budget_scope,
+            budget_window,
+            parse_flag(budget_fail_open, "budget_fail_open"),
         )
         """The budget every process shares (:mod:`moodlemate.ai._shared_budget`), or None."""
         self.pacer = _pacer(settings.pacing if pacing is None else pacing, self.redis, budget_scope)
@@ -217,6 +223,7 @@ class GPT:
             changes["endpoint"] = None if endpoint is None else normalize_endpoint(endpoint)
             changes["endpoint_beats_env"] = True
             changes["provider_explicit"] = False  # the newest choice: its owner serves it
+            changes["untrusted"] = changes["withheld"] = None  # chosen in code, not by a file
         if not isinstance(api_key, _Unset):
             changes["api_key"] = None if api_key is None else check_key_format(api_key)
         if not isinstance(headers, _Unset):
@@ -643,6 +650,10 @@ def _pacer(value: object, redis: str | None, scope: str | None) -> Pacer | None:
     default when Redis is set; off (None) otherwise."""
     if value is None:
         value = redis is not None
+    if isinstance(value, str):
+        from moodlemate.ai._flags import parse_flag
+
+        value = parse_flag(value, "pacing")
     if value is False:
         return None
     from moodlemate.ai._pacing import Pacer, pace_limits

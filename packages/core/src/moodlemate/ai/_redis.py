@@ -3,15 +3,18 @@
 redis-py by default waits 5 s per socket operation and retries; a budget checked before
 every call cannot afford that. Here every connect and every command gives up after
 :data:`TIMEOUT` seconds and is not retried (the caller decides: the budget fails closed,
-pacing falls back to local), and the URL's password is registered as a secret so no
-message shows it. redis-py loads on first use (``pip install "moodlemate-ai[redis]"``).
+pacing falls back to local). Every credential a Redis URL can carry (``user:pass@``,
+``:pass@``, a bare ``token@``, ``?password=``/``?username=`` and the like, percent-encoded or
+not) is registered as a secret, so no message, traceback or log line shows it, and
+:func:`shown_url` masks them all for reprs. redis-py loads on first use
+(``pip install "moodlemate-ai[redis]"``).
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from moodlemate.ai._secrets import register_secret
 from moodlemate.ai.errors import ConfigurationError, ValidationError
@@ -39,7 +42,8 @@ def check_redis_url(url: object) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ValidationError("redis must be a URL such as redis://localhost:6379/0")
     parts = urlsplit(url.strip())
-    register_secret(parts.password)
+    for secret in _credentials(url.strip()):
+        register_secret(secret)
     if parts.scheme not in _SCHEMES:
         raise ValidationError(
             f"redis URL {shown_url(url)!r} must start with redis://, rediss:// or unix://"
@@ -47,15 +51,52 @@ def check_redis_url(url: object) -> str:
     return url.strip()
 
 
-def shown_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: safe for messages and reprs."""
+# Query parameters that hold a credential (redis-py reads password= and username=; proxies
+# and managed services add their own names). Their values are masked in shown URLs; those
+# that are not user names are secrets.
+_CREDENTIAL_PARAMS = ("pass", "user", "auth", "token", "key", "secret", "cred")
+_USER_NAMES = ("user",)
+
+
+def _credential_param(name: str) -> bool:
+    return any(word in name.lower() for word in _CREDENTIAL_PARAMS)
+
+
+def _credentials(url: str) -> list[str]:
+    """The secrets ``url`` carries, as written and percent-decoded: the user info's password
+    (a bare ``token@`` too), and credential query values other than user names (a name such
+    as ``default`` is masked in shown URLs, not redacted from every message)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    found = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        user, has_password, password = userinfo.partition(":")
+        found += [userinfo, password] if has_password else [user]
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if _credential_param(name) and not any(w in name.lower() for w in _USER_NAMES):
+            found.append(value)
+    return [text for value in found if value for text in dict.fromkeys((value, unquote(value)))]
+
+
+def shown_url(url: str) -> str:
+    """``url`` with every credential (user info, credential query values) replaced by
+    ``***``: safe for messages and reprs."""
+    scheme, slashes, rest = url.partition("://")
+    if not slashes:
+        return "(a Redis URL that cannot be shown)"
+    head, question, query = rest.partition("?")
+    netloc, slash, path = head.partition("/")
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else f"***@{host}"
+    if query:
+        query = "&".join(
+            f"{name}=***" if _credential_param(name) else f"{name}{eq}{value}"
+            for name, eq, value in (pair.partition("=") for pair in query.split("&"))
+        )
+    return f"{scheme}://{netloc}{slash}{path}{question}{query}"
 
 
 _MISSING = 'a Redis URL is set but redis-py is not installed: pip install "moodlemate-ai[redis]"'

@@ -1,10 +1,17 @@
 """Keep API keys out of reprs, log records and exception messages.
 
 Keys are registered when they enter the library (setter, config, environment); every message
-we build is passed through :func:`redact`. A logging filter on the ``moodlemate.ai`` logger
-applies the same rule to records formatted with arguments, and :func:`redact_exception`
-scrubs the foreign exceptions (a vendor SDK's, quoting a server that echoed the key) that
-ours chain as ``__cause__``, since tracebacks print them.
+we build is passed through :func:`redact`. :func:`redact_exception` scrubs the foreign
+exceptions (a vendor SDK's, quoting a server that echoed the key) that ours chain as
+``__cause__``, since tracebacks print them.
+
+Log records are guarded where every record is made: once the first key is registered, the
+process's log-record factory is wrapped (:func:`guard_records`) so a record from any logger,
+including one created later (``httpcore2.http11`` appears on the first connection) or one of
+an HTTP stack renamed tomorrow, has its message redacted before any filter, handler or
+``logging.lastResort`` sees it. A record is made only for a level that is enabled, so with
+DEBUG off the HTTP stack costs nothing more. Per-logger filters (:class:`RedactingFilter`,
+:func:`guard_loggers`) stay for applications that install their own factory afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from urllib.parse import unquote
 __all__ = [
     "RedactingFilter",
     "guard_loggers",
+    "guard_records",
     "mask",
     "redact",
     "redact_exception",
@@ -51,6 +59,8 @@ def register_secret(value: str | None) -> None:
         return
     with _lock:
         _registered.add(value)
+    if not _guarding:
+        guard_records()
 
 
 def _current() -> tuple[int, tuple[str, ...], re.Pattern[str] | None]:
@@ -172,13 +182,45 @@ class RedactingFilter(logging.Filter):
     """Redacts keys from a record's final message, whatever logger or level produced it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _registered:
-            message = record.getMessage()
-            cleaned = redact(message)
-            if cleaned != message:
-                record.msg = cleaned
-                record.args = None
+        _redact_record(record)
         return True
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    """Replace the record's message by its redacted text when it quotes a key (its args go:
+    a handler dumping them would show the key)."""
+    if not _registered:
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: the handler reports it, as logging does
+        return
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg = cleaned
+        record.args = None
+
+
+_guarding = False
+
+
+def guard_records() -> None:
+    """Wrap the process's log-record factory (once) so every record is redacted as it is
+    made, whatever logger makes it. Called when the first key is registered."""
+    global _guarding
+    with _lock:
+        if _guarding:
+            return
+        _guarding = True
+        made = logging.getLogRecordFactory()
+
+        def redacting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = made(*args, **kwargs)
+            if _registered:
+                _redact_record(record)
+            return record
+
+        logging.setLogRecordFactory(redacting_factory)
 
 
 _FILTER = RedactingFilter()

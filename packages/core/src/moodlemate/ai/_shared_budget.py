@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from moodlemate.ai._flags import parse_flag
 from moodlemate.ai._ledger import Reservation, refusal
 from moodlemate.ai.errors import BudgetStoreError, ValidationError
 
@@ -56,7 +57,7 @@ class SharedBudget:
         scope: str,
         window: str | None = None,
         *,
-        fail_open: bool = False,
+        fail_open: bool | str = False,
     ) -> None:
         if not isinstance(scope, str) or not scope.strip():
             raise ValidationError("budget_scope must be a non-empty name")
@@ -65,7 +66,7 @@ class SharedBudget:
         self.store = store
         self.scope = scope
         self.window = window
-        self.fail_open = bool(fail_open)
+        self.fail_open = parse_flag(fail_open, "fail_open")
         self._warned = -_WARN_EVERY
         self._store_down_until = 0.0
 

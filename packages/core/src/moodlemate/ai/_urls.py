@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from moodlemate.ai.errors import InvalidEndpointError
 
-__all__ = ["normalize_endpoint", "origin"]
+__all__ = ["normalize_endpoint", "origin", "sent_in_clear"]
 
 
 def normalize_endpoint(url: object) -> str:
@@ -67,3 +67,14 @@ def origin(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def sent_in_clear(url: str) -> bool:
+    """Plain http to a host other than this machine: whatever is sent crosses the network
+    readable by anyone on the way."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    from moodlemate.ai._endpoint_host import is_loopback
+
+    return not is_loopback(parts.hostname or "")

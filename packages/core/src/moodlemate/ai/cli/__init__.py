@@ -22,7 +22,18 @@ from moodlemate.ai.errors import MoodlemateError
 __all__ = ["main"]
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("chat", "tokens", "batch", "demo", "serve", "providers", "models", "logs", "spend")
+COMMANDS = (
+    "chat",
+    "tokens",
+    "batch",
+    "demo",
+    "serve",
+    "providers",
+    "models",
+    "logs",
+    "spend",
+    "config",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

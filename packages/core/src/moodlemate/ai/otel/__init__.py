@@ -43,7 +43,7 @@ def instrument(
     *,
     tracer_provider: Any = None,
     meter_provider: Any = None,
-    capture_content: bool | None = None,
+    capture_content: bool | str | None = None,
     plugins: PluginRegistry | None = None,
 ) -> GenAITelemetry:
     """Record every call of ``plugins`` (default: the global registry) as spans and metrics.
@@ -60,10 +60,14 @@ def instrument(
         raise ConfigurationError(
             f"OpenTelemetry is not installed ({exc.name}): pip install 'moodlemate-ai[otel]'"
         ) from None
+    from moodlemate.ai._flags import parse_flag
     from moodlemate.ai._plugins import registry
 
     if capture_content is None:
-        capture_content = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
+        variable = os.environ.get(CAPTURE_CONTENT_ENV, "")
+        capture_content = bool(variable.strip()) and parse_flag(variable, CAPTURE_CONTENT_ENV)
+    else:
+        capture_content = parse_flag(capture_content, "capture_content")
     telemetry = GenAITelemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
