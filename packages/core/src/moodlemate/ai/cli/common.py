@@ -74,6 +74,9 @@ def make_gpt(args: argparse.Namespace) -> GPT:
     given: dict[str, Any] = {
         name: value for name in _SETTINGS if (value := getattr(args, name, None)) is not None
     }
+    default_model = getattr(args, "default_model", None)
+    if "model" not in given and default_model is not None:
+        given["model"] = default_model  # `moodlemate-ai models default NAME`
     key = getattr(args, "key", None)
     if key is None and given.get("endpoint") is not None:
         # The endpoint typed on this command line is where the user's own key is meant to go
@@ -81,6 +84,8 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         key = os.environ.get(ENV_KEY) or None
     if key is not None:
         given["api_key"] = key
+    if not getattr(args, "no_log", False) and _logging_off():
+        args.no_log = True  # `moodlemate-ai logs off`
     if getattr(args, "no_log", False):
         given["log"] = False
     gpt = GPT(**given)
@@ -91,6 +96,12 @@ def make_gpt(args: argparse.Namespace) -> GPT:
     if gpt.log is not None:
         gpt.log.text = True  # the CLI keeps what was asked and answered (--no-log: nothing)
     return gpt
+
+
+def _logging_off() -> bool:
+    from moodlemate.ai.cli.logs import logging_off
+
+    return logging_off()
 
 
 # -- argument types: bad values are usage errors (exit 2), caught before anything is sent --

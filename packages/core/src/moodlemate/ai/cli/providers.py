@@ -9,7 +9,7 @@ import warnings
 from typing import Any
 
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK
-from moodlemate.ai.cli.table import format_table
+from moodlemate.ai.cli.table import print_table
 
 
 def add_parser(subparsers: Any) -> None:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         for name, entry in sorted(entries.items())
     ]
     if rows:
-        print(format_table(["NAME", "PACKAGE", "VERSION", "DEFAULT ENDPOINT"], rows))
+        print_table(["NAME", "PACKAGE", "VERSION", "DEFAULT ENDPOINT"], rows)
     elif excluded:
         print(f"no providers loaded ({PLUGINS_ENV} leaves out every installed one)")
     else:

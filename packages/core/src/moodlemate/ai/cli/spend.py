@@ -12,7 +12,7 @@ from typing import Any
 from moodlemate.ai.cli.common import CommandError
 from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.cli.logs import add_log_option, open_log
-from moodlemate.ai.cli.table import format_table
+from moodlemate.ai.cli.table import print_table
 
 _RELATIVE = re.compile(r"(\d{1,6})([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         for group in (*groups, total)
     ]
-    print(format_table(headers, rows))
+    print_table(headers, rows)
     return EXIT_OK
 
 
