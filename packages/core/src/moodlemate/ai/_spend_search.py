@@ -40,13 +40,16 @@ _BATCH = 500
 
 
 def prompt_words(prompt_json: str | None) -> str:
-    """The text of a logged prompt (a JSON list of messages): contents only, no roles."""
+    """What was asked this time: the text of the last message of a logged prompt (a JSON
+    list of messages; a conversation's earlier turns are their own rows)."""
     if not prompt_json:
         return ""
     try:
         messages = json.loads(prompt_json)
     except ValueError:
         return prompt_json
+    if isinstance(messages, list):
+        messages = messages[-1:]
     return "\n".join(_texts(messages))
 
 

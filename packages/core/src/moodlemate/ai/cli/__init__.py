@@ -106,8 +106,8 @@ def _version() -> str:
 
 def with_default_command(argv: Sequence[str]) -> list[str]:
     """``moodlemate-ai "prompt"`` and ``moodlemate-ai -m gpt-4o "prompt"`` mean ``chat``: the
-    first argument that is neither ``-v`` nor a command starts chat's arguments. An empty
-    command line stays empty (help), as do ``--help`` and ``--version``."""
+    first argument that is neither ``-v`` nor a command starts chat's arguments; ``--help``
+    and ``--version`` stay the command's own."""
     args = list(argv)
     for index, arg in enumerate(args):
         if arg in ("-v", "--verbose") or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
@@ -129,8 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         complete(parser)
     if not raw:
-        parser.print_help()
-        return 0
+        if sys.stdin is not None and not sys.stdin.isatty():
+            raw = [DEFAULT_COMMAND]  # `echo hi | moodlemate-ai`
+        else:
+            parser.print_help()
+            return 0
     args = parser.parse_args(with_default_command(raw))
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

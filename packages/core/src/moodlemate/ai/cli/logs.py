@@ -176,16 +176,9 @@ def logging_off() -> bool:
 
 
 def _prompt(record: CallRecord) -> str:
-    """The last message of the logged prompt: what was asked this time."""
     from moodlemate.ai._spend_search import prompt_words
 
-    if not record.prompt:
-        return ""
-    try:
-        messages = json.loads(record.prompt)
-        return prompt_words(json.dumps(messages[-1:]))
-    except (ValueError, TypeError):
-        return prompt_words(record.prompt)
+    return prompt_words(record.prompt)
 
 
 def _cut(text: str, limit: int | None) -> str:

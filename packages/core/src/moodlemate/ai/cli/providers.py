@@ -18,6 +18,11 @@ def add_parser(subparsers: Any) -> None:
         help="list installed providers and plugins that failed to load",
         description="List installed providers (name, package, version, default endpoint) "
         "and report plugins that failed to load. Exits 1 when any plugin failed.",
+        epilog="""examples:
+  moodlemate-ai providers
+  moodlemate-ai providers --json | jq '.providers[].name'
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--json",

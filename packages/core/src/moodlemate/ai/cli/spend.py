@@ -43,6 +43,12 @@ def add_parser(subparsers: Any) -> None:
         "calls, errors, tokens and cost per day (UTC), served model or provider. Calls "
         "without a known price are counted apart; a group holding only such calls costs "
         "'unknown', not $0.",
+        epilog="""examples:
+  moodlemate-ai spend                       # per day (UTC), with the total
+  moodlemate-ai spend --by model --since 7d
+  moodlemate-ai spend --by provider --json | jq .total.cost
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--by", choices=GROUPINGS, default="day", help="how to group the totals (day)"
