@@ -375,6 +375,12 @@ def test_escape_bytes_a_server_chose_never_reach_the_terminal(endpoint: Loopback
     assert b"bad\\x1b]52;c;cm0gLXJmIH4=\\x07request\\x9b31m" in error.shown
     assert b"gpt-4o\\x1b[2J" in listing.shown + totals.shown
     assert b"evil\\x1b]52" in models.shown
+    # a retry's warning quotes the server's message: escaped too, in a log file as well
+    endpoint.enqueue(Fault.status(503, message=f"busy{OSC52}"), Reply(text="ok"))
+    retried = run_cli("hi")
+    assert retried.returncode == 0
+    assert "busy\\x1b]52" in retried.stderr
+    assert "\x1b" not in retried.stderr
     # a pipe gets the reply as it came: it is data there, not a display
     endpoint.enqueue(Reply(text=f"raw{CLEAR}"))
     assert run_cli("hi").stdout == f"raw{CLEAR}\n"

@@ -138,9 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from moodlemate.ai._secrets import RedactingFilter
+    from moodlemate.ai.cli.terminal import SafeFormatter
 
     for handler in logging.getLogger().handlers:  # whatever logger a record comes from
         handler.addFilter(RedactingFilter())
+        handler.setFormatter(SafeFormatter(handler.formatter))  # quotes servers' messages
     if args.verbose < 2:  # our retry warnings already say what stamina's would
         logging.getLogger("stamina").setLevel(logging.ERROR)
     from moodlemate.ai.cli.common import CommandError

@@ -5,10 +5,11 @@ clipboard through OSC 52, hide text). Each one is shown as a visible escape inst
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TextIO
 
-__all__ = ["is_terminal", "safe", "safe_for"]
+__all__ = ["SafeFormatter", "is_terminal", "safe", "safe_for"]
 
 # C0 controls except tab and newline, DEL, and the C1 controls (U+0080-U+009F: 8-bit CSI and
 # OSC among them). Also the bidirectional overrides and isolates, which reorder what is shown.
@@ -36,3 +37,15 @@ def safe_for(stream: TextIO, text: str) -> str:
     """``text`` as it may be written to ``stream``: made safe on a terminal, left whole for a
     pipe or a file (where it is data, not a display)."""
     return safe(text) if is_terminal(stream) else text
+
+
+class SafeFormatter(logging.Formatter):
+    """The command's log lines (a retry warning quotes the server's error message, a
+    traceback its reply) with control characters made visible, as every other line."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe(self._inner.format(record))
