@@ -404,3 +404,31 @@ def test_completion_prints_shell_code_and_answers_the_shell(tmp_path: Path) -> N
     }
     subprocess.run(COMMAND, env=env, capture_output=True, timeout=60, check=False)
     assert [word.strip() for word in answer.read_text().split("\x0b")] == ["keys"]
+
+
+def test_keys_set_keyring_keeps_the_key_out_of_the_file(tmp_path: Path) -> None:
+    pytest.importorskip("keyring")
+    ring = tmp_path / "ring.json"
+    tests_dir = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHON_KEYRING_BACKEND": "keyring_file_backend.FileKeyring",
+        "PYTHONPATH": str(tests_dir),
+        "MOODLEMATE_TEST_KEYRING": str(ring),
+    }
+    stored = run_cli("keys", "set", "openai", "--keyring", stdin=STORED_KEY, env=env)
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads((_config_dir() / "keys.json").read_text()) == {"openai": {"keyring": True}}
+    assert json.loads(ring.read_text()) == {"moodlemate-ai/openai": STORED_KEY}
+    listed = run_cli("keys", "list", env=env)
+    assert listed.stdout.splitlines()[1].split() == [
+        "openai",
+        f"sk-...{STORED_KEY[-4:]}",
+        "keyring",
+    ]
+    with LoopbackServer(api_key=STORED_KEY) as keyed:
+        out = run_cli("chat", "hi", env={**env, "OPENAI_BASE_URL": keyed.url})
+        assert out.returncode == 0, out.stderr
+        assert keyed.chat_requests[-1].headers["authorization"] == f"Bearer {STORED_KEY}"
+    assert run_cli("keys", "remove", "openai", env=env).returncode == 0
+    assert json.loads(ring.read_text()) == {}
