@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._config import ENV_API_KEY as ENV_KEY
-from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_USAGE
+from moodlemate.ai.cli.exits import EXIT_USAGE
+from moodlemate.ai.cli.exits import CommandError as CommandError  # where commands import it
 from moodlemate.ai.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -17,14 +18,6 @@ if TYPE_CHECKING:
     from moodlemate.ai._usage import Usage
 
 _SETTINGS = ("provider", "endpoint", "profile", "model", "fallbacks")
-
-
-class CommandError(Exception):
-    """A failure the command reports as one message, with the exit code a shell expects."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +92,7 @@ def make_gpt(args: argparse.Namespace) -> GPT:
 
 
 def _logging_off() -> bool:
-    from moodlemate.ai.cli.logs import logging_off
+    from moodlemate.ai.cli.preferences import logging_off
 
     return logging_off()
 

@@ -168,13 +168,6 @@ def _act(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def logging_off() -> bool:
-    """``logs off`` was run (and ``logs on`` not since)."""
-    from moodlemate.ai.cli import preferences
-
-    return preferences.load().get("log") is False
-
-
 def _prompt(record: CallRecord) -> str:
     from moodlemate.ai._spend_search import prompt_words
 

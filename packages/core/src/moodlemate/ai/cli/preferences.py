@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from moodlemate.ai.cli.common import CommandError
+from moodlemate.ai.cli.exits import CommandError
 
 __all__ = ["config_dir", "load", "preferences_path", "save"]
 
@@ -71,3 +71,8 @@ def update(name: str, value: Any) -> Path:
     else:
         data[name] = value
     return save(data)
+
+
+def logging_off() -> bool:
+    """``moodlemate-ai logs off`` was run (and ``logs on`` not since)."""
+    return load().get("log") is False
