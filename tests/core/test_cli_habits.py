@@ -404,6 +404,20 @@ def test_completion_prints_shell_code_and_answers_the_shell(tmp_path: Path) -> N
     }
     subprocess.run(COMMAND, env=env, capture_output=True, timeout=60, check=False)
     assert [word.strip() for word in answer.read_text().split("\x0b")] == ["keys"]
+    # what the user saved completes too: templates, aliases, and models by alias or name
+    assert run_cli("chat", "--save", "french", "-s", "En français.").returncode == 0
+    assert run_cli("aliases", "set", "big", "gpt-4o").returncode == 0
+    for line, expected in (
+        ("moodlemate-ai chat -t fr", ["french"]),
+        ("moodlemate-ai templates show f", ["french"]),
+        ("moodlemate-ai aliases remove b", ["big"]),
+        ("moodlemate-ai chat -m gpt-4o-m", ["gpt-4o-mini"]),
+        ("moodlemate-ai keys set open", ["openai", "openrouter"]),
+    ):
+        asked = {**env, "COMP_LINE": line, "COMP_POINT": str(len(line))}
+        subprocess.run(COMMAND, env=asked, capture_output=True, timeout=60, check=False)
+        words = [word.strip() for word in answer.read_text().split("\x0b")]
+        assert words == expected, line
 
 
 def test_keys_set_keyring_keeps_the_key_out_of_the_file(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from moodlemate.ai.cli import preferences
+from moodlemate.ai.cli.completion import alias_names, completes
 from moodlemate.ai.cli.conversations import name_type
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK
 from moodlemate.ai.cli.table import print_table
@@ -59,7 +60,7 @@ def add_parser(subparsers: Any) -> None:
         epilog="examples:\n  moodlemate-ai aliases remove 4o",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    remover.add_argument("alias", type=name_type, metavar="ALIAS")
+    completes(remover.add_argument("alias", type=name_type, metavar="ALIAS"), alias_names)
     parser.set_defaults(func=run)
 
 

@@ -16,6 +16,7 @@ from moodlemate.ai.cli.common import (
     read_stdin_text,
     temperature,
 )
+from moodlemate.ai.cli.completion import completes, model_names, template_names
 from moodlemate.ai.cli.conversations import name_type
 from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
 
@@ -54,11 +55,14 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message ('-': stdin)")
-    parser.add_argument(
-        "-m",
-        "--model",
-        help="model or alias to use (default: MOODLEMATE_MODEL, else `models default`, "
-        "else the provider's)",
+    completes(
+        parser.add_argument(
+            "-m",
+            "--model",
+            help="model or alias to use (default: MOODLEMATE_MODEL, else `models default`, "
+            "else the provider's)",
+        ),
+        model_names,
     )
     parser.add_argument("-s", "--system", metavar="SYSTEM", help="system message (default: none)")
     parser.add_argument(
@@ -73,8 +77,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--usage", action="store_true", help="report tokens, cost and attempts on stderr"
     )
-    parser.add_argument(
-        "-t", "--template", type=name_type, metavar="NAME", help="start from a saved template"
+    completes(
+        parser.add_argument(
+            "-t", "--template", type=name_type, metavar="NAME", help="start from a saved template"
+        ),
+        template_names,
     )
     parser.add_argument(
         "--save",

@@ -5,6 +5,7 @@ matches the installed version; argcomplete is imported only when a shell asks.""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from moodlemate.ai.cli.common import CommandError
@@ -49,3 +50,48 @@ def complete(parser: argparse.ArgumentParser) -> None:
     except ImportError:
         return
     argcomplete.autocomplete(parser)
+
+
+# -- what an argument completes to, read when the shell asks (never on an ordinary run) ----
+
+Completer = Callable[..., list[str]]
+
+
+def completes(action: argparse.Action, completer: Completer) -> argparse.Action:
+    """Attach ``completer`` (argcomplete's ``completer`` attribute) to ``action``."""
+    action.completer = completer  # type: ignore[attr-defined]
+    return action
+
+
+def template_names(**_: Any) -> list[str]:
+    from moodlemate.ai.cli import preferences
+
+    return sorted(preferences.section("templates"))
+
+
+def alias_names(**_: Any) -> list[str]:
+    from moodlemate.ai.cli import preferences
+
+    return sorted(preferences.section("aliases"))
+
+
+def model_names(**_: Any) -> list[str]:
+    """Aliases, then every model the installed providers know."""
+    import warnings
+
+    from moodlemate.ai._plugins import registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        known = {info.name for name in registry.names() for info in registry.get(name).models()}
+    return alias_names() + sorted(known)
+
+
+def provider_names(**_: Any) -> list[str]:
+    import warnings
+
+    from moodlemate.ai._plugins import registry
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sorted(registry.names())

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from moodlemate.ai.cli.common import CommandError
+from moodlemate.ai.cli.completion import completes, provider_names
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.table import print_table
 
@@ -56,7 +57,9 @@ def add_parser(subparsers: Any) -> None:
         "  printf '%s\\n' \"$KEY\" | moodlemate-ai keys set openrouter",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    setter.add_argument("provider", type=provider_name, metavar="PROVIDER")
+    completes(
+        setter.add_argument("provider", type=provider_name, metavar="PROVIDER"), provider_names
+    )
     setter.add_argument(
         "--keyring",
         action="store_true",
@@ -69,7 +72,9 @@ def add_parser(subparsers: Any) -> None:
         epilog="examples:\n  moodlemate-ai keys get openai",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    getter.add_argument("provider", type=provider_name, metavar="PROVIDER")
+    completes(
+        getter.add_argument("provider", type=provider_name, metavar="PROVIDER"), provider_names
+    )
     actions.add_parser(
         "list",
         help="list the providers with a stored key (masked)",
@@ -88,8 +93,15 @@ def add_parser(subparsers: Any) -> None:
         epilog="examples:\n  moodlemate-ai keys remove openai",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    remover.add_argument("provider", type=provider_name, metavar="PROVIDER")
+    completes(
+        remover.add_argument("provider", type=provider_name, metavar="PROVIDER"), provider_names
+    )
     parser.set_defaults(func=run)
+
+
+def _provider_argument(parser: argparse.ArgumentParser) -> None:
+    action = parser.add_argument("provider", type=provider_name, metavar="PROVIDER")
+    completes(action, provider_names)
 
 
 def masked(key: str) -> str:

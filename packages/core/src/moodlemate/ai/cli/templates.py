@@ -11,6 +11,7 @@ from typing import Any
 
 from moodlemate.ai.cli import preferences
 from moodlemate.ai.cli.common import CommandError
+from moodlemate.ai.cli.completion import completes, template_names
 from moodlemate.ai.cli.conversations import name_type
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.table import print_table
@@ -71,7 +72,7 @@ def add_parser(subparsers: Any) -> None:
             epilog=f"examples:\n  moodlemate-ai templates {action} french",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.add_argument("name", type=name_type, metavar="NAME")
+        completes(sub.add_argument("name", type=name_type, metavar="NAME"), template_names)
     parser.set_defaults(func=run)
 
 
