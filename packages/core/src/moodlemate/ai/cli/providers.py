@@ -10,6 +10,7 @@ from typing import Any
 
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK
 from moodlemate.ai.cli.table import print_table
+from moodlemate.ai.cli.terminal import safe
 
 
 def add_parser(subparsers: Any) -> None:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print("\nfailed plugins:")
         for plugin, reason in sorted(failures.items()):
-            print(f"  {plugin}: {reason}")
+            print(safe(f"  {plugin}: {reason}"))  # a third-party plugin's exception text
         return EXIT_FAILURE
     return EXIT_OK
 
