@@ -125,7 +125,7 @@ def test_tokens_json_and_the_estimate_mark() -> None:
 
 
 def test_models_json_has_decimal_prices_and_their_source() -> None:
-    out = run_cli("models", "--json", "-p", "openai")
+    out = run_cli("models", "--known", "--json", "-p", "openai")
     assert out.returncode == 0, out.stderr
     records = {r["model"]: r for r in json.loads(out.stdout)}
     mini = records["gpt-4o-mini"]

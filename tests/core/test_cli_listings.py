@@ -75,7 +75,7 @@ def test_providers_with_every_plugin_left_out_does_not_say_none_is_installed() -
 
 
 def test_models_lists_context_window_and_prices_per_million() -> None:
-    out = run("models")
+    out = run("models", "--known")
     assert out.returncode == 0, out.stderr
     table = rows(out.stdout)
     assert table[0] == [
@@ -111,14 +111,14 @@ def test_models_lists_context_window_and_prices_per_million() -> None:
 
 @pytest.mark.parametrize("flag", ["--provider", "-p"])
 def test_models_of_one_provider(flag: str) -> None:
-    out = run("models", flag, "openai")
+    out = run("models", "--known", flag, "openai")
     assert out.returncode == 0, out.stderr
     assert {row[0] for row in rows(out.stdout)[1:]} == {"openai"}
     assert "ollama" not in out.stdout
 
 
 def test_models_of_an_unknown_provider_fails_clearly() -> None:
-    out = run("models", "--provider", "nope")
+    out = run("models", "--known", "--provider", "nope")
     assert out.returncode == 1
     assert out.stdout == ""
     assert "unknown provider 'nope' (installed providers: ollama, openai, openrouter)" in out.stderr
@@ -130,7 +130,7 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
     os.close(read_end)  # the reader is gone before anything is written
     try:
         out = subprocess.run(
-            [str(SCRIPT), "models"],
+            [str(SCRIPT), "models", "--known"],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,

@@ -22,6 +22,8 @@ the provider's variable (``OPENAI_API_KEY``,       that provider's own service, 
 ``OPENROUTER_API_KEY``)                            the service is https (scheme and host compared
                                                    case-insensitively), or the endpoint its
                                                    base-URL variable (``OPENAI_BASE_URL``) names
+the key ``moodlemate-ai keys set`` stored for the  as the provider's variable
+provider (:mod:`moodlemate.ai._key_store`)
 a profile's literal ``api_key``                    as ``api_key_env``, but ranked below the
                                                    provider's variable (a file ranks below the
                                                    environment)
@@ -273,6 +275,10 @@ def _pick(target: Target, provider: Provider, endpoint: str, own: bool) -> tuple
     env_key, unsent = _env_key(provider, endpoint)
     if env_key is not None:
         return env_key, provider.key_env or ""
+    stored, stored_note = _stored_key(provider, endpoint)
+    if stored is not None:
+        return stored, f"the key stored for {provider.name}"
+    unsent = unsent or stored_note
     if own and target.fallback is not None and target.fallback.scope.covers(provider, endpoint):
         return target.fallback.key, target.fallback.source
     return None, unsent
@@ -285,16 +291,38 @@ def _env_key(provider: Provider, endpoint: str) -> tuple[str | None, str]:
     if not key or not variable:
         return None, ""
     register_secret(key)
+    if _service_may_receive(provider, endpoint):
+        return key, variable
+    return None, _unsent_note(provider, endpoint, f"{variable} is set", "the environment")
+
+
+def _stored_key(provider: Provider, endpoint: str) -> tuple[str | None, str]:
+    """The key ``moodlemate-ai keys set`` stored, under the rule of the provider's variable."""
+    from moodlemate.ai._key_store import stored_key
+
+    key = stored_key(provider.name)
+    if key is None:
+        return None, ""
+    if _service_may_receive(provider, endpoint):
+        return key, f"the key stored for {provider.name}"
+    where = f"a key is stored for {provider.name}"
+    return None, _unsent_note(provider, endpoint, where, "`moodlemate-ai keys`")
+
+
+def _service_may_receive(provider: Provider, endpoint: str) -> bool:
+    """The provider's own service over its own scheme, or where its base-URL variable points."""
     base = env_endpoint(provider)
     if base is not None and origin(endpoint) == origin(base):
-        return key, variable
-    if provider.recognises(endpoint) and not downgraded(provider, endpoint):
-        return key, variable
+        return True
+    return provider.recognises(endpoint) and not downgraded(provider, endpoint)
+
+
+def _unsent_note(provider: Provider, endpoint: str, what: str, kind: str) -> str:
     where = provider.endpoint_env
     also = f", or to the endpoint {where} names" if where else ""
     service = origin(provider.default_endpoint)
-    return None, (
-        f"{variable} is set but was not sent to {origin(endpoint)}: keys from the environment "
+    return (
+        f"{what} but was not sent to {origin(endpoint)}: keys from {kind} "
         f"go only to {service}{also}; to send a key to this endpoint, set GPT.api_key "
         "(or the CLI's --key)"
     )

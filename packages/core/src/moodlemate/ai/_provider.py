@@ -231,6 +231,13 @@ class Provider(ABC):
         conversation's trimming): it may ask the server, within a short timeout."""
         return None
 
+    def served_models(self, connection: Connection) -> dict[str, int | None] | None:
+        """The models the server at ``connection`` serves, each with the context window it
+        reports (None when it does not say), for ``moodlemate-ai models``; None when this
+        provider cannot ask. Raises :class:`~moodlemate.ai.errors.ProviderError` when the
+        server refuses or does not answer."""
+        return None
+
     def price(self, model: str, endpoint: str | None = None) -> Price | None:
         info = self.model_info(model, endpoint)
         return info.price if info else None

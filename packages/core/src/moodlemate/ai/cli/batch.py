@@ -19,6 +19,7 @@ from moodlemate.ai.cli.common import (
 )
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.progress import QuietStream
+from moodlemate.ai.cli.terminal import safe
 from moodlemate.ai.errors import ConfigurationError, InvalidAPIKeyError, MoodlemateError
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _note(err: QuietStream, message: str) -> None:
-    err.write(f"moodlemate-ai batch: {message}\n")
+    err.write(safe(f"moodlemate-ai batch: {message}") + "\n")  # may quote a server
     err.flush()
 
 

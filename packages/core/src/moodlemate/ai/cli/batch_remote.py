@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai.cli.common import CommandError, money, positive_int
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.progress import Writable
+from moodlemate.ai.cli.terminal import safe
 
 if TYPE_CHECKING:
     from moodlemate.ai._gpt import GPT
@@ -194,7 +195,7 @@ def _print_summary(err: Writable, summary: RemoteBatchSummary, output: str) -> N
 
 
 def _note(err: Writable, message: str) -> None:
-    err.write(f"moodlemate-ai batch: {message}\n")
+    err.write(safe(f"moodlemate-ai batch: {message}") + "\n")  # may quote a server
     err.flush()
 
 

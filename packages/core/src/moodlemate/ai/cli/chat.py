@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from moodlemate.ai.cli import templates
 from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
 from moodlemate.ai.cli.common import (
     CommandError,
@@ -15,19 +16,27 @@ from moodlemate.ai.cli.common import (
     read_stdin_text,
     temperature,
 )
-from moodlemate.ai.cli.exits import EXIT_USAGE
+from moodlemate.ai.cli.completion import completes, model_names, template_names
+from moodlemate.ai.cli.conversations import name_type
+from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
 
 DESCRIPTION = """\
 Send one prompt and print the reply. The prompt is the PROMPT argument, or standard input
-when PROMPT is absent or '-'. The reply goes to standard output, streamed as it arrives when
-that is a terminal; --usage reports tokens and cost on standard error, so
-`moodlemate-ai chat ... > reply.txt` keeps only the reply. Each chat is kept as a conversation
+when PROMPT is absent or '-'; with neither on a terminal, an interactive chat starts (one
+conversation across turns; !multi ... !end for several lines; !exit, !quit or Ctrl-D to
+leave). `moodlemate-ai "PROMPT"` (no command) is the same as `moodlemate-ai chat "PROMPT"`.
+The reply goes to standard output, streamed as it arrives when that is a terminal; --usage
+reports tokens and cost on standard error, so `moodlemate-ai chat ... > reply.txt` keeps only
+the reply. Each chat is kept as a conversation
 (in $XDG_DATA_HOME/moodlemate-ai/conversations): -c goes on with the latest one.
 """
 
 EPILOG = """\
 examples:
-  moodlemate-ai chat "Name three primes."
+  moodlemate-ai "Name three primes."
+  moodlemate-ai chat                          # interactive, on a terminal
+  moodlemate-ai chat --save terse -s "Answer in one line." -m gpt-4o-mini
+  moodlemate-ai -t terse "What is a monad?"
   moodlemate-ai chat -m gpt-4o -s "Answer in French." --usage "What is a haiku?"
   git diff | moodlemate-ai chat -s "Write a commit message for this diff."
   moodlemate-ai chat --endpoint http://localhost:11434/v1 -m llama3.2 "Hi"
@@ -46,8 +55,14 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message ('-': stdin)")
-    parser.add_argument(
-        "-m", "--model", help="model to use (default: MOODLEMATE_MODEL, else the provider's)"
+    completes(
+        parser.add_argument(
+            "-m",
+            "--model",
+            help="model or alias to use (default: MOODLEMATE_MODEL, else `models default`, "
+            "else the provider's)",
+        ),
+        model_names,
     )
     parser.add_argument("-s", "--system", metavar="SYSTEM", help="system message (default: none)")
     parser.add_argument(
@@ -62,29 +77,67 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--usage", action="store_true", help="report tokens, cost and attempts on stderr"
     )
+    completes(
+        parser.add_argument(
+            "-t", "--template", type=name_type, metavar="NAME", help="start from a saved template"
+        ),
+        template_names,
+    )
+    parser.add_argument(
+        "--save",
+        type=name_type,
+        metavar="NAME",
+        help="save -s, -m, --temperature and --max-tokens as template NAME (sends nothing)",
+    )
     add_reply_options(parser)
     add_settings_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.save is not None:
+        templates.save_from(args)
+        return EXIT_OK
+    if args.template is not None:
+        templates.apply_to(args)
+    args.model, args.default_model = _models(args.model)
+    if args.prompt is None and sys.stdin.isatty():
+        from moodlemate.ai.cli.chat_interactive import converse
+
+        return converse(args, make_gpt(args), _options(args))
     prompt = _prompt(args.prompt)
     gpt = make_gpt(args)
+    return deliver(gpt, args, prompt, _options(args))
+
+
+def _models(given: str | None) -> tuple[str | None, str | None]:
+    """(-m or the template's model through the aliases, the `models default` model). The
+    default yields to MOODLEMATE_MODEL (the environment ranks above stored preferences) and,
+    being the GPT's model rather than an option, never overrides a continued conversation's."""
+    import os
+
+    from moodlemate.ai.cli import preferences
+    from moodlemate.ai.cli.aliases import resolve
+
+    default = None
+    if given is None and not os.environ.get("MOODLEMATE_MODEL"):
+        stored = preferences.load().get("default_model")
+        default = stored if isinstance(stored, str) and stored else None
+    return resolve(given), resolve(default)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.temperature is not None:
         options["temperature"] = args.temperature
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
-    return deliver(gpt, args, prompt, options)
+    return options
 
 
 def _prompt(argument: str | None) -> str:
-    if argument is not None and argument != "-":
-        text = argument
-    elif argument is None and sys.stdin.isatty():
-        raise CommandError("no prompt: give PROMPT, or pipe it on standard input", EXIT_USAGE)
-    else:
-        text = read_stdin_text().rstrip("\n")
+    stdin = argument is None or argument == "-"
+    text = read_stdin_text().rstrip("\n") if stdin else str(argument)
     if not text.strip():
         raise CommandError("the prompt is empty", EXIT_USAGE)
     return text

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.cli.common import CommandError, money, tokens_line
 from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
+from moodlemate.ai.cli.terminal import safe_for
 
 if TYPE_CHECKING:
     from moodlemate.ai._conversation import Conversation
@@ -83,6 +84,7 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
     completion = gpt.last_result
     assert completion is not None  # set by the call that just returned
     conversations.save(name, talk.to_json())
+    conversations.link_to_log(gpt, name)
     if args.json:
         from moodlemate.ai._completion_json import completion_fields
 
@@ -112,7 +114,7 @@ def _print(deltas: Iterator[str], *, streaming: bool, json_output: bool) -> str:
     for delta in deltas:
         parts.append(delta)
         if not json_output:
-            sys.stdout.write(delta)
+            sys.stdout.write(safe_for(sys.stdout, delta))
             if streaming:
                 sys.stdout.flush()
     return "".join(parts)
@@ -123,8 +125,5 @@ def _report(completion: Completion) -> None:
     if completion.failed_before:
         failed = ", ".join(entry.model for entry in completion.failed_before)
         attempts += f" · served by {completion.served_by} after {failed} failed"
-    print(
-        f"{completion.model} · {tokens_line(completion.usage)} · cost "
-        f"{money(completion.cost)}{attempts}",
-        file=sys.stderr,
-    )
+    line = f"{completion.model} · {tokens_line(completion.usage)} · cost {money(completion.cost)}"
+    print(safe_for(sys.stderr, line + attempts), file=sys.stderr)

@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._config import ENV_API_KEY as ENV_KEY
-from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_USAGE
+from moodlemate.ai.cli.exits import EXIT_USAGE
+from moodlemate.ai.cli.exits import CommandError as CommandError  # where commands import it
 from moodlemate.ai.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -17,14 +18,6 @@ if TYPE_CHECKING:
     from moodlemate.ai._usage import Usage
 
 _SETTINGS = ("provider", "endpoint", "profile", "model", "fallbacks")
-
-
-class CommandError(Exception):
-    """A failure the command reports as one message, with the exit code a shell expects."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +67,9 @@ def make_gpt(args: argparse.Namespace) -> GPT:
     given: dict[str, Any] = {
         name: value for name in _SETTINGS if (value := getattr(args, name, None)) is not None
     }
+    default_model = getattr(args, "default_model", None)
+    if "model" not in given and default_model is not None:
+        given["model"] = default_model  # `moodlemate-ai models default NAME`
     key = getattr(args, "key", None)
     if key is None and given.get("endpoint") is not None:
         # The endpoint typed on this command line is where the user's own key is meant to go
@@ -81,6 +77,8 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         key = os.environ.get(ENV_KEY) or None
     if key is not None:
         given["api_key"] = key
+    if not getattr(args, "no_log", False) and _logging_off():
+        args.no_log = True  # `moodlemate-ai logs off`
     if getattr(args, "no_log", False):
         given["log"] = False
     gpt = GPT(**given)
@@ -91,6 +89,12 @@ def make_gpt(args: argparse.Namespace) -> GPT:
     if gpt.log is not None:
         gpt.log.text = True  # the CLI keeps what was asked and answered (--no-log: nothing)
     return gpt
+
+
+def _logging_off() -> bool:
+    from moodlemate.ai.cli.preferences import logging_off
+
+    return logging_off()
 
 
 # -- argument types: bad values are usage errors (exit 2), caught before anything is sent --

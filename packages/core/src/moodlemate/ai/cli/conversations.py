@@ -12,11 +12,23 @@ import os
 import re
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from moodlemate.ai.cli.common import CommandError
 from moodlemate.ai.cli.exits import EXIT_USAGE
 
-__all__ = ["LAST", "conversation_dir", "current", "load_text", "name_type", "save"]
+if TYPE_CHECKING:
+    from moodlemate.ai._gpt import GPT
+
+__all__ = [
+    "LAST",
+    "conversation_dir",
+    "current",
+    "link_to_log",
+    "load_text",
+    "name_type",
+    "save",
+]
 
 LAST = "last"
 """The conversation a plain ``chat`` (no -c, no --conversation) starts afresh."""
@@ -88,3 +100,20 @@ def _write(path: Path, text: str) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def link_to_log(gpt: GPT, name: str) -> None:
+    """Mark the call just made as a turn of ``name`` in the spend log (``logs --cid``); a
+    log that cannot be written loses only the mark, never the turn."""
+    import logging
+    import sqlite3
+
+    completion = gpt.last_result
+    if gpt.log is None or completion is None:
+        return
+    from moodlemate.ai._spend_search import link_conversation
+
+    try:
+        link_conversation(gpt.log.path, name, completion.request_id, completion.text)
+    except (sqlite3.Error, OSError) as exc:
+        logging.getLogger(__name__).warning("could not mark the call in the log: %s", exc)

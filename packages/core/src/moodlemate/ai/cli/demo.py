@@ -26,6 +26,11 @@ def add_parser(subparsers: Any) -> None:
         "completion, a token count, the cost and a retry after an injected HTTP 429: the "
         "whole stack, with no key and no network. See `moodlemate-ai serve` to keep such a "
         "server running for your own commands.",
+        epilog="""examples:
+  moodlemate-ai demo
+  moodlemate-ai demo -m gpt-4o
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-m", "--model", default="gpt-4o-mini", help="model name to send")
     parser.set_defaults(func=run)

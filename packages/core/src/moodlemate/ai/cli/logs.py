@@ -1,19 +1,46 @@
-"""``moodlemate-ai logs``: the last calls in the spend log, newest first."""
+"""``moodlemate-ai logs``: the calls in the spend log, newest first, with what was asked and
+answered; full-text search (``-q``), one conversation's turns (``--cid``), where the log is
+(``logs path``) and whether the command writes it (``logs off`` / ``logs on``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.cli.common import CommandError, money, positive_int
 from moodlemate.ai.cli.exits import EXIT_OK
-from moodlemate.ai.cli.table import format_table
+from moodlemate.ai.cli.table import print_table
+from moodlemate.ai.cli.terminal import is_terminal
 
 if TYPE_CHECKING:
-    from moodlemate.ai._spend_log import SpendLog
+    from moodlemate.ai._spend_log import CallRecord, SpendLog
 
-HEADERS = ["TIME", "PROVIDER", "MODEL", "TOKENS", "COST", "ATTEMPTS", "MS", "OUTCOME"]
+HEADERS = [
+    "TIME",
+    "PROVIDER",
+    "MODEL",
+    "TOKENS",
+    "COST",
+    "ATTEMPTS",
+    "MS",
+    "OUTCOME",
+    "PROMPT",
+    "REPLY",
+]
+TERMINAL_TEXT = 40
+"""Characters of prompt and reply shown per row on a terminal (all of them in a pipe)."""
+
+EPILOG = """\
+examples:
+  moodlemate-ai logs                     # the last 20 calls
+  moodlemate-ai logs -n 5 --json | jq '.[0].reply'
+  moodlemate-ai logs -q "prime numbers"  # calls whose prompt or reply has both words
+  moodlemate-ai logs --cid french        # the turns of the conversation 'french'
+  moodlemate-ai logs path
+  moodlemate-ai logs off                 # stop recording chats; `logs on` resumes
+"""
 
 
 def add_log_option(parser: argparse.ArgumentParser) -> None:
@@ -25,15 +52,18 @@ def add_log_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_log(args: argparse.Namespace) -> SpendLog | None:
-    """The log the command reads, or None (and a note) when there is none yet."""
-    import sys
-
+def log_path(args: argparse.Namespace) -> Any:
     from moodlemate.ai._config import resolve_settings
     from moodlemate.ai._spend_log import SpendLog, default_log_path
 
-    path = args.log or resolve_settings().log or default_log_path()
-    spend_log = SpendLog(path)
+    return SpendLog(args.log or resolve_settings().log or default_log_path()).path
+
+
+def open_log(args: argparse.Namespace) -> SpendLog | None:
+    """The log the command reads, or None (and a note) when there is none yet."""
+    from moodlemate.ai._spend_log import SpendLog
+
+    spend_log = SpendLog(log_path(args))
     if not spend_log.path.is_file():
         print(f"no spend log at {spend_log.path} yet", file=sys.stderr)
         return None
@@ -43,14 +73,29 @@ def open_log(args: argparse.Namespace) -> SpendLog | None:
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "logs",
-        help="show the last calls in the spend log",
+        help="show, search and switch the log of calls",
         description="Show the last calls recorded in the spend log, newest first: provider, "
         "served model, tokens, exact cost ('unknown' when no price was known), attempts, "
-        "latency and outcome ('ok' or the error's type).",
+        "latency, outcome ('ok' or the error's type), prompt and reply (cut to fit on a "
+        "terminal, whole in a pipe). ACTION 'path' prints where the log is; 'off' stops "
+        "the command from recording chats (prompts and replies included), 'on' resumes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("path", "off", "on"),
+        metavar="ACTION",
+        help="path, off or on (default: list calls)",
     )
     parser.add_argument(
         "-n", "--count", type=positive_int, default=20, metavar="N", help="how many (20)"
     )
+    parser.add_argument(
+        "-q", "--query", metavar="TEXT", help="only calls whose prompt or reply has every word"
+    )
+    parser.add_argument("--cid", metavar="NAME", help="only the turns of conversation NAME")
     parser.add_argument(
         "--json",
         action="store_true",
@@ -63,14 +108,17 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import sqlite3
 
+    if args.action is not None:
+        return _act(args)
     spend_log = open_log(args)
     try:
-        records = [] if spend_log is None else spend_log.recent(args.count)
+        records = [] if spend_log is None else _select(spend_log, args)
     except sqlite3.Error as exc:
         raise CommandError(f"cannot read the spend log: {exc}") from None
     if args.json:
         print(json.dumps([record.as_dict() for record in records], indent=2))
         return EXIT_OK
+    limit = TERMINAL_TEXT if is_terminal(sys.stdout) else None
     rows = [
         [
             r.time[:19].replace("T", " "),
@@ -81,9 +129,54 @@ def run(args: argparse.Namespace) -> int:
             "-" if r.attempts is None else str(r.attempts),
             "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
             r.outcome,
+            _cut(_prompt(r), limit),
+            _cut(r.reply or "", limit),
         ]
         for r in records
     ]
     if rows:
-        print(format_table(HEADERS, rows))
+        print_table(HEADERS, rows, numeric=(3, 4, 5, 6))
     return EXIT_OK
+
+
+def _select(spend_log: SpendLog, args: argparse.Namespace) -> list[CallRecord]:
+    if args.query is None and args.cid is None:
+        return spend_log.recent(args.count)
+    from moodlemate.ai import _spend_search
+
+    if args.query is not None:
+        ids = _spend_search.search(spend_log.path, args.query, limit=10_000)
+        if args.cid is not None:
+            linked = set(_spend_search.conversation_ids(spend_log.path, args.cid, 10_000))
+            ids = [i for i in ids if i in linked]
+        ids = ids[: args.count]
+    else:
+        ids = _spend_search.conversation_ids(spend_log.path, args.cid, args.count)
+    return _spend_search.records(spend_log.path, ids)
+
+
+def _act(args: argparse.Namespace) -> int:
+    from moodlemate.ai.cli import preferences
+
+    if args.action == "path":
+        print(log_path(args))
+    else:
+        on = args.action == "on"
+        preferences.update("log", None if on else False)
+        state = "records chats again" if on else "no longer records chats"
+        print(f"moodlemate-ai {state} in {log_path(args)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _prompt(record: CallRecord) -> str:
+    from moodlemate.ai._spend_search import prompt_words
+
+    return prompt_words(record.prompt)
+
+
+def _cut(text: str, limit: int | None) -> str:
+    """One line: breaks written as ``\\n``; at most ``limit`` characters (None: all)."""
+    flat = text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+    if limit is not None and len(flat) > limit:
+        return flat[: limit - 1] + "…"
+    return flat

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai.cli.exits import EXIT_OK
-from moodlemate.ai.cli.table import format_table
+from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK
+from moodlemate.ai.cli.table import print_table
 
 if TYPE_CHECKING:
     from moodlemate.ai._pricing import ModelInfo, Price
@@ -26,25 +27,64 @@ HEADERS = [
 ]
 
 
+EPILOG = """\
+examples:
+  moodlemate-ai models --endpoint http://127.0.0.1:8000/v1   # what that server serves
+  moodlemate-ai models                                       # the configured server's
+  moodlemate-ai models --known -p openai                     # every model we have prices for
+  moodlemate-ai models default gpt-4o-mini                   # chat's model when -m is not given
+  moodlemate-ai models default                               # show it
+  moodlemate-ai models default --clear
+"""
+
+
 def add_parser(subparsers: Any) -> None:
+    from moodlemate.ai.cli.common import api_key, endpoint_url
+
     parser = subparsers.add_parser(
         "models",
-        help="list known models with context window and prices",
-        description="List the models installed providers know, with context window, maximum "
-        "output and prices in USD per 1M tokens ('-' under CACHED INPUT: no cache discount; "
-        "'?': unknown). SOURCE says where the figures come from: 'shipped DATE', the snapshot "
-        "in the provider's package, or 'live DATE', fetched from the provider's service.",
+        help="list the models the server serves, with prices and context windows",
+        description="List the models the configured server serves (its /v1/models), with "
+        "the context window, maximum output and prices in USD per 1M tokens we know for each "
+        "('?': unknown; '-' under CACHED INPUT: no cache discount). --known lists every "
+        "model the installed providers have figures for instead; SOURCE says where they come "
+        "from: 'shipped DATE' (the provider package's snapshot) or 'live DATE'. "
+        "`models default NAME` sets the model chat uses when -m is not given.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-p", "--provider", metavar="NAME", help="only this provider's models")
+    parser.add_argument(
+        "action", nargs="?", choices=("default",), help="'default': show or set chat's model"
+    )
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the default model (or alias)")
+    parser.add_argument("--clear", action="store_true", help="with default: forget it")
+    parser.add_argument(
+        "--known", action="store_true", help="every model the providers know, not the server's"
+    )
+    parser.add_argument("-p", "--provider", metavar="NAME", help="provider (default: openai)")
+    parser.add_argument("--endpoint", metavar="URL", type=endpoint_url, help="server to ask")
+    parser.add_argument("--profile", metavar="NAME", help="named profile from the config file")
+    parser.add_argument(
+        "--key", metavar="KEY", type=api_key, help="API key for --endpoint (prefer keys set)"
+    )
     parser.add_argument(
         "--json",
         action="store_true",
         help="print a JSON list: provider, model, limits, prices (decimal strings), source",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, no_log=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "default":
+        return _default(args)
+    if args.name is not None:
+        from moodlemate.ai.cli.common import CommandError
+        from moodlemate.ai.cli.exits import EXIT_USAGE
+
+        raise CommandError(f"unexpected argument {args.name!r}", EXIT_USAGE)
+    if not args.known:
+        return _served(args)
     from moodlemate.ai._plugins import registry
 
     with warnings.catch_warnings():
@@ -75,10 +115,74 @@ def run(args: argparse.Namespace) -> int:
                 ]
             )
     if rows:
-        print(format_table(HEADERS, rows))
+        print_table(HEADERS, rows, numeric=(2, 3, 4, 5, 6))
         print("\nprices in USD per 1M tokens")
     for name in unlisted:
         print(f"{name}: lists no models (which models it serves depends on the server)")
+    return EXIT_OK
+
+
+def _served(args: argparse.Namespace) -> int:
+    from moodlemate.ai.cli.common import CommandError, make_gpt
+
+    gpt = make_gpt(args)
+    provider, connection, _ = gpt.provider_connection()
+    served = provider.served_models(connection)
+    if served is None:
+        raise CommandError(f"{provider.name} cannot list what its server serves: try --known")
+    listed = [
+        (name, provider.model_info(name, connection.endpoint), window)
+        for name, window in sorted(served.items())
+    ]
+    if args.json:
+        records = []
+        for name, info, window in listed:
+            record: dict[str, Any] = (
+                _record(provider.name, info) if info else {"provider": provider.name}
+            )
+            record.update(model=name, served_context_window=window, known=info is not None)
+            records.append(record)
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            name,
+            _count(info.context_window if info and info.context_window else window),
+            _count(info.max_output_tokens if info else None),
+            *_prices(info.price if info else None),
+        ]
+        for name, info, window in listed
+    ]
+    from moodlemate.ai._spend_log import endpoint_origin
+
+    print(f"{len(rows)} models served by {endpoint_origin(connection.endpoint)}", file=sys.stderr)
+    if rows:
+        print_table(
+            ["MODEL", "CONTEXT", "MAX OUTPUT", "INPUT", "CACHED INPUT", "OUTPUT"],
+            rows,
+            numeric=(1, 2, 3, 4, 5),
+        )
+    return EXIT_OK
+
+
+def _default(args: argparse.Namespace) -> int:
+    from moodlemate.ai.cli import preferences
+    from moodlemate.ai.cli.aliases import resolve
+
+    if args.clear:
+        preferences.update("default_model", None)
+        print("chat's default model is cleared", file=sys.stderr)
+    elif args.name is not None:
+        preferences.update("default_model", args.name)
+        target = resolve(args.name)
+        shown = args.name if target == args.name else f"{args.name} ({target})"
+        print(f"chat's default model is now {shown}", file=sys.stderr)
+    else:
+        stored = preferences.load().get("default_model")
+        if not stored:
+            print("no default model set (moodlemate-ai models default NAME)", file=sys.stderr)
+            return EXIT_FAILURE
+        print(stored)
     return EXIT_OK
 
 

@@ -9,7 +9,8 @@ import warnings
 from typing import Any
 
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK
-from moodlemate.ai.cli.table import format_table
+from moodlemate.ai.cli.table import print_table
+from moodlemate.ai.cli.terminal import safe
 
 
 def add_parser(subparsers: Any) -> None:
@@ -18,6 +19,11 @@ def add_parser(subparsers: Any) -> None:
         help="list installed providers and plugins that failed to load",
         description="List installed providers (name, package, version, default endpoint) "
         "and report plugins that failed to load. Exits 1 when any plugin failed.",
+        epilog="""examples:
+  moodlemate-ai providers
+  moodlemate-ai providers --json | jq '.providers[].name'
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--json",
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         for name, entry in sorted(entries.items())
     ]
     if rows:
-        print(format_table(["NAME", "PACKAGE", "VERSION", "DEFAULT ENDPOINT"], rows))
+        print_table(["NAME", "PACKAGE", "VERSION", "DEFAULT ENDPOINT"], rows)
     elif excluded:
         print(f"no providers loaded ({PLUGINS_ENV} leaves out every installed one)")
     else:
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print("\nfailed plugins:")
         for plugin, reason in sorted(failures.items()):
-            print(f"  {plugin}: {reason}")
+            print(safe(f"  {plugin}: {reason}"))  # a third-party plugin's exception text
         return EXIT_FAILURE
     return EXIT_OK
 

@@ -12,7 +12,7 @@ from typing import Any
 from moodlemate.ai.cli.common import CommandError
 from moodlemate.ai.cli.exits import EXIT_OK
 from moodlemate.ai.cli.logs import add_log_option, open_log
-from moodlemate.ai.cli.table import format_table
+from moodlemate.ai.cli.table import print_table
 
 _RELATIVE = re.compile(r"(\d{1,6})([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -43,6 +43,12 @@ def add_parser(subparsers: Any) -> None:
         "calls, errors, tokens and cost per day (UTC), served model or provider. Calls "
         "without a known price are counted apart; a group holding only such calls costs "
         "'unknown', not $0.",
+        epilog="""examples:
+  moodlemate-ai spend                       # per day (UTC), with the total
+  moodlemate-ai spend --by model --since 7d
+  moodlemate-ai spend --by provider --json | jq .total.cost
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--by", choices=GROUPINGS, default="day", help="how to group the totals (day)"
@@ -95,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         for group in (*groups, total)
     ]
-    print(format_table(headers, rows))
+    print_table(headers, rows)
     return EXIT_OK
 
 

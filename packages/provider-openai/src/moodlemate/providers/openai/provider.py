@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 from moodlemate.ai.plugin import (
     APIConnectionError,
     APITimeoutError,
+    AuthenticationError,
     ChatRequest,
     Completion,
     Connection,
@@ -159,6 +160,27 @@ class OpenAIProvider(Provider):
             return bytes(response.content) if 200 <= response.status_code < 300 else None
 
         return self._served.window(connection.endpoint, model, fetch)
+
+    def served_models(self, connection: Connection) -> dict[str, int | None] | None:
+        client = self._pool.get(connection, self.extra_headers(connection))
+        options: Any = {**self._options(connection), "timeout": served_limits.TIMEOUT * 5}
+        url = connection.endpoint.rstrip("/") + "/models"
+        try:
+            response = client.get(url, cast_to=_httpx().Response, options=options)
+        except Exception as exc:
+            raise self._listing_error(getattr(exc, "status_code", None), exc) from None
+        if not 200 <= response.status_code < 300:
+            raise self._listing_error(response.status_code, None)
+        served = served_limits.models_from_listing(bytes(response.content))
+        if served is None:
+            raise ProviderError(f"{url} did not answer with a model listing", provider=self.name)
+        return served
+
+    def _listing_error(self, status: int | None, exc: Exception | None) -> ProviderError:
+        kind = AuthenticationError if status == 401 else ProviderError
+        what = f"HTTP {status}" if status is not None else type(exc).__name__
+        message = f"the server's model listing failed: {what}"
+        return kind(message, status_code=status, provider=self.name)
 
     def close(self) -> None:
         self._pool.close()

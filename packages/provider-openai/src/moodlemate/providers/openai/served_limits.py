@@ -24,7 +24,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["TIMEOUT", "TTL", "ServedLimits", "window_from_listing", "window_from_props"]
+__all__ = [
+    "TIMEOUT",
+    "TTL",
+    "ServedLimits",
+    "models_from_listing",
+    "window_from_listing",
+    "window_from_props",
+]
 
 TIMEOUT = 2.0
 TTL = 600.0
@@ -84,6 +91,21 @@ def window_from_listing(listing: Any, model: str) -> tuple[int | None, bool]:
     if isinstance(meta, dict):
         return _tokens(meta.get("n_ctx")) or _tokens(meta.get("n_ctx_train")), True
     return None, is_llama_cpp
+
+
+def models_from_listing(body: bytes | None) -> dict[str, int | None] | None:
+    """``GET /models``'s ids, each with the window the listing gives it; None when the body
+    is not a listing. At most 10,000 models, ids of at most 256 characters."""
+    listing = _json(body)
+    entries = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(entries, list):
+        return None
+    served: dict[str, int | None] = {}
+    for entry in entries[:10_000]:
+        name = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(name, str) and 0 < len(name) <= 256:
+            served[name] = window_from_listing({"data": [entry]}, name)[0]
+    return served
 
 
 def window_from_props(props: Any) -> int | None:
