@@ -15,6 +15,14 @@ from typing import Any
 from moodlemate.ai.cli.common import CommandError
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
+EPILOG = """\
+examples:
+  moodlemate-ai config status                  # the config files in use, and the trust
+  moodlemate-ai config trust                   # trust ./moodlemate.toml as it is now
+  moodlemate-ai config trust path/to/moodlemate.toml
+  moodlemate-ai config untrust
+"""
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -25,6 +33,8 @@ def add_parser(subparsers: Any) -> None:
         "variable to send, receive a key it does not hold, or send its own over plain http "
         "to another machine. Trust is given to the file's current content; an edited file "
         "is untrusted again. CI jobs may set MOODLEMATE_TRUST_PROJECT_CONFIG=1 instead.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, help_text in (
