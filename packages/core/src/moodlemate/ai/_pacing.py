@@ -60,6 +60,8 @@ return 1
 """
 PACED = "client_pacing"
 """The ``code`` of the RateLimitError the pacer raises when an attempt's time runs out."""
+_LOOK_AGAIN = 0.25
+"""Seconds a waiter sleeps at most before it looks again (a lifted hold frees it soon)."""
 _JITTER = 0.01
 """Up to this many seconds added to a wait, so waiters woken together do not all collide."""
 
@@ -263,7 +265,7 @@ class Pacer:
             wait = self._try(origin, model, tokens)
             if wait <= 0:
                 return
-            time.sleep(self._bounded(wait, deadline, model, origin))
+            time.sleep(min(self._bounded(wait, deadline, model, origin), _LOOK_AGAIN))
 
     async def aacquire(self, origin: str, model: str, tokens: int, deadline: float | None) -> None:
         """Async :meth:`acquire`; Redis is asked from a worker thread, so the loop runs on."""
@@ -276,7 +278,7 @@ class Pacer:
                 wait = self._try(origin, model, tokens)
             if wait <= 0:
                 return
-            await asyncio.sleep(self._bounded(wait, deadline, model, origin))
+            await asyncio.sleep(min(self._bounded(wait, deadline, model, origin), _LOOK_AGAIN))
 
     def _limit_known(self, origin: str, model: str) -> bool:
         return self.limit_for(origin, model) is not None
