@@ -40,6 +40,16 @@ class RedisServer:
     def resume(self) -> None:
         self.process.send_signal(signal.SIGCONT)
 
+    def restart(self, down: float = 0.0) -> None:
+        """Stop the server and start it again on the same port, after ``down`` seconds:
+        without persistence it comes back empty, as a real one configured so would."""
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        self.process.wait(10)
+        time.sleep(down)
+        self.process = _launch(self.port, self.folder)
+        _wait_until_up(self)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
@@ -63,14 +73,20 @@ def binary() -> str:
 
 def start() -> RedisServer:
     """Start a private redis-server without persistence, and wait until it answers."""
-    executable = binary()
+    binary()  # skips (or fails) here when there is none
     folder = Path(tempfile.mkdtemp(prefix="moodlemate-redis-"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
+    server = RedisServer(_launch(port, folder), port, folder)
+    _wait_until_up(server)
+    return server
+
+
+def _launch(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
-            executable,
+            binary(),
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -80,15 +96,17 @@ def start() -> RedisServer:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    server = RedisServer(process, port, folder)
+
+
+def _wait_until_up(server: RedisServer) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
                 if conn.recv(16).startswith(b"+PONG"):
-                    return server
+                    return
         except OSError:
             time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"redis-server did not start on port {port}")
+    raise RuntimeError(f"redis-server did not start on port {server.port}")
