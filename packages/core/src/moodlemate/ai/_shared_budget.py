@@ -49,8 +49,9 @@ its full amount."""
 _WARN_EVERY = 60.0
 """Seconds between two warnings that a failed-open budget is standing in for the store."""
 _REPLAY_AFTER = 1.0
-"""Seconds after a settle failed before the kept settles are tried again (a store that is
-down costs a caller one timeout, not two)."""
+"""Seconds after the store failed during which this process does not ask it again: a
+reserve is refused (or fails open) and a settle is kept, at once, instead of each waiting
+out its own timeout (so a queue of calls behind a dead store drains fast)."""
 RETRY_STORE_AFTER = 10.0
 """Seconds a failed-open budget leaves a failed store alone before asking it again (so a
 frozen Redis costs one timeout per period, not one per call)."""
@@ -82,7 +83,7 @@ class SharedBudget:
         self._pending_lock = threading.Lock()
         self._replaying = threading.Lock()
         self._replay_at_exit = False
-        self._settle_failed = -_REPLAY_AFTER
+        self._store_failed = -_REPLAY_AFTER
 
     def __repr__(self) -> str:
         return (
@@ -115,10 +116,14 @@ class SharedBudget:
         self.replay()
         period = self.period()
         try:
+            if self._resting():
+                raise _Resting(f"it failed less than {_REPLAY_AFTER:g}s ago")
             held, spent, reserved = self.store.reserve_shared(
                 self.scope, period, amount, budget, RESERVATION_TTL
             )
         except Exception as exc:  # any store failure: closed, or the local budget stands in
+            if not isinstance(exc, _Resting):
+                self._store_failed = time.monotonic()
             error = self._unusable(exc)
             if not self.fail_open:
                 raise error from None
@@ -139,18 +144,24 @@ class SharedBudget:
         """Settle a reservation in the store; when the store fails, keep it for
         :meth:`replay` (the reservation meanwhile holds, then counts as spent)."""
         try:
+            if self._resting():
+                raise _Resting(f"it failed less than {_REPLAY_AFTER:g}s ago")
             self.store.settle_shared(self.scope, period, reservation_id, cost)
         except Exception as exc:
             self._defer(period, reservation_id, cost, exc)
             return
         self.replay()
 
+    def _resting(self) -> bool:
+        """Whether the store failed so recently that it is left alone (:data:`_REPLAY_AFTER`)."""
+        return time.monotonic() - self._store_failed < _REPLAY_AFTER
+
     def replay(self, *, now: bool = False) -> None:
         """Try the settles the store refused again, oldest first, until one fails (not
         within :data:`_REPLAY_AFTER` seconds of a failure, unless ``now``)."""
         if not self._pending:
             return
-        if not now and time.monotonic() - self._settle_failed < _REPLAY_AFTER:
+        if not now and self._resting():
             return
         if not self._replaying.acquire(blocking=False):
             return
@@ -163,7 +174,7 @@ class SharedBudget:
                 try:
                     self.store.settle_shared(self.scope, period, reservation_id, cost)
                 except Exception:
-                    self._settle_failed = time.monotonic()
+                    self._store_failed = time.monotonic()
                     return  # the store is still down: next time
                 with self._pending_lock:
                     self._pending.pop(0)
@@ -173,7 +184,8 @@ class SharedBudget:
     def _defer(
         self, period: str, reservation_id: int, cost: Decimal | None, exc: Exception
     ) -> None:
-        self._settle_failed = time.monotonic()
+        if not isinstance(exc, _Resting):
+            self._store_failed = time.monotonic()
         with self._pending_lock:
             self._pending.append((period, reservation_id, cost))
             first_exit_hook = not self._replay_at_exit
@@ -207,6 +219,10 @@ class SharedBudget:
                 "the store answers again",
                 error.message.removesuffix(": call not sent"),
             )
+
+
+class _Resting(ConnectionError):
+    """The store failed a moment ago and is left alone for now (not a new failure)."""
 
 
 class SharedReservation(Reservation):
