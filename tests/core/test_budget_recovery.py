@@ -125,6 +125,7 @@ def test_redis_restarting_empty_with_calls_in_flight_does_not_reopen_the_budget(
     finally:
         own.stop()
     spent = len(server.chat_requests) * real
+    print(f"\n  Redis restarted empty mid-run: {spent / budget:.3f}x the budget spent")
     # Every live worker restores the total it saw and its calls in flight on its next call;
     # until the last has, the first may admit at most what the others had in flight (3 x 4).
     assert spent <= budget + 12 * worst, f"{spent / budget:.2f}x the budget"
@@ -150,6 +151,7 @@ def test_a_worker_killed_mid_call_has_its_reservations_counted_as_spent(
     reports = _reports(workers)
     assert len(reports) == 2
     spent = len(server.chat_requests) * real  # the server served the victim's last calls too
+    print(f"\n  a worker SIGKILLed mid-call ({store}): {spent / budget:.3f}x the budget spent")
     assert spent <= budget, f"{spent / budget:.3f}x the budget"
     # The survivors kept trying past the lapse: the victim's reservations stayed spent.
     assert all(r["budget"] > 0 for r in reports), reports
