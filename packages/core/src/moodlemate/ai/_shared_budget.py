@@ -205,9 +205,10 @@ class SharedBudget:
         )
 
     def _unusable(self, exc: Exception) -> BudgetStoreError:
+        why = str(exc) if isinstance(exc, _Resting) else f"{type(exc).__name__}: {exc}"
         return BudgetStoreError(
             f"shared budget {self.scope!r}: its store {self.store.where} cannot be used "
-            f"({type(exc).__name__}: {exc}): call not sent"
+            f"({why}): call not sent"
         )
 
     def _warn_open(self, error: BudgetStoreError) -> None:
