@@ -24,10 +24,17 @@ MODE = os.environ.get("MOODLEMATE_REDIS", "auto")  # read before the tests clear
 class RedisServer:
     """A running redis-server: its URL, and ways to make it misbehave."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, folder: Path) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        folder: Path,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.process = process
         self.port = port
         self.folder = folder
+        self.options = options
 
     @property
     def url(self) -> str:
@@ -39,6 +46,16 @@ class RedisServer:
 
     def resume(self) -> None:
         self.process.send_signal(signal.SIGCONT)
+
+    def restart(self, down: float = 0.0) -> None:
+        """Stop the server and start it again on the same port, after ``down`` seconds:
+        without persistence it comes back empty, as a real one configured so would."""
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        self.process.wait(10)
+        time.sleep(down)
+        self.process = _launch(self.port, self.folder, self.options)
+        _wait_until_up(self)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -64,14 +81,20 @@ def binary() -> str:
 def start(*options: str) -> RedisServer:
     """Start a private redis-server without persistence, and wait until it answers;
     ``options`` are more redis-server arguments (``"--requirepass", "..."``)."""
-    executable = binary()
+    binary()  # skips (or fails) here when there is none
     folder = Path(tempfile.mkdtemp(prefix="moodlemate-redis-"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
+    server = RedisServer(_launch(port, folder, options), port, folder, options)
+    _wait_until_up(server)
+    return server
+
+
+def _launch(port: int, folder: Path, options: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
-            executable,
+            binary(),
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -82,15 +105,17 @@ def start(*options: str) -> RedisServer:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    server = RedisServer(process, port, folder)
+
+
+def _wait_until_up(server: RedisServer) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
                 if conn.recv(16).startswith((b"+PONG", b"-NOAUTH")):
-                    return server
+                    return
         except OSError:
             time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"redis-server did not start on port {port}")
+    raise RuntimeError(f"redis-server did not start on port {server.port}")

@@ -189,7 +189,7 @@ def test_redis_failing_mid_run_stops_every_worker_with_the_typed_error_in_bounde
     assert len(records) == calls == len(server.chat_requests)
 
 
-def test_a_window_counts_only_its_period_and_stale_reservations_expire(
+def test_a_window_counts_only_its_period_and_a_dead_processes_reservation_counts_as_spent(
     server: LoopbackServer, tmp_path: Path
 ) -> None:
     path = tmp_path / "window.db"
@@ -209,17 +209,20 @@ def test_a_window_counts_only_its_period_and_stale_reservations_expire(
         "INSERT INTO budget_spend VALUES ('team-b', ?, '1000'), ('team-c', 'all', '1000')",
         (yesterday,),
     )
-    # A process that died holding a big reservation, an hour ago:
+    # A process killed mid-call, an hour ago, holding a reservation it never settled:
     conn.execute(
         "INSERT INTO budget_reservations (scope, period, amount, expires) "
-        "VALUES ('team-b', ?, '1000', ?)",
+        "VALUES ('team-b', ?, '0.002', ?)",
         (gpt.shared_budget.period() if gpt.shared_budget else "", time.time() - 1),
     )
     conn.close()
-    gpt.complete("gpt-4o-mini", "", "today is fresh")  # neither yesterday nor the dead count
+    gpt.complete("gpt-4o-mini", "", "today is fresh")  # yesterday does not count
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     store = SpendLog(path)
-    assert store.spent_shared("team-b", today) == gpt.ledger.cost
+    # The dead call may have cost its worst case: it counts as spent, for good.
+    assert store.spent_shared("team-b", today) == gpt.ledger.cost + Decimal("0.002")
+    held = sqlite3.connect(path).execute("SELECT expires FROM budget_reservations").fetchall()
+    assert held == [(-1,)]
     assert store.spent_shared("team-b", "all") == 0
     other = GPT("openai", endpoint=server.url, api_key=TEST_KEY, log=path, budget="0.01")
     other.shared_budget = GPT(

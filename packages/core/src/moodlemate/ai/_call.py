@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from moodlemate.ai._budget import reserve
 from moodlemate.ai._credentials import explain_unsent_key
+from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._pacing import PACED
 from moodlemate.ai._plausible import bounded
 from moodlemate.ai._urls import origin
@@ -140,9 +141,9 @@ class Call:
         try:
             completion, attempts = await self.policy.arun(attempt, self.label, self.limits)
         except BaseException as exc:
-            self.failed(exc, reservation, sent=sent > 0)
+            await self.afailed(exc, reservation, sent=sent > 0)
             raise
-        return self.settle(completion, attempts, reservation)
+        return await self.asettle(completion, attempts, reservation)
 
     # -- the steps, shared with streams --------------------------------------------------
 
@@ -160,12 +161,36 @@ class Call:
 
     async def areserve(self) -> Reservation:
         """:meth:`reserve` for async calls: a shared budget's store (a file, Redis) is asked
-        from a worker thread, so a slow store never blocks the event loop."""
+        from a store thread (:mod:`moodlemate.ai._off_loop`), so a slow store never blocks
+        the event loop."""
         if self.accounts.shared is None or self.accounts.budget is None:
             return self.reserve()
-        import asyncio  # here: the module is loaded by the first async call, not by GPT()
+        return await off_loop(self.reserve)
 
-        return await asyncio.to_thread(self.reserve)
+    @property
+    def stored(self) -> bool:
+        """Whether ending this call touches a store (a shared budget, a spend log)."""
+        accounts = self.accounts
+        return accounts.log is not None or (
+            accounts.shared is not None and accounts.budget is not None
+        )
+
+    async def afailed(
+        self, error: BaseException, reservation: Reservation, *, sent: bool = True
+    ) -> None:
+        """:meth:`failed` for async calls, its store work on a store thread."""
+        if not self.stored:
+            self.failed(error, reservation, sent=sent)
+            return
+        await off_loop(lambda: self.failed(error, reservation, sent=sent))
+
+    async def asettle(
+        self, completion: Completion, attempts: int, reservation: Reservation
+    ) -> Completion:
+        """:meth:`settle` for async calls, its store work on a store thread."""
+        if not self.stored:
+            return self.settle(completion, attempts, reservation)
+        return await off_loop(self.settle, completion, attempts, reservation)
 
     def pace(self, timeout: float) -> None:
         """Wait for capacity under the rate limits for one attempt of ``timeout`` seconds."""
@@ -198,14 +223,19 @@ class Call:
         where, model = origin(self.connection.endpoint), self.request.model
         pacer.unanswered(where, model)
         if isinstance(error, RateLimitError) and error.retry_after and error.code != PACED:
-            pacer.hold(where, model, error.retry_after)
+            pacer.hold(where, model, error.retry_after, self.policy.max_server_wait)
 
     def opened(self, stated: RateLimits | None) -> None:
         """A stream opened: what its headers said about the limits is known now, not at its
         end (a long stream must not keep a new model's probe out for its whole length)."""
         pacer = self.accounts.pacer
         if pacer is not None:
-            pacer.learn(origin(self.connection.endpoint), self.request.model, stated)
+            pacer.learn(
+                origin(self.connection.endpoint),
+                self.request.model,
+                stated,
+                self.policy.max_server_wait,
+            )
 
     def pace_tokens(self) -> int:
         """The tokens a rate limiter counts for this request up front, as OpenAI does: the
@@ -260,7 +290,9 @@ class Call:
                 )
         reservation.settle(accounts.ledger, request.model, completion.usage, cost)
         if accounts.pacer is not None:
-            accounts.pacer.learn(origin(endpoint), request.model, completion.rate_limits)
+            accounts.pacer.learn(
+                origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
+            )
         completion = replace(completion, cost=cost, attempts=attempts)
         if accounts.log is not None:
             accounts.log.record_call(

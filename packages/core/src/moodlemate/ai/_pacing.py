@@ -6,7 +6,9 @@ from configuration (``pacing={"gpt-4o-mini": {"requests_per_minute": 500}}``). B
 attempt is sent, :meth:`Pacer.acquire` takes one request slot (and, under a token limit, the
 attempt's estimated tokens); without capacity it sleeps until the next slot opens, within the
 attempt's time. A response saying nothing is left, or a 429's ``retry-after``, holds that
-origin and model until the server's reset, for every worker sharing Redis.
+origin and model until the server's reset, for every worker sharing Redis; never longer than
+the retry policy's ``max_server_wait`` (one hostile header cannot stop a fleet for an hour),
+and a success for that model lifts the hold early (in Redis too).
 
 The limiter algorithms are the ``limits`` library's: its moving window for requests, its
 sliding-window counter for tokens, in memory for one process or in Redis
@@ -48,8 +50,8 @@ _MIN_PER_WINDOW = 5
 _PROBE_POLL = 0.02
 """Seconds between two looks at whether the probe of a new model has been answered."""
 _LONGEST_HOLD = 3600.0
-"""Seconds a hold lasts at most, whatever a server says (a lying header cannot stop calls
-for a day)."""
+"""Seconds a hold lasts at most when the caller names no shorter bound (calls name their
+retry policy's ``max_server_wait``)."""
 _SHARE_HOLD = """
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
@@ -58,6 +60,8 @@ return 1
 """
 PACED = "client_pacing"
 """The ``code`` of the RateLimitError the pacer raises when an attempt's time runs out."""
+_LOOK_AGAIN = 0.25
+"""Seconds a waiter sleeps at most before it looks again (a lifted hold frees it soon)."""
 _JITTER = 0.01
 """Up to this many seconds added to a wait, so waiters woken together do not all collide."""
 
@@ -131,6 +135,8 @@ class Pacer:
         self.scope = scope
         self._learned: dict[tuple[str, str], PaceLimit] = {}
         self._holds: dict[tuple[str, str], float] = {}
+        self._shared_holds: set[tuple[str, str]] = set()
+        """Holds another worker set in Redis that this process has waited on."""
         self._answered: set[tuple[str, str]] = set()
         self._probing: set[tuple[str, str]] = set()
         self._items: dict[tuple[int, bool], Any] = {}
@@ -158,22 +164,42 @@ class Pacer:
             return learned
         return configured.merged(learned)
 
-    def learn(self, origin: str, model: str, stated: RateLimits | None) -> None:
-        """Take in what a response's headers said (None: nothing, which is also news)."""
+    def learn(
+        self,
+        origin: str,
+        model: str,
+        stated: RateLimits | None,
+        longest: float = _LONGEST_HOLD,
+    ) -> None:
+        """Take in what a successful response's headers said (None: nothing, which is also
+        news): a limit to pace by, a hold of at most ``longest`` seconds when nothing is
+        left, else the lifting of any hold on the model (the server is answering)."""
         key = (origin, model)
         if key not in self._answered:
             with self._lock:
                 self._answered.add(key)
                 self._probing.discard(key)
-        if stated is None:
-            return
-        if stated.requests_limit or stated.tokens_limit:
+        wait = 0.0 if stated is None else stated.exhausted_for
+        if stated is not None and (stated.requests_limit or stated.tokens_limit):
             self._learned[key] = PaceLimit(
                 stated.requests_limit or None, stated.tokens_limit or None
             )
-        wait = stated.exhausted_for
         if wait > 0:
-            self.hold(origin, model, wait)
+            self.hold(origin, model, wait, longest)
+        elif self._holds.get(key, 0.0) > time.time() or key in self._shared_holds:
+            self.lift(origin, model)
+
+    def lift(self, origin: str, model: str) -> None:
+        """End a hold on ``model`` at ``origin`` early (a success came back after it was set),
+        here and, through Redis, for every worker sharing it."""
+        key = (origin, model)
+        with self._lock:
+            self._holds.pop(key, None)
+            self._shared_holds.discard(key)
+        if self.redis is not None and time.monotonic() >= self._degraded_until:
+            threading.Thread(
+                target=self._lift_shared, args=(self._hold_key(origin, model),), daemon=True
+            ).start()
 
     def unanswered(self, origin: str, model: str) -> None:
         """A call ended without a response to learn from: the next one may probe."""
@@ -182,10 +208,13 @@ class Pacer:
             with self._lock:
                 self._probing.discard(key)
 
-    def hold(self, origin: str, model: str, seconds: float) -> None:
+    def hold(self, origin: str, model: str, seconds: float, longest: float = _LONGEST_HOLD) -> None:
         """Send nothing more to ``model`` at ``origin`` for ``seconds`` (a 429's retry-after),
-        from this process and, through Redis, from every worker sharing it."""
-        seconds = min(seconds, _LONGEST_HOLD)
+        ``longest`` at most, from this process and, through Redis, from every worker
+        sharing it."""
+        seconds = max(0.0, min(seconds, longest, _LONGEST_HOLD))
+        if seconds <= 0:
+            return
         until = time.time() + seconds
         key = (origin, model)
         with self._lock:
@@ -209,12 +238,24 @@ class Pacer:
         except Exception as exc:
             self._degrade(exc)
 
+    def _lift_shared(self, key: str) -> None:
+        from moodlemate.ai._redis import redis_client
+
+        try:
+            redis_client(self.redis or "").delete(key)
+        except Exception as exc:
+            self._degrade(exc)
+
     def _shared_hold(self, origin: str, model: str) -> float:
         """Seconds another worker's hold on ``model`` at ``origin`` still runs (0: none)."""
         from moodlemate.ai._redis import redis_client
 
         left = redis_client(self.redis or "").pttl(self._hold_key(origin, model))
-        return left / 1000 if left > 0 else 0.0
+        if left > 0:
+            self._shared_holds.add((origin, model))  # a success here may lift it
+            return float(left / 1000)
+        self._shared_holds.discard((origin, model))
+        return 0.0
 
     # -- waiting for capacity -----------------------------------------------------------------
 
@@ -224,7 +265,7 @@ class Pacer:
             wait = self._try(origin, model, tokens)
             if wait <= 0:
                 return
-            time.sleep(self._bounded(wait, deadline, model, origin))
+            time.sleep(min(self._bounded(wait, deadline, model, origin), _LOOK_AGAIN))
 
     async def aacquire(self, origin: str, model: str, tokens: int, deadline: float | None) -> None:
         """Async :meth:`acquire`; Redis is asked from a worker thread, so the loop runs on."""
@@ -237,7 +278,7 @@ class Pacer:
                 wait = self._try(origin, model, tokens)
             if wait <= 0:
                 return
-            await asyncio.sleep(self._bounded(wait, deadline, model, origin))
+            await asyncio.sleep(min(self._bounded(wait, deadline, model, origin), _LOOK_AGAIN))
 
     def _limit_known(self, origin: str, model: str) -> bool:
         return self.limit_for(origin, model) is not None

@@ -10,8 +10,12 @@ together spend at most the budget plus, per call in flight, what it costs beyond
 reservation.
 
 ``budget_window`` ``"day"`` or ``"month"`` (UTC) starts the count afresh each period; None
-counts for ever. A reservation a crashed process never settled lapses after
-:data:`RESERVATION_TTL` seconds. The store failing closes the budget: the call is refused
+counts for ever. A reservation nobody settled within :data:`RESERVATION_TTL` seconds (its
+process was killed mid-call, or could not reach the store) lapses into spent, at its full,
+worst-case amount: the call may have cost that. A settle that fails (the store is down or
+restarting) is kept and replayed, before this process's next reserve, after its next settle,
+and at its exit; its reservation meanwhile holds (and lapses into spent). The store failing
+closes the budget: the call is refused
 with :class:`~moodlemate.ai.errors.BudgetStoreError`, never sent unaccounted, unless
 ``budget_fail_open`` is set, and then the instance's own budget stands in, with a warning,
 for :data:`RETRY_STORE_AFTER` seconds before the store is asked again.
@@ -20,6 +24,7 @@ for :data:`RETRY_STORE_AFTER` seconds before the store is asked again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,9 +45,14 @@ log = logging.getLogger("moodlemate.ai._shared_budget")
 
 WINDOWS = ("day", "month")
 RESERVATION_TTL = 3600.0
-"""Seconds after which a reservation nobody settled (its process died) stops counting."""
+"""Seconds after which a reservation nobody settled (its process died) counts as spent, at
+its full amount."""
 _WARN_EVERY = 60.0
 """Seconds between two warnings that a failed-open budget is standing in for the store."""
+_REPLAY_AFTER = 1.0
+"""Seconds after the store failed during which this process does not ask it again: a
+reserve is refused (or fails open) and a settle is kept, at once, instead of each waiting
+out its own timeout (so a queue of calls behind a dead store drains fast)."""
 RETRY_STORE_AFTER = 10.0
 """Seconds a failed-open budget leaves a failed store alone before asking it again (so a
 frozen Redis costs one timeout per period, not one per call)."""
@@ -69,6 +79,12 @@ class SharedBudget:
         self.fail_open = parse_flag(fail_open, "fail_open")
         self._warned = -_WARN_EVERY
         self._store_down_until = 0.0
+        self._pending: list[tuple[str, int, Decimal | None]] = []
+        """Settles the store refused (period, reservation id, cost), replayed later."""
+        self._pending_lock = threading.Lock()
+        self._replaying = threading.Lock()
+        self._replay_at_exit = False
+        self._store_failed = -_REPLAY_AFTER
 
     def __repr__(self) -> str:
         return (
@@ -98,12 +114,17 @@ class SharedBudget:
         amount = amount or Decimal(0)
         if self.fail_open and time.monotonic() < self._store_down_until:
             return ledger.reserve(amount, budget)
+        self.replay()
         period = self.period()
         try:
+            if self._resting():
+                raise _Resting(f"it failed less than {_REPLAY_AFTER:g}s ago")
             held, spent, reserved = self.store.reserve_shared(
                 self.scope, period, amount, budget, RESERVATION_TTL
             )
         except Exception as exc:  # any store failure: closed, or the local budget stands in
+            if not isinstance(exc, _Resting):
+                self._store_failed = time.monotonic()
             error = self._unusable(exc)
             if not self.fail_open:
                 raise error from None
@@ -114,10 +135,81 @@ class SharedBudget:
             raise refusal(budget, spent, reserved, amount)
         return SharedReservation(self, period, held, amount)
 
+    @property
+    def pending(self) -> int:
+        """Settles the store refused that this process still has to replay."""
+        with self._pending_lock:
+            return len(self._pending)
+
+    def settle(self, period: str, reservation_id: int, cost: Decimal | None) -> None:
+        """Settle a reservation in the store; when the store fails, keep it for
+        :meth:`replay` (the reservation meanwhile holds, then counts as spent)."""
+        try:
+            if self._resting():
+                raise _Resting(f"it failed less than {_REPLAY_AFTER:g}s ago")
+            self.store.settle_shared(self.scope, period, reservation_id, cost)
+        except Exception as exc:
+            self._defer(period, reservation_id, cost, exc)
+            return
+        self.replay()
+
+    def _resting(self) -> bool:
+        """Whether the store failed so recently that it is left alone (:data:`_REPLAY_AFTER`)."""
+        return time.monotonic() - self._store_failed < _REPLAY_AFTER
+
+    def replay(self, *, now: bool = False) -> None:
+        """Try the settles the store refused again, oldest first, until one fails (not
+        within :data:`_REPLAY_AFTER` seconds of a failure, unless ``now``)."""
+        if not self._pending:
+            return
+        if not now and self._resting():
+            return
+        if not self._replaying.acquire(blocking=False):
+            return
+        try:
+            while True:
+                with self._pending_lock:
+                    if not self._pending:
+                        return
+                    period, reservation_id, cost = self._pending[0]
+                try:
+                    self.store.settle_shared(self.scope, period, reservation_id, cost)
+                except Exception:
+                    self._store_failed = time.monotonic()
+                    return  # the store is still down: next time
+                with self._pending_lock:
+                    self._pending.pop(0)
+        finally:
+            self._replaying.release()
+
+    def _defer(
+        self, period: str, reservation_id: int, cost: Decimal | None, exc: Exception
+    ) -> None:
+        if not isinstance(exc, _Resting):
+            self._store_failed = time.monotonic()
+        with self._pending_lock:
+            self._pending.append((period, reservation_id, cost))
+            first_exit_hook = not self._replay_at_exit
+            self._replay_at_exit = True
+        if first_exit_hook:
+            import atexit
+
+            atexit.register(self.replay, now=True)
+        log.warning(
+            "shared budget %r: could not settle a call in %s (%s: %s); the settle is kept and "
+            "replayed when the store answers again (its reservation holds meanwhile)%s",
+            self.scope,
+            self.store.where,
+            type(exc).__name__,
+            exc,
+            "" if cost is None else f", with its cost (${cost})",
+        )
+
     def _unusable(self, exc: Exception) -> BudgetStoreError:
+        why = str(exc) if isinstance(exc, _Resting) else f"{type(exc).__name__}: {exc}"
         return BudgetStoreError(
             f"shared budget {self.scope!r}: its store {self.store.where} cannot be used "
-            f"({type(exc).__name__}: {exc}): call not sent"
+            f"({why}): call not sent"
         )
 
     def _warn_open(self, error: BudgetStoreError) -> None:
@@ -131,10 +223,14 @@ class SharedBudget:
             )
 
 
+class _Resting(ConnectionError):
+    """The store failed a moment ago and is left alone for now (not a new failure)."""
+
+
 class SharedReservation(Reservation):
     """A reservation held in the store: settling records the call locally and adds its real
-    cost to the scope; releasing frees it. Store failures are logged, never raised (the
-    reservation then lapses by itself)."""
+    cost to the scope; releasing frees it. Store failures are logged, never raised: the
+    budget keeps the settle and replays it (:meth:`SharedBudget.replay`)."""
 
     __slots__ = ("_budget", "_id", "_period")
 
@@ -155,18 +251,5 @@ class SharedReservation(Reservation):
 
     def _finish(self, cost: Decimal | None) -> None:
         reservation_id, self._id = self._id, None
-        if reservation_id is None:
-            return
-        budget = self._budget
-        try:
-            budget.store.settle_shared(budget.scope, self._period, reservation_id, cost)
-        except Exception as exc:  # the call is done; the reservation lapses on its own
-            log.warning(
-                "shared budget %r: could not settle a call in %s (%s: %s); its reservation "
-                "holds until it lapses%s",
-                budget.scope,
-                budget.store.where,
-                type(exc).__name__,
-                exc,
-                "" if cost is None else f", and its cost (${cost}) is missing from the scope",
-            )
+        if reservation_id is not None:
+            self._budget.settle(self._period, reservation_id, cost)

@@ -7,9 +7,11 @@ request id, outcome (``ok`` or the error's type), batch id. Prompt and reply tex
 ``SpendLog(path, text=True)`` (the CLI's default). Never a key or header.
 
 Many processes may write at once: the database is in WAL mode, each write is one short
-``BEGIN IMMEDIATE`` transaction, and a writer waits at most ``busy_timeout`` seconds for the
-lock. A log that cannot be written (locked past that bound, read-only, corrupt) never fails
-the call: the row is dropped, counted in :attr:`SpendLog.dropped`, and a warning says so once.
+``BEGIN IMMEDIATE`` transaction, and a writer waits at most ``busy_timeout`` seconds in all,
+for this instance's own lock (other threads' writes) and the file's lock together, so a
+queue of threads behind a locked file each gives up within the bound. A log that cannot be
+written (locked past that bound, read-only, corrupt) never fails the call: the row is
+dropped, counted in :attr:`SpendLog.dropped`, and a warning says so once.
 
 The schema is versioned (``PRAGMA user_version``) and migrated forward when opened; a
 database written by a newer version is left alone (read-only use still works).
@@ -41,7 +43,8 @@ __all__ = ["DEFAULT_BUSY_TIMEOUT", "CallRecord", "SpendLog", "default_log_path"]
 log = logging.getLogger("moodlemate.ai._spend_log")
 
 DEFAULT_BUSY_TIMEOUT = 1.0
-"""Seconds a write waits for another process's lock before the row is dropped."""
+"""Seconds a write waits, in all, for the locks of other threads and processes before the
+row is dropped (or a shared budget's reservation fails)."""
 
 # Each entry takes the schema from version i to i + 1; never edit a released one.
 MIGRATIONS: tuple[str, ...] = (
@@ -240,7 +243,7 @@ class SpendLog:
         import sqlite3
 
         try:
-            with self._lock, self._write() as conn:
+            with self._write() as conn:
                 conn.execute(_INSERT, row)
         except (sqlite3.Error, OSError, _NewerSchemaError) as exc:
             self._drop(exc)
@@ -249,18 +252,38 @@ class SpendLog:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short IMMEDIATE transaction (the write lock is taken up front, so it waits at
-        most ``busy_timeout`` and never deadlocks upgrading a read)."""
-        conn = self._connection()
-        if not self._writable:
-            raise _NewerSchemaError(f"{self.path} has a newer schema than this version writes")
-        conn.execute("BEGIN IMMEDIATE")
+        """One short IMMEDIATE transaction under this instance's lock (the write lock is
+        taken up front, so it never deadlocks upgrading a read); the two waits together
+        last at most ``busy_timeout``."""
+        with self._locked() as conn:
+            if not self._writable:
+                raise _NewerSchemaError(f"{self.path} has a newer schema than this version writes")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held by this thread: waiting for the instance's lock counts
+        against ``busy_timeout``, and SQLite's own wait gets what is left of it."""
+        import sqlite3
+
+        began = time.monotonic()
+        if not self._lock.acquire(timeout=self.busy_timeout):
+            raise sqlite3.OperationalError(
+                f"database is busy: other threads held it for {self.busy_timeout:g}s"
+            )
         try:
+            conn = self._connection()
+            left = max(0.0, self.busy_timeout - (time.monotonic() - began))
+            conn.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        finally:
+            self._lock.release()
 
     def _drop(self, exc: BaseException) -> None:
         self.dropped += 1
@@ -328,16 +351,30 @@ class SpendLog:
     ) -> tuple[int | None, Decimal, Decimal]:
         """In one IMMEDIATE transaction (so atomic across processes): hold ``amount`` for
         ``scope`` unless what ``period`` spent plus the live reservations plus it would cross
-        ``budget``. Returns (reservation id or None when refused, spent, reserved)."""
+        ``budget``. Returns (reservation id or None when refused, spent, reserved).
+        A reservation past its ``ttl`` lapses into spent, at its full amount (its process
+        died, or cannot reach the file: the call may well have cost that); its row stays,
+        marked ``expires = -1``, so a late settle adds only what the call cost beyond it."""
         now = time.time()
-        with self._lock, self._write() as conn:
-            conn.execute("DELETE FROM budget_reservations WHERE expires < ?", (now,))
+        with self._write() as conn:
+            lapsed = conn.execute(
+                "SELECT scope, period, amount FROM budget_reservations "
+                "WHERE expires >= 0 AND expires < ?",
+                (now,),
+            ).fetchall()
+            for lapsed_scope, lapsed_period, lapsed_amount in lapsed:
+                _add_spent(conn, lapsed_scope, lapsed_period, Decimal(lapsed_amount))
+            conn.execute(
+                "UPDATE budget_reservations SET expires = -1 WHERE expires >= 0 AND expires < ?",
+                (now,),
+            )
             row = conn.execute(
                 "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
             ).fetchone()
             spent = Decimal(row[0]) if row else Decimal(0)
             held = conn.execute(
-                "SELECT amount FROM budget_reservations WHERE scope = ? AND period = ?",
+                "SELECT amount FROM budget_reservations "
+                "WHERE scope = ? AND period = ? AND expires >= 0",
                 (scope, period),
             ).fetchall()
             reserved = sum((Decimal(a) for (a,) in held), Decimal(0))
@@ -354,19 +391,19 @@ class SpendLog:
         self, scope: str, period: str, reservation_id: int, cost: Decimal | None
     ) -> None:
         """Free a reservation and add the call's real cost to its scope and period, in one
-        transaction (an unknown cost adds nothing; a lapsed reservation's call still counts)."""
-        with self._lock, self._write() as conn:
+        transaction (an unknown cost adds nothing; a lapsed reservation, already counted at
+        its amount, adds only what the call cost beyond it)."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT amount, expires FROM budget_reservations WHERE id = ?", (reservation_id,)
+            ).fetchone()
             conn.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation_id,))
             if cost is None:
                 return
-            old = conn.execute(
-                "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
-            ).fetchone()
-            spent = (Decimal(old[0]) if old else Decimal(0)) + cost
-            conn.execute(
-                "INSERT OR REPLACE INTO budget_spend (scope, period, spent) VALUES (?, ?, ?)",
-                (scope, period, str(spent)),
-            )
+            if row is not None and row[1] < 0:
+                cost -= Decimal(row[0])
+            if cost > 0:
+                _add_spent(conn, scope, period, cost)
 
     def spent_shared(self, scope: str, period: str) -> Decimal:
         """What ``scope`` spent in ``period``, every process together."""
@@ -395,9 +432,19 @@ class SpendLog:
         return [_record(row) for row in rows]
 
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            conn = self._connection()
+        with self._locked() as conn:
             return conn.execute(sql, params).fetchall()
+
+
+def _add_spent(conn: sqlite3.Connection, scope: str, period: str, amount: Decimal) -> None:
+    old = conn.execute(
+        "SELECT spent FROM budget_spend WHERE scope = ? AND period = ?", (scope, period)
+    ).fetchone()
+    spent = (Decimal(old[0]) if old else Decimal(0)) + amount
+    conn.execute(
+        "INSERT OR REPLACE INTO budget_spend (scope, period, spent) VALUES (?, ?, ?)",
+        (scope, period, str(spent)),
+    )
 
 
 class _NewerSchemaError(Exception):

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from moodlemate.ai import _bounds as bounds
 from moodlemate.ai._bounds import ResponseLimits
+from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._provider import (
     AsyncProviderStream,
     ChatRequest,
@@ -120,6 +121,16 @@ class StreamCall:
     def failed(self, error: BaseException, reservation: Reservation) -> None:
         self.call.failed(error, reservation, sent=self.sent[0] > 0)
 
+    async def afailed(self, error: BaseException, reservation: Reservation) -> None:
+        await self.call.afailed(error, reservation, sent=self.sent[0] > 0)
+
+    async def arelease(self, reservation: Reservation) -> None:
+        """Release ``reservation`` (a shared one on a store thread)."""
+        if self.call.stored:
+            await off_loop(reservation.release)
+        else:
+            reservation.release()
+
     def send(self, timeout: float) -> ProviderStream:
         """Open the stream for one attempt, after waiting for capacity under the rate limits."""
         call = self.call
@@ -149,6 +160,14 @@ class StreamCall:
     def finish(self, completion: Completion, attempts: int, reservation: Reservation) -> Completion:
         """Account the streamed completion (settling its reservation) and return it."""
         completion = self.call.settle(completion, attempts, reservation)
+        self.remember(completion)
+        return completion
+
+    async def afinish(
+        self, completion: Completion, attempts: int, reservation: Reservation
+    ) -> Completion:
+        """Async :meth:`finish`: the store work on a store thread."""
+        completion = await self.call.asettle(completion, attempts, reservation)
         self.remember(completion)
         return completion
 
@@ -469,10 +488,10 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                     self._open, call.label, call.limits
                 )
             except StreamingNotSupportedError:
-                reservation.release()
+                await call.arelease(reservation)
                 request = call.refused()
             except BaseException as exc:
-                call.failed(exc, reservation)
+                await call.afailed(exc, reservation)
                 raise
         if request is not None:
             self.completion = await call.afallback(request)
@@ -511,11 +530,11 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             except ProviderError as exc:
                 raise call.interrupted(exc, self.text) from exc
         except BaseException as exc:
-            call.failed(exc, reservation)
+            await call.afailed(exc, reservation)
             raise
         finally:
             await source.aclose()
-        self.completion = call.finish(result, attempts, reservation)
+        self.completion = await call.afinish(result, attempts, reservation)
 
     async def _open(
         self, timeout: float
