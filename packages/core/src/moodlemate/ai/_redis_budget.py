@@ -58,6 +58,23 @@ return 1
 """
 
 
+_SETTLE_ONCE = """
+if ARGV[1] ~= '' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+if redis.call('HSETNX', KEYS[4], ARGV[2], ARGV[3]) == 0 then return 0 end
+local cost = tonumber(ARGV[3])
+if cost > 0 then redis.call('INCRBY', KEYS[1], cost) end
+local keep = tonumber(ARGV[4])
+if keep > 0 then
+  redis.call('EXPIRE', KEYS[1], keep)
+  redis.call('EXPIRE', KEYS[4], keep)
+end
+return 1
+"""
+
+
 def to_nano(amount: Decimal) -> int:
     """``amount`` dollars as whole nano-dollars, rounded up."""
     return int((amount / NANO).to_integral_value(ROUND_CEILING))
@@ -70,7 +87,7 @@ class RedisBudgetStore:
         require_redis_py()
         self.url = url
         self.prefix = prefix
-        self._scripts: tuple[Any, Any] | None = None
+        self._scripts: tuple[Any, Any, Any] | None = None
 
     @property
     def where(self) -> str:
@@ -82,7 +99,7 @@ class RedisBudgetStore:
     def reserve_shared(
         self, scope: str, period: str, amount: Decimal, budget: Decimal, ttl: float
     ) -> tuple[int | None, Decimal, Decimal]:
-        reserve, _ = self._loaded()
+        reserve, _, _ = self._loaded()
         held, spent, reserved = reserve(
             keys=self._keys(scope, period),
             args=[to_nano(amount), to_nano(budget), int(ttl * 1000), self._keep(period)],
@@ -92,9 +109,25 @@ class RedisBudgetStore:
     def settle_shared(
         self, scope: str, period: str, reservation_id: int, cost: Decimal | None
     ) -> None:
-        _, settle = self._loaded()
+        _, settle, _ = self._loaded()
         nano = 0 if cost is None else to_nano(cost)
         settle(keys=self._keys(scope, period)[:3], args=[reservation_id, nano, self._keep(period)])
+
+    def settle_once(
+        self, scope: str, period: str, key: str, reservation_id: int | None, cost: Decimal
+    ) -> bool:
+        _, _, settle_once = self._loaded()
+        keys = self._keys(scope, period)
+        done = settle_once(
+            keys=[*keys[:3], f"{keys[0].removesuffix(':spent')}:settled"],
+            args=[
+                "" if reservation_id is None else reservation_id,
+                key,
+                to_nano(cost),
+                self._keep(period),
+            ],
+        )
+        return bool(int(done))
 
     def spent_shared(self, scope: str, period: str) -> Decimal:
         value = redis_client(self.url).get(self._keys(scope, period)[0])
@@ -110,12 +143,13 @@ class RedisBudgetStore:
             return 0
         return _KEEP["day" if len(period) == len("2026-01-01") else "month"]
 
-    def _loaded(self) -> tuple[Any, Any]:
+    def _loaded(self) -> tuple[Any, Any, Any]:
         scripts = self._scripts
         if scripts is None:
             client = redis_client(self.url)
             scripts = self._scripts = (
                 client.register_script(_RESERVE),
                 client.register_script(_SETTLE),
+                client.register_script(_SETTLE_ONCE),
             )
         return scripts

@@ -13,6 +13,11 @@ the output as the record the local runner writes. The state file beside the outp
 every step, so a rerun, after Ctrl-C, a kill or a reboot, resumes polling and never submits
 a part twice; items already answered are not sent at all.
 
+With a budget (``GPT(budget=...)``, shared with ``budget_scope``), each part's worst case at
+batch prices is reserved before it is sent, and a part that cannot fit raises
+BudgetExceededError unsent; its real cost is settled, exactly once per batch, when its
+results are collected (:mod:`moodlemate.ai.batch.remote_budget`).
+
 What a batch leaves unanswered (it failed validation, expired, was cancelled, or a request
 in it failed) is recorded per item with ``"ok": false``; a rerun submits those items again,
 or with ``retry_failed_locally`` runs them through the local runner in the same run.
@@ -26,6 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._plausible import bounded
@@ -33,10 +39,17 @@ from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._validation import build_chat_request
 from moodlemate.ai.batch.items import BatchItem, ItemId
+from moodlemate.ai.batch.remote_budget import PartBudget
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
 from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
 from moodlemate.ai.batch.runner import BatchInterrupted, BatchSummary, run_batch
-from moodlemate.ai.errors import MoodlemateError, ProviderError, ReplyError, ValidationError
+from moodlemate.ai.errors import (
+    BudgetExceededError,
+    MoodlemateError,
+    ProviderError,
+    ReplyError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from moodlemate.ai._gpt import GPT
@@ -191,6 +204,9 @@ class _RemoteRun:
         self.routes: dict[str, _Route] = {}
         self._pending: list[dict[str, Any]] = []
         self._queued: set[ItemId] = set()
+        self._log_rows: list[dict[str, Any]] = []
+        self._log_ok = True
+        self.budget = PartBudget(gpt)
         self.started = time.monotonic()
         answered = sum(1 for item in items if item.id in log.answered)
         self.summary = RemoteBatchSummary(
@@ -209,6 +225,10 @@ class _RemoteRun:
         for part in self.state.parts:
             if part.live:
                 self._route(part.model)  # an unusable key or provider raises before anything
+                self.budget.resume(part)
+            elif not part.settled and part.cost is not None:
+                self.budget.settle(part, Decimal(part.cost))  # its store was down last time
+                self.state.save()
         planned = self._plan(max_requests, max_bytes, exclude_failed=retry_locally)
         try:
             if planned:
@@ -294,6 +314,8 @@ class _RemoteRun:
 
     def _submit(self, part: Part) -> None:
         route = self._route(part.model)
+        if self.budget.active and part.reserved is None and not part.creating:
+            self._reserve(route, part)
         if part.file_id is None:
             data = b"".join(self._line(route, self.items[i]) for i in part.ids if i in self.items)
             name = f"moodlemate-{part.token}.jsonl"
@@ -317,6 +339,30 @@ class _RemoteRun:
         batch = self._retrying(create, route, "create")
         part.batch_id = batch.id
         _update(part, batch)
+        self.state.save()
+
+    def _reserve(self, route: _Route, part: Part) -> None:
+        """Hold the part's worst case, saved before anything of it is sent; on a refusal
+        the parts not sent yet leave the plan (a rerun plans them again)."""
+        requests = (
+            build_chat_request(
+                route.model, item.system, item.user, item.temperature, item.max_tokens
+            )
+            for item in (self.items[i] for i in part.ids if i in self.items)
+        )
+        amount = self.budget.worst_case(
+            route.provider, route.api, route.connection.endpoint, requests
+        )
+        try:
+            self.budget.reserve(part, amount)
+        except BudgetExceededError:
+            self.state.parts = [p for p in self.state.parts if not _unsent(p)]
+            if self.state.parts:
+                self.state.save()
+            else:  # nothing was ever sent for this output: leave no state behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.state.path)
+            raise
         self.state.save()
 
     def _retrying(self, call: Callable[[Connection], Any], route: _Route, what: str) -> Any:
@@ -381,6 +427,11 @@ class _RemoteRun:
                 self.state.save()
         by_custom_id = {_custom_id(i): i for i in part.ids}
         seen: set[ItemId] = set()
+        # Rows a run killed while collecting this part already wrote to the spend log: the
+        # results come in the same order from the same files, so the first ones are skipped.
+        logged = 0 if self.gpt.log is None else self.gpt.log.batch_calls(batch_id)
+        self._log_ok = True
+        cost = Decimal(0)
         for kind, file_id in files:
             if file_id is None:
                 continue
@@ -389,8 +440,15 @@ class _RemoteRun:
                 item_id = by_custom_id.get(result.custom_id)
                 if item_id is None or item_id in seen or item_id not in self.items:
                     continue
+                completion = result.completion
+                if completion is not None:
+                    completion = self._priced(route, completion)
+                    cost += completion.cost or 0
+                item = self.items[item_id]
+                self._record(
+                    route, item, completion, result.error, batch_id, log=len(seen) >= logged
+                )
                 seen.add(item_id)
-                self._record(route, self.items[item_id], result.completion, result.error, batch_id)
         missing = ProviderError(
             _missing_message(part),
             provider=route.provider.name,
@@ -402,6 +460,8 @@ class _RemoteRun:
             if item_id not in seen and item_id in self.items:
                 self._record(route, self.items[item_id], None, missing)
         self._flush()  # every record is durable before the part counts as collected
+        part.cost = str(cost)
+        self.budget.settle(part, cost)  # once per batch id, however often this runs
         part.collected = True
         self.state.save()
         for kind in ("output", "error"):
@@ -418,27 +478,32 @@ class _RemoteRun:
         completion: Completion | None,
         error: ProviderError | None,
         batch_id: str | None = None,
+        *,
+        log: bool = False,
     ) -> None:
-        """Queue the item's record (:meth:`_flush` writes them); count it in the summary.
-        An answer from batch ``batch_id`` also goes into the GPT's spend log."""
+        """Queue the item's record (:meth:`_flush` writes them); count it in the summary and
+        the ledger. With ``log``, a result of batch ``batch_id`` also goes into the GPT's
+        spend log (whether or not an earlier run already wrote its record)."""
+        if len(self._pending) >= _WRITE_EVERY or len(self._log_rows) >= _WRITE_EVERY:
+            self._flush()
+        if log and batch_id is not None and self.gpt.log is not None:
+            self._log_rows.append(
+                {
+                    "provider": route.provider.name,
+                    "endpoint": route.connection.endpoint,
+                    "request": build_chat_request(
+                        route.model, item.system, item.user, item.temperature, item.max_tokens
+                    ),
+                    "completion": completion,
+                    "error": error if completion is None else None,
+                    "batch_id": batch_id,
+                }
+            )
         if item.id in self.log.answered or item.id in self._queued:
             return  # collected before a crash, or listed twice: written once
         self._queued.add(item.id)
-        if len(self._pending) >= _WRITE_EVERY:
-            self._flush()
         if completion is not None:
-            completion = self._account(route, item, completion)
-        if batch_id is not None and self.gpt.log is not None:
-            self.gpt.log.record_call(
-                provider=route.provider.name,
-                endpoint=route.connection.endpoint,
-                request=build_chat_request(
-                    route.model, item.system, item.user, item.temperature, item.max_tokens
-                ),
-                completion=completion,
-                error=error if completion is None else None,
-                batch_id=batch_id,
-            )
+            self.gpt.ledger.record(route.model, completion.usage, completion.cost)
         if completion is not None:
             try:
                 reply_text(completion, item.max_tokens)
@@ -458,18 +523,22 @@ class _RemoteRun:
         self.summary.failed += 1
 
     def _flush(self) -> None:
+        if self._log_rows and self.gpt.log is not None and self._log_ok:
+            # One transaction per flush: the log holds a prefix of the part's rows, never a
+            # gap, so a rerun knows where to go on. After a failed write, no more rows.
+            self._log_ok = self.gpt.log.record_calls(self._log_rows)
+        self._log_rows = []
         self.log.write_many(self._pending)
         self._pending = []
         self._queued = set()
 
-    def _account(self, route: _Route, item: BatchItem, completion: Completion) -> Completion:
-        """Cost at the batch price, into the instance's ledger (as a live call's would be)."""
+    def _priced(self, route: _Route, completion: Completion) -> Completion:
+        """The completion with its cost at the batch price (None when unknown)."""
         completion = bounded(completion)
         cost = completion.reported_cost
         if cost is None and completion.usage_reported:
             price = route.api.price(completion.model) or route.api.price(route.model)
             cost = None if price is None else price.cost(completion.usage)
-        self.gpt.ledger.record(route.model, completion.usage, cost)
         return replace(completion, cost=cost)
 
     def _report(self) -> None:
@@ -503,6 +572,11 @@ def _update(part: Part, batch: RemoteBatch) -> None:
     part.status = batch.status
     part.total, part.completed, part.failed = batch.total, batch.completed, batch.failed
     part.errors = list(batch.errors)
+
+
+def _unsent(part: Part) -> bool:
+    """Planned, but neither held against the budget nor possibly submitted."""
+    return part.batch_id is None and not part.creating and part.reserved is None
 
 
 def _missing_message(part: Part) -> str:
