@@ -52,6 +52,7 @@ from moodlemate.ai.errors import (
 )
 
 if TYPE_CHECKING:
+    from moodlemate.ai._bounds import ResponseLimits
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._provider import Completion, Connection, Provider
     from moodlemate.ai._remote_batches import RemoteBatch, RemoteBatches
@@ -75,6 +76,10 @@ METADATA_KEY = "moodlemate_part"
 _MIN_POLL = 0.01
 _WRITE_EVERY = 1000
 """Records written (and fsynced) together while collecting a batch's results."""
+_WRITE_BYTES = 1024 * 1024
+"""...or fewer, once their replies reach this many bytes: collecting holds at most this much."""
+_LINE_SLACK = 64 * 1024
+"""Bytes an output line may hold beyond one response body (its id, status and envelope)."""
 
 
 class RemoteBatchError(MoodlemateError):
@@ -205,6 +210,7 @@ class _RemoteRun:
         self._pending: list[dict[str, Any]] = []
         self._queued: set[ItemId] = set()
         self._log_rows: list[dict[str, Any]] = []
+        self._pending_bytes = 0
         self._log_ok = True
         self.budget = PartBudget(gpt)
         self.started = time.monotonic()
@@ -365,11 +371,18 @@ class _RemoteRun:
             raise
         self.state.save()
 
-    def _retrying(self, call: Callable[[Connection], Any], route: _Route, what: str) -> Any:
+    def _retrying(
+        self,
+        call: Callable[[Connection], Any],
+        route: _Route,
+        what: str,
+        limits: ResponseLimits | None = None,
+    ) -> Any:
         def attempt(timeout: float) -> Any:
             return call(replace(route.connection, timeout=timeout))
 
-        result, _ = self.gpt.retry.run(attempt, f"{route.provider.name} batch {what}")
+        label = f"{route.provider.name} batch {what}"
+        result, _ = self.gpt.retry.run(attempt, label, limits or self.gpt.limits)
         return result
 
     # -- polling and collecting ------------------------------------------------------------
@@ -422,7 +435,7 @@ class _RemoteRun:
         for kind, file_id in files:
             if file_id is not None and kind not in part.downloaded:
                 path = self.state.download_path(part, kind)
-                self._download(route, file_id, path)
+                self._download(route, file_id, path, len(part.ids))
                 part.downloaded.append(kind)
                 self.state.save()
         by_custom_id = {_custom_id(i): i for i in part.ids}
@@ -435,7 +448,8 @@ class _RemoteRun:
         for kind, file_id in files:
             if file_id is None:
                 continue
-            for line in _lines(self.state.download_path(part, kind)):
+            path = self.state.download_path(part, kind)
+            for line in _lines(path, self.gpt.limits.max_body_bytes + _LINE_SLACK):
                 result = route.api.parse_line(line, route.model)
                 item_id = by_custom_id.get(result.custom_id)
                 if item_id is None or item_id in seen or item_id not in self.items:
@@ -468,8 +482,13 @@ class _RemoteRun:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.state.download_path(part, kind))
 
-    def _download(self, route: _Route, file_id: str, path: str) -> None:
-        self._retrying(lambda c: route.api.download(c, file_id, path), route, "download")
+    def _download(self, route: _Route, file_id: str, path: str, requests: int) -> None:
+        """Stream a result file to disk, as received (memory holds one chunk). Its size is
+        bounded by what the part can honestly produce, one response body per request (so
+        no real batch is cut), not by the limit of one response body."""
+        body = self.gpt.limits.max_body_bytes
+        limits = replace(self.gpt.limits, max_body_bytes=(requests + 1) * (body + _LINE_SLACK))
+        self._retrying(lambda c: route.api.download(c, file_id, path), route, "download", limits)
 
     def _record(
         self,
@@ -484,8 +503,14 @@ class _RemoteRun:
         """Queue the item's record (:meth:`_flush` writes them); count it in the summary and
         the ledger. With ``log``, a result of batch ``batch_id`` also goes into the GPT's
         spend log (whether or not an earlier run already wrote its record)."""
-        if len(self._pending) >= _WRITE_EVERY or len(self._log_rows) >= _WRITE_EVERY:
+        if (
+            len(self._pending) >= _WRITE_EVERY
+            or len(self._log_rows) >= _WRITE_EVERY
+            or self._pending_bytes >= _WRITE_BYTES
+        ):
             self._flush()
+        if completion is not None:
+            self._pending_bytes += len(completion.text or "")
         if log and batch_id is not None and self.gpt.log is not None:
             self._log_rows.append(
                 {
@@ -530,6 +555,7 @@ class _RemoteRun:
         self._log_rows = []
         self.log.write_many(self._pending)
         self._pending = []
+        self._pending_bytes = 0
         self._queued = set()
 
     def _priced(self, route: _Route, completion: Completion) -> Completion:
@@ -602,8 +628,16 @@ def _custom_id(item_id: ItemId) -> str:
     return item_id if isinstance(item_id, str) else str(item_id)
 
 
-def _lines(path: str) -> Iterable[bytes]:
+def _lines(path: str, limit: int) -> Iterable[bytes]:
+    """The file's non-blank lines, each read in at most ``limit`` bytes: a longer line (no
+    honest result is) is skipped in bounded reads, and its request counts as unanswered."""
     with open(path, "rb") as file:
-        for line in file:
+        while line := file.readline(limit + 1):
+            if len(line) > limit:
+                more = not line.endswith(b"\n")
+                while more and (rest := file.readline(limit)):
+                    more = not rest.endswith(b"\n")
+                log.warning("%s: skipped a result line over %d bytes", path, limit)
+                continue
             if line.strip():
                 yield line
