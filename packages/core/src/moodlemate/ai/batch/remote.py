@@ -1,7 +1,8 @@
 """Remote batches: the same input and output files as :func:`run_batch`, answered by the
 vendor's own batch service (OpenAI's Batch API: half the price, within 24 hours).
 
-    from moodlemate.ai.batch import read_items, run_remote_batch
+    from moodlemate.ai.batch import read_items
+    from moodlemate.ai.batch.remote import run_remote_batch
 
     items = read_items("questions.jsonl", default_model=gpt.model)
     summary = run_remote_batch(gpt, items, "answers.jsonl", poll_interval=60)
@@ -105,6 +106,8 @@ class RemoteBatchSummary(BatchSummary):
     """``max_wait`` passed with batches still running: rerun to resume polling."""
     unanswered: int = 0
     """Items without a successful result in the output when the run ended."""
+    reserved: Decimal = Decimal(0)
+    """The worst case (at batch prices) held against the budget for parts not yet settled."""
     local: BatchSummary | None = None
     """What ``retry_failed_locally`` ran through the local runner."""
     state_file: str = ""
@@ -255,6 +258,10 @@ class _RemoteRun:
     def _final(self) -> RemoteBatchSummary:
         self.summary.elapsed = time.monotonic() - self.started
         self.summary.batches = len(self.state.parts)
+        self.summary.reserved = sum(
+            (Decimal(p.reserved) for p in self.state.parts if p.reserved and not p.settled),
+            Decimal(0),
+        )
         return self.summary
 
     # -- planning --------------------------------------------------------------------------

@@ -186,6 +186,11 @@ def _print_summary(err: Writable, summary: RemoteBatchSummary, output: str) -> N
         f"{summary.usage.completion_tokens} completion)",
         f"  cost       {money(summary.cost)} at batch prices{unpriced}",
     ]
+    if summary.reserved:
+        rows.append(
+            f"  reserved   {money(summary.reserved)}  (the running batches' worst case, held "
+            "against the budget until a rerun settles their cost)"
+        )
     local = summary.local
     if local is not None:
         rows.append(
