@@ -6,6 +6,7 @@ real redis-server) sees it: across processes, reruns and SIGKILLs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -275,3 +276,38 @@ def test_a_rerun_after_sigkill_charges_the_scope_exactly_once(
     records = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert Counter(r["id"] for r in records) == Counter(range(300))
     assert sum(Decimal(r["cost"]) for r in records) == exact
+
+
+def test_a_store_down_at_settling_time_is_settled_by_the_next_run(
+    srv: LoopbackServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis_server
+
+    own = redis_server.start()  # its own server: freezing it must not touch other tests
+    try:
+        log, out = tmp_path / "spend.db", tmp_path / "out.jsonl"
+        items = _items(10, max_tokens=30)
+        srv.batches.speed = 0.0
+        run_remote_batch(_gpt(srv, log, "1", own.url), items, out, poll_interval=0.01, max_wait=0)
+        assert _held(log, own.url) > 0
+        srv.batches.advance(10_000)
+        own.pause()  # frozen while the results are collected
+        with caplog.at_level(logging.WARNING, logger="moodlemate.ai"):
+            done = run_remote_batch(_gpt(srv, log, "1", own.url), items, out, poll_interval=0.01)
+        assert done.succeeded == 10
+        assert "the next run settles it" in caplog.text
+        part = json.loads(Path(str(out) + ".remote.json").read_text())["parts"][0]
+        assert part["collected"]
+        assert not part["settled"]
+        exact = _output_file_cost(srv)
+        assert Decimal(part["cost"]) == exact
+        own.resume()
+        again = run_remote_batch(_gpt(srv, log, "1", own.url), items, out, poll_interval=0.01)
+        assert (again.skipped, again.submitted) == (10, 0)
+        assert _spent(log, own.url) == exact
+        assert _held(log, own.url) == 0
+        assert json.loads(Path(str(out) + ".remote.json").read_text())["parts"][0]["settled"]
+        run_remote_batch(_gpt(srv, log, "1", own.url), items, out, poll_interval=0.01)
+        assert _spent(log, own.url) == exact  # and once only
+    finally:
+        own.stop()

@@ -92,11 +92,10 @@ class PartBudget:
         try:
             if shared is not None:
                 held = shared.reserve(amount, budget, ledger, ttl=BATCH_RESERVATION_TTL)
-                part.period = held.period if isinstance(held, SharedReservation) else None
-                part.period = part.period or shared.period()
                 if isinstance(held, SharedReservation):
-                    part.reservation = held.id
+                    part.reservation, part.period = held.id, held.period
                 else:  # the store failed open: the instance's own budget stands in
+                    part.period = shared.period()
                     _held.setdefault(ledger, {})[part.token] = held
             else:
                 _held.setdefault(ledger, {})[part.token] = ledger.reserve(amount, budget)
