@@ -311,3 +311,17 @@ def test_a_store_down_at_settling_time_is_settled_by_the_next_run(
         assert _spent(log, own.url) == exact  # and once only
     finally:
         own.stop()
+
+
+def test_budget_options_that_cannot_work_are_usage_errors(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "user": "hi"}\n')
+    base = [*COMMAND, "batch", "in.jsonl", "-o", "out.jsonl", "--remote"]
+    for extra, message in (
+        (["--budget", "ten"], "budget must be a number of US dollars"),
+        (["--budget-window", "day"], "--budget-window needs a --budget-scope"),
+        (["--budget-scope", SCOPE, "--no-log"], "--budget-scope needs a store"),
+    ):
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+        assert not (tmp_path / "out.jsonl").exists()

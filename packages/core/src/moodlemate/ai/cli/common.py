@@ -135,7 +135,10 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         from moodlemate.ai._gpt import _shared_budget
 
         # Built here, not by GPT(): the store may be the CLI's default spend log.
-        gpt.shared_budget = _shared_budget(gpt.log, gpt.redis, scope, window, False)
+        try:
+            gpt.shared_budget = _shared_budget(gpt.log, gpt.redis, scope, window, False)
+        except ValidationError as exc:
+            raise CommandError(exc.message.replace("budget_", "--budget-"), EXIT_USAGE) from None
     return gpt
 
 
