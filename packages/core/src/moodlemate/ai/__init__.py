@@ -112,6 +112,9 @@ if TYPE_CHECKING:
         EmptyReplyError as EmptyReplyError,
     )
     from moodlemate.ai.errors import (
+        HookTimeoutError as HookTimeoutError,
+    )
+    from moodlemate.ai.errors import (
         InvalidAPIKeyError as InvalidAPIKeyError,
     )
     from moodlemate.ai.errors import (
@@ -197,6 +200,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "ConflictError",
         "ContextWindowExceededError",
         "EmptyReplyError",
+        "HookTimeoutError",
         "InvalidAPIKeyError",
         "InvalidEndpointError",
         "MalformedResponseError",

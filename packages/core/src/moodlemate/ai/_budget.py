@@ -27,6 +27,7 @@ from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
 
 if TYPE_CHECKING:
     from moodlemate.ai._ledger import Ledger
+    from moodlemate.ai._pricing import Price
     from moodlemate.ai._provider import ChatRequest, Provider
     from moodlemate.ai._shared_budget import SharedBudget
 
@@ -74,11 +75,15 @@ def reserve(
 
 
 def worst_case_cost(
-    provider: Provider, request: ChatRequest, endpoint: str | None = None
+    provider: Provider,
+    request: ChatRequest,
+    endpoint: str | None = None,
+    price: Price | None = None,
 ) -> Decimal | None:
-    """What ``request`` can cost at most at ``endpoint``'s prices (see the module
-    docstring); None when unpriced."""
-    price = provider.price(request.model, endpoint)
+    """What ``request`` can cost at most at ``price`` (default: ``endpoint``'s prices; see
+    the module docstring); None when unpriced."""
+    if price is None:
+        price = provider.price(request.model, endpoint)
     if price is None:
         return None
     output = request.max_tokens

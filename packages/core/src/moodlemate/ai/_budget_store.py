@@ -39,6 +39,14 @@ class BudgetStore(Protocol):
         period it was reserved in, even when the reservation already lapsed."""
         ...
 
+    def settle_once(
+        self, scope: str, period: str, key: str, reservation_id: int | None, cost: Decimal
+    ) -> bool:
+        """:meth:`settle_shared` at most once per ``key`` (a remote batch's id), however
+        often it is asked: a rerun after a kill charges nothing twice. True when this call
+        added the cost; a reservation given is freed either way."""
+        ...
+
     def spent_shared(self, scope: str, period: str) -> Decimal:
         """What every process spent in ``scope`` during ``period``."""
         ...

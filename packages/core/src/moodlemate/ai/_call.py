@@ -84,20 +84,38 @@ class Call:
     # -- running it ----------------------------------------------------------------------
 
     def send(self) -> Completion:
-        """Send between the call hooks: reserve, retry under the bounds, account."""
+        """Send between the call hooks: reserve, retry under the bounds, account. The
+        hooks' time counts against the call's deadline (:mod:`moodlemate.ai._call_hooks`)."""
         hooks = self.hooks
         if hooks is None:
             return self.send_unhooked()
+        until = time.monotonic() + self.policy.deadline
         endpoint = self.connection.endpoint
-        return hooks.around(self.request, self.provider.name, endpoint, self.send_unhooked)
+
+        def send() -> Completion:
+            return self.until(until).send_unhooked()
+
+        return hooks.around(self.request, self.provider.name, endpoint, send, until)
 
     async def asend(self) -> Completion:
         """Async :meth:`send`."""
         hooks = self.hooks
         if hooks is None:
             return await self.asend_unhooked()
+        until = time.monotonic() + self.policy.deadline
         endpoint = self.connection.endpoint
-        return await hooks.aaround(self.request, self.provider.name, endpoint, self.asend_unhooked)
+
+        async def send() -> Completion:
+            return await self.until(until).asend_unhooked()
+
+        return await hooks.aaround(self.request, self.provider.name, endpoint, send, until)
+
+    def until(self, moment: float) -> Call:
+        """This call with a deadline ending at ``moment`` (what the hooks before it left)."""
+        left = moment - time.monotonic()
+        if left >= self.policy.deadline:
+            return self
+        return replace(self, policy=replace(self.policy, deadline=max(left, 0.001)))
 
     def send_unhooked(self) -> Completion:
         """:meth:`send` without the hooks (a stream or a chain runs them around itself)."""

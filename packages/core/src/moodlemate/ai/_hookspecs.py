@@ -34,7 +34,8 @@ def before_request(request: ChatRequest, provider: str, endpoint: str) -> None:
     """Called once per call, before the first attempt is sent (for logging and metrics).
 
     Never receives the API key. An exception raised here propagates to the caller and the
-    request is not sent, so a policy plugin can refuse a request.
+    request is not sent, so a policy plugin can refuse a request. Its time counts against the
+    call's deadline: returning past it, the call raises HookTimeoutError, unsent.
     """
 
 
@@ -50,4 +51,8 @@ def after_response(
 ) -> None:
     """Called once per call when it ends: ``completion`` (with usage and cost) on success,
     else the ``error`` the caller is about to receive. ``attempts`` counts retries included;
-    ``elapsed`` is in seconds, waits included. Never receives the API key."""
+    ``elapsed`` is in seconds, waits included. Never receives the API key.
+
+    It observes and cannot change the outcome: the answer is already paid for and recorded,
+    so an exception raised here, or returning past the call's deadline, is logged as a
+    warning and the caller gets the answer all the same."""

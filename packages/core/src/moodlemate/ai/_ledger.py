@@ -100,6 +100,13 @@ class Ledger:
             self._reserved += amount
         return Reservation(self, amount)
 
+    def hold(self, amount: Decimal) -> Reservation:
+        """Hold ``amount`` whatever the budget says: for work already sent (a remote batch
+        submitted by an earlier run), which must count until its cost is known."""
+        with self._lock:
+            self._reserved += amount
+        return Reservation(self, amount)
+
     @property
     def reserved(self) -> Decimal:
         """Worst-case cost held by calls in flight (budgeted calls only)."""

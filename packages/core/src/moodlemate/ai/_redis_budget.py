@@ -108,6 +108,31 @@ return tonumber(redis.call('GET', KEYS[1]) or '0')
 """
 )
 
+# KEYS as above, then settled (key -> cost): what a remote batch part settled, once.
+_SETTLE_ONCE = (
+    _KEEP_ALIVE
+    + """
+if redis.call('HSETNX', KEYS[6], ARGV[2], ARGV[3]) == 0 then return 0 end
+local cost = tonumber(ARGV[3])
+if ARGV[1] ~= '' then
+  if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then
+    redis.call('ZREM', KEYS[3], ARGV[1])
+  else
+    local lapsed = redis.call('HGET', KEYS[4], ARGV[1])
+    if lapsed then
+      redis.call('HDEL', KEYS[4], ARGV[1])
+      cost = cost - tonumber(lapsed)
+    end
+  end
+end
+if cost > 0 then redis.call('INCRBY', KEYS[1], cost) end
+local keep = tonumber(ARGV[4])
+keep_alive(keep)
+if keep > 0 then redis.call('EXPIRE', KEYS[6], keep) end
+return 1
+"""
+)
+
 _RESTORE = (
     _KEEP_ALIVE
     + """
@@ -155,7 +180,7 @@ class RedisBudgetStore:
         require_redis_py()
         self.url = url
         self.prefix = prefix
-        self._scripts: tuple[Any, Any, Any] | None = None
+        self._scripts: tuple[Any, Any, Any, Any] | None = None
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._lock = threading.Lock()
 
@@ -169,7 +194,7 @@ class RedisBudgetStore:
     def reserve_shared(
         self, scope: str, period: str, amount: Decimal, budget: Decimal, ttl: float
     ) -> tuple[int | None, Decimal, Decimal]:
-        reserve, _, _ = self._loaded()
+        reserve, _, _, _ = self._loaded()
         seen = self._scope(scope, period)
         keys = self._keys(scope, period)
         nano = to_nano(amount)
@@ -202,7 +227,7 @@ class RedisBudgetStore:
     def settle_shared(
         self, scope: str, period: str, reservation_id: int, cost: Decimal | None
     ) -> None:
-        _, settle, _ = self._loaded()
+        _, settle, _, _ = self._loaded()
         seen = self._scope(scope, period)
         keys = self._keys(scope, period)
         nano = 0 if cost is None else to_nano(cost)
@@ -217,6 +242,28 @@ class RedisBudgetStore:
             seen.floor = max(seen.floor, int(spent))
             seen.live.pop(reservation_id, None)
 
+    def settle_once(
+        self, scope: str, period: str, key: str, reservation_id: int | None, cost: Decimal
+    ) -> bool:
+        """Add ``cost`` once per ``key`` (a lapsed reservation's amount already counted) and
+        free the reservation; False when ``key`` was settled before."""
+        _, _, _, settle_once = self._loaded()
+        keys = self._keys(scope, period)
+        done = settle_once(
+            keys=[*keys, f"{keys[0].removesuffix(':spent')}:settled"],
+            args=[
+                "" if reservation_id is None else reservation_id,
+                key,
+                to_nano(cost),
+                self._keep(period),
+            ],
+        )
+        seen = self._scope(scope, period)
+        if reservation_id is not None:
+            with seen.lock:
+                seen.live.pop(reservation_id, None)
+        return bool(int(done))
+
     def spent_shared(self, scope: str, period: str) -> Decimal:
         value = redis_client(self.url).get(self._keys(scope, period)[0])
         return int(value or 0) * NANO
@@ -224,7 +271,7 @@ class RedisBudgetStore:
     def _restore(self, scope: str, period: str, seen: _Seen) -> None:
         """The store lost (or another process re-created) this scope: bring back what this
         process saw spent and its own reservations in flight (see the module docstring)."""
-        _, _, restore = self._loaded()
+        _, _, restore, _ = self._loaded()
         with seen.lock:
             floor, live = seen.floor, list(seen.live.items())
         args: list[Any] = [floor, self._keep(period), secrets.token_hex(8)]
@@ -266,7 +313,7 @@ class RedisBudgetStore:
             return 0
         return _KEEP["day" if len(period) == len("2026-01-01") else "month"]
 
-    def _loaded(self) -> tuple[Any, Any, Any]:
+    def _loaded(self) -> tuple[Any, Any, Any, Any]:
         scripts = self._scripts
         if scripts is None:
             client = redis_client(self.url)
@@ -274,6 +321,7 @@ class RedisBudgetStore:
                 client.register_script(_RESERVE),
                 client.register_script(_SETTLE),
                 client.register_script(_RESTORE),
+                client.register_script(_SETTLE_ONCE),
             )
         return scripts
 

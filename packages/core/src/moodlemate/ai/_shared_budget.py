@@ -108,9 +108,16 @@ class SharedBudget:
         except Exception as exc:
             raise self._unusable(exc) from None
 
-    def reserve(self, amount: Decimal | None, budget: Decimal, ledger: Ledger) -> Reservation:
-        """Hold ``amount`` against the scope's budget, or raise BudgetExceededError
-        (BudgetStoreError when the store fails and the budget fails closed)."""
+    def reserve(
+        self,
+        amount: Decimal | None,
+        budget: Decimal,
+        ledger: Ledger,
+        ttl: float = RESERVATION_TTL,
+    ) -> Reservation:
+        """Hold ``amount`` against the scope's budget for at most ``ttl`` seconds, or raise
+        BudgetExceededError (BudgetStoreError when the store fails and the budget fails
+        closed)."""
         amount = amount or Decimal(0)
         if self.fail_open and time.monotonic() < self._store_down_until:
             return ledger.reserve(amount, budget)
@@ -120,7 +127,7 @@ class SharedBudget:
             if self._resting():
                 raise _Resting(f"it failed less than {_REPLAY_AFTER:g}s ago")
             held, spent, reserved = self.store.reserve_shared(
-                self.scope, period, amount, budget, RESERVATION_TTL
+                self.scope, period, amount, budget, ttl
             )
         except Exception as exc:  # any store failure: closed, or the local budget stands in
             if not isinstance(exc, _Resting):
@@ -134,6 +141,14 @@ class SharedBudget:
         if held is None:
             raise refusal(budget, spent, reserved, amount)
         return SharedReservation(self, period, held, amount)
+
+    def settle_once(self, period: str, key: str, reservation_id: int | None, cost: Decimal) -> bool:
+        """Add ``cost`` to ``period`` once per ``key`` and free the reservation (see
+        :meth:`BudgetStore.settle_once`); BudgetStoreError when the store cannot be used."""
+        try:
+            return self.store.settle_once(self.scope, period, key, reservation_id, cost)
+        except Exception as exc:
+            raise self._unusable(exc) from None
 
     @property
     def pending(self) -> int:
@@ -241,6 +256,15 @@ class SharedReservation(Reservation):
         self._budget = budget
         self._period = period
         self._id: int | None = reservation_id
+
+    @property
+    def id(self) -> int | None:
+        """The store's id of the reservation (None once settled or released)."""
+        return self._id
+
+    @property
+    def period(self) -> str:
+        return self._period
 
     def settle(self, ledger: Ledger, model: str, usage: Usage, cost: Decimal | None) -> None:
         ledger._record(model, usage, cost, self)

@@ -88,6 +88,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX budget_reservations_scope ON budget_reservations (scope);
     """,
+    # 3: remote batches settle once (moodlemate.ai.batch.remote_budget): a settlement per
+    # scope and batch, and the calls of a batch found without reading the whole log
+    """
+    CREATE TABLE budget_settlements (
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        key TEXT NOT NULL,
+        cost TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE INDEX calls_batch ON calls (batch_id) WHERE batch_id IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -216,9 +228,54 @@ class SpendLog:
         batch_id: str | None = None,
     ) -> bool:
         """Write one call's row; False (and a warning, once) when it could not be written."""
+        return self._insert(
+            [
+                self._row(
+                    provider=provider,
+                    endpoint=endpoint,
+                    request=request,
+                    completion=completion,
+                    error=error,
+                    attempts=attempts,
+                    latency=latency,
+                    batch_id=batch_id,
+                )
+            ]
+        )
+
+    def record_calls(self, calls: Sequence[dict[str, Any]]) -> bool:
+        """Write many calls (each the keyword arguments of :meth:`record_call`) in one
+        transaction: all of them or, when the log cannot be written, none."""
+        if not calls:
+            return True
+        return self._insert([self._row(**call) for call in calls])
+
+    def batch_calls(self, batch_id: str) -> int:
+        """How many rows the log holds for remote batch ``batch_id`` (a rerun that collects
+        the batch again writes only the rows after these)."""
+        import sqlite3
+
+        try:
+            rows = self._read("SELECT COUNT(*) FROM calls WHERE batch_id = ?", (batch_id,))
+        except sqlite3.Error:
+            return 0
+        return int(rows[0][0])
+
+    def _row(
+        self,
+        *,
+        provider: str,
+        endpoint: str | None,
+        request: ChatRequest,
+        completion: Completion | None = None,
+        error: BaseException | None = None,
+        attempts: int | None = None,
+        latency: float | None = None,
+        batch_id: str | None = None,
+    ) -> tuple[object, ...]:
         usage = completion.usage if completion is not None else None
         cost = completion.cost if completion is not None else None
-        row = (
+        return (
             _now(),
             provider,
             endpoint_origin(endpoint),
@@ -237,14 +294,13 @@ class SpendLog:
             _prompt_text(request) if self.text else None,
             completion.text if self.text and completion is not None else None,
         )
-        return self._insert(row)
 
-    def _insert(self, row: Sequence[object]) -> bool:
+    def _insert(self, rows: Sequence[Sequence[object]]) -> bool:
         import sqlite3
 
         try:
             with self._write() as conn:
-                conn.execute(_INSERT, row)
+                conn.executemany(_INSERT, rows)
         except (sqlite3.Error, OSError, _NewerSchemaError) as exc:
             self._drop(exc)
             return False
@@ -404,6 +460,35 @@ class SpendLog:
                 cost -= Decimal(row[0])
             if cost > 0:
                 _add_spent(conn, scope, period, cost)
+
+    def settle_once(
+        self, scope: str, period: str, key: str, reservation_id: int | None, cost: Decimal
+    ) -> bool:
+        """Like :meth:`settle_shared`, once per ``key`` (a remote batch's id): in one
+        transaction the reservation is freed and, unless ``key`` was settled before, the
+        cost added (beyond a lapsed reservation's amount, already counted) and the settlement
+        recorded. True when this call settled it."""
+        with self._write() as conn:
+            row = None
+            if reservation_id is not None:
+                row = conn.execute(
+                    "SELECT amount, expires FROM budget_reservations WHERE id = ?",
+                    (reservation_id,),
+                ).fetchone()
+                conn.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation_id,))
+            done = conn.execute(
+                "SELECT 1 FROM budget_settlements WHERE scope = ? AND key = ?", (scope, key)
+            ).fetchone()
+            if done:
+                return False
+            conn.execute(
+                "INSERT INTO budget_settlements (scope, period, key, cost) VALUES (?, ?, ?, ?)",
+                (scope, period, key, str(cost)),
+            )
+            added = cost - Decimal(row[0]) if row is not None and row[1] < 0 else cost
+            if added > 0:
+                _add_spent(conn, scope, period, added)
+            return True
 
     def spent_shared(self, scope: str, period: str) -> Decimal:
         """What ``scope`` spent in ``period``, every process together."""

@@ -25,6 +25,7 @@ __all__ = [
     "ConflictError",
     "ContextWindowExceededError",
     "EmptyReplyError",
+    "HookTimeoutError",
     "InvalidAPIKeyError",
     "InvalidEndpointError",
     "MalformedResponseError",
@@ -84,6 +85,12 @@ class MissingAPIKeyError(ConfigurationError):
 
 class PluginError(ConfigurationError):
     """A plugin broke the provider contract (import failure, missing method, duplicate name)."""
+
+
+class HookTimeoutError(PluginError):
+    """A plugin's ``before_request`` hook returned after the call's deadline had passed: the
+    request was not sent. (An ``after_response`` hook that overruns only draws a warning:
+    the answer is already paid for.)"""
 
 
 class TokenizerUnavailableError(ConfigurationError):

@@ -1,7 +1,8 @@
 """Remote batches: the same input and output files as :func:`run_batch`, answered by the
 vendor's own batch service (OpenAI's Batch API: half the price, within 24 hours).
 
-    from moodlemate.ai.batch import read_items, run_remote_batch
+    from moodlemate.ai.batch import read_items
+    from moodlemate.ai.batch.remote import run_remote_batch
 
     items = read_items("questions.jsonl", default_model=gpt.model)
     summary = run_remote_batch(gpt, items, "answers.jsonl", poll_interval=60)
@@ -12,6 +13,11 @@ the output as the record the local runner writes. The state file beside the outp
 (:mod:`moodlemate.ai.batch.remote_state`) is written before anything is sent and after
 every step, so a rerun, after Ctrl-C, a kill or a reboot, resumes polling and never submits
 a part twice; items already answered are not sent at all.
+
+With a budget (``GPT(budget=...)``, shared with ``budget_scope``), each part's worst case at
+batch prices is reserved before it is sent, and a part that cannot fit raises
+BudgetExceededError unsent; its real cost is settled, exactly once per batch, when its
+results are collected (:mod:`moodlemate.ai.batch.remote_budget`).
 
 What a batch leaves unanswered (it failed validation, expired, was cancelled, or a request
 in it failed) is recorded per item with ``"ok": false``; a rerun submits those items again,
@@ -26,6 +32,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._plausible import bounded
@@ -33,12 +40,20 @@ from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._validation import build_chat_request
 from moodlemate.ai.batch.items import BatchItem, ItemId
+from moodlemate.ai.batch.remote_budget import PartBudget
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
 from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
 from moodlemate.ai.batch.runner import BatchInterrupted, BatchSummary, run_batch
-from moodlemate.ai.errors import MoodlemateError, ProviderError, ReplyError, ValidationError
+from moodlemate.ai.errors import (
+    BudgetExceededError,
+    MoodlemateError,
+    ProviderError,
+    ReplyError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
+    from moodlemate.ai._bounds import ResponseLimits
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._provider import Completion, Connection, Provider
     from moodlemate.ai._remote_batches import RemoteBatch, RemoteBatches
@@ -62,6 +77,10 @@ METADATA_KEY = "moodlemate_part"
 _MIN_POLL = 0.01
 _WRITE_EVERY = 1000
 """Records written (and fsynced) together while collecting a batch's results."""
+_WRITE_BYTES = 1024 * 1024
+"""...or fewer, once their replies reach this many bytes: collecting holds at most this much."""
+_LINE_SLACK = 64 * 1024
+"""Bytes an output line may hold beyond one response body (its id, status and envelope)."""
 
 
 class RemoteBatchError(MoodlemateError):
@@ -87,6 +106,8 @@ class RemoteBatchSummary(BatchSummary):
     """``max_wait`` passed with batches still running: rerun to resume polling."""
     unanswered: int = 0
     """Items without a successful result in the output when the run ended."""
+    reserved: Decimal = Decimal(0)
+    """The worst case (at batch prices) held against the budget for parts not yet settled."""
     local: BatchSummary | None = None
     """What ``retry_failed_locally`` ran through the local runner."""
     state_file: str = ""
@@ -191,6 +212,10 @@ class _RemoteRun:
         self.routes: dict[str, _Route] = {}
         self._pending: list[dict[str, Any]] = []
         self._queued: set[ItemId] = set()
+        self._log_rows: list[dict[str, Any]] = []
+        self._pending_bytes = 0
+        self._log_ok = True
+        self.budget = PartBudget(gpt)
         self.started = time.monotonic()
         answered = sum(1 for item in items if item.id in log.answered)
         self.summary = RemoteBatchSummary(
@@ -209,6 +234,10 @@ class _RemoteRun:
         for part in self.state.parts:
             if part.live:
                 self._route(part.model)  # an unusable key or provider raises before anything
+                self.budget.resume(part)
+            elif not part.settled and part.cost is not None:
+                self.budget.settle(part, Decimal(part.cost))  # its store was down last time
+                self.state.save()
         planned = self._plan(max_requests, max_bytes, exclude_failed=retry_locally)
         try:
             if planned:
@@ -229,6 +258,10 @@ class _RemoteRun:
     def _final(self) -> RemoteBatchSummary:
         self.summary.elapsed = time.monotonic() - self.started
         self.summary.batches = len(self.state.parts)
+        self.summary.reserved = sum(
+            (Decimal(p.reserved) for p in self.state.parts if p.reserved and not p.settled),
+            Decimal(0),
+        )
         return self.summary
 
     # -- planning --------------------------------------------------------------------------
@@ -294,6 +327,8 @@ class _RemoteRun:
 
     def _submit(self, part: Part) -> None:
         route = self._route(part.model)
+        if self.budget.active and part.reserved is None and not part.creating:
+            self._reserve(route, part)
         if part.file_id is None:
             data = b"".join(self._line(route, self.items[i]) for i in part.ids if i in self.items)
             name = f"moodlemate-{part.token}.jsonl"
@@ -319,11 +354,42 @@ class _RemoteRun:
         _update(part, batch)
         self.state.save()
 
-    def _retrying(self, call: Callable[[Connection], Any], route: _Route, what: str) -> Any:
+    def _reserve(self, route: _Route, part: Part) -> None:
+        """Hold the part's worst case, saved before anything of it is sent; on a refusal
+        the parts not sent yet leave the plan (a rerun plans them again)."""
+        requests = (
+            build_chat_request(
+                route.model, item.system, item.user, item.temperature, item.max_tokens
+            )
+            for item in (self.items[i] for i in part.ids if i in self.items)
+        )
+        amount = self.budget.worst_case(
+            route.provider, route.api, route.connection.endpoint, requests
+        )
+        try:
+            self.budget.reserve(part, amount)
+        except BudgetExceededError:
+            self.state.parts = [p for p in self.state.parts if not _unsent(p)]
+            if self.state.parts:
+                self.state.save()
+            else:  # nothing was ever sent for this output: leave no state behind
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.state.path)
+            raise
+        self.state.save()
+
+    def _retrying(
+        self,
+        call: Callable[[Connection], Any],
+        route: _Route,
+        what: str,
+        limits: ResponseLimits | None = None,
+    ) -> Any:
         def attempt(timeout: float) -> Any:
             return call(replace(route.connection, timeout=timeout))
 
-        result, _ = self.gpt.retry.run(attempt, f"{route.provider.name} batch {what}")
+        label = f"{route.provider.name} batch {what}"
+        result, _ = self.gpt.retry.run(attempt, label, limits or self.gpt.limits)
         return result
 
     # -- polling and collecting ------------------------------------------------------------
@@ -376,21 +442,34 @@ class _RemoteRun:
         for kind, file_id in files:
             if file_id is not None and kind not in part.downloaded:
                 path = self.state.download_path(part, kind)
-                self._download(route, file_id, path)
+                self._download(route, file_id, path, len(part.ids))
                 part.downloaded.append(kind)
                 self.state.save()
         by_custom_id = {_custom_id(i): i for i in part.ids}
         seen: set[ItemId] = set()
+        # Rows a run killed while collecting this part already wrote to the spend log: the
+        # results come in the same order from the same files, so the first ones are skipped.
+        logged = 0 if self.gpt.log is None else self.gpt.log.batch_calls(batch_id)
+        self._log_ok = True
+        cost = Decimal(0)
         for kind, file_id in files:
             if file_id is None:
                 continue
-            for line in _lines(self.state.download_path(part, kind)):
+            path = self.state.download_path(part, kind)
+            for line in _lines(path, self.gpt.limits.max_body_bytes + _LINE_SLACK):
                 result = route.api.parse_line(line, route.model)
                 item_id = by_custom_id.get(result.custom_id)
                 if item_id is None or item_id in seen or item_id not in self.items:
                     continue
+                completion = result.completion
+                if completion is not None:
+                    completion = self._priced(route, completion)
+                    cost += completion.cost or 0
+                item = self.items[item_id]
+                self._record(
+                    route, item, completion, result.error, batch_id, log=len(seen) >= logged
+                )
                 seen.add(item_id)
-                self._record(route, self.items[item_id], result.completion, result.error, batch_id)
         missing = ProviderError(
             _missing_message(part),
             provider=route.provider.name,
@@ -402,14 +481,21 @@ class _RemoteRun:
             if item_id not in seen and item_id in self.items:
                 self._record(route, self.items[item_id], None, missing)
         self._flush()  # every record is durable before the part counts as collected
+        part.cost = str(cost)
+        self.budget.settle(part, cost)  # once per batch id, however often this runs
         part.collected = True
         self.state.save()
         for kind in ("output", "error"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.state.download_path(part, kind))
 
-    def _download(self, route: _Route, file_id: str, path: str) -> None:
-        self._retrying(lambda c: route.api.download(c, file_id, path), route, "download")
+    def _download(self, route: _Route, file_id: str, path: str, requests: int) -> None:
+        """Stream a result file to disk, as received (memory holds one chunk). Its size is
+        bounded by what the part can honestly produce, one response body per request (so
+        no real batch is cut), not by the limit of one response body."""
+        body = self.gpt.limits.max_body_bytes
+        limits = replace(self.gpt.limits, max_body_bytes=(requests + 1) * (body + _LINE_SLACK))
+        self._retrying(lambda c: route.api.download(c, file_id, path), route, "download", limits)
 
     def _record(
         self,
@@ -418,27 +504,38 @@ class _RemoteRun:
         completion: Completion | None,
         error: ProviderError | None,
         batch_id: str | None = None,
+        *,
+        log: bool = False,
     ) -> None:
-        """Queue the item's record (:meth:`_flush` writes them); count it in the summary.
-        An answer from batch ``batch_id`` also goes into the GPT's spend log."""
+        """Queue the item's record (:meth:`_flush` writes them); count it in the summary and
+        the ledger. With ``log``, a result of batch ``batch_id`` also goes into the GPT's
+        spend log (whether or not an earlier run already wrote its record)."""
+        if (
+            len(self._pending) >= _WRITE_EVERY
+            or len(self._log_rows) >= _WRITE_EVERY
+            or self._pending_bytes >= _WRITE_BYTES
+        ):
+            self._flush()
+        if completion is not None:
+            self._pending_bytes += len(completion.text or "")
+        if log and batch_id is not None and self.gpt.log is not None:
+            self._log_rows.append(
+                {
+                    "provider": route.provider.name,
+                    "endpoint": route.connection.endpoint,
+                    "request": build_chat_request(
+                        route.model, item.system, item.user, item.temperature, item.max_tokens
+                    ),
+                    "completion": completion,
+                    "error": error if completion is None else None,
+                    "batch_id": batch_id,
+                }
+            )
         if item.id in self.log.answered or item.id in self._queued:
             return  # collected before a crash, or listed twice: written once
         self._queued.add(item.id)
-        if len(self._pending) >= _WRITE_EVERY:
-            self._flush()
         if completion is not None:
-            completion = self._account(route, item, completion)
-        if batch_id is not None and self.gpt.log is not None:
-            self.gpt.log.record_call(
-                provider=route.provider.name,
-                endpoint=route.connection.endpoint,
-                request=build_chat_request(
-                    route.model, item.system, item.user, item.temperature, item.max_tokens
-                ),
-                completion=completion,
-                error=error if completion is None else None,
-                batch_id=batch_id,
-            )
+            self.gpt.ledger.record(route.model, completion.usage, completion.cost)
         if completion is not None:
             try:
                 reply_text(completion, item.max_tokens)
@@ -458,18 +555,23 @@ class _RemoteRun:
         self.summary.failed += 1
 
     def _flush(self) -> None:
+        if self._log_rows and self.gpt.log is not None and self._log_ok:
+            # One transaction per flush: the log holds a prefix of the part's rows, never a
+            # gap, so a rerun knows where to go on. After a failed write, no more rows.
+            self._log_ok = self.gpt.log.record_calls(self._log_rows)
+        self._log_rows = []
         self.log.write_many(self._pending)
         self._pending = []
+        self._pending_bytes = 0
         self._queued = set()
 
-    def _account(self, route: _Route, item: BatchItem, completion: Completion) -> Completion:
-        """Cost at the batch price, into the instance's ledger (as a live call's would be)."""
+    def _priced(self, route: _Route, completion: Completion) -> Completion:
+        """The completion with its cost at the batch price (None when unknown)."""
         completion = bounded(completion)
         cost = completion.reported_cost
         if cost is None and completion.usage_reported:
             price = route.api.price(completion.model) or route.api.price(route.model)
             cost = None if price is None else price.cost(completion.usage)
-        self.gpt.ledger.record(route.model, completion.usage, cost)
         return replace(completion, cost=cost)
 
     def _report(self) -> None:
@@ -505,6 +607,11 @@ def _update(part: Part, batch: RemoteBatch) -> None:
     part.errors = list(batch.errors)
 
 
+def _unsent(part: Part) -> bool:
+    """Planned, but neither held against the budget nor possibly submitted."""
+    return part.batch_id is None and not part.creating and part.reserved is None
+
+
 def _missing_message(part: Part) -> str:
     if part.status == "failed":
         why = "; ".join(part.errors) or "no reason given"
@@ -528,8 +635,16 @@ def _custom_id(item_id: ItemId) -> str:
     return item_id if isinstance(item_id, str) else str(item_id)
 
 
-def _lines(path: str) -> Iterable[bytes]:
+def _lines(path: str, limit: int) -> Iterable[bytes]:
+    """The file's non-blank lines, each read in at most ``limit`` bytes: a longer line (no
+    honest result is) is skipped in bounded reads, and its request counts as unanswered."""
     with open(path, "rb") as file:
-        for line in file:
+        while line := file.readline(limit + 1):
+            if len(line) > limit:
+                more = not line.endswith(b"\n")
+                while more and (rest := file.readline(limit)):
+                    more = not rest.endswith(b"\n")
+                log.warning("%s: skipped a result line over %d bytes", path, limit)
+                continue
             if line.strip():
                 yield line

@@ -11,7 +11,12 @@ order of steps is what makes a rerun safe:
    its id is saved. A run that died between the two finds the batch by its token instead
    of creating another: no part is ever submitted twice;
 4. once the batch has ended, its output and error files are downloaded (resumably) and
-   their results appended to the output; then the part is marked ``collected``.
+   their results appended to the output; then its cost is settled against the budget (once
+   per batch id, :mod:`moodlemate.ai.batch.remote_budget`) and the part is marked
+   ``settled`` and ``collected``.
+
+With a budget, step 1 is followed by the reservation of the part's worst case, saved
+(``reserved``, the store's ``reservation`` id and its ``period``) before the upload.
 """
 
 from __future__ import annotations
@@ -55,6 +60,16 @@ class Part:
     downloaded: list[str] = field(default_factory=list)
     """Which of the batch's files ("output", "error") are fully on disk."""
     collected: bool = False
+    reserved: str | None = None
+    """The worst case held against the budget (dollars), None when nothing was held."""
+    reservation: int | None = None
+    """The shared budget store's id of that hold."""
+    period: str | None = None
+    """The shared budget's period the hold and the cost belong to."""
+    cost: str | None = None
+    """What the part's answers cost at batch prices, once collected (dollars)."""
+    settled: bool = False
+    """The cost was charged to the budget (exactly once, keyed by the batch id)."""
 
     @property
     def live(self) -> bool:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai.cli import batch_remote
 from moodlemate.ai.cli.common import (
     CommandError,
+    add_budget_options,
     add_settings_options,
     make_gpt,
     money,
@@ -101,6 +102,7 @@ def add_parser(subparsers: Any) -> None:
         help="model for lines that name none (default: MOODLEMATE_MODEL, else the provider's)",
     )
     batch_remote.add_options(parser)
+    add_budget_options(parser)
     add_settings_options(parser)
     parser.set_defaults(func=run)
 

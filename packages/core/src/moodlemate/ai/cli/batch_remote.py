@@ -102,6 +102,7 @@ def run(
     from moodlemate.ai.batch.remote import run_remote_batch
     from moodlemate.ai.batch.remote_state import state_path
     from moodlemate.ai.errors import (
+        BudgetExceededError,
         ConfigurationError,
         InvalidAPIKeyError,
         MoodlemateError,
@@ -129,6 +130,10 @@ def run(
         if created and os.path.getsize(log.path) == 0 and not os.path.exists(state_path(log.path)):
             os.unlink(log.path)  # nothing was written or sent: leave no empty output behind
         raise CommandError(f"{type(exc).__name__}: {exc}; nothing was sent", EXIT_USAGE) from None
+    except BudgetExceededError as exc:
+        if created and os.path.getsize(log.path) == 0 and not os.path.exists(state_path(log.path)):
+            os.unlink(log.path)  # nothing was written or sent
+        raise CommandError(f"{type(exc).__name__}: {exc}") from None
     except MoodlemateError as exc:
         raise CommandError(
             f"{type(exc).__name__}: {exc}; rerun the same command to resume"
@@ -182,6 +187,11 @@ def _print_summary(err: Writable, summary: RemoteBatchSummary, output: str) -> N
         f"{summary.usage.completion_tokens} completion)",
         f"  cost       {money(summary.cost)} at batch prices{unpriced}",
     ]
+    if summary.reserved:
+        rows.append(
+            f"  reserved   {money(summary.reserved)}  (the running batches' worst case, held "
+            "against the budget until a rerun settles their cost)"
+        )
     local = summary.local
     if local is not None:
         rows.append(

@@ -17,7 +17,16 @@ if TYPE_CHECKING:
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._usage import Usage
 
-_SETTINGS = ("provider", "endpoint", "profile", "model", "fallbacks")
+_SETTINGS = (
+    "provider",
+    "endpoint",
+    "profile",
+    "model",
+    "fallbacks",
+    "budget",
+    "budget_scope",
+    "budget_window",
+)
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +69,37 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_budget_options(parser: argparse.ArgumentParser) -> None:
+    """--budget/--budget-scope/--budget-window: the library's budget settings."""
+    group = parser.add_argument_group(
+        "budget",
+        "A cost ceiling in US dollars: each request (each remote batch part) reserves its "
+        "worst case first and is refused, unsent, when that cannot fit. With a scope the "
+        "budget is shared by every process naming it, in the spend log's file or in Redis "
+        "(MOODLEMATE_REDIS_URL or the config file's redis).",
+    )
+    group.add_argument("--budget", metavar="USD", type=budget_amount, help="cost ceiling")
+    group.add_argument(
+        "--budget-scope", metavar="NAME", help="share the budget with every process naming NAME"
+    )
+    group.add_argument(
+        "--budget-window",
+        choices=("day", "month"),
+        help="with --budget-scope: count afresh each UTC day or month",
+    )
+
+
+def budget_amount(text: str) -> Decimal:
+    from moodlemate.ai._budget import to_budget
+
+    try:
+        amount = to_budget(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    assert amount is not None
+    return amount
+
+
 def make_gpt(args: argparse.Namespace) -> GPT:
     """A GPT from the settings the user gave; everything else resolves as in the library."""
     from moodlemate.ai._gpt import GPT
@@ -81,6 +121,7 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         args.no_log = True  # `moodlemate-ai logs off`
     if getattr(args, "no_log", False):
         given["log"] = False
+    scope, window = given.pop("budget_scope", None), given.pop("budget_window", None)
     gpt = GPT(**given)
     if gpt.log is None and not getattr(args, "no_log", False):
         from moodlemate.ai._spend_log import SpendLog, default_log_path
@@ -88,6 +129,14 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         gpt.log = SpendLog(default_log_path())
     if gpt.log is not None:
         gpt.log.text = True  # the CLI keeps what was asked and answered (--no-log: nothing)
+    if scope is not None or window is not None:
+        from moodlemate.ai._gpt import _shared_budget
+
+        # Built here, not by GPT(): the store may be the CLI's default spend log.
+        try:
+            gpt.shared_budget = _shared_budget(gpt.log, gpt.redis, scope, window, False)
+        except ValidationError as exc:
+            raise CommandError(exc.message.replace("budget_", "--budget-"), EXIT_USAGE) from None
     return gpt
 
 
