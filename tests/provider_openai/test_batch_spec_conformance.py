@@ -24,7 +24,15 @@ from moodlemate.ai.batch.remote import run_remote_batch  # noqa: E402
 from moodlemate.ai.testing import LoopbackServer  # noqa: E402
 from moodlemate.testing._batches import _multipart  # noqa: E402
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "openai-openapi" / "openapi.yaml"
+SPEC = next(
+    (
+        folder / "shared" / "openai-openapi" / "openapi.yaml"
+        for folder in Path(__file__).resolve().parents
+        if (folder / "shared" / "openai-openapi" / "openapi.yaml").is_file()
+    ),
+    Path(__file__).resolve().parents[3] / "shared" / "openai-openapi" / "openapi.yaml",
+)
+"""The spec beside the checkout (../shared), found from a checkout at any depth."""
 pytestmark = pytest.mark.skipif(not SPEC.is_file(), reason="the OpenAPI spec is not present")
 KEY = "sk-test-spec-0123456789abcdef"
 _REF = re.compile(r"#/components/schemas/([A-Za-z0-9_.-]+)")

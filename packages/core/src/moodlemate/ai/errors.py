@@ -47,6 +47,7 @@ __all__ = [
     "TokenizerUnavailableError",
     "UnknownProviderError",
     "UnsupportedFeatureError",
+    "UnsupportedInputError",
     "ValidationError",
     "error_for_status",
 ]
@@ -100,6 +101,11 @@ class ValidationError(MoodlemateError, ValueError):
 
 class InvalidAPIKeyError(ValidationError):
     pass
+
+
+class UnsupportedInputError(ValidationError):
+    """The model does not take what the request carries (an image, audio, a tool, an
+    option), by its provider's model rules; raised before sending."""
 
 
 class InvalidEndpointError(ValidationError):

@@ -17,6 +17,7 @@ from moodlemate.ai.plugin import (
     RemoteBatches,
     StreamingNotSupportedError,
     TokenCount,
+    UnsupportedInputError,
     bounds,
 )
 from moodlemate.providers.openai import (
@@ -80,6 +81,11 @@ class OpenAIProvider(Provider):
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         return models.chat_body(request, self.rules(request.model))
+
+    def check_input(self, request: ChatRequest) -> None:
+        problem = models.input_problem(request, self.rules(request.model))
+        if problem is not None:
+            raise UnsupportedInputError(problem)
 
     # -- the contract --------------------------------------------------------------------
 
