@@ -20,6 +20,7 @@ from moodlemate.ai._call_types import (
     Role,
 )
 from moodlemate.ai._hookspecs import hookimpl
+from moodlemate.ai._image_size import image_dimensions
 from moodlemate.ai._pricing import ModelInfo, Price
 from moodlemate.ai._provider import AsyncProviderStream, Provider, ProviderStream
 from moodlemate.ai._rate_limit_headers import RateLimits, rate_limits_from_headers
@@ -101,6 +102,7 @@ __all__ = [
     "error_for_status",
     "guard_loggers",
     "hookimpl",
+    "image_dimensions",
     "normalize_endpoint",
     "rate_limits_from_headers",
     "retry_after_from_headers",
