@@ -28,6 +28,7 @@ from moodlemate.ai._call_types import (
     ToolCall,
 )
 from moodlemate.ai._hookspecs import hookimpl
+from moodlemate.ai._image_size import image_dimensions
 from moodlemate.ai._media import data_url
 from moodlemate.ai._options import NO_OPTIONS
 from moodlemate.ai._pricing import ModelInfo, Price
@@ -123,6 +124,7 @@ __all__ = [
     "error_for_status",
     "guard_loggers",
     "hookimpl",
+    "image_dimensions",
     "normalize_endpoint",
     "rate_limits_from_headers",
     "retry_after_from_headers",
