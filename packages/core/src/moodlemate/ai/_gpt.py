@@ -33,7 +33,8 @@ from moodlemate.ai._credentials import (
     target_from,
 )
 from moodlemate.ai._ledger import Ledger
-from moodlemate.ai._options import Options
+from moodlemate.ai._message_dicts import messages_from
+from moodlemate.ai._options import Options, options_from
 from moodlemate.ai._plugins import PluginRegistry, registry
 from moodlemate.ai._provider import ChatRequest, Completion, Connection, Message, Provider
 from moodlemate.ai._redis import check_redis_url
@@ -41,7 +42,7 @@ from moodlemate.ai._replies import reply_text
 from moodlemate.ai._retry import RetryPolicy
 from moodlemate.ai._routing import split_provider
 from moodlemate.ai._secrets import RedactingFilter, mask, register_secret
-from moodlemate.ai._token_count import TokenCount, check_messages, wire_messages
+from moodlemate.ai._token_count import TokenCount, check_messages, count_request, wire_messages
 from moodlemate.ai._urls import normalize_endpoint
 from moodlemate.ai._validation import (
     build_chat_request,
@@ -405,13 +406,30 @@ class GPT:
         return provider.count_message_tokens(wire_messages(request.messages), name).tokens
 
     def count_message_tokens(
-        self, messages: Iterable[Mapping[str, str]], model: str = "gpt-4o-mini"
+        self,
+        messages: Iterable[Message | Mapping[str, Any]],
+        model: str = "gpt-4o-mini",
+        *,
+        tools: Iterable[Mapping[str, Any]] | None = None,
     ) -> TokenCount:
-        """Prompt tokens of a whole conversation (dicts with role, content and optional name),
-        with ``estimate`` set when the model's tokenizer or chat format is not known exactly."""
-        checked = check_messages(messages)
+        """Prompt tokens of a whole conversation (Message values or OpenAI-shaped dicts: text,
+        parts, tool turns) and of the ``tools`` it would be sent with, with ``estimate`` set
+        when the model's tokenizer, chat format or a part's cost is not known exactly."""
+        messages = list(messages)
         provider, name = self.route(model)
-        return provider.count_message_tokens(checked, name)
+        if tools is None and all(
+            isinstance(m, Mapping) and all(isinstance(v, str) for v in m.values()) for m in messages
+        ):
+            return provider.count_message_tokens(check_messages(messages), name)
+        request = check_request(
+            ChatRequest(
+                name,
+                messages_from(messages),
+                options=options_from({"tools": list(tools or ())}),
+            )
+        )
+        provider.check_input(request)
+        return count_request(provider, request)
 
     def complete(
         self,

@@ -22,6 +22,7 @@ from moodlemate.ai.plugin import (
 )
 from moodlemate.providers.openai import (
     chat_tokens,
+    input_tokens,
     models,
     pricing,
     responses,
@@ -144,6 +145,9 @@ class OpenAIProvider(Provider):
 
     def count_message_tokens(self, messages: Sequence[Mapping[str, str]], model: str) -> TokenCount:
         return chat_tokens.count_message_tokens(messages, model)
+
+    def count_input_tokens(self, request: ChatRequest) -> TokenCount:
+        return input_tokens.count_input_tokens(request)
 
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         return pricing.openai_prices().get(model)
