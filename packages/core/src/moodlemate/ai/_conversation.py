@@ -20,11 +20,13 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from moodlemate.ai._defaults import DEFAULT_SYSTEM_MESSAGE
+from moodlemate.ai._message_dicts import message_from, message_to_dict
+from moodlemate.ai._messages import Part, TextPart, attachment
 from moodlemate.ai._provider import ChatRequest, Message, Provider
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._token_count import text_counter
@@ -34,10 +36,17 @@ from moodlemate.ai._token_framing import (
     token_ceiling,
     wire_messages,
 )
-from moodlemate.ai._validation import check_max_tokens, check_model, check_temperature, check_text
+from moodlemate.ai._validation import (
+    check_encodable,
+    check_max_tokens,
+    check_model,
+    check_temperature,
+    check_text,
+)
 from moodlemate.ai.errors import (
     ContextWindowExceededError,
     ServerContextWindowExceededError,
+    TokenizerUnavailableError,
     ValidationError,
 )
 
@@ -87,8 +96,16 @@ FORMAT_VERSION = 1
 def count_chat_tokens(provider: Provider, model: str, messages: tuple[Message, ...]) -> int:
     """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models; a
     conservative estimate when the provider has no tokenizer data (trimming never fails for it,
-    see :func:`moodlemate.ai._token_count.estimate_tokens`)."""
-    return count_messages(wire_messages(messages), text_counter(provider, model))
+    see :func:`moodlemate.ai._token_count.estimate_tokens`). Parts count as the provider
+    counts them (:meth:`Provider.count_input_tokens`)."""
+    text = count_messages(wire_messages(messages), text_counter(provider, model))
+    if all(isinstance(m.content, str) for m in messages):
+        return text
+    request = ChatRequest(model, messages)
+    try:
+        return text + provider.count_input_tokens(request).tokens
+    except TokenizerUnavailableError:
+        return text + token_ceiling(messages)
 
 
 class Conversation:
@@ -162,46 +179,51 @@ class Conversation:
         with self._lock:
             return tuple(self._turns)
 
-    def ask(self, prompt: str) -> str:
-        """Send ``prompt`` with the history that fits, remember both, return the reply."""
+    def ask(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> str:
+        """Send ``prompt`` with the history that fits, remember both, return the reply.
+        ``attachments`` (parts, or paths, URLs and bytes read as an image, a PDF or audio)
+        go with the prompt in the same user turn, and stay in the history."""
+        question = _question(prompt, attachments)
         with self._turn_lock:
-            dropped, request = self._prepare(prompt)
+            dropped, request = self._prepare(question)
             try:
                 completion = self._gpt.send(request)
             except ServerContextWindowExceededError as exc:
-                dropped, request = self._refit(prompt, request, exc)
+                dropped, request = self._refit(question, request, exc)
                 completion = self._gpt.send(request)
             text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
-            self._commit(dropped, prompt, text)
+            self._commit(dropped, question, completion.message)
             return text
 
-    def stream(self, prompt: str) -> Iterator[str]:
+    def stream(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> Iterator[str]:
         """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
         the reply is complete; a failed or abandoned stream leaves the history unchanged.
         Sync turns wait for it: consume it to the end, or close it."""
+        question = _question(prompt, attachments)
         with self._turn_lock:
-            dropped, request = self._prepare(prompt)
+            dropped, request = self._prepare(question)
             parts: list[str] = []
             with self._gpt.stream_request(request) as deltas:
                 for delta in deltas:
                     parts.append(delta)
                     yield delta
-            self._commit(dropped, prompt, "".join(parts))
+            self._commit(dropped, question, Message("assistant", "".join(parts)))
 
-    async def aask(self, prompt: str) -> str:
+    async def aask(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> str:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
-        dropped, request = self._prepare(prompt)
+        question = _question(prompt, attachments)
+        dropped, request = self._prepare(question)
         try:
             completion = await self._gpt.asend(request)
         except ServerContextWindowExceededError as exc:
-            dropped, request = self._refit(prompt, request, exc)
+            dropped, request = self._refit(question, request, exc)
             completion = await self._gpt.asend(request)
         text = reply_text(completion, request.max_tokens)
-        self._commit(dropped, prompt, text)
+        self._commit(dropped, question, completion.message)
         return text
 
     def _refit(
-        self, prompt: str, sent: ChatRequest, exc: ServerContextWindowExceededError
+        self, prompt: Message, sent: ChatRequest, exc: ServerContextWindowExceededError
     ) -> tuple[int, ChatRequest]:
         """After the server refused the request as too long: learn its window and how far
         our count fell short of its tokenizer's, then trim again (the caller tries once
@@ -230,8 +252,12 @@ class Conversation:
 
     # -- JSON ----------------------------------------------------------------------------
 
-    def to_json(self) -> str:
-        """Settings and turns as JSON; :meth:`load_json` restores them exactly."""
+    def to_json(self, *, inline: bool = False) -> str:
+        """Settings and turns as JSON; :meth:`load_json` restores them exactly.
+
+        An image, PDF or audio clip read from a local file is saved as a reference to that
+        file (read and checked again on load) unless ``inline`` is True; parts given as
+        bytes are always inline, as base64, which takes 4/3 of their size in the document."""
         with self._lock:
             data = {
                 "version": FORMAT_VERSION,
@@ -240,7 +266,7 @@ class Conversation:
                 "system_message": self.system_message,
                 "temperature": self.temperature,
                 "max_tokens": self.max_tokens,
-                "turns": [{"role": m.role, "content": m.content} for m in self._turns],
+                "turns": [message_to_dict(m, inline=inline) for m in self._turns],
             }
         return json.dumps(data, ensure_ascii=False, indent=2)
 
@@ -271,9 +297,9 @@ class Conversation:
             self.max_tokens = check.max_tokens
             self._turns = turns
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_json` to ``path`` (UTF-8)."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+    def save(self, path: str | os.PathLike[str], *, inline: bool = False) -> None:
+        """Write :meth:`to_json` to ``path`` (UTF-8); ``inline`` as there."""
+        Path(path).write_text(self.to_json(inline=inline) + "\n", encoding="utf-8")
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore from a file written by :meth:`save`."""
@@ -284,13 +310,12 @@ class Conversation:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _prepare(self, prompt: str) -> tuple[int, ChatRequest]:
+    def _prepare(self, prompt: Message) -> tuple[int, ChatRequest]:
         """How many of the oldest turns to drop, and the request that fits the window."""
-        text = check_text(prompt, "prompt")
         model = check_model(self.model or self._gpt.model)
         provider, counted = self._gpt.route(model)
         system = (Message("system", self._system),) if self._system else ()
-        question = (Message("user", text),)
+        question = (prompt,)
         with self._lock:
             turns = list(self._turns)
             start = len(turns)
@@ -345,14 +370,10 @@ class Conversation:
             reserve = min(limit, DEFAULT_OUTPUT_RESERVE, window // 4)
         return window - reserve
 
-    def _commit(self, dropped: int, prompt: str, reply: str) -> None:
+    def _commit(self, dropped: int, prompt: Message, reply: Message) -> None:
         """Drop from the front, append at the end: turns committed meanwhile survive."""
         with self._lock:
-            self._turns = [
-                *self._turns[dropped:],
-                Message("user", prompt),
-                Message("assistant", reply),
-            ]
+            self._turns = [*self._turns[dropped:], prompt, reply]
 
 
 def _list(value: Any) -> list[Any]:
@@ -362,10 +383,20 @@ def _list(value: Any) -> list[Any]:
 
 
 def _message(item: Any) -> Message:
-    if (
-        not isinstance(item, dict)
-        or item.get("role") not in ("user", "assistant")
-        or not isinstance(item.get("content"), str)
-    ):
-        raise ValidationError(f"conversation turn {item!r} is not a user or assistant message")
-    return Message(item["role"], item["content"])
+    if not isinstance(item, dict) or item.get("role") not in ("user", "assistant", "tool"):
+        shown = repr(item)[:80]
+        raise ValidationError(f"conversation turn {shown} is not a user, assistant or tool turn")
+    return message_from(item, "conversation turn")
+
+
+Attachment = Part | bytes | str | os.PathLike[str]
+
+
+def _question(prompt: str, attachments: Iterable[Attachment]) -> Message:
+    text = check_encodable(check_text(prompt, "prompt"), "prompt")
+    if isinstance(attachments, str | bytes):
+        raise ValidationError("attachments must be a list (of parts, paths, URLs or bytes)")
+    parts = tuple(attachment(a) for a in attachments)
+    if not parts:
+        return Message("user", text)
+    return Message("user", (TextPart(text), *parts) if text else parts)

@@ -29,6 +29,7 @@ __all__ = [
     "Role",
     "TextPart",
     "ToolCall",
+    "attachment",
 ]
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -237,3 +238,48 @@ class Message:
         if isinstance(content, str):
             return content
         return "".join(part.text for part in content if isinstance(part, TextPart))
+
+
+def attachment(source: Part | bytes | str | PathLike[str]) -> Part:
+    """A part for ``source``, of the kind its bytes are: an image, a PDF or audio (an
+    ``http(s)`` URL is taken as an image). What ``chat -a`` and ``attachments=`` take."""
+    if isinstance(source, TextPart | ImagePart | FilePart | AudioPart):
+        return source
+    path = None
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif isinstance(source, str | PathLike):
+        text = os.fspath(source)
+        scheme = _scheme(text) if isinstance(source, str) else None
+        if scheme in ("http", "https"):
+            return ImagePart(text)
+        if scheme == "data":
+            data = _media.parse_data_url(text, "attachment")[1]
+        elif scheme is not None and "://" in text:
+            raise ValidationError(
+                f"attachment: URL scheme {scheme!r} is not allowed (only https, http and data)"
+            )
+        else:
+            path = text
+            data = _media.read_local(text, "attachment")
+    else:
+        raise ValidationError(
+            f"an attachment is a part, bytes, a path or a URL, not {type(source).__name__}"
+        )
+    kind = _media.sniff(data)
+    part: Part
+    if kind in _media.IMAGE_TYPES:
+        part = ImagePart(data)
+    elif kind in _media.FILE_TYPES:
+        part = FilePart(data, filename=os.path.basename(path) if path else None)
+    elif kind in _media.AUDIO_TYPES:
+        part = AudioPart(data)
+    else:
+        shown = repr(path) if path else "the data"
+        raise ValidationError(
+            f"attachment: {shown} is not an image (PNG, JPEG, GIF, WEBP), a PDF or audio "
+            "(WAV, MP3); the type is read from the bytes, not the name"
+        )
+    if path is not None:
+        object.__setattr__(part, "path", path)  # kept for saving by reference
+    return part
