@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai._plausible import bounded
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
-from moodlemate.ai._validation import build_chat_request
 from moodlemate.ai.batch.items import BatchItem, ItemId
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
 from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
@@ -285,9 +284,8 @@ class _RemoteRun:
         return parts
 
     def _line(self, route: _Route, item: BatchItem) -> bytes:
-        request = build_chat_request(
-            route.model, item.system, item.user, item.temperature, item.max_tokens
-        )
+        request = item.request(route.model)
+        route.provider.check_input(request)
         return route.api.request_line(_custom_id(item.id), request)
 
     # -- submitting ------------------------------------------------------------------------
@@ -432,9 +430,7 @@ class _RemoteRun:
             self.gpt.log.record_call(
                 provider=route.provider.name,
                 endpoint=route.connection.endpoint,
-                request=build_chat_request(
-                    route.model, item.system, item.user, item.temperature, item.max_tokens
-                ),
+                request=item.request(route.model),
                 completion=completion,
                 error=error if completion is None else None,
                 batch_id=batch_id,
