@@ -20,13 +20,14 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from moodlemate.ai._defaults import DEFAULT_SYSTEM_MESSAGE
 from moodlemate.ai._message_dicts import message_from, message_to_dict
 from moodlemate.ai._messages import Part, TextPart, attachment
+from moodlemate.ai._options import NO_OPTIONS, Options, options_from
 from moodlemate.ai._provider import ChatRequest, Message, Provider
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._token_count import text_counter
@@ -136,6 +137,8 @@ class Conversation:
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self._options: Options = NO_OPTIONS
+        self._extra: Mapping[str, Any] = {}
 
     # -- settings, validated on assignment -----------------------------------------------
 
@@ -170,6 +173,27 @@ class Conversation:
     @max_tokens.setter
     def max_tokens(self, value: int | None) -> None:
         self._max_tokens = check_max_tokens(value)
+
+    @property
+    def options(self) -> Options:
+        """Request options every turn is sent with (:class:`Options`, or a mapping of
+        them); not saved with the conversation."""
+        return self._options
+
+    @options.setter
+    def options(self, value: Options | Mapping[str, Any] | None) -> None:
+        self._options = options_from(value)
+
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """Fields every turn's request carries as they are (not saved)."""
+        return self._extra
+
+    @extra.setter
+    def extra(self, value: Mapping[str, Any] | None) -> None:
+        if value is not None and not isinstance(value, Mapping):
+            raise ValidationError(f"extra must be a mapping, not {type(value).__name__}")
+        self._extra = dict(value or {})
 
     # -- turns ---------------------------------------------------------------------------
 
@@ -355,6 +379,8 @@ class Conversation:
             messages=messages,
             temperature=self._temperature,
             max_tokens=self._max_tokens,
+            extra=self._extra,
+            options=self._options,
         )
 
     def _window(self, model: str) -> int:
