@@ -225,7 +225,9 @@ def model_problem(body: dict[str, Any], rules: ModelRules) -> Problem | None:
                     f"messages.[{i}].content.[{j}].type",
                     "invalid_value",
                 )
-    rejected: tuple[str, ...] = REASONING_REJECTS if rules.reasoning else ("reasoning_effort",)
+    rejected: tuple[str, ...] = REASONING_REJECTS if rules.reasoning else ()
+    if rules.known and not rules.reasoning:
+        rejected += ("reasoning_effort",)
     if not rules.tools:
         rejected += ("tools", "tool_choice", "parallel_tool_calls", "response_format")
     for name in rejected:

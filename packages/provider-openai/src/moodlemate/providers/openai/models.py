@@ -59,6 +59,9 @@ class ModelRules:
     tools: bool = True
     """Tool definitions and ``response_format`` json_schema (o1-mini and o1-preview have
     neither)."""
+    known: bool = False
+    """An OpenAI model these rules describe; others (a local model, another vendor's) may
+    reason or not: their ``reasoning_effort`` is sent as given."""
 
 
 _CHAT_RULES = ModelRules()
@@ -78,14 +81,14 @@ def rules_for(model: str) -> ModelRules:
     if not _OPENAI_NAME.match(fam):
         return _CHAT_RULES
     reasoning = bool(_REASONING.match(fam))
-    rules = ModelRules(
+    return ModelRules(
         reasoning=reasoning,
         system_role=fam not in _NO_SYSTEM_ROLE,
         images=not _NO_IMAGES.match(fam),
         audio=bool(_AUDIO.match(fam)),
         tools=fam not in _NO_SYSTEM_ROLE,
+        known=True,
     )
-    return _CHAT_RULES if rules == _CHAT_RULES else rules
 
 
 def routed_rules_for(model: str) -> ModelRules:
@@ -200,7 +203,7 @@ def input_problem(request: ChatRequest, rules: ModelRules) -> str | None:
         for name in REASONING_REJECTS:
             if getattr(options, name) is not None:
                 return f"{model} is a reasoning model and does not accept {name}"
-    elif options.reasoning_effort is not None:
+    elif rules.known and options.reasoning_effort is not None:
         return f"{model} is not a reasoning model and does not accept reasoning_effort"
     if not rules.tools:
         if options.tools or options.tool_choice is not None:
