@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 _ROLES = frozenset(get_args(Role))
+_BINARY_PARTS = (ImagePart, FilePart, AudioPart)
+_CONTENT_TYPES = (str, tuple)
 MAX_MODEL_LENGTH = 1024
 """Longer than any model id or local model path a server uses; a longer "model" is a pasted
 prompt or an attack on the request line."""
@@ -104,11 +106,10 @@ def check_messages(values: Sequence[object]) -> tuple[Message, ...]:
     fields, text that encodes, parts where OpenAI takes them, sizes within its per-request
     limits, and tool turns that answer the calls an earlier assistant turn made, each before
     the conversation goes on (the server 400s otherwise)."""
-    plain = isinstance(values, tuple) and all(
-        type(m) is Message and type(m.content) is str and not m.tool_calls and m.role != "tool"
-        for m in values
+    ready = isinstance(values, tuple) and all(
+        type(m) is Message and type(m.content) in _CONTENT_TYPES for m in values
     )
-    messages = values if plain else messages_from(values)
+    messages = values if ready else messages_from(values)
     assert isinstance(messages, tuple)
     pending: dict[str, int] = {}
     image_bytes = images = file_bytes = 0
@@ -124,24 +125,30 @@ def check_messages(values: Sequence[object]) -> tuple[Message, ...]:
             )
         content = message.content
         if isinstance(content, str):
-            check_encodable(content, f"{where}.content")
+            if not content.isascii():
+                check_encodable(content, f"{where}.content")
         elif isinstance(content, tuple):
             for number, part in enumerate(content):
-                place = f"{where}.content[{number}]"
-                if isinstance(part, TextPart):
-                    check_encodable(check_text(part.text, place), place)
+                kind = type(part)
+                if kind is TextPart:
+                    text = part.text
+                    if type(text) is not str or not text.isascii():
+                        place = f"{where}.content[{number}]"
+                        check_encodable(check_text(text, place), place)
                     continue
-                if not isinstance(part, ImagePart | FilePart | AudioPart):
-                    raise ValidationError(f"{place} is not a part ({type(part).__name__})")
-                if message.role != "user":
-                    kind = type(part).__name__
+                if kind not in _BINARY_PARTS:
                     raise ValidationError(
-                        f"{place}: {kind} is allowed only in user messages, not {message.role}"
+                        f"{where}.content[{number}] is not a part ({type(part).__name__})"
                     )
-                if isinstance(part, ImagePart):
+                if message.role != "user":
+                    raise ValidationError(
+                        f"{where}.content[{number}]: {kind.__name__} is allowed only in user "
+                        f"messages, not {message.role}"
+                    )
+                if kind is ImagePart:
                     images += 1
                     image_bytes += len(part.data or b"")
-                elif isinstance(part, FilePart):
+                elif kind is FilePart:
                     file_bytes += len(part.data or b"")
         else:
             raise ValidationError(

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from moodlemate.ai.plugin import NO_OPTIONS, AudioPart, ChatRequest, FilePart, ImagePart
+from moodlemate.ai.plugin import (
+    NO_OPTIONS,
+    AudioPart,
+    ChatRequest,
+    FilePart,
+    ImagePart,
+    TextPart,
+)
 from moodlemate.providers.openai import wire
 
 __all__ = [
@@ -191,6 +198,8 @@ def input_problem(request: ChatRequest, rules: ModelRules) -> str | None:
         if isinstance(message.content, str):
             continue
         for part in message.content:
+            if type(part) is TextPart:
+                continue
             if isinstance(part, ImagePart | FilePart) and not rules.images:
                 kind = "image" if isinstance(part, ImagePart) else "file"
                 return f"{model} does not take {kind} input (messages[{index}])"
