@@ -366,3 +366,17 @@ def test_parts_are_built_in_any_thread(gpt: GPT, server: LoopbackServer) -> None
         thread.join()
     assert errors == []
     assert len(server.chat_requests) == 4
+
+
+def test_a_streamed_reply_gives_its_message_too(gpt: GPT, server: LoopbackServer) -> None:
+    call = {"id": "call_3", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    server.enqueue(Reply(tool_calls=[call], finish_reason="tool_calls"), Reply(refusal="No."))
+    from moodlemate.ai import EmptyReplyError, RefusalError
+
+    # A text stream with no text raises at its end, the Completion (and its message) attached.
+    with pytest.raises(EmptyReplyError) as calls:
+        "".join(gpt.stream("gpt-4o", messages=[{"role": "user", "content": "go"}]))
+    assert calls.value.completion.message.tool_calls == (ToolCall("call_3", "f", '{"a": 1}'),)
+    with pytest.raises(RefusalError) as refused:
+        "".join(gpt.stream("gpt-4o", user_message="bad"))
+    assert refused.value.completion.message.refusal == "No."

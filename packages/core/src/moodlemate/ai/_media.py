@@ -10,8 +10,6 @@ docs/messages.md), which other OpenAI-compatible servers do not exceed in practi
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import stat
 from os import PathLike
@@ -107,7 +105,9 @@ def read_local(path: str | PathLike[str], what: str) -> bytes:
 
 
 def data_url(media_type: str, data: bytes) -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+    from base64 import b64encode  # here: GPT() needs no base64 until a part is sent
+
+    return f"data:{media_type};base64,{b64encode(data).decode('ascii')}"
 
 
 def parse_data_url(url: str, what: str) -> tuple[str, bytes]:
@@ -120,7 +120,9 @@ def parse_data_url(url: str, what: str) -> tuple[str, bytes]:
 
 
 def decode_base64(payload: str, what: str) -> bytes:
+    from base64 import b64decode
+
     try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
+        return b64decode(payload, validate=True)
+    except ValueError:  # binascii.Error is one
         raise ValidationError(f"{what}: the data is not valid base64") from None

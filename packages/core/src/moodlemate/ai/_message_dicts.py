@@ -11,8 +11,6 @@ instead of inlining its bytes; reading such a reference reads and checks the fil
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -207,7 +205,9 @@ def _part_dict(part: Part, inline: bool) -> dict[str, Any]:
         return {"type": "file", "file": {"filename": part.filename, "file_data": encoded}}
     if not inline and part.path is not None:
         return {"type": "audio_path", "path": part.path}
-    data = base64.b64encode(part.data).decode("ascii")
+    from base64 import b64encode
+
+    data = b64encode(part.data).decode("ascii")
     return {"type": "input_audio", "input_audio": {"data": data, "format": part.format}}
 
 
@@ -229,6 +229,8 @@ def _tool_calls(raw: object, what: str) -> tuple[ToolCall, ...]:
             raise ValidationError(f"{where}.function must be an object with name and arguments")
         arguments = function.get("arguments", "{}")
         if isinstance(arguments, Mapping):  # written as an object by hand
+            import json
+
             arguments = json.dumps(arguments)
         calls.append(
             ToolCall(
