@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from moodlemate.ai._failed_entry import FailedEntry
 from moodlemate.ai._messages import (
     AudioPart,
     Detail,
@@ -62,25 +63,6 @@ class ChatRequest:
     """Fields sent as they are, over the named ones (a server's own parameters)."""
     options: Options = NO_OPTIONS
     """The named chat-completion options (seed, stop, tools, response_format...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FailedEntry:
-    """One entry of a chain that did not serve the call, and why (no key, no message body)."""
-
-    model: str
-    """The entry as given: ``gpt-4o`` or ``openrouter:openai/gpt-4o``."""
-    provider: str
-    """The provider the entry went to (or would have)."""
-    error: str
-    """The error's class name, e.g. ``ServerError``."""
-    message: str
-    """The error's message (redacted, like every error message)."""
-    status_code: int | None = None
-    attempts: int = 0
-    """Requests sent to this entry (0: refused before sending, e.g. a context window)."""
-    elapsed: float = 0.0
-    """Seconds spent on this entry, retry waits included."""
 
 
 @dataclass(frozen=True, slots=True)

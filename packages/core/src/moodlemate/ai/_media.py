@@ -14,7 +14,7 @@ import os
 import stat
 from os import PathLike
 
-from moodlemate.ai.errors import ValidationError
+from moodlemate.ai._error_base import ValidationError
 
 __all__ = [
     "AUDIO_TYPES",

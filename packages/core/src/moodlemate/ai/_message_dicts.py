@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from moodlemate.ai import _media
+from moodlemate.ai._error_base import ValidationError
 from moodlemate.ai._messages import (
     AudioPart,
     FilePart,
@@ -25,7 +26,6 @@ from moodlemate.ai._messages import (
     TextPart,
     ToolCall,
 )
-from moodlemate.ai.errors import ValidationError
 
 __all__ = ["message_from", "message_record", "message_to_dict", "messages_from", "part_from"]
 

@@ -17,7 +17,7 @@ from os import PathLike
 from typing import Literal
 
 from moodlemate.ai import _media
-from moodlemate.ai.errors import ValidationError
+from moodlemate.ai._error_base import ValidationError
 
 __all__ = [
     "AudioPart",

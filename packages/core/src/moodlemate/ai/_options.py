@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from moodlemate.ai.errors import ValidationError
+from moodlemate.ai._error_base import ValidationError
 
 __all__ = ["NO_OPTIONS", "OPTION_NAMES", "Options", "options_from"]
 
