@@ -308,3 +308,63 @@ def streaming(server: Server, rounds: int, streams: int) -> list[Row]:
             detail={"api": api, "rounds": rounds, "streams": streams, "server": server.kind},
         )
     ]
+
+
+# -- a call with an image part ---------------------------------------------------------------
+
+
+def image_part(server: Server, rounds: int, calls: int) -> list[Row]:
+    """``GPT.complete`` with one image part against its text twin: what building, checking
+    and encoding a part adds to a call (a 64x64 PNG, built per call as users do)."""
+    from moodlemate.ai import ImagePart, Message, TextPart
+
+    gpt = _ours(server.url)
+    image = _png(64, 64)
+
+    def text() -> str:
+        return gpt.complete(MODEL, SYSTEM, USER, TEMPERATURE).text
+
+    def with_image() -> str:
+        question = Message("user", (TextPart(USER), ImagePart(image)))
+        return gpt.complete(MODEL, SYSTEM, temperature=TEMPERATURE, messages=[question]).text
+
+    _check("complete", text(), REPLY)
+    _check("complete with an image", with_image(), REPLY)
+    for _ in range(100):
+        text()
+        with_image()
+    samples = interleaved(
+        rounds,
+        {"image": lambda: timed(with_image, calls), "text": lambda: timed(text, calls)},
+    )
+    us = {name: [s * 1e6 for s in values] for name, values in samples.items()}
+    return [
+        Row(
+            "one image part (raw: the same call with text only)",
+            "median latency, GPT.complete with a 64x64 PNG part",
+            "us",
+            median(us["image"]),
+            median(us["text"]),
+            Target("ratio<=", 1.05),
+            detail={"rounds": rounds, "calls_per_round": calls, "server": server.kind},
+        )
+    ]
+
+
+def _png(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = b"".join(b"\x00" + bytes(range(width)) for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )

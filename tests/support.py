@@ -60,3 +60,76 @@ FAST_RETRY = RetryPolicy(
     wait_max=0.05,
     wait_jitter=0.0,
 )
+
+
+# -- media: real file headers, built here so no binary fixture is checked in ---------------
+
+
+def png_bytes(width: int = 1, height: int = 1) -> bytes:
+    """A valid PNG of ``width`` x ``height`` grey pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_bytes(width: int = 1, height: int = 1) -> bytes:
+    """The markers of a baseline JPEG (SOI, APP0, SOF0 with the size, EOI): enough for
+    sniffing and for reading the dimensions."""
+    import struct
+
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
+    return b"\xff\xd8" + app0 + sof0 + b"\xff\xd9"
+
+
+def gif_bytes(width: int = 1, height: int = 1) -> bytes:
+    import struct
+
+    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00;"
+
+
+def webp_bytes(width: int = 1, height: int = 1) -> bytes:
+    """A RIFF/WEBP container with a VP8X header carrying the canvas size."""
+    import struct
+
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x00\x00\x00\x00"
+    vp8x += (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    return b"RIFF" + struct.pack("<I", 4 + len(vp8x)) + b"WEBP" + vp8x
+
+
+def wav_bytes(seconds: float = 0.1) -> bytes:
+    """A valid 8 kHz mono 16-bit WAV of silence."""
+    import io
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x00\x00" * int(8000 * seconds))
+    return out.getvalue()
+
+
+def mp3_bytes() -> bytes:
+    """An ID3v2 tag followed by one MPEG-1 Layer III frame header."""
+    return b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x64" + b"\x00" * 413
+
+
+def pdf_bytes() -> bytes:
+    return (
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+        b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+    )

@@ -147,3 +147,29 @@ def test_a_malformed_ollama_host_is_reported_as_a_broken_plugin(
     with pytest.warns(RuntimeWarning, match="OLLAMA_HOST='localhost:eleven' is not host"):
         assert plugins.names() == ["openai", "openrouter"]
     assert "(package 'moodlemate-ai-ollama')" in plugins.failures["ollama"]
+
+
+def test_images_go_inline_and_urls_are_refused(server: LoopbackServer) -> None:
+    import base64
+
+    from moodlemate.ai import ImagePart, Message, TextPart, UnsupportedInputError
+    from support import pdf_bytes, png_bytes
+
+    png = png_bytes(2, 2)
+    gpt = GPT(provider="ollama", endpoint=server.url)
+    question = Message("user", (TextPart("What is this?"), ImagePart(png)))
+    assert gpt.complete("llava", messages=[question]).text == "Echo: What is this?"
+    [request] = server.chat_requests
+    assert request.body["messages"][0]["content"][1] == {
+        "type": "image_url",
+        "image_url": {
+            "url": "data:image/png;base64," + base64.b64encode(png).decode(),
+            "detail": "auto",
+        },
+    }
+    from moodlemate.ai import FilePart
+
+    for part in (ImagePart("https://example.org/a.png"), FilePart(pdf_bytes())):
+        with pytest.raises(UnsupportedInputError, match="Ollama"):
+            gpt.complete("llava", messages=[Message("user", (TextPart("x"), part))])
+    assert len(server.chat_requests) == 1

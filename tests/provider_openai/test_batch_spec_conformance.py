@@ -24,7 +24,15 @@ from moodlemate.ai.batch.remote import run_remote_batch  # noqa: E402
 from moodlemate.ai.testing import LoopbackServer  # noqa: E402
 from moodlemate.testing._batches import _multipart  # noqa: E402
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "openai-openapi" / "openapi.yaml"
+SPEC = next(
+    (
+        folder / "shared" / "openai-openapi" / "openapi.yaml"
+        for folder in Path(__file__).resolve().parents
+        if (folder / "shared" / "openai-openapi" / "openapi.yaml").is_file()
+    ),
+    Path(__file__).resolve().parents[3] / "shared" / "openai-openapi" / "openapi.yaml",
+)
+"""The spec beside the checkout (../shared), found from a checkout at any depth."""
 pytestmark = pytest.mark.skipif(not SPEC.is_file(), reason="the OpenAPI spec is not present")
 KEY = "sk-test-spec-0123456789abcdef"
 _REF = re.compile(r"#/components/schemas/([A-Za-z0-9_.-]+)")
@@ -133,3 +141,118 @@ def test_remote_batch_requests_and_server_answers_follow_the_spec(tmp_path: Path
         listed = server.batches.list({})[1]
         _check("ListBatchesResponse", {**listed, "data": [_present(b) for b in listed["data"]]})
         _check("OpenAIFile", _present(server.batches.file(batch["input_file_id"])[1]))
+
+
+def test_chat_requests_with_parts_tools_and_every_option_follow_the_spec() -> None:
+    """Each request shape the message model adds, as the provider puts it on the wire (the
+    test server records the body), validates against CreateChatCompletionRequest, and the
+    server's replies (tool calls, refusal, audio) against CreateChatCompletionResponse."""
+    from moodlemate.ai import AudioPart, FilePart, ImagePart, Message, TextPart, ToolCall
+    from moodlemate.ai.testing import Reply
+    from support import pdf_bytes, png_bytes, wav_bytes
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "description": "Weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "strict": False,
+        },
+    }
+    history = [
+        Message("developer", "Answer in English."),
+        Message(
+            "user",
+            (
+                TextPart("Compare"),
+                ImagePart(png_bytes(), detail="low"),
+                ImagePart("https://example.org/a.png", detail="high"),
+                FilePart(pdf_bytes(), filename="a.pdf"),
+                FilePart(file_id="file-abc123"),
+            ),
+            name="ann",
+        ),
+        Message("assistant", "", tool_calls=(ToolCall("call_1", "weather", '{"city":"Oslo"}'),)),
+        Message("tool", "12 C", tool_call_id="call_1"),
+        Message("assistant", "Oslo is 12 C."),
+        Message("user", "And Rome?"),
+    ]
+    options = {
+        "top_p": 0.9,
+        "seed": 1,
+        "stop": ["\n\n"],
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.2,
+        "logit_bias": {"50256": -100},
+        "user": "u-1",
+        "metadata": {"k": "v"},
+        "store": False,
+        "service_tier": "auto",
+        "prompt_cache_key": "key-1",
+        "parallel_tool_calls": True,
+        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        "tools": [tool],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": False},
+        },
+    }
+    audio_reply = {"id": "audio_1", "data": "UklGRg==", "transcript": "Hi", "expires_at": 1}
+    with LoopbackServer(api_key=KEY) as server:
+        gpt = GPT("openai", endpoint=server.url, api_key=KEY)
+        server.enqueue(
+            Reply(
+                tool_calls=[
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": "{}"},
+                    }
+                ],
+                finish_reason="tool_calls",
+            ),
+            Reply(refusal="No."),
+            Reply(text="Hi", audio=audio_reply),
+        )
+        gpt.complete("gpt-4o", "Be brief.", messages=history, max_tokens=50, options=options)
+        gpt.complete(
+            "o3-mini", messages=history[:1] + history[-1:], options={"reasoning_effort": "high"}
+        )
+        gpt.complete(
+            "gpt-4o-audio-preview",
+            messages=[Message("user", (TextPart("Hear this"), AudioPart(wav_bytes())))],
+            options={"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+        )
+        "".join(gpt.stream("gpt-4o-mini", messages=history, options={"seed": 2, "tools": [tool]}))
+        bodies = [r.body for r in server.chat_requests]
+        replies = server.chat_requests
+    assert len(replies) == 4
+    for body in bodies:
+        _check("CreateChatCompletionRequest", body)
+    assert {k for k in bodies[0] if k in options} == set(options)
+
+
+def test_server_replies_with_tool_calls_refusals_and_audio_follow_the_spec() -> None:
+    from moodlemate.ai.testing import Reply
+
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    audio = {"id": "audio_1", "data": "UklGRg==", "transcript": "Hi", "expires_at": 1}
+    import urllib.request
+
+    with LoopbackServer(api_key=KEY) as server:
+        server.enqueue(
+            Reply(tool_calls=[call], finish_reason="tool_calls"),
+            Reply(refusal="No."),
+            Reply(text="Hi", audio=audio),
+        )
+        for _ in range(3):
+            request = urllib.request.Request(
+                server.url + "/chat/completions",
+                data=json.dumps(
+                    {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+                ).encode(),
+                headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                _check("CreateChatCompletionResponse", json.loads(response.read()))

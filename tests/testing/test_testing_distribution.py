@@ -158,7 +158,7 @@ def test_the_server_takes_openai_knowledge_only_from_the_provider_models_module(
     """The package reaches the core through its public face and the OpenAI provider only
     through the module that holds the model rules: no second copy of them to drift."""
     modules = sorted((TESTING_SRC / "moodlemate" / "testing").glob("*.py"))
-    assert len(modules) == 5
+    assert len(modules) == 6
     reached = {name for path in modules for name in _imports(path)}
     ours = {name for name in reached if name.startswith("moodlemate")}
     assert {n for n in ours if n.startswith("moodlemate.ai")} <= {"moodlemate.ai"}

@@ -33,6 +33,24 @@ if TYPE_CHECKING:
     from moodlemate.ai._ledger import (
         Ledger as Ledger,
     )
+    from moodlemate.ai._messages import (
+        AudioPart as AudioPart,
+    )
+    from moodlemate.ai._messages import (
+        FilePart as FilePart,
+    )
+    from moodlemate.ai._messages import (
+        ImagePart as ImagePart,
+    )
+    from moodlemate.ai._messages import (
+        TextPart as TextPart,
+    )
+    from moodlemate.ai._messages import (
+        ToolCall as ToolCall,
+    )
+    from moodlemate.ai._options import (
+        Options as Options,
+    )
     from moodlemate.ai._plugins import (
         PluginRegistry as PluginRegistry,
     )
@@ -178,6 +196,9 @@ if TYPE_CHECKING:
         UnsupportedFeatureError as UnsupportedFeatureError,
     )
     from moodlemate.ai.errors import (
+        UnsupportedInputError as UnsupportedInputError,
+    )
+    from moodlemate.ai.errors import (
         ValidationError as ValidationError,
     )
 
@@ -222,8 +243,17 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "TokenizerUnavailableError",
         "UnknownProviderError",
         "UnsupportedFeatureError",
+        "UnsupportedInputError",
         "ValidationError",
     ),
+    "moodlemate.ai._messages": (
+        "AudioPart",
+        "FilePart",
+        "ImagePart",
+        "TextPart",
+        "ToolCall",
+    ),
+    "moodlemate.ai._options": ("Options",),
     "moodlemate.ai._gpt": ("GPT",),
     "moodlemate.ai._hookspecs": ("hookimpl",),
     "moodlemate.ai._ledger": ("Ledger",),

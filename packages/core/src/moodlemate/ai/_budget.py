@@ -21,7 +21,8 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from moodlemate.ai._ledger import Reservation
-from moodlemate.ai._token_framing import token_ceiling, wire_messages
+from moodlemate.ai._token_count import carries_more_than_text
+from moodlemate.ai._token_framing import token_ceiling, tool_ceiling, wire_messages
 from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
 
@@ -97,7 +98,10 @@ def worst_case_cost(
 
 def _prompt_tokens(provider: Provider, request: ChatRequest) -> int:
     try:
-        return provider.count_message_tokens(wire_messages(request.messages), request.model).tokens
+        tokens = provider.count_message_tokens(wire_messages(request.messages), request.model)
+        if not carries_more_than_text(request):
+            return tokens.tokens
+        return tokens.tokens + provider.count_input_tokens(request).tokens
     except TokenizerUnavailableError:
         # No tokenizer: a token spans at least one UTF-8 byte, so this is an upper bound.
-        return token_ceiling(request.messages)
+        return token_ceiling(request.messages) + tool_ceiling(request)

@@ -24,6 +24,7 @@ from moodlemate.ai._credentials import explain_unsent_key
 from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._pacing import PACED
 from moodlemate.ai._plausible import bounded
+from moodlemate.ai._provider import DEFAULT_IMAGE_TOKENS
 from moodlemate.ai._urls import origin
 from moodlemate.ai.errors import ProviderError, RateLimitError
 
@@ -258,8 +259,13 @@ class Call:
     def pace_tokens(self) -> int:
         """The tokens a rate limiter counts for this request up front, as OpenAI does: the
         prompt (about four characters a token) plus ``max_tokens``."""
-        characters = sum(len(m.content) for m in self.request.messages)
-        return -(-characters // 4) + (self.request.max_tokens or 0)
+        messages = self.request.messages
+        characters = sum(
+            len(m.content) if type(m.content) is str else len(m.text) for m in messages
+        )
+        # An image, file or audio part counts as the default image figure: an estimate.
+        parts = sum(len(m.content) for m in messages if type(m.content) is not str)
+        return -(-characters // 4) + parts * DEFAULT_IMAGE_TOKENS + (self.request.max_tokens or 0)
 
     def failed(self, error: BaseException, reservation: Reservation, *, sent: bool = True) -> None:
         """A call that ended without a completion: release its reservation, log it (when

@@ -10,23 +10,44 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
+from moodlemate.ai._failed_entry import FailedEntry
+from moodlemate.ai._messages import (
+    AudioPart,
+    Detail,
+    FilePart,
+    ImagePart,
+    Message,
+    Part,
+    Role,
+    TextPart,
+    ToolCall,
+)
+from moodlemate.ai._options import NO_OPTIONS, Options
 from moodlemate.ai._rate_limit_headers import RateLimits
 from moodlemate.ai._secrets import mask
 from moodlemate.ai._usage import Usage
 
-__all__ = ["ChatRequest", "Completion", "Connection", "FailedEntry", "Message", "Role"]
+__all__ = [
+    "AudioPart",
+    "ChatRequest",
+    "Completion",
+    "Connection",
+    "Detail",
+    "FailedEntry",
+    "FilePart",
+    "ImagePart",
+    "Message",
+    "Options",
+    "Part",
+    "Role",
+    "TextPart",
+    "ToolCall",
+]
 
-Role = Literal["system", "developer", "user", "assistant"]
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: Role
-    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,25 +60,9 @@ class ChatRequest:
     max_tokens: int | None = None
     stream: bool = False
     extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-
-
-@dataclass(frozen=True, slots=True)
-class FailedEntry:
-    """One entry of a chain that did not serve the call, and why (no key, no message body)."""
-
-    model: str
-    """The entry as given: ``gpt-4o`` or ``openrouter:openai/gpt-4o``."""
-    provider: str
-    """The provider the entry went to (or would have)."""
-    error: str
-    """The error's class name, e.g. ``ServerError``."""
-    message: str
-    """The error's message (redacted, like every error message)."""
-    status_code: int | None = None
-    attempts: int = 0
-    """Requests sent to this entry (0: refused before sending, e.g. a context window)."""
-    elapsed: float = 0.0
-    """Seconds spent on this entry, retry waits included."""
+    """Fields sent as they are, over the named ones (a server's own parameters)."""
+    options: Options = NO_OPTIONS
+    """The named chat-completion options (seed, stop, tools, response_format...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,28 @@ class Completion:
     rate_limits: RateLimits | None = None
     """The rate limits the server's headers stated with this response (``x-ratelimit-*``),
     which client-side pacing learns from; None when it sent none."""
+    audio: Mapping[str, Any] | None = None
+    """The spoken reply (``message.audio``: id, data, transcript, expires_at) when the request
+    asked for the audio modality."""
+
+    @property
+    def message(self) -> Message:
+        """The reply as an assistant :class:`Message` (text, tool calls, refusal), ready to
+        append to the history the request was made of."""
+        calls = tuple(_tool_call(call) for call in self.tool_calls)
+        return Message(
+            "assistant", self.text, tool_calls=tuple(c for c in calls if c), refusal=self.refusal
+        )
+
+
+def _tool_call(raw: Mapping[str, Any]) -> ToolCall | None:
+    function = raw.get("function")
+    if not isinstance(function, Mapping):
+        return None
+    call_id, name, arguments = raw.get("id"), function.get("name"), function.get("arguments")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        return None
+    return ToolCall(call_id, name, arguments if isinstance(arguments, str) else "{}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from moodlemate.ai._provider import ChatRequest, Provider
-from moodlemate.ai._token_count import count_or_estimate
-from moodlemate.ai._token_framing import token_ceiling, wire_messages
+from moodlemate.ai._token_count import count_request
+from moodlemate.ai._token_framing import token_ceiling, tool_ceiling
 from moodlemate.ai.errors import ContextWindowExceededError
 
 __all__ = ["MIN_OUTPUT_TOKENS", "check_context_window"]
@@ -34,13 +34,13 @@ def check_context_window(
     output = request.max_tokens or MIN_OUTPUT_TOKENS
     # A token spans at least one UTF-8 byte, so this bounds the prompt without tokenizing it:
     # most requests are far below their window and pay nothing for the check.
-    ceiling = token_ceiling(request.messages)
+    ceiling = token_ceiling(request.messages) + tool_ceiling(request)
     fits_window = info.context_window is None or ceiling + output <= info.context_window
     fits_input = info.max_input_tokens is None or ceiling <= info.max_input_tokens
     if fits_window and fits_input:
         return
     # Without tokenizer data this is an estimate, which warns but never refuses a call.
-    counted = count_or_estimate(provider, wire_messages(request.messages), request.model)
+    counted = count_request(provider, request)
     prompt = counted.tokens
     problem = None
     if info.max_input_tokens is not None and prompt > info.max_input_tokens:

@@ -20,11 +20,14 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from moodlemate.ai._defaults import DEFAULT_SYSTEM_MESSAGE
+from moodlemate.ai._message_dicts import message_from, message_to_dict
+from moodlemate.ai._messages import Part, TextPart, attachment
+from moodlemate.ai._options import NO_OPTIONS, Options, options_from
 from moodlemate.ai._provider import ChatRequest, Message, Provider
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._token_count import text_counter
@@ -34,10 +37,17 @@ from moodlemate.ai._token_framing import (
     token_ceiling,
     wire_messages,
 )
-from moodlemate.ai._validation import check_max_tokens, check_model, check_temperature, check_text
+from moodlemate.ai._validation import (
+    check_encodable,
+    check_max_tokens,
+    check_model,
+    check_temperature,
+    check_text,
+)
 from moodlemate.ai.errors import (
     ContextWindowExceededError,
     ServerContextWindowExceededError,
+    TokenizerUnavailableError,
     ValidationError,
 )
 
@@ -87,8 +97,16 @@ FORMAT_VERSION = 1
 def count_chat_tokens(provider: Provider, model: str, messages: tuple[Message, ...]) -> int:
     """Prompt tokens of ``messages``, counted as OpenAI's cookbook does for chat models; a
     conservative estimate when the provider has no tokenizer data (trimming never fails for it,
-    see :func:`moodlemate.ai._token_count.estimate_tokens`)."""
-    return count_messages(wire_messages(messages), text_counter(provider, model))
+    see :func:`moodlemate.ai._token_count.estimate_tokens`). Parts count as the provider
+    counts them (:meth:`Provider.count_input_tokens`)."""
+    text = count_messages(wire_messages(messages), text_counter(provider, model))
+    if all(isinstance(m.content, str) for m in messages):
+        return text
+    request = ChatRequest(model, messages)
+    try:
+        return text + provider.count_input_tokens(request).tokens
+    except TokenizerUnavailableError:
+        return text + token_ceiling(messages)
 
 
 class Conversation:
@@ -119,6 +137,8 @@ class Conversation:
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self._options: Options = NO_OPTIONS
+        self._extra: Mapping[str, Any] = {}
 
     # -- settings, validated on assignment -----------------------------------------------
 
@@ -154,6 +174,27 @@ class Conversation:
     def max_tokens(self, value: int | None) -> None:
         self._max_tokens = check_max_tokens(value)
 
+    @property
+    def options(self) -> Options:
+        """Request options every turn is sent with (:class:`Options`, or a mapping of
+        them); not saved with the conversation."""
+        return self._options
+
+    @options.setter
+    def options(self, value: Options | Mapping[str, Any] | None) -> None:
+        self._options = options_from(value)
+
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """Fields every turn's request carries as they are (not saved)."""
+        return self._extra
+
+    @extra.setter
+    def extra(self, value: Mapping[str, Any] | None) -> None:
+        if value is not None and not isinstance(value, Mapping):
+            raise ValidationError(f"extra must be a mapping, not {type(value).__name__}")
+        self._extra = dict(value or {})
+
     # -- turns ---------------------------------------------------------------------------
 
     @property
@@ -162,46 +203,51 @@ class Conversation:
         with self._lock:
             return tuple(self._turns)
 
-    def ask(self, prompt: str) -> str:
-        """Send ``prompt`` with the history that fits, remember both, return the reply."""
+    def ask(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> str:
+        """Send ``prompt`` with the history that fits, remember both, return the reply.
+        ``attachments`` (parts, or paths, URLs and bytes read as an image, a PDF or audio)
+        go with the prompt in the same user turn, and stay in the history."""
+        question = _question(prompt, attachments)
         with self._turn_lock:
-            dropped, request = self._prepare(prompt)
+            dropped, request = self._prepare(question)
             try:
                 completion = self._gpt.send(request)
             except ServerContextWindowExceededError as exc:
-                dropped, request = self._refit(prompt, request, exc)
+                dropped, request = self._refit(question, request, exc)
                 completion = self._gpt.send(request)
             text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
-            self._commit(dropped, prompt, text)
+            self._commit(dropped, question, completion.message)
             return text
 
-    def stream(self, prompt: str) -> Iterator[str]:
+    def stream(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> Iterator[str]:
         """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
         the reply is complete; a failed or abandoned stream leaves the history unchanged.
         Sync turns wait for it: consume it to the end, or close it."""
+        question = _question(prompt, attachments)
         with self._turn_lock:
-            dropped, request = self._prepare(prompt)
+            dropped, request = self._prepare(question)
             parts: list[str] = []
             with self._gpt.stream_request(request) as deltas:
                 for delta in deltas:
                     parts.append(delta)
                     yield delta
-            self._commit(dropped, prompt, "".join(parts))
+            self._commit(dropped, question, Message("assistant", "".join(parts)))
 
-    async def aask(self, prompt: str) -> str:
+    async def aask(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> str:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
-        dropped, request = self._prepare(prompt)
+        question = _question(prompt, attachments)
+        dropped, request = self._prepare(question)
         try:
             completion = await self._gpt.asend(request)
         except ServerContextWindowExceededError as exc:
-            dropped, request = self._refit(prompt, request, exc)
+            dropped, request = self._refit(question, request, exc)
             completion = await self._gpt.asend(request)
         text = reply_text(completion, request.max_tokens)
-        self._commit(dropped, prompt, text)
+        self._commit(dropped, question, completion.message)
         return text
 
     def _refit(
-        self, prompt: str, sent: ChatRequest, exc: ServerContextWindowExceededError
+        self, prompt: Message, sent: ChatRequest, exc: ServerContextWindowExceededError
     ) -> tuple[int, ChatRequest]:
         """After the server refused the request as too long: learn its window and how far
         our count fell short of its tokenizer's, then trim again (the caller tries once
@@ -230,8 +276,12 @@ class Conversation:
 
     # -- JSON ----------------------------------------------------------------------------
 
-    def to_json(self) -> str:
-        """Settings and turns as JSON; :meth:`load_json` restores them exactly."""
+    def to_json(self, *, inline: bool = False) -> str:
+        """Settings and turns as JSON; :meth:`load_json` restores them exactly.
+
+        An image, PDF or audio clip read from a local file is saved as a reference to that
+        file (read and checked again on load) unless ``inline`` is True; parts given as
+        bytes are always inline, as base64, which takes 4/3 of their size in the document."""
         with self._lock:
             data = {
                 "version": FORMAT_VERSION,
@@ -240,7 +290,7 @@ class Conversation:
                 "system_message": self.system_message,
                 "temperature": self.temperature,
                 "max_tokens": self.max_tokens,
-                "turns": [{"role": m.role, "content": m.content} for m in self._turns],
+                "turns": [message_to_dict(m, inline=inline) for m in self._turns],
             }
         return json.dumps(data, ensure_ascii=False, indent=2)
 
@@ -271,9 +321,9 @@ class Conversation:
             self.max_tokens = check.max_tokens
             self._turns = turns
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_json` to ``path`` (UTF-8)."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+    def save(self, path: str | os.PathLike[str], *, inline: bool = False) -> None:
+        """Write :meth:`to_json` to ``path`` (UTF-8); ``inline`` as there."""
+        Path(path).write_text(self.to_json(inline=inline) + "\n", encoding="utf-8")
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore from a file written by :meth:`save`."""
@@ -284,13 +334,12 @@ class Conversation:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _prepare(self, prompt: str) -> tuple[int, ChatRequest]:
+    def _prepare(self, prompt: Message) -> tuple[int, ChatRequest]:
         """How many of the oldest turns to drop, and the request that fits the window."""
-        text = check_text(prompt, "prompt")
         model = check_model(self.model or self._gpt.model)
         provider, counted = self._gpt.route(model)
         system = (Message("system", self._system),) if self._system else ()
-        question = (Message("user", text),)
+        question = (prompt,)
         with self._lock:
             turns = list(self._turns)
             start = len(turns)
@@ -330,6 +379,8 @@ class Conversation:
             messages=messages,
             temperature=self._temperature,
             max_tokens=self._max_tokens,
+            extra=self._extra,
+            options=self._options,
         )
 
     def _window(self, model: str) -> int:
@@ -345,14 +396,10 @@ class Conversation:
             reserve = min(limit, DEFAULT_OUTPUT_RESERVE, window // 4)
         return window - reserve
 
-    def _commit(self, dropped: int, prompt: str, reply: str) -> None:
+    def _commit(self, dropped: int, prompt: Message, reply: Message) -> None:
         """Drop from the front, append at the end: turns committed meanwhile survive."""
         with self._lock:
-            self._turns = [
-                *self._turns[dropped:],
-                Message("user", prompt),
-                Message("assistant", reply),
-            ]
+            self._turns = [*self._turns[dropped:], prompt, reply]
 
 
 def _list(value: Any) -> list[Any]:
@@ -362,10 +409,20 @@ def _list(value: Any) -> list[Any]:
 
 
 def _message(item: Any) -> Message:
-    if (
-        not isinstance(item, dict)
-        or item.get("role") not in ("user", "assistant")
-        or not isinstance(item.get("content"), str)
-    ):
-        raise ValidationError(f"conversation turn {item!r} is not a user or assistant message")
-    return Message(item["role"], item["content"])
+    if not isinstance(item, dict) or item.get("role") not in ("user", "assistant", "tool"):
+        shown = repr(item)[:80]
+        raise ValidationError(f"conversation turn {shown} is not a user, assistant or tool turn")
+    return message_from(item, "conversation turn")
+
+
+Attachment = Part | bytes | str | os.PathLike[str]
+
+
+def _question(prompt: str, attachments: Iterable[Attachment]) -> Message:
+    text = check_encodable(check_text(prompt, "prompt"), "prompt")
+    if isinstance(attachments, str | bytes):
+        raise ValidationError("attachments must be a list (of parts, paths, URLs or bytes)")
+    parts = tuple(attachment(a) for a in attachments)
+    if not parts:
+        return Message("user", text)
+    return Message("user", (TextPart(text), *parts) if text else parts)

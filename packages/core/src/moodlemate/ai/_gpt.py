@@ -33,16 +33,24 @@ from moodlemate.ai._credentials import (
     target_from,
 )
 from moodlemate.ai._ledger import Ledger
+from moodlemate.ai._message_dicts import messages_from
+from moodlemate.ai._options import Options, options_from
 from moodlemate.ai._plugins import PluginRegistry, registry
-from moodlemate.ai._provider import ChatRequest, Completion, Connection, Provider
+from moodlemate.ai._provider import ChatRequest, Completion, Connection, Message, Provider
 from moodlemate.ai._redis import check_redis_url
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._retry import RetryPolicy
 from moodlemate.ai._routing import split_provider
 from moodlemate.ai._secrets import RedactingFilter, mask, register_secret
-from moodlemate.ai._token_count import TokenCount, check_messages, wire_messages
+from moodlemate.ai._token_count import TokenCount, check_messages, count_request, wire_messages
 from moodlemate.ai._urls import normalize_endpoint
-from moodlemate.ai._validation import build_chat_request, check_model, check_request, check_text
+from moodlemate.ai._validation import (
+    build_chat_request,
+    build_request,
+    check_model,
+    check_request,
+    check_text,
+)
 from moodlemate.ai.errors import MoodlemateError, ValidationError
 
 if TYPE_CHECKING:
@@ -405,24 +413,58 @@ class GPT:
         return provider.count_message_tokens(wire_messages(request.messages), name).tokens
 
     def count_message_tokens(
-        self, messages: Iterable[Mapping[str, str]], model: str = "gpt-4o-mini"
+        self,
+        messages: Iterable[Message | Mapping[str, Any]],
+        model: str = "gpt-4o-mini",
+        *,
+        tools: Iterable[Mapping[str, Any]] | None = None,
     ) -> TokenCount:
-        """Prompt tokens of a whole conversation (dicts with role, content and optional name),
-        with ``estimate`` set when the model's tokenizer or chat format is not known exactly."""
-        checked = check_messages(messages)
+        """Prompt tokens of a whole conversation (Message values or OpenAI-shaped dicts: text,
+        parts, tool turns) and of the ``tools`` it would be sent with, with ``estimate`` set
+        when the model's tokenizer, chat format or a part's cost is not known exactly."""
+        messages = list(messages)
         provider, name = self.route(model)
-        return provider.count_message_tokens(checked, name)
+        if tools is None and all(
+            isinstance(m, Mapping) and all(isinstance(v, str) for v in m.values()) for m in messages
+        ):
+            return provider.count_message_tokens(check_messages(messages), name)
+        request = check_request(
+            ChatRequest(
+                name,
+                messages_from(messages),
+                options=options_from({"tools": list(tools or ())}),
+            )
+        )
+        provider.check_input(request)
+        return count_request(provider, request)
 
     def complete(
         self,
         model: str,
-        system_message: str,
-        user_message: str,
+        system_message: str = "",
+        user_message: str | None = None,
         temperature: float = 0.7,
         max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Completion:
-        """Like :meth:`chat_completion`, but returns the full :class:`Completion`."""
-        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        """Like :meth:`chat_completion`, but returns the full :class:`Completion`.
+
+        ``messages`` (Message values or OpenAI-shaped dicts: parts, tool turns) go between
+        the system message and ``user_message``; ``options`` are the named request options
+        (:class:`Options`); ``extra`` fields are sent as they are. See docs/messages.md."""
+        request = build_request(
+            model,
+            system_message,
+            user_message,
+            temperature,
+            max_tokens,
+            messages=messages,
+            options=options,
+            extra=extra,
+        )
         if self._fallbacks:
             return self.send(request)
         completion = self.prepare(request, checked=True).send()
@@ -444,11 +486,12 @@ class GPT:
         checked (the budget is reserved when it is sent). Every path (sync, async, stream,
         each fallback entry) runs one."""
         if not checked:
-            check_request(request)
+            request = check_request(request)
         routed, model = split_provider(request.model, self._plugins)
         if model != request.model:
             request = replace(request, model=model)
         provider, connection = connect(self._target, self._plugins, routed)
+        provider.check_input(request)
         check_context_window(provider, request, connection.endpoint)
         return Call(
             provider=provider,
@@ -463,14 +506,28 @@ class GPT:
     def stream(
         self,
         model: str,
-        system_message: str,
-        user_message: str,
+        system_message: str = "",
+        user_message: str | None = None,
         temperature: float = 0.7,
         max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> TextStream:
         """Like :meth:`chat_completion`, but an iterator of text deltas; the full Completion is
-        ``.completion`` (and :attr:`last_result`) once it ends. Sent on the first ``next()``."""
-        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        ``.completion`` (and :attr:`last_result`) once it ends. Sent on the first ``next()``.
+        ``messages``, ``options`` and ``extra`` as in :meth:`complete`."""
+        request = build_request(
+            model,
+            system_message,
+            user_message,
+            temperature,
+            max_tokens,
+            messages=messages,
+            options=options,
+            extra=extra,
+        )
         return self.stream_request(request)
 
     def stream_request(self, request: ChatRequest) -> TextStream:
@@ -525,13 +582,26 @@ class GPT:
     async def acomplete(
         self,
         model: str,
-        system_message: str,
-        user_message: str,
+        system_message: str = "",
+        user_message: str | None = None,
         temperature: float = 0.7,
         max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Completion:
         """Async :meth:`complete`."""
-        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        request = build_request(
+            model,
+            system_message,
+            user_message,
+            temperature,
+            max_tokens,
+            messages=messages,
+            options=options,
+            extra=extra,
+        )
         if self._fallbacks:
             return await self.asend(request)
         return await self.prepare(request, checked=True).asend()
@@ -554,13 +624,26 @@ class GPT:
     def astream(
         self,
         model: str,
-        system_message: str,
-        user_message: str,
+        system_message: str = "",
+        user_message: str | None = None,
         temperature: float = 0.7,
         max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> AsyncTextStream:
         """Async :meth:`stream`: ``async for delta in gpt.astream(...)``."""
-        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        request = build_request(
+            model,
+            system_message,
+            user_message,
+            temperature,
+            max_tokens,
+            messages=messages,
+            options=options,
+            extra=extra,
+        )
         return self.astream_request(request)
 
     def astream_request(self, request: ChatRequest) -> AsyncTextStream:

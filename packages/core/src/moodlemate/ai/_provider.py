@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from moodlemate.ai._call_types import (
+    AudioPart,
     ChatRequest,
     Completion,
     Connection,
     FailedEntry,
+    FilePart,
+    ImagePart,
     Message,
     Role,
 )
@@ -82,6 +85,9 @@ class AsyncProviderStream(ABC):
         """As :attr:`ProviderStream.rate_limits`."""
         return None
 
+
+DEFAULT_IMAGE_TOKENS = 765
+"""The default count of an image, where the provider knows no formula."""
 
 _RENAMED = {
     "complete": "execute",
@@ -204,6 +210,11 @@ class Provider(ABC):
             "such as OpenAI's Batch API); run the batch locally instead (without --remote)"
         )
 
+    def check_input(self, request: ChatRequest) -> None:  # noqa: B027 - optional hook
+        """Raise UnsupportedInputError when ``request.model`` cannot take what the request
+        carries (an image part, audio, tools, an option), by this provider's model rules.
+        Called before anything is sent; the default accepts everything."""
+
     @abstractmethod
     def count_tokens(self, text: str, model: str) -> int:
         """Tokens ``text`` encodes to for ``model``; must work offline once data is cached."""
@@ -217,6 +228,29 @@ class Provider(ABC):
         differently; a provider that knows its format exactly overrides it.
         """
         tokens = count_messages(messages, lambda text: self.count_tokens(text, model))
+        return TokenCount(tokens, estimate=True)
+
+    def count_input_tokens(self, request: ChatRequest) -> TokenCount:
+        """Prompt tokens ``request`` carries beyond its messages' text: image, file and audio
+        parts, and the tool definitions in ``request.options.tools``.
+
+        This default is a vendor-neutral estimate (``estimate=True``): an image as 765
+        tokens (a 1024x1024 image at high detail on OpenAI's tile formula), a file or audio
+        clip as one token per 4 bytes, tool definitions as their JSON text. A provider that
+        knows its formulas overrides it."""
+        import json
+
+        tokens = 0
+        for message in request.messages:
+            if isinstance(message.content, str):
+                continue
+            for part in message.content:
+                if isinstance(part, ImagePart):
+                    tokens += DEFAULT_IMAGE_TOKENS
+                elif isinstance(part, FilePart | AudioPart):
+                    tokens += len(part.data or b"") // 4
+        for tool in request.options.tools:
+            tokens += self.count_tokens(json.dumps(tool), request.model)
         return TokenCount(tokens, estimate=True)
 
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:

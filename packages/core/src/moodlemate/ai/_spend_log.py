@@ -611,7 +611,9 @@ def _record(row: tuple[Any, ...]) -> CallRecord:
 def _prompt_text(request: ChatRequest) -> str:
     import json
 
-    return json.dumps([{"role": m.role, "content": m.content} for m in request.messages])
+    from moodlemate.ai._message_dicts import message_record
+
+    return json.dumps([message_record(m) for m in request.messages])
 
 
 def _now() -> str:

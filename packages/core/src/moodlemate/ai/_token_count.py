@@ -26,6 +26,7 @@ from moodlemate.ai._token_framing import (
 from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
 
 if TYPE_CHECKING:
+    from moodlemate.ai._call_types import ChatRequest
     from moodlemate.ai._provider import Provider
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "check_messages",
     "count_messages",
     "count_or_estimate",
+    "count_request",
     "estimate_tokens",
     "text_counter",
     "wire_messages",
@@ -64,6 +66,28 @@ def count_or_estimate(
     except TokenizerUnavailableError as exc:
         _log_estimate(provider, model, exc)
         return TokenCount(count_messages(messages, estimate_tokens), estimate=True)
+
+
+def count_request(provider: Provider, request: ChatRequest) -> TokenCount:
+    """The prompt tokens of ``request``: its messages' text framed as the chat API frames it,
+    plus what the provider counts for its parts and tool definitions (an estimate when either
+    count is one)."""
+    counted = count_or_estimate(provider, wire_messages(request.messages), request.model)
+    if not carries_more_than_text(request):
+        return counted
+    beyond = provider.count_input_tokens(request)
+    return TokenCount(
+        counted.tokens + beyond.tokens,
+        estimate=counted.estimate or beyond.estimate,
+        encoding=counted.encoding,
+    )
+
+
+def carries_more_than_text(request: ChatRequest) -> bool:
+    """Whether ``request`` has parts beyond text or tool definitions to count."""
+    return bool(request.options.tools) or any(
+        not isinstance(m.content, str) for m in request.messages
+    )
 
 
 def text_counter(provider: Provider, model: str) -> Callable[[str], int]:

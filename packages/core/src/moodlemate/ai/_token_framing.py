@@ -16,10 +16,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from moodlemate.ai._messages import Message, Part, TextPart
+
 if TYPE_CHECKING:
-    from moodlemate.ai._call_types import Message
+    from moodlemate.ai._call_types import ChatRequest
 
 __all__ = [
+    "IMAGE_TOKEN_CEILING",
     "MAX_BYTES_PER_CHAR",
     "REPLY_PRIMING_TOKENS",
     "TOKENS_PER_MESSAGE",
@@ -28,6 +31,7 @@ __all__ = [
     "WireMessage",
     "count_messages",
     "token_ceiling",
+    "tool_ceiling",
     "wire_messages",
 ]
 
@@ -66,14 +70,69 @@ def count_messages(messages: Iterable[WireMessage], count: Callable[[str], int])
     return total
 
 
+IMAGE_TOKEN_CEILING = 50_000
+"""More than any image costs on any model OpenAI publishes a formula for (gpt-4o-mini's
+high-detail tiles top out near 48,200): the ceiling counts an image as this."""
+
+
 def token_ceiling(messages: Iterable[Message]) -> int:
     """At least as many tokens as ``messages`` can take, without tokenizing them: the cheap
-    bound that lets most requests skip counting."""
-    return REPLY_PRIMING_TOKENS + sum(
-        TOKENS_PER_MESSAGE + MAX_BYTES_PER_CHAR * (len(m.role) + len(m.content)) for m in messages
-    )
+    bound that lets most requests skip counting. A non-text part counts as its bytes (a
+    file, audio) or :data:`IMAGE_TOKEN_CEILING` (an image), whichever is more."""
+    total = REPLY_PRIMING_TOKENS
+    for m in messages:
+        content = m.content
+        if type(content) is str and not m.tool_calls:
+            total += TOKENS_PER_MESSAGE + MAX_BYTES_PER_CHAR * (len(m.role) + len(content))
+        else:
+            total += TOKENS_PER_MESSAGE + MAX_BYTES_PER_CHAR * sum(
+                len(v) for v in _text_fields(m).values()
+            )
+            total += sum(_part_ceiling(part) for part in _binary_parts(m))
+    return total
+
+
+def tool_ceiling(request: ChatRequest) -> int:
+    """At least as many tokens as ``request``'s tool definitions take (their JSON's bytes)."""
+    tools = request.options.tools
+    if not tools:
+        return 0
+    import json
+
+    return sum(len(json.dumps(tool).encode()) for tool in tools)
 
 
 def wire_messages(messages: Iterable[Message]) -> list[dict[str, str]]:
-    """A request's messages as the chat API receives them."""
-    return [{"role": m.role, "content": m.content} for m in messages]
+    """A request's messages as the text the chat API's tokenizer sees of them: role, the
+    content's text, name, tool_call_id, and each tool call's name and arguments. Images,
+    files and audio are counted apart (:meth:`Provider.count_input_tokens`)."""
+    return [
+        {"role": m.role, "content": m.content}
+        if type(m.content) is str and not m.tool_calls and m.name is None and not m.tool_call_id
+        else _text_fields(m)
+        for m in messages
+    ]
+
+
+def _text_fields(m: Message) -> dict[str, str]:
+    fields = {"role": m.role, "content": m.text}
+    if m.name is not None:
+        fields["name"] = m.name
+    if m.tool_call_id:
+        fields["tool_call_id"] = m.tool_call_id
+    for number, call in enumerate(m.tool_calls):
+        fields[f"tool_calls[{number}]"] = f"{call.name}{call.arguments}"
+    return fields
+
+
+def _binary_parts(m: Message) -> list[Part]:
+    content = m.content
+    if isinstance(content, str):
+        return []
+    return [part for part in content if not isinstance(part, TextPart)]
+
+
+def _part_ceiling(part: Part) -> int:
+    data = getattr(part, "data", None)
+    size = len(data) if isinstance(data, bytes) else 0
+    return max(size, IMAGE_TOKEN_CEILING)

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import get_args
 
+from moodlemate.ai._media import (
+    MAX_FILE_BYTES_PER_REQUEST,
+    MAX_IMAGE_BYTES_PER_REQUEST,
+    MAX_IMAGES_PER_REQUEST,
+)
+from moodlemate.ai._message_dicts import messages_from
+from moodlemate.ai._messages import AudioPart, FilePart, ImagePart, TextPart, ToolCall
+from moodlemate.ai._options import options_from
 from moodlemate.ai._provider import ChatRequest, Message, Role
 from moodlemate.ai.errors import ValidationError
 
-__all__ = ["build_chat_request", "check_model", "check_request", "check_text"]
+__all__ = [
+    "build_chat_request",
+    "check_messages",
+    "check_model",
+    "check_request",
+    "check_text",
+]
 
 _ROLES = frozenset(get_args(Role))
+_BINARY_PARTS = (ImagePart, FilePart, AudioPart)
+_CONTENT_TYPES = (str, tuple)
 MAX_MODEL_LENGTH = 1024
 """Longer than any model id or local model path a server uses; a longer "model" is a pasted
 prompt or an attack on the request line."""
@@ -63,22 +80,14 @@ def check_encodable(value: str, name: str) -> str:
 
 def check_request(request: object) -> ChatRequest:
     """Everything :func:`build_chat_request` checks, for a request built by hand (``send``),
-    plus what only the wire cares about: every text must encode as UTF-8."""
+    plus what only the wire cares about: every text must encode as UTF-8. Returns the
+    request with its messages normalised (OpenAI-shaped dicts read as Message values)."""
     if not isinstance(request, ChatRequest):
         raise ValidationError(f"request must be a ChatRequest, not {type(request).__name__}")
     check_encodable(check_model(request.model), "model")
     if not isinstance(request.messages, tuple | list) or not request.messages:
         raise ValidationError("request.messages must be a non-empty tuple of Message")
-    for index, message in enumerate(request.messages):
-        if not isinstance(message, Message):
-            raise ValidationError(
-                f"messages[{index}] must be a Message, not {type(message).__name__}"
-            )
-        if message.role not in _ROLES:
-            raise ValidationError(f"messages[{index}] has unknown role {message.role!r}")
-        check_encodable(
-            check_text(message.content, f"messages[{index}].content"), f"messages[{index}].content"
-        )
+    messages = check_messages(request.messages)
     if request.temperature is not None:
         check_temperature(request.temperature)
     check_max_tokens(request.max_tokens)
@@ -86,7 +95,116 @@ def check_request(request: object) -> ChatRequest:
         raise ValidationError(
             f"request.extra must be a mapping, not {type(request.extra).__name__}"
         )
+    options = options_from(request.options)
+    if messages is not request.messages or options is not request.options:
+        request = replace(request, messages=messages, options=options)
     return request
+
+
+def check_messages(values: Sequence[object]) -> tuple[Message, ...]:
+    """``values`` as Message values, checked as a whole before sending: roles and their
+    fields, text that encodes, parts where OpenAI takes them, sizes within its per-request
+    limits, and tool turns that answer the calls an earlier assistant turn made, each before
+    the conversation goes on (the server 400s otherwise)."""
+    ready = isinstance(values, tuple) and all(
+        type(m) is Message and type(m.content) in _CONTENT_TYPES for m in values
+    )
+    messages = values if ready else messages_from(values)
+    assert isinstance(messages, tuple)
+    pending: dict[str, int] = {}
+    image_bytes = images = file_bytes = 0
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if message.role not in _ROLES:
+            raise ValidationError(f"{where} has unknown role {message.role!r}")
+        if message.role != "tool" and pending:
+            raise ValidationError(
+                f"{where}: tool call {next(iter(pending))!r} of messages[{min(pending.values())}]"
+                " has no tool message answering it (every tool call must be answered before "
+                "the conversation goes on)"
+            )
+        content = message.content
+        if isinstance(content, str):
+            if not content.isascii():
+                check_encodable(content, f"{where}.content")
+        elif isinstance(content, tuple):
+            for number, part in enumerate(content):
+                kind = type(part)
+                if kind is TextPart:
+                    text = part.text
+                    if type(text) is not str or not text.isascii():
+                        place = f"{where}.content[{number}]"
+                        check_encodable(check_text(text, place), place)
+                    continue
+                if kind not in _BINARY_PARTS:
+                    raise ValidationError(
+                        f"{where}.content[{number}] is not a part ({type(part).__name__})"
+                    )
+                if message.role != "user":
+                    raise ValidationError(
+                        f"{where}.content[{number}]: {kind.__name__} is allowed only in user "
+                        f"messages, not {message.role}"
+                    )
+                if kind is ImagePart:
+                    images += 1
+                    image_bytes += len(part.data or b"")
+                elif kind is FilePart:
+                    file_bytes += len(part.data or b"")
+        else:
+            raise ValidationError(
+                f"{where}.content must be a string or a tuple of parts, "
+                f"not {type(content).__name__}"
+            )
+        for name in ("name", "refusal"):
+            value = getattr(message, name)
+            if value is not None:
+                check_encodable(check_text(value, f"{where}.{name}"), f"{where}.{name}")
+        if message.tool_calls and message.role != "assistant":
+            raise ValidationError(f"{where}: only assistant messages carry tool_calls")
+        if message.role == "tool":
+            answered = message.tool_call_id
+            if not isinstance(answered, str) or not answered:
+                raise ValidationError(f"{where}: a tool message needs the tool_call_id it answers")
+            if answered not in pending:
+                raise ValidationError(
+                    f"{where}: tool_call_id {answered!r} answers no tool call of the assistant "
+                    "message before it"
+                )
+            del pending[answered]
+        elif message.tool_call_id is not None:
+            raise ValidationError(f"{where}: only tool messages carry a tool_call_id")
+        for number, call in enumerate(message.tool_calls):
+            place = f"{where}.tool_calls[{number}]"
+            if not isinstance(call, ToolCall):
+                raise ValidationError(f"{place} is not a ToolCall ({type(call).__name__})")
+            for field_name in ("id", "name", "arguments"):
+                value = getattr(call, field_name)
+                check_encodable(check_text(value, f"{place}.{field_name}"), place)
+            if not call.id or not call.name:
+                raise ValidationError(f"{place} needs an id and a name")
+            if call.id in pending:
+                raise ValidationError(f"{place}: the id {call.id!r} is used twice")
+            pending[call.id] = index
+    if pending:
+        raise ValidationError(
+            f"tool call {next(iter(pending))!r} of messages[{min(pending.values())}] has no tool "
+            "message answering it"
+        )
+    if images > MAX_IMAGES_PER_REQUEST:
+        raise ValidationError(
+            f"{images} images in one request; OpenAI takes at most {MAX_IMAGES_PER_REQUEST}"
+        )
+    if image_bytes > MAX_IMAGE_BYTES_PER_REQUEST:
+        raise ValidationError(
+            f"the images total {image_bytes:,} bytes; OpenAI takes at most "
+            f"{MAX_IMAGE_BYTES_PER_REQUEST // 2**20} MB of images in one request"
+        )
+    if file_bytes > MAX_FILE_BYTES_PER_REQUEST:
+        raise ValidationError(
+            f"the files total {file_bytes:,} bytes; OpenAI takes at most "
+            f"{MAX_FILE_BYTES_PER_REQUEST // 2**20} MB of files in one request"
+        )
+    return messages
 
 
 def check_temperature(value: object) -> float:
@@ -139,4 +257,44 @@ def build_chat_request(
         messages=messages,
         temperature=check_temperature(temperature),
         max_tokens=check_max_tokens(max_tokens),
+    )
+
+
+def build_request(
+    model: object,
+    system_message: object,
+    user_message: object,
+    temperature: object,
+    max_tokens: object,
+    *,
+    messages: object = None,
+    options: object = None,
+    extra: object = None,
+) -> ChatRequest:
+    """The request of an entry point that takes ``messages=``, ``options=`` and ``extra=``
+    beside the seed's arguments: a non-empty ``system_message`` goes first, then
+    ``messages``, then ``user_message`` as the last user turn (when given)."""
+    if messages is None and options is None and extra is None:
+        if user_message is None:
+            raise ValidationError("give user_message, or messages=[...]")
+        return build_chat_request(model, system_message, user_message, temperature, max_tokens)
+    head: list[object] = []
+    system = check_text(system_message, "system_message")
+    if system:
+        head.append(Message("system", system))
+    if messages is not None:
+        head.extend(messages_from(messages))
+    if user_message is not None:
+        head.append(Message("user", check_text(user_message, "user_message")))
+    if not head:
+        raise ValidationError("give user_message, or messages=[...]")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ValidationError(f"extra must be a mapping, not {type(extra).__name__}")
+    return ChatRequest(
+        model=check_encodable(check_model(model), "model"),
+        messages=check_messages(tuple(head)),
+        temperature=check_temperature(temperature),
+        max_tokens=check_max_tokens(max_tokens),
+        extra=dict(extra) if extra else {},
+        options=options_from(options),
     )

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from moodlemate.ai._error_base import MoodlemateError, ValidationError
 from moodlemate.ai._secrets import redact
 
 if TYPE_CHECKING:
-    from moodlemate.ai._call_types import Completion, FailedEntry
+    from moodlemate.ai._call_types import Completion
 
 __all__ = [
     "APIConnectionError",
@@ -48,23 +49,10 @@ __all__ = [
     "TokenizerUnavailableError",
     "UnknownProviderError",
     "UnsupportedFeatureError",
+    "UnsupportedInputError",
     "ValidationError",
     "error_for_status",
 ]
-
-
-class MoodlemateError(Exception):
-    """Base of every error this library raises on purpose."""
-
-    failed_before: tuple[FailedEntry, ...] = ()
-    """With fallbacks: the entries that failed before the one that raised this."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(redact(message))
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class ConfigurationError(MoodlemateError):
@@ -101,12 +89,13 @@ class UnsupportedFeatureError(ConfigurationError):
     """The provider does not implement what was asked (async calls, streaming)."""
 
 
-class ValidationError(MoodlemateError, ValueError):
-    """Bad input caught before anything is sent."""
-
-
 class InvalidAPIKeyError(ValidationError):
     pass
+
+
+class UnsupportedInputError(ValidationError):
+    """The model does not take what the request carries (an image, audio, a tool, an
+    option), by its provider's model rules; raised before sending."""
 
 
 class InvalidEndpointError(ValidationError):

@@ -12,14 +12,25 @@ from __future__ import annotations
 from moodlemate.ai import _bounds as bounds
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._call_types import (
+    AudioPart,
     ChatRequest,
     Completion,
     Connection,
+    Detail,
     FailedEntry,
+    FilePart,
+    ImagePart,
     Message,
+    Options,
+    Part,
     Role,
+    TextPart,
+    ToolCall,
 )
 from moodlemate.ai._hookspecs import hookimpl
+from moodlemate.ai._image_size import image_dimensions
+from moodlemate.ai._media import data_url
+from moodlemate.ai._options import NO_OPTIONS
 from moodlemate.ai._pricing import ModelInfo, Price
 from moodlemate.ai._provider import AsyncProviderStream, Provider, ProviderStream
 from moodlemate.ai._rate_limit_headers import RateLimits, rate_limits_from_headers
@@ -51,14 +62,17 @@ from moodlemate.ai.errors import (
     StreamingNotSupportedError,
     TokenizerUnavailableError,
     UnsupportedFeatureError,
+    UnsupportedInputError,
     ValidationError,
     error_for_status,
 )
 
 __all__ = [
+    "NO_OPTIONS",
     "APIConnectionError",
     "APITimeoutError",
     "AsyncProviderStream",
+    "AudioPart",
     "AuthenticationError",
     "BadRequestError",
     "ChatRequest",
@@ -66,7 +80,10 @@ __all__ = [
     "ConflictError",
     "Connection",
     "ContextWindowExceededError",
+    "Detail",
     "FailedEntry",
+    "FilePart",
+    "ImagePart",
     "InvalidAPIKeyError",
     "InvalidEndpointError",
     "MalformedResponseError",
@@ -74,6 +91,8 @@ __all__ = [
     "ModelInfo",
     "MoodlemateError",
     "NotFoundError",
+    "Options",
+    "Part",
     "PermissionDeniedError",
     "Price",
     "Provider",
@@ -91,16 +110,21 @@ __all__ = [
     "ServerContextWindowExceededError",
     "ServerError",
     "StreamingNotSupportedError",
+    "TextPart",
     "TokenCount",
     "TokenizerUnavailableError",
+    "ToolCall",
     "UnsupportedFeatureError",
+    "UnsupportedInputError",
     "Usage",
     "ValidationError",
     "bounds",
     "count_messages",
+    "data_url",
     "error_for_status",
     "guard_loggers",
     "hookimpl",
+    "image_dimensions",
     "normalize_endpoint",
     "rate_limits_from_headers",
     "retry_after_from_headers",

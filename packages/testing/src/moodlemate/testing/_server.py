@@ -62,6 +62,7 @@ from typing import Any, Literal
 
 from moodlemate.providers.openai.models import routed_rules_for
 from moodlemate.testing._batches import BatchFate, BatchService
+from moodlemate.testing._message_checks import message_problem, model_problem
 from moodlemate.testing._rate_limits import RateLimit, RateLimiter
 
 __all__ = [
@@ -149,6 +150,9 @@ class Reply:
     tool_calls: list[dict[str, Any]] | None = None
     """Tool calls (``{"id", "type": "function", "function": {"name", "arguments"}}``) with
     null ``content`` unless ``text`` is given; pair with ``finish_reason="tool_calls"``."""
+    audio: dict[str, Any] | None = None
+    """A spoken reply (``{"id", "data", "transcript", "expires_at"}``) as ``message.audio``,
+    as the API answers a request with ``modalities: ["text", "audio"]``."""
 
 
 @dataclass(frozen=True)
@@ -953,6 +957,7 @@ class _Completion:
     content_null: bool = False
     refusal: str | None = None
     tool_calls: list[JSONObject] = field(default_factory=list)
+    audio: JSONObject | None = None
 
     @classmethod
     def build(cls, reply: Reply, request: JSONObject) -> _Completion:
@@ -996,6 +1001,7 @@ class _Completion:
             content_null=content_null,
             refusal=reply.refusal,
             tool_calls=[dict(call) for call in reply.tool_calls or ()],
+            audio=dict(reply.audio) if reply.audio is not None else None,
         )
 
     def body(self) -> JSONObject:
@@ -1026,6 +1032,8 @@ class _Completion:
         }
         if self.tool_calls:
             message["tool_calls"] = self.tool_calls
+        if self.audio is not None:
+            message["audio"] = self.audio
         return message
 
 
@@ -1186,6 +1194,9 @@ def _validate(
             "messages",
             "empty_array",
         )
+    shape = message_problem(messages)
+    if shape is not None:
+        return shape
     base = model.lower().removeprefix("openai/")
     if body.get("stream") is True and (model in reject_stream or base in reject_stream):
         return (
@@ -1195,8 +1206,11 @@ def _validate(
             "unsupported_value",
         )
     rules = routed_rules_for(model)  # the providers' own rules: one source of truth
-    if not strict or not rules.reasoning:
+    if not strict:
         return None
+    problem = model_problem(body, rules)
+    if problem is not None or not rules.reasoning:
+        return problem
     if body.get("max_tokens") is not None:
         return (
             "Unsupported parameter: 'max_tokens' is not supported with this model. "

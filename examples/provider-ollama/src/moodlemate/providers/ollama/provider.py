@@ -11,7 +11,16 @@ import os
 from decimal import Decimal
 from urllib.parse import urlsplit
 
-from moodlemate.ai.plugin import InvalidEndpointError, ModelInfo, Price
+from moodlemate.ai.plugin import (
+    AudioPart,
+    ChatRequest,
+    FilePart,
+    ImagePart,
+    InvalidEndpointError,
+    ModelInfo,
+    Price,
+    UnsupportedInputError,
+)
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.tokens import count_tokens
 
@@ -66,6 +75,24 @@ class OllamaProvider(OpenAIProvider):
     def recognises(self, endpoint: str) -> bool:
         """Port 11434 on this machine, or the server ``OLLAMA_HOST`` names."""
         return _server(endpoint) in {_server(self.default_endpoint), _server(DEFAULT_ENDPOINT)}
+
+    def check_input(self, request: ChatRequest) -> None:
+        """Ollama's OpenAI-compatible endpoint takes images inline (base64), not by URL,
+        and no file or audio parts; whether the model itself sees images (llava, gemma3,
+        llama3.2-vision...) only the server knows."""
+        super().check_input(request)
+        for index, message in enumerate(request.messages):
+            for part in () if isinstance(message.content, str) else message.content:
+                if isinstance(part, ImagePart) and part.url is not None:
+                    raise UnsupportedInputError(
+                        f"messages[{index}]: Ollama takes images as bytes or a file, not by "
+                        "URL (it does not fetch them); download the image first"
+                    )
+                if isinstance(part, FilePart | AudioPart):
+                    kind = "file" if isinstance(part, FilePart) else "audio"
+                    raise UnsupportedInputError(
+                        f"messages[{index}]: Ollama's OpenAI-compatible API takes no {kind} parts"
+                    )
 
     def count_tokens(self, text: str, model: str) -> int:
         """An estimate: Llama, Qwen, Mistral and the rest use their own tokenizers, which

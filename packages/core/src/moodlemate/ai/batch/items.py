@@ -13,14 +13,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from moodlemate.ai._validation import check_max_tokens, check_model, check_temperature
+from moodlemate.ai._call_types import ChatRequest, Message
+from moodlemate.ai._message_dicts import messages_from
+from moodlemate.ai._options import NO_OPTIONS, Options, options_from
+from moodlemate.ai._validation import (
+    build_request,
+    check_max_tokens,
+    check_model,
+    check_temperature,
+)
 from moodlemate.ai.errors import ValidationError
 
 __all__ = ["FIELDS", "BatchInputError", "BatchItem", "ItemId", "parse_items", "read_items"]
 
 ItemId = str | int
-FIELDS = ("id", "system", "user", "model", "temperature", "max_tokens")
-REQUIRED = ("id", "user")
+FIELDS = ("id", "system", "user", "messages", "model", "temperature", "max_tokens", "options")
+REQUIRED = ("id",)
 DEFAULT_TEMPERATURE = 0.7  # GPT.chat_completion's default, so a batch line means the same call
 _MAX_LISTED = 20
 
@@ -32,10 +40,25 @@ class BatchItem:
     id: ItemId
     model: str
     system: str
-    user: str
+    user: str | None
     temperature: float
     max_tokens: int | None
     line: int
+    messages: tuple[Message, ...] = ()
+    """Turns between the system message and ``user`` (OpenAI-shaped on the line)."""
+    options: Options = NO_OPTIONS
+
+    def request(self, model: str | None = None) -> ChatRequest:
+        """The checked request this line stands for (to ``model``, else its own)."""
+        return build_request(
+            self.model if model is None else model,
+            self.system,
+            self.user,
+            self.temperature,
+            self.max_tokens,
+            messages=self.messages or None,
+            options=None if self.options is NO_OPTIONS else self.options,
+        )
 
 
 class BatchInputError(ValidationError):
@@ -111,6 +134,8 @@ def _item(text: str, number: int, default_model: str) -> BatchItem:
             else f"unknown fields {', '.join(map(repr, unknown))} (fields: {', '.join(FIELDS)})"
         )
     missing = [name for name in REQUIRED if data.get(name) is None]
+    if data.get("user") is None and data.get("messages") is None:
+        missing.append("user")
     if missing:
         raise ValidationError(f"missing {' and '.join(map(repr, missing))}")
     item_id = data["id"]
@@ -124,15 +149,19 @@ def _item(text: str, number: int, default_model: str) -> BatchItem:
             raise ValidationError(f"{name!r} must be a string, not {_json_kind(value)}")
     model = data.get("model")
     temperature = data.get("temperature")
-    return BatchItem(
+    item = BatchItem(
         id=item_id,
         model=check_model(default_model if model is None else model),
         system=data.get("system") or "",
-        user=data["user"],
+        user=data.get("user"),
         temperature=check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature),
         max_tokens=check_max_tokens(data.get("max_tokens")),
         line=number,
+        messages=messages_from(data["messages"], "'messages'") if "messages" in data else (),
+        options=options_from(data.get("options")),
     )
+    item.request()  # the whole request checked now: tool turns answered, sizes, options
+    return item
 
 
 def _json_kind(value: Any) -> str:

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai._plausible import bounded
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
-from moodlemate.ai._validation import build_chat_request
 from moodlemate.ai.batch.items import BatchItem, ItemId
 from moodlemate.ai.batch.remote_budget import PartBudget
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
@@ -318,9 +317,8 @@ class _RemoteRun:
         return parts
 
     def _line(self, route: _Route, item: BatchItem) -> bytes:
-        request = build_chat_request(
-            route.model, item.system, item.user, item.temperature, item.max_tokens
-        )
+        request = item.request(route.model)
+        route.provider.check_input(request)
         return route.api.request_line(_custom_id(item.id), request)
 
     # -- submitting ------------------------------------------------------------------------
@@ -358,9 +356,7 @@ class _RemoteRun:
         """Hold the part's worst case, saved before anything of it is sent; on a refusal
         the parts not sent yet leave the plan (a rerun plans them again)."""
         requests = (
-            build_chat_request(
-                route.model, item.system, item.user, item.temperature, item.max_tokens
-            )
+            item.request(route.model)
             for item in (self.items[i] for i in part.ids if i in self.items)
         )
         amount = self.budget.worst_case(
@@ -523,9 +519,7 @@ class _RemoteRun:
                 {
                     "provider": route.provider.name,
                     "endpoint": route.connection.endpoint,
-                    "request": build_chat_request(
-                        route.model, item.system, item.user, item.temperature, item.max_tokens
-                    ),
+                    "request": item.request(route.model),
                     "completion": completion,
                     "error": error if completion is None else None,
                     "batch_id": batch_id,

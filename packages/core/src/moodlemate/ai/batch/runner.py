@@ -227,9 +227,7 @@ class _Run:
             completion: Completion | None = None
             error: Exception | None = None
             try:
-                result = self.gpt.complete(
-                    item.model, item.system, item.user, item.temperature, item.max_tokens
-                )
+                result = self.gpt.send(item.request())
                 reply_text(result, item.max_tokens)  # an empty reply or refusal is a failure
                 completion = result
             except Exception as exc:  # recorded in the output, never dropped

@@ -43,6 +43,10 @@ examples:
   moodlemate-ai chat "My name is Ada." && moodlemate-ai chat -c "What is my name?"
   moodlemate-ai chat --conversation french -s "Answer in French." "Hello"
   moodlemate-ai chat --json "Hi" | jq .usage
+  moodlemate-ai chat -m gpt-4o -a photo.jpg "What is in this picture?"
+  moodlemate-ai chat -a https://example.org/chart.png -a report.pdf "Do they agree?"
+  cat scan.png | moodlemate-ai chat --at - image "Read the text in this image."
+  moodlemate-ai chat -o seed 7 -o stop END -o response_format '{"type": "json_object"}' "JSON?"
 """
 
 
@@ -75,6 +79,34 @@ def add_parser(subparsers: Any) -> None:
         help="cap on reply tokens (default: the model's own limit)",
     )
     parser.add_argument(
+        "-a",
+        "--attachment",
+        dest="attachments",
+        action="append",
+        metavar="PATH_OR_URL",
+        help="attach an image, PDF or audio file, or an image URL, typed by its bytes "
+        "(repeatable; '-': standard input's bytes)",
+    )
+    parser.add_argument(
+        "--at",
+        dest="typed_attachments",
+        action="append",
+        nargs=2,
+        metavar=("PATH", "TYPE"),
+        help="attach PATH ('-': standard input) that must be TYPE: image, pdf or audio",
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        dest="options",
+        action="append",
+        nargs=2,
+        metavar=("NAME", "VALUE"),
+        help="a request option (seed, stop, top_p, tools, response_format, reasoning_effort...; "
+        "JSON for structured ones, @FILE to read it); other names are sent as given "
+        "(repeatable)",
+    )
+    parser.add_argument(
         "--usage", action="store_true", help="report tokens, cost and attempts on stderr"
     )
     completes(
@@ -101,11 +133,14 @@ def run(args: argparse.Namespace) -> int:
     if args.template is not None:
         templates.apply_to(args)
     args.model, args.default_model = _models(args.model)
-    if args.prompt is None and sys.stdin.isatty():
+    stdin_taken = "-" in (args.attachments or ()) or any(
+        path == "-" for path, _ in args.typed_attachments or ()
+    )
+    if args.prompt is None and sys.stdin.isatty() and not stdin_taken:
         from moodlemate.ai.cli.chat_interactive import converse
 
         return converse(args, make_gpt(args), _options(args))
-    prompt = _prompt(args.prompt)
+    prompt = _prompt(args.prompt, stdin_taken)
     gpt = make_gpt(args)
     return deliver(gpt, args, prompt, _options(args))
 
@@ -127,17 +162,28 @@ def _models(given: str | None) -> tuple[str | None, str | None]:
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
+    from moodlemate.ai.cli.chat_inputs import attachments, request_options
+
     options: dict[str, Any] = {}
     if args.temperature is not None:
         options["temperature"] = args.temperature
     if args.max_tokens is not None:
         options["max_tokens"] = args.max_tokens
+    named, extra = request_options(args.options)
+    options["request_options"], options["extra"] = named, extra
+    options["attachments"] = attachments(args.attachments, args.typed_attachments)
     return options
 
 
-def _prompt(argument: str | None) -> str:
-    stdin = argument is None or argument == "-"
-    text = read_stdin_text().rstrip("\n") if stdin else str(argument)
+def _prompt(argument: str | None, stdin_taken: bool) -> str:
+    if argument is not None and argument != "-":
+        text = argument
+    elif stdin_taken:
+        raise CommandError(
+            "standard input is an attachment here: give the prompt as PROMPT", EXIT_USAGE
+        )
+    else:
+        text = read_stdin_text().rstrip("\n")
     if not text.strip():
         raise CommandError("the prompt is empty", EXIT_USAGE)
     return text

@@ -79,7 +79,12 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
     except ValidationError as exc:
         raise CommandError(f"conversation {name!r}: {exc.message}") from None
     streaming = sys.stdout.isatty() and not args.no_stream and not args.json
-    deltas: Iterator[str] = talk.stream(prompt) if streaming else iter((talk.ask(prompt),))
+    parts = options.get("attachments", ())
+    deltas: Iterator[str] = (
+        talk.stream(prompt, attachments=parts)
+        if streaming
+        else iter((talk.ask(prompt, attachments=parts),))
+    )
     text = _print(deltas, streaming=streaming, json_output=args.json)
     completion = gpt.last_result
     assert completion is not None  # set by the call that just returned
@@ -107,6 +112,8 @@ def _apply(talk: Conversation, args: argparse.Namespace, options: dict[str, Any]
         talk.temperature = options["temperature"]
     if "max_tokens" in options:
         talk.max_tokens = options["max_tokens"]
+    talk.options = options.get("request_options") or None
+    talk.extra = options.get("extra") or None
 
 
 def _print(deltas: Iterator[str], *, streaming: bool, json_output: bool) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from moodlemate.ai._hookspecs import hookimpl
+from moodlemate.ai._messages import AudioPart, ImagePart, Message, TextPart
 from moodlemate.ai._retry import listen_to_retries, stop_listening
 from moodlemate.ai.errors import MoodlemateError, ProviderError
 from opentelemetry import metrics, trace
@@ -269,16 +270,51 @@ def _fallback_event(entry: FailedEntry) -> Mapping[str, Any]:
     return event
 
 
+def _parts(message: Message) -> list[dict[str, Any]]:
+    """A message's parts in the GenAI conventions' shape; an inline image, file or audio clip
+    is named by its modality and type, its bytes never copied into a span."""
+    content = message.content
+    if isinstance(content, str) and not message.tool_calls and message.tool_call_id is None:
+        return [{"type": "text", "content": content}]
+    parts: list[dict[str, Any]] = []
+    if message.tool_call_id is not None:
+        parts.append(
+            {"type": "tool_call_response", "id": message.tool_call_id, "response": message.text}
+        )
+    elif isinstance(content, str):
+        if content:
+            parts.append({"type": "text", "content": content})
+    else:
+        for part in content:
+            if isinstance(part, TextPart):
+                parts.append({"type": "text", "content": part.text})
+            elif isinstance(part, ImagePart) and part.url is not None:
+                parts.append({"type": "uri", "modality": "image", "uri": part.url})
+            elif isinstance(part, ImagePart):
+                parts.append({"type": "blob", "modality": "image", "mime_type": part.media_type})
+            elif isinstance(part, AudioPart):
+                parts.append({"type": "blob", "modality": "audio", "mime_type": part.format})
+            else:
+                parts.append(
+                    {"type": "file", "mime_type": part.media_type, "file_id": part.file_id}
+                )
+    parts += [
+        {"type": "tool_call", "id": c.id, "name": c.name, "arguments": c.arguments}
+        for c in message.tool_calls
+    ]
+    return parts
+
+
 def _input_content(request: ChatRequest) -> dict[str, str]:
     """``gen_ai.system_instructions`` and ``gen_ai.input.messages`` as JSON strings (span
     attributes cannot hold structures)."""
     instructions = [
-        {"type": "text", "content": m.content}
+        {"type": "text", "content": m.text}
         for m in request.messages
         if m.role in _INSTRUCTION_ROLES
     ]
     messages = [
-        {"role": m.role, "parts": [{"type": "text", "content": m.content}]}
+        {"role": m.role, "parts": _parts(m)}
         for m in request.messages
         if m.role not in _INSTRUCTION_ROLES
     ]

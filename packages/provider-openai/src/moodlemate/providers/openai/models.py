@@ -15,9 +15,25 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from moodlemate.ai.plugin import ChatRequest
+from moodlemate.ai.plugin import (
+    NO_OPTIONS,
+    AudioPart,
+    ChatRequest,
+    FilePart,
+    ImagePart,
+    TextPart,
+)
+from moodlemate.providers.openai import wire
 
-__all__ = ["ModelRules", "chat_body", "family", "routed_rules_for", "rules_for"]
+__all__ = [
+    "REASONING_REJECTS",
+    "ModelRules",
+    "chat_body",
+    "family",
+    "input_problem",
+    "routed_rules_for",
+    "rules_for",
+]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -28,10 +44,31 @@ _REASONING = re.compile(
 _NO_SYSTEM_ROLE = frozenset({"o1-mini", "o1-preview"})
 
 
+_OPENAI_NAME = re.compile(r"^(gpt-|chatgpt-|o\d|text-|davinci|babbage)")
+_NO_IMAGES = re.compile(
+    r"^(gpt-3\.5.*|gpt-4(-32k)?|o1-mini|o1-preview|o3-mini|gpt-4o(-mini)?-(audio|search)-preview"
+    r"|gpt-(4o-mini-)?audio.*|text-.*|davinci.*|babbage.*)$"
+)
+_AUDIO = re.compile(r"^(gpt-4o(-mini)?-audio-preview|gpt-audio(-mini)?)$")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRules:
+    """What a model takes. The capabilities default to yes: a model no rule knows (a local
+    server's, another vendor's behind a router) is sent what the user gives it."""
+
     reasoning: bool = False
     system_role: bool = True
+    images: bool = True
+    """Image and file (PDF) parts."""
+    audio: bool = True
+    """Input audio parts, and the audio output modality."""
+    tools: bool = True
+    """Tool definitions and ``response_format`` json_schema (o1-mini and o1-preview have
+    neither)."""
+    known: bool = False
+    """An OpenAI model these rules describe; others (a local model, another vendor's) may
+    reason or not: their ``reasoning_effort`` is sent as given."""
 
 
 _CHAT_RULES = ModelRules()
@@ -48,9 +85,17 @@ def family(model: str) -> str:
 @lru_cache(maxsize=1024)
 def rules_for(model: str) -> ModelRules:
     fam = family(model)
-    if not _REASONING.match(fam):
+    if not _OPENAI_NAME.match(fam):
         return _CHAT_RULES
-    return ModelRules(reasoning=True, system_role=fam not in _NO_SYSTEM_ROLE)
+    reasoning = bool(_REASONING.match(fam))
+    return ModelRules(
+        reasoning=reasoning,
+        system_role=fam not in _NO_SYSTEM_ROLE,
+        images=not _NO_IMAGES.match(fam),
+        audio=bool(_AUDIO.match(fam)),
+        tools=fam not in _NO_SYSTEM_ROLE,
+        known=True,
+    )
 
 
 def routed_rules_for(model: str) -> ModelRules:
@@ -79,7 +124,7 @@ def _note_once(model: str, what: str, message: str) -> None:
 
 def chat_body(request: ChatRequest, rules: ModelRules) -> dict[str, Any]:
     """The JSON body of /chat/completions for ``request`` under ``rules``."""
-    messages = [{"role": m.role, "content": m.content} for m in request.messages]
+    messages = wire.messages(request.messages)
     body: dict[str, Any] = {"model": request.model, "messages": messages}
     if not rules.reasoning:
         if request.temperature is not None:
@@ -101,6 +146,8 @@ def chat_body(request: ChatRequest, rules: ModelRules) -> dict[str, Any]:
                 )
         if not rules.system_role:
             body["messages"] = _fold_system_into_user(request.model, messages)
+    if request.options is not NO_OPTIONS:
+        body.update(wire.options(request.options))
     if request.stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -109,9 +156,13 @@ def chat_body(request: ChatRequest, rules: ModelRules) -> dict[str, Any]:
     return body
 
 
-def _fold_system_into_user(model: str, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def _fold_system_into_user(model: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Put system/developer text at the head of the first user turn, keeping it verbatim."""
-    instructions = [m["content"] for m in messages if m["role"] in ("system", "developer")]
+    instructions = [
+        m["content"] if isinstance(m["content"], str) else _text_of(m["content"])
+        for m in messages
+        if m["role"] in ("system", "developer")
+    ]
     rest = [m for m in messages if m["role"] not in ("system", "developer")]
     if not instructions:
         return rest
@@ -119,7 +170,55 @@ def _fold_system_into_user(model: str, messages: list[dict[str, str]]) -> list[d
     preamble = "\n\n".join(t for t in instructions if t)
     for i, message in enumerate(rest):
         if message["role"] == "user":
-            joined = f"{preamble}\n\n{message['content']}" if preamble else message["content"]
-            rest[i] = {"role": "user", "content": joined}
+            content = message["content"]
+            if not preamble:
+                joined = content
+            elif isinstance(content, str):
+                joined = f"{preamble}\n\n{content}"
+            else:  # parts: the instructions become the first text part
+                joined = [{"type": "text", "text": preamble}, *content]
+            rest[i] = {**message, "content": joined}
             return rest
     return [{"role": "user", "content": preamble}, *rest]
+
+
+def _text_of(parts: list[dict[str, Any]]) -> str:
+    return "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+
+
+REASONING_REJECTS = ("top_p", "presence_penalty", "frequency_penalty", "logit_bias")
+"""Options reasoning models refuse (with temperature, which is adapted instead)."""
+
+
+def input_problem(request: ChatRequest, rules: ModelRules) -> str | None:
+    """Why ``request.model`` cannot take what ``request`` carries, by ``rules``; None when it
+    can. The provider raises it as UnsupportedInputError before sending."""
+    model = request.model
+    for index, message in enumerate(request.messages):
+        if isinstance(message.content, str):
+            continue
+        for part in message.content:
+            if type(part) is TextPart:
+                continue
+            if isinstance(part, ImagePart | FilePart) and not rules.images:
+                kind = "image" if isinstance(part, ImagePart) else "file"
+                return f"{model} does not take {kind} input (messages[{index}])"
+            if isinstance(part, AudioPart) and not rules.audio:
+                return f"{model} does not take audio input (messages[{index}])"
+    options = request.options
+    if options is NO_OPTIONS:
+        return None
+    if rules.reasoning:
+        for name in REASONING_REJECTS:
+            if getattr(options, name) is not None:
+                return f"{model} is a reasoning model and does not accept {name}"
+    elif rules.known and options.reasoning_effort is not None:
+        return f"{model} is not a reasoning model and does not accept reasoning_effort"
+    if not rules.tools:
+        if options.tools or options.tool_choice is not None:
+            return f"{model} does not take tools"
+        if options.response_format is not None:
+            return f"{model} does not take response_format"
+    if options.modalities is not None and "audio" in options.modalities and not rules.audio:
+        return f"{model} does not produce audio (modalities)"
+    return None

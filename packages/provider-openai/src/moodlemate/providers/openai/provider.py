@@ -18,10 +18,12 @@ from moodlemate.ai.plugin import (
     RemoteBatches,
     StreamingNotSupportedError,
     TokenCount,
+    UnsupportedInputError,
     bounds,
 )
 from moodlemate.providers.openai import (
     chat_tokens,
+    input_tokens,
     models,
     pricing,
     responses,
@@ -82,6 +84,11 @@ class OpenAIProvider(Provider):
     def body(self, request: ChatRequest) -> dict[str, Any]:
         return models.chat_body(request, self.rules(request.model))
 
+    def check_input(self, request: ChatRequest) -> None:
+        problem = models.input_problem(request, self.rules(request.model))
+        if problem is not None:
+            raise UnsupportedInputError(problem)
+
     # -- the contract --------------------------------------------------------------------
 
     def execute(self, connection: Connection, request: ChatRequest) -> Completion:
@@ -139,6 +146,9 @@ class OpenAIProvider(Provider):
 
     def count_message_tokens(self, messages: Sequence[Mapping[str, str]], model: str) -> TokenCount:
         return chat_tokens.count_message_tokens(messages, model)
+
+    def count_input_tokens(self, request: ChatRequest) -> TokenCount:
+        return input_tokens.count_input_tokens(request)
 
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         return pricing.openai_prices().get(model)

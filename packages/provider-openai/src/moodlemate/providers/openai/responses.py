@@ -102,6 +102,7 @@ def parse_completion(
         refusal=text_or(message.get("refusal"), "") or None,
         tool_calls=tool_calls_from(message.get("tool_calls")),
         rate_limits=rate_limits_from_headers(headers),
+        audio=_dict(message.get("audio")) or None,
     )
 
 
