@@ -9,6 +9,7 @@ from typing import Any
 from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
 from moodlemate.ai.cli.common import (
     CommandError,
+    add_retry_options,
     add_settings_options,
     make_gpt,
     positive_int,
@@ -64,6 +65,7 @@ def add_parser(subparsers: Any) -> None:
     )
     add_reply_options(parser)
     add_settings_options(parser)
+    add_retry_options(parser)
     parser.set_defaults(func=run)
 
 
