@@ -28,12 +28,25 @@ def gpt(server: LoopbackServer) -> GPT:
     return GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
 
 
+WORKSPACE_PLUGINS = "openai,openrouter,ollama"
+"""The plugins of this repository: the only ones a test loads, unless it is marked
+``all_plugins`` (discovery tests), so a third-party plugin in the same virtualenv changes
+nothing (tests/test_plugin_isolation.py installs one and runs tests beside it)."""
+
+os.environ["MOODLEMATE_PLUGINS"] = WORKSPACE_PLUGINS  # for anything loaded before a fixture runs
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never see the developer's real keys, config or plugin selection."""
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Tests never see the developer's real keys, config or plugin selection, nor plugins
+    installed beside the workspace's own."""
     for name in list(os.environ):
         if name.startswith(("MOODLEMATE_", "OPENAI_", "OPENROUTER_")):
             monkeypatch.delenv(name, raising=False)
+    if request.node.get_closest_marker("all_plugins") is None:
+        monkeypatch.setenv("MOODLEMATE_PLUGINS", WORKSPACE_PLUGINS)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
