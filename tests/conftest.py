@@ -70,3 +70,22 @@ def redis_url(redis_session: Any) -> str:
     client.flushall()
     client.close()
     return str(redis_session.url)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many documentation blocks ran, and how many are marked not runnable."""
+    outcomes = {
+        outcome: sum("test_docs.py::test_doc_block_runs" in r.nodeid for r in reports)
+        for outcome, reports in terminalreporter.stats.items()
+        if outcome in ("passed", "failed", "error", "skipped")
+    }
+    executed = sum(outcomes.values())
+    if not executed:
+        return
+    import doc_blocks
+
+    marked = [block for block in doc_blocks.all_blocks() if block.not_run is not None]
+    terminalreporter.write_line(
+        f"documentation blocks: {executed} executed ({outcomes.get('passed', 0)} passed, "
+        f"{outcomes.get('failed', 0)} failed), {len(marked)} marked not-run"
+    )
