@@ -89,3 +89,18 @@ def test_the_readme_stays_short_and_gives_the_command_ci_runs() -> None:
     command = ci.strip().splitlines()[-1]
     assert command == "python -m pytest"
     assert f"\n{command}\n" in readme  # "the exact test command the README gives"
+
+
+def test_blocks_give_the_key_before_the_endpoint() -> None:
+    """The documented order: ``gpt.api_key = ...`` then ``gpt.endpoint = ...``, and
+    ``api_key=`` before ``endpoint=`` in one call."""
+    keyword_order = re.compile(r"\(([^()]*\bendpoint=[^()]*\bapi_key=)")
+    for block in BLOCKS:
+        if block.kind != "python":
+            continue
+        lines = block.source.splitlines()
+        keys = [n for n, line in enumerate(lines) if re.search(r"\.api_key = ", line)]
+        endpoints = [n for n, line in enumerate(lines) if re.search(r"\.endpoint = ", line)]
+        if keys and endpoints:
+            assert keys[0] < endpoints[0], f"{block.id}: the endpoint is set before the key"
+        assert not keyword_order.search(block.source), f"{block.id}: endpoint= before api_key="
