@@ -28,12 +28,25 @@ def gpt(server: LoopbackServer) -> GPT:
     return GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
 
 
+WORKSPACE_PLUGINS = "openai,openrouter,ollama"
+"""The plugins of this repository: the only ones a test loads, unless it is marked
+``all_plugins`` (discovery tests), so a third-party plugin in the same virtualenv changes
+nothing (tests/test_plugin_isolation.py installs one and runs tests beside it)."""
+
+os.environ["MOODLEMATE_PLUGINS"] = WORKSPACE_PLUGINS  # for anything loaded before a fixture runs
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never see the developer's real keys, config or plugin selection."""
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Tests never see the developer's real keys, config or plugin selection, nor plugins
+    installed beside the workspace's own."""
     for name in list(os.environ):
         if name.startswith(("MOODLEMATE_", "OPENAI_", "OPENROUTER_")):
             monkeypatch.delenv(name, raising=False)
+    if request.node.get_closest_marker("all_plugins") is None:
+        monkeypatch.setenv("MOODLEMATE_PLUGINS", WORKSPACE_PLUGINS)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
@@ -57,3 +70,22 @@ def redis_url(redis_session: Any) -> str:
     client.flushall()
     client.close()
     return str(redis_session.url)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many documentation blocks ran, and how many are marked not runnable."""
+    outcomes = {
+        outcome: sum("test_docs.py::test_doc_block_runs" in r.nodeid for r in reports)
+        for outcome, reports in terminalreporter.stats.items()
+        if outcome in ("passed", "failed", "error", "skipped")
+    }
+    executed = sum(outcomes.values())
+    if not executed:
+        return
+    import doc_blocks
+
+    marked = [block for block in doc_blocks.all_blocks() if block.not_run is not None]
+    terminalreporter.write_line(
+        f"documentation blocks: {executed} executed ({outcomes.get('passed', 0)} passed, "
+        f"{outcomes.get('failed', 0)} failed), {len(marked)} marked not-run"
+    )

@@ -117,3 +117,45 @@ def install_broken(site: Path) -> Path:
     for plugin, source in BROKEN_PLUGINS.items():
         install(site, plugin, source)
     return site
+
+
+THIRD_PARTY = "noisy"
+"""A plausible third-party plugin, well-formed but in the way: a provider of its own, call
+hooks that log a WARNING for every call, and an ``openai:``-looking model alias. The suite
+must pass with it installed (tests pin the plugins they load: tests/conftest.py)."""
+
+THIRD_PARTY_SOURCE = """
+    import logging
+
+    from moodlemate.ai import hookimpl
+    from moodlemate.providers.openai import OpenAIProvider
+
+    log = logging.getLogger("mmtest_noisy")
+
+
+    class Noisy(OpenAIProvider):
+        name = "noisy"
+        default_endpoint = "http://127.0.0.1:9/v1"
+
+
+    @hookimpl
+    def register_providers(register):
+        register(Noisy())
+
+
+    @hookimpl
+    def before_request(request, provider, endpoint):
+        log.warning("noisy plugin saw a request to %s", endpoint)
+        print("noisy plugin: before_request")
+
+
+    @hookimpl
+    def after_response(request, completion, error):
+        log.warning("noisy plugin saw the end of a call")
+"""
+
+
+def install_third_party(site: Path) -> Path:
+    """Install the noisy third-party plugin (distribution mmtest-noisy) into ``site``."""
+    install(site, THIRD_PARTY, THIRD_PARTY_SOURCE)
+    return site

@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 from moodlemate.ai._plugins import registry
 from support import REPO
 
@@ -160,6 +161,7 @@ def test_the_core_wheel_carries_no_openai_emulation(tmp_path: Path) -> None:
     assert "Requires-Dist: moodlemate-ai-testing>=0.1.0; extra == 'all'" in metadata
 
 
+@pytest.mark.all_plugins  # a registry of its own: no pin applies
 def test_a_missing_provider_says_how_to_install_it_from_a_clone_and_from_pypi() -> None:
     from moodlemate.ai import ProviderNotInstalledError
     from moodlemate.ai._plugins import PluginRegistry

@@ -313,6 +313,7 @@ class _SyncOnly(Provider):
         return len(text.split())
 
 
+@pytest.mark.all_plugins  # a registry of its own: no pin applies
 def test_provider_without_async_or_streaming() -> None:
     from moodlemate.ai._plugins import PluginRegistry
 

@@ -182,6 +182,7 @@ def test_tokens_unreadable_input_is_a_usage_error_like_batchs(tmp_path: Path) ->
 
 def test_demo_runs_the_stack_with_no_key_and_no_endpoint() -> None:
     out = run_cli("demo")
+    assert "moodlemate-ai serve --port 8000" in out.stdout  # where to go next, still no key
     assert out.returncode == 0, out.stderr
     assert "chat_completion('gpt-4o-mini') -> 'Hello! I am answering" in out.stdout
     assert "count_tokens('The quick brown fox jumps over the lazy dog.', 'gpt-4o-mini') -> 10" in (

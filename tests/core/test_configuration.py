@@ -363,6 +363,7 @@ def test_names_with_colons_that_are_not_providers_pass_unchanged(
     assert server.chat_requests[0].body["model"] == model
 
 
+@pytest.mark.all_plugins  # a registry of its own, with no plugin at all: no pin applies
 def test_a_prefix_naming_a_missing_provider_package_says_what_to_install() -> None:
     nothing_installed = PluginRegistry(group="moodlemate.ai.tests.no-such-group")
     gpt = GPT(plugins=nothing_installed)

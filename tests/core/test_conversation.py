@@ -73,6 +73,7 @@ def test_second_call_carries_the_first_turn(gpt: GPT, server: LoopbackServer) ->
     assert gpt.ledger.calls == 2
 
 
+@pytest.mark.all_plugins  # the tiny fixture's registry of its own: no pin applies
 def test_long_conversation_is_trimmed_to_the_window(tiny: GPT, server: LoopbackServer) -> None:
     provider = tiny.provider
     conversation = tiny.conversation()
@@ -99,6 +100,7 @@ def test_long_conversation_is_trimmed_to_the_window(tiny: GPT, server: LoopbackS
     )
 
 
+@pytest.mark.all_plugins  # the tiny fixture's registry of its own: no pin applies
 def test_prompt_that_cannot_fit_is_refused_before_sending(
     tiny: GPT, server: LoopbackServer
 ) -> None:

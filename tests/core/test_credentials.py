@@ -183,6 +183,7 @@ def test_openai_base_url_outranks_a_config_files_endpoint_and_that_files_key(
         assert filed.chat_requests == []
 
 
+@pytest.mark.all_plugins  # a registry of its own: no pin applies
 def test_openai_base_url_is_the_openai_providers_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert GPT("openrouter").endpoint == "https://openrouter.ai/api/v1"
@@ -252,6 +253,7 @@ def test_moodlemate_api_key_goes_with_moodlemate_endpoint_only(
 # -- routed calls -------------------------------------------------------------------------------
 
 
+@pytest.mark.all_plugins  # a registry of its own: no pin applies
 def test_a_routed_call_carries_its_own_providers_key_never_the_instances(
     keyed: LoopbackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

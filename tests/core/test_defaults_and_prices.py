@@ -87,6 +87,7 @@ def test_an_unknown_price_on_a_custom_endpoint_is_a_note(
     assert gpt.ledger.as_dict()["by_model"]["llama3.2"]["cost"] is None
 
 
+@pytest.mark.all_plugins  # a registry of its own: no pin applies
 def test_an_unknown_price_on_the_vendors_own_service_stays_a_warning(
     server: LoopbackServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -37,6 +37,9 @@ from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openrouter import OpenRouterProvider
 from support import FAST_RETRY, TEST_KEY
 
+# The chains run on registries of their own (Servers.plugins): no pin applies.
+pytestmark = pytest.mark.all_plugins
+
 OR_KEY = "sk-or-v1-5e2a9c0d7b1f4e3a8c6d0f1e"
 ROUTED = "openrouter:openai/gpt-4o-mini"
 OUTAGE = Fault.status(503, message="upstream overloaded")

@@ -174,7 +174,9 @@ def test_a_dripping_price_catalog_never_blocks_the_event_loop() -> None:
         gpt = _router(server)
         elapsed, longest_gap = asyncio.run(main())
     assert elapsed < catalog.FETCH_TIMEOUT + 1.0
-    assert longest_gap < 0.3, f"the event loop stalled for {longest_gap:.2f}s"
+    # A fetch on the loop would stall it for the whole fetch (2 s); half of that leaves a loaded
+    # 2-core machine's scheduling hiccups room without letting a blocking fetch pass.
+    assert longest_gap < catalog.FETCH_TIMEOUT / 2, f"the event loop stalled for {longest_gap:.2f}s"
 
 
 BATCH = r"""

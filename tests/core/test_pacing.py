@@ -514,7 +514,9 @@ def test_a_frozen_redis_never_stalls_the_event_loop_of_async_calls() -> None:
     finally:
         own.stop()
     assert len(replies) == 8
-    assert max(gaps) < 0.5  # Redis timing out (1 s) happened off the loop
+    # Redis timing out (1 s) happened off the loop: on it, the loop would stall a second or
+    # more; 0.8 s leaves a loaded 2-core machine's scheduling hiccups room.
+    assert max(gaps) < 0.8
 
 
 def test_gpt_loads_neither_asyncio_nor_the_limiter_nor_redis_until_they_are_needed() -> None:

@@ -22,10 +22,9 @@ def guide_files() -> dict[str, str]:
     return {name: body for name, body in FILE_BLOCK.findall(GUIDE.read_text())}
 
 
-def test_guide_is_linked_from_the_readme() -> None:
-    readme = (REPO / "README.md").read_text()
-    plugins_section = readme.split("\n## Plugins: your own provider\n", 1)[1]
-    assert "](docs/plugins.md)" in plugins_section.split("\n## ", 1)[0]
+def test_guide_is_linked_from_the_readme_and_the_site() -> None:
+    assert "[writing a plugin](docs/plugins.md)" in (REPO / "README.md").read_text()
+    assert "Writing a plugin: plugins.md" in (REPO / "mkdocs.yml").read_text()
 
 
 def test_the_minimal_plugin_passes_the_guides_tests(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ def _plugin(**hooks: Callable[..., None]) -> types.SimpleNamespace:
 # -- broken plugins ------------------------------------------------------------------------
 
 
+@pytest.mark.all_plugins
 @pytest.mark.usefixtures("with_broken")
 def test_each_broken_plugin_is_reported_by_name_package_and_reason() -> None:
     registry = PluginRegistry()
@@ -65,11 +66,17 @@ def test_each_broken_plugin_is_reported_by_name_package_and_reason() -> None:
         assert message in warned
 
 
+@pytest.mark.all_plugins
 @pytest.mark.usefixtures("with_broken")
 def test_other_providers_keep_working_beside_broken_plugins(server: LoopbackServer) -> None:
     registry = PluginRegistry()
     with pytest.warns(RuntimeWarning):
-        assert registry.names() == ["ollama", "openai", "openrouter"]
+        assert set(registry.names()) >= {
+            "ollama",
+            "openai",
+            "openrouter",
+        }  # others may be installed
+    assert not set(registry.names()) & {"halfdone", "noscheme"}
     # The impostor claiming "openai" did not replace the real one.
     assert registry.entries()["openai"].package == "moodlemate-ai-openai"
     server.enqueue(Reply(text="from openai"), Reply(text="from ollama"))
@@ -79,6 +86,7 @@ def test_other_providers_keep_working_beside_broken_plugins(server: LoopbackServ
     assert ollama.chat_completion("llama3.2", "", "hi") == "from ollama"
 
 
+@pytest.mark.all_plugins
 @pytest.mark.usefixtures("with_broken")
 def test_selecting_a_broken_provider_says_why() -> None:
     registry = PluginRegistry()
@@ -88,6 +96,7 @@ def test_selecting_a_broken_provider_says_why() -> None:
         GPT("import_error", plugins=registry).endpoint  # noqa: B018
 
 
+@pytest.mark.all_plugins
 def test_a_plugin_named_like_its_provider_keeps_the_name_in_either_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,6 +110,7 @@ def test_a_plugin_named_like_its_provider_keeps_the_name_in_either_order(
     assert list(registry.failures) == ["duplicate"]
 
 
+@pytest.mark.all_plugins
 def test_reload_discovers_a_package_installed_at_run_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,15 +142,17 @@ def test_reload_discovers_a_package_installed_at_run_time(
 # -- MOODLEMATE_PLUGINS --------------------------------------------------------------------
 
 
+@pytest.mark.all_plugins
 def test_restriction_loads_only_the_named_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOODLEMATE_PLUGINS", " ollama ")
     registry = PluginRegistry()
     assert registry.names() == ["ollama"]
-    assert registry.excluded == {"openai", "openrouter"}
+    assert registry.excluded >= {"openai", "openrouter"}  # and any other installed plugin
     with pytest.raises(UnknownProviderError, match="installed but not loaded: MOODLEMATE_PLUGINS"):
         GPT("openai", plugins=registry).endpoint  # noqa: B018
 
 
+@pytest.mark.all_plugins
 def test_restriction_keeps_broken_plugins_from_loading(
     monkeypatch: pytest.MonkeyPatch, with_broken: Path
 ) -> None:
@@ -151,7 +163,7 @@ def test_restriction_keeps_broken_plugins_from_loading(
         warnings.simplefilter("error")
         assert registry.names() == ["ollama", "openai"]
     assert registry.failures == {}
-    assert registry.excluded == {*fake_dists.BROKEN_PLUGINS, "openrouter"}
+    assert registry.excluded >= {*fake_dists.BROKEN_PLUGINS, "openrouter"}
 
 
 def test_empty_restriction_loads_no_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -287,6 +299,7 @@ def test_public_register_functions_in_a_script(server: LoopbackServer, tmp_path:
     assert out.stdout.splitlines() == ["hook saw scripted", "scripted"]
 
 
+@pytest.mark.all_plugins
 def test_a_plugin_that_registers_itself_while_imported(tmp_path: Path) -> None:
     """Registration in code from inside an entry-point import re-enters the loading registry;
     it must neither recurse nor deadlock."""
@@ -364,6 +377,7 @@ def test_a_subclass_for_another_server_does_not_inherit_the_parents_key(
     assert "authorization" not in server.chat_requests[0].headers
 
 
+@pytest.mark.all_plugins
 def test_two_packages_with_one_entry_point_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -141,6 +141,7 @@ class _KeyedLoopback(OpenAIProvider):
     hosts = ("127.0.0.1",)
 
 
+@pytest.mark.all_plugins  # a registry of its own: no pin applies
 @pytest.mark.parametrize(
     ("key", "why"),
     [("kd-secret-value-123456\n", "whitespace"), ("sk-secret-value-123456", "start with")],

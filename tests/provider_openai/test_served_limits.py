@@ -139,5 +139,5 @@ def test_a_refused_connection_says_nothing_listens_and_is_still_retried(
     with pytest.raises(APIConnectionError) as info:
         gpt.chat_completion("gpt-4o-mini", "", "Hi")
     first_retry = next(r.getMessage() for r in caplog.records if "retrying" in r.getMessage())
-    assert f"nothing listens at 127.0.0.1:{port}" in first_retry
+    assert f"cannot reach 127.0.0.1:{port} (refused): nothing listens" in first_retry
     assert info.value.attempts == 2

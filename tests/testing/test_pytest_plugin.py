@@ -10,9 +10,9 @@ import pytest
 from support import REPO
 
 
-def _readme_example() -> str:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n### pytest fixtures\n", 1)[1].split("\n## ", 1)[0]
+def _guide_example() -> str:
+    guide = (REPO / "docs" / "testing.md").read_text(encoding="utf-8")
+    section = guide.split("\n## pytest fixtures\n", 1)[1].split("\n## ", 1)[0]
     found = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert found is not None
     return found.group(1)
@@ -26,7 +26,7 @@ def test_the_plugin_is_an_installed_pytest11_entry_point() -> None:
 
 
 def test_the_readme_example_passes_as_written(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_greeting=_readme_example())
+    pytester.makepyfile(test_greeting=_guide_example())
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from moodlemate.ai._moved_modules import install as _install_moved_modules
+
 # Not ``from typing import TYPE_CHECKING``: typing alone costs more than this whole module.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -203,6 +205,8 @@ if TYPE_CHECKING:
     )
 
 __version__ = "0.1.0"
+
+_install_moved_modules()  # moodlemate.ai.retry and the other old paths, with a warning
 
 # The module that defines each public name, imported on first access. The one list of the
 # public API: ``__all__`` and the lookup below come from it (the block above, for type

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 
 from moodlemate.ai._budget import reserve
 from moodlemate.ai._credentials import explain_unsent_key
+from moodlemate.ai._network_failure import name_the_failure
 from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._pacing import PACED
 from moodlemate.ai._plausible import bounded
 from moodlemate.ai._provider import DEFAULT_IMAGE_TOKENS
 from moodlemate.ai._urls import origin
-from moodlemate.ai.errors import ProviderError, RateLimitError
+from moodlemate.ai.errors import APIConnectionError, ProviderError, RateLimitError
 
 if TYPE_CHECKING:
     from moodlemate.ai._bounds import ResponseLimits
@@ -235,7 +236,10 @@ class Call:
 
     def unanswered(self, error: BaseException) -> None:
         """An attempt failed: let another call probe a new model, and on a server's 429 hold
-        the model for the time it asked, for every call that paces."""
+        the model for the time it asked, for every call that paces. A server that could not be
+        reached is named with the cause, before the retry warning logs the error."""
+        if isinstance(error, APIConnectionError):
+            name_the_failure(error, self.connection.endpoint)
         pacer = self.accounts.pacer
         if pacer is None:
             return

@@ -1,4 +1,4 @@
-"""The test server, under the name earlier versions and the README use.
+"""The test server, under the name earlier versions and the guides use.
 
 ``LoopbackServer`` emulates the OpenAI API, so it lives in its own distribution,
 moodlemate-ai-testing (import ``moodlemate.testing``), and the core carries no vendor

@@ -10,6 +10,7 @@ from moodlemate.ai.cli import templates
 from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
 from moodlemate.ai.cli.common import (
     CommandError,
+    add_retry_options,
     add_settings_options,
     make_gpt,
     positive_int,
@@ -123,6 +124,7 @@ def add_parser(subparsers: Any) -> None:
     )
     add_reply_options(parser)
     add_settings_options(parser)
+    add_retry_options(parser)
     parser.set_defaults(func=run)
 
 

@@ -15,6 +15,7 @@ from moodlemate.ai.errors import ValidationError
 
 if TYPE_CHECKING:
     from moodlemate.ai._gpt import GPT
+    from moodlemate.ai._retry import RetryPolicy
     from moodlemate.ai._usage import Usage
 
 _SETTINGS = (
@@ -100,6 +101,45 @@ def budget_amount(text: str) -> Decimal:
     return amount
 
 
+CLI_RETRIES = 2
+"""Retries after the first attempt when a command runs at a terminal: a person waiting at a
+prompt is not a 24/7 worker, so an unreachable server is reported within seconds (the
+library's own policy, 6 attempts over half a minute, rides out outages for services)."""
+CLI_WAITS = {"wait_initial": 0.25, "wait_max": 2.0, "wait_jitter": 0.25}
+
+
+def add_retry_options(parser: argparse.ArgumentParser) -> None:
+    """--retries/--deadline: how hard this command tries before it reports a failure."""
+    group = parser.add_argument_group(
+        "retries",
+        f"A failed request is retried {CLI_RETRIES} times, a second or so apart, so a server "
+        "that cannot be reached (a name that does not resolve, a refused port) is reported "
+        "within seconds, naming the host, the port and the cause.",
+    )
+    group.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=CLI_RETRIES,
+        metavar="N",
+        help=f"retries after the first attempt (default {CLI_RETRIES}; 0: none)",
+    )
+    group.add_argument(
+        "--deadline",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="time for the whole call, attempts and waits together (default: the "
+        "library's, 1200 s, which slow reasoning models need)",
+    )
+
+
+def cli_retry_policy(args: argparse.Namespace, base: RetryPolicy) -> RetryPolicy:
+    """The command line's policy: ``base`` with fewer attempts and shorter waits."""
+    from dataclasses import replace
+
+    deadline = args.deadline if args.deadline is not None else base.deadline
+    return replace(base, attempts=args.retries + 1, deadline=deadline, **CLI_WAITS)
+
+
 def make_gpt(args: argparse.Namespace) -> GPT:
     """A GPT from the settings the user gave; everything else resolves as in the library."""
     from moodlemate.ai._gpt import GPT
@@ -123,6 +163,8 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         given["log"] = False
     scope, window = given.pop("budget_scope", None), given.pop("budget_window", None)
     gpt = GPT(**given)
+    if getattr(args, "retries", None) is not None:
+        gpt.retry = cli_retry_policy(args, gpt.retry)
     if gpt.log is None and not getattr(args, "no_log", False):
         from moodlemate.ai._spend_log import SpendLog, default_log_path
 
@@ -166,6 +208,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
     return value
 
 

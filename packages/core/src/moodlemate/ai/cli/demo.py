@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             counted = str(gpt.count_tokens(sample, args.model))
         except (TokenizerUnavailableError, OSError) as exc:  # offline without tiktoken's data
-            counted = f"skipped, no tokenizer data offline ({type(exc).__name__}); see the README"
+            counted = f"skipped, no tokenizer data offline ({type(exc).__name__})"
+            counted += "; see docs/tokens-and-cost.md"
         print(f"\ncount_tokens({sample!r}, {args.model!r}) -> {counted}")
 
         server.enqueue(Fault.status(429, retry_after=0.5), Reply(text="Answered after a retry."))
@@ -93,7 +94,17 @@ def run(args: argparse.Namespace) -> int:
             f"\nledger: {total['calls']} calls, {total['total_tokens']} tokens, "
             f"{_money(total['cost'])}"
         )
+    print(NEXT)
     return EXIT_OK
+
+
+NEXT = """
+next, with your own prompts and still no key: run the same server in the foreground,
+  moodlemate-ai serve --port 8000
+then, in another terminal,
+  export MOODLEMATE_ENDPOINT=http://127.0.0.1:8000/v1
+  moodlemate-ai chat "Hello"
+(docs/getting-started.md: the no-key tour, from the command line and from Python)"""
 
 
 def _show_retries() -> None:

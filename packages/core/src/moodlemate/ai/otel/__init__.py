@@ -6,7 +6,7 @@ OpenTelemetry GenAI semantic conventions, recorded by a plugin on our own call h
     from moodlemate.ai.otel import instrument
     instrument()                            # the global tracer and meter providers
 
-What is recorded (names from the conventions; see the README for the full table):
+What is recorded (names from the conventions; docs/telemetry.md has the full table):
 
 - a ``CLIENT`` span ``chat {gen_ai.request.model}`` per call, retries and fallbacks included,
   with ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.*``,
