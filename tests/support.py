@@ -60,3 +60,9 @@ FAST_RETRY = RetryPolicy(
     wait_max=0.05,
     wait_jitter=0.0,
 )
+
+
+def suite_transport() -> str:
+    """The HTTP transport this test runs on: ``MOODLEMATE_TRANSPORT`` as tests/conftest.py
+    set it (the whole suite's, or one of each_transport's), else the default."""
+    return os.environ.get("MOODLEMATE_TRANSPORT") or "lean"

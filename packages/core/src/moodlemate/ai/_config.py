@@ -52,6 +52,7 @@ ENV_APP_URL = "MOODLEMATE_APP_URL"
 ENV_APP_TITLE = "MOODLEMATE_APP_TITLE"
 ENV_REDIS = "MOODLEMATE_REDIS_URL"
 ENV_PACING = "MOODLEMATE_PACING"
+ENV_TRANSPORT = "MOODLEMATE_TRANSPORT"
 
 # Where a value came from; lower is more explicit.
 ARGUMENT, ENVIRONMENT, FILE, DEFAULT = 0, 1, 2, 3
@@ -100,6 +101,8 @@ class Settings:
     pacing: object = None
     """``pacing`` as configured (``MOODLEMATE_PACING``, the file): True, False, a table of
     models, or None (not configured: on when Redis is set)."""
+    transport: str | None = None
+    """The HTTP transport by the provider's name for it (``"openai-sdk"``); None: its default."""
 
 
 def resolve_settings(
@@ -111,6 +114,7 @@ def resolve_settings(
     headers: Mapping[str, str] | None = None,
     app_url: str | None = None,
     app_title: str | None = None,
+    transport: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Each setting from the first of: explicit argument, environment, config file, default."""
@@ -174,6 +178,9 @@ def resolve_settings(
         log=section.get("log"),
         redis=_redis_url(env.get(ENV_REDIS), section.get("redis")),
         pacing=_pacing(env.get(ENV_PACING), section.get("pacing")),
+        transport=_pick(
+            _text(transport, "transport"), env.get(ENV_TRANSPORT), section.get("transport")
+        )[0],
     )
 
 

@@ -131,6 +131,8 @@ class Target:
     """None: the headers were given in code and follow the instance."""
     app_url: str | None = None
     app_title: str | None = None
+    transport: str | None = None
+    """The HTTP transport asked for (``GPT(transport=...)``, ``MOODLEMATE_TRANSPORT``, the file)."""
 
 
 def target_from(settings: Settings) -> Target:
@@ -158,6 +160,7 @@ def target_from(settings: Settings) -> Target:
         headers_scope=scope if settings.headers_in_file else None,
         app_url=settings.app_url,
         app_title=settings.app_title,
+        transport=settings.transport,
     )
 
 
@@ -316,6 +319,7 @@ def connect(
         app_url=target.app_url,
         app_title=target.app_title,
         key_note=source if key is None and source else None,
+        transport=target.transport,
     )
     return provider, connection
 

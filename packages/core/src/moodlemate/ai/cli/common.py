@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._usage import Usage
 
-_SETTINGS = ("provider", "endpoint", "profile", "model", "fallbacks")
+_SETTINGS = ("provider", "endpoint", "profile", "model", "fallbacks", "transport")
 
 
 class CommandError(Exception):
@@ -58,6 +58,12 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         type=api_key,
         help=f"API key sent to this command's endpoint (default with --endpoint: ${ENV_KEY}). "
         "Prefer the variable: a key on the command line shows in the process list",
+    )
+    group.add_argument(
+        "--transport",
+        metavar="NAME",
+        help="HTTP transport the provider uses (openai: lean, the default, or openai-sdk; "
+        "default: $MOODLEMATE_TRANSPORT, the config file's transport)",
     )
     group.add_argument(
         "--no-log",

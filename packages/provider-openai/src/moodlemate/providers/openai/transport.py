@@ -21,7 +21,14 @@ from typing import Any
 
 from moodlemate.ai.plugin import APIConnectionError, ResponseLimits, bounds
 
-__all__ = ["bound_async_client", "bound_client", "fetch", "httpx_module"]
+__all__ = [
+    "DeadlineBackend",
+    "bound_async_client",
+    "bound_client",
+    "fetch",
+    "httpcore_module",
+    "httpx_module",
+]
 
 _SLICE = 1024
 """Raw bytes handed to the decoder at once; deflate inflates at most ~1000x."""
@@ -40,10 +47,15 @@ def httpx_module() -> Any:
 
 
 @cache
-def _httpcore() -> Any:
-    import importlib
+def httpcore_module() -> Any:
+    """httpcore2 where installed (the lean transport's HTTP library), else httpcore."""
+    try:
+        import httpcore2  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # openai < 3
+        import httpcore  # type: ignore[import-not-found,unused-ignore]
 
-    return importlib.import_module(httpx_module().__name__.replace("httpx", "httpcore"))
+        return httpcore
+    return httpcore2
 
 
 def bound_client(**options: Any) -> Any:
@@ -62,8 +74,8 @@ def _with_deadlines(client: Any) -> Any:
     for transport in transports:
         pool = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
-        if backend is not None and not isinstance(backend, _DeadlineBackend):
-            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+        if backend is not None and not isinstance(backend, DeadlineBackend):
+            pool._network_backend = DeadlineBackend(backend)  # type: ignore[union-attr]
     return client
 
 
@@ -84,11 +96,11 @@ def _clamp(timeout: float | None, expired: str) -> float | None:
     if left is None:
         return timeout
     if left <= 0:
-        raise getattr(_httpcore(), expired)("the attempt's deadline passed")
+        raise getattr(httpcore_module(), expired)("the attempt's deadline passed")
     return left if timeout is None else min(timeout, left)
 
 
-class _DeadlineStream:
+class DeadlineStream:
     """A network stream whose every operation ends by the running attempt's deadline."""
 
     __slots__ = ("_stream",)
@@ -108,8 +120,8 @@ class _DeadlineStream:
 
     def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> _DeadlineStream:
-        return _DeadlineStream(
+    ) -> DeadlineStream:
+        return DeadlineStream(
             self._stream.start_tls(ssl_context, server_hostname, _clamp(timeout, "ConnectTimeout"))
         )
 
@@ -117,7 +129,7 @@ class _DeadlineStream:
         return self._stream.get_extra_info(info)
 
 
-class _DeadlineBackend:
+class DeadlineBackend:
     """httpcore's network backend, wrapped so its streams honour the attempt's deadline."""
 
     __slots__ = ("_backend",)
@@ -132,19 +144,19 @@ class _DeadlineBackend:
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Any = None,
-    ) -> _DeadlineStream:
+    ) -> DeadlineStream:
         stream = self._backend.connect_tcp(
             host, port, _clamp(timeout, "ConnectTimeout"), local_address, socket_options
         )
-        return _DeadlineStream(stream)
+        return DeadlineStream(stream)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> _DeadlineStream:
+    ) -> DeadlineStream:
         stream = self._backend.connect_unix_socket(
             path, _clamp(timeout, "ConnectTimeout"), socket_options
         )
-        return _DeadlineStream(stream)
+        return DeadlineStream(stream)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

@@ -1,0 +1,167 @@
+"""The lean transport's connection pools: httpcore's, one per proxy route, async ones per loop.
+
+Proxies and trusted CAs come from the environment as the openai SDK (httpx) takes them:
+``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` (either case), minus the hosts ``NO_PROXY``
+names (curl's rules: ``*``, a host, a domain and its subdomains, an IP); ``SSL_CERT_FILE``
+and ``SSL_CERT_DIR`` through httpcore's default TLS context, which httpx uses too.
+
+The sync pools' network backend is :class:`~moodlemate.providers.openai.transport.
+DeadlineBackend`, so every connect, read and write ends by the attempt's deadline. An async
+pool's connections belong to the event loop that opened them; a pool of a closed loop is
+dropped when a new loop shows up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from moodlemate.providers.openai.transport import DeadlineBackend, httpcore_module
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["AsyncPools", "SyncPools", "proxy_for"]
+
+MAX_CONNECTIONS = 1000
+MAX_IDLE = 100
+IDLE_SECONDS = 5.0
+"""As the SDK's own client: a server may close an idle connection, so few are kept long."""
+
+
+@cache
+def _ssl_context() -> Any:
+    return httpcore_module().default_ssl_context()
+
+
+def _environment_proxies() -> dict[str, str]:
+    """``<scheme>_proxy`` variables by scheme, the lower-case spelling first (as urllib's
+    ``getproxies_environment``, without importing urllib.request on every start)."""
+    found: dict[str, str] = {}
+    for name, value in os.environ.items():
+        if value and len(name) > 6 and name[-6:].lower() == "_proxy":
+            scheme = name[:-6].lower()
+            if name.islower() or scheme not in found:
+                found[scheme] = value
+    if "REQUEST_METHOD" in os.environ:  # CGI: HTTP_PROXY may come from a request header
+        found.pop("http", None)
+    return found
+
+
+def proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy URL the environment names for ``scheme://host``, or None to go direct."""
+    proxies = _environment_proxies()
+    url = proxies.get(scheme) or proxies.get("all")
+    if not url or _bypassed(host, proxies.get("no", "")):
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        entry = entry.split("://", 1)[-1].strip("[]")
+        if "/" in entry:  # a network: 10.0.0.0/8
+            try:
+                if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        entry = entry.lstrip(".")
+        if host == entry or host.endswith("." + entry):
+            return True
+    return False
+
+
+def _proxy(url: str | None) -> Any:
+    if url is None:
+        return None
+    tls = url.startswith("https:")
+    return httpcore_module().Proxy(url, ssl_context=_ssl_context() if tls else None)
+
+
+def _pool_options(route: str | None, tls: bool) -> dict[str, Any]:
+    # Loading the trusted certificates costs 100+ ms: plain-http pools never do it.
+    return {
+        "ssl_context": _ssl_context() if tls else None,
+        "proxy": _proxy(route),
+        "max_connections": MAX_CONNECTIONS,
+        "max_keepalive_connections": MAX_IDLE,
+        "keepalive_expiry": IDLE_SECONDS,
+    }
+
+
+_Route = tuple[str | None, bool]
+
+
+class SyncPools:
+    """One sync httpcore pool per proxy route (None: direct) and TLS or not, shared across
+    threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[_Route, Any] = {}
+
+    def get(self, scheme: str, host: str) -> Any:
+        route = (proxy_for(scheme, host), scheme == "https")
+        pool = self._pools.get(route)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(route)
+                if pool is None:
+                    httpcore = httpcore_module()
+                    pool = self._pools[route] = httpcore.ConnectionPool(
+                        **_pool_options(*route),
+                        network_backend=DeadlineBackend(httpcore.SyncBackend()),
+                    )
+        return pool
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+
+class AsyncPools:
+    """Async pools per running event loop, then per proxy route."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loops: dict[asyncio.AbstractEventLoop, dict[_Route, Any]] = {}
+
+    def get(self, scheme: str, host: str) -> Any:
+        import asyncio
+
+        route = (proxy_for(scheme, host), scheme == "https")
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            pools = self._loops.get(loop)
+            if pools is None:
+                self._loops = {lp: p for lp, p in self._loops.items() if not lp.is_closed()}
+                pools = self._loops[loop] = {}
+            pool = pools.get(route)
+            if pool is None:
+                pool = pools[route] = httpcore_module().AsyncConnectionPool(**_pool_options(*route))
+        return pool
+
+    async def aclose(self) -> None:
+        """Close the pools of the running loop (they cannot be closed from another)."""
+        import asyncio
+
+        with self._lock:
+            pools = self._loops.pop(asyncio.get_running_loop(), {})
+        for pool in pools.values():
+            await pool.aclose()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._loops = {}
