@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import threading
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.providers.openai.transport import DeadlineBackend, httpcore_module
@@ -30,6 +30,7 @@ MAX_CONNECTIONS = 1000
 MAX_IDLE = 100
 IDLE_SECONDS = 5.0
 """As the SDK's own client: a server may close an idle connection, so few are kept long."""
+_COALESCE = 64 * 1024
 
 
 @cache
@@ -37,25 +38,34 @@ def _ssl_context() -> Any:
     return httpcore_module().default_ssl_context()
 
 
-def _environment_proxies() -> dict[str, str]:
-    """``<scheme>_proxy`` variables by scheme, the lower-case spelling first (as urllib's
-    ``getproxies_environment``, without importing urllib.request on every start)."""
-    found: dict[str, str] = {}
-    for name, value in os.environ.items():
-        if value and len(name) > 6 and name[-6:].lower() == "_proxy":
-            scheme = name[:-6].lower()
-            if name.islower() or scheme not in found:
-                found[scheme] = value
-    if "REQUEST_METHOD" in os.environ:  # CGI: HTTP_PROXY may come from a request header
-        found.pop("http", None)
-    return found
+_PROXY_NAMES = tuple(
+    spelling
+    for scheme in ("http", "https", "all", "no")
+    for spelling in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+)
 
 
 def proxy_for(scheme: str, host: str) -> str | None:
-    """The proxy URL the environment names for ``scheme://host``, or None to go direct."""
-    proxies = _environment_proxies()
-    url = proxies.get(scheme) or proxies.get("all")
-    if not url or _bypassed(host, proxies.get("no", "")):
+    """The proxy URL the environment names for ``scheme://host``, or None to go direct
+    (read at each call, as the variables may change; the answer is kept per their values)."""
+    get = os.environ.get
+    values = tuple(get(name) for name in _PROXY_NAMES)
+    if not any(values):
+        return None
+    return _route(scheme, host, values, "REQUEST_METHOD" in os.environ)
+
+
+@lru_cache(maxsize=256)
+def _route(scheme: str, host: str, values: tuple[str | None, ...], cgi: bool) -> str | None:
+    found: dict[str, str] = {}
+    for name, value in zip(_PROXY_NAMES, values, strict=True):
+        key = name[:-6].lower()
+        if value and (name.islower() or key not in found):  # lower case first, as urllib
+            found[key] = value
+    if cgi:  # CGI: HTTP_PROXY may come from a request's Proxy header
+        found.pop("http", None)
+    url = found.get(scheme) or found.get("all")
+    if not url or _bypassed(host, found.get("no", "")):
         return None
     return url if "://" in url else f"http://{url}"
 
@@ -120,7 +130,7 @@ class SyncPools:
                     httpcore = httpcore_module()
                     pool = self._pools[route] = httpcore.ConnectionPool(
                         **_pool_options(*route),
-                        network_backend=DeadlineBackend(httpcore.SyncBackend()),
+                        network_backend=DeadlineBackend(httpcore.SyncBackend(), coalesce=True),
                     )
         return pool
 
@@ -129,6 +139,77 @@ class SyncPools:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()
+
+
+class CoalescingAsyncStream:
+    """An async network stream whose writes wait for the next read (up to 64 KiB), so a
+    request's headers and body go out in one write (see ``DeadlineStream``)."""
+
+    __slots__ = ("_pending", "_stream")
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._pending = b""
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            await self._stream.write(pending, timeout)
+        data: bytes = await self._stream.read(max_bytes, timeout)
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if len(self._pending) + len(buffer) <= _COALESCE:
+            self._pending += buffer
+            return
+        buffer, self._pending = self._pending + buffer, b""
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        self._pending = b""
+        await self._stream.aclose()
+
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> CoalescingAsyncStream:
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            await self._stream.write(pending, timeout)
+        return CoalescingAsyncStream(
+            await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class CoalescingAsyncBackend:
+    """httpcore's async network backend, its streams wrapped in CoalescingAsyncStream."""
+
+    __slots__ = ("_backend",)
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> CoalescingAsyncStream:
+        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return CoalescingAsyncStream(stream)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> CoalescingAsyncStream:
+        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
+        return CoalescingAsyncStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
 
 
 class AsyncPools:
