@@ -224,7 +224,10 @@ class LeanResponse:
         except ProviderError:
             raise
         except Exception as exc:
-            raise self._on_error(exc) from exc
+            mapped = self._on_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         seen, cap, decoder = 0, self._cap, self._decoder
@@ -241,7 +244,10 @@ class LeanResponse:
         except ProviderError:
             raise
         except Exception as exc:
-            raise self._on_error(exc) from exc
+            mapped = self._on_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def close(self) -> None:
         self._raw.close()
