@@ -90,3 +90,93 @@ def run(rounds: int) -> list[Row]:
             detail={"rounds": rounds},
         ),
     ]
+
+
+# -- in a fresh process: the first count, and chat messages by the cookbook's formula -------
+
+FIRST_TEXT = "How many tokens does this short prompt take, counted the first time?"
+
+
+def _first_child(kind: str) -> None:
+    """Time, from before the first import, one count_tokens (raw: tiktoken's own)."""
+    import time
+
+    start = time.perf_counter()
+    if kind == "ours":
+        from moodlemate.ai import GPT
+
+        GPT().count_tokens(FIRST_TEXT, MODEL)
+    else:
+        import tiktoken
+
+        len(tiktoken.encoding_for_model(MODEL).encode(FIRST_TEXT))
+    print(time.perf_counter() - start)
+
+
+def _fresh(kind: str) -> list[float]:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), kind],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [float(out.split()[-1])]
+
+
+def first_count(rounds: int) -> list[Row]:
+    import tiktoken
+    from moodlemate.ai import GPT
+
+    first = interleaved(rounds, {"ours": lambda: _fresh("ours"), "raw": lambda: _fresh("raw")})
+    gpt = GPT()
+    enc = tiktoken.encoding_for_model(MODEL)
+    conversation = [
+        {"role": "system" if i == 0 else ("user" if i % 2 else "assistant"), "content": m}
+        for i, m in enumerate(chat_messages(200))
+    ]
+
+    def ours() -> int:
+        return gpt.count_message_tokens(conversation, MODEL).tokens
+
+    def raw() -> int:  # OpenAI's cookbook formula for gpt-4o-class models
+        total = 3
+        encode = enc.encode
+        for message in conversation:
+            total += 3
+            for value in message.values():
+                total += len(encode(value))
+        return total
+
+    if ours() != raw():
+        raise RuntimeError(f"message counts disagree: {ours()} != {raw()}")
+    counted = interleaved(rounds, {"ours": lambda: timed(ours, 20), "raw": lambda: timed(raw, 20)})
+    return [
+        Row(
+            SECTION,
+            "first count_tokens in a fresh process (tokenizer load included)",
+            "ms",
+            median(first["ours"]) * 1000,
+            median(first["raw"]) * 1000,
+            Target("ratio<=", 1.05),
+            detail={"rounds": rounds},
+        ),
+        Row(
+            SECTION,
+            "count_message_tokens, 200 messages (raw: the cookbook formula)",
+            "us",
+            median(counted["ours"]) * 1e6,
+            median(counted["raw"]) * 1e6,
+            Target("ratio<=", 1.0),
+            detail={"rounds": rounds},
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    import sys
+
+    _first_child(sys.argv[1])

@@ -28,7 +28,7 @@ import servers
 from measure import Row
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("import", "tokens", "latency", "parts", "async", "stream", "memory")
+SECTIONS = ("import", "tokens", "latency", "parts", "async", "threads", "stream", "memory")
 SHARED_TIKTOKEN_CACHE = HERE.parent.parent / "shared" / "tiktoken-cache"
 
 # Many short rounds rather than a few long ones: neighbours' load on a shared machine comes
@@ -130,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
 
     step("import", lambda: imports.run(args.import_rounds))
-    step("tokens", lambda: counting.run(args.token_rounds))
-    needs_server = {"latency", "parts", "async", "stream", "memory"} & set(args.only)
+    step(
+        "tokens",
+        lambda: [*counting.run(args.token_rounds), *counting.first_count(args.import_rounds)],
+    )
+    needs_server = {"latency", "parts", "async", "threads", "stream", "memory"} & set(args.only)
     server_kind = "none"
     if needs_server:
         with servers.reference_server(force_loopback=args.no_nginx) as server:
@@ -147,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             step("parts", lambda: calls.image_part(server, args.rounds, args.calls))
             step("async", lambda: calls.concurrent(server, args.async_rounds, args.async_requests))
+            step("threads", lambda: calls.threaded(server, args.async_rounds, args.calls))
             step("stream", lambda: calls.streaming(server, args.rounds, args.streams))
             step(
                 "memory",

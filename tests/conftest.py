@@ -15,6 +15,11 @@ from support import FAST_RETRY, TEST_KEY  # also sets TIKTOKEN_CACHE_DIR before 
 
 pytest_plugins = ["pytester"]  # runs pytest sessions in tests of our own pytest plugin
 
+TRANSPORTS = ("lean", "openai-sdk")
+SUITE_TRANSPORT = os.environ.get("MOODLEMATE_TRANSPORT") or None
+"""The transport the whole suite runs on (CI runs it once per transport), read before the
+tests clear MOODLEMATE_*; unset: the provider's default."""
+
 
 @pytest.fixture
 def server() -> Iterator[LoopbackServer]:
@@ -50,7 +55,18 @@ def _isolated_env(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    if SUITE_TRANSPORT is not None:
+        monkeypatch.setenv("MOODLEMATE_TRANSPORT", SUITE_TRANSPORT)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def each_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once per HTTP transport (``MOODLEMATE_TRANSPORT``): the transport-level
+    tests (hard bounds, redaction, spec conformance) hold on both."""
+    name: str = request.param
+    monkeypatch.setenv("MOODLEMATE_TRANSPORT", name)
+    return name
 
 
 @pytest.fixture(scope="session")

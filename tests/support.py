@@ -133,3 +133,9 @@ def pdf_bytes() -> bytes:
         b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
         b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
     )
+
+
+def suite_transport() -> str:
+    """The HTTP transport this test runs on: ``MOODLEMATE_TRANSPORT`` as tests/conftest.py
+    set it (the whole suite's, or one of each_transport's), else the default."""
+    return os.environ.get("MOODLEMATE_TRANSPORT") or "lean"

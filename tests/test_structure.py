@@ -1,5 +1,6 @@
-"""The layout rules of issue "one plugin contract": no import cycles in core, and provider
-packages reach core only through its contract module, ``moodlemate.ai.plugin``.
+"""The layout rules of issue "one plugin contract": no import cycles in core or in a provider
+package, and provider packages reach core only through its contract module,
+``moodlemate.ai.plugin``.
 
 Imports are read from the source (every ``import`` statement, at module level, in functions
 and under ``TYPE_CHECKING`` alike), so a cycle hidden in a lazy import counts too.
@@ -53,7 +54,12 @@ def _imports(name: str, path: Path, known: dict[str, Path] | None = None) -> set
 
 
 def _core_graph() -> dict[str, set[str]]:
-    modules = _modules(CORE)
+    return _graph(CORE)
+
+
+def _graph(src: Path) -> dict[str, set[str]]:
+    """Which module of ``src`` imports which other module of ``src``."""
+    modules = _modules(src)
     return {
         name: {m for m in _imports(name, path, modules) if m in modules and m != name}
         for name, path in modules.items()
@@ -105,6 +111,13 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_core_has_no_import_cycles() -> None:
     graph = _core_graph()
     assert len(graph) > 40  # the walk found the package (a wrong path would pass vacuously)
+    assert _cycles(graph) == []
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_a_provider_package_has_no_import_cycles(provider: str) -> None:
+    graph = _graph(PROVIDERS[provider])
+    assert len(graph) > 2, f"no modules found for {provider}"
     assert _cycles(graph) == []
 
 

@@ -61,6 +61,9 @@ except Exception as exc:
 print(json.dumps({"before": before, "after": peak_kib(), "error": error}))
 """
 
+# Transport-level bounds: each test runs on both HTTP transports (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 
 def _call(behaviour: Behaviour, style: str, **limits: int) -> dict[str, Any]:
     with AdversarialServer(_after_a_warm_up(behaviour)) as server:

@@ -26,6 +26,9 @@ from support import TEST_KEY
 OR_KEY = "sk-or-v1-5e2a9c0d7b1f4e3a8c6d"
 DRIPS: dict[str, Callable[[], Behaviour]] = {"headers": drip_headers, "body": drip_body}
 
+# Transport-level bounds: each test runs on both HTTP transports (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_transport")
+
 
 def _gpt(server: AdversarialServer, **policy: Any) -> GPT:
     return GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=RetryPolicy(**policy))

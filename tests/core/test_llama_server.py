@@ -9,6 +9,7 @@ where a missing build fails them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -98,6 +99,23 @@ def test_a_stream_delivers_deltas_and_ends_with_usage(llama: LlamaServer) -> Non
     assert stream.completion is not None
     assert stream.completion.usage.completion_tokens == 12
     assert stream.completion.text == "".join(deltas)
+
+
+def test_a_call_right_after_a_stream_needs_no_retry(
+    llama: LlamaServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama-server closes the connection after a stream (its headers said keep-alive): the
+    call that follows on the pooled connection is sent again at once, with no warning and no
+    backoff wait (the lean transport; the SDK's own retries are off)."""
+    caplog.set_level(logging.WARNING)
+    gpt = gpt_on(llama, transport="lean")
+    attempts = []
+    for n in range(10):
+        with gpt.stream(MODEL, "", f"Say {n}.", max_tokens=2) as stream:
+            assert list(stream)
+        attempts.append(gpt.complete(MODEL, "", f"Say {n} again.", max_tokens=2).attempts)
+    assert attempts == [1] * 10
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_async_calls_run_concurrently(llama: LlamaServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from typing import Any
 
 import pytest
 from moodlemate.ai import GPT, Completion
@@ -130,8 +131,9 @@ def test_strict_server_really_rejects_what_the_api_rejects(server: LoopbackServe
 
 
 def test_one_pooled_client_serves_many_calls_and_threads(gpt: GPT, server: LoopbackServer) -> None:
-    provider = gpt.provider
-    before = len(provider._pool._clients)  # type: ignore[attr-defined]
+    provider, connection, _ = gpt.provider_connection()
+    transport = provider.transport(connection)  # type: ignore[attr-defined]
+    before = _pooled(transport)
     threads = [
         threading.Thread(target=gpt.chat_completion, args=("gpt-4o-mini", "", f"q{i}"))
         for i in range(8)
@@ -142,7 +144,15 @@ def test_one_pooled_client_serves_many_calls_and_threads(gpt: GPT, server: Loopb
         t.join()
     gpt.chat_completion("gpt-4o-mini", "", "again")
     assert len(server.chat_requests) == 9
-    assert len(provider._pool._clients) - before <= 1  # type: ignore[attr-defined]
+    assert provider.transport(connection) is transport  # type: ignore[attr-defined]
+    assert _pooled(transport) - before <= 1
+
+
+def _pooled(transport: Any) -> int:
+    """Clients (the SDK's) or connection pools (the lean transport's) kept for reuse."""
+    if transport.name == "openai-sdk":
+        return len(transport.pool._clients)
+    return len(transport._pools._pools)
 
 
 def test_context_assistant_answers_a_prompt(gpt: GPT, server: LoopbackServer) -> None:

@@ -89,28 +89,38 @@ def _count_offline(
     return result
 
 
+def _empty_cache(tmp_path: Path) -> Path:
+    """A tiktoken cache folder of its own (tmp_path also holds XDG_CACHE_HOME, where plugin
+    discovery keeps its own cache)."""
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    return cache
+
+
 @pytest.mark.parametrize("model", ["gpt-4o", "gpt-4"])
 def test_shipped_encodings_count_with_an_empty_cache_and_no_network(
     tmp_path: Path, model: str
 ) -> None:
-    result = _count_offline(tmp_path, _closed_port(), model=model)
+    cache = _empty_cache(tmp_path)
+    result = _count_offline(cache, _closed_port(), model=model)
     assert result["tokens"] == 2
-    assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing copied
+    assert list(cache.iterdir()) == []  # nothing downloaded, nothing copied
 
 
 def test_empty_cache_without_network_is_a_typed_actionable_error(tmp_path: Path) -> None:
+    cache = _empty_cache(tmp_path)
     started = time.monotonic()
-    result = _count_offline(tmp_path, _closed_port())
+    result = _count_offline(cache, _closed_port())
     assert time.monotonic() - started < 15  # the whole interpreter, imports included
     assert result["error"] == "MissingBpeFileError"
     assert result["is_tokenizer_error"] is True
     assert float(result["seconds"]) < 5  # type: ignore[arg-type]
     message = str(result["message"])
-    for needed in ("p50k_base", P50K_URL, P50K.cache_name, P50K.sha256, str(tmp_path)):
+    for needed in ("p50k_base", P50K_URL, P50K.cache_name, P50K.sha256, str(cache)):
         assert needed in message
     assert "python -m moodlemate.providers.openai.tiktoken_cache" in message
-    assert result["cache_path"] == str(tmp_path / P50K.cache_name)
-    assert list(tmp_path.iterdir()) == []
+    assert result["cache_path"] == str(cache / P50K.cache_name)
+    assert list(cache.iterdir()) == []
 
 
 def test_a_network_that_never_answers_fails_within_the_download_timeout(

@@ -1,9 +1,10 @@
 """A cost ceiling per GPT instance, held by reservations against calls in flight.
 
 Before a request is sent (a stream's on its first ``next()``), its worst-case cost is
-reserved in the ledger: the counted prompt at the input price plus ``max_tokens`` (or
-:data:`DEFAULT_OUTPUT_ESTIMATE` tokens when it is None, capped at the model's own output
-limit) at the output price. The call is refused with
+reserved in the ledger: the prompt at the input price (bounded by its UTF-8 size, a token
+being at least one byte; counted with the tokenizer only when that bound does not fit) plus
+``max_tokens`` (or :data:`DEFAULT_OUTPUT_ESTIMATE` tokens when it is None, capped at the
+model's own output limit) at the output price. The call is refused with
 :class:`~moodlemate.ai.errors.BudgetExceededError`, and nothing goes to the server, when the
 ledger's cost plus every reservation in flight plus this one would cross the ceiling. When
 the call ends its reservation is settled with the real cost (released if it failed), so
@@ -24,7 +25,12 @@ from moodlemate.ai._ledger import Reservation
 from moodlemate.ai._token_count import carries_more_than_text
 from moodlemate.ai._token_framing import token_ceiling, tool_ceiling, wire_messages
 from moodlemate.ai._usage import Usage
-from moodlemate.ai.errors import TokenizerUnavailableError, ValidationError
+from moodlemate.ai.errors import (
+    BudgetExceededError,
+    BudgetStoreError,
+    TokenizerUnavailableError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from moodlemate.ai._ledger import Ledger
@@ -70,9 +76,25 @@ def reserve(
     BudgetExceededError. Without a budget nothing is counted (the reservation only records)."""
     if budget is None:
         return Reservation(None, Decimal(0))
-    if shared is not None:
-        return shared.reserve(worst_case_cost(provider, request, endpoint), budget, ledger)
-    return ledger.reserve(worst_case_cost(provider, request, endpoint), budget)
+
+    def hold(amount: Decimal | None) -> Reservation:
+        if shared is not None:
+            return shared.reserve(amount, budget, ledger)
+        return ledger.reserve(amount, budget)
+
+    # First with the prompt bounded by its UTF-8 size (a token spans at least one byte), so a
+    # call well within the budget never loads a tokenizer; counted only when that bound
+    # does not fit.
+    bound = worst_case_cost(provider, request, endpoint, counted=False)
+    try:
+        return hold(bound)
+    except BudgetStoreError:
+        raise
+    except BudgetExceededError:
+        exact = worst_case_cost(provider, request, endpoint)
+        if exact is None or bound is None or exact >= bound:
+            raise
+        return hold(exact)
 
 
 def worst_case_cost(
@@ -80,9 +102,12 @@ def worst_case_cost(
     request: ChatRequest,
     endpoint: str | None = None,
     price: Price | None = None,
+    *,
+    counted: bool = True,
 ) -> Decimal | None:
     """What ``request`` can cost at most at ``price`` (default: ``endpoint``'s prices; see
-    the module docstring); None when unpriced."""
+    the module docstring); None when unpriced. ``counted=False`` bounds the prompt by its
+    UTF-8 size instead of counting its tokens."""
     if price is None:
         price = provider.price(request.model, endpoint)
     if price is None:
@@ -92,7 +117,11 @@ def worst_case_cost(
         info = provider.model_info(request.model, endpoint)
         limit = info.max_output_tokens if info is not None else None
         output = min(DEFAULT_OUTPUT_ESTIMATE, limit or DEFAULT_OUTPUT_ESTIMATE)
-    prompt = _prompt_tokens(provider, request)
+    prompt = (
+        _prompt_tokens(provider, request)
+        if counted
+        else token_ceiling(request.messages) + tool_ceiling(request)
+    )
     return price.cost(Usage(prompt_tokens=prompt, completion_tokens=output))
 
 

@@ -137,6 +137,9 @@ class Connection:
     """Your app's name, for the same providers."""
     key_note: str | None = field(default=None, repr=False, compare=False)
     """Why no key is sent, when a configured one was withheld (for the facade's messages)."""
+    transport: str | None = None
+    """The HTTP transport the provider should use, by a name the provider defines (the
+    OpenAI provider: ``"lean"``, ``"openai-sdk"``); None: the provider's default."""
 
     def __repr__(self) -> str:
         return f"Connection(endpoint={self.endpoint!r}, api_key={mask(self.api_key)})"

@@ -64,6 +64,7 @@ ENV_APP_URL = "MOODLEMATE_APP_URL"
 ENV_APP_TITLE = "MOODLEMATE_APP_TITLE"
 ENV_REDIS = "MOODLEMATE_REDIS_URL"
 ENV_PACING = "MOODLEMATE_PACING"
+ENV_TRANSPORT = "MOODLEMATE_TRANSPORT"
 
 # Where a value came from; lower is more explicit.
 ARGUMENT, ENVIRONMENT, FILE, DEFAULT = 0, 1, 2, 3
@@ -118,6 +119,8 @@ class Settings:
     withheld: str | None = None
     """Credentials the configuration named but that are not sent, and why: a call left with
     no key raises this instead of going out without one."""
+    transport: str | None = None
+    """The HTTP transport by the provider's name for it (``"openai-sdk"``); None: its default."""
 
 
 def resolve_settings(
@@ -129,6 +132,7 @@ def resolve_settings(
     headers: Mapping[str, str] | None = None,
     app_url: str | None = None,
     app_title: str | None = None,
+    transport: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Each setting from the first of: explicit argument, environment, config file, default."""
@@ -216,6 +220,9 @@ def resolve_settings(
         pacing=_pacing(env.get(ENV_PACING), section.get("pacing")),
         untrusted=None if untrusted_place is None else str(untrusted_place.resolve()),
         withheld="\n".join(withheld) or None,
+        transport=_pick(
+            _text(transport, "transport"), env.get(ENV_TRANSPORT), section.get("transport")
+        )[0],
     )
 
 

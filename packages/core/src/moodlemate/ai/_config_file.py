@@ -77,6 +77,7 @@ SETTING_KEYS: dict[str, str] = {
     "log": "a spend log's path (SQLite, ~ expanded)",
     "redis": "a Redis URL for shared budgets and pacing (redis://host:6379/0)",
     "pacing": "true, false, or a table of models to requests_per_minute/tokens_per_minute",
+    "transport": "the HTTP transport's name (openai: lean, openai-sdk)",
 }
 _TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of profiles"}
 # Patterns stay strings until a file is checked (re caches them): GPT() compiles none.

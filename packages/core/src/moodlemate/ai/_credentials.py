@@ -146,6 +146,8 @@ class Target:
     withheld: str | None = None
     """Credentials the configuration named but that are held back, and why (a call that
     has no key then raises this). Cleared when the endpoint is set in code."""
+    transport: str | None = None
+    """The HTTP transport asked for (``GPT(transport=...)``, ``MOODLEMATE_TRANSPORT``, the file)."""
 
 
 def target_from(settings: Settings) -> Target:
@@ -175,6 +177,7 @@ def target_from(settings: Settings) -> Target:
         app_title=settings.app_title,
         untrusted=settings.untrusted,
         withheld=settings.withheld,
+        transport=settings.transport,
     )
 
 
@@ -392,6 +395,7 @@ def connect(
         app_url=target.app_url,
         app_title=target.app_title,
         key_note=source if key is None and source else None,
+        transport=target.transport,
     )
     return provider, connection
 

@@ -92,7 +92,9 @@ class GPT:
     ``api_key`` and ``endpoint`` are set; keys from the environment or a config file stay
     with the endpoint they were configured for (:mod:`moodlemate.ai._credentials` has the
     table). ``app_url``/``app_title`` identify your app to providers that attribute traffic
-    (OpenRouter).
+    (OpenRouter). ``transport`` names the HTTP transport the provider uses (the OpenAI
+    provider's default ``"lean"``, or ``"openai-sdk"``; also ``MOODLEMATE_TRANSPORT`` and the
+    config file's ``transport``).
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class GPT:
         budget_fail_open: bool | str = False,
         redis: str | None = None,
         pacing: bool | str | Mapping[str, Any] | None = None,
+        transport: str | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -126,6 +129,7 @@ class GPT:
             headers=headers,
             app_url=app_url,
             app_title=app_title,
+            transport=transport,
         )
         self._plugins = plugins or registry
         self._target_lock = threading.Lock()

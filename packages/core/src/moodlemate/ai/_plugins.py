@@ -93,6 +93,7 @@ class PluginRegistry:
         self._code_providers: dict[str, Provider] = {}
         self._hooks: CallHooks | None = None
         self._hooks_known = False
+        self._rescan = False
 
     # -- loading -------------------------------------------------------------------------
 
@@ -120,18 +121,19 @@ class PluginRegistry:
         return pm
 
     def _load(self, pm: pluggy.PluginManager) -> None:
-        # importlib.metadata costs ~25 ms (it pulls in email, zipfile, csv): GPT() must not pay it.
-        from importlib.metadata import entry_points
+        # Scanning the installed distributions costs tens of ms: GPT() must not pay it, and
+        # a process whose installed set did not change reads the last scan from the cache.
+        from moodlemate.ai._entry_points import discover, load
 
         allowed = _allowed_plugins()
         seen: set[str] = set()
-        for ep in entry_points(group=self._group):
+        fresh, self._rescan = self._rescan, False
+        for ep in discover(self._group, fresh=fresh):
             seen.add(ep.name)
             if allowed is not None and ep.name not in allowed:
                 self._excluded.add(ep.name)
                 continue
-            package = ep.dist.name if ep.dist else None
-            version = ep.dist.version if ep.dist else None
+            package, version = ep.package, ep.version
             if pm.has_plugin(ep.name):
                 owner = next((e for e in self._entries.values() if e.plugin == ep.name), None)
                 problem = "is a name another installed package already uses" + (
@@ -140,7 +142,7 @@ class PluginRegistry:
                 self._report(ep.name, package, f"{problem}; it was not loaded", strict=False)
                 continue
             try:
-                plugin = ep.load()
+                plugin = load(ep)
             except Exception as exc:  # a broken plugin must not take the others down
                 problem = f"failed to import {ep.value!r} ({type(exc).__name__}: {exc})"
                 self._report(ep.name, package, problem, strict=False)
@@ -435,6 +437,7 @@ class PluginRegistry:
         """
         with self._lock:
             importlib.invalidate_caches()
+            self._rescan = True  # what was installed a moment ago may share a folder's mtime
             self._pm = None
             self._ready = False
             self._entries = {}

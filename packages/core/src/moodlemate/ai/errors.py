@@ -172,11 +172,24 @@ class ProviderError(MoodlemateError):
 
 
 class APIConnectionError(ProviderError):
+    """No usable answer came over the network. ``cause_kind`` says why, where the transport
+    could tell: ``"dns"`` (the host name does not resolve), ``"refused"`` (nothing listens
+    there), ``"tls"`` (the handshake or certificate failed), ``"timeout"``, ``"closed"`` (the
+    server dropped the connection), ``"proxy"``, or ``"network"`` (anything else); None when
+    unknown. The first three will not heal by waiting a few seconds."""
+
     retryable = True
+    cause_kind: str | None = None
+
+    def __init__(self, message: str, *, cause_kind: str | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        if cause_kind is not None:
+            self.cause_kind = cause_kind
 
 
 class APITimeoutError(APIConnectionError):
     retryable = True
+    cause_kind: str | None = "timeout"
 
 
 class MalformedResponseError(ProviderError):

@@ -27,6 +27,7 @@ _SETTINGS = (
     "budget",
     "budget_scope",
     "budget_window",
+    "transport",
 )
 
 
@@ -61,6 +62,12 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         type=api_key,
         help=f"API key sent to this command's endpoint (default with --endpoint: ${ENV_KEY}). "
         "Prefer the variable: a key on the command line shows in the process list",
+    )
+    group.add_argument(
+        "--transport",
+        metavar="NAME",
+        help="HTTP transport the provider uses (openai: lean, the default, or openai-sdk; "
+        "default: $MOODLEMATE_TRANSPORT, the config file's transport)",
     )
     group.add_argument(
         "--no-log",

@@ -1,15 +1,17 @@
 """OpenAI's Batch API (``/v1/files``, ``/v1/batches``) behind the core's remote-batch contract.
 
-Request lines are built by the provider's own :meth:`~OpenAIProvider.body`, so a batch sends
-exactly what a live call would (the reasoning-model adaptation included). Each method sends
-once through the provider's pooled SDK client, whose own retries are off.
+Request lines are built by the provider's own ``body``, so a batch sends exactly what a live
+call would (the reasoning-model adaptation included). Each method sends once through the
+provider's pooled SDK client, whose own retries are off. The provider hands over those parts
+(:class:`BatchParts`) rather than itself, so this module does not import the provider.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from moodlemate.ai.plugin import (
@@ -24,11 +26,10 @@ from moodlemate.providers.openai import pricing, responses
 
 if TYPE_CHECKING:
     from moodlemate.ai.plugin import Connection, Price
-    from moodlemate.providers.openai.provider import OpenAIProvider
 
     import openai
 
-__all__ = ["MAX_BYTES", "MAX_REQUESTS", "OpenAIBatches"]
+__all__ = ["MAX_BYTES", "MAX_REQUESTS", "BatchParts", "OpenAIBatches"]
 
 MAX_REQUESTS = 50_000
 """Requests per input file (OpenAI API reference, Create batch: 'up to 50,000 requests')."""
@@ -40,16 +41,29 @@ _LIST_PAGES = 20
 _NO_REQUEST: Final = ChatRequest(model="", messages=())
 
 
+@dataclass(frozen=True, slots=True)
+class BatchParts:
+    """What the Batch API takes from its provider."""
+
+    name: str
+    body: Callable[[ChatRequest], dict[str, Any]]
+    """The request body a live call would send."""
+    client: Callable[[Connection], openai.OpenAI]
+    """The pooled SDK client for a connection."""
+    translate: Callable[[Exception, ChatRequest], ProviderError | None]
+    """The provider's error mapping."""
+
+
 class OpenAIBatches(RemoteBatches):
     max_requests = MAX_REQUESTS
     max_bytes = MAX_BYTES
 
-    def __init__(self, provider: OpenAIProvider) -> None:
-        self._provider = provider
+    def __init__(self, parts: BatchParts) -> None:
+        self._parts = parts
 
     def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
         line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT}
-        line["body"] = self._provider.body(request)  # type: ignore[assignment]
+        line["body"] = self._parts.body(request)  # type: ignore[assignment]
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
     def upload(self, connection: Connection, filename: str, data: bytes) -> str:
@@ -130,7 +144,7 @@ class OpenAIBatches(RemoteBatches):
                 self._raise(exc, connection, "/files")
 
     def parse_line(self, line: bytes, model: str) -> RemoteResult:
-        name = self._provider.name
+        name = self._parts.name
         data = json.loads(line)
         custom_id = str(data.get("custom_id"))
         response = data.get("response")
@@ -169,8 +183,7 @@ class OpenAIBatches(RemoteBatches):
     # -- internals -------------------------------------------------------------------------
 
     def _client(self, connection: Connection) -> openai.OpenAI:
-        provider = self._provider
-        client = provider._pool.get(connection, provider.extra_headers(connection))
+        client = self._parts.client(connection)
         return client.with_options(timeout=connection.timeout or _CALL_TIMEOUT)
 
     def _raise(
@@ -183,7 +196,7 @@ class OpenAIBatches(RemoteBatches):
     ) -> NoReturn:
         """The core error; a 404 on upload means the server has no Files API at all."""
         # The provider's own mapping, transport failures mid-body included.
-        mapped = self._provider._translate(exc, _NO_REQUEST)
+        mapped = self._parts.translate(exc, _NO_REQUEST)
         if mapped is None:
             raise exc
         if absent_means_unsupported and mapped.status_code in (404, 405):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from moodlemate.ai.plugin import (
-    APIConnectionError,
-    APITimeoutError,
     AuthenticationError,
     ChatRequest,
     Completion,
@@ -18,6 +17,7 @@ from moodlemate.ai.plugin import (
     RemoteBatches,
     StreamingNotSupportedError,
     TokenCount,
+    UnsupportedFeatureError,
     UnsupportedInputError,
     bounds,
 )
@@ -30,20 +30,29 @@ from moodlemate.providers.openai import (
     served_limits,
     tokens,
 )
-from moodlemate.providers.openai.clients import AsyncClientPool, ClientPool
 from moodlemate.providers.openai.streaming import (
     AsyncSSEStream,
     ChunkReader,
     SSEStream,
     rejects_streaming,
 )
-from moodlemate.providers.openai.transport import httpx_module as _httpx
 
-__all__ = ["OpenAIProvider"]
+if TYPE_CHECKING:
+    from moodlemate.providers.openai.lean_transport import LeanTransport
+    from moodlemate.providers.openai.sdk_transport import SDKTransport
+
+__all__ = ["DEFAULT_TRANSPORT", "TRANSPORTS", "OpenAIProvider"]
+
+PATH = "/chat/completions"
+DEFAULT_TRANSPORT = "lean"
+TRANSPORTS = ("lean", "openai-sdk")
+"""The HTTP transports a call can take (``Connection.transport``; None: the default)."""
 
 
 class OpenAIProvider(Provider):
-    """Speaks the OpenAI chat-completions protocol through the openai SDK.
+    """Speaks the OpenAI chat-completions protocol, through the lean transport by default
+    (:mod:`~moodlemate.providers.openai.lean_transport`) or the openai SDK
+    (``transport="openai-sdk"``).
 
     Subclasses for other OpenAI-protocol services override the class attributes and, where
     the service differs, :meth:`extra_headers`, :meth:`rules`, :meth:`model_info`.
@@ -67,9 +76,11 @@ class OpenAIProvider(Provider):
         if "default_model" not in cls.__dict__:
             cls.default_model = None
 
+    transports: tuple[str, ...] = TRANSPORTS
+
     def __init__(self) -> None:
-        self._pool = ClientPool()
-        self._async_pool = AsyncClientPool()
+        self._lean: LeanTransport | None = None
+        self._sdk: SDKTransport | None = None
         self._served = served_limits.ServedLimits()
 
     # -- extension points ----------------------------------------------------------------
@@ -92,11 +103,11 @@ class OpenAIProvider(Provider):
     # -- the contract --------------------------------------------------------------------
 
     def execute(self, connection: Connection, request: ChatRequest) -> Completion:
-        client = self._pool.get(connection, self.extra_headers(connection))
+        transport = self.transport(connection)
         # Sent as a stream and read here, so the body is cut at its size limit.
         limit = bounds.limits().max_body_bytes
         try:
-            response = client.post(**self._post_args(connection, request), stream=True)
+            response = transport.post(connection, self._extra(connection), PATH, self.body(request))
             try:
                 content = bounds.read_limited(response.iter_bytes(), limit)
             finally:
@@ -106,10 +117,12 @@ class OpenAIProvider(Provider):
         return self._parse(content, response.headers, request)
 
     async def aexecute(self, connection: Connection, request: ChatRequest) -> Completion:
-        client = self._async_pool.get(connection, self.extra_headers(connection))
+        transport = self.transport(connection)
         limit = bounds.limits().max_body_bytes
         try:
-            response = await client.post(**self._post_args(connection, request), stream=True)
+            response = await transport.apost(
+                connection, self._extra(connection), PATH, self.body(request)
+            )
             try:
                 content = await bounds.aread_limited(response.aiter_bytes(), limit)
             finally:
@@ -119,17 +132,21 @@ class OpenAIProvider(Provider):
         return self._parse(content, response.headers, request)
 
     def open_stream(self, connection: Connection, request: ChatRequest) -> SSEStream:
-        client = self._pool.get(connection, self.extra_headers(connection))
+        transport = self.transport(connection)
         try:
-            response = client.post(**self._post_args(connection, request), stream=True)
+            response = transport.post(
+                connection, self._extra(connection), PATH, self.body(request), stream=True
+            )
         except Exception as exc:
             self._raise(exc, request)
         return SSEStream(response, self._reader(response, request), self._translator(request))
 
     async def aopen_stream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
-        client = self._async_pool.get(connection, self.extra_headers(connection))
+        transport = self.transport(connection)
         try:
-            response = await client.post(**self._post_args(connection, request), stream=True)
+            response = await transport.apost(
+                connection, self._extra(connection), PATH, self.body(request), stream=True
+            )
         except Exception as exc:
             self._raise(exc, request)
         return AsyncSSEStream(response, self._reader(response, request), self._translator(request))
@@ -137,9 +154,12 @@ class OpenAIProvider(Provider):
     def remote_batches(self) -> RemoteBatches:
         if not self.offers_remote_batches:
             return super().remote_batches()
-        from moodlemate.providers.openai.batch_api import OpenAIBatches
+        from moodlemate.providers.openai.batch_api import BatchParts, OpenAIBatches
 
-        return OpenAIBatches(self)
+        def client(connection: Connection) -> Any:
+            return self.sdk().pool.get(connection, self.extra_headers(connection))
+
+        return OpenAIBatches(BatchParts(self.name, self.body, client, self._translate))
 
     def count_tokens(self, text: str, model: str) -> int:
         return tokens.count_tokens(text, model)
@@ -159,29 +179,46 @@ class OpenAIProvider(Provider):
     def served_context_window(self, connection: Connection, model: str) -> int | None:
         if self.recognises(connection.endpoint):
             return None  # the vendor's own service: its models are in the tables
-        client = self._pool.get(connection, self.extra_headers(connection))
-        options: Any = {**self._options(connection), "timeout": served_limits.TIMEOUT}
+        transport = self.transport(connection)
+        asking = replace(connection, timeout=served_limits.TIMEOUT)
+        extra = self._extra(connection)
 
         def fetch(url: str) -> bytes | None:
             try:
-                response = client.get(url, cast_to=_httpx().Response, options=options)
+                response = transport.get(asking, extra, url)
+                try:
+                    if not 200 <= getattr(response, "status_code", 200) < 300:
+                        return None
+                    return bounds.read_limited(
+                        response.iter_bytes(), bounds.limits().max_body_bytes
+                    )
+                finally:
+                    response.close()
             except Exception:  # an error status or no answer: the server does not say
                 return None
-            return bytes(response.content) if 200 <= response.status_code < 300 else None
 
         return self._served.window(connection.endpoint, model, fetch)
 
     def served_models(self, connection: Connection) -> dict[str, int | None] | None:
-        client = self._pool.get(connection, self.extra_headers(connection))
-        options: Any = {**self._options(connection), "timeout": served_limits.TIMEOUT * 5}
+        transport = self.transport(connection)
+        asking = replace(connection, timeout=served_limits.TIMEOUT * 5)
         url = connection.endpoint.rstrip("/") + "/models"
         try:
-            response = client.get(url, cast_to=_httpx().Response, options=options)
+            response = transport.get(asking, self._extra(connection), url)
+            try:
+                status = int(getattr(response, "status_code", 200))
+                content = (
+                    bounds.read_limited(response.iter_bytes(), bounds.limits().max_body_bytes)
+                    if 200 <= status < 300
+                    else b""
+                )
+            finally:
+                response.close()
         except Exception as exc:
             raise self._listing_error(getattr(exc, "status_code", None), exc) from None
-        if not 200 <= response.status_code < 300:
-            raise self._listing_error(response.status_code, None)
-        served = served_limits.models_from_listing(bytes(response.content))
+        if not 200 <= status < 300:
+            raise self._listing_error(status, None)
+        served = served_limits.models_from_listing(content)
         if served is None:
             raise ProviderError(f"{url} did not answer with a model listing", provider=self.name)
         return served
@@ -192,38 +229,43 @@ class OpenAIProvider(Provider):
         message = f"the server's model listing failed: {what}"
         return kind(message, status_code=status, provider=self.name)
 
+    def transport(self, connection: Connection) -> LeanTransport | SDKTransport:
+        """The transport ``connection`` asks for (``Connection.transport``), made on first use."""
+        name = connection.transport or DEFAULT_TRANSPORT
+        if name == "lean":
+            if self._lean is None:
+                from moodlemate.providers.openai.lean_transport import LeanTransport
+
+                self._lean = LeanTransport()
+            return self._lean
+        if name == "openai-sdk":
+            return self.sdk()
+        raise UnsupportedFeatureError(
+            f"provider {self.name!r} has no transport {name!r} (it has {', '.join(TRANSPORTS)})"
+        )
+
+    def sdk(self) -> SDKTransport:
+        """The openai SDK transport (also the Batch API's, for its file calls)."""
+        if self._sdk is None:
+            from moodlemate.providers.openai.sdk_transport import SDKTransport
+
+            self._sdk = SDKTransport()
+        return self._sdk
+
     def close(self) -> None:
-        self._pool.close()
-        self._async_pool.forget()
+        for transport in (self._lean, self._sdk):
+            if transport is not None:
+                transport.close()
 
     async def aclose(self) -> None:
-        await self._async_pool.aclose()
+        for transport in (self._lean, self._sdk):
+            if transport is not None:
+                await transport.aclose()
 
     # -- internals: one request shape and one error mapping for all four call styles ----
 
-    def _post_args(self, connection: Connection, request: ChatRequest) -> dict[str, Any]:
-        # The SDK follows redirects, and httpx strips only Authorization when one leaves the
-        # host: configured headers (a gateway's key) and the prompt would go wherever a 307
-        # points. An API call has no business being redirected; the 3xx is an error.
-        # The raw HTTP response: we parse the JSON (or the event stream) ourselves.
-        return {
-            "path": "/chat/completions",
-            "body": self.body(request),
-            "cast_to": _httpx().Response,
-            "options": self._options(connection),
-        }
-
-    def _options(self, connection: Connection) -> dict[str, Any]:
-        options: dict[str, Any] = {"timeout": connection.timeout, "follow_redirects": False}
-        # Without a key, drop the SDK's placeholder "Bearer no-key", but not an
-        # Authorization header the user configured for this endpoint (a gateway's token).
-        if connection.api_key is None and not any(
-            name.lower() == "authorization" for name in connection.headers
-        ):
-            import openai
-
-            options["headers"] = {"Authorization": openai.Omit()}
-        return options
+    def _extra(self, connection: Connection) -> Mapping[str, str]:
+        return self.extra_headers(connection)
 
     def _parse(self, content: bytes, headers: Any, request: ChatRequest) -> Completion:
         return responses.parse_completion(content, headers, provider=self.name, model=request.model)
@@ -255,23 +297,13 @@ class OpenAIProvider(Provider):
         raise mapped from exc
 
     def _translate(self, exc: Exception, request: ChatRequest) -> ProviderError | None:
-        if isinstance(exc, ProviderError):  # raised by our own readers and caps
+        if isinstance(exc, ProviderError):  # raised by our transport, readers and caps
             exc.provider = exc.provider or self.name
             exc.model = exc.model or request.model
             return exc
         mapped = responses.provider_error(exc, provider=self.name, model=request.model)
         if mapped is not None:
             return mapped
-        # A reset or a stall while reading the body escapes the SDK's own wrapping.
-        httpx = _httpx()
-        if isinstance(exc, httpx.TimeoutException):
-            return APITimeoutError(
-                "timed out reading the response", provider=self.name, model=request.model
-            )
-        if isinstance(exc, httpx.TransportError | ConnectionError):
-            return APIConnectionError(
-                f"transport failed ({type(exc).__name__})",
-                provider=self.name,
-                model=request.model,
-            )
+        if self._sdk is not None:  # a reset or a stall reading the body escapes the SDK
+            return self._sdk.network_error(exc, provider=self.name, model=request.model)
         return None

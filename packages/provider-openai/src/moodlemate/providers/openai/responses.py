@@ -13,8 +13,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from moodlemate.ai.plugin import (
-    APIConnectionError,
-    APITimeoutError,
     Completion,
     MalformedResponseError,
     ProviderError,
@@ -32,6 +30,7 @@ __all__ = [
     "error_in_body",
     "parse_completion",
     "provider_error",
+    "rejects_stream_param",
     "status_error",
     "text_or",
     "tool_calls_from",
@@ -266,8 +265,17 @@ def _message_and_code(error: Any, default: str) -> tuple[str, str | None]:
     return default, None
 
 
+def rejects_stream_param(error: Any) -> bool:
+    """True for the error object of the 400 the API sends when a model does not stream."""
+    fields = error if isinstance(error, dict) else {}
+    return fields.get("param") == "stream" or "'stream'" in str(fields.get("message") or "")
+
+
 def provider_error(exc: Exception, *, provider: str, model: str) -> ProviderError | None:
-    """The core error for an openai SDK exception, or None if it is not one of the SDK's."""
+    """The core error for an openai SDK exception, or None if it is not one of the SDK's
+    (checked by module first, so an error of the lean transport never imports openai)."""
+    if not type(exc).__module__.startswith("openai"):
+        return None
     import openai
 
     if isinstance(exc, openai.APIStatusError):
@@ -279,43 +287,23 @@ def provider_error(exc: Exception, *, provider: str, model: str) -> ProviderErro
             model=model,
             request_id=exc.request_id,
         )
-    if isinstance(exc, openai.APITimeoutError):
-        return APITimeoutError("request timed out", provider=provider, model=model)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        if _refused(exc):
-            where = _host_port(exc)
-            return APIConnectionError(
-                f"nothing listens at {where} (connection refused): is the server running?",
-                provider=provider,
-                model=model,
-            )
-        detail = f" ({type(cause).__name__})" if cause else ""
-        return APIConnectionError(
-            f"could not reach the server{detail}", provider=provider, model=model
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
+        from moodlemate.providers.openai.connection_errors import connection_error
+
+        host, port = _host_port(exc)
+        cause = exc.__cause__ or exc.__context__ or exc
+        if isinstance(exc, openai.APITimeoutError) and cause is exc:
+            cause = TimeoutError("timed out")
+        connected = "Connect" not in type(cause).__name__
+        return connection_error(
+            cause, host, port, connected=connected, provider=provider, model=model
         )
     return None
 
 
-def _refused(exc: BaseException) -> bool:
-    """A refused connection anywhere in the chain: no process listens on that port."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if (
-            isinstance(current, ConnectionRefusedError)
-            or "connection refused" in str(current).lower()
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _host_port(exc: Any) -> str:
+def _host_port(exc: Any) -> tuple[str, int]:
     try:
         url = exc.request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        return f"{url.host}:{port}"
-    except (AttributeError, RuntimeError):
-        return "the endpoint"
+        return str(url.host), int(url.port or (443 if url.scheme == "https" else 80))
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return "the endpoint", 0

@@ -28,6 +28,7 @@ from moodlemate.ai.plugin import (
 from moodlemate.providers.openai.responses import (
     decimal_or_none,
     error_in_body,
+    rejects_stream_param,
     text_or,
     usage_from,
 )
@@ -336,11 +337,9 @@ class AsyncSSEStream(AsyncProviderStream):
 
 
 def rejects_streaming(exc: Exception) -> bool:
-    """True for the 400 the API sends when a model does not support ``stream``."""
+    """True for the SDK's 400 when a model does not support ``stream``."""
+    if not type(exc).__module__.startswith("openai"):
+        return False
     import openai
 
-    if not isinstance(exc, openai.BadRequestError):
-        return False
-    body = exc.body if isinstance(exc.body, dict) else {}
-    message = str(body.get("message") or "")
-    return body.get("param") == "stream" or "'stream'" in message
+    return isinstance(exc, openai.BadRequestError) and rejects_stream_param(exc.body)

@@ -135,13 +135,13 @@ def ensure_available(encoding: str) -> None:
     directory = cache_dir()
     if files is None or directory is None:
         return
-    import http.client
-
     for bpe in files:
         path = directory / bpe.cache_name
         problem = _cached_problem(path, bpe)
         if problem is None:
             continue
+        import http.client  # only for a download: it costs 15 ms to import
+
         try:
             data = _download(bpe.url)
         except (OSError, http.client.HTTPException) as exc:

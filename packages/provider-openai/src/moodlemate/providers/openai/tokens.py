@@ -88,11 +88,13 @@ def _load(name: str) -> tiktoken.Encoding:
     from moodlemate.providers.openai.bundled_bpe import load_bundled
     from moodlemate.providers.openai.tiktoken_cache import ensure_available, is_cached
 
+    # A verified copy in tiktoken's cache is tiktoken's to load (and share with code that uses
+    # tiktoken directly); checking it again, or importing the downloader, would only cost.
     if not is_cached(name):
         bundled = load_bundled(name)
         if bundled is not None:
             return bundled
-    ensure_available(name)
+        ensure_available(name)
     try:
         return tiktoken.get_encoding(name)
     except Exception as exc:  # tiktoken surfaces requests, hash and OS errors as they come

@@ -21,10 +21,19 @@ from typing import Any
 
 from moodlemate.ai.plugin import APIConnectionError, ResponseLimits, bounds
 
-__all__ = ["bound_async_client", "bound_client", "fetch", "httpx_module"]
+__all__ = [
+    "DeadlineBackend",
+    "bound_async_client",
+    "bound_client",
+    "fetch",
+    "httpcore_module",
+    "httpx_module",
+]
 
 _SLICE = 1024
 """Raw bytes handed to the decoder at once; deflate inflates at most ~1000x."""
+_COALESCE = 64 * 1024
+"""Bytes a coalescing stream holds back until the next read."""
 
 
 @cache
@@ -40,10 +49,15 @@ def httpx_module() -> Any:
 
 
 @cache
-def _httpcore() -> Any:
-    import importlib
+def httpcore_module() -> Any:
+    """httpcore2 where installed (the lean transport's HTTP library), else httpcore."""
+    try:
+        import httpcore2  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # openai < 3
+        import httpcore  # type: ignore[import-not-found,unused-ignore]
 
-    return importlib.import_module(httpx_module().__name__.replace("httpx", "httpcore"))
+        return httpcore
+    return httpcore2
 
 
 def bound_client(**options: Any) -> Any:
@@ -62,8 +76,8 @@ def _with_deadlines(client: Any) -> Any:
     for transport in transports:
         pool = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
-        if backend is not None and not isinstance(backend, _DeadlineBackend):
-            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+        if backend is not None and not isinstance(backend, DeadlineBackend):
+            pool._network_backend = DeadlineBackend(backend)  # type: ignore[union-attr]
     return client
 
 
@@ -84,46 +98,70 @@ def _clamp(timeout: float | None, expired: str) -> float | None:
     if left is None:
         return timeout
     if left <= 0:
-        raise getattr(_httpcore(), expired)("the attempt's deadline passed")
+        raise getattr(httpcore_module(), expired)("the attempt's deadline passed")
     return left if timeout is None else min(timeout, left)
 
 
-class _DeadlineStream:
-    """A network stream whose every operation ends by the running attempt's deadline."""
+class DeadlineStream:
+    """A network stream whose every operation ends by the running attempt's deadline.
 
-    __slots__ = ("_stream",)
+    With ``coalesce``, writes wait for the next read (or until 64 KiB are pending): httpcore
+    writes a request's headers and its body separately, two system calls and, on a busy
+    machine, two wake-ups of the server where one does.
+    """
 
-    def __init__(self, stream: Any) -> None:
+    __slots__ = ("_coalesce", "_pending", "_stream")
+
+    def __init__(self, stream: Any, coalesce: bool = False) -> None:
         self._stream = stream
+        self._coalesce = coalesce
+        self._pending = b""
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._pending:
+            self._flush(timeout)
         data: bytes = self._stream.read(max_bytes, _clamp(timeout, "ReadTimeout"))
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._coalesce and len(self._pending) + len(buffer) <= _COALESCE:
+            self._pending += buffer
+            return
+        if self._pending:
+            buffer, self._pending = self._pending + buffer, b""
         self._stream.write(buffer, _clamp(timeout, "WriteTimeout"))
 
+    def _flush(self, timeout: float | None) -> None:
+        pending, self._pending = self._pending, b""
+        self._stream.write(pending, _clamp(timeout, "WriteTimeout"))
+
     def close(self) -> None:
+        self._pending = b""
         self._stream.close()
 
     def start_tls(
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> _DeadlineStream:
-        return _DeadlineStream(
-            self._stream.start_tls(ssl_context, server_hostname, _clamp(timeout, "ConnectTimeout"))
+    ) -> DeadlineStream:
+        if self._pending:
+            self._flush(timeout)
+        return DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, _clamp(timeout, "ConnectTimeout")),
+            self._coalesce,
         )
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
 
 
-class _DeadlineBackend:
-    """httpcore's network backend, wrapped so its streams honour the attempt's deadline."""
+class DeadlineBackend:
+    """httpcore's network backend, wrapped so its streams honour the attempt's deadline
+    (and, with ``coalesce``, send a request in one write where they can)."""
 
-    __slots__ = ("_backend",)
+    __slots__ = ("_backend", "_coalesce")
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, coalesce: bool = False) -> None:
         self._backend = backend
+        self._coalesce = coalesce
 
     def connect_tcp(
         self,
@@ -132,19 +170,19 @@ class _DeadlineBackend:
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Any = None,
-    ) -> _DeadlineStream:
+    ) -> DeadlineStream:
         stream = self._backend.connect_tcp(
             host, port, _clamp(timeout, "ConnectTimeout"), local_address, socket_options
         )
-        return _DeadlineStream(stream)
+        return DeadlineStream(stream, self._coalesce)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> _DeadlineStream:
+    ) -> DeadlineStream:
         stream = self._backend.connect_unix_socket(
             path, _clamp(timeout, "ConnectTimeout"), socket_options
         )
-        return _DeadlineStream(stream)
+        return DeadlineStream(stream, self._coalesce)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

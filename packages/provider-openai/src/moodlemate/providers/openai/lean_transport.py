@@ -1,0 +1,469 @@
+"""The default transport: OpenAI-compatible HTTP on httpcore, without the openai SDK.
+
+Why httpcore and not httpx or the SDK: a call's cost was mostly the SDK's ``post()`` and
+the httpx request/response models under it; httpcore is the connection pool and HTTP/1.1
+engine beneath both, so this module builds the request (JSON bytes, the headers servers
+rely on) and reads the raw reply, and the provider parses it as before (``responses``,
+``streaming``). The bounds stay ours: the deadline backend (sync) or the facade's
+``asyncio.timeout`` (async), the attempt timeout on every socket operation, the body cap
+on raw and decoded bytes, gzip/deflate inflated in bounded slices, no redirects (httpcore
+follows none: a 3xx is an error), and the HTTP stack's loggers redacted.
+
+A pooled connection the server closed while it sat idle (llama-server does after a stream,
+keep-alive headers notwithstanding) fails the next request before a byte of answer comes
+back. When that failure shows the server had closed the connection before the request got
+there (see :func:`_stale`), the request is sent again at once, on another connection,
+without a backoff and without a warning (at most :data:`STALE_RETRIES` times).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from moodlemate.ai.plugin import (
+    APIConnectionError,
+    Connection,
+    MalformedResponseError,
+    ProviderError,
+    StreamingNotSupportedError,
+    bounds,
+    guard_loggers,
+)
+from moodlemate.providers.openai import responses
+from moodlemate.providers.openai.connection_errors import connection_error
+from moodlemate.providers.openai.lean_pools import AsyncPools, SyncPools
+from moodlemate.providers.openai.transport import httpcore_module
+
+__all__ = ["STALE_RETRIES", "USER_AGENT", "LeanResponse", "LeanTransport"]
+
+log = logging.getLogger("moodlemate.ai.transport")
+
+STALE_RETRIES = 3
+USER_AGENT = "moodlemate-ai/0.1"
+_SLICE = 64 * 1024
+"""Decoded bytes taken from the decompressor at once: a gzip bomb inflates that far only."""
+_LOGGERS = ("httpcore2", "httpcore", "hpack", "h11")
+_EMPTY: Mapping[str, str] = {}
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+class _Target:
+    """Where one (endpoint, path) goes, parsed once."""
+
+    __slots__ = ("host", "host_header", "port", "scheme", "url")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        netloc = parts.netloc.rpartition("@")[2]
+        # The idna codec costs ~10 ms to import: only a non-ASCII host needs it.
+        self.host_header = (b"Host", netloc.encode("ascii" if netloc.isascii() else "idna"))
+        self.url = httpcore_module().URL(url)
+
+
+@lru_cache(maxsize=256)
+def _target(url: str) -> _Target:
+    return _Target(url)
+
+
+@lru_cache(maxsize=64)
+def _headers(
+    api_key: str | None, configured: tuple[tuple[str, str], ...], accept: str
+) -> tuple[tuple[bytes, bytes], ...]:
+    """The request headers: what the SDK sends that servers rely on, then configured ones
+    (a configured Authorization replaces the bearer key; names compare case-insensitively)."""
+    base = {
+        "accept": ("Accept", accept),
+        "accept-encoding": ("Accept-Encoding", "gzip, deflate"),
+        "content-type": ("Content-Type", "application/json"),
+        "user-agent": ("User-Agent", USER_AGENT),
+    }
+    if api_key is not None:
+        base["authorization"] = ("Authorization", f"Bearer {api_key}")
+    for name, value in configured:
+        base[name.lower()] = (name, value)
+    return tuple((name.encode("ascii"), value.encode("ascii")) for name, value in base.values())
+
+
+def header_map(raw: Any) -> dict[str, str]:
+    """Response headers by lower-case name (a repeated header keeps its last value)."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+
+
+class _Trace:
+    """What httpcore did for one try: opened a connection (and got it up), got an answer."""
+
+    __slots__ = ("answered", "connected", "fresh")
+
+    def __init__(self) -> None:
+        self.fresh = False
+        self.connected = False
+        self.answered = False
+
+    def __call__(self, event: str, info: Any) -> None:
+        if event.endswith("connect_tcp.started"):
+            self.fresh = True
+        elif event.endswith(("connect_tcp.complete", "start_tls.complete")):
+            self.connected = True
+        elif event.endswith("start_tls.started"):
+            self.connected = False  # a TLS handshake still to come is part of connecting
+        elif event.endswith("receive_response_headers.complete"):
+            self.answered = True
+
+    async def acall(self, event: str, info: Any) -> None:
+        self(event, info)
+
+
+def _stale(exc: Exception, trace: _Trace) -> bool:
+    """The server had closed this reused connection before our request reached it.
+
+    Only two failures say so: the request could not be written (the peer was gone: a write
+    error, or a broken pipe, which asyncio reports at the next read), or the
+    first read met a clean end of stream (a FIN the server sent while the connection sat
+    idle; its kernel answers our request with an RST, which the read reports after the FIN).
+    A reset without that FIN is a server that read the request and dropped it: that one is
+    the retry policy's to judge, as is anything on a fresh connection or after an answer.
+    """
+    if trace.fresh or trace.answered:
+        return False
+    httpcore = httpcore_module()
+    if isinstance(exc, httpcore.WriteError) or _broken_pipe(exc):
+        return True  # asyncio reports a failed write at the next read
+    return isinstance(exc, httpcore.RemoteProtocolError) and "without sending" in str(exc)
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return False
+        if isinstance(current, BrokenPipeError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+class _Decoder:
+    """Content-Encoding gzip/deflate, inflated at most :data:`_SLICE` bytes at a time."""
+
+    __slots__ = ("_inflate", "_raw_deflate")
+
+    def __init__(self, encoding: str) -> None:
+        self._raw_deflate = encoding == "deflate"
+        # gzip: wbits 31; deflate: zlib-wrapped (47 detects it), retried raw below.
+        self._inflate = zlib.decompressobj(47 if self._raw_deflate else 31)
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        try:
+            out = self._inflate.decompress(data, _SLICE)
+            if out:
+                yield out
+            while self._inflate.unconsumed_tail:
+                out = self._inflate.decompress(self._inflate.unconsumed_tail, _SLICE)
+                if out:
+                    yield out
+        except zlib.error:
+            if self._raw_deflate:  # some servers send raw deflate under "deflate"
+                self._raw_deflate = False
+                self._inflate = zlib.decompressobj(-15)
+                yield from self.feed(data)
+                return
+            raise MalformedResponseError("the response's compressed body is corrupt") from None
+
+
+def _decoder(headers: Mapping[str, str]) -> _Decoder | None:
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return _Decoder("deflate" if encoding == "deflate" else "gzip")
+    raise MalformedResponseError(f"the response is encoded as {encoding!r}, which was not asked")
+
+
+class LeanResponse:
+    """An unread response: status, headers (lower-case names), decoded body bytes.
+
+    ``cap`` bounds the raw bytes (None for an event stream, bounded by its reader); decoded
+    pieces come out in slices so the readers' size checks see a bomb before memory does.
+    """
+
+    __slots__ = ("_cap", "_decoder", "_on_error", "_raw", "headers", "status")
+
+    def __init__(self, raw: Any, cap: int | None, on_error: Any) -> None:
+        self._raw = raw
+        self.status: int = raw.status
+        self.headers = header_map(raw.headers)
+        self._decoder = _decoder(self.headers)
+        self._cap = cap
+        self._on_error = on_error
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        seen, cap, decoder = 0, self._cap, self._decoder
+        try:
+            for chunk in self._raw.iter_stream():
+                seen += len(chunk)
+                if cap is not None and seen > cap:
+                    raise bounds.too_large("response body", "max_body_bytes", cap)
+                if decoder is None:
+                    yield chunk
+                else:
+                    yield from decoder.feed(chunk)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            mapped = self._on_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        seen, cap, decoder = 0, self._cap, self._decoder
+        try:
+            async for chunk in self._raw.aiter_stream():
+                seen += len(chunk)
+                if cap is not None and seen > cap:
+                    raise bounds.too_large("response body", "max_body_bytes", cap)
+                if decoder is None:
+                    yield chunk
+                else:
+                    for piece in decoder.feed(chunk):
+                        yield piece
+        except ProviderError:
+            raise
+        except Exception as exc:
+            mapped = self._on_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def close(self) -> None:
+        self._raw.close()
+
+    async def aclose(self) -> None:
+        await self._raw.aclose()
+
+
+# -- the transport --------------------------------------------------------------------------
+
+
+class LeanTransport:
+    """Sends JSON to an OpenAI-compatible server and hands back the unread response.
+
+    Errors come out as the core's: a status of 300 and up as the error its body and headers
+    name (:func:`responses.status_error`), network failures as APIConnectionError naming
+    host, port and cause. ``provider``/``model`` are left for the caller to fill in.
+    """
+
+    name = "lean"
+
+    def __init__(self) -> None:
+        guard_loggers(*_LOGGERS)
+        self._pools = SyncPools()
+        self._async_pools = AsyncPools()
+
+    def _request(
+        self,
+        connection: Connection,
+        extra_headers: Mapping[str, str],
+        method: bytes,
+        url: str,
+        body: bytes | None,
+        accept: str,
+    ) -> tuple[_Target, Any]:
+        target = _target(url)
+        configured = (
+            {**extra_headers, **connection.headers} if extra_headers else connection.headers
+        )
+        headers = (
+            target.host_header,
+            *_headers(connection.api_key, tuple(configured.items()), accept),
+        )
+        if body is not None:
+            headers = (*headers, (b"Content-Length", str(len(body)).encode()))
+        timeout = connection.timeout
+        timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        request = httpcore_module().Request(
+            method,
+            target.url,
+            headers=list(headers),
+            content=body,
+            extensions={"timeout": timeouts},
+        )
+        return target, request
+
+    def post(
+        self,
+        connection: Connection,
+        extra_headers: Mapping[str, str],
+        path: str,
+        body: Any,
+        *,
+        stream: bool = False,
+    ) -> LeanResponse:
+        """POST ``body`` (a JSON-able dict, sent as it is) and return the unread 2xx response."""
+        data = encode_json(body)
+        accept = "text/event-stream" if stream else "application/json"
+        url = connection.endpoint + path
+        target, request = self._request(connection, extra_headers, b"POST", url, data, accept)
+        pool = self._pools.get(target.scheme, target.host)
+        raw = self._send(pool, request, target)
+        return self._checked(raw, target, stream)
+
+    async def apost(
+        self,
+        connection: Connection,
+        extra_headers: Mapping[str, str],
+        path: str,
+        body: Any,
+        *,
+        stream: bool = False,
+    ) -> LeanResponse:
+        data = encode_json(body)
+        accept = "text/event-stream" if stream else "application/json"
+        url = connection.endpoint + path
+        target, request = self._request(connection, extra_headers, b"POST", url, data, accept)
+        pool = self._async_pools.get(target.scheme, target.host)
+        raw = await self._asend(pool, request, target)
+        return await self._achecked(raw, target, stream)
+
+    def get(
+        self, connection: Connection, extra_headers: Mapping[str, str], url: str
+    ) -> LeanResponse:
+        """GET an absolute ``url`` with the connection's headers; the unread 2xx response."""
+        target, request = self._request(
+            connection, extra_headers, b"GET", url, None, "application/json"
+        )
+        raw = self._send(self._pools.get(target.scheme, target.host), request, target)
+        return self._checked(raw, target, False)
+
+    def close(self) -> None:
+        self._pools.close()
+        self._async_pools.forget()
+
+    async def aclose(self) -> None:
+        await self._async_pools.aclose()
+
+    # -- sending, with the stale-connection rule ----------------------------------------
+
+    def _send(self, pool: Any, request: Any, target: _Target) -> Any:
+        for left in range(STALE_RETRIES, -1, -1):
+            trace = _Trace()
+            request.extensions["trace"] = trace
+            try:
+                return pool.handle_request(request)
+            except Exception as exc:
+                if left and _stale(exc, trace):
+                    log.debug(
+                        "%s:%s had closed an idle connection; sending again",
+                        target.host,
+                        target.port,
+                    )
+                    continue
+                raise _network_error(exc, target, trace) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _asend(self, pool: Any, request: Any, target: _Target) -> Any:
+        for left in range(STALE_RETRIES, -1, -1):
+            trace = _Trace()
+            request.extensions["trace"] = trace.acall
+            try:
+                return await pool.handle_async_request(request)
+            except Exception as exc:
+                if left and _stale(exc, trace):
+                    log.debug(
+                        "%s:%s had closed an idle connection; sending again",
+                        target.host,
+                        target.port,
+                    )
+                    continue
+                raise _network_error(exc, target, trace) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _wrap(self, raw: Any, target: _Target, stream: bool) -> LeanResponse:
+        success = 200 <= raw.status < 300
+        cap = None if success and stream else bounds.limits().max_body_bytes
+        return LeanResponse(raw, cap, lambda exc: _network_error(exc, target, None))
+
+    def _checked(self, raw: Any, target: _Target, stream: bool) -> LeanResponse:
+        response = self._wrap(raw, target, stream)
+        if 200 <= response.status < 300:
+            return response
+        try:
+            content = bounds.read_limited(response.iter_bytes(), bounds.limits().max_body_bytes)
+        finally:
+            response.close()
+        raise error_for(response.status, content, response.headers, stream=stream)
+
+    async def _achecked(self, raw: Any, target: _Target, stream: bool) -> LeanResponse:
+        response = self._wrap(raw, target, stream)
+        if 200 <= response.status < 300:
+            return response
+        try:
+            limit = bounds.limits().max_body_bytes
+            content = await bounds.aread_limited(response.aiter_bytes(), limit)
+        finally:
+            await response.aclose()
+        raise error_for(response.status, content, response.headers, stream=stream)
+
+
+def encode_json(body: Any) -> bytes:
+    """The request body as the SDK would send it (compact, UTF-8, no NaN)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def error_for(
+    status: int, content: bytes, headers: Mapping[str, str], *, stream: bool
+) -> ProviderError:
+    """The core error for an error status: the body's ``error`` object as the SDK reads it
+    (the whole JSON body without one, else its text)."""
+    try:
+        data: Any = json.loads(content) if content else None
+    except (ValueError, RecursionError):
+        data = content[:500].decode("utf-8", "replace") or None
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if stream and status == 400 and responses.rejects_stream_param(error):
+        return StreamingNotSupportedError(
+            "the server does not stream this model",
+            status_code=400,
+            code="unsupported_value",
+            request_id=headers.get("x-request-id"),
+        )
+    return responses.status_error(
+        status, error, headers, provider="", model="", request_id=headers.get("x-request-id")
+    )
+
+
+def _network_error(exc: Exception, target: _Target, trace: _Trace | None) -> Exception:
+    if isinstance(exc, ProviderError):
+        return exc
+    httpcore = httpcore_module()
+    built_wrong = isinstance(exc, httpcore.LocalProtocolError)
+    if built_wrong:
+        return exc  # a request we built wrong: a bug to see, not a network failure
+    network = (
+        httpcore.NetworkError,
+        httpcore.TimeoutException,
+        httpcore.ProtocolError,
+        httpcore.ProxyError,
+        OSError,
+    )
+    if not isinstance(exc, network):
+        return exc
+    connected = trace is None or not trace.fresh or trace.connected
+    error: APIConnectionError = connection_error(exc, target.host, target.port, connected=connected)
+    return error

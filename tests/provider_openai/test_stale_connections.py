@@ -1,0 +1,154 @@
+"""A pooled connection the server closed while idle costs no backoff and no warning.
+
+llama-server closes the connection after a stream although its headers said keep-alive; the
+next call on that pooled connection then meets a closed socket. The lean transport sends such
+a request again at once on a new connection, and only when the server had closed the
+connection before the request reached it (a reset after the server read it stays an error
+for the retry policy: see test_async_and_streaming's reset faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import select
+import socket
+import struct
+import threading
+
+import pytest
+from adversarial import AdversarialServer, Behaviour, _read_request, completion_body, sse_event
+from moodlemate.ai import GPT, APIConnectionError, RetryPolicy
+from support import TEST_KEY
+
+CALLS = 20
+
+
+class Closer:
+    """Answers once per connection with keep-alive headers, then closes the connection:
+    right away (``when="after"``), or only once the client sends its next request there
+    (``"next"``: the close then always crosses a request, the case the rule is for)."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+        self.answered = 0
+        self.crossed = 0  # connections closed with a request of the client's in flight
+        self._lock = threading.Lock()
+
+    def behaviour(self, *, stream: bool = False) -> Behaviour:
+        def answer(sock: socket.socket) -> None:
+            if stream:
+                body = sse_event("hi") + _last_event() + b"data: [DONE]\n\n"
+                kind = "text/event-stream"
+            else:
+                body, kind = completion_body("ok"), "application/json"
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body)
+            with self._lock:
+                self.answered += 1
+            if self.when == "next":
+                readable, _, _ = select.select([sock], [], [], 5.0)
+                if readable:
+                    with self._lock:
+                        self.crossed += 1
+            # returning closes the connection (FIN; an unread request then draws an RST)
+
+        return answer
+
+
+def _last_event() -> bytes:
+    chunk = {
+        "id": "chatcmpl-adv",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _gpt(server: AdversarialServer) -> GPT:
+    # A policy whose waits would show: a second attempt would wait at least half a second.
+    policy = RetryPolicy(attempts=3, wait_initial=0.5, wait_jitter=0)
+    return GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=policy, transport="lean")
+
+
+@pytest.mark.parametrize("when", ["next", "after"])
+def test_twenty_calls_on_a_server_that_closes_each_connection_wait_for_nothing(
+    when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    closer = Closer(when)
+    caplog.set_level(logging.DEBUG)
+    with AdversarialServer({"/chat/completions": closer.behaviour()}) as server:
+        gpt = _gpt(server)
+        completions = [gpt.complete("gpt-4o-mini", "", f"call {n}") for n in range(CALLS)]
+    assert [c.text for c in completions] == ["ok"] * CALLS
+    assert [c.attempts for c in completions] == [1] * CALLS  # no retry of the policy's
+    assert closer.answered == CALLS
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []  # neither "attempt failed" nor stamina's retry_scheduled
+    if when == "next":  # every call after the first met a connection closed under it
+        assert closer.crossed >= CALLS - 1
+    assert len(server.hits) == CALLS  # each connection served one request
+
+
+def test_the_same_on_one_event_loop(caplog: pytest.LogCaptureFixture) -> None:
+    closer = Closer("next")
+    caplog.set_level(logging.DEBUG)
+
+    async def calls(gpt: GPT) -> list[str]:
+        return [await gpt.achat_completion("gpt-4o-mini", "", f"call {n}") for n in range(CALLS)]
+
+    with AdversarialServer({"/chat/completions": closer.behaviour()}) as server:
+        texts = asyncio.run(calls(_gpt(server)))
+    assert texts == ["ok"] * CALLS
+    assert closer.crossed >= CALLS - 1
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_call_right_after_a_stream_on_a_closing_server(caplog: pytest.LogCaptureFixture) -> None:
+    streams = Closer("next")
+    caplog.set_level(logging.DEBUG)
+    with AdversarialServer({"/chat/completions": streams.behaviour(stream=True)}) as server:
+        gpt = _gpt(server)
+        texts = []
+        for _ in range(CALLS // 2):
+            with gpt.stream("gpt-4o-mini", "", "stream") as stream:
+                texts.append("".join(stream))
+    assert texts == ["hi"] * (CALLS // 2)
+    assert streams.crossed >= CALLS // 2 - 1
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_reset_after_the_server_read_the_request_is_not_sent_again_silently() -> None:
+    """The counterpart: the server read the request and reset the connection (no FIN
+    first). That is a failed attempt the policy sees (and may retry, with its wait)."""
+    hits = {"n": 0}
+
+    def answer_then_reset(sock: socket.socket) -> None:
+        hits["n"] += 1
+        if hits["n"] == 1:
+            body = completion_body("first")
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            sock.sendall(head + body)
+            _read_request(sock)  # the server reads the whole second request...
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # ...and resets the connection without answering
+
+    with AdversarialServer({"/chat/completions": answer_then_reset}) as server:
+        gpt = GPT(
+            "openai",
+            endpoint=server.url,
+            api_key=TEST_KEY,
+            retry=RetryPolicy(attempts=1),
+            transport="lean",
+        )
+        assert gpt.chat_completion("gpt-4o-mini", "", "one") == "first"
+        with pytest.raises(APIConnectionError) as caught:
+            gpt.chat_completion("gpt-4o-mini", "", "two")
+    assert caught.value.cause_kind == "closed"
+    assert hits["n"] == 1  # one connection: the second request was not sent elsewhere
