@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai._plausible import bounded
+from moodlemate.ai._plausible import bounded, ceiling, cost_of, scrubbed
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._validation import build_chat_request
@@ -464,13 +464,17 @@ class _RemoteRun:
 
     def _account(self, route: _Route, item: BatchItem, completion: Completion) -> Completion:
         """Cost at the batch price, into the instance's ledger (as a live call's would be)."""
-        completion = bounded(completion)
-        cost = completion.reported_cost
-        if cost is None and completion.usage_reported:
-            price = route.api.price(completion.model) or route.api.price(route.model)
-            cost = None if price is None else price.cost(completion.usage)
+        request = build_chat_request(
+            route.model, item.system, item.user, item.temperature, item.max_tokens
+        )
+        endpoint = route.connection.endpoint
+        limit = ceiling(route.provider, request, endpoint) if completion.usage_reported else None
+        completion = bounded(scrubbed(completion), limit)
+        cost, priced_model = cost_of(
+            completion, route.model, route.provider.same_model, route.api.price, limit
+        )
         self.gpt.ledger.record(route.model, completion.usage, cost)
-        return replace(completion, cost=cost)
+        return replace(completion, cost=cost, priced_model=priced_model)
 
     def _report(self) -> None:
         summary = self.summary

@@ -139,6 +139,9 @@ class OpenAIProvider(Provider):
     def count_message_tokens(self, messages: Sequence[Mapping[str, str]], model: str) -> TokenCount:
         return chat_tokens.count_message_tokens(messages, model)
 
+    def same_model(self, requested: str, served: str) -> bool:
+        return models.same_model(requested, served)
+
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         return pricing.openai_prices().get(model)
 
