@@ -4,7 +4,12 @@
 facade accounts: time, provider, endpoint origin (scheme, host and port only), requested and
 served model, tokens, exact cost (Decimal as text, NULL when unknown), attempts, latency,
 request id, outcome (``ok`` or the error's type), batch id. Prompt and reply text only with
-``SpendLog(path, text=True)`` (the CLI's default). Never a key or header.
+``SpendLog(path, text=True)`` (the CLI's default). Never a key or header: every string
+written passes the key redactor, since a server may echo a key into its model name.
+
+The log holds conversations, so a new file is private: created 0600 (SQLite gives its
+-wal, -shm and -journal files the same mode) in directories created 0700. An existing
+file or directory keeps the mode it has.
 
 Many processes may write at once: the database is in WAL mode, each write is one short
 ``BEGIN IMMEDIATE`` transaction, and a writer waits at most ``busy_timeout`` seconds for the
@@ -24,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -215,12 +220,17 @@ class SpendLog:
         """Write one call's row; False (and a warning, once) when it could not be written."""
         usage = completion.usage if completion is not None else None
         cost = completion.cost if completion is not None else None
+        from moodlemate.ai._secrets import redact
+
+        served = completion.model if completion is not None else None
+        request_id = completion.request_id if completion is not None else None
+        reply = completion.text if self.text and completion is not None else None
         row = (
             _now(),
             provider,
             endpoint_origin(endpoint),
             request.model,
-            completion.model if completion is not None else None,
+            None if served is None else redact(served),
             usage.prompt_tokens if usage else 0,
             usage.cached_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
@@ -228,11 +238,11 @@ class SpendLog:
             None if cost is None else str(cost),
             attempts,
             None if latency is None else round(latency * 1000, 3),
-            completion.request_id if completion is not None else None,
+            None if request_id is None else redact(request_id),
             _outcome(error),
             batch_id,
-            _prompt_text(request) if self.text else None,
-            completion.text if self.text and completion is not None else None,
+            redact(_prompt_text(request)) if self.text else None,
+            None if reply is None else redact(reply),
         )
         return self._insert(row)
 
@@ -286,7 +296,7 @@ class SpendLog:
     def _open(self) -> sqlite3.Connection:
         import sqlite3
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
@@ -468,12 +478,37 @@ def totals(records: Sequence[CallRecord], by: str) -> tuple[list[SpendTotal], Sp
     return [groups[k] for k in sorted(groups)], overall
 
 
+def _create_private(path: Path) -> None:
+    """Create ``path`` (and its missing directories) readable by its owner only, unless it
+    exists: SQLite then opens it as it is."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with suppress(FileExistsError):  # another process created it meanwhile
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _record(row: tuple[Any, ...]) -> CallRecord:
     values = list(row)
     cost_index = 1 + COLUMNS.index("cost")
-    text = values[cost_index]
-    values[cost_index] = None if text is None else Decimal(text)
+    values[cost_index] = _stored_cost(values[cost_index])
     return CallRecord(*values)
+
+
+def _stored_cost(text: object) -> Decimal | None:
+    """A row's cost as money (see :func:`moodlemate.ai._pricing.to_money`): a row an older
+    version wrote with an absurd figure (``1e-999999999``) reads as its rounded amount, or
+    as unknown, never as a million digits."""
+    from decimal import InvalidOperation
+
+    from moodlemate.ai._pricing import to_money
+
+    if text is None:
+        return None
+    try:
+        return to_money(Decimal(str(text)))
+    except InvalidOperation:
+        return None
 
 
 def _prompt_text(request: ChatRequest) -> str:
