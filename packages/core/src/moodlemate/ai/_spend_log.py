@@ -16,6 +16,10 @@ Many processes may write at once: the database is in WAL mode, each write is one
 lock. A log that cannot be written (locked past that bound, read-only, corrupt) never fails
 the call: the row is dropped, counted in :attr:`SpendLog.dropped`, and a warning says so once.
 
+Rows older than ``retention_days`` (90) are folded into per-day totals, at most once a
+day, in a background thread (:mod:`moodlemate.ai._spend_retention`); ``spend`` totals stay
+exact.
+
 The schema is versioned (``PRAGMA user_version``) and migrated forward when opened; a
 database written by a newer version is left alone (read-only use still works).
 
@@ -35,6 +39,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai._spend_retention import DEFAULT_RETENTION_DAYS, Pruned
 
 if TYPE_CHECKING:
     import sqlite3
@@ -90,6 +96,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX budget_reservations_scope ON budget_reservations (scope);
     """,
+    # 3: retention (moodlemate.ai._spend_retention): a folded row stands for many calls
+    """
+    ALTER TABLE calls ADD COLUMN folded INTEGER;
+    CREATE TABLE spend_log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -111,6 +122,7 @@ COLUMNS = (
     "batch_id",
     "prompt",
     "reply",
+    "folded",
 )
 
 # Built from the constant column names above, never from input.
@@ -165,6 +177,13 @@ class CallRecord:
     batch_id: str | None
     prompt: str | None
     reply: str | None
+    folded: int | None = None
+    """How many calls of one day this row stands for, once retention folded it (None: one
+    call, as recorded)."""
+
+    @property
+    def calls(self) -> int:
+        return self.folded or 1
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the cost as a decimal string (or None), never a float."""
@@ -183,8 +202,22 @@ class SpendLog:
         *,
         text: bool = False,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        retention_days: int | None = DEFAULT_RETENTION_DAYS,
     ) -> None:
+        if retention_days is not None and (
+            isinstance(retention_days, bool)
+            or not isinstance(retention_days, int)
+            or retention_days < 1
+        ):
+            from moodlemate.ai.errors import ValidationError
+
+            raise ValidationError(
+                f"retention_days must be whole days >= 1 or None, got {retention_days!r}"
+            )
         self.path = Path(os.path.expanduser(os.fspath(path)))
+        self.retention_days = retention_days
+        """Days kept row by row; older calls are folded into per-day totals, at most once a
+        day, in a background thread (None: never)."""
         self.text = text
         """Also record the prompt (messages as JSON) and the reply text."""
         self.busy_timeout = busy_timeout
@@ -243,6 +276,7 @@ class SpendLog:
             batch_id,
             redact(_prompt_text(request)) if self.text else None,
             None if reply is None else redact(reply),
+            None,
         )
         return self._insert(row)
 
@@ -291,7 +325,72 @@ class SpendLog:
         if self._conn is None or self._pid != os.getpid():
             self._conn = self._open()
             self._pid = os.getpid()
+            self.prune_soon()
         return self._conn
+
+    # -- retention (see moodlemate.ai._spend_retention) ---------------------------------
+
+    def prune_soon(self) -> bool:
+        """Start folding old rows in a background thread, unless this log (any process)
+        was pruned in the last day or keeps every row; True when a prune started."""
+        from moodlemate.ai._spend_retention import due
+
+        if self.retention_days is None or not self._writable or self._conn is None:
+            return False
+        if not due(self._conn):  # a read; most openings stop here, with no thread
+            return False
+        thread = threading.Thread(
+            target=self._prune_quietly, name="moodlemate-spend-log-prune", daemon=True
+        )
+        thread.start()
+        return True
+
+    def _prune_quietly(self) -> None:
+        import sqlite3
+
+        from moodlemate.ai._spend_retention import GUARD, fold, prune_due
+
+        assert self.retention_days is not None
+        try:
+            with GUARD:  # a fork waits for each step; never inherits one half done
+                conn = self._raw_connection()
+            try:
+                with GUARD:
+                    claimed = prune_due(conn)
+                if claimed:
+                    fold(conn, self.retention_days)
+            finally:
+                with GUARD:
+                    conn.close()
+        except (sqlite3.Error, OSError) as exc:  # busy, read-only: the next day tries again
+            log.debug("spend log %s not pruned: %s", self.path, exc)
+
+    def prune(self, keep_days: int | None = None, *, vacuum: bool = True) -> Pruned:
+        """Fold rows older than ``keep_days`` (the log's ``retention_days`` when None) into
+        per-day totals now, then compact the file (``VACUUM``) unless told not to."""
+        from moodlemate.ai._spend_retention import fold
+
+        days = keep_days or self.retention_days or DEFAULT_RETENTION_DAYS
+        with self._lock:
+            self._connection()  # migrated
+        conn = self._raw_connection()
+        try:
+            pruned = fold(conn, days)
+            if vacuum:
+                conn.execute("VACUUM")
+        finally:
+            conn.close()
+        return pruned
+
+    def _raw_connection(self) -> sqlite3.Connection:
+        """A connection of its own (a long pass must not hold the instance's lock)."""
+        import sqlite3
+
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
 
     def _open(self) -> sqlite3.Connection:
         import sqlite3
@@ -427,12 +526,13 @@ class SpendTotal:
     unpriced_calls: int = 0
 
     def add(self, record: CallRecord) -> None:
-        self.calls += 1
-        self.errors += record.outcome != "ok"
+        calls = record.calls  # a folded row stands for many
+        self.calls += calls
+        self.errors += calls if record.outcome != "ok" else 0
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
         if record.cost is None:
-            self.unpriced_calls += record.outcome == "ok"
+            self.unpriced_calls += calls if record.outcome == "ok" else 0
         else:
             with localcontext() as ctx:
                 ctx.prec = 60  # exact for any realistic sum of price-list costs

@@ -32,7 +32,7 @@ def open_log(args: argparse.Namespace) -> SpendLog | None:
     from moodlemate.ai._config import resolve_settings
     from moodlemate.ai._spend_log import SpendLog, default_log_path
 
-    path = args.log or resolve_settings().log or default_log_path()
+    path = getattr(args, "log", None) or resolve_settings().log or default_log_path()
     spend_log = SpendLog(path)
     if not spend_log.path.is_file():
         print(f"no spend log at {spend_log.path} yet", file=sys.stderr)
@@ -58,6 +58,42 @@ def add_parser(subparsers: Any) -> None:
     )
     add_log_option(parser)
     parser.set_defaults(func=run)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    prune = actions.add_parser(
+        "prune",
+        help="fold old calls into per-day totals now, and compact the file",
+        description="Fold the calls older than DAYS whole days (UTC) into one row per day, "
+        "provider, endpoint, model and outcome (tokens and exact cost summed, so 'spend' "
+        "still adds up), then compact the file. Logs do this by themselves at most once a "
+        "day, keeping 90 days.",
+    )
+    prune.add_argument(
+        "--keep", type=positive_int, metavar="DAYS", help="days kept call by call (90)"
+    )
+    prune.add_argument(
+        "--log", metavar="PATH", default=argparse.SUPPRESS, help="the spend log to prune"
+    )
+    prune.set_defaults(func=run_prune)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """``logs prune``: the work is :meth:`SpendLog.prune`'s."""
+    import sqlite3
+
+    spend_log = open_log(args)
+    if spend_log is None:
+        return EXIT_OK
+    before = spend_log.path.stat().st_size
+    try:
+        pruned = spend_log.prune(args.keep)
+    except sqlite3.Error as exc:
+        raise CommandError(f"cannot prune the spend log: {exc}") from None
+    after = spend_log.path.stat().st_size
+    print(
+        f"folded {pruned.calls} calls into {pruned.rows} daily rows; "
+        f"{spend_log.path}: {before:,} -> {after:,} bytes"
+    )
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
