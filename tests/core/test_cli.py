@@ -97,14 +97,14 @@ def test_chat_dash_reads_stdin_and_usage_goes_to_stderr(
 ) -> None:
     monkeypatch.setenv("MOODLEMATE_MODEL", "gpt-4o")
     endpoint.enqueue(Reply(text="ok", prompt_tokens=1000, completion_tokens=500))
-    out = run_cli("chat", "--usage", "-m", "gpt-4o-mini", "-", stdin="from stdin")
+    out = run_cli("chat", "--usage", "-m", "gpt-4o-mini", "-", stdin="from stdin " * 250)
     assert (out.returncode, out.stdout) == (0, "ok\n")
     # gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens
     assert "1500 tokens: 1000 prompt + 500 completion" in out.stderr
     assert "cost $0.000450" in out.stderr
     (request,) = endpoint.chat_requests
     assert request.body["model"] == "gpt-4o-mini"  # -m beats MOODLEMATE_MODEL
-    assert request.body["messages"][-1]["content"] == "from stdin"
+    assert request.body["messages"][-1]["content"] == "from stdin " * 250
 
 
 @pytest.mark.parametrize(
@@ -276,10 +276,12 @@ def test_batch_of_500_with_injected_faults_answers_every_id_once(
 
 
 def test_batch_records_usage_cost_and_parameters(endpoint: LoopbackServer, tmp_path: Path) -> None:
+    # Prompts long enough for the 1,000 prompt tokens the replies report.
+    long_a, long_c = "a " * 500, "c " * 500
     lines = [
-        {"id": 1, "system": "Be brief.", "user": "a", "model": "gpt-4o", "max_tokens": 5},
+        {"id": 1, "system": "Be brief.", "user": long_a, "model": "gpt-4o", "max_tokens": 100},
         {"id": "two", "user": "b", "temperature": 0},
-        {"id": 3, "user": "c", "model": "my-local-model"},
+        {"id": 3, "user": long_c, "model": "my-local-model"},
     ]
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
     big = Reply(text="x", prompt_tokens=1000, completion_tokens=100)
@@ -287,12 +289,12 @@ def test_batch_records_usage_cost_and_parameters(endpoint: LoopbackServer, tmp_p
     out = run_cli("batch", "in.jsonl", "-o", "out.jsonl", "-m", "gpt-4o-mini", "-c", "1")
     assert out.returncode == 0, out.stderr
     bodies = {r.body["messages"][-1]["content"]: r.body for r in endpoint.chat_requests}
-    assert bodies["a"]["model"] == "gpt-4o"
-    assert bodies["a"]["max_tokens"] == 5
-    assert bodies["a"]["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert bodies[long_a]["model"] == "gpt-4o"
+    assert bodies[long_a]["max_tokens"] == 100
+    assert bodies[long_a]["messages"][0] == {"role": "system", "content": "Be brief."}
     assert bodies["b"]["model"] == "gpt-4o-mini"  # from -m
     assert bodies["b"]["temperature"] == 0
-    assert bodies["c"]["temperature"] == 0.7  # the library's default
+    assert bodies[long_c]["temperature"] == 0.7  # the library's default
     records = {r["id"]: r for r in read_output(tmp_path / "out.jsonl")}
     assert set(records) == {1, "two", 3}  # ids keep their JSON type
     assert records[1]["usage"]["total_tokens"] == 1100

@@ -89,7 +89,7 @@ def test_chat_json_reports_text_model_usage_cost_attempts_and_request_id(
     endpoint.enqueue(
         Fault.status(503), Reply(text="fine", prompt_tokens=1000, completion_tokens=500)
     )
-    out = run_cli("chat", "--json", "-m", "gpt-4o-mini", "hi")
+    out = run_cli("chat", "--json", "-m", "gpt-4o-mini", "hi " * 500)  # 1,000 tokens fit
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout)
     assert record["text"] == "fine"

@@ -29,7 +29,7 @@ def logged(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MOODLEMATE_ENDPOINT", server.url)
     monkeypatch.setenv("MOODLEMATE_API_KEY", TEST_KEY)
     server.responder = lambda body: Reply(
-        model=body["model"], prompt_tokens=1000, completion_tokens=333
+        model=body["model"], prompt_tokens=250, completion_tokens=333
     )
     for model, prompt in (("gpt-4o-mini", "one"), ("gpt-4o", "two"), ("no-price", "three")):
         out = run_cli("chat", "--model", model, prompt)
@@ -47,7 +47,7 @@ def test_the_cli_logs_each_chat_with_its_text_unless_told_not_to(logged: Path) -
     assert json.loads(rows[0]["prompt"])[-1]["content"] == "three"
     assert rows[0]["reply"] == "Echo: three"
     assert rows[0]["cost"] is None
-    assert Decimal(rows[2]["cost"]) == (1000 * Decimal("0.15") + 333 * Decimal("0.6")) / 10**6
+    assert Decimal(rows[2]["cost"]) == (250 * Decimal("0.15") + 333 * Decimal("0.6")) / 10**6
     assert TEST_KEY not in logged.read_bytes().decode("latin-1")
     table = run_cli("logs", "-n", "1").stdout.splitlines()
     assert table[0].split()[:3] == ["TIME", "PROVIDER", "MODEL"]
@@ -61,8 +61,8 @@ def test_spend_totals_are_exact_unknown_where_unpriced_and_filtered_by_since(log
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     groups = {g["key"]: g for g in report["groups"]}
-    mini = (1000 * Decimal("0.15") + 333 * Decimal("0.6")) / 10**6
-    full = (1000 * Decimal("2.5") + 333 * Decimal("10")) / 10**6
+    mini = (250 * Decimal("0.15") + 333 * Decimal("0.6")) / 10**6
+    full = (250 * Decimal("2.5") + 333 * Decimal("10")) / 10**6
     assert Decimal(groups["gpt-4o-mini"]["cost"]) == mini
     assert groups["no-price"]["cost"] is None
     assert Decimal(report["total"]["cost"]) == mini + full

@@ -254,7 +254,8 @@ def test_the_ledger_accounts_each_entry_at_its_own_models_price(servers: Servers
     )
     servers.router.enqueue(Reply(cost=0.0123, **tokens))
     gpt = servers.gpt(["gpt-4o", ROUTED])
-    served = [gpt.complete("gpt-4o-mini", "", "hi") for _ in range(3)]
+    # A prompt long enough for the 1,000 prompt tokens the replies report.
+    served = [gpt.complete("gpt-4o-mini", "", "hi " * 500) for _ in range(3)]
 
     openai = servers.plugins.get("openai")
     mini, big = openai.price("gpt-4o-mini"), openai.price("gpt-4o")
@@ -288,10 +289,12 @@ def test_threads_falling_back_at_once_keep_the_ledger_exact(servers: Servers) ->
 
 
 def test_the_budget_is_checked_before_each_entry(servers: Servers) -> None:
-    servers.openai.enqueue(Reply(prompt_tokens=1000, completion_tokens=500))
+    # As much as a server may report for about 200 prompt tokens and max_tokens=10.
+    servers.openai.enqueue(Reply(prompt_tokens=600, completion_tokens=26))
     gpt = servers.gpt(["gpt-4o"], budget="0.0001")
-    # reserves its worst case (10 output tokens) but spends more than the budget
-    gpt.complete("gpt-4o-mini", "", "hi", max_tokens=10)
+    # reserves its worst case (its prompt, 10 output tokens) but spends more than the budget
+    gpt.complete("gpt-4o-mini", "", "hi " * 200, max_tokens=10)
+    assert gpt.ledger.cost > Decimal("0.0001")
 
     with pytest.raises(BudgetExceededError):
         gpt.complete("gpt-4o-mini", "", "hi", max_tokens=10)

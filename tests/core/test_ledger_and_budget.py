@@ -26,7 +26,7 @@ PRICES = {
 
 def _usage_for(n: int) -> dict[str, int]:
     """A different usage for every call, cached and reasoning tokens included."""
-    prompt = 1_000 + 37 * n
+    prompt = 100 + 3 * (n % 50)  # what a short prompt can take (moodlemate.ai._plausible)
     return {
         "prompt_tokens": prompt,
         "cached_tokens": (n * 13) % prompt,
@@ -93,7 +93,8 @@ def test_ledger_is_exact_after_1000_calls_from_16_threads(server: LoopbackServer
 
 
 # gpt-4o-mini: 6,000 uncached * $0.15 + 4,000 cached * $0.075 + 3,000 out * $0.60 = $0.003
-CALL = Reply(text="ok", prompt_tokens=10_000, cached_tokens=4_000, completion_tokens=3_000)
+# 200 x $0.15 + 4,950 x $0.60 per million: a short prompt and a long reply.
+CALL = Reply(text="ok", prompt_tokens=200, completion_tokens=4_950)
 CALL_COST = Decimal("0.003")
 
 
@@ -115,7 +116,8 @@ def test_a_call_whose_worst_case_would_cross_the_budget_is_not_sent(
     server: LoopbackServer,
 ) -> None:
     gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, budget="0.005")
-    server.enqueue(CALL, CALL, CALL)
+    short = Reply(text="ok", prompt_tokens=200, completion_tokens=1_000)
+    server.enqueue(CALL, short)
     gpt.chat_completion("gpt-4o-mini", "", "one")  # $0.003 of $0.005
     # The next may cost up to 4,096 output tokens ($0.0025) and the prompt: too much.
     with pytest.raises(BudgetExceededError, match=r"may cost up to \$0\.0024"):
@@ -123,7 +125,7 @@ def test_a_call_whose_worst_case_would_cross_the_budget_is_not_sent(
     # With max_tokens it fits: 1,000 x $0.60 per million.
     gpt.chat_completion("gpt-4o-mini", "", "two", max_tokens=1000)
     assert len(server.chat_requests) == 2
-    assert gpt.ledger.cost == 2 * CALL_COST
+    assert gpt.ledger.cost == CALL_COST + Decimal("0.00063")
     assert gpt.ledger.reserved == 0
 
 

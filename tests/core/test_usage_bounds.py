@@ -57,7 +57,7 @@ ABSURD_USAGE = [
 
 
 @pytest.mark.parametrize("usage", ABSURD_USAGE)
-def test_absurd_token_counts_are_unknown_and_leave_the_budget_alone(
+def test_absurd_token_counts_count_as_what_the_request_could_produce(
     gpt: GPT, server: LoopbackServer, usage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     gpt.budget = "5"
@@ -65,14 +65,18 @@ def test_absurd_token_counts_are_unknown_and_leave_the_budget_alone(
     with caplog.at_level(logging.WARNING, logger="moodlemate.ai"):
         first = gpt.complete("gpt-4o-mini", "", "hi")
         second = gpt.complete("gpt-4o-mini", "", "again")
+    info = gpt.provider.model_info("gpt-4o-mini")
+    assert info is not None
+    assert info.max_output_tokens is not None
     for result in (first, second):
         assert result.text == "hi"
-        assert result.cost is None
-        assert result.usage_reported is False
-        assert result.usage.total_tokens == 0
-    assert gpt.ledger.cost == 0
-    assert gpt.ledger.unpriced_calls == 2
-    assert gpt.ledger.usage.total_tokens == 0
+        assert result.usage.prompt_tokens <= plausible.PROMPT_MARGIN * 20 + plausible.PROMPT_SLACK
+        assert result.usage.completion_tokens <= info.max_output_tokens + 16
+        assert result.usage.cached_tokens <= result.usage.prompt_tokens
+        assert result.usage.reasoning_tokens <= result.usage.completion_tokens
+        assert result.cost is not None
+        assert result.cost < Decimal("0.02")  # the request's worst case, not $8,999
+    assert gpt.ledger.cost == first.cost + second.cost  # type: ignore[operator]
     assert gpt.chat_completion("gpt-4o-mini", "", "still sent") == "Echo: still sent"
     implausible = [r for r in caplog.records if "implausible" in r.getMessage()]
     assert len(implausible) == 1  # warned once, not per call
@@ -99,11 +103,11 @@ def test_an_absurd_reported_cost_is_unknown_and_the_price_table_is_used(
 
 
 def test_plausible_usage_and_cost_pass_unchanged(gpt: GPT, server: LoopbackServer) -> None:
-    big = plausible.MAX_CALL_TOKENS
-    server.enqueue(Reply(text="hi", prompt_tokens=big, completion_tokens=1, cost=999.5))
-    result = gpt.complete("gpt-4o-mini", "", "hi")
-    assert result.usage.prompt_tokens == big
-    assert result.cost == Decimal("999.5")
+    server.enqueue(Reply(text="hi", prompt_tokens=30, completion_tokens=7, cost=0.0000123))
+    result = gpt.complete("gpt-4o-mini", "", "hi", max_tokens=10)
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (30, 7)
+    assert result.cost == Decimal("0.0000123")
+    assert result.priced_model is None  # the server's own figure stands
 
 
 def test_a_streamed_absurd_usage_is_bounded_too(gpt: GPT, server: LoopbackServer) -> None:
@@ -111,8 +115,10 @@ def test_a_streamed_absurd_usage_is_bounded_too(gpt: GPT, server: LoopbackServer
     with gpt.stream("gpt-4o-mini", "", "hi") as stream:
         assert "".join(stream) == "hi there"
     assert stream.completion is not None
-    assert stream.completion.cost is None
-    assert gpt.ledger.cost == 0
+    assert stream.completion.usage.prompt_tokens <= 2 * 20 + plausible.PROMPT_SLACK
+    assert stream.completion.cost is not None
+    assert stream.completion.cost < Decimal("0.0001")
+    assert gpt.ledger.cost == stream.completion.cost
 
 
 class _TrustingPlugin(Provider):

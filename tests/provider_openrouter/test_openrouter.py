@@ -166,7 +166,7 @@ def test_cost_comes_from_the_models_endpoint_when_the_response_has_none(
     router: LoopbackServer,
 ) -> None:
     router.enqueue(Reply(prompt_tokens=1000, cached_tokens=400, completion_tokens=200))
-    result = or_gpt(router).complete("openai/gpt-4o-mini", "", "Hi")
+    result = or_gpt(router).complete("openai/gpt-4o-mini", "", "Hi " * 500)
     # 600 x 0.15 + 400 x 0.075 + 200 x 0.60, per million tokens, exactly.
     assert result.reported_cost is None
     assert result.cost == Decimal("0.00024")
@@ -228,10 +228,11 @@ def test_an_unreachable_endpoint_falls_back_to_the_shipped_snapshot_quickly() ->
 def test_a_chat_call_is_priced_from_the_snapshot_when_the_models_endpoint_fails() -> None:
     # The models listing is fetched without a key, so a key-protected server refuses it.
     with LoopbackServer(api_key=OR_KEY) as guarded:
-        guarded.enqueue(Reply(prompt_tokens=1_000_000, completion_tokens=0))
+        guarded.enqueue(Reply(prompt_tokens=10_000, completion_tokens=0))
         gpt = or_gpt(guarded, api_key=OR_KEY)
-        result = gpt.complete("openai/gpt-4o-mini", "", "Hi")
-    assert result.cost == Decimal("0.15")  # the snapshot's price of a million prompt tokens
+        # A prompt long enough for the 10,000 tokens the server reports.
+        result = gpt.complete("openai/gpt-4o-mini", "", "Hi " * 5_000)
+    assert result.cost == Decimal("0.0015")  # the snapshot's price of 10,000 prompt tokens
 
 
 def _lookup_in_a_new_process(endpoint: str, model: str) -> str:
@@ -409,6 +410,10 @@ def test_the_provider_lists_the_models_of_the_service_in_use(router: LoopbackSer
     assert names == ["anthropic/claude-sonnet-4", "openai/gpt-4o-mini", "openrouter/auto"]
 
 
+LONG = "Hi " * 500
+"""A prompt long enough for the 1,000 prompt tokens the scripted replies report."""
+
+
 @pytest.mark.parametrize("style", ["stream", "acomplete", "astream"])
 def test_streamed_and_async_calls_are_priced_from_the_endpoint_in_use(
     router: LoopbackServer, style: str
@@ -421,19 +426,19 @@ def test_streamed_and_async_calls_are_priced_from_the_endpoint_in_use(
         other_gpt = or_gpt(other, api_key="sk-or-v1-test-0123456789")
 
         async def drain() -> None:
-            async for _ in other_gpt.astream("openai/gpt-4o-mini", "", "Hi"):
+            async for _ in other_gpt.astream("openai/gpt-4o-mini", "", LONG):
                 pass
             await other_gpt.aclose()
 
         async def complete() -> Completion:
             try:
-                return await other_gpt.acomplete("openai/gpt-4o-mini", "", "Hi")
+                return await other_gpt.acomplete("openai/gpt-4o-mini", "", LONG)
             finally:
                 await other_gpt.aclose()
 
         other.enqueue(Reply(prompt_tokens=1000, completion_tokens=100))
         if style == "stream":
-            stream = other_gpt.stream("openai/gpt-4o-mini", "", "Hi")
+            stream = other_gpt.stream("openai/gpt-4o-mini", "", LONG)
             "".join(stream)
             result = stream.completion
         elif style == "acomplete":

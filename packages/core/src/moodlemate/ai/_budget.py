@@ -38,7 +38,13 @@ if TYPE_CHECKING:
     from moodlemate.ai._provider import ChatRequest, Provider
     from moodlemate.ai._shared_budget import SharedBudget
 
-__all__ = ["DEFAULT_OUTPUT_ESTIMATE", "reserve", "to_budget", "worst_case_cost"]
+__all__ = [
+    "DEFAULT_OUTPUT_ESTIMATE",
+    "prompt_tokens",
+    "reserve",
+    "to_budget",
+    "worst_case_cost",
+]
 
 DEFAULT_OUTPUT_ESTIMATE = 4096
 """Output tokens a call with ``max_tokens=None`` is assumed to cost at most (capped at the
@@ -118,14 +124,15 @@ def worst_case_cost(
         limit = info.max_output_tokens if info is not None else None
         output = min(DEFAULT_OUTPUT_ESTIMATE, limit or DEFAULT_OUTPUT_ESTIMATE)
     prompt = (
-        _prompt_tokens(provider, request)
+        prompt_tokens(provider, request)
         if counted
         else token_ceiling(request.messages) + tool_ceiling(request)
     )
     return price.cost(Usage(prompt_tokens=prompt, completion_tokens=output))
 
 
-def _prompt_tokens(provider: Provider, request: ChatRequest) -> int:
+def prompt_tokens(provider: Provider, request: ChatRequest) -> int:
+    """The prompt's tokens as the provider counts them (an upper bound without a tokenizer)."""
     try:
         tokens = provider.count_message_tokens(wire_messages(request.messages), request.model)
         if not carries_more_than_text(request):

@@ -24,7 +24,7 @@ from moodlemate.ai._credentials import explain_unsent_key
 from moodlemate.ai._network_failure import name_the_failure
 from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._pacing import PACED
-from moodlemate.ai._plausible import bounded
+from moodlemate.ai._plausible import bounded, ceiling, cost_of, scrubbed
 from moodlemate.ai._provider import DEFAULT_IMAGE_TOKENS
 from moodlemate.ai._urls import origin
 from moodlemate.ai.errors import APIConnectionError, ProviderError, RateLimitError
@@ -294,34 +294,38 @@ class Call:
         object serves every instance and endpoint), settle the reservation, log the call."""
         provider, request, endpoint = self.provider, self.request, self.connection.endpoint
         accounts = self.accounts
-        completion = bounded(completion)  # a server's absurd usage or cost counts as unknown
-        cost = completion.reported_cost
-        if cost is None:
-            price = provider.price(completion.model, endpoint) or provider.price(
-                request.model, endpoint
+        # What the server said is untrusted: its strings pass the redactor, its usage is
+        # bounded by what the request could produce, its model name cannot pick the price.
+        limit = ceiling(provider, request, endpoint) if completion.usage_reported else None
+        completion = bounded(scrubbed(completion), limit)
+        cost, priced_model = cost_of(
+            completion,
+            request.model,
+            provider.same_model,
+            lambda model: provider.price(model, endpoint),
+            limit,
+        )
+        if cost is None and request.model not in accounts.unpriced:
+            accounts.unpriced.add(request.model)
+            price = provider.price(request.model, endpoint)
+            why = "no price known for" if price is None else "the server reported no usage for"
+            # A local or custom server's models have no price: worth a note, not a warning
+            # on every run. On the vendor's own service a missing price is a real gap.
+            vendor = provider.recognises(endpoint)
+            log.log(
+                logging.WARNING if vendor else logging.INFO,
+                "%s %s model %r: its cost is recorded as unknown "
+                "(and not counted against a budget)",
+                why,
+                provider.name,
+                request.model,
             )
-            if price is not None and completion.usage_reported:
-                cost = price.cost(completion.usage)
-            elif request.model not in accounts.unpriced:
-                accounts.unpriced.add(request.model)
-                why = "no price known for" if price is None else "the server reported no usage for"
-                # A local or custom server's models have no price: worth a note, not a warning
-                # on every run. On the vendor's own service a missing price is a real gap.
-                vendor = provider.recognises(endpoint)
-                log.log(
-                    logging.WARNING if vendor else logging.INFO,
-                    "%s %s model %r: its cost is recorded as unknown "
-                    "(and not counted against a budget)",
-                    why,
-                    provider.name,
-                    request.model,
-                )
         reservation.settle(accounts.ledger, request.model, completion.usage, cost)
         if accounts.pacer is not None:
             accounts.pacer.learn(
                 origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
             )
-        completion = replace(completion, cost=cost, attempts=attempts)
+        completion = replace(completion, cost=cost, priced_model=priced_model, attempts=attempts)
         if accounts.log is not None:
             accounts.log.record_call(
                 provider=provider.name,

@@ -80,6 +80,10 @@ class Completion:
     None when the model's price is unknown."""
     reported_cost: Decimal | None = None
     """The cost the provider itself reported in the response (e.g. OpenRouter's ``usage.cost``)."""
+    priced_model: str | None = None
+    """The model whose listed price gave ``cost``: the model asked for, or the served one
+    (``model``) when it is a snapshot or alias of it; None when the cost is the server's
+    own figure or unknown. A server cannot make a call look cheaper by naming another model."""
     attempts: int = 1
     usage_reported: bool = True
     """False when the server sent no usage (some OpenAI-compatible servers omit it): the

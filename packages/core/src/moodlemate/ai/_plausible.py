@@ -1,72 +1,263 @@
-"""Bounds on what a server may report about a call's usage and cost.
+"""Bounds on what a server may report about a call: its usage, its cost, its model's name.
 
-A buggy or hostile server can claim ``prompt_tokens = 10**30`` or a ``cost`` of
-``1e999999``: priced and added to the ledger, either would trip every budget for good. No
-real call comes near these bounds, so a value beyond them is treated as unknown (as if the
-server had not reported it), with one warning per provider and kind of value.
+A server's reply is untrusted input. A buggy or hostile one can claim ``prompt_tokens =
+10**30``, a ``cost`` of ``1e999999``, a reply to a ``max_tokens=10`` request that took
+99 million tokens, or a pricier (or cheaper) model than the one asked for; priced and
+added to the ledger, any of these would trip every budget for good, or let calls through
+that a budget should stop. So, before a call is priced:
+
+- every token count is bounded by what the request could produce (:class:`Ceiling`): the
+  prompt at most ``PROMPT_MARGIN`` times its own count plus ``PROMPT_SLACK`` tokens (a
+  server's chat template and tokenizer differ from ours) plus the bytes of the request's
+  extra fields (tools, schemas); the reply at most ``max_tokens`` (or the model's own
+  output limit when it is None) plus ``COMPLETION_SLACK``. A count beyond its bound counts
+  as the bound; a count beyond every bound with no request bound known, or a negative one,
+  makes the usage unknown;
+- the call is priced as the model asked for, unless the served model is that model or a
+  snapshot or alias of it (:meth:`Provider.same_model`); the discrepancy is warned about
+  once and left visible (``Completion.model`` is what the server said,
+  ``Completion.priced_model`` what the cost was computed from);
+- a reported cost is dropped for the price list's figure when it is no amount of money,
+  over :data:`MAX_CALL_COST`, or over ``REPORTED_COST_MARGIN`` times the request's worst
+  case; a computed cost over :data:`MAX_CALL_COST` is unknown;
+- every amount is rounded to :data:`~moodlemate.ai._pricing.COST_QUANTUM`;
+- the strings the server chose (model, request id, finish reason, refusal) pass the key
+  redactor, since they reach logs, spans, metrics, the spend log and the terminal.
+
+One warning per provider and kind of value; then the bound holds silently.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
+from moodlemate.ai._pricing import Price, to_money
 from moodlemate.ai._provider import Completion
+from moodlemate.ai._secrets import redact
 from moodlemate.ai._usage import Usage
 
-__all__ = ["MAX_CALL_COST", "MAX_CALL_TOKENS", "bounded"]
+if TYPE_CHECKING:
+    from moodlemate.ai._provider import ChatRequest, Provider
+
+__all__ = [
+    "COMPLETION_SLACK",
+    "MAX_CALL_COST",
+    "MAX_CALL_TOKENS",
+    "PROMPT_MARGIN",
+    "PROMPT_SLACK",
+    "REPORTED_COST_MARGIN",
+    "Ceiling",
+    "bounded",
+    "ceiling",
+    "cost_of",
+    "scrubbed",
+]
 
 MAX_CALL_TOKENS = 100_000_000
 """Any one token count of one call: 50 times the largest context windows offered today."""
 MAX_CALL_COST = Decimal(1000)
 """USD for one call: far above the most expensive model's full context and output."""
+PROMPT_MARGIN = 2
+"""A server's prompt count may be this many times ours (its tokenizer may not be ours)..."""
+PROMPT_SLACK = 256
+"""...plus this many tokens (its chat template's framing)."""
+COMPLETION_SLACK = 16
+"""Reply tokens a server may count beyond ``max_tokens`` (end-of-turn markers)."""
+REPORTED_COST_MARGIN = 2
+"""A reported cost may be this many times the request's worst case at the listed price
+(fees, rounding); beyond it the listed price is used."""
 
 log = logging.getLogger("moodlemate.ai")
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
 
 
-def bounded(completion: Completion) -> Completion:
-    """``completion`` with implausible usage (any count negative or over MAX_CALL_TOKENS)
-    marked as not reported and an implausible reported cost (not a finite amount from 0 to
-    MAX_CALL_COST) dropped."""
-    usage = completion.usage
-    counts = (
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.cached_tokens,
-        usage.reasoning_tokens,
-    )
-    cost = completion.reported_cost
-    # Negative values too: a plugin that passes a server's figures through unchecked would
-    # otherwise lower the ledger's total and lift the budget.
-    bad_usage = completion.usage_reported and not all(
-        0 <= count <= MAX_CALL_TOKENS for count in counts
-    )
-    bad_cost = cost is not None and not (cost.is_finite() and 0 <= cost <= MAX_CALL_COST)
-    if not bad_usage and not bad_cost:
-        return completion
-    if bad_usage:
-        _warn_once(
-            completion.provider, "token counts", f"negative, or over {MAX_CALL_TOKENS:,} tokens"
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    """The most tokens a request could produce; None where nothing bounds a count."""
+
+    prompt: int | None = None
+    completion: int | None = None
+
+    def clamp(self, usage: Usage) -> Usage:
+        """``usage`` with every count at most its bound (cached within prompt, reasoning
+        within completion)."""
+        prompt = usage.prompt_tokens
+        if self.prompt is not None:
+            prompt = min(prompt, self.prompt)
+        completion = usage.completion_tokens
+        if self.completion is not None:
+            completion = min(completion, self.completion)
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=min(usage.cached_tokens, prompt),
+            reasoning_tokens=min(usage.reasoning_tokens, completion),
         )
-        completion = replace(completion, usage=Usage(), usage_reported=False, reported_cost=None)
-    if bad_cost:
-        _warn_once(completion.provider, "cost", f"not an amount from $0 to ${MAX_CALL_COST}")
-        completion = replace(completion, reported_cost=None)
+
+
+def ceiling(provider: Provider, request: ChatRequest, endpoint: str | None = None) -> Ceiling:
+    """What ``request`` could produce at most (see the module docstring)."""
+    from moodlemate.ai._budget import prompt_tokens
+
+    prompt = PROMPT_MARGIN * prompt_tokens(provider, request) + PROMPT_SLACK
+    if request.extra:
+        prompt += _extra_size(request.extra)
+    output = request.max_tokens
+    if output is None:
+        info = provider.model_info(request.model, endpoint)
+        output = None if info is None else info.max_output_tokens
+    completion = None
+    if output is not None:
+        choices = request.extra.get("n", 1)
+        choices = choices if isinstance(choices, int) and 1 <= choices <= 128 else 1
+        completion = choices * (output + COMPLETION_SLACK)
+    return Ceiling(prompt=prompt, completion=completion)
+
+
+def _extra_size(extra: object) -> int:
+    import json
+
+    try:
+        return len(json.dumps(extra, default=str).encode())
+    except (TypeError, ValueError):
+        return 0
+
+
+def scrubbed(completion: Completion) -> Completion:
+    """``completion`` with a registered key masked in the strings its server chose."""
+    model = redact(completion.model)
+    request_id = None if completion.request_id is None else redact(completion.request_id)
+    finish = None if completion.finish_reason is None else redact(completion.finish_reason)
+    refusal = None if completion.refusal is None else redact(completion.refusal)
+    if (model, request_id, finish, refusal) == (
+        completion.model,
+        completion.request_id,
+        completion.finish_reason,
+        completion.refusal,
+    ):
+        return completion
+    return replace(
+        completion, model=model, request_id=request_id, finish_reason=finish, refusal=refusal
+    )
+
+
+def bounded(completion: Completion, limit: Ceiling | None = None) -> Completion:
+    """``completion`` with its usage within ``limit`` (counts beyond it count as it), usage
+    that nothing bounds and that is implausible (negative, over MAX_CALL_TOKENS) marked as
+    not reported, and a reported cost that is no amount from 0 to MAX_CALL_COST dropped."""
+    usage = completion.usage
+    limit = limit or Ceiling()
+    if completion.usage_reported:
+        counts = (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.reasoning_tokens,
+        )
+        # Negative values: a plugin that passes a server's figures through unchecked would
+        # otherwise lower the ledger's total and lift the budget.
+        if min(counts) < 0:
+            return _unknown_usage(completion)
+        clamped = limit.clamp(usage)
+        if clamped != usage:
+            _warn_once(
+                completion.provider,
+                "token counts",
+                "more than the request could produce; counted as its bound",
+            )
+            completion = replace(completion, usage=clamped)
+        if max(clamped.prompt_tokens, clamped.completion_tokens) > MAX_CALL_TOKENS:
+            return _unknown_usage(completion)
+    cost = completion.reported_cost
+    if cost is not None:
+        money = to_money(cost)
+        if money is None or money > MAX_CALL_COST:
+            _warn_once(completion.provider, "cost", f"not an amount from $0 to ${MAX_CALL_COST}")
+            money = None
+        if money != cost or money is None:
+            completion = replace(completion, reported_cost=money)
     return completion
 
 
+def _unknown_usage(completion: Completion) -> Completion:
+    _warn_once(completion.provider, "token counts", f"negative, or over {MAX_CALL_TOKENS:,} tokens")
+    return replace(completion, usage=Usage(), usage_reported=False, reported_cost=None)
+
+
+def cost_of(
+    completion: Completion,
+    requested: str,
+    same_model: Callable[[str, str], bool],
+    price_of: Callable[[str], Price | None],
+    limit: Ceiling | None = None,
+) -> tuple[Decimal | None, str | None]:
+    """(The cost of ``completion``, the model it was priced as) for a call that asked for
+    ``requested``; ``completion`` already :func:`bounded` by ``limit``. (None, None) when
+    the cost is unknown; (reported cost, None) when the server's own figure stands."""
+    served = completion.model
+    if served == requested or same_model(requested, served):
+        priced_as, price = served, price_of(served)
+        if price is None:
+            priced_as, price = requested, price_of(requested)
+    else:
+        if _first(completion.provider, f"model {requested}"):
+            log.warning(
+                "%s answered a call for %r as %r, which is not that model nor a snapshot of "
+                "it: priced as %r (the served name is kept in Completion.model and the spend "
+                "log); further ones are not logged",
+                completion.provider,
+                requested,
+                served[:100],
+                requested,
+            )
+        priced_as, price = requested, price_of(requested)
+    reported = completion.reported_cost
+    if reported is not None:
+        worst = _worst_case(price, limit)
+        if worst is None or reported <= worst * REPORTED_COST_MARGIN:
+            return reported, None
+        _warn_once(
+            completion.provider,
+            "cost",
+            f"over {REPORTED_COST_MARGIN}x what the request could cost at {priced_as!r}'s price",
+        )
+    if price is None or not completion.usage_reported:
+        return None, None
+    cost = price.cost(completion.usage)
+    if cost > MAX_CALL_COST:
+        _warn_once(completion.provider, "computed cost", f"over ${MAX_CALL_COST} for one call")
+        return None, None
+    return cost, priced_as
+
+
+def _worst_case(price: Price | None, limit: Ceiling | None) -> Decimal | None:
+    if price is None or limit is None or limit.prompt is None or limit.completion is None:
+        return None
+    return price.cost(Usage(prompt_tokens=limit.prompt, completion_tokens=limit.completion))
+
+
 def _warn_once(provider: str, what: str, why: str) -> None:
+    if _first(provider, what):
+        log.warning(
+            "%s reported implausible %s (%s): treated as unknown or bounded; "
+            "further ones are not logged",
+            provider,
+            what,
+            why,
+        )
+
+
+def _first(provider: str, what: str) -> bool:
+    """True the first time (``provider``, ``what``) is seen (the set stays small: ``what``
+    names a kind of value or a model the caller asked for, never a server's string)."""
     with _warned_lock:
         if (provider, what) in _warned:
-            return
+            return False
         _warned.add((provider, what))
-    log.warning(
-        "%s reported implausible %s (%s): treated as unknown; further ones are not logged",
-        provider,
-        what,
-        why,
-    )
+    return True

@@ -1,15 +1,43 @@
-"""Prices and limits of models. Money is Decimal: float drifts over a million calls."""
+"""Prices and limits of models. Money is Decimal: float drifts over a million calls.
+
+Every cost the library records is a whole number of :data:`COST_QUANTUM` (a ten-billionth
+of a dollar): far finer than any price list (a cent per hundred million tokens), yet a
+figure with a bounded number of digits, so a server's ``1e-999999999`` can neither print
+a million zeros nor slow every sum.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
 from moodlemate.ai._usage import Usage
 
-__all__ = ["ModelInfo", "Price"]
+__all__ = ["COST_QUANTUM", "ModelInfo", "Price", "to_money"]
 
 _MILLION = Decimal(1_000_000)
+COST_QUANTUM = Decimal("1e-10")
+"""The precision of every recorded cost, in US dollars (rounded half to even)."""
+_QUANTUM_EXPONENT = -10
+_MAX_EXPONENT = 30
+"""Amounts of 10**30 USD and more are not money: :func:`to_money` refuses them."""
+
+
+def to_money(amount: Decimal) -> Decimal | None:
+    """``amount`` rounded to :data:`COST_QUANTUM` (digits beyond it only: ``0.00075`` stays
+    as written); None when it is no amount of money (NaN, infinite, negative, or 10**30 USD
+    and more)."""
+    if not amount.is_finite() or amount < 0 or amount.adjusted() >= _MAX_EXPONENT:
+        return None
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= _QUANTUM_EXPONENT:
+        return amount
+    with localcontext() as ctx:
+        ctx.prec = 60  # enough digits for any amount under 10**30 at the quantum
+        try:
+            return amount.quantize(COST_QUANTUM, rounding=ROUND_HALF_EVEN).normalize()
+        except InvalidOperation:  # pragma: no cover - excluded by the exponent bound
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +56,10 @@ class Price:
             + cached * cached_rate
             + usage.completion_tokens * self.output
         )
-        return total / _MILLION
+        with localcontext() as ctx:
+            ctx.prec = 60  # exact: a token count times a listed price
+            cost = to_money(total / _MILLION)
+        return Decimal(0) if cost is None else cost
 
 
 @dataclass(frozen=True, slots=True)

@@ -272,6 +272,13 @@ class Provider(ABC):
         server refuses or does not answer."""
         return None
 
+    def same_model(self, requested: str, served: str) -> bool:
+        """Whether a reply whose ``model`` field says ``served`` is the model ``requested``
+        (the same name, or a snapshot or alias of it the provider knows). Only then is a
+        call priced as ``served``: a server's label cannot make a call look cheaper (or
+        dearer) than the model asked for. This default knows no aliases: equal names only."""
+        return served.casefold() == requested.casefold()
+
     def price(self, model: str, endpoint: str | None = None) -> Price | None:
         info = self.model_info(model, endpoint)
         return info.price if info else None

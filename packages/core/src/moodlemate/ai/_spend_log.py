@@ -4,7 +4,12 @@
 facade accounts: time, provider, endpoint origin (scheme, host and port only), requested and
 served model, tokens, exact cost (Decimal as text, NULL when unknown), attempts, latency,
 request id, outcome (``ok`` or the error's type), batch id. Prompt and reply text only with
-``SpendLog(path, text=True)`` (the CLI's default). Never a key or header.
+``SpendLog(path, text=True)`` (the CLI's default). Never a key or header: every string
+written passes the key redactor, since a server may echo a key into its model name.
+
+The log holds conversations, so a new file is private: created 0600 (SQLite gives its
+-wal, -shm and -journal files the same mode) in directories created 0700. An existing
+file or directory keeps the mode it has.
 
 Many processes may write at once: the database is in WAL mode, each write is one short
 ``BEGIN IMMEDIATE`` transaction, and a writer waits at most ``busy_timeout`` seconds in all,
@@ -12,6 +17,10 @@ for this instance's own lock (other threads' writes) and the file's lock togethe
 queue of threads behind a locked file each gives up within the bound. A log that cannot be
 written (locked past that bound, read-only, corrupt) never fails the call: the row is
 dropped, counted in :attr:`SpendLog.dropped`, and a warning says so once.
+
+Rows older than ``retention_days`` (90) are folded into per-day totals, at most once a
+day, in a background thread (:mod:`moodlemate.ai._spend_retention`); ``spend`` totals stay
+exact.
 
 The schema is versioned (``PRAGMA user_version``) and migrated forward when opened; a
 database written by a newer version is left alone (read-only use still works).
@@ -26,12 +35,14 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai._spend_retention import DEFAULT_RETENTION_DAYS, Pruned
 
 if TYPE_CHECKING:
     import sqlite3
@@ -100,6 +111,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX calls_batch ON calls (batch_id) WHERE batch_id IS NOT NULL;
     """,
+    # 4: retention (moodlemate.ai._spend_retention): a folded row stands for many calls
+    """
+    ALTER TABLE calls ADD COLUMN folded INTEGER;
+    CREATE TABLE spend_log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -121,6 +137,7 @@ COLUMNS = (
     "batch_id",
     "prompt",
     "reply",
+    "folded",
 )
 
 # Built from the constant column names above, never from input.
@@ -175,6 +192,13 @@ class CallRecord:
     batch_id: str | None
     prompt: str | None
     reply: str | None
+    folded: int | None = None
+    """How many calls of one day this row stands for, once retention folded it (None: one
+    call, as recorded)."""
+
+    @property
+    def calls(self) -> int:
+        return self.folded or 1
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the cost as a decimal string (or None), never a float."""
@@ -193,8 +217,22 @@ class SpendLog:
         *,
         text: bool = False,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        retention_days: int | None = DEFAULT_RETENTION_DAYS,
     ) -> None:
+        if retention_days is not None and (
+            isinstance(retention_days, bool)
+            or not isinstance(retention_days, int)
+            or retention_days < 1
+        ):
+            from moodlemate.ai.errors import ValidationError
+
+            raise ValidationError(
+                f"retention_days must be whole days >= 1 or None, got {retention_days!r}"
+            )
         self.path = Path(os.path.expanduser(os.fspath(path)))
+        self.retention_days = retention_days
+        """Days kept row by row; older calls are folded into per-day totals, at most once a
+        day, in a background thread (None: never)."""
         self.text = text
         """Also record the prompt (messages as JSON) and the reply text."""
         self.busy_timeout = busy_timeout
@@ -275,12 +313,17 @@ class SpendLog:
     ) -> tuple[object, ...]:
         usage = completion.usage if completion is not None else None
         cost = completion.cost if completion is not None else None
+        from moodlemate.ai._secrets import redact
+
+        served = completion.model if completion is not None else None
+        request_id = completion.request_id if completion is not None else None
+        reply = completion.text if self.text and completion is not None else None
         return (
             _now(),
             provider,
             endpoint_origin(endpoint),
             request.model,
-            completion.model if completion is not None else None,
+            None if served is None else redact(served),
             usage.prompt_tokens if usage else 0,
             usage.cached_tokens if usage else 0,
             usage.completion_tokens if usage else 0,
@@ -288,11 +331,12 @@ class SpendLog:
             None if cost is None else str(cost),
             attempts,
             None if latency is None else round(latency * 1000, 3),
-            completion.request_id if completion is not None else None,
+            None if request_id is None else redact(request_id),
             _outcome(error),
             batch_id,
-            _prompt_text(request) if self.text else None,
-            completion.text if self.text and completion is not None else None,
+            redact(_prompt_text(request)) if self.text else None,
+            None if reply is None else redact(reply),
+            None,
         )
 
     def _insert(self, rows: Sequence[Sequence[object]]) -> bool:
@@ -360,12 +404,77 @@ class SpendLog:
         if self._conn is None or self._pid != os.getpid():
             self._conn = self._open()
             self._pid = os.getpid()
+            self.prune_soon()
         return self._conn
+
+    # -- retention (see moodlemate.ai._spend_retention) ---------------------------------
+
+    def prune_soon(self) -> bool:
+        """Start folding old rows in a background thread, unless this log (any process)
+        was pruned in the last day or keeps every row; True when a prune started."""
+        from moodlemate.ai._spend_retention import due
+
+        if self.retention_days is None or not self._writable or self._conn is None:
+            return False
+        if not due(self._conn):  # a read; most openings stop here, with no thread
+            return False
+        thread = threading.Thread(
+            target=self._prune_quietly, name="moodlemate-spend-log-prune", daemon=True
+        )
+        thread.start()
+        return True
+
+    def _prune_quietly(self) -> None:
+        import sqlite3
+
+        from moodlemate.ai._spend_retention import GUARD, fold, prune_due
+
+        assert self.retention_days is not None
+        try:
+            with GUARD:  # a fork waits for each step; never inherits one half done
+                conn = self._raw_connection()
+            try:
+                with GUARD:
+                    claimed = prune_due(conn)
+                if claimed:
+                    fold(conn, self.retention_days)
+            finally:
+                with GUARD:
+                    conn.close()
+        except (sqlite3.Error, OSError) as exc:  # busy, read-only: the next day tries again
+            log.debug("spend log %s not pruned: %s", self.path, exc)
+
+    def prune(self, keep_days: int | None = None, *, vacuum: bool = True) -> Pruned:
+        """Fold rows older than ``keep_days`` (the log's ``retention_days`` when None) into
+        per-day totals now, then compact the file (``VACUUM``) unless told not to."""
+        from moodlemate.ai._spend_retention import fold
+
+        days = keep_days or self.retention_days or DEFAULT_RETENTION_DAYS
+        with self._lock:
+            self._connection()  # migrated
+        conn = self._raw_connection()
+        try:
+            pruned = fold(conn, days)
+            if vacuum:
+                conn.execute("VACUUM")
+        finally:
+            conn.close()
+        return pruned
+
+    def _raw_connection(self) -> sqlite3.Connection:
+        """A connection of its own (a long pass must not hold the instance's lock)."""
+        import sqlite3
+
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
 
     def _open(self) -> sqlite3.Connection:
         import sqlite3
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
@@ -549,12 +658,13 @@ class SpendTotal:
     unpriced_calls: int = 0
 
     def add(self, record: CallRecord) -> None:
-        self.calls += 1
-        self.errors += record.outcome != "ok"
+        calls = record.calls  # a folded row stands for many
+        self.calls += calls
+        self.errors += calls if record.outcome != "ok" else 0
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
         if record.cost is None:
-            self.unpriced_calls += record.outcome == "ok"
+            self.unpriced_calls += calls if record.outcome == "ok" else 0
         else:
             with localcontext() as ctx:
                 ctx.prec = 60  # exact for any realistic sum of price-list costs
@@ -600,12 +710,37 @@ def totals(records: Sequence[CallRecord], by: str) -> tuple[list[SpendTotal], Sp
     return [groups[k] for k in sorted(groups)], overall
 
 
+def _create_private(path: Path) -> None:
+    """Create ``path`` (and its missing directories) readable by its owner only, unless it
+    exists: SQLite then opens it as it is."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with suppress(FileExistsError):  # another process created it meanwhile
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _record(row: tuple[Any, ...]) -> CallRecord:
     values = list(row)
     cost_index = 1 + COLUMNS.index("cost")
-    text = values[cost_index]
-    values[cost_index] = None if text is None else Decimal(text)
+    values[cost_index] = _stored_cost(values[cost_index])
     return CallRecord(*values)
+
+
+def _stored_cost(text: object) -> Decimal | None:
+    """A row's cost as money (see :func:`moodlemate.ai._pricing.to_money`): a row an older
+    version wrote with an absurd figure (``1e-999999999``) reads as its rounded amount, or
+    as unknown, never as a million digits."""
+    from decimal import InvalidOperation
+
+    from moodlemate.ai._pricing import to_money
+
+    if text is None:
+        return None
+    try:
+        return to_money(Decimal(str(text)))
+    except InvalidOperation:
+        return None
 
 
 def _prompt_text(request: ChatRequest) -> str:

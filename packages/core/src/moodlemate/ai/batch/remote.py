@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai._plausible import bounded
+from moodlemate.ai._plausible import bounded, ceiling, cost_of, scrubbed
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai.batch.items import BatchItem, ItemId
@@ -459,7 +459,7 @@ class _RemoteRun:
                     continue
                 completion = result.completion
                 if completion is not None:
-                    completion = self._priced(route, completion)
+                    completion = self._priced(route, self.items[item_id], completion)
                     cost += completion.cost or 0
                 item = self.items[item_id]
                 self._record(
@@ -559,14 +559,18 @@ class _RemoteRun:
         self._pending_bytes = 0
         self._queued = set()
 
-    def _priced(self, route: _Route, completion: Completion) -> Completion:
-        """The completion with its cost at the batch price (None when unknown)."""
-        completion = bounded(completion)
-        cost = completion.reported_cost
-        if cost is None and completion.usage_reported:
-            price = route.api.price(completion.model) or route.api.price(route.model)
-            cost = None if price is None else price.cost(completion.usage)
-        return replace(completion, cost=cost)
+    def _priced(self, route: _Route, item: BatchItem, completion: Completion) -> Completion:
+        """The completion with its usage bounded by what the line could produce, the strings
+        its server chose redacted, and its cost at the batch price, priced by the model asked
+        for (None when unknown)."""
+        endpoint = route.connection.endpoint
+        request = item.request(route.model)
+        limit = ceiling(route.provider, request, endpoint) if completion.usage_reported else None
+        completion = bounded(scrubbed(completion), limit)
+        cost, priced_model = cost_of(
+            completion, route.model, route.provider.same_model, route.api.price, limit
+        )
+        return replace(completion, cost=cost, priced_model=priced_model)
 
     def _report(self) -> None:
         summary = self.summary

@@ -40,6 +40,7 @@ examples:
   moodlemate-ai logs --cid french        # the turns of the conversation 'french'
   moodlemate-ai logs path
   moodlemate-ai logs off                 # stop recording chats; `logs on` resumes
+  moodlemate-ai logs prune --keep 30     # fold calls older than 30 days into daily totals
 """
 
 
@@ -56,7 +57,7 @@ def log_path(args: argparse.Namespace) -> Any:
     from moodlemate.ai._config import resolve_settings
     from moodlemate.ai._spend_log import SpendLog, default_log_path
 
-    return SpendLog(args.log or resolve_settings().log or default_log_path()).path
+    return SpendLog(getattr(args, "log", None) or resolve_settings().log or default_log_path()).path
 
 
 def open_log(args: argparse.Namespace) -> SpendLog | None:
@@ -78,16 +79,19 @@ def add_parser(subparsers: Any) -> None:
         "served model, tokens, exact cost ('unknown' when no price was known), attempts, "
         "latency, outcome ('ok' or the error's type), prompt and reply (cut to fit on a "
         "terminal, whole in a pipe). ACTION 'path' prints where the log is; 'off' stops "
-        "the command from recording chats (prompts and replies included), 'on' resumes.",
+        "the command from recording chats (prompts and replies included), 'on' resumes; "
+        "'prune' folds the calls older than --keep DAYS (90) into one row per day, provider, "
+        "endpoint, model and outcome (tokens and exact cost summed, so 'spend' still adds "
+        "up) and compacts the file, which logs also do by themselves at most once a day.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "action",
         nargs="?",
-        choices=("path", "off", "on"),
+        choices=("path", "off", "on", "prune"),
         metavar="ACTION",
-        help="path, off or on (default: list calls)",
+        help="path, off, on or prune (default: list calls)",
     )
     parser.add_argument(
         "-n", "--count", type=positive_int, default=20, metavar="N", help="how many (20)"
@@ -103,11 +107,39 @@ def add_parser(subparsers: Any) -> None:
     )
     add_log_option(parser)
     parser.set_defaults(func=run)
+    parser.add_argument(
+        "--keep",
+        type=positive_int,
+        metavar="DAYS",
+        help="with prune: days kept call by call (90)",
+    )
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """``logs prune``: the work is :meth:`SpendLog.prune`'s."""
+    import sqlite3
+
+    spend_log = open_log(args)
+    if spend_log is None:
+        return EXIT_OK
+    before = spend_log.path.stat().st_size
+    try:
+        pruned = spend_log.prune(args.keep)
+    except sqlite3.Error as exc:
+        raise CommandError(f"cannot prune the spend log: {exc}") from None
+    after = spend_log.path.stat().st_size
+    print(
+        f"folded {pruned.calls} calls into {pruned.rows} daily rows; "
+        f"{spend_log.path}: {before:,} -> {after:,} bytes"
+    )
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
     import sqlite3
 
+    if args.action == "prune":
+        return run_prune(args)
     if args.action is not None:
         return _act(args)
     spend_log = open_log(args)

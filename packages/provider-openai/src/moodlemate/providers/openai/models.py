@@ -33,6 +33,7 @@ __all__ = [
     "input_problem",
     "routed_rules_for",
     "rules_for",
+    "same_model",
 ]
 
 log = logging.getLogger("moodlemate.ai")
@@ -80,6 +81,17 @@ def family(model: str) -> str:
     name = model.rsplit("/", 1)[-1].lower()
     name = name.split(":", 1)[0]  # OpenRouter variants such as ":free"
     return _SNAPSHOT.sub("", name)
+
+
+def same_model(requested: str, served: str) -> bool:
+    """Whether ``served`` (a reply's ``model``) is ``requested`` or a dated snapshot of the
+    same family (``gpt-4o-mini`` -> ``gpt-4o-mini-2024-07-18``), from the same vendor when
+    both name one (``openai/gpt-4o`` -> ``openai/gpt-4o-2024-08-06``)."""
+    vendor, slash, _ = requested.lower().rpartition("/")
+    served_vendor, served_slash, _ = served.lower().rpartition("/")
+    if slash and served_slash and vendor != served_vendor:
+        return False
+    return family(served) == family(requested)
 
 
 @lru_cache(maxsize=1024)

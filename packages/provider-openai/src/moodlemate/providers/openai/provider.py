@@ -170,6 +170,9 @@ class OpenAIProvider(Provider):
     def count_input_tokens(self, request: ChatRequest) -> TokenCount:
         return input_tokens.count_input_tokens(request)
 
+    def same_model(self, requested: str, served: str) -> bool:
+        return models.same_model(requested, served)
+
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         return pricing.openai_prices().get(model)
 

@@ -1,0 +1,180 @@
+"""Retention for the spend log: old rows folded into per-day totals, so the file stays
+bounded and ``moodlemate-ai spend`` still adds up to the last decimal.
+
+A row older than the retention period (:data:`DEFAULT_RETENTION_DAYS`, counted in whole
+UTC days) is folded with the other old rows of its day, provider, endpoint, requested
+and served model, outcome and priced-or-not into one row whose ``folded`` column says how
+many calls it stands for: tokens, attempts and the exact cost are summed; time of day,
+latency, request id, batch id, prompt and reply are dropped. Shared budgets keep their
+own per-period totals (``budget_spend``), which folding never touches.
+
+Folding works in transactions of at most :data:`CHUNK` rows, so another process writing
+a call waits for one short transaction, never for the whole pass. A log prunes itself at
+most once a day, in a background thread, when it is opened
+(:meth:`~moodlemate.ai._spend_log.SpendLog.prune_soon`); ``moodlemate-ai logs prune``
+does it now and compacts the file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, localcontext
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = [
+    "CHUNK",
+    "DEFAULT_RETENTION_DAYS",
+    "GUARD",
+    "PRUNE_EVERY",
+    "Pruned",
+    "due",
+    "fold",
+    "prune_due",
+]
+
+DEFAULT_RETENTION_DAYS = 90
+"""Days of calls kept row by row; older ones are folded into per-day totals."""
+PRUNE_EVERY = 86_400.0
+"""Seconds between automatic prunes of one log (every process sharing it together)."""
+CHUNK = 2_000
+"""Rows folded per transaction."""
+
+_LAST_PRUNE = "last_prune"
+
+GUARD = threading.Lock()
+"""Held by a background prune around each transaction, and by ``os.fork()`` (a
+pre-forking server's workers): a child never inherits a prune in the middle of SQLite."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=GUARD.acquire, after_in_parent=GUARD.release, after_in_child=GUARD.release
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one pass did: calls folded, and the per-day rows they became."""
+
+    calls: int = 0
+    rows: int = 0
+
+
+def cutoff(keep_days: int, now: datetime | None = None) -> str:
+    """The first moment kept row by row: midnight UTC ``keep_days`` days before today."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    start = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    return (start - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def due(conn: sqlite3.Connection, every: float = PRUNE_EVERY) -> bool:
+    """Whether no prune ran in the last ``every`` seconds (a read: no lock taken)."""
+    return _due(conn, every)
+
+
+def prune_due(conn: sqlite3.Connection, every: float = PRUNE_EVERY) -> bool:
+    """Claim the next automatic prune, in one transaction: True when none ran in the last
+    ``every`` seconds (by any process), and the claim is recorded. Not due is told by a
+    read alone: most openings take no write lock."""
+    if not _due(conn, every):
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        due = _due(conn, every)  # again: another process may have claimed it meanwhile
+        if due:
+            conn.execute(
+                "INSERT OR REPLACE INTO spend_log_meta (key, value) VALUES (?, ?)",
+                (_LAST_PRUNE, repr(time.time())),
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return due
+
+
+def _due(conn: sqlite3.Connection, every: float) -> bool:
+    row = conn.execute("SELECT value FROM spend_log_meta WHERE key = ?", (_LAST_PRUNE,)).fetchone()
+    return row is None or time.time() - float(row[0]) >= every
+
+
+_SELECT_OLD = (
+    "SELECT id, time, provider, endpoint, requested_model, served_model, outcome, "
+    "prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost, attempts, "
+    "folded FROM calls WHERE time < ? AND folded IS NULL ORDER BY time LIMIT ?"
+)
+_INSERT_FOLDED = (
+    "INSERT INTO calls (time, provider, endpoint, requested_model, served_model, outcome, "
+    "prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost, attempts, "
+    "folded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def fold(conn: sqlite3.Connection, keep_days: int, now: datetime | None = None) -> Pruned:
+    """Fold every row older than ``keep_days`` whole UTC days into per-day rows."""
+    before = cutoff(keep_days, now)
+    calls = rows = 0
+    while True:
+        with GUARD:
+            pruned = _fold_chunk(conn, before)
+        if pruned is None:
+            return Pruned(calls, rows)
+        calls += pruned.calls
+        rows += pruned.rows
+
+
+def _fold_chunk(conn: sqlite3.Connection, before: str) -> Pruned | None:
+    """Fold up to CHUNK rows older than ``before`` in one transaction; None when none."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old = conn.execute(_SELECT_OLD, (before, CHUNK)).fetchall()
+        if not old:
+            conn.execute("COMMIT")
+            return None
+        groups = _groups(old)
+        conn.executemany("DELETE FROM calls WHERE id = ?", [(row[0],) for row in old])
+        conn.executemany(_INSERT_FOLDED, groups)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return Pruned(len(old), len(groups))
+
+
+def _groups(old: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row per day and group, with the sums of the rows it stands for."""
+    totals: dict[tuple[Any, ...], list[Any]] = {}
+    with localcontext() as ctx:
+        ctx.prec = 60  # exact for any realistic sum of recorded costs
+        for row in old:
+            (_, stamp, provider, endpoint, requested, served, outcome) = row[:7]
+            prompt, cached, completion, reasoning, cost, attempts, _ = row[7:]
+            key = (stamp[:10], provider, endpoint, requested, served, outcome, cost is None)
+            total = totals.get(key)
+            if total is None:
+                total = totals[key] = [0, 0, 0, 0, None, None, 0]
+            total[0] += prompt
+            total[1] += cached
+            total[2] += completion
+            total[3] += reasoning
+            if cost is not None:
+                total[4] = (total[4] or Decimal(0)) + Decimal(cost)
+            if attempts is not None:
+                total[5] = (total[5] or 0) + attempts
+            total[6] += 1
+    return [
+        (
+            f"{key[0]}T00:00:00.000000Z",
+            *key[1:6],
+            *total[:4],
+            None if total[4] is None else str(total[4]),
+            total[5],
+            total[6],
+        )
+        for key, total in totals.items()
+    ]
