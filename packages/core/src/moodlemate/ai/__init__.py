@@ -75,6 +75,9 @@ if TYPE_CHECKING:
     from moodlemate.ai._streaming import (
         TextStream as TextStream,
     )
+    from moodlemate.ai._structured import (
+        TypedCompletion as TypedCompletion,
+    )
     from moodlemate.ai._token_count import (
         TokenCount as TokenCount,
     )
@@ -166,7 +169,13 @@ if TYPE_CHECKING:
         StreamInterruptedError as StreamInterruptedError,
     )
     from moodlemate.ai.errors import (
+        StructuredOutputError as StructuredOutputError,
+    )
+    from moodlemate.ai.errors import (
         TokenizerUnavailableError as TokenizerUnavailableError,
+    )
+    from moodlemate.ai.errors import (
+        TruncatedAnswerError as TruncatedAnswerError,
     )
     from moodlemate.ai.errors import (
         UnknownProviderError as UnknownProviderError,
@@ -215,7 +224,9 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "ServerError",
         "StreamInterruptedError",
         "StreamingNotSupportedError",
+        "StructuredOutputError",
         "TokenizerUnavailableError",
+        "TruncatedAnswerError",
         "UnknownProviderError",
         "UnsupportedFeatureError",
         "ValidationError",
@@ -245,6 +256,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "AsyncTextStream",
         "TextStream",
     ),
+    "moodlemate.ai._structured": ("TypedCompletion",),
     "moodlemate.ai._token_count": ("TokenCount",),
     "moodlemate.ai._usage": ("Usage",),
 }

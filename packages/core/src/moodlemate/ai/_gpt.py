@@ -15,7 +15,7 @@ from dataclasses import replace
 from decimal import Decimal
 from os import PathLike
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._budget import to_budget
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._shared_budget import SharedBudget
     from moodlemate.ai._spend_log import SpendLog
     from moodlemate.ai._streaming import AsyncTextStream, TextStream
+    from moodlemate.ai._structured import TypedCompletion
 
 __all__ = ["GPT"]
 
@@ -61,6 +62,10 @@ log.addHandler(logging.NullHandler())
 log.addFilter(RedactingFilter())
 
 DEFAULT_CONVERSATION = "default"
+DEFAULT_ATTEMPTS = 3
+"""Replies a typed answer may take (the first and two re-asks)."""
+
+T = TypeVar("T")
 
 
 class _Unset:
@@ -406,6 +411,7 @@ class GPT:
         provider, name = self.route(model)
         return provider.count_message_tokens(checked, name)
 
+    @overload
     def complete(
         self,
         model: str,
@@ -413,14 +419,98 @@ class GPT:
         user_message: str,
         temperature: float = 0.7,
         max_tokens: int | None = None,
-    ) -> Completion:
-        """Like :meth:`chat_completion`, but returns the full :class:`Completion`."""
+        *,
+        schema: None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> Completion: ...
+
+    @overload
+    def complete(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        schema: Any,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> TypedCompletion[Any]: ...
+
+    def complete(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        schema: Any = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> Completion | TypedCompletion[Any]:
+        """Like :meth:`chat_completion`, but returns the full :class:`Completion`; with
+        ``schema``, a :class:`TypedCompletion` whose ``parsed`` is the checked answer (see
+        :meth:`parse`)."""
         request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        if schema is not None:
+            from moodlemate.ai._answer_schema import answer_schema
+            from moodlemate.ai._structured import run_typed
+
+            return run_typed(self, request, answer_schema(schema), max_attempts)
         if self._fallbacks:
             return self.send(request)
         completion = self.prepare(request, checked=True).send()
         self._local.last = completion
         return completion
+
+    def parse(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        schema: type[T] | Any,
+        *,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> T:
+        """The model's answer as an instance of ``schema`` (a pydantic model, dataclass,
+        TypedDict, type hint, or a JSON schema dict for plain JSON). The schema is sent in the
+        strictest form the model takes; a reply that does not validate is answered with its
+        problems and asked again, up to ``max_attempts`` replies (each billed and logged) within
+        one deadline. Raises StructuredOutputError when none validates, RefusalError on a
+        refusal and TruncatedAnswerError when ``max_tokens`` cut the answer short."""
+        result = self.complete(
+            model,
+            system_message,
+            user_message,
+            temperature,
+            max_tokens,
+            schema=schema,
+            max_attempts=max_attempts,
+        )
+        parsed: T = result.parsed
+        return parsed
+
+    async def aparse(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        schema: type[T] | Any,
+        *,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> T:
+        """Async :meth:`parse`."""
+        from moodlemate.ai._answer_schema import answer_schema
+        from moodlemate.ai._structured import arun_typed
+
+        request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        result = await arun_typed(self, request, answer_schema(schema), max_attempts)
+        parsed: T = result.parsed
+        return parsed
 
     def send(self, request: ChatRequest) -> Completion:
         """Send a prepared request under the retry policy and record it in the ledger."""

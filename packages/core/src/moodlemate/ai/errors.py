@@ -44,7 +44,9 @@ __all__ = [
     "ServerError",
     "StreamInterruptedError",
     "StreamingNotSupportedError",
+    "StructuredOutputError",
     "TokenizerUnavailableError",
+    "TruncatedAnswerError",
     "UnknownProviderError",
     "UnsupportedFeatureError",
     "ValidationError",
@@ -291,6 +293,32 @@ class EmptyReplyError(ReplyError):
     """The reply has no text and the server did not say it stopped normally: typically a
     reasoning model that spent ``max_tokens`` on hidden reasoning (``finish_reason`` is
     ``"length"``), a content filter, or a reply made only of tool calls."""
+
+
+class TruncatedAnswerError(ReplyError):
+    """A typed answer was cut off by the token limit (``finish_reason`` ``"length"``): asking
+    again would be cut off the same way. ``partial`` holds the text that arrived; raise
+    ``max_tokens`` (or leave it None)."""
+
+    @property
+    def partial(self) -> str:
+        return self.completion.text
+
+
+class StructuredOutputError(ReplyError):
+    """No reply matched the answer's schema within ``max_attempts``. ``completions`` holds every
+    attempt (each billed and in the ledger) and ``problems`` what was wrong with each."""
+
+    def __init__(
+        self,
+        message: str,
+        completions: tuple[Completion, ...],
+        problems: tuple[tuple[str, ...], ...],
+    ) -> None:
+        super().__init__(message, completions[-1])
+        self.completions = completions
+        self.problems = problems
+        self.attempts = len(completions)
 
 
 class RefusalError(ReplyError):

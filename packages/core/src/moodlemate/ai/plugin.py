@@ -10,6 +10,7 @@ implementation and may change in any release. See docs/plugins.md.
 from __future__ import annotations
 
 from moodlemate.ai import _bounds as bounds
+from moodlemate.ai._answer_format import AnswerFormat, AnswerMode, answer_instructions
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._call_types import (
     ChatRequest,
@@ -59,6 +60,8 @@ from moodlemate.ai.errors import (
 __all__ = [
     "APIConnectionError",
     "APITimeoutError",
+    "AnswerFormat",
+    "AnswerMode",
     "AsyncProviderStream",
     "AuthenticationError",
     "BadRequestError",
@@ -97,6 +100,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "Usage",
     "ValidationError",
+    "answer_instructions",
     "bounds",
     "count_messages",
     "error_for_status",

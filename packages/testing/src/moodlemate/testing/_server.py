@@ -61,6 +61,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from moodlemate.providers.openai.models import routed_rules_for
+from moodlemate.providers.openai.strict_schema import strict_violations
 from moodlemate.testing._batches import BatchFate, BatchService
 from moodlemate.testing._rate_limits import RateLimit, RateLimiter
 
@@ -1194,6 +1195,10 @@ def _validate(
             "stream",
             "unsupported_value",
         )
+    if strict:
+        problem = _response_format_problem(body.get("response_format"))
+        if problem is not None:
+            return problem
     rules = routed_rules_for(model)  # the providers' own rules: one source of truth
     if not strict or not rules.reasoning:
         return None
@@ -1222,6 +1227,30 @@ def _validate(
                     f"messages[{i}].role",
                     "unsupported_value",
                 )
+    return None
+
+
+def _response_format_problem(value: Any) -> tuple[str, str | None, str | None] | None:
+    """OpenAI's 400 for a strict ``json_schema`` that breaks its strict-mode rules (the
+    provider's own statement of them)."""
+    if not isinstance(value, dict) or value.get("type") != "json_schema":
+        return None
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return (
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        )
+    schema = spec.get("schema")
+    if spec.get("strict") is True and isinstance(schema, dict):
+        problems = strict_violations(schema)
+        if problems:
+            return (
+                f"Invalid schema for response_format '{spec['name']}': {problems[0]}",
+                "response_format",
+                "invalid_json_schema",
+            )
     return None
 
 

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from moodlemate.ai.plugin import (
+    AnswerFormat,
+    AnswerMode,
     APIConnectionError,
     APITimeoutError,
     ChatRequest,
@@ -20,6 +22,7 @@ from moodlemate.ai.plugin import (
     bounds,
 )
 from moodlemate.providers.openai import (
+    answer_formats,
     chat_tokens,
     models,
     pricing,
@@ -80,6 +83,12 @@ class OpenAIProvider(Provider):
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         return models.chat_body(request, self.rules(request.model))
+
+    def answer_format(
+        self, model: str, name: str, schema: Mapping[str, Any], mode: AnswerMode | None = None
+    ) -> AnswerFormat:
+        chosen = answer_formats.answer_format(model, name, schema, mode)
+        return chosen or super().answer_format(model, name, schema, mode)
 
     # -- the contract --------------------------------------------------------------------
 
