@@ -295,3 +295,12 @@ def test_every_typed_answer_request_follows_openais_spec(server: LoopbackServer,
     assert len(server.chat_requests) == 5
     for request in server.chat_requests:
         check("CreateChatCompletionRequest", request.body)
+
+
+def test_the_test_server_answers_any_schema_unscripted(server: LoopbackServer, gpt: GPT) -> None:
+    """``moodlemate-ai serve`` can be tried with typed answers: with nothing scripted it answers
+    with the plainest value the schema admits."""
+    invoice = gpt.parse("gpt-4o-mini", "Extract.", "x", Invoice)
+    assert invoice == Invoice("example", [Line("example", Decimal(0))], paid=True)
+    assert gpt.parse("gpt-4o-mini", "", "x", list[City]) == [{"name": "example", "population": 0}]
+    assert gpt.parse("gpt-3.5-turbo", "", "x", dict[str, int]) == {}

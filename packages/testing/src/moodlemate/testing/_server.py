@@ -27,7 +27,8 @@ Any OpenAI-compatible client works the same way: point its base URL at ``server.
 
 What the server answers to a valid ``POST .../chat/completions``, in order of precedence:
 the next item of the FIFO script (``enqueue``); else a random fault (``fault_rate``); else
-``responder(body)``; else ``Reply()``, which echoes the last user message. Validation (the API
+``responder(body)``; else ``Reply()``, which echoes the last user message (or, asked for a
+``response_format``, answers with the plainest JSON the schema admits). Validation (the API
 key, the JSON body, and with ``strict`` the real API's model rules) comes first and consumes
 nothing from the script, so a client that adapts its request after a 400 still meets the
 scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between the two: it
@@ -64,6 +65,7 @@ from moodlemate.providers.openai.models import routed_rules_for
 from moodlemate.providers.openai.strict_schema import strict_violations
 from moodlemate.testing._batches import BatchFate, BatchService
 from moodlemate.testing._rate_limits import RateLimit, RateLimiter
+from moodlemate.testing._schema_answers import schema_answer
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -965,7 +967,7 @@ class _Completion:
         elif reply.chunks is not None:
             text = "".join(reply.chunks)
         else:
-            text = f"Echo: {_last_user_text(request.get('messages'))}"
+            text = schema_answer(request) or f"Echo: {_last_user_text(request.get('messages'))}"
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = max(1, _prompt_words(request.get("messages")), reply.cached_tokens)
