@@ -304,3 +304,50 @@ def test_the_test_server_answers_any_schema_unscripted(server: LoopbackServer, g
     assert invoice == Invoice("example", [Line("example", Decimal(0))], paid=True)
     assert gpt.parse("gpt-4o-mini", "", "x", list[City]) == [{"name": "example", "population": 0}]
     assert gpt.parse("gpt-3.5-turbo", "", "x", dict[str, int]) == {}
+
+
+def test_a_streamed_answer_shows_fields_as_they_complete(server: LoopbackServer, gpt: GPT) -> None:
+    chunks = [
+        '{"number": "A',
+        '-7", "li',
+        'nes": [{"item": "tea", "to',
+        'tal": 0.10}]',
+        ', "paid": true}',
+    ]
+    server.enqueue(Reply(chunks=chunks))
+    with gpt.stream("gpt-4o-mini", "Extract.", "x", schema=Invoice) as stream:
+        seen = list(stream)
+    assert {"number": "A-7"} in seen
+    assert {"number": "A-7", "lines": [{"item": "tea", "total": 0.1}]} in seen
+    assert seen[-1] == INVOICE == stream.parsed
+    assert not any(isinstance(s, dict) and s.get("number") == "A" for s in seen)
+    assert stream.completion is not None
+    (request,) = server.chat_requests
+    assert request.body["stream"] is True
+    assert _format(request)["json_schema"]["strict"] is True
+
+
+def test_a_streamed_answer_that_does_not_validate_raises(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(Reply(chunks=['{"number": ', "7}"]))
+    stream = gpt.stream("gpt-4o-mini", "", "x", schema=Invoice)
+    with pytest.raises(StructuredOutputError, match="did not match") as caught:
+        list(stream)
+    assert caught.value.problems[0][0].startswith("number: ")
+    with pytest.raises(RuntimeError, match="not ended"):
+        _ = stream.parsed
+
+
+def test_a_streamed_list_answer_unwraps_its_value(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(
+        Reply(
+            chunks=[
+                '{"value": [{"name": "Oslo", ',
+                '"population": 1}, {"name"',
+                ': "Rome", "population": 2}]}',
+            ]
+        )
+    )
+    seen = list(gpt.stream("gpt-4o-mini", "", "x", schema=list[City]))
+    assert [{"name": "Oslo"}] in seen
+    assert [{"name": "Oslo", "population": 1}, {}] in seen
+    assert seen[-1] == [{"name": "Oslo", "population": 1}, {"name": "Rome", "population": 2}]

@@ -46,6 +46,7 @@ from moodlemate.ai._validation import build_chat_request, check_model, check_req
 from moodlemate.ai.errors import MoodlemateError, ValidationError
 
 if TYPE_CHECKING:
+    from moodlemate.ai._answer_stream import AnswerStream
     from moodlemate.ai._conversation import Conversation
     from moodlemate.ai._fallbacks import FallbackChain
     from moodlemate.ai._pacing import Pacer
@@ -543,6 +544,7 @@ class GPT:
             hooks=self._plugins.call_hooks(),
         )
 
+    @overload
     def stream(
         self,
         model: str,
@@ -550,10 +552,45 @@ class GPT:
         user_message: str,
         temperature: float = 0.7,
         max_tokens: int | None = None,
-    ) -> TextStream:
+        *,
+        schema: None = None,
+    ) -> TextStream: ...
+
+    @overload
+    def stream(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        schema: Any,
+    ) -> AnswerStream[Any]: ...
+
+    def stream(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        schema: Any = None,
+    ) -> TextStream | AnswerStream[Any]:
         """Like :meth:`chat_completion`, but an iterator of text deltas; the full Completion is
-        ``.completion`` (and :attr:`last_result`) once it ends. Sent on the first ``next()``."""
+        ``.completion`` (and :attr:`last_result`) once it ends. Sent on the first ``next()``.
+
+        With ``schema``, an iterator of the answer as far as it has arrived (the fields that
+        are complete), the last item being the checked answer, also ``.parsed``."""
         request = build_chat_request(model, system_message, user_message, temperature, max_tokens)
+        if schema is not None:
+            from moodlemate.ai._answer_schema import answer_schema
+            from moodlemate.ai._answer_stream import AnswerStream
+            from moodlemate.ai._structured import typed_request
+
+            answer = answer_schema(schema)
+            return AnswerStream(self.stream_request(typed_request(self, request, answer)), answer)
         return self.stream_request(request)
 
     def stream_request(self, request: ChatRequest) -> TextStream:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._provider import Connection, Provider
     from moodlemate.ai._retry import RetryPolicy
 
-__all__ = ["TypedCompletion", "arun_typed", "run_typed"]
+__all__ = ["TypedCompletion", "arun_typed", "run_typed", "typed_request"]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -293,6 +293,15 @@ async def arun_typed(
         if ok:
             return run.result(parsed)
     raise run.failure()
+
+
+def typed_request(gpt: Facade, request: ChatRequest, answer: AnswerSchema[Any]) -> ChatRequest:
+    """``request`` asking for ``answer`` in the format the model takes (for a stream: one
+    reply, no re-asks)."""
+    run = _Run(gpt, request, answer, 1)
+    built = run.next_request()
+    assert built is not None
+    return built
 
 
 def _with_instructions(messages: list[Message], instructions: str) -> list[Message]:
