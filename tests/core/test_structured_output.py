@@ -351,3 +351,4 @@ def test_a_streamed_list_answer_unwraps_its_value(server: LoopbackServer, gpt: G
     assert [{"name": "Oslo"}] in seen
     assert [{"name": "Oslo", "population": 1}, {}] in seen
     assert seen[-1] == [{"name": "Oslo", "population": 1}, {"name": "Rome", "population": 2}]
+    assert seen[-2] != seen[-1]  # the checked answer is not repeated when the last partial was it

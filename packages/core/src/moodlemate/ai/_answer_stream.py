@@ -86,7 +86,8 @@ class AnswerStream(Generic[T], Iterator[Any]):
                 last = partial
                 yield partial
         self._finish("".join(parts))
-        yield self._parsed
+        if not (type(self._parsed) is type(last) and self._parsed == last):
+            yield self._parsed  # the checked answer, unless the last partial was already it
 
     def _partial(self, text: str) -> Any:
         try:
