@@ -7,80 +7,17 @@ schemas they refer to) are cut out of it and parsed."""
 from __future__ import annotations
 
 import json
-import re
-from functools import cache
 from pathlib import Path
-from typing import Any
 
-import pytest
+from moodlemate.ai import GPT
+from moodlemate.ai.batch import parse_items
+from moodlemate.ai.batch.remote import run_remote_batch
+from moodlemate.ai.testing import LoopbackServer
+from moodlemate.testing._batches import _multipart
+from openai_spec import check, present, requires_spec
 
-yaml = pytest.importorskip("yaml")
-jsonschema = pytest.importorskip("jsonschema")
-referencing = pytest.importorskip("referencing")
-
-from moodlemate.ai import GPT  # noqa: E402
-from moodlemate.ai.batch import parse_items  # noqa: E402
-from moodlemate.ai.batch.remote import run_remote_batch  # noqa: E402
-from moodlemate.ai.testing import LoopbackServer  # noqa: E402
-from moodlemate.testing._batches import _multipart  # noqa: E402
-
-SPEC = next(
-    (
-        folder / "shared" / "openai-openapi" / "openapi.yaml"
-        for folder in Path(__file__).resolve().parents
-        if (folder / "shared" / "openai-openapi" / "openapi.yaml").is_file()
-    ),
-    Path(__file__).resolve().parents[3] / "shared" / "openai-openapi" / "openapi.yaml",
-)
-"""The spec beside the checkout (../shared), found from a checkout at any depth."""
-pytestmark = pytest.mark.skipif(not SPEC.is_file(), reason="the OpenAPI spec is not present")
+pytestmark = requires_spec
 KEY = "sk-test-spec-0123456789abcdef"
-_REF = re.compile(r"#/components/schemas/([A-Za-z0-9_.-]+)")
-
-
-@cache
-def _blocks() -> dict[str, str]:
-    """Each component schema's YAML text, by name."""
-    text = SPEC.read_text("utf-8")
-    start = text.index("\n  schemas:\n") + len("\n  schemas:\n")
-    end_match = re.compile(r"^  \S", re.M).search(text, start)
-    section = text[start : end_match.start() if end_match else len(text)]
-    blocks: dict[str, str] = {}
-    for match in re.finditer(r"^    ([A-Za-z0-9_.-]+):\n((?:(?:      .*)?\n)*)", section, re.M):
-        blocks[match.group(1)] = match.group(2)
-    return blocks
-
-
-def _validator(name: str) -> Any:
-    blocks = _blocks()
-    wanted, todo = {}, [name]
-    while todo:
-        current = todo.pop()
-        if current in wanted:
-            continue
-        wanted[current] = yaml.load(
-            blocks[current], Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        )
-        todo += _REF.findall(blocks[current])
-    document = {"components": {"schemas": wanted}}
-    resource = referencing.Resource.from_contents(
-        document, default_specification=referencing.jsonschema.DRAFT202012
-    )
-    registry = referencing.Registry().with_resource("urn:openai", resource)
-    return jsonschema.Draft202012Validator(
-        {"$ref": f"urn:openai#/components/schemas/{name}"}, registry=registry
-    )
-
-
-def _present(obj: dict[str, Any]) -> dict[str, Any]:
-    """The fields that are not null. The spec's own example Batch carries null timestamps
-    and file ids (as the real API sends them) while its schema types them non-nullable."""
-    return {k: v for k, v in obj.items() if v is not None}
-
-
-def _check(name: str, instance: Any) -> None:
-    errors = [f"{list(e.path)}: {e.message}" for e in _validator(name).iter_errors(instance)]
-    assert not errors, f"{name}: {errors[:5]}"
 
 
 def test_remote_batch_requests_and_server_answers_follow_the_spec(tmp_path: Path) -> None:
@@ -104,19 +41,19 @@ def test_remote_batch_requests_and_server_answers_follow_the_spec(tmp_path: Path
         fields = _multipart(upload.headers["content-type"], upload.raw)
         assert fields is not None
         assert set(fields) == {"file", "purpose"}
-        _check("CreateFileRequest", {"purpose": fields["purpose"][0].decode(), "file": "<binary>"})
+        check("CreateFileRequest", {"purpose": fields["purpose"][0].decode(), "file": "<binary>"})
         assert fields["file"][1].endswith(".jsonl")
         for line in fields["file"][0].splitlines():
             request = json.loads(line)
             assert set(request) == {"custom_id", "method", "url", "body"}
             assert request["method"] == "POST"
             assert request["url"] == "/v1/chat/completions"
-            _check("CreateChatCompletionRequest", request["body"])
+            check("CreateChatCompletionRequest", request["body"])
 
     creates = [r for r in log if r.method == "POST" and r.path.endswith("/batches")]
     assert len(creates) == 3
     for create in creates:
-        _check("CreateBatchRequest", create.body)
+        check("CreateBatchRequest", create.body)
 
     models = {
         json.loads(line)["body"]["model"]
@@ -134,13 +71,13 @@ def test_remote_batch_requests_and_server_answers_follow_the_spec(tmp_path: Path
             poll_interval=0.01,
         )
         batch = server.batches.created[0]
-        _check("Batch", _present(batch))
+        check("Batch", present(batch))
         _, done = server.batches.retrieve(batch["id"])
         assert done["status"] == "completed"
-        _check("Batch", _present(done))
+        check("Batch", present(done))
         listed = server.batches.list({})[1]
-        _check("ListBatchesResponse", {**listed, "data": [_present(b) for b in listed["data"]]})
-        _check("OpenAIFile", _present(server.batches.file(batch["input_file_id"])[1]))
+        check("ListBatchesResponse", {**listed, "data": [present(b) for b in listed["data"]]})
+        check("OpenAIFile", present(server.batches.file(batch["input_file_id"])[1]))
 
 
 def test_chat_requests_with_parts_tools_and_every_option_follow_the_spec() -> None:
@@ -229,7 +166,7 @@ def test_chat_requests_with_parts_tools_and_every_option_follow_the_spec() -> No
         replies = server.chat_requests
     assert len(replies) == 4
     for body in bodies:
-        _check("CreateChatCompletionRequest", body)
+        check("CreateChatCompletionRequest", body)
     assert {k for k in bodies[0] if k in options} == set(options)
 
 
@@ -255,4 +192,4 @@ def test_server_replies_with_tool_calls_refusals_and_audio_follow_the_spec() -> 
                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
             )
             with urllib.request.urlopen(request, timeout=5) as response:
-                _check("CreateChatCompletionResponse", json.loads(response.read()))
+                check("CreateChatCompletionResponse", json.loads(response.read()))

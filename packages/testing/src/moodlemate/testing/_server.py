@@ -27,7 +27,8 @@ Any OpenAI-compatible client works the same way: point its base URL at ``server.
 
 What the server answers to a valid ``POST .../chat/completions``, in order of precedence:
 the next item of the FIFO script (``enqueue``); else a random fault (``fault_rate``); else
-``responder(body)``; else ``Reply()``, which echoes the last user message. Validation (the API
+``responder(body)``; else ``Reply()``, which echoes the last user message (or, asked for a
+``response_format``, answers with the plainest JSON the schema admits). Validation (the API
 key, the JSON body, and with ``strict`` the real API's model rules) comes first and consumes
 nothing from the script, so a client that adapts its request after a 400 still meets the
 scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between the two: it
@@ -61,9 +62,11 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from moodlemate.providers.openai.models import routed_rules_for
+from moodlemate.providers.openai.strict_schema import strict_violations
 from moodlemate.testing._batches import BatchFate, BatchService
 from moodlemate.testing._message_checks import message_problem, model_problem
 from moodlemate.testing._rate_limits import RateLimit, RateLimiter
+from moodlemate.testing._schema_answers import schema_answer
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -969,7 +972,7 @@ class _Completion:
         elif reply.chunks is not None:
             text = "".join(reply.chunks)
         else:
-            text = f"Echo: {_last_user_text(request.get('messages'))}"
+            text = schema_answer(request) or f"Echo: {_last_user_text(request.get('messages'))}"
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = max(1, _prompt_words(request.get("messages")), reply.cached_tokens)
@@ -1205,6 +1208,10 @@ def _validate(
             "stream",
             "unsupported_value",
         )
+    if strict:
+        problem = _response_format_problem(body.get("response_format"))
+        if problem is not None:
+            return problem
     rules = routed_rules_for(model)  # the providers' own rules: one source of truth
     if not strict:
         return None
@@ -1236,6 +1243,30 @@ def _validate(
                     f"messages[{i}].role",
                     "unsupported_value",
                 )
+    return None
+
+
+def _response_format_problem(value: Any) -> tuple[str, str | None, str | None] | None:
+    """OpenAI's 400 for a strict ``json_schema`` that breaks its strict-mode rules (the
+    provider's own statement of them)."""
+    if not isinstance(value, dict) or value.get("type") != "json_schema":
+        return None
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return (
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        )
+    schema = spec.get("schema")
+    if spec.get("strict") is True and isinstance(schema, dict):
+        problems = strict_violations(schema)
+        if problems:
+            return (
+                f"Invalid schema for response_format '{spec['name']}': {problems[0]}",
+                "response_format",
+                "invalid_json_schema",
+            )
     return None
 
 

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from moodlemate.ai.plugin import (
+    AnswerFormat,
+    AnswerMode,
     APIConnectionError,
     APITimeoutError,
     ChatRequest,
@@ -21,6 +23,7 @@ from moodlemate.ai.plugin import (
     bounds,
 )
 from moodlemate.providers.openai import (
+    answer_formats,
     chat_tokens,
     input_tokens,
     models,
@@ -87,6 +90,15 @@ class OpenAIProvider(Provider):
         problem = models.input_problem(request, self.rules(request.model))
         if problem is not None:
             raise UnsupportedInputError(problem)
+
+    def answer_format(
+        self, model: str, name: str, schema: Mapping[str, Any], mode: AnswerMode | None = None
+    ) -> AnswerFormat:
+        chosen = answer_formats.answer_format(model, name, schema, mode)
+        return chosen or super().answer_format(model, name, schema, mode)
+
+    def tool_definition(self, model: str, definition: Mapping[str, Any]) -> Mapping[str, Any]:
+        return answer_formats.tool_definition(model, definition)
 
     # -- the contract --------------------------------------------------------------------
 
