@@ -386,3 +386,14 @@ def test_a_slow_model_turn_counts_against_the_run_deadline(server: LoopbackServe
     with pytest.raises((RunDeadlineError, APITimeoutError)):
         gpt.run("gpt-4o-mini", "loop", tools=[weather], max_turns=50, deadline=1.0)
     assert time.monotonic() - started < 2.5
+
+
+def test_serve_calls_the_tools_it_is_given(server: LoopbackServer, gpt: GPT) -> None:
+    """With calls_tools (what `moodlemate-ai serve` turns on), an unscripted run goes through a
+    tool call and back, so a tool run can be tried without a model."""
+    server.calls_tools = True
+    run = gpt.run("gpt-4o-mini", "Weather in Oslo?", tools=[weather])
+    assert [r.call.name for r in run.tool_calls] == ["weather"]
+    assert run.tool_calls[0].output == "10C"  # the plainest arguments: city "example"
+    assert run.text == "Echo: tool results: 10C"
+    assert len(run.turns) == 2

@@ -1,9 +1,11 @@
-"""An answer that follows the request's JSON schema, for unscripted typed-answer requests.
+"""Unscripted answers that play along with schemas: typed answers and tool calls.
 
-A real model asked for ``response_format: json_schema`` answers with JSON of that shape. The
-test server, when nothing is scripted, builds the plainest value the schema admits (first enum
-value, minimums, one item per array, every property), so ``moodlemate-ai serve`` can be tried
-with typed answers and a test needs a script only for the replies it cares about.
+A real model asked for ``response_format: json_schema`` answers with JSON of that shape, and one
+given tools calls them. The test server, when nothing is scripted, does the plainest version of
+both: the simplest value a schema admits (first enum value, minimums, one item per array, every
+property), and a call of the first tool with such arguments when the conversation ends with a
+user turn (and the tool results echoed once they come back). So ``moodlemate-ai serve`` can be
+tried with typed answers and tool runs, and a test scripts only the replies it cares about.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["schema_answer"]
+__all__ = ["schema_answer", "tool_results_text", "unscripted_tool_calls"]
 
 MAX_DEPTH = 12
 _FORMATS = {
@@ -42,6 +44,66 @@ def schema_answer(body: Mapping[str, Any]) -> str | None:
     if not isinstance(schema, Mapping):
         return "{}"
     return json.dumps(_example(schema, schema, 0), ensure_ascii=False)
+
+
+def unscripted_tool_calls(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """A call of the request's first (or chosen) tool with the plainest arguments its schema
+    admits, when the conversation ends with a user turn; None otherwise."""
+    tools = body.get("tools")
+    messages = body.get("messages")
+    if not isinstance(tools, list) or not tools or not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, Mapping) or last.get("role") != "user":
+        return None
+    choice = body.get("tool_choice")
+    if choice == "none":
+        return None
+    chosen = tools[0]
+    if isinstance(choice, Mapping):
+        wanted = (choice.get("function") or {}).get("name")
+        chosen = next(
+            (
+                t
+                for t in tools
+                if isinstance(t, Mapping) and (t.get("function") or {}).get("name") == wanted
+            ),
+            chosen,
+        )
+    function = chosen.get("function") if isinstance(chosen, Mapping) else None
+    if not isinstance(function, Mapping):
+        return None
+    parameters = function.get("parameters")
+    arguments = _example(parameters, parameters, 0) if isinstance(parameters, Mapping) else {}
+    call_id = f"call_{len(messages)}_{str(function.get('name'))[:24]}"
+    return [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": function.get("name"), "arguments": json.dumps(arguments)},
+        }
+    ]
+
+
+def _tool_name(tool: Mapping[str, Any]) -> object:
+    function = tool.get("function")
+    return function.get("name") if isinstance(function, Mapping) else None
+
+
+def tool_results_text(body: Mapping[str, Any]) -> str | None:
+    """The tool results a conversation ends with, echoed; None when it ends otherwise."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    results: list[str] = []
+    for message in reversed(messages):
+        if not isinstance(message, Mapping) or message.get("role") != "tool":
+            break
+        content = message.get("content")
+        results.append(content if isinstance(content, str) else json.dumps(content))
+    if not results:
+        return None
+    return "Echo: tool results: " + "; ".join(reversed(results))
 
 
 def _example(schema: Mapping[str, Any], root: Mapping[str, Any], depth: int) -> Any:

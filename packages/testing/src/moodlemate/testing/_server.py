@@ -28,9 +28,10 @@ Any OpenAI-compatible client works the same way: point its base URL at ``server.
 What the server answers to a valid ``POST .../chat/completions``, in order of precedence:
 the next item of the FIFO script (``enqueue``); else a random fault (``fault_rate``); else
 ``responder(body)``; else ``Reply()``, which echoes the last user message (or, asked for a
-``response_format``, answers with the plainest JSON the schema admits). Validation (the API
-key, the JSON body, and with ``strict`` the real API's model rules) comes first and consumes
-nothing from the script, so a client that adapts its request after a 400 still meets the
+``response_format``, answers with the plainest JSON the schema admits; with ``calls_tools``,
+given tools, calls the first with the plainest arguments, then echoes the tool results).
+Validation (the API key, the JSON body, and with ``strict`` the real API's model rules) comes
+first and consumes nothing from the script, so a client that adapts its request after a 400 still meets the
 scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between the two: it
 adds OpenAI's ``x-ratelimit-*`` headers to every chat answer and refuses requests beyond the
 current slice's budget with OpenAI's 429, which consumes nothing from the script either.
@@ -66,7 +67,11 @@ from moodlemate.providers.openai.strict_schema import strict_violations
 from moodlemate.testing._batches import BatchFate, BatchService
 from moodlemate.testing._message_checks import message_problem, model_problem
 from moodlemate.testing._rate_limits import RateLimit, RateLimiter
-from moodlemate.testing._schema_answers import schema_answer
+from moodlemate.testing._schema_answers import (
+    schema_answer,
+    tool_results_text,
+    unscripted_tool_calls,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -284,6 +289,10 @@ class LoopbackServer:
         self.responder: Responder | None = None
         self.models: list[Mapping[str, Any]] = [dict(m) for m in DEFAULT_MODELS]
         self.reject_stream_models: set[str] = set()
+        self.calls_tools = False
+        """Unscripted requests that carry tools get a call of the first one (its plainest
+        arguments) after a user turn, and the tool results echoed after tool turns, as a model
+        would; ``moodlemate-ai serve`` turns it on. Off: such requests get the plain echo."""
         self._port = port
         self._port_fixed = port != 0
         self._lock = threading.Lock()
@@ -434,8 +443,8 @@ class LoopbackServer:
 
     def reset(self) -> None:
         """Back to a new server's state, on the same port: what :meth:`clear` forgets, and no
-        faults, responder, key check, rate limit or rejected stream models; strict, default
-        models.
+        faults, responder, key check, rate limit, rejected stream models or tool calling;
+        strict, default models.
         The pytest plugin calls it before each test that shares the session's server."""
         with self._lock:
             self._log.clear()
@@ -448,6 +457,7 @@ class LoopbackServer:
             self.responder = None
             self.models = [dict(m) for m in DEFAULT_MODELS]
             self.reject_stream_models = set()
+            self.calls_tools = False
             self._limiter = None
 
     # request log ---------------------------------------------------------------------------
@@ -500,7 +510,7 @@ class LoopbackServer:
                 return self._rng.choice(self._faults)
             responder = self.responder
         if responder is None:
-            return Reply()
+            return _unscripted(body) if self.calls_tools else Reply()
         try:
             result = responder(body)
         except Exception as exc:
@@ -1244,6 +1254,16 @@ def _validate(
                     "unsupported_value",
                 )
     return None
+
+
+def _unscripted(body: JSONObject) -> Reply:
+    """What the server answers when nothing is scripted: a call of the request's tool after a
+    user turn, the tool results echoed after tool turns, else the echo of the user's text."""
+    calls = unscripted_tool_calls(body)
+    if calls is not None:
+        return Reply(tool_calls=calls, finish_reason="tool_calls")
+    echoed = tool_results_text(body)
+    return Reply(text=echoed) if echoed is not None else Reply()
 
 
 def _response_format_problem(value: Any) -> tuple[str, str | None, str | None] | None:
