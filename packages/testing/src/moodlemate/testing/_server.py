@@ -25,16 +25,17 @@ Use it in your own tests::
 
 Any OpenAI-compatible client works the same way: point its base URL at ``server.url``.
 
-What the server answers to a valid ``POST .../chat/completions``, in order of precedence:
-the next item of the FIFO script (``enqueue``); else a random fault (``fault_rate``); else
+What the server answers to a valid ``POST .../chat/completions``, in order of precedence: the
+next item of the FIFO script (``enqueue``); else a random fault (``fault_rate``); else
 ``responder(body)``; else ``Reply()``, which echoes the last user message (or, asked for a
 ``response_format``, answers with the plainest JSON the schema admits; with ``calls_tools``,
 given tools, calls the first with the plainest arguments, then echoes the tool results).
 Validation (the API key, the JSON body, and with ``strict`` the real API's model rules) comes
-first and consumes nothing from the script, so a client that adapts its request after a 400 still meets the
-scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between the two: it
-adds OpenAI's ``x-ratelimit-*`` headers to every chat answer and refuses requests beyond the
-current slice's budget with OpenAI's 429, which consumes nothing from the script either.
+first and consumes nothing from the script, so a client that adapts its request after a 400
+still meets the scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between
+the two: it adds OpenAI's ``x-ratelimit-*`` headers to every chat answer and refuses requests
+beyond the current slice's budget with OpenAI's 429, which consumes nothing from the script
+either.
 The model rules (which models are reasoning models, which reject the system role; another
 vendor's ``acme/o3-mini`` takes the classic shape, as on OpenRouter) are the providers' own,
 from :mod:`moodlemate.providers.openai.models`, so the server and the client it tests cannot
