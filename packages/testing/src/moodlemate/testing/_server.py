@@ -65,6 +65,7 @@ from typing import Any, Literal
 
 from moodlemate.providers.openai.models import routed_rules_for
 from moodlemate.providers.openai.strict_schema import strict_violations
+from moodlemate.testing import _responses_api as responses_api
 from moodlemate.testing._batches import BatchFate, BatchService
 from moodlemate.testing._message_checks import message_problem, model_problem
 from moodlemate.testing._rate_limits import RateLimit, RateLimiter
@@ -85,7 +86,9 @@ __all__ = [
 ]
 
 JSONObject = dict[str, Any]
-FaultKind = Literal["status", "reset", "malformed", "slow", "error_in_200", "stream_break"]
+FaultKind = Literal[
+    "status", "reset", "malformed", "slow", "error_in_200", "stream_break", "response_failed"
+]
 
 DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
@@ -159,6 +162,10 @@ class Reply:
     tool_calls: list[dict[str, Any]] | None = None
     """Tool calls (``{"id", "type": "function", "function": {"name", "arguments"}}``) with
     null ``content`` unless ``text`` is given; pair with ``finish_reason="tool_calls"``."""
+    reasoning: str | None = None
+    """Reasoning beside the answer: on chat completions ``message.reasoning_content`` (as vLLM
+    and llama.cpp send it; streamed as ``delta.reasoning_content``), on the Responses API a
+    ``reasoning`` output item's summary (streamed as ``response.reasoning_summary_text.delta``)."""
     audio: dict[str, Any] | None = None
     """A spoken reply (``{"id", "data", "transcript", "expires_at"}``) as ``message.audio``,
     as the API answers a request with ``modalities: ["text", "audio"]``."""
@@ -258,6 +265,15 @@ class Fault:
     def error_in_200(cls, code: int | str = 502, message: str = "Provider returned error") -> Fault:
         """HTTP 200 carrying ``{"error": {...}}``, as OpenRouter answers when a provider fails."""
         return cls(kind="error_in_200", error_code=code, message=message)
+
+    @classmethod
+    def response_failed(
+        cls, code: str = "server_error", message: str = "The model failed to generate a response."
+    ) -> Fault:
+        """A Responses API request that fails after it started: a Response with ``status:
+        failed`` (HTTP 200), or a stream ending in ``response.failed``. On chat completions,
+        an error inside a 200 as :meth:`error_in_200`."""
+        return cls(kind="response_failed", error_code=code, message=message)
 
     @classmethod
     def stream_break(cls, after: int = 1) -> Fault:
@@ -474,6 +490,11 @@ class LoopbackServer:
         """Only the chat-completions attempts: what retry tests count."""
         return [r for r in self.requests if r.method == "POST" and _is_chat_path(r.path)]
 
+    @property
+    def response_requests(self) -> list[RecordedRequest]:
+        """Only the Responses API attempts (``POST .../responses``)."""
+        return [r for r in self.requests if r.method == "POST" and _is_responses_path(r.path)]
+
     # used by the handler -------------------------------------------------------------------
 
     def _batch_answer(self, body: JSONObject) -> tuple[int, JSONObject]:
@@ -683,6 +704,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.command == "POST" and _is_chat_path(path):
             self._chat(owner, body if parsed else None, bool(raw))
+        elif self.command == "POST" and _is_responses_path(path):
+            self._responses(owner, body if parsed else None, bool(raw))
         elif self.command == "GET" and path.rstrip("/").endswith("/models"):
             self._send_json(200, {"object": "list", "data": [dict(m) for m in owner.models]})
         elif self.command == "GET" and "/models/" in path:
@@ -830,6 +853,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     # answers -------------------------------------------------------------------------------
 
+    def _responses(self, owner: LoopbackServer, body: Any, had_body: bool) -> None:
+        """``POST /v1/responses``: the same script as chat, answered in the Responses shape
+        (see :mod:`moodlemate.testing._responses_api`)."""
+        found = responses_api.problem(body, had_body, owner.strict)
+        if found is not None:
+            message, param, code = found
+            self._send_error(400, message, "invalid_request_error", param=param, code=code)
+            return
+        view = responses_api.chat_view(body)
+        action = owner._next_action(view)
+        streaming = body.get("stream") is True
+        if isinstance(action, Reply):
+            if action.delay > 0 and self._sleep(action.delay):
+                return
+            done = _Completion.build(action, view)
+            if streaming:
+                events = responses_api.response_events(done, body, action.reasoning)
+                self._stream(events, action.headers)
+            else:
+                answer = responses_api.response_object(done, body, action.reasoning)
+                self._send_json(action.status, answer, action.headers)
+        elif action.kind in ("response_failed", "error_in_200"):
+            code, message = str(action.error_code or "server_error"), action.message or "failed"
+            if streaming:
+                as_error = action.kind == "error_in_200"
+                self._stream(responses_api.failed_events(body, code, message, as_error=as_error))
+            else:
+                self._send_json(200, responses_api.failed_response(body, code, message))
+        else:
+            self._fault(action, view)
+
     def _reply(self, reply: Reply, request: JSONObject) -> None:
         if reply.delay > 0 and self._sleep(reply.delay):
             return
@@ -860,7 +914,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 payload = _dumps(done.body())
                 self._send_raw(200, payload[: len(payload) // 2])
-        elif fault.kind == "error_in_200":
+        elif fault.kind in ("error_in_200", "response_failed"):
             error = {"code": fault.error_code, "message": fault.message}
             if streaming:
                 done = _Completion.build(Reply(), request)
@@ -972,6 +1026,7 @@ class _Completion:
     refusal: str | None = None
     tool_calls: list[JSONObject] = field(default_factory=list)
     audio: JSONObject | None = None
+    reasoning: str | None = None
 
     @classmethod
     def build(cls, reply: Reply, request: JSONObject) -> _Completion:
@@ -1015,6 +1070,7 @@ class _Completion:
             content_null=content_null,
             refusal=reply.refusal,
             tool_calls=[dict(call) for call in reply.tool_calls or ()],
+            reasoning=reply.reasoning,
             audio=dict(reply.audio) if reply.audio is not None else None,
         )
 
@@ -1048,6 +1104,8 @@ class _Completion:
             message["tool_calls"] = self.tool_calls
         if self.audio is not None:
             message["audio"] = self.audio
+        if self.reasoning is not None:
+            message["reasoning_content"] = self.reasoning  # as vLLM and llama.cpp send it
         return message
 
 
@@ -1068,7 +1126,10 @@ def _stream_events(done: _Completion, request: JSONObject) -> list[bytes]:
     if done.refusal is not None:
         first["refusal"] = ""
     chunks: list[JSONObject] = [_chunk(done, first, None)]
-    deltas: list[JSONObject] = [{"content": piece} for piece in done.chunks or []]
+    deltas: list[JSONObject] = [
+        {"reasoning_content": piece} for piece in _split(done.reasoning or "")
+    ]
+    deltas += [{"content": piece} for piece in done.chunks or []]
     deltas += [{"refusal": piece} for piece in _split(done.refusal or "")]
     for index, call in enumerate(done.tool_calls):
         function = call.get("function") or {}
@@ -1305,6 +1366,10 @@ def _default_faults() -> tuple[Fault, ...]:
 
 def _is_chat_path(path: str) -> bool:
     return path.rstrip("/").endswith("/chat/completions")
+
+
+def _is_responses_path(path: str) -> bool:
+    return path.rstrip("/").endswith("/responses")
 
 
 def _dumps(obj: Any) -> bytes:

@@ -43,6 +43,10 @@ _NO_IMAGES = re.compile(
     r"|gpt-(4o-mini-)?audio.*|text-.*|davinci.*|babbage.*)$"
 )
 _AUDIO = re.compile(r"^(gpt-4o(-mini)?-audio-preview|gpt-audio(-mini)?)$")
+_RESPONSES_ONLY = re.compile(
+    r"^(o1-pro|o3-pro|o3-deep-research|o4-mini-deep-research|gpt-5(\.\d+)?-pro|gpt-5(\.\d+)?-codex"
+    r"|codex-mini-latest|computer-use-preview)$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,9 @@ class ModelRules:
     tools: bool = True
     """Tool definitions and ``response_format`` json_schema (o1-mini and o1-preview have
     neither)."""
+    responses_only: bool = False
+    """Served only on the Responses API (o1-pro, o3-pro, gpt-5-pro, the deep-research and codex
+    models): every request goes to ``/v1/responses``."""
 
 
 _CHAT_RULES = ModelRules()
@@ -84,6 +91,7 @@ def rules_for(model: str) -> ModelRules:
         images=not _NO_IMAGES.match(fam),
         audio=bool(_AUDIO.match(fam)),
         tools=fam not in _NO_SYSTEM_ROLE,
+        responses_only=bool(_RESPONSES_ONLY.match(fam)),
     )
     return _CHAT_RULES if rules == _CHAT_RULES else rules
 

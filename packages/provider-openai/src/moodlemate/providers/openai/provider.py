@@ -29,6 +29,8 @@ from moodlemate.providers.openai import (
     models,
     pricing,
     responses,
+    responses_reply,
+    responses_wire,
     served_limits,
     tokens,
 )
@@ -84,7 +86,17 @@ class OpenAIProvider(Provider):
         return models.rules_for(model)
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
-        return models.chat_body(request, self.rules(request.model))
+        rules = self.rules(request.model)
+        if self.uses_responses(request, rules):
+            return responses_wire.responses_body(request, rules.reasoning)
+        return models.chat_body(request, rules)
+
+    def uses_responses(self, request: ChatRequest, rules: models.ModelRules | None = None) -> bool:
+        """Whether ``request`` goes to the Responses API: asked for (``api="responses"``), or
+        a model served only there."""
+        if request.api is not None:
+            return request.api == "responses"
+        return (rules or self.rules(request.model)).responses_only
 
     def check_input(self, request: ChatRequest) -> None:
         problem = models.input_problem(request, self.rules(request.model))
@@ -197,7 +209,7 @@ class OpenAIProvider(Provider):
         # points. An API call has no business being redirected; the 3xx is an error.
         # The raw HTTP response: we parse the JSON (or the event stream) ourselves.
         return {
-            "path": "/chat/completions",
+            "path": "/responses" if self.uses_responses(request) else "/chat/completions",
             "body": self.body(request),
             "cast_to": _httpx().Response,
             "options": self._options(connection),
@@ -216,10 +228,17 @@ class OpenAIProvider(Provider):
         return options
 
     def _parse(self, content: bytes, headers: Any, request: ChatRequest) -> Completion:
+        if self.uses_responses(request):
+            return responses_reply.parse_response(
+                content, headers, provider=self.name, model=request.model
+            )
         return responses.parse_completion(content, headers, provider=self.name, model=request.model)
 
     def _reader(self, response: Any, request: ChatRequest) -> ChunkReader:
-        return ChunkReader(
+        reader = (
+            responses_reply.ResponsesEventReader if self.uses_responses(request) else ChunkReader
+        )
+        return reader(
             response.headers,
             provider=self.name,
             model=request.model,
