@@ -286,3 +286,31 @@ def test_the_budget_counts_a_responses_only_model(server: LoopbackServer) -> Non
     with pytest.raises(BudgetExceededError):
         gpt.chat_completion("o1-pro", "", "x", max_tokens=1000)  # up to $0.60 of output
     assert server.requests == []
+
+
+def test_a_reasoning_budget_holds_against_64_concurrent_callers(server: LoopbackServer) -> None:
+    """No max_tokens on a reasoning model: the reservation covers its reasoning allowance
+    (25,000 tokens at the default effort), so replies that reason for 20,000 tokens cannot
+    overrun a budget sized for 10 of them."""
+    import concurrent.futures
+
+    from moodlemate.ai import BudgetExceededError
+
+    per_call = (Decimal(30) * Decimal("1.10") + Decimal(20_000) * Decimal("4.40")) / 1_000_000
+    budget = 10 * per_call
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, budget=budget)
+    server.responder = lambda body: Reply(
+        text="ok", prompt_tokens=30, completion_tokens=20_000, reasoning_tokens=19_990
+    )
+
+    def call(_: int) -> str:
+        try:
+            return gpt.chat_completion("o3-mini", "", "Think hard.")
+        except BudgetExceededError:
+            return "refused"
+
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(call, range(64)))
+    assert gpt.ledger.cost <= budget
+    assert results.count("ok") == len(server.chat_requests) >= 5
+    assert results.count("refused") >= 50

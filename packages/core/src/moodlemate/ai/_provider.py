@@ -296,6 +296,12 @@ class Provider(ABC):
             )
         return AnswerFormat("instructions", instructions=answer_instructions(schema))
 
+    def output_allowance(self, request: ChatRequest) -> int | None:
+        """Output tokens a budget reserves for ``request`` when it sets no ``max_tokens``; None
+        for the core's default. A provider whose reasoning models spend hidden tokens first
+        says how many (a budget must hold against them too)."""
+        return None
+
     def tool_definition(self, model: str, definition: Mapping[str, Any]) -> Mapping[str, Any]:
         """``definition`` (OpenAI-shaped: ``{"type": "function", "function": {...}}``) as
         ``model`` should be sent it; a provider whose models take a strict form rewrites it.

@@ -19,11 +19,13 @@ from moodlemate.ai.plugin import NO_OPTIONS, AudioPart, ChatRequest, FilePart, I
 from moodlemate.providers.openai import wire
 
 __all__ = [
+    "REASONING_ALLOWANCE",
     "REASONING_REJECTS",
     "ModelRules",
     "chat_body",
     "family",
     "input_problem",
+    "output_allowance",
     "routed_rules_for",
     "rules_for",
 ]
@@ -218,3 +220,25 @@ def input_problem(request: ChatRequest, rules: ModelRules) -> str | None:
     if options.modalities is not None and "audio" in options.modalities and not rules.audio:
         return f"{model} does not produce audio (modalities)"
     return None
+
+
+REASONING_ALLOWANCE = {
+    "none": 4096,
+    "minimal": 4096,
+    "low": 12_000,
+    "medium": 25_000,
+    "high": 50_000,
+    "xhigh": 100_000,
+}
+"""Output tokens reserved for a reasoning model's reply when ``max_tokens`` is not set, by
+``reasoning_effort`` (medium when not given): OpenAI's reasoning guide advises leaving at least
+25,000 tokens for reasoning and output at the default effort; the others scale from it. The
+model's own output limit caps them."""
+
+
+def output_allowance(request: ChatRequest, rules: ModelRules) -> int | None:
+    """What a budget reserves for ``request``'s output when it sets no ``max_tokens``."""
+    if not rules.reasoning:
+        return None
+    effort = request.options.reasoning_effort or "medium"
+    return REASONING_ALLOWANCE.get(effort, REASONING_ALLOWANCE["medium"])

@@ -112,6 +112,9 @@ class OpenAIProvider(Provider):
     def tool_definition(self, model: str, definition: Mapping[str, Any]) -> Mapping[str, Any]:
         return answer_formats.tool_definition(model, definition)
 
+    def output_allowance(self, request: ChatRequest) -> int | None:
+        return models.output_allowance(request, self.rules(request.model))
+
     # -- the contract --------------------------------------------------------------------
 
     def execute(self, connection: Connection, request: ChatRequest) -> Completion:
