@@ -397,3 +397,144 @@ def test_serve_calls_the_tools_it_is_given(server: LoopbackServer, gpt: GPT) -> 
     assert run.tool_calls[0].output == "10C"  # the plainest arguments: city "example"
     assert run.text == "Echo: tool results: 10C"
     assert len(run.turns) == 2
+
+
+# -- a hostile model and odd tools: the run goes on, bounded, and says what happened ----------
+
+
+def test_a_repeated_or_missing_call_id_gets_an_id_of_its_own(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    server.enqueue(
+        _asks(
+            _call("a", "weather", {"city": "Oslo"}),
+            _call("a", "weather", {"city": "Rome"}),
+            _call("", "weather", {"city": "Bern"}),
+        ),
+        Reply(text="done"),
+    )
+    run = gpt.run("gpt-4o-mini", "go", tools=[weather])
+    assert run.text == "done"
+    assert [r.output for r in run.tool_calls] == ["4C", "19C", "10C"]
+    second = server.chat_requests[1]
+    asked = [call["id"] for call in second.body["messages"][-4]["tool_calls"]]
+    answered = [m["tool_call_id"] for m in _tool_messages(second)]
+    assert asked[0] == "a"
+    assert len(set(asked)) == 3
+    assert answered == asked
+
+
+def test_arguments_that_are_json_but_no_object_are_fed_back(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    deep = '{"city": ' + "[" * 5000 + "]" * 5000 + "}"
+    server.enqueue(
+        _asks(
+            _call("a", "weather", "[1, 2]"),
+            _call("b", "weather", "null"),
+            _call("c", "weather", "3"),
+            _call("d", "weather", deep),
+        ),
+        Reply(text="sorry"),
+    )
+    run = gpt.run("gpt-4o-mini", "go", tools=[weather])
+    assert [r.error for r in run.tool_calls] == ["invalid_arguments"] * 4
+    assert all(len(r.output) < 500 for r in run.tool_calls)
+
+
+def test_a_huge_unknown_tool_name_is_not_echoed_whole(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(_asks(_call("a", "w" * 10_000, {"city": "Oslo"})), Reply(text="ok"))
+    run = gpt.run("gpt-4o-mini", "go", tools=[weather])
+    (result,) = run.tool_calls
+    assert result.error == "unknown_tool"
+    assert "10,000 characters" in result.output
+    assert len(result.output) < 300
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_tool_returns_that_cannot_be_shown_do_not_end_the_run(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    def odd() -> object:
+        """An object whose str() raises."""
+        return _Unprintable()
+
+    def deep() -> object:
+        """A list nested past the recursion limit."""
+        value: list[Any] = []
+        for _ in range(100_000):
+            value = [value]
+        return value
+
+    server.enqueue(_asks(_call("a", "odd", {}), _call("b", "deep", {})), Reply(text="ok"))
+    run = gpt.run("gpt-4o-mini", "go", tools=[odd, deep])
+    assert run.text == "ok"
+    odd_result, deep_result = run.tool_calls
+    assert odd_result.output == "<a _Unprintable that cannot be shown: RuntimeError>"
+    assert deep_result.output == "<a list that cannot be shown: RecursionError>"
+    assert [m["content"] for m in _tool_messages(server.chat_requests[1])] == [
+        odd_result.output,
+        deep_result.output,
+    ]
+
+
+def test_a_tool_exception_whose_text_raises_is_fed_back(server: LoopbackServer, gpt: GPT) -> None:
+    class Odd(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    def fails() -> str:
+        """Raises an exception that cannot be shown."""
+        raise Odd
+
+    server.enqueue(_asks(_call("a", "fails", {})), Reply(text="ok"))
+    run = gpt.run("gpt-4o-mini", "go", tools=[fails])
+    (result,) = run.tool_calls
+    assert result.error == "raised"
+    assert "Odd: <a Odd that cannot be shown: ValueError>" in result.output
+
+
+def test_a_huge_output_is_cut_and_a_key_across_the_cut_never_leaks(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    from moodlemate.ai._tool_calls import MAX_OUTPUT_CHARS
+
+    def dump() -> str:
+        """Megabytes with the key at the cut and after it."""
+        return "x" * (MAX_OUTPUT_CHARS - 5) + TEST_KEY + "y" * 5_000_000 + TEST_KEY
+
+    server.enqueue(_asks(_call("a", "dump", {})), Reply(text="ok"))
+    run = gpt.run("gpt-4o-mini", "go", tools=[dump])
+    (result,) = run.tool_calls
+    assert len(result.output) < MAX_OUTPUT_CHARS + 100
+    assert result.output.endswith(
+        f"[... the output was {2 * len(TEST_KEY) + 5_100_000 - 5:,} characters; cut]"
+    )
+    for key_piece in (TEST_KEY, TEST_KEY[:12], TEST_KEY[-12:]):
+        assert key_piece not in server.chat_requests[1].body["messages"][-1]["content"]
+
+
+def test_five_hundred_calls_in_one_turn_use_a_bounded_pool(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    from moodlemate.ai._tool_calls import MAX_WORKERS
+
+    names: set[str] = set()
+
+    def note(n: int) -> int:
+        """Record the thread."""
+        names.add(threading.current_thread().name)
+        time.sleep(0.005)
+        return n
+
+    server.enqueue(_asks(*[_call(f"c{i}", "note", {"n": i}) for i in range(500)]), Reply(text="ok"))
+    run = gpt.run("gpt-4o-mini", "go", tools=[note])
+    assert [r.output for r in run.tool_calls] == [str(i) for i in range(500)]
+    assert len(names) <= MAX_WORKERS
+    assert len(_tool_messages(server.chat_requests[1])) == 500
+    time.sleep(0.2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("moodlemate-tool")]

@@ -208,7 +208,7 @@ class _Loop:
     def answered(self, completion: Completion, seconds: float) -> list[Any] | None:
         """Record the reply; the tool calls to run, or None when the run is over."""
         self.spent += completion.cost or Decimal(0)
-        message = completion.message
+        message = _unique_call_ids(completion.message, len(self.turns) + 1)
         self.history.append(message)
         number = len(self.turns) + 1
         self.turns.append(Turn(number, completion, seconds=seconds))
@@ -312,6 +312,27 @@ async def arun_tools(
         )
         if loop.ran(results, time.monotonic() - started):
             return loop.partial("stop_after")
+
+
+def _unique_call_ids(message: Message, turn: int) -> Message:
+    """``message`` with an id of its own for each tool call: a model may repeat an id in one
+    turn or send none, and every call needs its own answer, matched by id (a request answering
+    one id twice is refused before it is sent). Good ids are kept as they are."""
+    seen: set[str] = set()
+    calls = []
+    for number, call in enumerate(message.tool_calls):
+        if call.id and call.id not in seen:
+            seen.add(call.id)
+            calls.append(call)
+            continue
+        fresh = f"call_t{turn}_{number}"
+        while fresh in seen:
+            fresh += "_"
+        seen.add(fresh)
+        calls.append(replace(call, id=fresh))
+    if all(a is b for a, b in zip(calls, message.tool_calls, strict=True)):
+        return message
+    return replace(message, tool_calls=tuple(calls))
 
 
 def _definition_tokens(

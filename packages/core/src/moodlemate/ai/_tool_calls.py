@@ -37,6 +37,9 @@ __all__ = [
 MAX_OUTPUT_CHARS = 100_000
 """Longest tool output sent back to the model; the rest is cut, and the cut said."""
 MAX_WORKERS = 16
+_KEY_MARGIN = 1024
+"""Characters kept past the output limit until redaction (longer than any key)."""
+_NAME_SHOWN = 64
 
 ToolError = Literal["unknown_tool", "invalid_arguments", "refused", "timeout", "raised"]
 Approval = Callable[[ToolCall, Tool], "bool | str | Awaitable[bool | str]"]
@@ -189,7 +192,9 @@ def _check(call: ToolCall, tools: Mapping[str, Tool]) -> _Ready | ToolResult:
     if tool is None:
         known = ", ".join(sorted(tools)) or "none"
         return ToolResult(
-            call, f"Error: there is no tool named {call.name!r} (tools: {known}).", "unknown_tool"
+            call,
+            f"Error: there is no tool named {_shown(call.name)} (tools: {known}).",
+            "unknown_tool",
         )
     try:
         arguments = tool.bind(call.arguments)
@@ -232,25 +237,50 @@ def _timed_out(ready: _Ready, seconds: float) -> ToolResult:
 def _raised(ready: _Ready, exc: Exception, seconds: float, raise_errors: bool) -> ToolResult:
     if raise_errors:
         raise ToolExecutionError(
-            f"the tool {ready.tool.name} raised {type(exc).__name__}: {redact(str(exc))[:500]}",
+            f"the tool {ready.tool.name} raised {type(exc).__name__}: "
+            f"{redact(_text_of(exc))[:500]}",
             call=ready.call,
         ) from exc
-    text = redact(f"{type(exc).__name__}: {exc}")[:2000]
+    text = redact(f"{type(exc).__name__}: {_text_of(exc)}")[:2000]
     return ToolResult(
         ready.call, f"Error: the tool {ready.tool.name} failed: {text}", "raised", seconds
     )
 
 
 def _output(value: Any) -> str:
+    """What the model is told a tool returned: the text, or JSON (``str`` for what JSON cannot
+    hold), redacted and cut. A value that cannot be shown at all (nested past the recursion
+    limit, a ``__str__`` that raises) is said to be so: a tool's odd return never ends the run."""
     if isinstance(value, str):
         text = value
     else:
         try:
             text = json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            text = str(value)
-    text = redact(text)
-    if len(text) > MAX_OUTPUT_CHARS:
-        cut = len(text) - MAX_OUTPUT_CHARS
-        text = f"{text[:MAX_OUTPUT_CHARS]}\n[... {cut:,} more characters cut]"
-    return text
+        except Exception:
+            text = _text_of(value)
+    # Cut before redacting (a tool may return gigabytes), with a margin longer than any key;
+    # after redacting, the margin's end (which may hold part of a key) is dropped.
+    size = len(text)
+    if size > MAX_OUTPUT_CHARS:
+        kept = redact(text[: MAX_OUTPUT_CHARS + _KEY_MARGIN])
+        if size > MAX_OUTPUT_CHARS + _KEY_MARGIN:
+            kept = kept[: len(kept) - _KEY_MARGIN]
+        if len(kept) > MAX_OUTPUT_CHARS or size > MAX_OUTPUT_CHARS + _KEY_MARGIN:
+            return f"{kept[:MAX_OUTPUT_CHARS]}\n[... the output was {size:,} characters; cut]"
+        return kept
+    return redact(text)
+
+
+def _text_of(value: object) -> str:
+    """``str(value)``, or a note saying it could not be made (raised, or nested too deep)."""
+    try:
+        return str(value)
+    except Exception as exc:
+        return f"<a {type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+
+
+def _shown(name: str) -> str:
+    """A name the model sent, quoted and cut: an unknown name can be any length."""
+    if len(name) <= _NAME_SHOWN:
+        return repr(name)
+    return f"{name[:_NAME_SHOWN]!r}... ({len(name):,} characters)"
