@@ -34,6 +34,7 @@ from moodlemate.ai._tool_calls import Approval, ToolResult, arun_tool_calls, run
 from moodlemate.ai._tools import Tool
 from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import (
+    APITimeoutError,
     MaxTurnsError,
     RunBudgetError,
     RunDeadlineError,
@@ -178,6 +179,7 @@ class _Loop:
         self.turns: list[Turn] = []
         self.spent = Decimal(0)
         self.definition_tokens = _definition_tokens(gpt, request, definitions)
+        self.cut = False
 
     # -- before and after each step ---------------------------------------------------------
 
@@ -255,7 +257,17 @@ class _Loop:
         """The prepared call for ``request``, its retry deadline cut to what the run has left."""
         call = self.gpt.prepare(request)
         deadline = min(call.policy.deadline, max(self.remaining(), 0.001))
+        self.cut = deadline < call.policy.deadline
         return replace(call, policy=replace(call.policy, deadline=deadline))
+
+    def timed_out(self, exc: APITimeoutError) -> RunDeadlineError:
+        """A turn that timed out because the run's deadline cut it short is the run's deadline
+        (carrying the run so far), not a slow server's timeout."""
+        if not self.cut:
+            raise exc
+        return RunDeadlineError(
+            f"the run's deadline ran out during turn {len(self.turns) + 1}", self.partial()
+        )
 
 
 def run_tools(
@@ -269,7 +281,10 @@ def run_tools(
         if gpt.fallbacks:
             completion = gpt.send(next_request)
         else:
-            completion = loop.call(next_request).send()
+            try:
+                completion = loop.call(next_request).send()
+            except APITimeoutError as exc:
+                raise loop.timed_out(exc) from exc
             gpt._remember(completion)
         calls = loop.answered(completion, time.monotonic() - started)
         if calls is None:
@@ -297,7 +312,10 @@ async def arun_tools(
         if gpt.fallbacks:
             completion = await gpt.asend(next_request)
         else:
-            completion = await loop.call(next_request).asend()
+            try:
+                completion = await loop.call(next_request).asend()
+            except APITimeoutError as exc:
+                raise loop.timed_out(exc) from exc
             gpt._remember(completion)
         calls = loop.answered(completion, time.monotonic() - started)
         if calls is None:
