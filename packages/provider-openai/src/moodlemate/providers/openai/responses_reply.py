@@ -154,7 +154,8 @@ def _summary_texts(item: Mapping[str, Any]) -> list[str]:
 
 class ResponsesEventReader(ChunkReader):
     """The Responses event stream: text deltas out, reasoning and tool calls collected, the
-    final Response (from ``response.completed``) as the Completion."""
+    final Response (from ``response.completed``) as the Completion, its text the text that was
+    streamed; events after it are ignored."""
 
     __slots__ = ("_final", "_reasoning_parts")
 
@@ -171,6 +172,8 @@ class ResponsesEventReader(ChunkReader):
         self._reasoning_parts: list[str] = []
 
     def _chunk(self, data: str) -> str | None:
+        if self._final is not None:  # the Response is whole: what follows is not part of it
+            return None
         try:
             event = json.loads(data)
         except (ValueError, RecursionError):
@@ -228,6 +231,11 @@ class ResponsesEventReader(ChunkReader):
         if self._final is None:
             raise self._malformed("stream ended before the response did (no response.completed)")
         final = self._final
+        streamed = "".join(self._parts)
+        if streamed and streamed != final.text:
+            # What the user was shown is the answer (and what the stream's bounds checked),
+            # whatever the closing event restates.
+            final = replace(final, text=streamed)
         streamed_reasoning = "".join(self._reasoning_parts).strip()
         if final.reasoning is None and streamed_reasoning:
             final = replace(final, reasoning=streamed_reasoning)
