@@ -16,6 +16,7 @@ from moodlemate.ai import (
     APITimeoutError,
     BudgetExceededError,
     RefusalError,
+    ResponseLimits,
     RetryPolicy,
     SpendLog,
     StructuredOutputError,
@@ -352,3 +353,86 @@ def test_a_streamed_list_answer_unwraps_its_value(server: LoopbackServer, gpt: G
     assert [{"name": "Oslo", "population": 1}, {}] in seen
     assert seen[-1] == [{"name": "Oslo", "population": 1}, {"name": "Rome", "population": 2}]
     assert seen[-2] != seen[-1]  # the checked answer is not repeated when the last partial was it
+
+
+# -- hostile answers and odd schemas --------------------------------------------------------
+
+
+class _Numbers(TypedDict):
+    n: list[int]
+
+
+def test_an_answer_streamed_a_character_at_a_time_is_not_re_read_per_delta(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    """Each partial answer re-reads the text so far: per delta that was quadratic (a 10 KB
+    answer in 2-character deltas took a minute); now the text is re-read as it grows by an
+    eighth, a few dozen times."""
+    body = '{"n": [' + ",".join("0" * 5000) + "]}"
+    server.enqueue(Reply(text=body, chunks=[body[i : i + 2] for i in range(0, len(body), 2)]))
+    with gpt.stream("gpt-4o-mini", "", "Numbers.", schema=_Numbers) as stream:
+        partials = list(stream)
+    assert 10 < len(partials) < 100
+    assert stream.parsed == {"n": [0] * 5000}
+    sizes = [len(p["n"]) for p in partials if "n" in p]
+    assert sizes == sorted(sizes)
+
+
+@dataclasses.dataclass
+class _Folder:
+    name: str
+    children: list[_Folder]
+
+
+class _TreeDict(TypedDict):
+    name: str
+    children: list[_TreeDict]
+
+
+def test_recursive_schemas_are_sent_and_read(server: LoopbackServer, gpt: GPT) -> None:
+    tree = '{"name": "a", "children": [{"name": "b", "children": []}]}'
+    raw = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "children": {"type": "array", "items": {"$ref": "#"}},
+        },
+        "required": ["name", "children"],
+        "additionalProperties": False,
+    }
+    server.enqueue(Reply(text=tree), Reply(text=tree), Reply(text=tree))
+    assert gpt.parse("gpt-4o-mini", "", "Tree.", _Folder) == _Folder("a", [_Folder("b", [])])
+    expected = {"name": "a", "children": [{"name": "b", "children": []}]}
+    assert gpt.parse("gpt-4o-mini", "", "Tree.", _TreeDict) == expected
+    assert gpt.parse("gpt-4o-mini", "", "Tree.", raw) == expected
+    for request in server.chat_requests:
+        assert strict_violations(_format(request)["json_schema"]["schema"]) == []
+
+
+def test_a_validator_bug_is_raised_as_is_and_not_re_asked(server: LoopbackServer, gpt: GPT) -> None:
+    """Pydantic turns ValueError and AssertionError in a validator into validation errors
+    (re-asked); any other exception is a bug in the validator: raised as it is, its call
+    billed, and no money spent asking again."""
+    pydantic = pytest.importorskip("pydantic")
+
+    class Reading(pydantic.BaseModel):  # type: ignore[name-defined,misc]
+        value: int
+
+        @pydantic.field_validator("value")  # type: ignore[misc]
+        @classmethod
+        def positive(cls, value: int) -> int:
+            return 100 // value
+
+    server.enqueue(Reply(text='{"value": 0}'), Reply(text='{"value": 5}'))
+    with pytest.raises(ZeroDivisionError):
+        gpt.parse("gpt-4o-mini", "", "Read.", Reading, max_attempts=3)
+    assert len(server.chat_requests) == 1
+    assert gpt.ledger.calls == 1
+
+
+def test_a_ten_megabyte_answer_is_read(server: LoopbackServer) -> None:
+    limits = ResponseLimits(max_body_bytes=32 * 2**20)
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, limits=limits)
+    server.enqueue(Reply(text='{"number": "' + "7" * 10_000_000 + '", "lines": []}'))
+    invoice = gpt.parse("gpt-4o-mini", "", "Extract.", Invoice)
+    assert len(invoice.number) == 10_000_000

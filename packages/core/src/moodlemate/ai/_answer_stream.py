@@ -7,8 +7,10 @@ the text is checked against the schema like :meth:`GPT.parse` does, and the resu
 StructuredOutputError rather than being asked again (use ``parse`` for that).
 
 Working out the partial answer re-reads the text so far, so it is done only when a delta could
-have completed a value, and not at all past :data:`MAX_PARTIAL_CHARS` (the final answer is
-still checked).
+have completed a value and the text has grown by an eighth since the last time (so the partial
+answers of a reply sent a character at a time cost a few readings of its length, not one per
+delta: quadratic), and not at all past :data:`MAX_PARTIAL_CHARS` (the final answer is still
+checked).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = ["MAX_PARTIAL_CHARS", "AnswerStream"]
 T = TypeVar("T")
 MAX_PARTIAL_CHARS = 256 * 1024
 _ENDS_A_VALUE = frozenset('",}]el0123456789')
+_GROWTH = 8
+"""The text is read again once it has grown by 1/_GROWTH since the last reading."""
 
 
 class AnswerStream(Generic[T], Iterator[Any]):
@@ -74,13 +78,16 @@ class AnswerStream(Generic[T], Iterator[Any]):
 
     def _partials(self) -> Generator[Any, None, None]:
         parts: list[str] = []
-        size = 0
+        size = read = 0
+        ended = False  # a delta since the last reading could have completed a value
         last: Any = MISSING
         for delta in self._stream:
             parts.append(delta)
             size += len(delta)
-            if size > MAX_PARTIAL_CHARS or not _ENDS_A_VALUE.intersection(delta):
+            ended = ended or not _ENDS_A_VALUE.isdisjoint(delta)
+            if not ended or size > MAX_PARTIAL_CHARS or size - read < size // _GROWTH:
                 continue
+            read, ended = size, False
             partial = self._partial("".join(parts))
             if partial is not MISSING and partial != last:
                 last = partial
