@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+import traceback
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -226,6 +227,16 @@ def test_a_tool_that_raises_is_told_redacted_or_raised_when_asked(
         gpt.run("gpt-4o-mini", "log in", tools=[login], raise_tool_errors=True)
     assert TEST_KEY not in str(caught.value)
     assert isinstance(caught.value.__cause__, PermissionError)
+    # The tool's own exception is chained: what a traceback prints of it is redacted too.
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "was refused" in printed
+    assert TEST_KEY not in printed
+
+    server.clear()  # the reply left unused above
+    server.enqueue(_asks(_call("c", "login", {})))
+    with pytest.raises(ToolExecutionError) as caught:
+        asyncio.run(gpt.arun("gpt-4o-mini", "log in", tools=[login], raise_tool_errors=True))
+    assert TEST_KEY not in "".join(traceback.format_exception(caught.value))
 
 
 def test_stop_after_a_named_tool(server: LoopbackServer, gpt: GPT) -> None:

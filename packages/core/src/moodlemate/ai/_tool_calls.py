@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from moodlemate.ai._call_types import ToolCall
-from moodlemate.ai._secrets import redact
+from moodlemate.ai._secrets import redact, redact_exception
 from moodlemate.ai._tools import Tool, ToolInputError
 from moodlemate.ai.errors import ToolExecutionError
 
@@ -236,6 +236,7 @@ def _timed_out(ready: _Ready, seconds: float) -> ToolResult:
 
 def _raised(ready: _Ready, exc: Exception, seconds: float, raise_errors: bool) -> ToolResult:
     if raise_errors:
+        redact_exception(exc)  # chained as the cause: a traceback would print its text
         raise ToolExecutionError(
             f"the tool {ready.tool.name} raised {type(exc).__name__}: "
             f"{redact(_text_of(exc))[:500]}",
