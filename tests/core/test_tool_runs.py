@@ -573,3 +573,22 @@ def test_the_async_run_cut_mid_turn_by_its_deadline_says_so(server: LoopbackServ
         asyncio.run(gpt.arun("gpt-4o-mini", "go", tools=[weather], deadline=1.5))
     assert len(caught.value.run.turns) == 1
     assert caught.value.run.tool_calls[0].output == "4C"
+
+
+def test_arguments_too_long_to_read_are_not_sent_back(server: LoopbackServer, gpt: GPT) -> None:
+    """Two megabytes of arguments are refused unread; kept in the history they would make
+    every later turn too long for the context window, ending the run."""
+    huge = json.dumps({"city": "O" * 2_000_000})
+    server.enqueue(
+        _asks(_call("a", "weather", huge)),
+        _asks(_call("b", "weather", {"city": "Oslo"})),
+        Reply(text="4C in Oslo."),
+    )
+    run = gpt.run("gpt-4o-mini", "Weather in Oslo?", tools=[weather])
+    assert run.text == "4C in Oslo."
+    assert run.tool_calls[0].error == "invalid_arguments"
+    assert "2,000,012 characters" in run.tool_calls[0].output
+    assert run.turns[0].completion.tool_calls[0]["function"]["arguments"] == huge
+    second = server.chat_requests[1].body["messages"]
+    assert second[-2]["tool_calls"][0]["function"]["arguments"] == "{}"
+    assert len(json.dumps(second)) < 10_000

@@ -31,7 +31,7 @@ from moodlemate.ai._budget import worst_case_cost
 from moodlemate.ai._call_types import ChatRequest, Completion, Message
 from moodlemate.ai._options import options_from
 from moodlemate.ai._tool_calls import Approval, ToolResult, arun_tool_calls, run_tool_calls
-from moodlemate.ai._tools import Tool
+from moodlemate.ai._tools import MAX_ARGUMENT_CHARS, Tool
 from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import (
     APITimeoutError,
@@ -211,7 +211,7 @@ class _Loop:
         """Record the reply; the tool calls to run, or None when the run is over."""
         self.spent += completion.cost or Decimal(0)
         message = _unique_call_ids(completion.message, len(self.turns) + 1)
-        self.history.append(message)
+        self.history.append(_kept(message))
         number = len(self.turns) + 1
         self.turns.append(Turn(number, completion, seconds=seconds))
         if not message.tool_calls:
@@ -351,6 +351,19 @@ def _unique_call_ids(message: Message, turn: int) -> Message:
     if all(a is b for a, b in zip(calls, message.tool_calls, strict=True)):
         return message
     return replace(message, tool_calls=tuple(calls))
+
+
+def _kept(message: Message) -> Message:
+    """``message`` as the history keeps it: arguments too long to be read (never run; the
+    tool result says so) are kept as ``{}``, or every later turn would carry them back and
+    the run would end over the context window instead of letting the model try again."""
+    if all(len(call.arguments) <= MAX_ARGUMENT_CHARS for call in message.tool_calls):
+        return message
+    calls = tuple(
+        replace(call, arguments="{}") if len(call.arguments) > MAX_ARGUMENT_CHARS else call
+        for call in message.tool_calls
+    )
+    return replace(message, tool_calls=calls)
 
 
 def _definition_tokens(
