@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._call_types import ChatRequest, Completion, Connection
     from moodlemate.ai._provider import Provider
     from moodlemate.ai._retry import RetryPolicy
+    from moodlemate.ai._run_hooks import RunHooks
     from moodlemate.ai._token_framing import TokenCount
 
 __all__ = ["Facade"]
@@ -39,6 +40,8 @@ class Facade(Protocol):
     async def asend(self, request: ChatRequest) -> Completion: ...
 
     def _remember(self, completion: Completion) -> None: ...
+
+    def _run_hooks(self) -> RunHooks | None: ...
 
     def count_message_tokens(
         self,

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._pacing import Pacer
     from moodlemate.ai._pricing import ModelInfo
     from moodlemate.ai._run import Run, RunSettings
+    from moodlemate.ai._run_hooks import RunHooks
     from moodlemate.ai._shared_budget import SharedBudget
     from moodlemate.ai._spend_log import SpendLog
     from moodlemate.ai._streaming import AsyncTextStream, TextStream
@@ -960,6 +961,12 @@ class GPT:
 
     def _remember(self, completion: Completion) -> None:
         self._local.last = completion
+
+    def _run_hooks(self) -> RunHooks | None:
+        """The tool-run hooks of this instance's plugins (None when none implements them)."""
+        from moodlemate.ai._run_hooks import RunHooks
+
+        return RunHooks.of(self._plugins.plugin_manager)
 
 
 def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog | None:

@@ -180,6 +180,8 @@ class _Loop:
         self.spent = Decimal(0)
         self.definition_tokens = _definition_tokens(gpt, request, definitions)
         self.cut = False
+        self.hooks = gpt._run_hooks()
+        self.tools_started = 0.0  # wall-clock time the current turn's tools began
 
     # -- before and after each step ---------------------------------------------------------
 
@@ -229,6 +231,8 @@ class _Loop:
         self.turns[-1] = replace(self.turns[-1], tool_results=tuple(results), tool_seconds=seconds)
         for result in results:
             self.history.append(Message("tool", result.output, tool_call_id=result.call.id))
+            if self.hooks is not None:
+                self.hooks.tool_called(self.id, result, self.tools_started)
         stop = self.settings.stop_after
         return any(result.ok and result.call.name in stop for result in results)
 
@@ -275,6 +279,21 @@ def run_tools(
 ) -> Run:
     """Run the tool loop for ``request`` (see the module's docstring)."""
     loop = _Loop(gpt, request, tools, settings)
+    hooks = loop.hooks
+    if hooks is None:
+        return _drive(loop)
+    hooks.started(loop.id, request, loop.provider.name, loop.endpoint)
+    try:
+        run = _drive(loop)
+    except BaseException as exc:
+        hooks.ended(loop.id, getattr(exc, "run", None) or loop.partial(), exc)
+        raise
+    hooks.ended(loop.id, run, None)
+    return run
+
+
+def _drive(loop: _Loop) -> Run:
+    gpt, settings, tools = loop.gpt, loop.settings, loop.tools
     while True:
         next_request = loop.next_request()
         started = time.monotonic()
@@ -290,6 +309,7 @@ def run_tools(
         if calls is None:
             return loop.partial("answer")
         started = time.monotonic()
+        loop.tools_started = time.time()
         results = run_tool_calls(
             calls,
             tools,
@@ -306,6 +326,21 @@ async def arun_tools(
 ) -> Run:
     """Async :func:`run_tools`: async tools run as tasks on this loop, sync ones in threads."""
     loop = _Loop(gpt, request, tools, settings)
+    hooks = loop.hooks
+    if hooks is None:
+        return await _adrive(loop)
+    hooks.started(loop.id, request, loop.provider.name, loop.endpoint)
+    try:
+        run = await _adrive(loop)
+    except BaseException as exc:
+        hooks.ended(loop.id, getattr(exc, "run", None) or loop.partial(), exc)
+        raise
+    hooks.ended(loop.id, run, None)
+    return run
+
+
+async def _adrive(loop: _Loop) -> Run:
+    gpt, settings, tools = loop.gpt, loop.settings, loop.tools
     while True:
         next_request = loop.next_request()
         started = time.monotonic()
@@ -321,6 +356,7 @@ async def arun_tools(
         if calls is None:
             return loop.partial("answer")
         started = time.monotonic()
+        loop.tools_started = time.time()
         results = await arun_tool_calls(
             calls,
             tools,
