@@ -120,6 +120,16 @@ def sse_then(after_first: Iterator[bytes], pause: float) -> Behaviour:
     return run
 
 
+def sse_events(*events: bytes) -> Behaviour:
+    """A stream of exactly ``events`` (each a whole ``data:`` event), then the connection closed."""
+
+    def run(sock: socket.socket) -> None:
+        start = head(content_type="text/event-stream", cache_control="no-cache")
+        _until_gone(sock, iter([start, *events]), 0)
+
+    return run
+
+
 def keepalive_forever(pause: float = 0.2) -> Behaviour:
     return sse_then(_forever(b": keep-alive\n\n"), pause)
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from moodlemate.ai import GPT, BadRequestError
+from moodlemate.ai import GPT, BadRequestError, MaxTurnsError
 from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.otel import instrument, telemetry, uninstrument
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
@@ -348,3 +348,108 @@ def test_without_opentelemetry_instrument_names_the_extra() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.startswith("ConfigurationError")
     assert "pip install 'moodlemate-ai[otel]'" in done.stdout
+
+
+# -- tool runs: a span for the run, its turns and tool executions as children ---------------
+
+
+def _weather(city: str) -> str:
+    """Current temperature in a city."""
+    return f"4C in {city}"
+
+
+def _tool_turn(*names: str) -> Reply:
+    calls = [
+        {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps({"city": "Oslo"})},
+        }
+        for i, name in enumerate(names)
+    ]
+    return Reply(tool_calls=calls, finish_reason="tool_calls")
+
+
+def _run_spans(recorded: Recorded) -> tuple[ReadableSpan, list[ReadableSpan], list[ReadableSpan]]:
+    spans = recorded.finished()
+    (run,) = [s for s in spans if s.attributes["gen_ai.operation.name"] == "invoke_agent"]
+    turns = [s for s in spans if s.attributes["gen_ai.operation.name"] == "chat"]
+    tools = [s for s in spans if s.attributes["gen_ai.operation.name"] == "execute_tool"]
+    return run, turns, tools
+
+
+def test_a_tool_run_is_a_span_with_its_turns_and_tool_executions_as_children(
+    recorded: Recorded,
+) -> None:
+    recorded.server.enqueue(_tool_turn("_weather", "nowhere"), Reply(text="4C."))
+    gpt = recorded.gpt()
+    result = gpt.run("gpt-4o-mini", PROMPT, tools=[_weather])
+    run, turns, tools = _run_spans(recorded)
+    assert run.name == "invoke_agent gpt-4o-mini"
+    assert run.attributes["moodlemate.run.id"] == result.id
+    assert run.attributes["moodlemate.run.turns"] == 2
+    assert run.attributes["moodlemate.cost"] == float(result.cost or 0)
+    assert run.status.status_code is not StatusCode.ERROR
+    assert len(turns) == 2
+    assert all(t.parent is not None and t.parent.span_id == run.context.span_id for t in turns)
+    ok, unknown = sorted(tools, key=lambda s: s.attributes["gen_ai.tool.call.id"])
+    for span in (ok, unknown):
+        assert span.parent is not None
+        assert span.parent.span_id == run.context.span_id
+        assert span.context.trace_id == run.context.trace_id
+    assert ok.name == "execute_tool _weather"
+    assert ok.attributes["gen_ai.tool.name"] == "_weather"
+    assert ok.attributes["gen_ai.tool.call.id"] == "call_0"
+    assert ok.status.status_code is not StatusCode.ERROR
+    assert unknown.attributes["error.type"] == "unknown_tool"
+    assert unknown.status.status_code is StatusCode.ERROR
+    # Content is off by default: no arguments, no results, no prompt.
+    assert "gen_ai.tool.call.arguments" not in ok.attributes
+    assert "gen_ai.tool.call.result" not in ok.attributes
+    assert PROMPT not in recorded.everything()
+    assert TEST_KEY not in recorded.everything()
+
+
+def test_tool_arguments_and_results_are_recorded_when_opted_in(server: LoopbackServer) -> None:
+    recorded = Recorded(server, capture_content=True)
+    try:
+        server.enqueue(_tool_turn("_weather"), Reply(text="4C."))
+        recorded.gpt().run("gpt-4o-mini", PROMPT, tools=[_weather])
+        _, _, (tool,) = _run_spans(recorded)
+        assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"city": "Oslo"}
+        assert tool.attributes["gen_ai.tool.call.result"] == "4C in Oslo"
+        assert TEST_KEY not in recorded.everything()
+    finally:
+        uninstrument(recorded.plugins)
+
+
+def test_a_run_stopped_by_a_limit_ends_its_span_with_the_error(recorded: Recorded) -> None:
+    recorded.server.responder = lambda body: _tool_turn("_weather")
+    with pytest.raises(MaxTurnsError):
+        recorded.gpt().run("gpt-4o-mini", PROMPT, tools=[_weather], max_turns=2)
+    run, turns, tools = _run_spans(recorded)
+    assert run.attributes["error.type"] == "MaxTurnsError"
+    assert run.status.status_code is StatusCode.ERROR
+    assert len(turns) == 2
+    assert len(tools) == 1  # the last turn's calls were not run
+    # The run's context was left: a call after it is a root span of its own.
+    recorded.server.responder = None
+    recorded.server.enqueue(Reply(text="plain"))
+    recorded.gpt().chat_completion("gpt-4o-mini", "", "plain")
+    assert recorded.finished()[-1].parent is None
+
+
+def test_an_async_run_nests_the_same_way(recorded: Recorded) -> None:
+    async def forecast(city: str) -> str:
+        """Tomorrow's weather."""
+        return "sun"
+
+    recorded.server.enqueue(_tool_turn("forecast"), Reply(text="Sun."))
+    asyncio.run(recorded.gpt().arun("gpt-4o-mini", PROMPT, tools=[forecast]))
+    run, turns, (tool,) = _run_spans(recorded)
+    assert all(t.parent is not None and t.parent.span_id == run.context.span_id for t in turns)
+    assert tool.parent is not None
+    assert tool.parent.span_id == run.context.span_id
+    assert tool.end_time is not None
+    assert tool.start_time is not None
+    assert tool.end_time >= tool.start_time

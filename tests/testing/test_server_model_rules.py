@@ -145,14 +145,22 @@ def test_the_seed_call_through_gpt_succeeds_at_the_first_attempt(
     """temperature 0.7, max_tokens and a system message: the provider adapts what the server
     would reject, so one request suffices (a 400 would surface as BadRequestError: no retry)."""
     gpt = GPT(provider, endpoint=strict_server.url, api_key=KEY, retry=RetryPolicy(attempts=1))
-    before = len(strict_server.chat_requests)
+    before = len(strict_server.requests)
     if stream:
         text = "".join(gpt.stream(model, "Be brief.", "Hi", 0.7, 16))
     else:
         text = gpt.chat_completion(model, "Be brief.", "Hi", temperature=0.7, max_tokens=16)
     assert text.endswith("Hi")
-    (sent,) = strict_server.chat_requests[before:]
+    (sent,) = [r for r in strict_server.requests[before:] if r.method == "POST"]
     rules = provider_rules(model, provider)
+    if provider == "openai" and rules.responses_only:
+        # Served only on the Responses API: the same call, in its shape.
+        assert sent.path.endswith("/responses")
+        assert [item["role"] for item in sent.body["input"]] == ["system", "user"]
+        assert "temperature" not in sent.body
+        assert sent.body["max_output_tokens"] == 16
+        return
+    assert sent.path.endswith("/chat/completions")
     assert ("max_completion_tokens" in sent.body) is rules.reasoning
     assert ("max_tokens" in sent.body) is not rules.reasoning
     roles = [m["role"] for m in sent.body["messages"]]

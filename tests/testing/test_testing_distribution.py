@@ -154,16 +154,18 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def test_the_server_takes_openai_knowledge_only_from_the_provider_models_module() -> None:
+def test_the_server_takes_openai_knowledge_only_from_the_provider_rules_modules() -> None:
     """The package reaches the core through its public face and the OpenAI provider only
-    through the module that holds the model rules: no second copy of them to drift."""
+    through the modules that hold its rules (the model rules, the strict-schema rules): no
+    second copy of them to drift."""
     modules = sorted((TESTING_SRC / "moodlemate" / "testing").glob("*.py"))
     assert len(modules) == 6
     reached = {name for path in modules for name in _imports(path)}
     ours = {name for name in reached if name.startswith("moodlemate")}
     assert {n for n in ours if n.startswith("moodlemate.ai")} <= {"moodlemate.ai"}
     assert {n for n in ours if n.startswith("moodlemate.providers")} == {
-        "moodlemate.providers.openai.models"
+        "moodlemate.providers.openai.models",
+        "moodlemate.providers.openai.strict_schema",
     }
     # No model family named in the server's code but its /v1/models listing (and docstrings).
     tree = ast.parse((TESTING_SRC / "moodlemate/testing/_server.py").read_text(encoding="utf-8"))

@@ -83,6 +83,12 @@ if TYPE_CHECKING:
     from moodlemate.ai._retry import (
         RetryPolicy as RetryPolicy,
     )
+    from moodlemate.ai._run import (
+        Run as Run,
+    )
+    from moodlemate.ai._run import (
+        Turn as Turn,
+    )
     from moodlemate.ai._secrets import (
         RedactingFilter as RedactingFilter,
     )
@@ -95,8 +101,17 @@ if TYPE_CHECKING:
     from moodlemate.ai._streaming import (
         TextStream as TextStream,
     )
+    from moodlemate.ai._structured import (
+        TypedCompletion as TypedCompletion,
+    )
     from moodlemate.ai._token_count import (
         TokenCount as TokenCount,
+    )
+    from moodlemate.ai._tool_calls import (
+        ToolResult as ToolResult,
+    )
+    from moodlemate.ai._tools import (
+        Tool as Tool,
     )
     from moodlemate.ai._usage import (
         Usage as Usage,
@@ -144,6 +159,9 @@ if TYPE_CHECKING:
         MalformedResponseError as MalformedResponseError,
     )
     from moodlemate.ai.errors import (
+        MaxTurnsError as MaxTurnsError,
+    )
+    from moodlemate.ai.errors import (
         MissingAPIKeyError as MissingAPIKeyError,
     )
     from moodlemate.ai.errors import (
@@ -180,6 +198,15 @@ if TYPE_CHECKING:
         ResponseTooLargeError as ResponseTooLargeError,
     )
     from moodlemate.ai.errors import (
+        RunBudgetError as RunBudgetError,
+    )
+    from moodlemate.ai.errors import (
+        RunDeadlineError as RunDeadlineError,
+    )
+    from moodlemate.ai.errors import (
+        RunLimitError as RunLimitError,
+    )
+    from moodlemate.ai.errors import (
         ServerError as ServerError,
     )
     from moodlemate.ai.errors import (
@@ -189,7 +216,16 @@ if TYPE_CHECKING:
         StreamInterruptedError as StreamInterruptedError,
     )
     from moodlemate.ai.errors import (
+        StructuredOutputError as StructuredOutputError,
+    )
+    from moodlemate.ai.errors import (
         TokenizerUnavailableError as TokenizerUnavailableError,
+    )
+    from moodlemate.ai.errors import (
+        ToolExecutionError as ToolExecutionError,
+    )
+    from moodlemate.ai.errors import (
+        TruncatedAnswerError as TruncatedAnswerError,
     )
     from moodlemate.ai.errors import (
         UnknownProviderError as UnknownProviderError,
@@ -229,6 +265,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "InvalidAPIKeyError",
         "InvalidEndpointError",
         "MalformedResponseError",
+        "MaxTurnsError",
         "MissingAPIKeyError",
         "MoodlemateError",
         "NotFoundError",
@@ -241,10 +278,16 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "RefusalError",
         "ReplyError",
         "ResponseTooLargeError",
+        "RunBudgetError",
+        "RunDeadlineError",
+        "RunLimitError",
         "ServerError",
         "StreamInterruptedError",
         "StreamingNotSupportedError",
+        "StructuredOutputError",
         "TokenizerUnavailableError",
+        "ToolExecutionError",
+        "TruncatedAnswerError",
         "UnknownProviderError",
         "UnsupportedFeatureError",
         "UnsupportedInputError",
@@ -283,6 +326,13 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "AsyncTextStream",
         "TextStream",
     ),
+    "moodlemate.ai._run": (
+        "Run",
+        "Turn",
+    ),
+    "moodlemate.ai._structured": ("TypedCompletion",),
+    "moodlemate.ai._tool_calls": ("ToolResult",),
+    "moodlemate.ai._tools": ("Tool",),
     "moodlemate.ai._token_count": ("TokenCount",),
     "moodlemate.ai._usage": ("Usage",),
 }

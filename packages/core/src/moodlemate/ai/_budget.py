@@ -3,7 +3,8 @@
 Before a request is sent (a stream's on its first ``next()``), its worst-case cost is
 reserved in the ledger: the prompt at the input price (bounded by its UTF-8 size, a token
 being at least one byte; counted with the tokenizer only when that bound does not fit) plus
-``max_tokens`` (or :data:`DEFAULT_OUTPUT_ESTIMATE` tokens when it is None, capped at the
+``max_tokens`` (or, when it is None, the provider's output allowance for the request:
+:data:`DEFAULT_OUTPUT_ESTIMATE` tokens, more for a reasoning model by its effort; capped at the
 model's own output limit) at the output price. The call is refused with
 :class:`~moodlemate.ai.errors.BudgetExceededError`, and nothing goes to the server, when the
 ledger's cost plus every reservation in flight plus this one would cross the ceiling. When
@@ -122,7 +123,8 @@ def worst_case_cost(
     if output is None:
         info = provider.model_info(request.model, endpoint)
         limit = info.max_output_tokens if info is not None else None
-        output = min(DEFAULT_OUTPUT_ESTIMATE, limit or DEFAULT_OUTPUT_ESTIMATE)
+        allowance = provider.output_allowance(request) or DEFAULT_OUTPUT_ESTIMATE
+        output = min(allowance, limit or allowance)
     prompt = (
         prompt_tokens(provider, request)
         if counted

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from moodlemate.ai._failed_entry import FailedEntry
@@ -63,6 +63,9 @@ class ChatRequest:
     """Fields sent as they are, over the named ones (a server's own parameters)."""
     options: Options = NO_OPTIONS
     """The named chat-completion options (seed, stop, tools, response_format...)."""
+    api: Literal["chat", "responses"] | None = None
+    """The vendor API to send it through, where a provider speaks more than one (OpenAI's chat
+    completions and Responses); None lets the provider's model rules choose."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,12 @@ class Completion:
     audio: Mapping[str, Any] | None = None
     """The spoken reply (``message.audio``: id, data, transcript, expires_at) when the request
     asked for the audio modality."""
+    reasoning: str | None = None
+    """The reasoning the server returned beside the answer (a Responses API reasoning summary,
+    OpenRouter's ``reasoning``, ``reasoning_content`` from vLLM or llama.cpp); never part of
+    ``text``."""
+    response_id: str | None = None
+    """The Responses API's id for this response (what ``previous_response_id`` takes)."""
 
     @property
     def message(self) -> Message:

@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from moodlemate.ai._defaults import DEFAULT_SYSTEM_MESSAGE
 from moodlemate.ai._message_dicts import message_from, message_to_dict
@@ -52,6 +52,7 @@ from moodlemate.ai.errors import (
 )
 
 if TYPE_CHECKING:
+    from moodlemate.ai._facade import Facade
     from moodlemate.ai._pricing import ModelInfo
     from moodlemate.ai._provider import Completion
     from moodlemate.ai._streaming import TextStream
@@ -85,6 +86,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("moodlemate.ai")
+T = TypeVar("T")
 
 DEFAULT_CONTEXT_WINDOW = 8_192
 """Assumed when the provider does not know the model's window: small enough for most models."""
@@ -203,21 +205,59 @@ class Conversation:
         with self._lock:
             return tuple(self._turns)
 
-    def ask(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> str:
+    @overload
+    def ask(
+        self,
+        prompt: str,
+        *,
+        attachments: Iterable[Attachment] = (),
+        schema: None = None,
+        tools: Iterable[object] = (),
+        max_attempts: int = 3,
+        max_turns: int = 8,
+    ) -> str: ...
+
+    @overload
+    def ask(
+        self,
+        prompt: str,
+        *,
+        attachments: Iterable[Attachment] = (),
+        schema: type[T] | Any,
+        tools: Iterable[object] = (),
+        max_attempts: int = 3,
+        max_turns: int = 8,
+    ) -> T: ...
+
+    def ask(
+        self,
+        prompt: str,
+        *,
+        attachments: Iterable[Attachment] = (),
+        schema: Any = None,
+        tools: Iterable[object] = (),
+        max_attempts: int = 3,
+        max_turns: int = 8,
+    ) -> Any:
         """Send ``prompt`` with the history that fits, remember both, return the reply.
         ``attachments`` (parts, or paths, URLs and bytes read as an image, a PDF or audio)
-        go with the prompt in the same user turn, and stay in the history."""
+        go with the prompt in the same user turn, and stay in the history.
+
+        With ``schema`` the reply is a typed answer (as :meth:`GPT.parse`, re-asked up to
+        ``max_attempts`` replies; the history keeps the question and the valid answer's text).
+        With ``tools`` the turn is a tool run (as :meth:`GPT.run`, up to ``max_turns`` model
+        turns; the history keeps every tool call and result, and the answer)."""
         question = _question(prompt, attachments)
+        turn = _Turn.of(schema, tools, max_attempts, max_turns)
         with self._turn_lock:
             dropped, request = self._prepare(question)
             try:
-                completion = self._gpt.send(request)
+                replies, answer = turn.send(self._gpt, request)
             except ServerContextWindowExceededError as exc:
                 dropped, request = self._refit(question, request, exc)
-                completion = self._gpt.send(request)
-            text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
-            self._commit(dropped, question, completion.message)
-            return text
+                replies, answer = turn.send(self._gpt, request)
+            self._commit(dropped, question, *replies)
+            return answer
 
     def stream(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> Iterator[str]:
         """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
@@ -233,18 +273,51 @@ class Conversation:
                     yield delta
             self._commit(dropped, question, Message("assistant", "".join(parts)))
 
-    async def aask(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> str:
+    @overload
+    async def aask(
+        self,
+        prompt: str,
+        *,
+        attachments: Iterable[Attachment] = (),
+        schema: None = None,
+        tools: Iterable[object] = (),
+        max_attempts: int = 3,
+        max_turns: int = 8,
+    ) -> str: ...
+
+    @overload
+    async def aask(
+        self,
+        prompt: str,
+        *,
+        attachments: Iterable[Attachment] = (),
+        schema: type[T] | Any,
+        tools: Iterable[object] = (),
+        max_attempts: int = 3,
+        max_turns: int = 8,
+    ) -> T: ...
+
+    async def aask(
+        self,
+        prompt: str,
+        *,
+        attachments: Iterable[Attachment] = (),
+        schema: Any = None,
+        tools: Iterable[object] = (),
+        max_attempts: int = 3,
+        max_turns: int = 8,
+    ) -> Any:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
         question = _question(prompt, attachments)
+        turn = _Turn.of(schema, tools, max_attempts, max_turns)
         dropped, request = self._prepare(question)
         try:
-            completion = await self._gpt.asend(request)
+            replies, answer = await turn.asend(self._gpt, request)
         except ServerContextWindowExceededError as exc:
             dropped, request = self._refit(question, request, exc)
-            completion = await self._gpt.asend(request)
-        text = reply_text(completion, request.max_tokens)
-        self._commit(dropped, question, completion.message)
-        return text
+            replies, answer = await turn.asend(self._gpt, request)
+        self._commit(dropped, question, *replies)
+        return answer
 
     def _refit(
         self, prompt: Message, sent: ChatRequest, exc: ServerContextWindowExceededError
@@ -396,10 +469,75 @@ class Conversation:
             reserve = min(limit, DEFAULT_OUTPUT_RESERVE, window // 4)
         return window - reserve
 
-    def _commit(self, dropped: int, prompt: Message, reply: Message) -> None:
+    def _commit(self, dropped: int, prompt: Message, *replies: Message) -> None:
         """Drop from the front, append at the end: turns committed meanwhile survive."""
         with self._lock:
-            self._turns = [*self._turns[dropped:], prompt, reply]
+            self._turns = [*self._turns[dropped:], prompt, *replies]
+
+
+class _Turn:
+    """How one turn is sent: a plain reply, a typed answer or a tool run; each gives the
+    messages the history keeps after the question, and what :meth:`Conversation.ask` returns."""
+
+    def __init__(self, answer: Any, tools: Any, max_attempts: int, run: Any) -> None:
+        self.answer = answer
+        self.tools = tools
+        self.max_attempts = max_attempts
+        self.run = run
+
+    @classmethod
+    def of(cls, schema: Any, tools: Iterable[object], max_attempts: int, max_turns: int) -> _Turn:
+        """Checked before anything is sent."""
+        found = list(tools) if not isinstance(tools, str) else [tools]
+        if schema is not None and found:
+            raise ValidationError("a turn takes a schema or tools, not both")
+        if schema is not None:
+            from moodlemate.ai._answer_schema import answer_schema
+            from moodlemate.ai._structured import check_attempts
+
+            return cls(answer_schema(schema), None, check_attempts(max_attempts), None)
+        if found:
+            from moodlemate.ai._run import RunSettings
+            from moodlemate.ai._tools import tool_set
+
+            return cls(None, tool_set(found), max_attempts, RunSettings(max_turns=max_turns))
+        return cls(None, None, max_attempts, None)
+
+    def send(self, gpt: Host, request: ChatRequest) -> tuple[tuple[Message, ...], Any]:
+        if self.answer is not None:
+            from moodlemate.ai._structured import run_typed
+
+            typed = run_typed(cast("Facade", gpt), request, self.answer, self.max_attempts)
+            return (Message("assistant", typed.text),), typed.parsed
+        if self.tools is not None:
+            from moodlemate.ai._run import run_tools
+
+            run = run_tools(cast("Facade", gpt), request, self.tools, self.run)
+            return self._ran(request, run)
+        completion = gpt.send(request)
+        text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
+        return (completion.message,), text
+
+    async def asend(self, gpt: Host, request: ChatRequest) -> tuple[tuple[Message, ...], Any]:
+        if self.answer is not None:
+            from moodlemate.ai._structured import arun_typed
+
+            typed = await arun_typed(cast("Facade", gpt), request, self.answer, self.max_attempts)
+            return (Message("assistant", typed.text),), typed.parsed
+        if self.tools is not None:
+            from moodlemate.ai._run import arun_tools
+
+            run = await arun_tools(cast("Facade", gpt), request, self.tools, self.run)
+            return self._ran(request, run)
+        completion = await gpt.asend(request)
+        text = reply_text(completion, request.max_tokens)
+        return (completion.message,), text
+
+    @staticmethod
+    def _ran(request: ChatRequest, run: Any) -> tuple[tuple[Message, ...], Any]:
+        last = run.turns[-1].completion
+        text = reply_text(last, request.max_tokens)
+        return tuple(run.messages[len(request.messages) :]), text
 
 
 def _list(value: Any) -> list[Any]:

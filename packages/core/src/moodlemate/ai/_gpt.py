@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
 from os import PathLike
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._budget import to_budget
@@ -54,13 +54,18 @@ from moodlemate.ai._validation import (
 from moodlemate.ai.errors import MoodlemateError, ValidationError
 
 if TYPE_CHECKING:
+    from moodlemate.ai._answer_stream import AnswerStream
     from moodlemate.ai._conversation import Conversation
     from moodlemate.ai._fallbacks import FallbackChain
     from moodlemate.ai._pacing import Pacer
     from moodlemate.ai._pricing import ModelInfo
+    from moodlemate.ai._run import Run, RunSettings
+    from moodlemate.ai._run_hooks import RunHooks
     from moodlemate.ai._shared_budget import SharedBudget
     from moodlemate.ai._spend_log import SpendLog
     from moodlemate.ai._streaming import AsyncTextStream, TextStream
+    from moodlemate.ai._structured import TypedCompletion
+    from moodlemate.ai._tools import Tool
 
 __all__ = ["GPT"]
 
@@ -69,6 +74,10 @@ log.addHandler(logging.NullHandler())
 log.addFilter(RedactingFilter())
 
 DEFAULT_CONVERSATION = "default"
+DEFAULT_ATTEMPTS = 3
+"""Replies a typed answer may take (the first and two re-asks)."""
+
+T = TypeVar("T")
 
 
 class _Unset:
@@ -442,6 +451,7 @@ class GPT:
         provider.check_input(request)
         return count_request(provider, request)
 
+    @overload
     def complete(
         self,
         model: str,
@@ -453,12 +463,47 @@ class GPT:
         messages: Iterable[Message | Mapping[str, Any]] | None = None,
         options: Options | Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> Completion:
+        schema: None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> Completion: ...
+
+    @overload
+    def complete(
+        self,
+        model: str,
+        system_message: str = "",
+        user_message: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        schema: Any,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> TypedCompletion[Any]: ...
+
+    def complete(
+        self,
+        model: str,
+        system_message: str = "",
+        user_message: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        schema: Any = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+    ) -> Completion | TypedCompletion[Any]:
         """Like :meth:`chat_completion`, but returns the full :class:`Completion`.
 
         ``messages`` (Message values or OpenAI-shaped dicts: parts, tool turns) go between
         the system message and ``user_message``; ``options`` are the named request options
-        (:class:`Options`); ``extra`` fields are sent as they are. See docs/messages.md."""
+        (:class:`Options`); ``extra`` fields are sent as they are. See docs/messages.md.
+        With ``schema``, a :class:`TypedCompletion` whose ``parsed`` is the checked answer
+        (see :meth:`parse`)."""
         request = build_request(
             model,
             system_message,
@@ -469,11 +514,205 @@ class GPT:
             options=options,
             extra=extra,
         )
+        if schema is not None:
+            from moodlemate.ai._answer_schema import answer_schema
+            from moodlemate.ai._structured import run_typed
+
+            return run_typed(self, request, answer_schema(schema), max_attempts)
         if self._fallbacks:
             return self.send(request)
         completion = self.prepare(request, checked=True).send()
         self._local.last = completion
         return completion
+
+    def parse(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str | None,
+        schema: type[T] | Any,
+        *,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> T:
+        """The model's answer as an instance of ``schema`` (a pydantic model, dataclass,
+        TypedDict, type hint, or a JSON schema dict for plain JSON). The schema is sent in the
+        strictest form the model takes; a reply that does not validate is answered with its
+        problems and asked again, up to ``max_attempts`` replies (each billed and logged) within
+        one deadline. Raises StructuredOutputError when none validates, RefusalError on a
+        refusal and TruncatedAnswerError when ``max_tokens`` cut the answer short."""
+        result = self.complete(
+            model,
+            system_message,
+            user_message,
+            temperature,
+            max_tokens,
+            messages=messages,
+            options=options,
+            extra=extra,
+            schema=schema,
+            max_attempts=max_attempts,
+        )
+        parsed: T = result.parsed
+        return parsed
+
+    async def aparse(
+        self,
+        model: str,
+        system_message: str,
+        user_message: str | None,
+        schema: type[T] | Any,
+        *,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        max_attempts: int = DEFAULT_ATTEMPTS,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> T:
+        """Async :meth:`parse`."""
+        from moodlemate.ai._answer_schema import answer_schema
+        from moodlemate.ai._structured import arun_typed
+
+        request = build_request(
+            model,
+            system_message,
+            user_message,
+            temperature,
+            max_tokens,
+            messages=messages,
+            options=options,
+            extra=extra,
+        )
+        result = await arun_typed(self, request, answer_schema(schema), max_attempts)
+        parsed: T = result.parsed
+        return parsed
+
+    def run(
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        tools: Iterable[object],
+        system_message: str = "",
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        max_turns: int = 8,
+        budget: Decimal | int | float | str | None = None,
+        deadline: float | None = None,
+        tool_timeout: float = 60.0,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        stop_after: str | Iterable[str] = (),
+        before_tool_call: Callable[..., Any] | None = None,
+        raise_tool_errors: bool = False,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Ask ``model`` with ``tools`` (plain functions, :class:`Tool` values, or
+        ``(definition, function)`` pairs) and run the tools it calls until it answers.
+
+        Each model turn is a normal call (retried, priced, logged, within the instance's
+        budget); the run as a whole is held to ``max_turns`` turns, a ``budget`` in USD
+        (checked before each turn against its worst case) and a ``deadline`` in seconds
+        (default: the retry policy's), tool time included. Tools of one turn run at once, each
+        within ``tool_timeout``. The model's arguments are checked against each tool's schema
+        before it runs; bad arguments, unknown tools and exceptions are told to the model (its
+        text redacted) unless ``raise_tool_errors``. ``before_tool_call(call, tool)`` approves
+        a call (True) or refuses it (False, or the reason). Returns a :class:`Run`; a bound
+        reached raises a RunLimitError carrying the run so far. See docs/tools.md."""
+        from moodlemate.ai._run import run_tools
+
+        request, found, settings = self._run_parts(
+            model, prompt, tools, system_message, messages, temperature, max_tokens, options,
+            extra, max_turns, budget, deadline, tool_timeout, tool_choice, stop_after,
+            before_tool_call, raise_tool_errors,
+        )  # fmt: skip
+        return run_tools(self, request, found, settings)
+
+    async def arun(
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        tools: Iterable[object],
+        system_message: str = "",
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        max_turns: int = 8,
+        budget: Decimal | int | float | str | None = None,
+        deadline: float | None = None,
+        tool_timeout: float = 60.0,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        stop_after: str | Iterable[str] = (),
+        before_tool_call: Callable[..., Any] | None = None,
+        raise_tool_errors: bool = False,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Async :meth:`run`: async tools run as tasks on the caller's loop (cancelling the
+        run cancels them), sync ones in threads; ``before_tool_call`` may be async."""
+        from moodlemate.ai._run import arun_tools
+
+        request, found, settings = self._run_parts(
+            model, prompt, tools, system_message, messages, temperature, max_tokens, options,
+            extra, max_turns, budget, deadline, tool_timeout, tool_choice, stop_after,
+            before_tool_call, raise_tool_errors,
+        )  # fmt: skip
+        return await arun_tools(self, request, found, settings)
+
+    def _run_parts(
+        self,
+        model: str,
+        prompt: str | None,
+        tools: Iterable[object],
+        system_message: str,
+        messages: Iterable[Message | Mapping[str, Any]] | None,
+        temperature: float,
+        max_tokens: int | None,
+        options: Options | Mapping[str, Any] | None,
+        extra: Mapping[str, Any] | None,
+        max_turns: int,
+        budget: Decimal | int | float | str | None,
+        deadline: float | None,
+        tool_timeout: float,
+        tool_choice: str | Mapping[str, Any] | None,
+        stop_after: str | Iterable[str],
+        before_tool_call: Callable[..., Any] | None,
+        raise_tool_errors: bool,
+    ) -> tuple[ChatRequest, dict[str, Tool], RunSettings]:
+        from moodlemate.ai._run import RunSettings
+        from moodlemate.ai._tools import tool_set
+
+        if isinstance(tools, str | bytes) or not isinstance(tools, Iterable):
+            raise ValidationError("tools must be a list of functions or Tool values")
+        found = tool_set(tools)
+        settings = RunSettings(
+            max_turns=max_turns,
+            budget=to_budget(budget),
+            deadline=deadline,
+            tool_timeout=tool_timeout,
+            tool_choice=tool_choice,
+            stop_after=(stop_after,) if isinstance(stop_after, str) else tuple(stop_after),
+            before_tool_call=before_tool_call,
+            raise_tool_errors=bool(raise_tool_errors),
+        )
+        request = build_request(
+            model,
+            system_message,
+            prompt,
+            temperature,
+            max_tokens,
+            messages=messages if messages is not None else (),
+            options=options,
+            extra=extra,
+        )
+        return request, found, settings
 
     def send(self, request: ChatRequest) -> Completion:
         """Send a prepared request under the retry policy and record it in the ledger."""
@@ -507,6 +746,7 @@ class GPT:
             hooks=self._plugins.call_hooks(),
         )
 
+    @overload
     def stream(
         self,
         model: str,
@@ -518,10 +758,43 @@ class GPT:
         messages: Iterable[Message | Mapping[str, Any]] | None = None,
         options: Options | Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> TextStream:
+        schema: None = None,
+    ) -> TextStream: ...
+
+    @overload
+    def stream(
+        self,
+        model: str,
+        system_message: str = "",
+        user_message: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        schema: Any,
+    ) -> AnswerStream[Any]: ...
+
+    def stream(
+        self,
+        model: str,
+        system_message: str = "",
+        user_message: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        schema: Any = None,
+    ) -> TextStream | AnswerStream[Any]:
         """Like :meth:`chat_completion`, but an iterator of text deltas; the full Completion is
         ``.completion`` (and :attr:`last_result`) once it ends. Sent on the first ``next()``.
-        ``messages``, ``options`` and ``extra`` as in :meth:`complete`."""
+        ``messages``, ``options`` and ``extra`` as in :meth:`complete`.
+
+        With ``schema``, an iterator of the answer as far as it has arrived (the fields that
+        are complete), the last item being the checked answer, also ``.parsed``."""
         request = build_request(
             model,
             system_message,
@@ -532,6 +805,13 @@ class GPT:
             options=options,
             extra=extra,
         )
+        if schema is not None:
+            from moodlemate.ai._answer_schema import answer_schema
+            from moodlemate.ai._answer_stream import AnswerStream
+            from moodlemate.ai._structured import typed_request
+
+            answer = answer_schema(schema)
+            return AnswerStream(self.stream_request(typed_request(self, request, answer)), answer)
         return self.stream_request(request)
 
     def stream_request(self, request: ChatRequest) -> TextStream:
@@ -692,6 +972,12 @@ class GPT:
 
     def _remember(self, completion: Completion) -> None:
         self._local.last = completion
+
+    def _run_hooks(self) -> RunHooks | None:
+        """The tool-run hooks of this instance's plugins (None when none implements them)."""
+        from moodlemate.ai._run_hooks import RunHooks
+
+        return RunHooks.of(self._plugins.plugin_manager)
 
 
 def _spend_log(value: str | PathLike[str] | SpendLog | bool | None) -> SpendLog | None:

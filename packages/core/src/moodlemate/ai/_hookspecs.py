@@ -10,7 +10,7 @@ whose name matches no spec here is rejected when the plugin loads (pluggy's
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -56,3 +56,25 @@ def after_response(
     It observes and cannot change the outcome: the answer is already paid for and recorded,
     so an exception raised here, or returning past the call's deadline, is logged as a
     warning and the caller gets the answer all the same."""
+
+
+@hookspec
+def before_tool_run(run_id: str, request: ChatRequest, provider: str, endpoint: str) -> None:
+    """Called when a tool run (``GPT.run``/``arun``) starts, before its first model turn, in
+    the thread or task that runs it; each model turn is then a call with its own
+    ``before_request``/``after_response``. Never receives the API key."""
+
+
+@hookspec
+def after_tool_call(run_id: str, result: Any, started: float) -> None:
+    """Called once per tool call of a run, when the calls of its turn have finished:
+    ``result`` is the :class:`~moodlemate.ai._tool_calls.ToolResult` (the call, the output
+    sent to the model, the error kind, the seconds it ran) and ``started`` the wall-clock
+    time (``time.time()``) the turn's tools began."""
+
+
+@hookspec
+def after_tool_run(run_id: str, run: Any, error: BaseException | None) -> None:
+    """Called once when a tool run ends: ``run`` is the :class:`~moodlemate.ai._run.Run`
+    (so far, when it failed), ``error`` what the caller is about to receive (a RunLimitError,
+    a call's error, a cancellation) or None."""

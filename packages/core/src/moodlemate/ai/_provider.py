@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from moodlemate.ai._answer_format import AnswerFormat, AnswerMode, answer_instructions
 from moodlemate.ai._call_types import (
     AudioPart,
     ChatRequest,
@@ -287,6 +288,39 @@ class Provider(ABC):
         """Every model this provider has a price or limits for at ``endpoint`` (None: its
         own service), for listings."""
         return []
+
+    def answer_format(
+        self, model: str, name: str, schema: Mapping[str, Any], mode: AnswerMode | None = None
+    ) -> AnswerFormat:
+        """How to ask ``model`` for an answer following ``schema`` (named ``name``), in ``mode``
+        or, when None, the best mode the model takes. This default suits OpenAI-compatible
+        servers of unknown ability (llama.cpp, vLLM, Ollama take a non-strict ``json_schema``);
+        a provider that knows its models' rules overrides it."""
+        if mode is None or mode == "json_schema":
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": dict(schema), "strict": False},
+            }
+            return AnswerFormat("json_schema", {"response_format": response_format})
+        if mode == "json_object":
+            return AnswerFormat(
+                "json_object",
+                {"response_format": {"type": "json_object"}},
+                instructions=answer_instructions(schema),
+            )
+        return AnswerFormat("instructions", instructions=answer_instructions(schema))
+
+    def output_allowance(self, request: ChatRequest) -> int | None:
+        """Output tokens a budget reserves for ``request`` when it sets no ``max_tokens``; None
+        for the core's default. A provider whose reasoning models spend hidden tokens first
+        says how many (a budget must hold against them too)."""
+        return None
+
+    def tool_definition(self, model: str, definition: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``definition`` (OpenAI-shaped: ``{"type": "function", "function": {...}}``) as
+        ``model`` should be sent it; a provider whose models take a strict form rewrites it.
+        This default sends it as it is."""
+        return definition
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release pooled clients."""

@@ -30,6 +30,7 @@ __all__ = [
     "InvalidAPIKeyError",
     "InvalidEndpointError",
     "MalformedResponseError",
+    "MaxTurnsError",
     "MissingAPIKeyError",
     "MoodlemateError",
     "NotFoundError",
@@ -42,11 +43,17 @@ __all__ = [
     "RefusalError",
     "ReplyError",
     "ResponseTooLargeError",
+    "RunBudgetError",
+    "RunDeadlineError",
+    "RunLimitError",
     "ServerContextWindowExceededError",
     "ServerError",
     "StreamInterruptedError",
     "StreamingNotSupportedError",
+    "StructuredOutputError",
     "TokenizerUnavailableError",
+    "ToolExecutionError",
+    "TruncatedAnswerError",
     "UnknownProviderError",
     "UnsupportedFeatureError",
     "UnsupportedInputError",
@@ -119,6 +126,38 @@ class BudgetStoreError(BudgetExceededError):
     the budget cannot be checked and the call was not sent (the budget fails closed; see
     ``budget_fail_open``). A BudgetExceededError, so code that stops on a spent budget stops
     here too; catch this one to tell an outage from a spent budget."""
+
+
+class ToolExecutionError(MoodlemateError):
+    """A tool raised, and the run was told to raise rather than tell the model
+    (``raise_tool_errors=True``); the tool's exception is the ``__cause__``."""
+
+    def __init__(self, message: str, *, call: Any) -> None:
+        super().__init__(message)
+        self.call = call
+        """The ToolCall that failed."""
+
+
+class RunLimitError(MoodlemateError):
+    """A tool run stopped at one of its bounds before the model gave its answer; ``run`` holds
+    the turns so far (each billed and in the ledger), their cost and their tool calls."""
+
+    def __init__(self, message: str, run: Any) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+class MaxTurnsError(RunLimitError):
+    """The model still asked for tools after ``max_turns`` turns."""
+
+
+class RunBudgetError(RunLimitError, BudgetExceededError):
+    """The run's next turn could cost more than what is left of the run's ``budget``; it was
+    not sent. Also a BudgetExceededError."""
+
+
+class RunDeadlineError(RunLimitError):
+    """The run's ``deadline`` (model turns and tool time together) ran out."""
 
 
 class ProviderError(MoodlemateError):
@@ -300,6 +339,32 @@ class EmptyReplyError(ReplyError):
     """The reply has no text and the server did not say it stopped normally: typically a
     reasoning model that spent ``max_tokens`` on hidden reasoning (``finish_reason`` is
     ``"length"``), a content filter, or a reply made only of tool calls."""
+
+
+class TruncatedAnswerError(ReplyError):
+    """A typed answer was cut off by the token limit (``finish_reason`` ``"length"``): asking
+    again would be cut off the same way. ``partial`` holds the text that arrived; raise
+    ``max_tokens`` (or leave it None)."""
+
+    @property
+    def partial(self) -> str:
+        return self.completion.text
+
+
+class StructuredOutputError(ReplyError):
+    """No reply matched the answer's schema within ``max_attempts``. ``completions`` holds every
+    attempt (each billed and in the ledger) and ``problems`` what was wrong with each."""
+
+    def __init__(
+        self,
+        message: str,
+        completions: tuple[Completion, ...],
+        problems: tuple[tuple[str, ...], ...],
+    ) -> None:
+        super().__init__(message, completions[-1])
+        self.completions = completions
+        self.problems = problems
+        self.attempts = len(completions)
 
 
 class RefusalError(ReplyError):

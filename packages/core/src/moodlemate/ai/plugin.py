@@ -10,6 +10,7 @@ implementation and may change in any release. See docs/plugins.md.
 from __future__ import annotations
 
 from moodlemate.ai import _bounds as bounds
+from moodlemate.ai._answer_format import AnswerFormat, AnswerMode, answer_instructions
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._call_types import (
     AudioPart,
@@ -71,6 +72,8 @@ __all__ = [
     "NO_OPTIONS",
     "APIConnectionError",
     "APITimeoutError",
+    "AnswerFormat",
+    "AnswerMode",
     "AsyncProviderStream",
     "AudioPart",
     "AuthenticationError",
@@ -118,6 +121,7 @@ __all__ = [
     "UnsupportedInputError",
     "Usage",
     "ValidationError",
+    "answer_instructions",
     "bounds",
     "count_messages",
     "data_url",

@@ -25,14 +25,17 @@ Use it in your own tests::
 
 Any OpenAI-compatible client works the same way: point its base URL at ``server.url``.
 
-What the server answers to a valid ``POST .../chat/completions``, in order of precedence:
-the next item of the FIFO script (``enqueue``); else a random fault (``fault_rate``); else
-``responder(body)``; else ``Reply()``, which echoes the last user message. Validation (the API
-key, the JSON body, and with ``strict`` the real API's model rules) comes first and consumes
-nothing from the script, so a client that adapts its request after a 400 still meets the
-scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between the two: it
-adds OpenAI's ``x-ratelimit-*`` headers to every chat answer and refuses requests beyond the
-current slice's budget with OpenAI's 429, which consumes nothing from the script either.
+What the server answers to a valid ``POST .../chat/completions``, in order of precedence: the
+next item of the FIFO script (``enqueue``); else a random fault (``fault_rate``); else
+``responder(body)``; else ``Reply()``, which echoes the last user message (or, asked for a
+``response_format``, answers with the plainest JSON the schema admits; with ``calls_tools``,
+given tools, calls the first with the plainest arguments, then echoes the tool results).
+Validation (the API key, the JSON body, and with ``strict`` the real API's model rules) comes
+first and consumes nothing from the script, so a client that adapts its request after a 400
+still meets the scripted replies in order. A ``rate_limit`` (:class:`RateLimit`) sits between
+the two: it adds OpenAI's ``x-ratelimit-*`` headers to every chat answer and refuses requests
+beyond the current slice's budget with OpenAI's 429, which consumes nothing from the script
+either.
 The model rules (which models are reasoning models, which reject the system role; another
 vendor's ``acme/o3-mini`` takes the classic shape, as on OpenRouter) are the providers' own,
 from :mod:`moodlemate.providers.openai.models`, so the server and the client it tests cannot
@@ -61,9 +64,16 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from moodlemate.providers.openai.models import routed_rules_for
+from moodlemate.providers.openai.strict_schema import strict_violations
+from moodlemate.testing import _responses_api as responses_api
 from moodlemate.testing._batches import BatchFate, BatchService
 from moodlemate.testing._message_checks import message_problem, model_problem
 from moodlemate.testing._rate_limits import RateLimit, RateLimiter
+from moodlemate.testing._schema_answers import (
+    schema_answer,
+    tool_results_text,
+    unscripted_tool_calls,
+)
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -76,7 +86,9 @@ __all__ = [
 ]
 
 JSONObject = dict[str, Any]
-FaultKind = Literal["status", "reset", "malformed", "slow", "error_in_200", "stream_break"]
+FaultKind = Literal[
+    "status", "reset", "malformed", "slow", "error_in_200", "stream_break", "response_failed"
+]
 
 DEFAULT_MODELS: tuple[Mapping[str, Any], ...] = (
     {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
@@ -150,6 +162,10 @@ class Reply:
     tool_calls: list[dict[str, Any]] | None = None
     """Tool calls (``{"id", "type": "function", "function": {"name", "arguments"}}``) with
     null ``content`` unless ``text`` is given; pair with ``finish_reason="tool_calls"``."""
+    reasoning: str | None = None
+    """Reasoning beside the answer: on chat completions ``message.reasoning_content`` (as vLLM
+    and llama.cpp send it; streamed as ``delta.reasoning_content``), on the Responses API a
+    ``reasoning`` output item's summary (streamed as ``response.reasoning_summary_text.delta``)."""
     audio: dict[str, Any] | None = None
     """A spoken reply (``{"id", "data", "transcript", "expires_at"}``) as ``message.audio``,
     as the API answers a request with ``modalities: ["text", "audio"]``."""
@@ -251,6 +267,15 @@ class Fault:
         return cls(kind="error_in_200", error_code=code, message=message)
 
     @classmethod
+    def response_failed(
+        cls, code: str = "server_error", message: str = "The model failed to generate a response."
+    ) -> Fault:
+        """A Responses API request that fails after it started: a Response with ``status:
+        failed`` (HTTP 200), or a stream ending in ``response.failed``. On chat completions,
+        an error inside a 200 as :meth:`error_in_200`."""
+        return cls(kind="response_failed", error_code=code, message=message)
+
+    @classmethod
     def stream_break(cls, after: int = 1) -> Fault:
         """Send ``after`` stream events, then cut the connection (non-streaming: half the body)."""
         if after < 0:
@@ -281,6 +306,10 @@ class LoopbackServer:
         self.responder: Responder | None = None
         self.models: list[Mapping[str, Any]] = [dict(m) for m in DEFAULT_MODELS]
         self.reject_stream_models: set[str] = set()
+        self.calls_tools = False
+        """Unscripted requests that carry tools get a call of the first one (its plainest
+        arguments) after a user turn, and the tool results echoed after tool turns, as a model
+        would; ``moodlemate-ai serve`` turns it on. Off: such requests get the plain echo."""
         self._port = port
         self._port_fixed = port != 0
         self._lock = threading.Lock()
@@ -431,8 +460,8 @@ class LoopbackServer:
 
     def reset(self) -> None:
         """Back to a new server's state, on the same port: what :meth:`clear` forgets, and no
-        faults, responder, key check, rate limit or rejected stream models; strict, default
-        models.
+        faults, responder, key check, rate limit, rejected stream models or tool calling;
+        strict, default models.
         The pytest plugin calls it before each test that shares the session's server."""
         with self._lock:
             self._log.clear()
@@ -445,6 +474,7 @@ class LoopbackServer:
             self.responder = None
             self.models = [dict(m) for m in DEFAULT_MODELS]
             self.reject_stream_models = set()
+            self.calls_tools = False
             self._limiter = None
 
     # request log ---------------------------------------------------------------------------
@@ -459,6 +489,11 @@ class LoopbackServer:
     def chat_requests(self) -> list[RecordedRequest]:
         """Only the chat-completions attempts: what retry tests count."""
         return [r for r in self.requests if r.method == "POST" and _is_chat_path(r.path)]
+
+    @property
+    def response_requests(self) -> list[RecordedRequest]:
+        """Only the Responses API attempts (``POST .../responses``)."""
+        return [r for r in self.requests if r.method == "POST" and _is_responses_path(r.path)]
 
     # used by the handler -------------------------------------------------------------------
 
@@ -497,7 +532,7 @@ class LoopbackServer:
                 return self._rng.choice(self._faults)
             responder = self.responder
         if responder is None:
-            return Reply()
+            return _unscripted(body) if self.calls_tools else Reply()
         try:
             result = responder(body)
         except Exception as exc:
@@ -669,6 +704,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.command == "POST" and _is_chat_path(path):
             self._chat(owner, body if parsed else None, bool(raw))
+        elif self.command == "POST" and _is_responses_path(path):
+            self._responses(owner, body if parsed else None, bool(raw))
         elif self.command == "GET" and path.rstrip("/").endswith("/models"):
             self._send_json(200, {"object": "list", "data": [dict(m) for m in owner.models]})
         elif self.command == "GET" and "/models/" in path:
@@ -816,6 +853,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     # answers -------------------------------------------------------------------------------
 
+    def _responses(self, owner: LoopbackServer, body: Any, had_body: bool) -> None:
+        """``POST /v1/responses``: the same script as chat, answered in the Responses shape
+        (see :mod:`moodlemate.testing._responses_api`)."""
+        found = responses_api.problem(body, had_body, owner.strict)
+        if found is not None:
+            message, param, code = found
+            self._send_error(400, message, "invalid_request_error", param=param, code=code)
+            return
+        view = responses_api.chat_view(body)
+        action = owner._next_action(view)
+        streaming = body.get("stream") is True
+        if isinstance(action, Reply):
+            if action.delay > 0 and self._sleep(action.delay):
+                return
+            done = _Completion.build(action, view)
+            if streaming:
+                events = responses_api.response_events(done, body, action.reasoning)
+                self._stream(events, action.headers)
+            else:
+                answer = responses_api.response_object(done, body, action.reasoning)
+                self._send_json(action.status, answer, action.headers)
+        elif action.kind in ("response_failed", "error_in_200"):
+            code, message = str(action.error_code or "server_error"), action.message or "failed"
+            if streaming:
+                as_error = action.kind == "error_in_200"
+                self._stream(responses_api.failed_events(body, code, message, as_error=as_error))
+            else:
+                self._send_json(200, responses_api.failed_response(body, code, message))
+        else:
+            self._fault(action, view)
+
     def _reply(self, reply: Reply, request: JSONObject) -> None:
         if reply.delay > 0 and self._sleep(reply.delay):
             return
@@ -846,7 +914,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 payload = _dumps(done.body())
                 self._send_raw(200, payload[: len(payload) // 2])
-        elif fault.kind == "error_in_200":
+        elif fault.kind in ("error_in_200", "response_failed"):
             error = {"code": fault.error_code, "message": fault.message}
             if streaming:
                 done = _Completion.build(Reply(), request)
@@ -958,6 +1026,7 @@ class _Completion:
     refusal: str | None = None
     tool_calls: list[JSONObject] = field(default_factory=list)
     audio: JSONObject | None = None
+    reasoning: str | None = None
 
     @classmethod
     def build(cls, reply: Reply, request: JSONObject) -> _Completion:
@@ -969,7 +1038,7 @@ class _Completion:
         elif reply.chunks is not None:
             text = "".join(reply.chunks)
         else:
-            text = f"Echo: {_last_user_text(request.get('messages'))}"
+            text = schema_answer(request) or f"Echo: {_last_user_text(request.get('messages'))}"
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = max(1, _prompt_words(request.get("messages")), reply.cached_tokens)
@@ -1001,6 +1070,7 @@ class _Completion:
             content_null=content_null,
             refusal=reply.refusal,
             tool_calls=[dict(call) for call in reply.tool_calls or ()],
+            reasoning=reply.reasoning,
             audio=dict(reply.audio) if reply.audio is not None else None,
         )
 
@@ -1034,6 +1104,8 @@ class _Completion:
             message["tool_calls"] = self.tool_calls
         if self.audio is not None:
             message["audio"] = self.audio
+        if self.reasoning is not None:
+            message["reasoning_content"] = self.reasoning  # as vLLM and llama.cpp send it
         return message
 
 
@@ -1054,7 +1126,10 @@ def _stream_events(done: _Completion, request: JSONObject) -> list[bytes]:
     if done.refusal is not None:
         first["refusal"] = ""
     chunks: list[JSONObject] = [_chunk(done, first, None)]
-    deltas: list[JSONObject] = [{"content": piece} for piece in done.chunks or []]
+    deltas: list[JSONObject] = [
+        {"reasoning_content": piece} for piece in _split(done.reasoning or "")
+    ]
+    deltas += [{"content": piece} for piece in done.chunks or []]
     deltas += [{"refusal": piece} for piece in _split(done.refusal or "")]
     for index, call in enumerate(done.tool_calls):
         function = call.get("function") or {}
@@ -1205,6 +1280,10 @@ def _validate(
             "stream",
             "unsupported_value",
         )
+    if strict:
+        problem = _response_format_problem(body.get("response_format"))
+        if problem is not None:
+            return problem
     rules = routed_rules_for(model)  # the providers' own rules: one source of truth
     if not strict:
         return None
@@ -1239,6 +1318,40 @@ def _validate(
     return None
 
 
+def _unscripted(body: JSONObject) -> Reply:
+    """What the server answers when nothing is scripted: a call of the request's tool after a
+    user turn, the tool results echoed after tool turns, else the echo of the user's text."""
+    calls = unscripted_tool_calls(body)
+    if calls is not None:
+        return Reply(tool_calls=calls, finish_reason="tool_calls")
+    echoed = tool_results_text(body)
+    return Reply(text=echoed) if echoed is not None else Reply()
+
+
+def _response_format_problem(value: Any) -> tuple[str, str | None, str | None] | None:
+    """OpenAI's 400 for a strict ``json_schema`` that breaks its strict-mode rules (the
+    provider's own statement of them)."""
+    if not isinstance(value, dict) or value.get("type") != "json_schema":
+        return None
+    spec = value.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return (
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        )
+    schema = spec.get("schema")
+    if spec.get("strict") is True and isinstance(schema, dict):
+        problems = strict_violations(schema)
+        if problems:
+            return (
+                f"Invalid schema for response_format '{spec['name']}': {problems[0]}",
+                "response_format",
+                "invalid_json_schema",
+            )
+    return None
+
+
 # --- small helpers --------------------------------------------------------------------------
 
 
@@ -1253,6 +1366,10 @@ def _default_faults() -> tuple[Fault, ...]:
 
 def _is_chat_path(path: str) -> bool:
     return path.rstrip("/").endswith("/chat/completions")
+
+
+def _is_responses_path(path: str) -> bool:
+    return path.rstrip("/").endswith("/responses")
 
 
 def _dumps(obj: Any) -> bytes:

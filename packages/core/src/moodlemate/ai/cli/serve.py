@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be 0-65535, got {args.port}", EXIT_USAGE)
     server = LoopbackServer(api_key=args.api_key, strict=not args.lenient, port=args.port)
+    server.calls_tools = True  # a tool run against serve sees its tools called, as with a model
     try:
         server.fault_rate(args.fault_rate, seed=args.seed)
     except ValueError as exc:

@@ -15,6 +15,10 @@ What is recorded (names from the conventions; docs/telemetry.md has the full tab
   each retry is an event ``moodlemate.retry`` (at the moment it is scheduled, through
   :func:`moodlemate.ai._retry.listen_to_retries`) and each fallback entry that failed an
   event ``moodlemate.fallback``;
+- for a tool run (``GPT.run``/``arun``), an ``INTERNAL`` span ``invoke_agent {model}`` whose
+  children are the run's model turns (the call spans above) and one ``execute_tool {name}`` span
+  per tool call (``gen_ai.tool.name``, ``gen_ai.tool.call.id``, ``error.type`` when it failed;
+  ``gen_ai.tool.call.arguments``/``gen_ai.tool.call.result`` only with content capture);
 - the histograms ``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration``, and
   the counter ``moodlemate.client.cost`` (USD, calls with a known cost only).
 

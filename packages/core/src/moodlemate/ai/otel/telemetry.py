@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from moodlemate.ai._hookspecs import hookimpl
 from moodlemate.ai._messages import AudioPart, ImagePart, Message, TextPart
 from moodlemate.ai._retry import listen_to_retries, stop_listening
+from moodlemate.ai._secrets import redact
 from moodlemate.ai.errors import MoodlemateError, ProviderError
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
     from moodlemate.ai._provider import ChatRequest, Completion, FailedEntry
     from moodlemate.ai._retry import RetryListener
+    from moodlemate.ai._run import Run
+    from moodlemate.ai._tool_calls import ToolResult
 
     _Open = tuple[int, trace.Span, Token[RetryListener | None]]
 
@@ -44,6 +47,11 @@ MAX_OPEN_SPANS = 4096
 beyond this many, the oldest is ended and forgotten, so memory stays bounded."""
 
 OPERATION = "chat"
+RUN_OPERATION = "invoke_agent"
+"""The conventions' operation for a loop of model turns and tool executions."""
+TOOL_OPERATION = "execute_tool"
+_MAX_TOOL_NAME = 64
+_MAX_CAPTURED = 100_000
 _INSTRUCTION_ROLES = ("system", "developer")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -89,6 +97,7 @@ class GenAITelemetry:
         self._open: OrderedDict[int, _Open] = OrderedDict()
         self._by_request: dict[int, list[int]] = {}
         self._ids = itertools.count()
+        self._runs: OrderedDict[str, tuple[trace.Span, object]] = OrderedDict()
 
     # -- the hooks -----------------------------------------------------------------------
 
@@ -115,7 +124,97 @@ class GenAITelemetry:
         except Exception:
             log.debug("moodlemate.ai.otel: could not record a call", exc_info=True)
 
+    @hookimpl
+    def before_tool_run(
+        self, run_id: str, request: ChatRequest, provider: str, endpoint: str
+    ) -> None:
+        try:
+            self._begin_run(run_id, request, provider, endpoint)
+        except Exception:
+            log.debug("moodlemate.ai.otel: could not start a run span", exc_info=True)
+
+    @hookimpl
+    def after_tool_call(self, run_id: str, result: ToolResult, started: float) -> None:
+        try:
+            self._tool_span(run_id, result, started)
+        except Exception:
+            log.debug("moodlemate.ai.otel: could not record a tool call", exc_info=True)
+
+    @hookimpl
+    def after_tool_run(self, run_id: str, run: Run, error: BaseException | None) -> None:
+        try:
+            self._end_run(run_id, run, error)
+        except Exception:
+            log.debug("moodlemate.ai.otel: could not end a run span", exc_info=True)
+
     # -- spans ---------------------------------------------------------------------------
+
+    def _begin_run(self, run_id: str, request: ChatRequest, provider: str, endpoint: str) -> None:
+        """The run's span, made current so that each model turn's span is its child."""
+        attributes = _common(request, provider, endpoint)
+        attributes["gen_ai.operation.name"] = RUN_OPERATION
+        attributes["moodlemate.run.id"] = run_id
+        span = self._tracer.start_span(
+            f"{RUN_OPERATION} {request.model}", kind=SpanKind.INTERNAL, attributes=attributes
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        with self._lock:
+            self._runs[run_id] = (span, token)
+            while len(self._runs) > MAX_OPEN_SPANS:
+                _, (stale, _token) = self._runs.popitem(last=False)
+                stale.end()
+
+    def _tool_span(self, run_id: str, result: ToolResult, started: float) -> None:
+        """An ``execute_tool`` span, child of the run's, timed as the tool ran."""
+        with self._lock:
+            opened = self._runs.get(run_id)
+        parent = trace.set_span_in_context(opened[0]) if opened is not None else None
+        call = result.call
+        name = call.name[:_MAX_TOOL_NAME]
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": TOOL_OPERATION,
+            "gen_ai.tool.name": name,
+            "gen_ai.tool.call.id": call.id[:_MAX_TOOL_NAME],
+            "gen_ai.tool.type": "function",
+            "moodlemate.run.id": run_id,
+        }
+        if self.capture_content:
+            attributes["gen_ai.tool.call.arguments"] = redact(call.arguments[:_MAX_CAPTURED])
+            attributes["gen_ai.tool.call.result"] = result.output
+        begin = int(started * 1e9)
+        span = self._tracer.start_span(
+            f"{TOOL_OPERATION} {name}",
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=begin,
+        )
+        if result.error is not None:
+            span.set_attribute("error.type", result.error)
+            span.set_status(Status(StatusCode.ERROR, result.error))
+        span.end(end_time=begin + int(result.seconds * 1e9))
+
+    def _end_run(self, run_id: str, run: Run, error: BaseException | None) -> None:
+        with self._lock:
+            opened = self._runs.pop(run_id, None)
+        if opened is None:
+            return
+        span, token = opened
+        try:
+            context.detach(token)  # type: ignore[arg-type]
+        except Exception:  # another context (a generator closed elsewhere): nothing to undo
+            log.debug("moodlemate.ai.otel: run context not detached", exc_info=True)
+        span.set_attribute("moodlemate.run.turns", len(run.turns))
+        usage = run.usage
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        if run.cost is not None:
+            span.set_attribute("moodlemate.cost", float(run.cost))
+        if error is not None:
+            span.set_attribute("error.type", type(error).__qualname__)
+            message = error.message if isinstance(error, MoodlemateError) else None
+            span.set_status(Status(StatusCode.ERROR, message))
+        span.end()
 
     def _begin(self, request: ChatRequest, provider: str, endpoint: str) -> None:
         attributes: dict[str, Any] = {

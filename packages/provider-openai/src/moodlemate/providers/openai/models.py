@@ -26,11 +26,13 @@ from moodlemate.ai.plugin import (
 from moodlemate.providers.openai import wire
 
 __all__ = [
+    "REASONING_ALLOWANCE",
     "REASONING_REJECTS",
     "ModelRules",
     "chat_body",
     "family",
     "input_problem",
+    "output_allowance",
     "routed_rules_for",
     "rules_for",
     "same_model",
@@ -51,6 +53,10 @@ _NO_IMAGES = re.compile(
     r"|gpt-(4o-mini-)?audio.*|text-.*|davinci.*|babbage.*)$"
 )
 _AUDIO = re.compile(r"^(gpt-4o(-mini)?-audio-preview|gpt-audio(-mini)?)$")
+_RESPONSES_ONLY = re.compile(
+    r"^(o1-pro|o3-pro|o3-deep-research|o4-mini-deep-research|gpt-5(\.\d+)?-pro|gpt-5(\.\d+)?-codex"
+    r"|codex-mini-latest|computer-use-preview)$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,9 @@ class ModelRules:
     known: bool = False
     """An OpenAI model these rules describe; others (a local model, another vendor's) may
     reason or not: their ``reasoning_effort`` is sent as given."""
+    responses_only: bool = False
+    """Served only on the Responses API (o1-pro, o3-pro, gpt-5-pro, the deep-research and codex
+    models): every request goes to ``/v1/responses``."""
 
 
 _CHAT_RULES = ModelRules()
@@ -107,6 +116,7 @@ def rules_for(model: str) -> ModelRules:
         audio=bool(_AUDIO.match(fam)),
         tools=fam not in _NO_SYSTEM_ROLE,
         known=True,
+        responses_only=bool(_RESPONSES_ONLY.match(fam)),
     )
 
 
@@ -234,3 +244,25 @@ def input_problem(request: ChatRequest, rules: ModelRules) -> str | None:
     if options.modalities is not None and "audio" in options.modalities and not rules.audio:
         return f"{model} does not produce audio (modalities)"
     return None
+
+
+REASONING_ALLOWANCE = {
+    "none": 4096,
+    "minimal": 4096,
+    "low": 12_000,
+    "medium": 25_000,
+    "high": 50_000,
+    "xhigh": 100_000,
+}
+"""Output tokens reserved for a reasoning model's reply when ``max_tokens`` is not set, by
+``reasoning_effort`` (medium when not given): OpenAI's reasoning guide advises leaving at least
+25,000 tokens for reasoning and output at the default effort; the others scale from it. The
+model's own output limit caps them."""
+
+
+def output_allowance(request: ChatRequest, rules: ModelRules) -> int | None:
+    """What a budget reserves for ``request``'s output when it sets no ``max_tokens``."""
+    if not rules.reasoning:
+        return None
+    effort = request.options.reasoning_effort or "medium"
+    return REASONING_ALLOWANCE.get(effort, REASONING_ALLOWANCE["medium"])

@@ -7,6 +7,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from moodlemate.ai.plugin import (
+    AnswerFormat,
+    AnswerMode,
     AuthenticationError,
     ChatRequest,
     Completion,
@@ -22,11 +24,14 @@ from moodlemate.ai.plugin import (
     bounds,
 )
 from moodlemate.providers.openai import (
+    answer_formats,
     chat_tokens,
     input_tokens,
     models,
     pricing,
     responses,
+    responses_reply,
+    responses_wire,
     served_limits,
     tokens,
 )
@@ -93,12 +98,34 @@ class OpenAIProvider(Provider):
         return models.rules_for(model)
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
-        return models.chat_body(request, self.rules(request.model))
+        rules = self.rules(request.model)
+        if self.uses_responses(request, rules):
+            return responses_wire.responses_body(request, rules.reasoning)
+        return models.chat_body(request, rules)
+
+    def uses_responses(self, request: ChatRequest, rules: models.ModelRules | None = None) -> bool:
+        """Whether ``request`` goes to the Responses API: asked for (``api="responses"``), or
+        a model served only there."""
+        if request.api is not None:
+            return request.api == "responses"
+        return (rules or self.rules(request.model)).responses_only
 
     def check_input(self, request: ChatRequest) -> None:
         problem = models.input_problem(request, self.rules(request.model))
         if problem is not None:
             raise UnsupportedInputError(problem)
+
+    def answer_format(
+        self, model: str, name: str, schema: Mapping[str, Any], mode: AnswerMode | None = None
+    ) -> AnswerFormat:
+        chosen = answer_formats.answer_format(model, name, schema, mode)
+        return chosen or super().answer_format(model, name, schema, mode)
+
+    def tool_definition(self, model: str, definition: Mapping[str, Any]) -> Mapping[str, Any]:
+        return answer_formats.tool_definition(model, definition)
+
+    def output_allowance(self, request: ChatRequest) -> int | None:
+        return models.output_allowance(request, self.rules(request.model))
 
     # -- the contract --------------------------------------------------------------------
 
@@ -107,7 +134,9 @@ class OpenAIProvider(Provider):
         # Sent as a stream and read here, so the body is cut at its size limit.
         limit = bounds.limits().max_body_bytes
         try:
-            response = transport.post(connection, self._extra(connection), PATH, self.body(request))
+            response = transport.post(
+                connection, self._extra(connection), self._path(request), self.body(request)
+            )
             try:
                 content = bounds.read_limited(response.iter_bytes(), limit)
             finally:
@@ -121,7 +150,7 @@ class OpenAIProvider(Provider):
         limit = bounds.limits().max_body_bytes
         try:
             response = await transport.apost(
-                connection, self._extra(connection), PATH, self.body(request)
+                connection, self._extra(connection), self._path(request), self.body(request)
             )
             try:
                 content = await bounds.aread_limited(response.aiter_bytes(), limit)
@@ -135,7 +164,11 @@ class OpenAIProvider(Provider):
         transport = self.transport(connection)
         try:
             response = transport.post(
-                connection, self._extra(connection), PATH, self.body(request), stream=True
+                connection,
+                self._extra(connection),
+                self._path(request),
+                self.body(request),
+                stream=True,
             )
         except Exception as exc:
             self._raise(exc, request)
@@ -145,7 +178,11 @@ class OpenAIProvider(Provider):
         transport = self.transport(connection)
         try:
             response = await transport.apost(
-                connection, self._extra(connection), PATH, self.body(request), stream=True
+                connection,
+                self._extra(connection),
+                self._path(request),
+                self.body(request),
+                stream=True,
             )
         except Exception as exc:
             self._raise(exc, request)
@@ -270,11 +307,21 @@ class OpenAIProvider(Provider):
     def _extra(self, connection: Connection) -> Mapping[str, str]:
         return self.extra_headers(connection)
 
+    def _path(self, request: ChatRequest) -> str:
+        return "/responses" if self.uses_responses(request) else PATH
+
     def _parse(self, content: bytes, headers: Any, request: ChatRequest) -> Completion:
+        if self.uses_responses(request):
+            return responses_reply.parse_response(
+                content, headers, provider=self.name, model=request.model
+            )
         return responses.parse_completion(content, headers, provider=self.name, model=request.model)
 
     def _reader(self, response: Any, request: ChatRequest) -> ChunkReader:
-        return ChunkReader(
+        reader = (
+            responses_reply.ResponsesEventReader if self.uses_responses(request) else ChunkReader
+        )
+        return reader(
             response.headers,
             provider=self.name,
             model=request.model,

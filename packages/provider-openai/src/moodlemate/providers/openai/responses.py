@@ -30,6 +30,7 @@ __all__ = [
     "error_in_body",
     "parse_completion",
     "provider_error",
+    "reasoning_of",
     "rejects_stream_param",
     "status_error",
     "text_or",
@@ -102,7 +103,18 @@ def parse_completion(
         tool_calls=tool_calls_from(message.get("tool_calls")),
         rate_limits=rate_limits_from_headers(headers),
         audio=_dict(message.get("audio")) or None,
+        reasoning=reasoning_of(message),
     )
+
+
+def reasoning_of(message: Mapping[str, Any]) -> str | None:
+    """The reasoning a chat message carries beside its answer: ``reasoning_content`` (vLLM,
+    llama.cpp, DeepSeek) or ``reasoning`` (OpenRouter); None when neither is text."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def tool_calls_from(raw: Any) -> tuple[dict[str, Any], ...]:

@@ -94,6 +94,7 @@ class ChunkReader:
         "_model",
         "_parts",
         "_provider",
+        "_reasoning",
         "_refusal",
         "_reported_cost",
         "_requested_model",
@@ -123,6 +124,7 @@ class ChunkReader:
         self._usage: Usage | None = None
         self._reported_cost: Decimal | None = None
         self._refusal: list[str] = []
+        self._reasoning: list[str] = []
         self._tool_calls: dict[int, dict[str, Any]] = {}
 
     def feed(self, line: str) -> str | None:
@@ -208,6 +210,11 @@ class ChunkReader:
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
             self._refusal.append(refusal)
+        for key in ("reasoning_content", "reasoning"):
+            reasoning = delta.get(key)
+            if isinstance(reasoning, str) and reasoning:
+                self._reasoning.append(reasoning)
+                break
         calls = delta.get("tool_calls")
         for piece in calls if isinstance(calls, list) else ():
             if not isinstance(piece, dict):
@@ -251,6 +258,7 @@ class ChunkReader:
             refusal="".join(self._refusal) or None,
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
             rate_limits=self.rate_limits,
+            reasoning="".join(self._reasoning) or None,
         )
 
 

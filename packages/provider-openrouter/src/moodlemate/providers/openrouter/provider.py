@@ -43,6 +43,10 @@ class OpenRouterProvider(OpenAIProvider):
         OpenRouter normalises the others, whatever their names look like."""
         return routed_rules_for(model)
 
+    def uses_responses(self, request: ChatRequest, rules: ModelRules | None = None) -> bool:
+        """OpenRouter serves every model, o1-pro and o3-pro included, on chat completions."""
+        return False
+
     async def aexecute(self, connection: Connection, request: ChatRequest) -> Completion:
         # Fetch the price catalog off the event loop, so the call is priced from it.
         await catalog.aload(connection.endpoint)

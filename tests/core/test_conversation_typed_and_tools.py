@@ -1,0 +1,124 @@
+"""A conversation turn that is a typed answer or a tool run, over real HTTP: what is asked, what
+comes back, and what the history keeps for the next turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, TypedDict
+
+import pytest
+from moodlemate.ai import GPT, StructuredOutputError, ValidationError
+from moodlemate.ai.testing import LoopbackServer, Reply
+
+
+class City(TypedDict):
+    name: str
+    population: int
+
+
+def weather(city: str) -> str:
+    """Current temperature in a city."""
+    return {"Oslo": "4C"}.get(city, "10C")
+
+
+def _asks(call_id: str, name: str, arguments: dict[str, Any]) -> Reply:
+    call = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments)},
+    }
+    return Reply(tool_calls=[call], finish_reason="tool_calls")
+
+
+def _roles(request: Any) -> list[str]:
+    return [m["role"] for m in request.body["messages"]]
+
+
+def test_a_typed_turn_returns_the_answer_and_keeps_its_text(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    oslo = '{"name": "Oslo", "population": 709000}'
+    server.enqueue(Reply(text='{"name": "Oslo"}'), Reply(text=oslo), Reply(text="Norway."))
+    talk = gpt.conversation("cities", system_message="Be brief.")
+    city = talk.ask("Which city?", schema=City)
+    assert city == {"name": "Oslo", "population": 709000}
+    assert server.chat_requests[0].body["response_format"]["type"] == "json_schema"
+    assert len(server.chat_requests) == 2  # one re-ask for the missing field
+    # The history keeps the question and the valid answer, not the failed attempt.
+    assert [(m.role, m.text) for m in talk.history] == [
+        ("user", "Which city?"),
+        ("assistant", oslo),
+    ]
+    assert talk.ask("In which country?") == "Norway."
+    last = server.chat_requests[-1].body
+    assert "response_format" not in last
+    assert [m["content"] for m in last["messages"]] == [
+        "Be brief.",
+        "Which city?",
+        oslo,
+        "In which country?",
+    ]
+
+
+def test_a_typed_turn_that_never_fits_leaves_the_history_unchanged(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    server.enqueue(*[Reply(text='{"name": 1}') for _ in range(2)])
+    talk = gpt.conversation()
+    with pytest.raises(StructuredOutputError):
+        talk.ask("Which city?", schema=City, max_attempts=2)
+    assert talk.history == ()
+
+
+def test_a_tool_turn_keeps_every_call_and_result(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(
+        _asks("call_1", "weather", {"city": "Oslo"}),
+        Reply(text="4 degrees in Oslo."),
+        Reply(text="You asked about Oslo."),
+    )
+    talk = gpt.conversation("weather")
+    assert talk.ask("Weather in Oslo?", tools=[weather]) == "4 degrees in Oslo."
+    assert server.chat_requests[0].body["tools"][0]["function"]["name"] == "weather"
+    assert [m.role for m in talk.history] == ["user", "assistant", "tool", "assistant"]
+    assert talk.history[2].text == "4C"
+    assert talk.history[2].tool_call_id == "call_1"
+    # The next turn carries the whole run, its tool turns answered by id; no tools offered.
+    assert talk.ask("What did I ask?") == "You asked about Oslo."
+    last = server.chat_requests[-1]
+    assert _roles(last) == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert "tools" not in last.body
+
+
+def test_async_typed_and_tool_turns(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(
+        Reply(text='{"name": "Rome", "population": 2750000}'),
+        _asks("c1", "weather", {"city": "Rome"}),
+        Reply(text="10 degrees."),
+    )
+    talk = gpt.conversation("async")
+
+    async def main() -> tuple[City, str]:
+        city = await talk.aask("Which city?", schema=City)
+        text = await talk.aask("Weather there?", tools=[weather])
+        return city, text
+
+    city, text = asyncio.run(main())
+    assert city["name"] == "Rome"
+    assert text == "10 degrees."
+    assert [m.role for m in talk.history] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+
+
+def test_a_turn_takes_a_schema_or_tools_not_both(server: LoopbackServer, gpt: GPT) -> None:
+    with pytest.raises(ValidationError, match="schema or tools"):
+        gpt.conversation().ask("x", schema=City, tools=[weather])
+    with pytest.raises(ValidationError, match="max_attempts"):
+        gpt.conversation().ask("x", schema=City, max_attempts=0)
+    assert server.chat_requests == []
