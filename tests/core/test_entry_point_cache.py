@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import fake_dists
+import pytest
+
+pytestmark = pytest.mark.all_plugins  # it counts every installed plugin, as discovery does
 
 PROBE = """
 import sys

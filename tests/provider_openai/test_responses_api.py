@@ -38,10 +38,10 @@ def test_a_responses_only_model_works_through_the_seed_call(
     server.enqueue(
         Reply(
             text="Hello from o3-pro",
-            prompt_tokens=1000,
+            prompt_tokens=20,
             completion_tokens=500,
             reasoning_tokens=300,
-            cached_tokens=200,
+            cached_tokens=10,
         )
     )
     text = gpt.chat_completion("o3-pro", "Be brief.", "Hi", temperature=0.7, max_tokens=None)
@@ -56,12 +56,12 @@ def test_a_responses_only_model_works_through_the_seed_call(
     assert "temperature" not in body  # a reasoning model takes only the default
     completion = gpt.last_result
     assert completion is not None
-    assert completion.usage.prompt_tokens == 1000
-    assert completion.usage.cached_tokens == 200
+    assert completion.usage.prompt_tokens == 20
+    assert completion.usage.cached_tokens == 10
     assert completion.usage.completion_tokens == 500
     assert completion.usage.reasoning_tokens == 300
     # o3-pro lists no cached-input price: cached tokens bill at the input rate.
-    expected = (1000 * O3_PRO_IN + 500 * O3_PRO_OUT) / 1_000_000
+    expected = (20 * O3_PRO_IN + 500 * O3_PRO_OUT) / 1_000_000
     assert completion.cost == expected
     assert completion.response_id is not None
     assert completion.response_id.startswith("resp_")

@@ -159,7 +159,7 @@ def test_the_server_takes_openai_knowledge_only_from_the_provider_rules_modules(
     through the modules that hold its rules (the model rules, the strict-schema rules): no
     second copy of them to drift."""
     modules = sorted((TESTING_SRC / "moodlemate" / "testing").glob("*.py"))
-    assert len(modules) == 6
+    assert len(modules) == 8
     reached = {name for path in modules for name in _imports(path)}
     ours = {name for name in reached if name.startswith("moodlemate")}
     assert {n for n in ours if n.startswith("moodlemate.ai")} <= {"moodlemate.ai"}

@@ -7,12 +7,14 @@ added to the ledger, any of these would trip every budget for good, or let calls
 that a budget should stop. So, before a call is priced:
 
 - every token count is bounded by what the request could produce (:class:`Ceiling`): the
-  prompt at most ``PROMPT_MARGIN`` times its own count plus ``PROMPT_SLACK`` tokens (a
-  server's chat template and tokenizer differ from ours) plus the bytes of the request's
-  extra fields (tools, schemas); the reply at most ``max_tokens`` (or the model's own
-  output limit when it is None) plus ``COMPLETION_SLACK``. A count beyond its bound counts
-  as the bound; a count beyond every bound with no request bound known, or a negative one,
-  makes the usage unknown;
+  prompt at most its size bound (four tokens a character, a token spanning at least one
+  UTF-8 byte, whatever the server's tokenizer; images and files by their own ceilings; tool
+  definitions by their bytes) plus ``PROMPT_SLACK`` tokens (a server's chat template) plus
+  the bytes of the request's extra fields (schemas); found without a tokenizer, so a call
+  that reports usage loads none it did not need; the reply at most ``max_tokens`` (or the
+  model's own output limit when it is None) plus ``COMPLETION_SLACK``. A count beyond its
+  bound counts as the bound; a count beyond every bound with no request bound known, or a
+  negative one, makes the usage unknown;
 - the call is priced as the model asked for, unless the served model is that model or a
   snapshot or alias of it (:meth:`Provider.same_model`); the discrepancy is warned about
   once and left visible (``Completion.model`` is what the server said,
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING
 from moodlemate.ai._pricing import Price, to_money
 from moodlemate.ai._provider import Completion
 from moodlemate.ai._secrets import redact
+from moodlemate.ai._token_framing import token_ceiling, tool_ceiling
 from moodlemate.ai._usage import Usage
 
 if TYPE_CHECKING:
@@ -48,7 +51,6 @@ __all__ = [
     "COMPLETION_SLACK",
     "MAX_CALL_COST",
     "MAX_CALL_TOKENS",
-    "PROMPT_MARGIN",
     "PROMPT_SLACK",
     "REPORTED_COST_MARGIN",
     "Ceiling",
@@ -62,10 +64,8 @@ MAX_CALL_TOKENS = 100_000_000
 """Any one token count of one call: 50 times the largest context windows offered today."""
 MAX_CALL_COST = Decimal(1000)
 """USD for one call: far above the most expensive model's full context and output."""
-PROMPT_MARGIN = 2
-"""A server's prompt count may be this many times ours (its tokenizer may not be ours)..."""
 PROMPT_SLACK = 256
-"""...plus this many tokens (its chat template's framing)."""
+"""Prompt tokens a server may count beyond the prompt's size bound (its chat template)."""
 COMPLETION_SLACK = 16
 """Reply tokens a server may count beyond ``max_tokens`` (end-of-turn markers)."""
 REPORTED_COST_MARGIN = 2
@@ -103,9 +103,9 @@ class Ceiling:
 
 def ceiling(provider: Provider, request: ChatRequest, endpoint: str | None = None) -> Ceiling:
     """What ``request`` could produce at most (see the module docstring)."""
-    from moodlemate.ai._budget import prompt_tokens
-
-    prompt = PROMPT_MARGIN * prompt_tokens(provider, request) + PROMPT_SLACK
+    # Bounded by the prompt's size (a token spans at least one UTF-8 byte), not its count: a
+    # call that reports usage must not load a tokenizer the call itself never needed.
+    prompt = token_ceiling(request.messages) + tool_ceiling(request) + PROMPT_SLACK
     if request.extra:
         prompt += _extra_size(request.extra)
     output = request.max_tokens

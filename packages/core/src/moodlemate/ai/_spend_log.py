@@ -427,7 +427,7 @@ class SpendLog:
     def _prune_quietly(self) -> None:
         import sqlite3
 
-        from moodlemate.ai._spend_retention import GUARD, fold, prune_due
+        from moodlemate.ai._spend_retention import GUARD, fold, prune_due, pruned
 
         assert self.retention_days is not None
         try:
@@ -438,6 +438,8 @@ class SpendLog:
                     claimed = prune_due(conn)
                 if claimed:
                     fold(conn, self.retention_days)
+                    with GUARD:
+                        pruned(conn)
             finally:
                 with GUARD:
                     conn.close()

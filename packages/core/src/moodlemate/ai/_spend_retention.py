@@ -37,6 +37,7 @@ __all__ = [
     "due",
     "fold",
     "prune_due",
+    "pruned",
 ]
 
 DEFAULT_RETENTION_DAYS = 90
@@ -79,18 +80,17 @@ def due(conn: sqlite3.Connection, every: float = PRUNE_EVERY) -> bool:
 
 def prune_due(conn: sqlite3.Connection, every: float = PRUNE_EVERY) -> bool:
     """Claim the next automatic prune, in one transaction: True when none ran in the last
-    ``every`` seconds (by any process), and the claim is recorded. Not due is told by a
-    read alone: most openings take no write lock."""
+    ``every`` seconds (by any process) and no live process is running one; the claim is
+    recorded with this process's id. Not due is told by a read alone: most openings take no
+    write lock. :func:`pruned` marks the claim done; a claim whose process ended first (a
+    short command that exited mid-prune) is taken over by the next opening."""
     if not _due(conn, every):
         return False
     conn.execute("BEGIN IMMEDIATE")
     try:
         due = _due(conn, every)  # again: another process may have claimed it meanwhile
         if due:
-            conn.execute(
-                "INSERT OR REPLACE INTO spend_log_meta (key, value) VALUES (?, ?)",
-                (_LAST_PRUNE, repr(time.time())),
-            )
+            _mark(conn, f"{time.time()!r} {os.getpid()}")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -98,9 +98,43 @@ def prune_due(conn: sqlite3.Connection, every: float = PRUNE_EVERY) -> bool:
     return due
 
 
+def pruned(conn: sqlite3.Connection) -> None:
+    """Record that the claimed prune finished (the next is due a period from now)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _mark(conn, repr(time.time()))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _mark(conn: sqlite3.Connection, value: str) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO spend_log_meta (key, value) VALUES (?, ?)", (_LAST_PRUNE, value)
+    )
+
+
 def _due(conn: sqlite3.Connection, every: float) -> bool:
     row = conn.execute("SELECT value FROM spend_log_meta WHERE key = ?", (_LAST_PRUNE,)).fetchone()
-    return row is None or time.time() - float(row[0]) >= every
+    if row is None:
+        return True
+    stamp, _, owner = str(row[0]).partition(" ")
+    if owner and owner.isdigit() and not _alive(int(owner)):
+        return True  # claimed by a process that ended before it finished
+    return time.time() - float(stamp) >= every
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, another user's
+    return True
 
 
 _SELECT_OLD = (
