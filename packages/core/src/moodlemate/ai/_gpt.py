@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._budget import to_budget
-from moodlemate.ai._call import Accounts, Call
+from moodlemate.ai._call import Accounts, Call, RunTurn
 from moodlemate.ai._config import check_headers, resolve_settings
 from moodlemate.ai._context_window import check_context_window
 from moodlemate.ai._credentials import (
@@ -714,12 +714,13 @@ class GPT:
         )
         return request, found, settings
 
-    def send(self, request: ChatRequest) -> Completion:
-        """Send a prepared request under the retry policy and record it in the ledger."""
+    def send(self, request: ChatRequest, *, run_turn: RunTurn | None = None) -> Completion:
+        """Send a prepared request under the retry policy and record it in the ledger
+        (``run_turn``: the tool run's turn this call is, for the spend log)."""
         if self._fallbacks:
-            completion = self._chain(request).send(Call.send_unhooked)
+            completion = self._chain(request, run_turn).send(Call.send_unhooked)
         else:
-            completion = self.prepare(request).send()
+            completion = replace(self.prepare(request), run_turn=run_turn).send()
         self._local.last = completion
         return completion
 
@@ -890,12 +891,12 @@ class GPT:
             return await self.asend(request)
         return await self.prepare(request, checked=True).asend()
 
-    async def asend(self, request: ChatRequest) -> Completion:
+    async def asend(self, request: ChatRequest, *, run_turn: RunTurn | None = None) -> Completion:
         """Async :meth:`send`. Does not set :attr:`last_result` (tasks share a thread): use
         the returned Completion."""
         if self._fallbacks:
-            return await self._chain(request).asend(Call.asend_unhooked)
-        return await self.prepare(request).asend()
+            return await self._chain(request, run_turn).asend(Call.asend_unhooked)
+        return await replace(self.prepare(request), run_turn=run_turn).asend()
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -958,13 +959,17 @@ class GPT:
             pacer=self.pacer,
         )
 
-    def _chain(self, request: ChatRequest) -> FallbackChain:
+    def _chain(self, request: ChatRequest, run_turn: RunTurn | None = None) -> FallbackChain:
         from moodlemate.ai._fallbacks import FallbackChain
+
+        def prepare(entry: ChatRequest) -> Call:
+            call = self.prepare(entry)
+            return call if run_turn is None else replace(call, run_turn=run_turn)
 
         return FallbackChain(
             request,
             self._fallbacks,
-            prepare=self.prepare,
+            prepare=prepare,
             route=lambda model: self.route(model)[0],
             hooks=self._plugins.call_hooks(),
             on=self.fallback_on,
