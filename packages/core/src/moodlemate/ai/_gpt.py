@@ -831,9 +831,13 @@ class GPT:
         *,
         system_message: str | None = None,
         model: str | None = None,
+        tools: Iterable[object] | None = None,
     ) -> Conversation:
         """The named conversation of this instance, created on first use; ``"default"`` is
-        the one :meth:`context_assistant` uses. Settings given here are applied to it."""
+        the one :meth:`context_assistant` uses. Settings given here are applied to it:
+        ``tools`` (functions, :class:`Tool` values) make each of its turns a tool run, so
+        ``gpt.conversation(tools=[f])`` lets :meth:`context_assistant` call ``f``; ``()``
+        takes them away."""
         from moodlemate.ai._conversation import Conversation
 
         if not check_text(name, "name"):
@@ -846,6 +850,8 @@ class GPT:
             conversation.system_message = system_message
         if model is not None:
             conversation.model = model
+        if tools is not None:
+            conversation.tools = tools
         return conversation
 
     # -- async twins: same validation, retry policy, ledger and settings -----------------
