@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._pricing import ModelInfo
     from moodlemate.ai._provider import Completion
     from moodlemate.ai._streaming import TextStream
+    from moodlemate.ai._tool_calls import Approval
     from moodlemate.ai._tools import Tool
 
 
@@ -146,6 +147,9 @@ class Conversation:
         self._extra: Mapping[str, Any] = {}
         self._tools: tuple[Tool, ...] = ()
         self.tools = tools
+        self.before_tool_call: Approval | None = None
+        """The approval hook of this conversation's tool runs (as ``GPT.run``'s): called
+        with each tool call before it runs; not saved."""
 
     # -- settings, validated on assignment -----------------------------------------------
 
@@ -272,7 +276,9 @@ class Conversation:
         (the default) uses the conversation's :attr:`tools` when no ``schema`` is given;
         ``tools=()`` asks without them."""
         question = _question(prompt, attachments)
-        turn = _Turn.of(schema, self._turn_tools(schema, tools), max_attempts, max_turns)
+        turn = _Turn.of(
+            schema, self._turn_tools(schema, tools), max_attempts, max_turns, self.before_tool_call
+        )
         with self._turn_lock:
             dropped, request = self._prepare(question)
             try:
@@ -334,7 +340,9 @@ class Conversation:
     ) -> Any:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
         question = _question(prompt, attachments)
-        turn = _Turn.of(schema, self._turn_tools(schema, tools), max_attempts, max_turns)
+        turn = _Turn.of(
+            schema, self._turn_tools(schema, tools), max_attempts, max_turns, self.before_tool_call
+        )
         dropped, request = self._prepare(question)
         try:
             replies, answer = await turn.asend(self._gpt, request)
@@ -518,7 +526,14 @@ class _Turn:
         self.run = run
 
     @classmethod
-    def of(cls, schema: Any, tools: Iterable[object], max_attempts: int, max_turns: int) -> _Turn:
+    def of(
+        cls,
+        schema: Any,
+        tools: Iterable[object],
+        max_attempts: int,
+        max_turns: int,
+        approve: Approval | None = None,
+    ) -> _Turn:
         """Checked before anything is sent."""
         found = list(tools) if not isinstance(tools, str) else [tools]
         if schema is not None and found:
@@ -532,7 +547,8 @@ class _Turn:
             from moodlemate.ai._run import RunSettings
             from moodlemate.ai._tools import tool_set
 
-            return cls(None, tool_set(found), max_attempts, RunSettings(max_turns=max_turns))
+            settings = RunSettings(max_turns=max_turns, before_tool_call=approve)
+            return cls(None, tool_set(found), max_attempts, settings)
         return cls(None, None, max_attempts, None)
 
     def send(self, gpt: Host, request: ChatRequest) -> tuple[tuple[Message, ...], Any]:
