@@ -163,3 +163,19 @@ def test_conversation_tools_are_checked_when_set(server: LoopbackServer, gpt: GP
         gpt.conversation("other", tools=[42])
     assert gpt.conversation().tools == ()
     assert server.chat_requests == []
+
+
+def test_a_conversations_approval_hook_refuses_a_call(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(_asks("call_1", "weather", {"city": "Oslo"}), Reply(text="I may not look."))
+    seen: list[str] = []
+
+    def approve(call: Any, tool: Any) -> str:
+        seen.append(f"{tool.name} {call.arguments}")
+        return "Not now."
+
+    talk = gpt.conversation(tools=[weather])
+    talk.before_tool_call = approve
+    assert gpt.context_assistant("Weather in Oslo?") == "I may not look."
+    assert seen == ['weather {"city": "Oslo"}']
+    (refused,) = [m for m in server.chat_requests[-1].body["messages"] if m["role"] == "tool"]
+    assert "Not now." in refused["content"]
