@@ -109,6 +109,8 @@ def _plugin_tools(names: list[str]) -> list[object]:
         offered = registry.tools()
     except ValidationError as exc:
         raise CommandError(f"the plugins' tools: {exc.message}") from None
+    except Exception as exc:  # a plugin's register_tools hook failed
+        raise CommandError(f"the plugins' tools: {type(exc).__name__}: {exc}") from None
     unknown = [name for name in names if name not in offered]
     if unknown:
         known = ", ".join(sorted(offered)) or "none (no installed plugin registers tools)"
