@@ -88,3 +88,37 @@ def test_no_log_yet_is_said_not_an_error(tmp_path: Path) -> None:
     out = run_cli("spend", "--log", str(tmp_path / "none.db"))
     assert out.returncode == 0
     assert "total" in out.stdout
+
+
+def _weather(city: str) -> str:
+    """Current temperature in a city."""
+    return {"Oslo": "4C"}.get(city, "19C")
+
+
+def test_logs_show_the_run_and_turn_of_a_tool_runs_calls(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    from moodlemate.ai import GPT
+
+    path = tmp_path / "runs.db"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, log=path)
+    gpt.complete("gpt-4o-mini", "", "a call of its own")
+    call = {"type": "function", "function": {"name": "_weather", "arguments": '{"city": "Oslo"}'}}
+    server.enqueue(
+        Reply(tool_calls=[{"id": "c1", **call}], finish_reason="tool_calls"),
+        Reply(text="Cold."),
+    )
+    run = gpt.run("gpt-4o-mini", "Oslo?", tools=[_weather])
+    rows = json.loads(run_cli("logs", "--log", str(path), "--json").stdout)
+    assert [(r["run_id"], r["turn"]) for r in rows] == [(run.id, 2), (run.id, 1), (None, None)]
+    table = run_cli("logs", "--log", str(path)).stdout.splitlines()
+    assert "RUN/TURN" in table[0].split()
+    assert f"{run.id}/2" in table[1]
+    assert f"{run.id}/1" in table[2]
+    assert run.id not in table[3]
+    only = json.loads(run_cli("logs", "--log", str(path), "--run", run.id, "--json").stdout)
+    assert [r["turn"] for r in only] == [1, 2]
+    assert sum(Decimal(r["cost"]) for r in only) == run.cost
+    assert (
+        json.loads(run_cli("logs", "--log", str(path), "--run", "run_none", "--json").stdout) == []
+    )

@@ -122,3 +122,60 @@ def test_a_turn_takes_a_schema_or_tools_not_both(server: LoopbackServer, gpt: GP
     with pytest.raises(ValidationError, match="max_attempts"):
         gpt.conversation().ask("x", schema=City, max_attempts=0)
     assert server.chat_requests == []
+
+
+def test_the_default_conversation_gives_context_assistant_its_tools(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    server.enqueue(
+        _asks("call_1", "weather", {"city": "Oslo"}),
+        Reply(text="4 degrees in Oslo."),
+        _asks("call_2", "weather", {"city": "Rome"}),
+        Reply(text="10 degrees in Rome."),
+        Reply(text="No tools now."),
+    )
+    talk = gpt.conversation(tools=[weather])
+    assert [tool.name for tool in talk.tools] == ["weather"]
+    assert gpt.context_assistant("Weather in Oslo?") == "4 degrees in Oslo."
+    assert asyncio.run(gpt.acontext_assistant("And Rome?")) == "10 degrees in Rome."
+    requests = server.chat_requests
+    assert len(requests) == 4
+    assert all(r.body["tools"][0]["function"]["name"] == "weather" for r in requests)
+    assert [m["content"] for m in requests[-1].body["messages"] if m["role"] == "tool"] == [
+        "4C",
+        "10C",
+    ]
+    # A typed turn and an explicit tools=() ask without them; () takes them away for good.
+    assert talk.ask("Plain?", tools=()) == "No tools now."
+    assert "tools" not in server.chat_requests[-1].body
+    server.enqueue(Reply(text='{"name": "Oslo", "population": 1}'))
+    assert talk.ask("Which city?", schema=City)["name"] == "Oslo"
+    assert "tools" not in server.chat_requests[-1].body
+    assert gpt.conversation(tools=()).tools == ()
+    assert gpt.context_assistant("Hi") == "Echo: Hi"
+    assert "tools" not in server.chat_requests[-1].body
+
+
+def test_conversation_tools_are_checked_when_set(server: LoopbackServer, gpt: GPT) -> None:
+    with pytest.raises(ValidationError, match="two tools"):
+        gpt.conversation(tools=[weather, weather])
+    with pytest.raises(ValidationError, match="a tool is"):
+        gpt.conversation("other", tools=[42])
+    assert gpt.conversation().tools == ()
+    assert server.chat_requests == []
+
+
+def test_a_conversations_approval_hook_refuses_a_call(server: LoopbackServer, gpt: GPT) -> None:
+    server.enqueue(_asks("call_1", "weather", {"city": "Oslo"}), Reply(text="I may not look."))
+    seen: list[str] = []
+
+    def approve(call: Any, tool: Any) -> str:
+        seen.append(f"{tool.name} {call.arguments}")
+        return "Not now."
+
+    talk = gpt.conversation(tools=[weather])
+    talk.before_tool_call = approve
+    assert gpt.context_assistant("Weather in Oslo?") == "I may not look."
+    assert seen == ['weather {"city": "Oslo"}']
+    (refused,) = [m for m in server.chat_requests[-1].body["messages"] if m["role"] == "tool"]
+    assert "Not now." in refused["content"]

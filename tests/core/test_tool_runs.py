@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import time
 import traceback
@@ -16,6 +17,7 @@ import pytest
 from moodlemate.ai import (
     GPT,
     APITimeoutError,
+    BadRequestError,
     MaxTurnsError,
     RetryPolicy,
     RunBudgetError,
@@ -279,6 +281,105 @@ def test_per_turn_costs_add_up_to_the_run_and_the_spend_log(
     assert len(rows) == 3
     assert sum((row.cost for row in rows if row.cost is not None), Decimal(0)) == run.cost
     assert run.usage.prompt_tokens == 123 + 234 + 345
+
+
+def _run_rows(path: Path, run_id: str) -> list[tuple[int, Decimal]]:
+    """(turn, cost) of a run's spend-log rows, read from the file with plain SQL."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT turn, cost FROM calls WHERE run_id = ? ORDER BY id", (run_id,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(turn, Decimal(cost)) for turn, cost in rows]
+
+
+def _three_turns(server: LoopbackServer, scale: int = 1) -> None:
+    server.enqueue(
+        _asks(
+            _call("a", "weather", {"city": "Oslo"}), prompt_tokens=123 * scale, completion_tokens=17
+        ),
+        _asks(
+            _call("b", "weather", {"city": "Rome"}), prompt_tokens=234 * scale, completion_tokens=19
+        ),
+        Reply(text="Rome.", prompt_tokens=345 * scale, completion_tokens=3),
+    )
+
+
+@pytest.mark.parametrize("how", ["sync", "async", "with fallbacks"])
+def test_a_runs_spend_log_rows_carry_its_id_and_turns_and_add_up_to_its_cost(
+    server: LoopbackServer, tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "spend.sqlite"
+    fallbacks = ["gpt-4o"] if how == "with fallbacks" else None
+    gpt = GPT(
+        "openai",
+        endpoint=server.url,
+        api_key=TEST_KEY,
+        retry=FAST_RETRY,
+        log=path,
+        fallbacks=fallbacks,
+    )
+    gpt.complete("gpt-4o-mini", "", "a call of its own")
+    runs = []
+    for scale in (1, 7):  # two runs in one log: each finds only its own rows
+        _three_turns(server, scale)
+        if how == "async":
+            runs.append(asyncio.run(gpt.arun("gpt-4o-mini", "Warmer?", tools=[weather])))
+        else:
+            runs.append(gpt.run("gpt-4o-mini", "Warmer?", tools=[weather]))
+    first, second = runs
+    assert first.id != second.id
+    for run in runs:
+        rows = _run_rows(path, run.id)
+        assert [turn for turn, _ in rows] == [1, 2, 3]
+        assert [cost for _, cost in rows] == [turn.cost for turn in run.turns]
+        assert sum((cost for _, cost in rows), Decimal(0)) == run.cost
+        assert run.cost is not None
+        assert run.cost > 0
+    records = SpendLog(path).calls()
+    assert (records[0].run_id, records[0].turn) == (None, None)  # the plain call
+    assert [(r.run_id, r.turn) for r in records[1:4]] == [(first.id, n) for n in (1, 2, 3)]
+    assert records[4].as_dict()["run_id"] == second.id
+    assert records[4].as_dict()["turn"] == 1
+
+
+def test_a_failed_turn_is_logged_with_its_run_and_turn(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, log=path)
+    server.enqueue(
+        _asks(_call("a", "weather", {"city": "Oslo"})),
+        Reply(status=400),
+    )
+    with pytest.raises(BadRequestError):
+        gpt.run("gpt-4o-mini", "Warmer?", tools=[weather])
+    records = SpendLog(path).calls()
+    assert [(r.turn, r.outcome) for r in records] == [(1, "ok"), (2, "BadRequestError")]
+    assert records[0].run_id is not None
+    assert records[0].run_id == records[1].run_id
+
+
+def test_a_log_written_before_runs_gains_the_run_columns(tmp_path: Path) -> None:
+    from moodlemate.ai._spend_log import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in MIGRATIONS[:4]:
+        conn.executescript(step)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO calls (time, provider, requested_model, outcome, cost) "
+        "VALUES ('2026-01-01T00:00:00.000000Z', 'openai', 'gpt-4o-mini', 'ok', '0.5')"
+    )
+    conn.close()
+    (record,) = SpendLog(path).calls()
+    assert (record.cost, record.run_id, record.turn) == (Decimal("0.5"), None, None)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    conn.close()
 
 
 def test_cancelling_an_async_run_cancels_its_tool_tasks(server: LoopbackServer, gpt: GPT) -> None:

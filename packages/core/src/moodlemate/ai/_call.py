@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._shared_budget import SharedBudget
     from moodlemate.ai._spend_log import SpendLog
 
-__all__ = ["Accounts", "Call"]
+__all__ = ["Accounts", "Call", "RunTurn"]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -60,6 +60,15 @@ class Accounts:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTurn:
+    """Which tool run, and which of its turns, a call is: written on the call's spend-log row,
+    so a run's rows can be found and added up."""
+
+    run_id: str
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """A prepared call: where it goes, as whom, how hard to try, where it is counted."""
 
@@ -71,6 +80,8 @@ class Call:
     accounts: Accounts
     hooks: CallHooks | None = None
     """The plugins' call hooks, or None when no plugin implements them."""
+    run_turn: RunTurn | None = None
+    """Set by a tool run on each turn's call (see :mod:`moodlemate.ai._run`)."""
 
     @property
     def label(self) -> str:
@@ -285,6 +296,8 @@ class Call:
                 request=self.request,
                 error=error,
                 latency=time.monotonic() - reservation.started,
+                run_id=None if self.run_turn is None else self.run_turn.run_id,
+                turn=None if self.run_turn is None else self.run_turn.turn,
             )
         if isinstance(error, ProviderError):
             explain_unsent_key(error, self.connection)
@@ -334,5 +347,7 @@ class Call:
                 completion=completion,
                 attempts=attempts,
                 latency=time.monotonic() - reservation.started,
+                run_id=None if self.run_turn is None else self.run_turn.run_id,
+                turn=None if self.run_turn is None else self.run_turn.turn,
             )
         return completion

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from moodlemate.ai._pricing import ModelInfo
     from moodlemate.ai._provider import Completion
     from moodlemate.ai._streaming import TextStream
+    from moodlemate.ai._tool_calls import Approval
+    from moodlemate.ai._tools import Tool
 
 
 class Host(Protocol):
@@ -115,7 +117,8 @@ class Conversation:
     """A named chat with memory; get one from :meth:`GPT.conversation`.
 
     ``model`` None follows the GPT's default model at each turn. ``max_tokens`` caps each
-    reply and is the output reserved when trimming.
+    reply and is the output reserved when trimming. ``tools`` are used by every turn that
+    names neither tools nor a schema (so :meth:`GPT.context_assistant` can call them).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class Conversation:
         model: str | None = None,
         temperature: float = 0.7,
         max_tokens: int | None = None,
+        tools: Iterable[object] = (),
     ) -> None:
         self._gpt = gpt
         self.name = name
@@ -141,6 +145,11 @@ class Conversation:
         self.max_tokens = max_tokens
         self._options: Options = NO_OPTIONS
         self._extra: Mapping[str, Any] = {}
+        self._tools: tuple[Tool, ...] = ()
+        self.tools = tools
+        self.before_tool_call: Approval | None = None
+        """The approval hook of this conversation's tool runs (as ``GPT.run``'s): called
+        with each tool call before it runs; not saved."""
 
     # -- settings, validated on assignment -----------------------------------------------
 
@@ -197,6 +206,23 @@ class Conversation:
             raise ValidationError(f"extra must be a mapping, not {type(value).__name__}")
         self._extra = dict(value or {})
 
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        """The tools of every turn that names neither tools nor a schema: each such turn is a
+        tool run (as :meth:`GPT.run`). Set functions, :class:`Tool` values or
+        ``(definition, function)`` pairs; checked when set; not saved."""
+        return self._tools
+
+    @tools.setter
+    def tools(self, value: Iterable[object] | None) -> None:
+        found = [] if value is None else [value] if callable(value) else list(value)
+        if not found:
+            self._tools = ()
+            return
+        from moodlemate.ai._tools import tool_set
+
+        self._tools = tuple(tool_set(found).values())
+
     # -- turns ---------------------------------------------------------------------------
 
     @property
@@ -212,7 +238,7 @@ class Conversation:
         *,
         attachments: Iterable[Attachment] = (),
         schema: None = None,
-        tools: Iterable[object] = (),
+        tools: Iterable[object] | None = None,
         max_attempts: int = 3,
         max_turns: int = 8,
     ) -> str: ...
@@ -224,7 +250,7 @@ class Conversation:
         *,
         attachments: Iterable[Attachment] = (),
         schema: type[T] | Any,
-        tools: Iterable[object] = (),
+        tools: Iterable[object] | None = None,
         max_attempts: int = 3,
         max_turns: int = 8,
     ) -> T: ...
@@ -235,7 +261,7 @@ class Conversation:
         *,
         attachments: Iterable[Attachment] = (),
         schema: Any = None,
-        tools: Iterable[object] = (),
+        tools: Iterable[object] | None = None,
         max_attempts: int = 3,
         max_turns: int = 8,
     ) -> Any:
@@ -246,9 +272,13 @@ class Conversation:
         With ``schema`` the reply is a typed answer (as :meth:`GPT.parse`, re-asked up to
         ``max_attempts`` replies; the history keeps the question and the valid answer's text).
         With ``tools`` the turn is a tool run (as :meth:`GPT.run`, up to ``max_turns`` model
-        turns; the history keeps every tool call and result, and the answer)."""
+        turns; the history keeps every tool call and result, and the answer). ``tools`` None
+        (the default) uses the conversation's :attr:`tools` when no ``schema`` is given;
+        ``tools=()`` asks without them."""
         question = _question(prompt, attachments)
-        turn = _Turn.of(schema, tools, max_attempts, max_turns)
+        turn = _Turn.of(
+            schema, self._turn_tools(schema, tools), max_attempts, max_turns, self.before_tool_call
+        )
         with self._turn_lock:
             dropped, request = self._prepare(question)
             try:
@@ -262,6 +292,7 @@ class Conversation:
     def stream(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> Iterator[str]:
         """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
         the reply is complete; a failed or abandoned stream leaves the history unchanged.
+        The conversation's :attr:`tools` are not sent: a streamed turn is a plain reply.
         Sync turns wait for it: consume it to the end, or close it."""
         question = _question(prompt, attachments)
         with self._turn_lock:
@@ -280,7 +311,7 @@ class Conversation:
         *,
         attachments: Iterable[Attachment] = (),
         schema: None = None,
-        tools: Iterable[object] = (),
+        tools: Iterable[object] | None = None,
         max_attempts: int = 3,
         max_turns: int = 8,
     ) -> str: ...
@@ -292,7 +323,7 @@ class Conversation:
         *,
         attachments: Iterable[Attachment] = (),
         schema: type[T] | Any,
-        tools: Iterable[object] = (),
+        tools: Iterable[object] | None = None,
         max_attempts: int = 3,
         max_turns: int = 8,
     ) -> T: ...
@@ -303,13 +334,15 @@ class Conversation:
         *,
         attachments: Iterable[Attachment] = (),
         schema: Any = None,
-        tools: Iterable[object] = (),
+        tools: Iterable[object] | None = None,
         max_attempts: int = 3,
         max_turns: int = 8,
     ) -> Any:
         """Async :meth:`ask` (see the module docstring on concurrent turns)."""
         question = _question(prompt, attachments)
-        turn = _Turn.of(schema, tools, max_attempts, max_turns)
+        turn = _Turn.of(
+            schema, self._turn_tools(schema, tools), max_attempts, max_turns, self.before_tool_call
+        )
         dropped, request = self._prepare(question)
         try:
             replies, answer = await turn.asend(self._gpt, request)
@@ -318,6 +351,13 @@ class Conversation:
             replies, answer = await turn.asend(self._gpt, request)
         self._commit(dropped, question, *replies)
         return answer
+
+    def _turn_tools(self, schema: Any, tools: Iterable[object] | None) -> Iterable[object]:
+        """A turn's tools: those it names, else the conversation's (unless it asks for a
+        typed answer)."""
+        if tools is not None:
+            return tools
+        return self._tools if schema is None else ()
 
     def _refit(
         self, prompt: Message, sent: ChatRequest, exc: ServerContextWindowExceededError
@@ -486,7 +526,14 @@ class _Turn:
         self.run = run
 
     @classmethod
-    def of(cls, schema: Any, tools: Iterable[object], max_attempts: int, max_turns: int) -> _Turn:
+    def of(
+        cls,
+        schema: Any,
+        tools: Iterable[object],
+        max_attempts: int,
+        max_turns: int,
+        approve: Approval | None = None,
+    ) -> _Turn:
         """Checked before anything is sent."""
         found = list(tools) if not isinstance(tools, str) else [tools]
         if schema is not None and found:
@@ -500,7 +547,8 @@ class _Turn:
             from moodlemate.ai._run import RunSettings
             from moodlemate.ai._tools import tool_set
 
-            return cls(None, tool_set(found), max_attempts, RunSettings(max_turns=max_turns))
+            settings = RunSettings(max_turns=max_turns, before_tool_call=approve)
+            return cls(None, tool_set(found), max_attempts, settings)
         return cls(None, None, max_attempts, None)
 
     def send(self, gpt: Host, request: ChatRequest) -> tuple[tuple[Message, ...], Any]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from moodlemate.ai._call import Call
+    from moodlemate.ai._call import Call, RunTurn
     from moodlemate.ai._call_types import ChatRequest, Completion, Connection
     from moodlemate.ai._provider import Provider
     from moodlemate.ai._retry import RetryPolicy
@@ -35,9 +35,11 @@ class Facade(Protocol):
 
     def prepare(self, request: ChatRequest, *, checked: bool = False) -> Call: ...
 
-    def send(self, request: ChatRequest) -> Completion: ...
+    def send(self, request: ChatRequest, *, run_turn: RunTurn | None = None) -> Completion: ...
 
-    async def asend(self, request: ChatRequest) -> Completion: ...
+    async def asend(
+        self, request: ChatRequest, *, run_turn: RunTurn | None = None
+    ) -> Completion: ...
 
     def _remember(self, completion: Completion) -> None: ...
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._budget import to_budget
-from moodlemate.ai._call import Accounts, Call
+from moodlemate.ai._call import Accounts, Call, RunTurn
 from moodlemate.ai._config import check_headers, resolve_settings
 from moodlemate.ai._context_window import check_context_window
 from moodlemate.ai._credentials import (
@@ -714,12 +714,13 @@ class GPT:
         )
         return request, found, settings
 
-    def send(self, request: ChatRequest) -> Completion:
-        """Send a prepared request under the retry policy and record it in the ledger."""
+    def send(self, request: ChatRequest, *, run_turn: RunTurn | None = None) -> Completion:
+        """Send a prepared request under the retry policy and record it in the ledger
+        (``run_turn``: the tool run's turn this call is, for the spend log)."""
         if self._fallbacks:
-            completion = self._chain(request).send(Call.send_unhooked)
+            completion = self._chain(request, run_turn).send(Call.send_unhooked)
         else:
-            completion = self.prepare(request).send()
+            completion = replace(self.prepare(request), run_turn=run_turn).send()
         self._local.last = completion
         return completion
 
@@ -830,9 +831,13 @@ class GPT:
         *,
         system_message: str | None = None,
         model: str | None = None,
+        tools: Iterable[object] | None = None,
     ) -> Conversation:
         """The named conversation of this instance, created on first use; ``"default"`` is
-        the one :meth:`context_assistant` uses. Settings given here are applied to it."""
+        the one :meth:`context_assistant` uses. Settings given here are applied to it:
+        ``tools`` (functions, :class:`Tool` values) make each of its turns a tool run, so
+        ``gpt.conversation(tools=[f])`` lets :meth:`context_assistant` call ``f``; ``()``
+        takes them away."""
         from moodlemate.ai._conversation import Conversation
 
         if not check_text(name, "name"):
@@ -845,6 +850,8 @@ class GPT:
             conversation.system_message = system_message
         if model is not None:
             conversation.model = model
+        if tools is not None:
+            conversation.tools = tools
         return conversation
 
     # -- async twins: same validation, retry policy, ledger and settings -----------------
@@ -890,12 +897,12 @@ class GPT:
             return await self.asend(request)
         return await self.prepare(request, checked=True).asend()
 
-    async def asend(self, request: ChatRequest) -> Completion:
+    async def asend(self, request: ChatRequest, *, run_turn: RunTurn | None = None) -> Completion:
         """Async :meth:`send`. Does not set :attr:`last_result` (tasks share a thread): use
         the returned Completion."""
         if self._fallbacks:
-            return await self._chain(request).asend(Call.asend_unhooked)
-        return await self.prepare(request).asend()
+            return await self._chain(request, run_turn).asend(Call.asend_unhooked)
+        return await replace(self.prepare(request), run_turn=run_turn).asend()
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -958,13 +965,17 @@ class GPT:
             pacer=self.pacer,
         )
 
-    def _chain(self, request: ChatRequest) -> FallbackChain:
+    def _chain(self, request: ChatRequest, run_turn: RunTurn | None = None) -> FallbackChain:
         from moodlemate.ai._fallbacks import FallbackChain
+
+        def prepare(entry: ChatRequest) -> Call:
+            call = self.prepare(entry)
+            return call if run_turn is None else replace(call, run_turn=run_turn)
 
         return FallbackChain(
             request,
             self._fallbacks,
-            prepare=self.prepare,
+            prepare=prepare,
             route=lambda model: self.route(model)[0],
             hooks=self._plugins.call_hooks(),
             on=self.fallback_on,

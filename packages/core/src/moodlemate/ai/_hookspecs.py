@@ -9,7 +9,7 @@ whose name matches no spec here is rejected when the plugin loads (pluggy's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -27,6 +27,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def register_providers(register: Callable[[Provider], None]) -> None:
     """Call ``register(provider)`` once for each provider this plugin offers."""
+
+
+@hookspec
+def register_tools() -> Iterable[Any] | None:
+    """Return the tools this plugin offers (plain functions, :class:`~moodlemate.ai.Tool`
+    values, or ``(definition, function)`` pairs), each named by its tool name: the CLI's
+    ``chat -T NAME`` picks them, and :meth:`PluginRegistry.tools` lists them. Called only
+    when tools are asked for, never on a plain call."""
 
 
 @hookspec

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pluggy
     from moodlemate.ai._call_hooks import CallHooks
     from moodlemate.ai._provider import Provider
+    from moodlemate.ai._tools import Tool
 
 __all__ = ["ENTRY_POINT_GROUP", "PLUGINS_ENV", "PluginRegistry", "ProviderEntry", "registry"]
 
@@ -425,6 +426,18 @@ class PluginRegistry:
             self._hooks = CallHooks.of(pm)
             self._hooks_known = True
             return self._hooks
+
+    def tools(self) -> dict[str, Tool]:
+        """The tools the plugins register (``register_tools``), by name, as :class:`Tool`
+        values; two with one name are refused (ValidationError)."""
+        from moodlemate.ai._tools import tool_set
+
+        offered: list[object] = []
+        for result in self._manager().hook.register_tools():
+            if result is None:
+                continue
+            offered.extend([result] if callable(result) else result)
+        return tool_set(offered)
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from moodlemate.ai._budget import worst_case_cost
+from moodlemate.ai._call import RunTurn
 from moodlemate.ai._call_types import ChatRequest, Completion, Message
 from moodlemate.ai._options import options_from
 from moodlemate.ai._tool_calls import Approval, ToolResult, arun_tool_calls, run_tool_calls
@@ -259,10 +260,14 @@ class _Loop:
 
     def call(self, request: ChatRequest) -> Any:
         """The prepared call for ``request``, its retry deadline cut to what the run has left."""
-        call = self.gpt.prepare(request)
+        call = replace(self.gpt.prepare(request), run_turn=self.run_turn())
         deadline = min(call.policy.deadline, max(self.remaining(), 0.001))
         self.cut = deadline < call.policy.deadline
         return replace(call, policy=replace(call.policy, deadline=deadline))
+
+    def run_turn(self) -> RunTurn:
+        """The next turn's tag for its spend-log row."""
+        return RunTurn(self.id, len(self.turns) + 1)
 
     def timed_out(self, exc: APITimeoutError) -> RunDeadlineError:
         """A turn that timed out because the run's deadline cut it short is the run's deadline
@@ -298,7 +303,7 @@ def _drive(loop: _Loop) -> Run:
         next_request = loop.next_request()
         started = time.monotonic()
         if gpt.fallbacks:
-            completion = gpt.send(next_request)
+            completion = gpt.send(next_request, run_turn=loop.run_turn())
         else:
             try:
                 completion = loop.call(next_request).send()
@@ -345,7 +350,7 @@ async def _adrive(loop: _Loop) -> Run:
         next_request = loop.next_request()
         started = time.monotonic()
         if gpt.fallbacks:
-            completion = await gpt.asend(next_request)
+            completion = await gpt.asend(next_request, run_turn=loop.run_turn())
         else:
             try:
                 completion = await loop.call(next_request).asend()

@@ -116,6 +116,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN folded INTEGER;
     CREATE TABLE spend_log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 5: tool runs (moodlemate.ai._run): each model turn's row names its run and turn
+    """
+    ALTER TABLE calls ADD COLUMN run_id TEXT;
+    ALTER TABLE calls ADD COLUMN turn INTEGER;
+    CREATE INDEX calls_run ON calls (run_id) WHERE run_id IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -138,6 +144,8 @@ COLUMNS = (
     "prompt",
     "reply",
     "folded",
+    "run_id",
+    "turn",
 )
 
 # Built from the constant column names above, never from input.
@@ -195,6 +203,10 @@ class CallRecord:
     folded: int | None = None
     """How many calls of one day this row stands for, once retention folded it (None: one
     call, as recorded)."""
+    run_id: str | None = None
+    """The tool run (``Run.id``) this call was a turn of; None for a call of its own."""
+    turn: int | None = None
+    """Its turn in that run, from 1."""
 
     @property
     def calls(self) -> int:
@@ -264,8 +276,11 @@ class SpendLog:
         attempts: int | None = None,
         latency: float | None = None,
         batch_id: str | None = None,
+        run_id: str | None = None,
+        turn: int | None = None,
     ) -> bool:
-        """Write one call's row; False (and a warning, once) when it could not be written."""
+        """Write one call's row; False (and a warning, once) when it could not be written.
+        ``run_id`` and ``turn`` name the tool run and turn the call was."""
         return self._insert(
             [
                 self._row(
@@ -277,6 +292,8 @@ class SpendLog:
                     attempts=attempts,
                     latency=latency,
                     batch_id=batch_id,
+                    run_id=run_id,
+                    turn=turn,
                 )
             ]
         )
@@ -310,6 +327,8 @@ class SpendLog:
         attempts: int | None = None,
         latency: float | None = None,
         batch_id: str | None = None,
+        run_id: str | None = None,
+        turn: int | None = None,
     ) -> tuple[object, ...]:
         usage = completion.usage if completion is not None else None
         cost = completion.cost if completion is not None else None
@@ -337,6 +356,8 @@ class SpendLog:
             redact(_prompt_text(request)) if self.text else None,
             None if reply is None else redact(reply),
             None,
+            run_id,
+            turn,
         )
 
     def _insert(self, rows: Sequence[Sequence[object]]) -> bool:
@@ -625,6 +646,11 @@ class SpendLog:
         """Every call from ``since`` (UTC) on, oldest first."""
         where, params = ("WHERE time >= ?", (_stamp(since),)) if since is not None else ("", ())
         rows = self._read(f"{_SELECT} {where} ORDER BY id", params)
+        return [_record(row) for row in rows]
+
+    def run_calls(self, run_id: str) -> list[CallRecord]:
+        """The rows of tool run ``run_id`` (``Run.id``), one per model turn, in turn order."""
+        rows = self._read(f"{_SELECT} WHERE run_id = ? ORDER BY turn, id", (run_id,))
         return [_record(row) for row in rows]
 
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from moodlemate.ai.cli import templates
 from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
+from moodlemate.ai.cli.chat_tools import add_tool_options, chosen_tools, tool_approval
 from moodlemate.ai.cli.common import (
     CommandError,
     add_retry_options,
@@ -30,6 +31,10 @@ The reply goes to standard output, streamed as it arrives when that is a termina
 reports tokens and cost on standard error, so `moodlemate-ai chat ... > reply.txt` keeps only
 the reply. Each chat is kept as a conversation
 (in $XDG_DATA_HOME/moodlemate-ai/conversations): -c goes on with the latest one.
+With -T NAME (a tool an installed plugin registers) or --functions FILE.py (every public
+function in the file), the model may call tools: each call is shown and asked about on the
+terminal before it runs (--yes: without asking; needed when not on a terminal), and the
+reply comes once the model has answered.
 """
 
 EPILOG = """\
@@ -48,6 +53,8 @@ examples:
   moodlemate-ai chat -a https://example.org/chart.png -a report.pdf "Do they agree?"
   cat scan.png | moodlemate-ai chat --at - image "Read the text in this image."
   moodlemate-ai chat -o seed 7 -o stop END -o response_format '{"type": "json_object"}' "JSON?"
+  moodlemate-ai chat --functions tools.py "Is it warmer in Oslo or Rome?"   # asks before each call
+  moodlemate-ai chat -T weather --yes "Weather in Oslo?"   # a plugin's tool, run without asking
 """
 
 
@@ -122,6 +129,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME",
         help="save -s, -m, --temperature and --max-tokens as template NAME (sends nothing)",
     )
+    add_tool_options(parser)
     add_reply_options(parser)
     add_settings_options(parser)
     add_retry_options(parser)
@@ -174,6 +182,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     named, extra = request_options(args.options)
     options["request_options"], options["extra"] = named, extra
     options["attachments"] = attachments(args.attachments, args.typed_attachments)
+    options["tools"] = chosen_tools(args)
+    options["approve"] = tool_approval(args)
     return options
 
 

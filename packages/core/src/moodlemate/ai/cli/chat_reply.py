@@ -78,7 +78,7 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
         _apply(talk, args, options)
     except ValidationError as exc:
         raise CommandError(f"conversation {name!r}: {exc.message}") from None
-    streaming = sys.stdout.isatty() and not args.no_stream and not args.json
+    streaming = sys.stdout.isatty() and not args.no_stream and not args.json and not talk.tools
     parts = options.get("attachments", ())
     deltas: Iterator[str] = (
         talk.stream(prompt, attachments=parts)
@@ -114,6 +114,8 @@ def _apply(talk: Conversation, args: argparse.Namespace, options: dict[str, Any]
         talk.max_tokens = options["max_tokens"]
     talk.options = options.get("request_options") or None
     talk.extra = options.get("extra") or None
+    talk.tools = options.get("tools") or ()  # -T and --functions: each turn a tool run
+    talk.before_tool_call = options.get("approve")
 
 
 def _print(deltas: Iterator[str], *, streaming: bool, json_output: bool) -> str:

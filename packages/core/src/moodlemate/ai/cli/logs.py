@@ -25,6 +25,7 @@ HEADERS = [
     "COST",
     "ATTEMPTS",
     "MS",
+    "RUN/TURN",
     "OUTCOME",
     "PROMPT",
     "REPLY",
@@ -38,6 +39,7 @@ examples:
   moodlemate-ai logs -n 5 --json | jq '.[0].reply'
   moodlemate-ai logs -q "prime numbers"  # calls whose prompt or reply has both words
   moodlemate-ai logs --cid french        # the turns of the conversation 'french'
+  moodlemate-ai logs --run run_0123abcd  # the model turns of one tool run
   moodlemate-ai logs path
   moodlemate-ai logs off                 # stop recording chats; `logs on` resumes
   moodlemate-ai logs prune --keep 30     # fold calls older than 30 days into daily totals
@@ -77,7 +79,8 @@ def add_parser(subparsers: Any) -> None:
         help="show, search and switch the log of calls",
         description="Show the last calls recorded in the spend log, newest first: provider, "
         "served model, tokens, exact cost ('unknown' when no price was known), attempts, "
-        "latency, outcome ('ok' or the error's type), prompt and reply (cut to fit on a "
+        "latency, the tool run and turn a call was (RUN/TURN), outcome ('ok' or the error's "
+        "type), prompt and reply (cut to fit on a "
         "terminal, whole in a pipe). ACTION 'path' prints where the log is; 'off' stops "
         "the command from recording chats (prompts and replies included), 'on' resumes; "
         "'prune' folds the calls older than --keep DAYS (90) into one row per day, provider, "
@@ -100,6 +103,9 @@ def add_parser(subparsers: Any) -> None:
         "-q", "--query", metavar="TEXT", help="only calls whose prompt or reply has every word"
     )
     parser.add_argument("--cid", metavar="NAME", help="only the turns of conversation NAME")
+    parser.add_argument(
+        "--run", metavar="ID", help="only the model turns of tool run ID, in turn order"
+    )
     parser.add_argument(
         "--json",
         action="store_true",
@@ -160,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             money(r.cost) if r.outcome == "ok" else "-",
             "-" if r.attempts is None else str(r.attempts),
             "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
+            "-" if r.run_id is None else f"{r.run_id}/{r.turn}",
             r.outcome,
             _cut(_prompt(r), limit),
             _cut(r.reply or "", limit),
@@ -172,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _select(spend_log: SpendLog, args: argparse.Namespace) -> list[CallRecord]:
+    if args.run is not None:
+        return spend_log.run_calls(args.run)
     if args.query is None and args.cid is None:
         return spend_log.recent(args.count)
     from moodlemate.ai import _spend_search
