@@ -111,9 +111,18 @@ class OpenAIProvider(Provider):
         return (rules or self.rules(request.model)).responses_only
 
     def check_input(self, request: ChatRequest) -> None:
-        problem = models.input_problem(request, self.rules(request.model))
+        rules = self.rules(request.model)
+        problem = models.input_problem(request, rules)
         if problem is not None:
             raise UnsupportedInputError(problem)
+        if request.options.reasoning_summary is not None and not self.uses_responses(
+            request, rules
+        ):
+            raise UnsupportedInputError(
+                f"reasoning_summary is a Responses API option and {self.name}'s chat "
+                f"completions take none; send {request.model} with api='responses', or leave "
+                "reasoning_summary out"
+            )
 
     def answer_format(
         self, model: str, name: str, schema: Mapping[str, Any], mode: AnswerMode | None = None

@@ -5,8 +5,15 @@ errors and token counting are the OpenAI provider's own code."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from moodlemate.ai.plugin import ChatRequest, Completion, Connection, ModelInfo
+from moodlemate.ai.plugin import (
+    ChatRequest,
+    Completion,
+    Connection,
+    ModelInfo,
+    UnsupportedInputError,
+)
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.models import ModelRules, routed_rules_for
 from moodlemate.providers.openai.streaming import AsyncSSEStream
@@ -42,6 +49,25 @@ class OpenRouterProvider(OpenAIProvider):
         """OpenAI's request rules apply to OpenAI's models (``openai/o1``, ``openai/o3-mini``);
         OpenRouter normalises the others, whatever their names look like."""
         return routed_rules_for(model)
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        """The chat body with ``reasoning_effort`` moved into OpenRouter's ``reasoning`` object,
+        which it applies to every reasoning model it routes to; ``extra={"reasoning": {...}}``
+        adds its other keys (``max_tokens``, ``exclude``, ``enabled``)."""
+        body = super().body(request)
+        effort = body.pop("reasoning_effort", None)
+        if effort is None:
+            return body
+        given = body.get("reasoning")
+        reasoning = dict(given) if isinstance(given, Mapping) else {}
+        if "max_tokens" in reasoning:
+            raise UnsupportedInputError(
+                "OpenRouter takes reasoning effort or reasoning max_tokens, not both: leave out "
+                "reasoning_effort or extra's reasoning.max_tokens"
+            )
+        reasoning.setdefault("effort", effort)
+        body["reasoning"] = reasoning
+        return body
 
     def uses_responses(self, request: ChatRequest, rules: ModelRules | None = None) -> bool:
         """OpenRouter serves every model, o1-pro and o3-pro included, on chat completions."""
