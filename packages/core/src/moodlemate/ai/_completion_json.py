@@ -23,7 +23,7 @@ def usage_fields(usage: Usage) -> dict[str, int]:
 
 def completion_fields(completion: Completion) -> dict[str, Any]:
     """Text, model, finish reason, usage, cost (a decimal string in USD, None when unknown),
-    attempts, request id and the reasoning the server returned (None when it sent none)."""
+    attempts and request id."""
     return {
         "text": completion.text,
         "model": completion.model,
@@ -33,5 +33,4 @@ def completion_fields(completion: Completion) -> dict[str, Any]:
         "cost": None if completion.cost is None else format(completion.cost, "f"),
         "attempts": completion.attempts,
         "request_id": completion.request_id,
-        "reasoning": completion.reasoning,
     }

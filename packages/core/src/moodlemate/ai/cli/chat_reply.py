@@ -33,7 +33,7 @@ def add_reply_options(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="print one JSON object: text, model, finish_reason, usage, cost, attempts, "
-        "request_id (and conversation)",
+        "request_id, reasoning (and conversation)",
     )
     parser.add_argument(
         "--reasoning",
@@ -100,7 +100,8 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
     if args.json:
         from moodlemate.ai._completion_json import completion_fields
 
-        print(json.dumps({**completion_fields(completion), "conversation": name}))
+        fields = completion_fields(completion)
+        print(json.dumps({**fields, "reasoning": completion.reasoning, "conversation": name}))
     elif not text.endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
