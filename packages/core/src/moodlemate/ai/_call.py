@@ -325,7 +325,14 @@ class Call:
             accounts.pacer.learn(
                 origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
             )
-        completion = replace(completion, cost=cost, priced_model=priced_model, attempts=attempts)
+        price = None if priced_model is None else provider.price(priced_model, endpoint)
+        completion = replace(
+            completion,
+            cost=cost,
+            priced_model=priced_model,
+            attempts=attempts,
+            cost_breakdown=None if price is None else price.breakdown(completion.usage),
+        )
         if accounts.log is not None:
             accounts.log.record_call(
                 provider=provider.name,
