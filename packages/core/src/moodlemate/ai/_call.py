@@ -302,7 +302,7 @@ class Call:
             completion,
             request.model,
             provider.same_model,
-            lambda model: provider.price(model, endpoint),
+            lambda model: provider.tier_price(model, completion.service_tier, endpoint),
             limit,
         )
         if cost is None and request.model not in accounts.unpriced:
@@ -325,7 +325,11 @@ class Call:
             accounts.pacer.learn(
                 origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
             )
-        price = None if priced_model is None else provider.price(priced_model, endpoint)
+        price = (
+            None
+            if priced_model is None
+            else provider.tier_price(priced_model, completion.service_tier, endpoint)
+        )
         completion = replace(
             completion,
             cost=cost,

@@ -14,6 +14,7 @@ from moodlemate.ai.plugin import (
     Completion,
     Connection,
     ModelInfo,
+    Price,
     Provider,
     ProviderError,
     RemoteBatches,
@@ -224,6 +225,14 @@ class OpenAIProvider(Provider):
 
     def models(self, endpoint: str | None = None) -> list[ModelInfo]:
         return pricing.openai_prices().all()
+
+    def tier_price(self, model: str, tier: str | None, endpoint: str | None = None) -> Price | None:
+        """OpenAI's price at the tier a reply names (``flex``: the batch price of the models
+        offering it; ``priority``: its own list); None where the table has no such price."""
+        if tier is None:
+            return self.price(model, endpoint)
+        info = pricing.openai_prices().tier(model, tier)
+        return info.price if info is not None else None
 
     def served_context_window(self, connection: Connection, model: str) -> int | None:
         if self.recognises(connection.endpoint):

@@ -12,6 +12,8 @@ from moodlemate.ai.plugin import (
     Completion,
     Connection,
     ModelInfo,
+    Price,
+    Provider,
     UnsupportedInputError,
 )
 from moodlemate.providers.openai import OpenAIProvider
@@ -81,6 +83,10 @@ class OpenRouterProvider(OpenAIProvider):
     async def aopen_stream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
         await catalog.aload(connection.endpoint)
         return await super().aopen_stream(connection, request)
+
+    def tier_price(self, model: str, tier: str | None, endpoint: str | None = None) -> Price | None:
+        """The catalog's price for the default tier; OpenRouter publishes no other tier's."""
+        return Provider.tier_price(self, model, tier, endpoint)
 
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         """From the catalog of ``endpoint`` (a proxy's or test server's ``/models``), never
