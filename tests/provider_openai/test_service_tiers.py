@@ -6,6 +6,7 @@ o3 standard $2.00/$0.50/$8.00 and flex at Batch rates $1.00/$0.25/$4.00
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 import pytest
@@ -67,3 +68,17 @@ def test_the_budget_reserves_a_priority_call_at_the_priority_price(
     with pytest.raises(BudgetExceededError):
         gpt.complete("gpt-5", "", "x", max_tokens=1000, options={"service_tier": "priority"})
     assert len(server.chat_requests) == 1
+
+
+def test_the_unknown_tier_price_is_named_once(
+    server: LoopbackServer, gpt: GPT, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="moodlemate.ai")  # a note off the vendor's service
+    server.enqueue(Reply(text="ok", **USAGE), Reply(text="ok", **USAGE))
+    for _ in range(2):
+        gpt.complete("gpt-4o-mini", LONG, "x", options={"service_tier": "flex"})
+    notes = [r.getMessage() for r in caplog.records if "recorded as unknown" in r.getMessage()]
+    assert notes == [
+        "no flex-tier price known for openai model 'gpt-4o-mini': its cost is recorded as "
+        "unknown (and not counted against a budget)"
+    ]

@@ -308,7 +308,13 @@ class Call:
         if cost is None and request.model not in accounts.unpriced:
             accounts.unpriced.add(request.model)
             price = provider.price(request.model, endpoint)
-            why = "no price known for" if price is None else "the server reported no usage for"
+            tier = completion.service_tier
+            if price is not None and tier not in (None, "default"):
+                price = provider.tier_price(request.model, tier, endpoint)
+                why = f"no {tier}-tier price known for" if price is None else ""
+            else:
+                why = "no price known for" if price is None else ""
+            why = why or "the server reported no usage for"
             # A local or custom server's models have no price: worth a note, not a warning
             # on every run. On the vendor's own service a missing price is a real gap.
             vendor = provider.recognises(endpoint)
