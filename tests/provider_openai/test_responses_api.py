@@ -44,12 +44,15 @@ def test_a_responses_only_model_works_through_the_seed_call(
             cached_tokens=10,
         )
     )
-    text = gpt.chat_completion("o3-pro", "Be brief.", "Hi", temperature=0.7, max_tokens=None)
+    # A system message long enough that 1000 prompt tokens are plausible (usage beyond what
+    # the request could hold is bounded, see moodlemate.ai._plausible).
+    system = "Be brief. " * 200
+    text = gpt.chat_completion("o3-pro", system, "Hi", temperature=0.7, max_tokens=None)
     assert text == "Hello from o3-pro"
     assert server.chat_requests == []
     body = _sent(server)
     assert body["input"] == [
-        {"role": "system", "content": "Be brief."},
+        {"role": "system", "content": system},
         {"role": "user", "content": "Hi"},
     ]
     assert body["store"] is False  # stateless unless asked

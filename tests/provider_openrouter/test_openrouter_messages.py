@@ -42,7 +42,8 @@ def test_parts_tool_turns_and_options_pass_through(router: LoopbackServer) -> No
     body = router.chat_requests[-1].body
     assert [p["type"] for p in body["messages"][0]["content"]] == ["text", "image_url", "file"]
     assert body["messages"][1]["tool_calls"][0]["id"] == "c1"
-    assert (body["top_p"], body["seed"], body["reasoning_effort"]) == (0.5, 3, "low")
+    assert (body["top_p"], body["seed"], body["reasoning"]) == (0.5, 3, {"effort": "low"})
+    assert "reasoning_effort" not in body  # OpenRouter's reasoning object carries it
     assert body["provider"] == {"order": ["anthropic"]}
 
 

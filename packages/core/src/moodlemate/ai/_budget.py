@@ -117,6 +117,9 @@ def worst_case_cost(
     UTF-8 size instead of counting its tokens."""
     if price is None:
         price = provider.price(request.model, endpoint)
+        if request.options.service_tier == "priority":
+            # Reserved at the dearer tier asked for, where it is priced (flex costs less).
+            price = provider.tier_price(request.model, "priority", endpoint) or price
     if price is None:
         return None
     output = request.max_tokens

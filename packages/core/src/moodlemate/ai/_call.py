@@ -315,13 +315,19 @@ class Call:
             completion,
             request.model,
             provider.same_model,
-            lambda model: provider.price(model, endpoint),
+            lambda model: provider.tier_price(model, completion.service_tier, endpoint),
             limit,
         )
         if cost is None and request.model not in accounts.unpriced:
             accounts.unpriced.add(request.model)
             price = provider.price(request.model, endpoint)
-            why = "no price known for" if price is None else "the server reported no usage for"
+            tier = completion.service_tier
+            if price is not None and tier not in (None, "default"):
+                price = provider.tier_price(request.model, tier, endpoint)
+                why = f"no {tier}-tier price known for" if price is None else ""
+            else:
+                why = "no price known for" if price is None else ""
+            why = why or "the server reported no usage for"
             # A local or custom server's models have no price: worth a note, not a warning
             # on every run. On the vendor's own service a missing price is a real gap.
             vendor = provider.recognises(endpoint)
@@ -338,7 +344,18 @@ class Call:
             accounts.pacer.learn(
                 origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
             )
-        completion = replace(completion, cost=cost, priced_model=priced_model, attempts=attempts)
+        price = (
+            None
+            if priced_model is None
+            else provider.tier_price(priced_model, completion.service_tier, endpoint)
+        )
+        completion = replace(
+            completion,
+            cost=cost,
+            priced_model=priced_model,
+            attempts=attempts,
+            cost_breakdown=None if price is None else price.breakdown(completion.usage),
+        )
         if accounts.log is not None:
             accounts.log.record_call(
                 provider=provider.name,

@@ -26,6 +26,7 @@ from moodlemate.ai._messages import (
     ToolCall,
 )
 from moodlemate.ai._options import NO_OPTIONS, Options
+from moodlemate.ai._pricing import CostBreakdown
 from moodlemate.ai._rate_limit_headers import RateLimits
 from moodlemate.ai._secrets import mask
 from moodlemate.ai._usage import Usage
@@ -115,6 +116,12 @@ class Completion:
     ``text``."""
     response_id: str | None = None
     """The Responses API's id for this response (what ``previous_response_id`` takes)."""
+    service_tier: str | None = None
+    """The service tier the server says served the call (``default``, ``flex``,
+    ``priority``...); the cost is that tier's price, unknown (None) where it has none."""
+    cost_breakdown: CostBreakdown | None = None
+    """``cost`` by piece (input, cached input, cache writes, output, reasoning) when it was
+    priced from a price table; None when the cost is unknown or the server's own figure."""
 
     @property
     def message(self) -> Message:

@@ -65,6 +65,7 @@ ENV_APP_TITLE = "MOODLEMATE_APP_TITLE"
 ENV_REDIS = "MOODLEMATE_REDIS_URL"
 ENV_PACING = "MOODLEMATE_PACING"
 ENV_TRANSPORT = "MOODLEMATE_TRANSPORT"
+ENV_API = "MOODLEMATE_API"
 
 # Where a value came from; lower is more explicit.
 ARGUMENT, ENVIRONMENT, FILE, DEFAULT = 0, 1, 2, 3
@@ -121,6 +122,9 @@ class Settings:
     no key raises this instead of going out without one."""
     transport: str | None = None
     """The HTTP transport by the provider's name for it (``"openai-sdk"``); None: its default."""
+    api: str | None = None
+    """The vendor API calls go through (``"chat"``, ``"responses"``); None: the provider's
+    model rules choose."""
 
 
 def resolve_settings(
@@ -133,6 +137,7 @@ def resolve_settings(
     app_url: str | None = None,
     app_title: str | None = None,
     transport: str | None = None,
+    api: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Each setting from the first of: explicit argument, environment, config file, default."""
@@ -223,6 +228,7 @@ def resolve_settings(
         transport=_pick(
             _text(transport, "transport"), env.get(ENV_TRANSPORT), section.get("transport")
         )[0],
+        api=_api(api, env.get(ENV_API), section.get("api"), where),
     )
 
 
@@ -330,6 +336,18 @@ def _text(value: object, name: str) -> str | None:
     if not isinstance(value, str):
         raise ValidationError(f"{name} must be a string, not {type(value).__name__}")
     return value.strip() or None
+
+
+def _api(given: object, env_value: str | None, file_value: object, where: object) -> str | None:
+    """The first API choice set (argument, ``MOODLEMATE_API``, the file), checked where it was
+    written."""
+    from moodlemate.ai._options import check_api
+
+    if given is not None:
+        return check_api(given)
+    if env_value:
+        return check_api(env_value, ENV_API)
+    return check_api(file_value, f"the api of {where}")
 
 
 def _attribution(value: object, name: str) -> str | None:

@@ -78,6 +78,7 @@ SETTING_KEYS: dict[str, str] = {
     "redis": "a Redis URL for shared budgets and pacing (redis://host:6379/0)",
     "pacing": "true, false, or a table of models to requests_per_minute/tokens_per_minute",
     "transport": "the HTTP transport's name (openai: lean, openai-sdk)",
+    "api": "the vendor API calls go through (chat, responses)",
 }
 _TOP_ONLY = {"profile": "the default profile's name", "profiles": "a table of profiles"}
 # Patterns stay strings until a file is checked (re caches them): GPT() compiles none.

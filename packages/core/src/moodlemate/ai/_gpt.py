@@ -103,7 +103,10 @@ class GPT:
     table). ``app_url``/``app_title`` identify your app to providers that attribute traffic
     (OpenRouter). ``transport`` names the HTTP transport the provider uses (the OpenAI
     provider's default ``"lean"``, or ``"openai-sdk"``; also ``MOODLEMATE_TRANSPORT`` and the
-    config file's ``transport``).
+    config file's ``transport``). ``api`` picks the vendor API for every call, where the
+    provider speaks more than one (OpenAI: ``"chat"`` or ``"responses"``; also
+    ``MOODLEMATE_API`` and the config file's ``api``); None lets the provider's model rules
+    choose, and a call's ``options={"api": ...}`` beats it.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class GPT:
         redis: str | None = None,
         pacing: bool | str | Mapping[str, Any] | None = None,
         transport: str | None = None,
+        api: str | None = None,
     ) -> None:
         settings = resolve_settings(
             provider=provider,
@@ -139,7 +143,9 @@ class GPT:
             app_url=app_url,
             app_title=app_title,
             transport=transport,
+            api=api,
         )
+        self._api = settings.api
         self._plugins = plugins or registry
         self._target_lock = threading.Lock()
         self._target = target_from(settings)
@@ -258,6 +264,20 @@ class GPT:
             # Known to redaction from now on (a refused key never is: a fragment such as
             # "sk-or-" would mask that prefix in every later message).
             register_secret(target.api_key)
+
+    @property
+    def api(self) -> str | None:
+        """The vendor API every call goes through (``"chat"``, ``"responses"``) where the
+        provider speaks more than one; None (the default): the provider's model rules choose
+        (OpenAI: Responses-only models to ``/v1/responses``, the others to chat completions).
+        A call's ``options={"api": ...}`` (or ``ChatRequest.api``) beats it."""
+        return self._api
+
+    @api.setter
+    def api(self, value: str | None) -> None:
+        from moodlemate.ai._options import check_api
+
+        self._api = check_api(value)
 
     @property
     def budget(self) -> Decimal | None:
@@ -734,6 +754,9 @@ class GPT:
         routed, model = split_provider(request.model, self._plugins)
         if model != request.model:
             request = replace(request, model=model)
+        api = request.api or request.options.api or self._api
+        if api != request.api:
+            request = replace(request, api=api)  # type: ignore[arg-type]
         provider, connection = connect(self._target, self._plugins, routed)
         provider.check_input(request)
         check_context_window(provider, request, connection.endpoint)

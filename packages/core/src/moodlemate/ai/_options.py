@@ -17,7 +17,7 @@ from typing import Any
 
 from moodlemate.ai._error_base import ValidationError
 
-__all__ = ["NO_OPTIONS", "OPTION_NAMES", "Options", "options_from"]
+__all__ = ["APIS", "NO_OPTIONS", "OPTION_NAMES", "Options", "check_api", "options_from"]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -44,12 +44,18 @@ class Options:
     reasoning_effort: str | None = None
     modalities: tuple[str, ...] | None = None
     audio: Mapping[str, Any] | None = None
+    reasoning_summary: str | None = None
+    """A summary of the model's reasoning (``auto``, ``concise``, ``detailed``): the Responses
+    API's ``reasoning.summary``, returned in ``Completion.reasoning``."""
+    api: str | None = None
+    """The vendor API this call goes through (``"chat"``, ``"responses"``); not a wire field.
+    None: the instance's ``api``, else the provider's model rules."""
 
     def __repr__(self) -> str:
         return f"Options({', '.join(f'{k}={v!r}' for k, v in self.named().items())})"
 
     def named(self) -> dict[str, Any]:
-        """The options that are set, by their wire name."""
+        """The options that are set, by name (``api`` is the providers' to act on, not send)."""
         out: dict[str, Any] = {}
         for name in OPTION_NAMES:
             value = getattr(self, name)
@@ -62,6 +68,8 @@ NO_OPTIONS = Options()
 OPTION_NAMES = tuple(f.name for f in fields(Options))
 SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+REASONING_SUMMARIES = ("auto", "concise", "detailed")
+APIS = ("chat", "responses")
 MAX_STOP_SEQUENCES = 4
 MAX_METADATA_PAIRS = 16
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -111,11 +119,23 @@ def check_options(options: Options) -> Options:
             raise ValidationError(f"{name} must be True or False, not {type(flag).__name__}")
     _choice(options.service_tier, "service_tier", SERVICE_TIERS)
     _choice(options.reasoning_effort, "reasoning_effort", REASONING_EFFORTS)
+    _choice(options.reasoning_summary, "reasoning_summary", REASONING_SUMMARIES)
+    _choice(options.api, "api", APIS)
     _tools(options.tools)
     _tool_choice(options.tool_choice, options.tools)
     _response_format(options.response_format)
     _modalities(options.modalities, options.audio)
     return options
+
+
+def check_api(value: object, name: str = "api") -> str | None:
+    """``value`` as an API name (``"chat"``, ``"responses"``), or None; ``name`` says where it
+    came from in the message."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in APIS:
+        raise ValidationError(f"{name} must be one of {', '.join(APIS)}, not {value!r}")
+    return value.strip().lower()
 
 
 def _number(value: object, name: str, low: float, high: float) -> None:

@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
 from moodlemate.ai._usage import Usage
 
-__all__ = ["COST_QUANTUM", "ModelInfo", "Price", "to_money"]
+__all__ = ["COST_QUANTUM", "CostBreakdown", "ModelInfo", "Price", "to_money"]
 
 _MILLION = Decimal(1_000_000)
 COST_QUANTUM = Decimal("1e-10")
@@ -41,6 +41,22 @@ def to_money(amount: Decimal) -> Decimal | None:
 
 
 @dataclass(frozen=True, slots=True)
+class CostBreakdown:
+    """A call's cost in USD by what was billed, each piece to :data:`COST_QUANTUM`; a piece is
+    None when its tokens or its price are unknown, never a guess. ``output`` is the reply's
+    visible tokens and ``reasoning`` the reasoning tokens (both at the output price)."""
+
+    input: Decimal | None
+    """Prompt tokens read fresh (not from the cache)."""
+    cached_input: Decimal | None
+    """Prompt tokens read from the prompt cache."""
+    cache_write: Decimal | None
+    """Prompt tokens written to the cache, where a server bills them apart (None: not reported)."""
+    output: Decimal | None
+    reasoning: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
     """US dollars per million tokens. ``cached_input`` None means cached tokens bill as input."""
 
@@ -60,6 +76,26 @@ class Price:
             ctx.prec = 60  # exact: a token count times a listed price
             cost = to_money(total / _MILLION)
         return Decimal(0) if cost is None else cost
+
+    def breakdown(self, usage: Usage) -> CostBreakdown:
+        """:meth:`cost` by piece: fresh input, cached input, visible output and reasoning (the
+        price table holds no cache-write price, so that piece is None)."""
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return CostBreakdown(
+            input=_money((usage.prompt_tokens - cached) * self.input),
+            cached_input=_money(cached * cached_rate),
+            cache_write=None,
+            output=_money((usage.completion_tokens - reasoning) * self.output),
+            reasoning=_money(reasoning * self.output),
+        )
+
+
+def _money(per_million: Decimal) -> Decimal | None:
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return to_money(per_million / _MILLION)
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,6 +284,12 @@ class Provider(ABC):
         info = self.model_info(model, endpoint)
         return info.price if info else None
 
+    def tier_price(self, model: str, tier: str | None, endpoint: str | None = None) -> Price | None:
+        """``model``'s price at the service tier a reply names: :meth:`price` for none or
+        ``default``; None (unknown, never a guess) for any other tier this provider does not
+        price. Providers with tier prices override it."""
+        return self.price(model, endpoint) if tier in (None, "default") else None
+
     def models(self, endpoint: str | None = None) -> list[ModelInfo]:
         """Every model this provider has a price or limits for at ``endpoint`` (None: its
         own service), for listings."""

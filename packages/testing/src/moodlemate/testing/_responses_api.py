@@ -102,6 +102,8 @@ def chat_view(body: Mapping[str, Any]) -> JSONObject:
         elif "role" in item:
             messages.append({"role": item["role"], "content": _chat_content(item.get("content"))})
     view: JSONObject = {"model": body.get("model"), "messages": messages}
+    if isinstance(body.get("service_tier"), str):
+        view["service_tier"] = body["service_tier"]
     tools = body.get("tools")
     if isinstance(tools, list):
         view["tools"] = [_chat_tool(t) for t in tools if isinstance(t, dict)]
@@ -143,6 +145,7 @@ def response_object(done: Any, body: Mapping[str, Any], reasoning: str | None) -
         "metadata": body.get("metadata") or {},
         "instructions": body.get("instructions"),
         **({"user": body["user"]} if isinstance(body.get("user"), str) else {}),
+        **({"service_tier": done.service_tier} if done.service_tier is not None else {}),
     }
 
 

@@ -1027,6 +1027,9 @@ class _Completion:
     tool_calls: list[JSONObject] = field(default_factory=list)
     audio: JSONObject | None = None
     reasoning: str | None = None
+    service_tier: str | None = None
+    """The tier the reply says served it, when the request named one (as OpenAI does:
+    ``auto`` reads as ``default``)."""
 
     @classmethod
     def build(cls, reply: Reply, request: JSONObject) -> _Completion:
@@ -1072,6 +1075,7 @@ class _Completion:
             tool_calls=[dict(call) for call in reply.tool_calls or ()],
             reasoning=reply.reasoning,
             audio=dict(reply.audio) if reply.audio is not None else None,
+            service_tier=_served_tier(request.get("service_tier")),
         )
 
     def body(self) -> JSONObject:
@@ -1091,6 +1095,8 @@ class _Completion:
         }
         if self.usage is not None:
             body["usage"] = self.usage
+        if self.service_tier is not None:
+            body["service_tier"] = self.service_tier
         return body
 
     def message(self) -> JSONObject:
@@ -1110,13 +1116,22 @@ class _Completion:
 
 
 def _chunk(done: _Completion, delta: JSONObject, finish: str | None) -> JSONObject:
-    return {
+    chunk: JSONObject = {
         "id": done.id,
         "object": "chat.completion.chunk",
         "created": done.created,
         "model": done.model,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
+    if done.service_tier is not None:
+        chunk["service_tier"] = done.service_tier
+    return chunk
+
+
+def _served_tier(asked: object) -> str | None:
+    if not isinstance(asked, str):
+        return None
+    return "default" if asked == "auto" else asked
 
 
 def _stream_events(done: _Completion, request: JSONObject) -> list[bytes]:

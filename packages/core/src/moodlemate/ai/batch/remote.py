@@ -570,7 +570,9 @@ class _RemoteRun:
         cost, priced_model = cost_of(
             completion, route.model, route.provider.same_model, route.api.price, limit
         )
-        return replace(completion, cost=cost, priced_model=priced_model)
+        price = None if priced_model is None else route.api.price(priced_model)
+        breakdown = None if price is None else price.breakdown(completion.usage)
+        return replace(completion, cost=cost, priced_model=priced_model, cost_breakdown=breakdown)
 
     def _report(self) -> None:
         summary = self.summary

@@ -22,7 +22,9 @@ __all__ = ["attachments", "request_options"]
 _FLOATS = frozenset({"top_p", "presence_penalty", "frequency_penalty"})
 _INTS = frozenset({"seed"})
 _BOOLS = frozenset({"store", "parallel_tool_calls"})
-_TEXTS = frozenset({"user", "service_tier", "prompt_cache_key", "reasoning_effort"})
+_TEXTS = frozenset(
+    {"user", "service_tier", "prompt_cache_key", "reasoning_effort", "reasoning_summary", "api"}
+)
 _JSON = frozenset({"logit_bias", "metadata", "tools", "response_format", "audio"})
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 _KINDS = {

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._provider import Completion
 
-__all__ = ["add_reply_options", "deliver"]
+__all__ = ["add_reply_options", "deliver", "show_reasoning"]
 
 
 def add_reply_options(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,14 @@ def add_reply_options(parser: argparse.ArgumentParser) -> None:
         "--json",
         action="store_true",
         help="print one JSON object: text, model, finish_reason, usage, cost, attempts, "
-        "request_id (and conversation)",
+        "request_id, reasoning (and conversation)",
+    )
+    parser.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="show the reasoning the server returned (a Responses reasoning summary, "
+        "OpenRouter's reasoning, reasoning_content) on standard error after the reply, dimmed "
+        "on a terminal; never part of the reply on standard output",
     )
     continuing = parser.add_mutually_exclusive_group()
     continuing.add_argument(
@@ -93,10 +100,13 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
     if args.json:
         from moodlemate.ai._completion_json import completion_fields
 
-        print(json.dumps({**completion_fields(completion), "conversation": name}))
+        fields = completion_fields(completion)
+        print(json.dumps({**fields, "reasoning": completion.reasoning, "conversation": name}))
     elif not text.endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
+    if getattr(args, "reasoning", False) and not args.json:
+        show_reasoning(completion)
     if args.usage:
         _report(completion)
     return EXIT_OK
@@ -127,6 +137,27 @@ def _print(deltas: Iterator[str], *, streaming: bool, json_output: bool) -> str:
             if streaming:
                 sys.stdout.flush()
     return "".join(parts)
+
+
+DIM, PLAIN = "\x1b[2m", "\x1b[0m"
+
+
+def show_reasoning(completion: Completion) -> None:
+    """``completion.reasoning`` on standard error, headed and dimmed on a terminal, so
+    standard output keeps only the reply; a note when the server returned none."""
+    from moodlemate.ai.cli.terminal import is_terminal
+
+    reasoning = completion.reasoning
+    if reasoning:
+        shown = f"reasoning:\n{safe_for(sys.stderr, reasoning.rstrip())}"
+    else:
+        shown = (
+            "no reasoning came back (OpenAI models return a summary only on the Responses API "
+            "when asked: --api responses -o reasoning_summary auto)"
+        )
+    if is_terminal(sys.stderr):
+        shown = f"{DIM}{shown}{PLAIN}"
+    print(shown, file=sys.stderr)
 
 
 def _report(completion: Completion) -> None:

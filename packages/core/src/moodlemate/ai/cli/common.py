@@ -28,6 +28,7 @@ _SETTINGS = (
     "budget_scope",
     "budget_window",
     "transport",
+    "api",
 )
 
 
@@ -68,6 +69,13 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="HTTP transport the provider uses (openai: lean, the default, or openai-sdk; "
         "default: $MOODLEMATE_TRANSPORT, the config file's transport)",
+    )
+    group.add_argument(
+        "--api",
+        choices=("chat", "responses"),
+        help="vendor API the calls go through, where the provider speaks more than one "
+        "(openai: chat completions or responses; default: $MOODLEMATE_API, the config file's "
+        "api, else the provider's model rules)",
     )
     group.add_argument(
         "--no-log",

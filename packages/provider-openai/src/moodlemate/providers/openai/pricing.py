@@ -19,10 +19,14 @@ class PriceTable:
     """Model name -> ModelInfo; a dated snapshot falls back to its family unless listed itself."""
 
     def __init__(
-        self, models: dict[str, ModelInfo], batch: dict[str, ModelInfo] | None = None
+        self,
+        models: dict[str, ModelInfo],
+        batch: dict[str, ModelInfo] | None = None,
+        tiers: dict[str, dict[str, ModelInfo]] | None = None,
     ) -> None:
         self._models = models
         self._batch = batch or {}
+        self._tiers = tiers or {}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PriceTable:
@@ -47,7 +51,12 @@ class PriceTable:
             )
             for name, entry in data["models"].items()
         }
-        return cls(models, _batch_prices(data.get("batch"), models))
+        batch = _batch_prices(data.get("batch"), models)
+        tiers = {
+            "flex": _flex_prices(data.get("flex"), batch),
+            "priority": _listed_prices(data.get("priority"), models),
+        }
+        return cls(models, batch, tiers)
 
     def get(self, model: str) -> ModelInfo | None:
         info = self._models.get(model)
@@ -60,6 +69,14 @@ class PriceTable:
         None when the table lists no batch price for it."""
         info = self.get(model)
         return None if info is None else self._batch.get(info.name)
+
+    def tier(self, model: str, tier: str) -> ModelInfo | None:
+        """The model at a service tier's price (``flex``, ``priority``; ``default`` is the
+        standard price); None when the table lists no price for it at that tier."""
+        info = self.get(model)
+        if info is None or tier == "default":
+            return info
+        return self._tiers.get(tier, {}).get(info.name)
 
     def all(self) -> list[ModelInfo]:
         return sorted(self._models.values(), key=lambda info: info.name)
@@ -85,6 +102,36 @@ def _batch_prices(section: Any, models: dict[str, ModelInfo]) -> dict[str, Model
             as_of=section.get("as_of", info.as_of),
         )
     return batch
+
+
+def _flex_prices(section: Any, batch: dict[str, ModelInfo]) -> dict[str, ModelInfo]:
+    """The ``flex`` section: its models at their batch price (as OpenAI bills flex)."""
+    if not isinstance(section, dict):
+        return {}
+    return {
+        name: replace(batch[name], source=section["source"], as_of=section.get("as_of"))
+        for name in section["models"]
+        if name in batch
+    }
+
+
+def _listed_prices(section: Any, models: dict[str, ModelInfo]) -> dict[str, ModelInfo]:
+    """A tier section that lists its own per-model prices (``priority``)."""
+    if not isinstance(section, dict):
+        return {}
+    return {
+        name: replace(
+            models[name],
+            price=Price(
+                input=Decimal(entry["input"]),
+                output=Decimal(entry["output"]),
+                cached_input=Decimal(entry["cached_input"]),
+            ),
+            source=section["source"],
+            as_of=section.get("as_of"),
+        )
+        for name, entry in section["models"].items()
+    }
 
 
 @cache

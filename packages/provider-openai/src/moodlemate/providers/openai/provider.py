@@ -14,6 +14,7 @@ from moodlemate.ai.plugin import (
     Completion,
     Connection,
     ModelInfo,
+    Price,
     Provider,
     ProviderError,
     RemoteBatches,
@@ -111,9 +112,18 @@ class OpenAIProvider(Provider):
         return (rules or self.rules(request.model)).responses_only
 
     def check_input(self, request: ChatRequest) -> None:
-        problem = models.input_problem(request, self.rules(request.model))
+        rules = self.rules(request.model)
+        problem = models.input_problem(request, rules)
         if problem is not None:
             raise UnsupportedInputError(problem)
+        if request.options.reasoning_summary is not None and not self.uses_responses(
+            request, rules
+        ):
+            raise UnsupportedInputError(
+                f"reasoning_summary is a Responses API option and {self.name}'s chat "
+                f"completions take none; send {request.model} with api='responses', or leave "
+                "reasoning_summary out"
+            )
 
     def answer_format(
         self, model: str, name: str, schema: Mapping[str, Any], mode: AnswerMode | None = None
@@ -215,6 +225,14 @@ class OpenAIProvider(Provider):
 
     def models(self, endpoint: str | None = None) -> list[ModelInfo]:
         return pricing.openai_prices().all()
+
+    def tier_price(self, model: str, tier: str | None, endpoint: str | None = None) -> Price | None:
+        """OpenAI's price at the tier a reply names (``flex``: the batch price of the models
+        offering it; ``priority``: its own list); None where the table has no such price."""
+        if tier is None:
+            return self.price(model, endpoint)
+        info = pricing.openai_prices().tier(model, tier)
+        return info.price if info is not None else None
 
     def served_context_window(self, connection: Connection, model: str) -> int | None:
         if self.recognises(connection.endpoint):

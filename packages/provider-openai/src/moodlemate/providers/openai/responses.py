@@ -34,6 +34,7 @@ __all__ = [
     "rejects_stream_param",
     "status_error",
     "text_or",
+    "tier_of",
     "tool_calls_from",
     "usage_from",
 ]
@@ -104,7 +105,17 @@ def parse_completion(
         rate_limits=rate_limits_from_headers(headers),
         audio=_dict(message.get("audio")) or None,
         reasoning=reasoning_of(message),
+        service_tier=tier_of(data.get("service_tier")),
     )
+
+
+_TIER = re.compile(r"[a-z][a-z_-]{0,31}")
+
+
+def tier_of(value: object) -> str | None:
+    """The service tier a reply names (``default``, ``flex``, ``priority``...), when it is a
+    plain short name; anything else is no tier (and prices as unknown, not as a guess)."""
+    return value if isinstance(value, str) and _TIER.fullmatch(value) else None
 
 
 def reasoning_of(message: Mapping[str, Any]) -> str | None:

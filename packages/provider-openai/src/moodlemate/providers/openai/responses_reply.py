@@ -28,7 +28,12 @@ from moodlemate.ai.plugin import (
     bounds,
     rate_limits_from_headers,
 )
-from moodlemate.providers.openai.responses import decimal_or_none, error_in_body, text_or
+from moodlemate.providers.openai.responses import (
+    decimal_or_none,
+    error_in_body,
+    text_or,
+    tier_of,
+)
 from moodlemate.providers.openai.streaming import ChunkReader
 
 __all__ = ["ResponsesEventReader", "parse_response", "usage_of"]
@@ -106,6 +111,7 @@ def completion_of(
         rate_limits=rate_limits_from_headers(headers),
         reasoning="\n\n".join(reasoning) or None,
         response_id=text_or(data.get("id"), "") or None,
+        service_tier=tier_of(data.get("service_tier")),
     )
 
 

@@ -138,6 +138,10 @@ def _options(named: Mapping[str, Any]) -> dict[str, Any]:
             out["text"] = {"format": _text_format(value)}
         elif key == "reasoning_effort":
             out.setdefault("reasoning", {})["effort"] = value
+        elif key == "reasoning_summary":
+            out.setdefault("reasoning", {})["summary"] = value
+        elif key == "api":
+            continue  # which API, not a field of it
         elif key in ("stop", "seed", "logit_bias", "presence_penalty", "frequency_penalty"):
             raise UnsupportedInputError(
                 f"the Responses API has no {key!r}; leave it out, or use api='chat'"

@@ -30,6 +30,7 @@ from moodlemate.providers.openai.responses import (
     error_in_body,
     rejects_stream_param,
     text_or,
+    tier_of,
     usage_from,
 )
 
@@ -98,6 +99,7 @@ class ChunkReader:
         "_refusal",
         "_reported_cost",
         "_requested_model",
+        "_tier",
         "_tool_calls",
         "_usage",
     )
@@ -125,6 +127,7 @@ class ChunkReader:
         self._reported_cost: Decimal | None = None
         self._refusal: list[str] = []
         self._reasoning: list[str] = []
+        self._tier: str | None = None
         self._tool_calls: dict[int, dict[str, Any]] = {}
 
     def feed(self, line: str) -> str | None:
@@ -175,6 +178,7 @@ class ChunkReader:
                 error, self._headers, provider=self._provider, model=self._requested_model
             )
         self._model = text_or(chunk.get("model"), self._model or "") or None
+        self._tier = tier_of(chunk.get("service_tier")) or self._tier
         self._id = self._id or chunk.get("id")
         usage = chunk.get("usage")
         if isinstance(usage, dict):
@@ -259,6 +263,7 @@ class ChunkReader:
             tool_calls=tuple(self._tool_calls[i] for i in sorted(self._tool_calls)),
             rate_limits=self.rate_limits,
             reasoning="".join(self._reasoning) or None,
+            service_tier=self._tier,
         )
 
 

@@ -71,7 +71,7 @@ def part(p: Part) -> dict[str, Any]:
 
 def options(given: Options) -> dict[str, Any]:
     """The named options that are set, in wire form (tuples as lists, mappings as dicts)."""
-    return {name: _plain(value) for name, value in given.named().items()}
+    return {name: _plain(value) for name, value in given.named().items() if name != "api"}
 
 
 def _plain(value: Any) -> Any:

@@ -5,8 +5,17 @@ errors and token counting are the OpenAI provider's own code."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from moodlemate.ai.plugin import ChatRequest, Completion, Connection, ModelInfo
+from moodlemate.ai.plugin import (
+    ChatRequest,
+    Completion,
+    Connection,
+    ModelInfo,
+    Price,
+    Provider,
+    UnsupportedInputError,
+)
 from moodlemate.providers.openai import OpenAIProvider
 from moodlemate.providers.openai.models import ModelRules, routed_rules_for
 from moodlemate.providers.openai.streaming import AsyncSSEStream
@@ -43,6 +52,25 @@ class OpenRouterProvider(OpenAIProvider):
         OpenRouter normalises the others, whatever their names look like."""
         return routed_rules_for(model)
 
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        """The chat body with ``reasoning_effort`` moved into OpenRouter's ``reasoning`` object,
+        which it applies to every reasoning model it routes to; ``extra={"reasoning": {...}}``
+        adds its other keys (``max_tokens``, ``exclude``, ``enabled``)."""
+        body = super().body(request)
+        effort = body.pop("reasoning_effort", None)
+        if effort is None:
+            return body
+        given = body.get("reasoning")
+        reasoning = dict(given) if isinstance(given, Mapping) else {}
+        if "max_tokens" in reasoning:
+            raise UnsupportedInputError(
+                "OpenRouter takes reasoning effort or reasoning max_tokens, not both: leave out "
+                "reasoning_effort or extra's reasoning.max_tokens"
+            )
+        reasoning.setdefault("effort", effort)
+        body["reasoning"] = reasoning
+        return body
+
     def uses_responses(self, request: ChatRequest, rules: ModelRules | None = None) -> bool:
         """OpenRouter serves every model, o1-pro and o3-pro included, on chat completions."""
         return False
@@ -55,6 +83,10 @@ class OpenRouterProvider(OpenAIProvider):
     async def aopen_stream(self, connection: Connection, request: ChatRequest) -> AsyncSSEStream:
         await catalog.aload(connection.endpoint)
         return await super().aopen_stream(connection, request)
+
+    def tier_price(self, model: str, tier: str | None, endpoint: str | None = None) -> Price | None:
+        """The catalog's price for the default tier; OpenRouter publishes no other tier's."""
+        return Provider.tier_price(self, model, tier, endpoint)
 
     def model_info(self, model: str, endpoint: str | None = None) -> ModelInfo | None:
         """From the catalog of ``endpoint`` (a proxy's or test server's ``/models``), never
