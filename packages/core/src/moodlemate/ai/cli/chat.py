@@ -8,6 +8,7 @@ from typing import Any
 
 from moodlemate.ai.cli import templates
 from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
+from moodlemate.ai.cli.chat_schema import add_schema_options, answer_schema_of
 from moodlemate.ai.cli.common import (
     CommandError,
     add_retry_options,
@@ -48,6 +49,8 @@ examples:
   moodlemate-ai chat -a https://example.org/chart.png -a report.pdf "Do they agree?"
   cat scan.png | moodlemate-ai chat --at - image "Read the text in this image."
   moodlemate-ai chat -o seed 7 -o stop END -o response_format '{"type": "json_object"}' "JSON?"
+  moodlemate-ai chat --schema 'name, age int, bio: a short bio' "Invent a person."
+  moodlemate-ai chat --schema-multi person.schema.json "Invent three people." | jq '.[].name'
 """
 
 
@@ -123,6 +126,7 @@ def add_parser(subparsers: Any) -> None:
         help="save -s, -m, --temperature and --max-tokens as template NAME (sends nothing)",
     )
     add_reply_options(parser)
+    add_schema_options(parser)
     add_settings_options(parser)
     add_retry_options(parser)
     parser.set_defaults(func=run)
@@ -174,6 +178,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     named, extra = request_options(args.options)
     options["request_options"], options["extra"] = named, extra
     options["attachments"] = attachments(args.attachments, args.typed_attachments)
+    options["schema"] = answer_schema_of(args)
     return options
 
 
