@@ -15,7 +15,7 @@ from typing import Any
 from moodlemate.ai.cli.common import CommandError
 from moodlemate.ai.cli.exits import EXIT_USAGE
 
-__all__ = ["add_schema_options", "answer_schema_of", "printed_answer"]
+__all__ = ["add_schema_options", "answer_schema_of", "printed_answer", "schema_from"]
 
 _MAX_SCHEMA_BYTES = 1024 * 1024
 
@@ -37,19 +37,25 @@ def add_schema_options(parser: argparse.ArgumentParser) -> None:
 
 def answer_schema_of(args: argparse.Namespace) -> dict[str, Any] | None:
     """The JSON schema the model is asked to follow, or None for a text reply."""
-    from moodlemate.ai._concise_schema import concise_schema, multi_schema
-    from moodlemate.ai.errors import ValidationError
+    from moodlemate.ai._concise_schema import multi_schema
 
     spec: str | None = args.schema if args.schema is not None else args.schema_multi
     if spec is None:
         return None
+    schema = schema_from(spec)
+    return multi_schema(schema) if args.schema_multi is not None else schema
+
+
+def schema_from(spec: str) -> dict[str, Any]:
+    """The JSON schema ``spec`` gives: a file, inline JSON, or the concise syntax."""
+    from moodlemate.ai._concise_schema import concise_schema
+    from moodlemate.ai.errors import ValidationError
+
     try:
         schema = _json_schema(spec)
-        if schema is None:
-            schema = concise_schema(spec)
+        return concise_schema(spec) if schema is None else schema
     except ValidationError as exc:
         raise CommandError(f"--schema: {exc.message}", EXIT_USAGE) from None
-    return multi_schema(schema) if args.schema_multi is not None else schema
 
 
 def printed_answer(args: argparse.Namespace, answer: Any) -> Any:
