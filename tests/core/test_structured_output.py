@@ -356,6 +356,52 @@ def test_a_streamed_list_answer_unwraps_its_value(server: LoopbackServer, gpt: G
     assert seen[-2] != seen[-1]  # the checked answer is not repeated when the last partial was it
 
 
+def test_an_async_streamed_answer_shows_fields_as_they_complete(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    chunks = [
+        '{"number": "A',
+        '-7", "li',
+        'nes": [{"item": "tea", "to',
+        'tal": 0.10}]',
+        ', "paid": true}',
+    ]
+    server.enqueue(Reply(chunks=chunks))
+
+    async def main() -> tuple[list[Any], Any]:
+        async with gpt.astream("gpt-4o-mini", "Extract.", "x", schema=Invoice) as stream:
+            seen = [partial async for partial in stream]
+        return seen, stream
+
+    seen, stream = asyncio.run(main())
+    assert {"number": "A-7"} in seen
+    assert {"number": "A-7", "lines": [{"item": "tea", "total": 0.1}]} in seen
+    assert seen[-1] == INVOICE == stream.parsed
+    assert stream.completion is not None
+    assert stream.completion.usage.total_tokens > 0
+    (request,) = server.chat_requests
+    assert request.body["stream"] is True
+    assert _format(request)["json_schema"]["strict"] is True
+
+
+def test_an_async_streamed_answer_that_does_not_validate_raises(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    server.enqueue(Reply(chunks=['{"number": ', "7}"]))
+    stream = gpt.astream("gpt-4o-mini", "", "x", schema=Invoice)
+
+    async def main() -> None:
+        async for _ in stream:
+            pass
+
+    with pytest.raises(StructuredOutputError, match="did not match") as caught:
+        asyncio.run(main())
+    assert caught.value.problems[0][0].startswith("number: ")
+    with pytest.raises(RuntimeError, match="not ended"):
+        _ = stream.parsed
+    assert len(server.chat_requests) == 1  # a stream is one reply: not asked again
+
+
 # -- hostile answers and odd schemas --------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from :mod:`moodlemate.ai._partial_json`; a half-sent string is never shown. When
 the text is checked against the schema like :meth:`GPT.parse` does, and the result is
 ``.parsed``; a stream is one reply, so a reply that does not validate raises
 StructuredOutputError rather than being asked again (use ``parse`` for that).
+:class:`AsyncAnswerStream` is the async twin, over the same reading.
 
 Working out the partial answer re-reads the text so far, so it is done only when a delta could
 have completed a value and the text has grown by an eighth since the last time (so the partial
@@ -15,7 +16,7 @@ checked).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -25,9 +26,9 @@ from moodlemate.ai.errors import StructuredOutputError, TruncatedAnswerError
 
 if TYPE_CHECKING:
     from moodlemate.ai._provider import Completion
-    from moodlemate.ai._streaming import TextStream
+    from moodlemate.ai._streaming import AsyncTextStream, TextStream
 
-__all__ = ["MAX_PARTIAL_CHARS", "AnswerStream"]
+__all__ = ["MAX_PARTIAL_CHARS", "AnswerStream", "AsyncAnswerStream"]
 
 T = TypeVar("T")
 MAX_PARTIAL_CHARS = 256 * 1024
@@ -77,24 +78,100 @@ class AnswerStream(Generic[T], Iterator[Any]):
         self.close()
 
     def _partials(self) -> Generator[Any, None, None]:
-        parts: list[str] = []
-        size = read = 0
-        ended = False  # a delta since the last reading could have completed a value
-        last: Any = MISSING
+        reader = _Reader(self._answer)
         for delta in self._stream:
-            parts.append(delta)
-            size += len(delta)
-            ended = ended or not _ENDS_A_VALUE.isdisjoint(delta)
-            if not ended or size > MAX_PARTIAL_CHARS or size - read < size // _GROWTH:
-                continue
-            read, ended = size, False
-            partial = self._partial("".join(parts))
-            if partial is not MISSING and partial != last:
-                last = partial
+            partial = reader.add(delta)
+            if partial is not MISSING:
                 yield partial
-        self._finish("".join(parts))
-        if not (type(self._parsed) is type(last) and self._parsed == last):
+        self._parsed = _checked(self._answer, self._stream.completion, reader.text)
+        self._done = True
+        if not reader.was_last(self._parsed):
             yield self._parsed  # the checked answer, unless the last partial was already it
+
+
+class AsyncAnswerStream(Generic[T], AsyncIterator[Any]):
+    """Async :class:`AnswerStream`: ``async for partial in gpt.astream(..., schema=...)``."""
+
+    def __init__(self, stream: AsyncTextStream, answer: AnswerSchema[T]) -> None:
+        self._stream = stream
+        self._answer = answer
+        self._items = self._partials()
+        self._parsed: T | None = None
+        self._done = False
+
+    @property
+    def completion(self) -> Completion | None:
+        """The full result (usage, cost) once the stream has ended."""
+        return self._stream.completion
+
+    @property
+    def parsed(self) -> T:
+        """The checked answer; only after the stream has ended."""
+        if not self._done:
+            raise RuntimeError("the stream has not ended: iterate it to the end first")
+        return self._parsed  # type: ignore[return-value]
+
+    def __aiter__(self) -> AsyncAnswerStream[T]:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._items.__anext__()
+
+    async def aclose(self) -> None:
+        await self._items.aclose()
+        await self._stream.aclose()
+
+    async def __aenter__(self) -> AsyncAnswerStream[T]:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _partials(self) -> AsyncGenerator[Any, None]:
+        reader = _Reader(self._answer)
+        async for delta in self._stream:
+            partial = reader.add(delta)
+            if partial is not MISSING:
+                yield partial
+        self._parsed = _checked(self._answer, self._stream.completion, reader.text)
+        self._done = True
+        if not reader.was_last(self._parsed):
+            yield self._parsed
+
+
+class _Reader:
+    """The text so far, and the partial answer each time it is worth reading again."""
+
+    def __init__(self, answer: AnswerSchema[Any]) -> None:
+        self._answer = answer
+        self._parts: list[str] = []
+        self._size = self._read = 0
+        self._ended = False  # a delta since the last reading could have completed a value
+        self._last: Any = MISSING
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def add(self, delta: str) -> Any:
+        """The new partial answer ``delta`` completes, or MISSING."""
+        self._parts.append(delta)
+        self._size += len(delta)
+        size = self._size
+        self._ended = self._ended or not _ENDS_A_VALUE.isdisjoint(delta)
+        if not self._ended or size > MAX_PARTIAL_CHARS or size - self._read < size // _GROWTH:
+            return MISSING
+        self._read, self._ended = size, False
+        partial = self._partial(self.text)
+        if partial is MISSING or partial == self._last:
+            return MISSING
+        self._last = partial
+        return partial
+
+    def was_last(self, value: Any) -> bool:
+        return type(value) is type(self._last) and value == self._last
 
     def _partial(self, text: str) -> Any:
         try:
@@ -105,22 +182,22 @@ class AnswerStream(Generic[T], Iterator[Any]):
             return value.get(WRAPPER_KEY, MISSING) if isinstance(value, dict) else MISSING
         return value
 
-    def _finish(self, text: str) -> None:
-        completion = self._stream.completion
-        assert completion is not None  # the stream ended normally
-        if completion.finish_reason == "length":
-            raise TruncatedAnswerError(
-                "the answer was cut off by the token limit before it was complete; raise "
-                "max_tokens (or leave it None); the partial text is in error.partial",
-                completion,
-            )
-        try:
-            self._parsed = self._answer.parse(text)
-        except AnswerProblems as problems:
-            raise StructuredOutputError(
-                f"the streamed reply did not match the schema {self._answer.name!r}: "
-                f"{'; '.join(problems.problems)[:500]}",
-                (completion,),
-                (problems.problems,),
-            ) from None
-        self._done = True
+
+def _checked(answer: AnswerSchema[T], completion: Completion | None, text: str) -> T:
+    """The streamed reply's text checked against the schema (one reply: no re-ask)."""
+    assert completion is not None  # the stream ended normally
+    if completion.finish_reason == "length":
+        raise TruncatedAnswerError(
+            "the answer was cut off by the token limit before it was complete; raise "
+            "max_tokens (or leave it None); the partial text is in error.partial",
+            completion,
+        )
+    try:
+        return answer.parse(text)
+    except AnswerProblems as problems:
+        raise StructuredOutputError(
+            f"the streamed reply did not match the schema {answer.name!r}: "
+            f"{'; '.join(problems.problems)[:500]}",
+            (completion,),
+            (problems.problems,),
+        ) from None

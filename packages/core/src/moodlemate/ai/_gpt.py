@@ -54,7 +54,7 @@ from moodlemate.ai._validation import (
 from moodlemate.ai.errors import MoodlemateError, ValidationError
 
 if TYPE_CHECKING:
-    from moodlemate.ai._answer_stream import AnswerStream
+    from moodlemate.ai._answer_stream import AnswerStream, AsyncAnswerStream
     from moodlemate.ai._conversation import Conversation
     from moodlemate.ai._fallbacks import FallbackChain
     from moodlemate.ai._pacing import Pacer
@@ -935,6 +935,7 @@ class GPT:
         """Async :meth:`context_assistant`."""
         return await self.conversation().aask(prompt)
 
+    @overload
     def astream(
         self,
         model: str,
@@ -946,8 +947,39 @@ class GPT:
         messages: Iterable[Message | Mapping[str, Any]] | None = None,
         options: Options | Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> AsyncTextStream:
-        """Async :meth:`stream`: ``async for delta in gpt.astream(...)``."""
+        schema: None = None,
+    ) -> AsyncTextStream: ...
+
+    @overload
+    def astream(
+        self,
+        model: str,
+        system_message: str = "",
+        user_message: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        schema: Any,
+    ) -> AsyncAnswerStream[Any]: ...
+
+    def astream(
+        self,
+        model: str,
+        system_message: str = "",
+        user_message: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        *,
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        schema: Any = None,
+    ) -> AsyncTextStream | AsyncAnswerStream[Any]:
+        """Async :meth:`stream`: ``async for delta in gpt.astream(...)``; with ``schema``,
+        ``async for partial in ...``, the last item being the checked answer (``.parsed``)."""
         request = build_request(
             model,
             system_message,
@@ -958,6 +990,14 @@ class GPT:
             options=options,
             extra=extra,
         )
+        if schema is not None:
+            from moodlemate.ai._answer_schema import answer_schema
+            from moodlemate.ai._answer_stream import AsyncAnswerStream
+            from moodlemate.ai._structured import typed_request
+
+            answer = answer_schema(schema)
+            stream = self.astream_request(typed_request(self, request, answer))
+            return AsyncAnswerStream(stream, answer)
         return self.astream_request(request)
 
     def astream_request(self, request: ChatRequest) -> AsyncTextStream:

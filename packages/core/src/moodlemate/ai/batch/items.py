@@ -3,13 +3,16 @@
 A batch that fails on line 4,000 after paying for 3,999 calls is the failure this module
 exists to prevent, so every line is checked first (JSON, fields, types, value ranges, unique
 ids) and every problem is reported with its line number in one error.
+
+A line's ``schema`` (a JSON schema object), or the batch-wide one given to
+:func:`parse_items`, asks for a typed answer: checked like :meth:`GPT.parse` checks it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +27,28 @@ from moodlemate.ai._validation import (
 )
 from moodlemate.ai.errors import ValidationError
 
-__all__ = ["FIELDS", "BatchInputError", "BatchItem", "ItemId", "parse_items", "read_items"]
+__all__ = [
+    "FIELDS",
+    "BatchInputError",
+    "BatchItem",
+    "ItemId",
+    "check_schema",
+    "parse_items",
+    "read_items",
+]
 
 ItemId = str | int
-FIELDS = ("id", "system", "user", "messages", "model", "temperature", "max_tokens", "options")
+FIELDS = (
+    "id",
+    "system",
+    "user",
+    "messages",
+    "model",
+    "temperature",
+    "max_tokens",
+    "options",
+    "schema",
+)
 REQUIRED = ("id",)
 DEFAULT_TEMPERATURE = 0.7  # GPT.chat_completion's default, so a batch line means the same call
 _MAX_LISTED = 20
@@ -47,6 +68,8 @@ class BatchItem:
     messages: tuple[Message, ...] = ()
     """Turns between the system message and ``user`` (OpenAI-shaped on the line)."""
     options: Options = NO_OPTIONS
+    schema: Mapping[str, Any] | None = None
+    """The JSON schema the answer must follow (the line's own, else the batch's), or None."""
 
     def request(self, model: str | None = None) -> ChatRequest:
         """The checked request this line stands for (to ``model``, else its own)."""
@@ -74,20 +97,32 @@ class BatchInputError(ValidationError):
         super().__init__(f"{source}: {count}, nothing was sent:\n" + "\n".join(listed))
 
 
-def read_items(path: str | os.PathLike[str], *, default_model: str) -> list[BatchItem]:
-    """Read and validate a JSONL file; lines without a ``model`` use ``default_model``.
+def read_items(
+    path: str | os.PathLike[str],
+    *,
+    default_model: str,
+    schema: Mapping[str, Any] | None = None,
+) -> list[BatchItem]:
+    """Read and validate a JSONL file; lines without a ``model`` use ``default_model``, and
+    lines without a ``schema`` use ``schema`` (None: a text answer).
 
     Raises :class:`BatchInputError` listing every bad line, or ``OSError`` if the file
     cannot be read.
     """
     with open(path, "rb") as file:
-        return parse_items(file, default_model=default_model, source=os.fspath(path))
+        return parse_items(file, default_model=default_model, source=os.fspath(path), schema=schema)
 
 
 def parse_items(
-    lines: Iterable[bytes | str], *, default_model: str, source: str = "<input>"
+    lines: Iterable[bytes | str],
+    *,
+    default_model: str,
+    source: str = "<input>",
+    schema: Mapping[str, Any] | None = None,
 ) -> list[BatchItem]:
     """Validate JSONL lines (bytes are decoded as UTF-8); blank lines are skipped."""
+    if schema is not None:
+        schema = check_schema(schema, "the batch's schema")
     items: list[BatchItem] = []
     problems: list[tuple[int, str]] = []
     first_line: dict[ItemId, int] = {}
@@ -102,7 +137,7 @@ def parse_items(
         if not text.strip():
             continue
         try:
-            item = _item(text, number, default_model)
+            item = _item(text, number, default_model, schema)
         except ValidationError as exc:
             problems.append((number, exc.message))
             continue
@@ -117,7 +152,9 @@ def parse_items(
     return items
 
 
-def _item(text: str, number: int, default_model: str) -> BatchItem:
+def _item(
+    text: str, number: int, default_model: str, default_schema: Mapping[str, Any] | None
+) -> BatchItem:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -159,9 +196,31 @@ def _item(text: str, number: int, default_model: str) -> BatchItem:
         line=number,
         messages=messages_from(data["messages"], "'messages'") if "messages" in data else (),
         options=options_from(data.get("options")),
+        schema=default_schema if data.get("schema") is None else check_schema(data["schema"]),
     )
     item.request()  # the whole request checked now: tool turns answered, sizes, options
     return item
+
+
+def check_schema(value: Any, name: str = "'schema'") -> dict[str, Any]:
+    """``value`` if it is a JSON schema object that jsonschema accepts (checked before any
+    line is sent, so a typo in a schema costs nothing)."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{name} must be a JSON schema object, not {_json_kind(value)}")
+    try:
+        import jsonschema  # type: ignore[import-untyped]
+    except ImportError:
+        raise ValidationError(
+            "checking typed answers needs jsonschema: pip install 'moodlemate-ai[structured]'"
+        ) from None
+    schema = dict(value)
+    try:
+        jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator).check_schema(
+            schema
+        )
+    except jsonschema.SchemaError as exc:
+        raise ValidationError(f"{name} is not a valid JSON schema: {exc.message}") from None
+    return schema
 
 
 def _json_kind(value: Any) -> str:

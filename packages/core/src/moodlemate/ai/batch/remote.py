@@ -137,6 +137,8 @@ def run_remote_batch(
     when it passes, the summary says ``timed_out`` and a rerun resumes polling.
     """
     _check_bounds(poll_interval, max_wait)
+    if any(item.schema is not None for item in items):
+        raise ValidationError("typed answers (schema) are checked by local batches only")
     if isinstance(output, ResultLog):
         run = _RemoteRun(gpt, items, output, poll_interval, max_wait, progress, sleep)
         return run.run(max_requests_per_file, max_bytes_per_file, retry_failed_locally, concurrency)

@@ -24,14 +24,23 @@ import stat
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._completion_json import completion_fields, usage_fields
 from moodlemate.ai._secrets import redact
-from moodlemate.ai.errors import MoodlemateError, ProviderError, ReplyError, ValidationError
+from moodlemate.ai._usage import Usage
+from moodlemate.ai.errors import (
+    MoodlemateError,
+    ProviderError,
+    ReplyError,
+    StructuredOutputError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from moodlemate.ai._provider import Completion
+    from moodlemate.ai._structured import TypedCompletion
     from moodlemate.ai.batch.items import BatchItem
 
 __all__ = ["BatchOutputError", "ResultLog", "failure_record", "success_record"]
@@ -219,6 +228,19 @@ def success_record(
     }
 
 
+def typed_record(
+    item: BatchItem, typed: TypedCompletion[Any], seconds: float | None
+) -> dict[str, Any]:
+    """A line with a schema: its checked ``answer``, the ``replies`` it took, and their summed
+    usage and cost."""
+    record = success_record(item, typed.completion, seconds)
+    record["usage"] = usage_fields(typed.usage)
+    record["cost"] = None if typed.cost is None else format(typed.cost, "f")
+    record["answer"] = typed.parsed
+    record["replies"] = typed.attempts
+    return record
+
+
 def failure_record(
     item: BatchItem, error: Exception | None, seconds: float | None
 ) -> dict[str, Any]:
@@ -234,14 +256,21 @@ def failure_record(
             retryable=error.retryable,
             request_id=error.request_id,
         )
+    if isinstance(error, StructuredOutputError):
+        described["problems"] = [list(problems) for problems in error.problems]
     paid = error.completion if isinstance(error, ReplyError) else None
+    replies = getattr(error, "completions", None) or ((paid,) if paid is not None else ())
+    usage = sum((reply.usage for reply in replies), Usage())
+    costs = [reply.cost for reply in replies]
+    known = [c for c in costs if c is not None]
+    cost = sum(known, Decimal(0)) if costs and len(known) == len(costs) else None
     return {
         "id": item.id,
         "ok": False,
         "text": None,
         "model": item.model if paid is None else paid.model,
-        "usage": None if paid is None else usage_fields(paid.usage),
-        "cost": None if paid is None or paid.cost is None else format(paid.cost, "f"),
+        "usage": None if paid is None else usage_fields(usage),
+        "cost": None if cost is None else format(cost, "f"),
         "attempts": getattr(error, "attempts", 1),
         "seconds": seconds,
         "error": described,

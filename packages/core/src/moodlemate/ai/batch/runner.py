@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._usage import Usage
 from moodlemate.ai.batch.items import BatchItem
-from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
+from moodlemate.ai.batch.results import ResultLog, failure_record, success_record, typed_record
 from moodlemate.ai.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -41,6 +41,7 @@ from moodlemate.ai.errors import (
 if TYPE_CHECKING:
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._provider import Completion
+    from moodlemate.ai._structured import TypedCompletion
 
 __all__ = ["MAX_CONCURRENCY", "BatchInterrupted", "BatchSummary", "Progress", "run_batch"]
 
@@ -226,41 +227,56 @@ class _Run:
             started = time.monotonic()
             completion: Completion | None = None
             error: Exception | None = None
+            typed: TypedCompletion[Any] | None = None
             try:
-                result = self.gpt.send(item.request())
-                reply_text(result, item.max_tokens)  # an empty reply or refusal is a failure
-                completion = result
+                if item.schema is not None:
+                    typed = _typed_answer(self.gpt, item)
+                    completion = typed.completion
+                else:
+                    result = self.gpt.send(item.request())
+                    reply_text(result, item.max_tokens)  # an empty reply or refusal fails
+                    completion = result
             except Exception as exc:  # recorded in the output, never dropped
                 error = exc
             seconds = round(time.monotonic() - started, 3)
-            if completion is not None:
+            if typed is not None:
+                self.log.write(typed_record(item, typed, seconds))
+            elif completion is not None:
                 self.log.write(success_record(item, completion, seconds))
             else:
                 self.log.write(failure_record(item, error, seconds))
-            self._count(completion, error)
+            self._count(completion, error, typed)
         finally:
             with self._lock:
                 self.summary.in_flight -= 1
             self._wake.set()
 
-    def _count(self, completion: Completion | None, error: Exception | None) -> None:
+    def _count(
+        self,
+        completion: Completion | None,
+        error: Exception | None,
+        typed: TypedCompletion[Any] | None = None,
+    ) -> None:
         with self._lock:
             summary = self.summary
             if completion is not None:
                 summary.succeeded += 1
                 summary.retries += completion.attempts - 1
-                summary.usage = summary.usage + completion.usage
-                if completion.cost is None:
+                paid = typed.completions if typed is not None else (completion,)
+                for reply in paid:  # a typed answer: every reply it took was billed
+                    summary.usage = summary.usage + reply.usage
+                    if reply.cost is not None:
+                        summary.cost += reply.cost
+                if any(reply.cost is None for reply in paid):
                     summary.unpriced += 1
-                else:
-                    summary.cost += completion.cost
             else:
                 summary.failed += 1
                 summary.retries += getattr(error, "attempts", 1) - 1
                 if isinstance(error, ReplyError):  # answered and billed, but no answer
-                    summary.usage = summary.usage + error.completion.usage
-                    if error.completion.cost is not None:
-                        summary.cost += error.completion.cost
+                    for reply in getattr(error, "completions", (error.completion,)):
+                        summary.usage = summary.usage + reply.usage
+                        if reply.cost is not None:
+                            summary.cost += reply.cost
                 if isinstance(error, _STOPS_BATCH) and summary.stopped_by is None:
                     summary.stopped_by = error
                     self._stop.set()
@@ -271,3 +287,16 @@ class _Run:
         if self.progress is not None:
             self.summary.elapsed = time.monotonic() - self._started
             self.progress(self.summary)
+
+
+TYPED_ATTEMPTS = 3
+"""Replies a line with a schema may take (as :meth:`GPT.parse`'s default)."""
+
+
+def _typed_answer(gpt: GPT, item: BatchItem) -> TypedCompletion[Any]:
+    """The line's answer checked against its schema, re-asked with what was wrong."""
+    from moodlemate.ai._answer_schema import answer_schema
+    from moodlemate.ai._structured import run_typed
+
+    assert item.schema is not None
+    return run_typed(gpt, item.request(), answer_schema(item.schema), TYPED_ATTEMPTS)

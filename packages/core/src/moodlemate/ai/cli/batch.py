@@ -101,6 +101,12 @@ def add_parser(subparsers: Any) -> None:
         "--model",
         help="model for lines that name none (default: MOODLEMATE_MODEL, else the provider's)",
     )
+    parser.add_argument(
+        "--schema",
+        metavar="SCHEMA",
+        help="answer every line without its own 'schema' as JSON following SCHEMA: a JSON "
+        "schema file, inline JSON, or fields such as 'name, age int' (see chat --schema)",
+    )
     batch_remote.add_options(parser)
     add_budget_options(parser)
     add_settings_options(parser)
@@ -110,7 +116,6 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from moodlemate.ai._validation import check_model
     from moodlemate.ai.batch import (
-        BatchInputError,
         BatchInterrupted,
         BatchOutputError,
         ResultLog,
@@ -119,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         run_batch,
     )
     from moodlemate.ai.batch.runner import MAX_CONCURRENCY
+    from moodlemate.ai.cli.chat_schema import schema_from
     from moodlemate.ai.cli.progress import ProgressReporter
     from moodlemate.ai.errors import ValidationError
 
@@ -135,15 +141,23 @@ def run(args: argparse.Namespace) -> int:
         default_model = check_model(gpt.model)
     except ValidationError as exc:
         raise CommandError(f"invalid model: {exc.message}", EXIT_USAGE) from None
+    schema = None if args.schema is None else schema_from(args.schema)
     try:
         if args.input == "-":
-            items = parse_items(sys.stdin.buffer, default_model=default_model, source="<stdin>")
+            items = parse_items(
+                sys.stdin.buffer, default_model=default_model, source="<stdin>", schema=schema
+            )
         else:
-            items = read_items(args.input, default_model=default_model)
-    except BatchInputError as exc:
+            items = read_items(args.input, default_model=default_model, schema=schema)
+    except ValidationError as exc:  # BatchInputError lists every bad line
         raise CommandError(exc.message, EXIT_USAGE) from None
     except OSError as exc:
         raise CommandError(f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE) from None
+    if args.remote and any(item.schema is not None for item in items):
+        raise CommandError(
+            "typed answers (schema) are checked by local batches only: drop --remote",
+            EXIT_USAGE,
+        )
     created = not os.path.lexists(args.output)
     try:
         log = ResultLog(args.output)

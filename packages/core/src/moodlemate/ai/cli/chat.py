@@ -8,6 +8,7 @@ from typing import Any
 
 from moodlemate.ai.cli import templates
 from moodlemate.ai.cli.chat_reply import add_reply_options, deliver
+from moodlemate.ai.cli.chat_schema import add_schema_options, answer_schema_of
 from moodlemate.ai.cli.chat_tools import add_tool_options, chosen_tools, tool_approval
 from moodlemate.ai.cli.common import (
     CommandError,
@@ -55,6 +56,8 @@ examples:
   moodlemate-ai chat -o seed 7 -o stop END -o response_format '{"type": "json_object"}' "JSON?"
   moodlemate-ai chat --functions tools.py "Is it warmer in Oslo or Rome?"   # asks before each call
   moodlemate-ai chat -T weather --yes "Weather in Oslo?"   # a plugin's tool, run without asking
+  moodlemate-ai chat --schema 'name, age int, bio: a short bio' "Invent a person."
+  moodlemate-ai chat --schema-multi person.schema.json "Invent three people." | jq '.[].name'
 """
 
 
@@ -131,6 +134,7 @@ def add_parser(subparsers: Any) -> None:
     )
     add_tool_options(parser)
     add_reply_options(parser)
+    add_schema_options(parser)
     add_settings_options(parser)
     add_retry_options(parser)
     parser.set_defaults(func=run)
@@ -184,6 +188,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     options["attachments"] = attachments(args.attachments, args.typed_attachments)
     options["tools"] = chosen_tools(args)
     options["approve"] = tool_approval(args)
+    options["schema"] = answer_schema_of(args)
     return options
 
 

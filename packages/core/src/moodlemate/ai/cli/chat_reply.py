@@ -14,6 +14,8 @@ from moodlemate.ai.cli.exits import EXIT_OK, EXIT_USAGE
 from moodlemate.ai.cli.terminal import safe_for
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from moodlemate.ai._conversation import Conversation
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._provider import Completion
@@ -85,8 +87,11 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
         _apply(talk, args, options)
     except ValidationError as exc:
         raise CommandError(f"conversation {name!r}: {exc.message}") from None
-    streaming = sys.stdout.isatty() and not args.no_stream and not args.json and not talk.tools
     parts = options.get("attachments", ())
+    schema = options.get("schema")
+    if schema is not None:
+        return _deliver_answer(gpt, args, talk, name, prompt, parts, schema)
+    streaming = sys.stdout.isatty() and not args.no_stream and not args.json and not talk.tools
     deltas: Iterator[str] = (
         talk.stream(prompt, attachments=parts)
         if streaming
@@ -109,6 +114,42 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
         show_reasoning(completion)
     if args.usage:
         _report(completion)
+    return EXIT_OK
+
+
+def _deliver_answer(
+    gpt: GPT,
+    args: argparse.Namespace,
+    talk: Conversation,
+    name: str,
+    prompt: str,
+    parts: Any,
+    schema: dict[str, Any],
+) -> int:
+    """``--schema``: the checked answer as one JSON value (re-asked as ``parse`` does).
+    Every reply it took is in the ledger, so --usage and --json report their sum."""
+    from moodlemate.ai.cli import conversations
+    from moodlemate.ai.cli.chat_schema import printed_answer
+
+    calls, cost = gpt.ledger.calls, gpt.ledger.cost
+    answer = printed_answer(args, talk.ask(prompt, attachments=parts, schema=schema))
+    completion = gpt.last_result
+    assert completion is not None  # set by the call that just returned
+    replies = gpt.ledger.calls - calls
+    spent = None if completion.cost is None else gpt.ledger.cost - cost
+    conversations.save(name, talk.to_json())
+    conversations.link_to_log(gpt, name)
+    if args.json:
+        from moodlemate.ai._completion_json import completion_fields
+
+        fields = completion_fields(completion)
+        fields["cost"] = None if spent is None else format(spent, "f")
+        print(json.dumps({**fields, "answer": answer, "replies": replies, "conversation": name}))
+    else:
+        print(safe_for(sys.stdout, json.dumps(answer, ensure_ascii=False)))
+    sys.stdout.flush()
+    if args.usage:
+        _report(completion, replies, spent)
     return EXIT_OK
 
 
@@ -160,10 +201,15 @@ def show_reasoning(completion: Completion) -> None:
     print(shown, file=sys.stderr)
 
 
-def _report(completion: Completion) -> None:
+def _report(completion: Completion, replies: int = 1, cost: Decimal | None = None) -> None:
+    """One line on stderr; for a typed answer that took several replies, their summed cost."""
     attempts = f" · {completion.attempts} attempts" if completion.attempts > 1 else ""
     if completion.failed_before:
         failed = ", ".join(entry.model for entry in completion.failed_before)
         attempts += f" · served by {completion.served_by} after {failed} failed"
-    line = f"{completion.model} · {tokens_line(completion.usage)} · cost {money(completion.cost)}"
+    if replies > 1:
+        attempts += f" · {replies} replies"
+    else:
+        cost = completion.cost
+    line = f"{completion.model} · {tokens_line(completion.usage)} · cost {money(cost)}"
     print(safe_for(sys.stderr, line + attempts), file=sys.stderr)
