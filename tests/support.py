@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import typing
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -139,3 +140,38 @@ def suite_transport() -> str:
     """The HTTP transport this test runs on: ``MOODLEMATE_TRANSPORT`` as tests/conftest.py
     set it (the whole suite's, or one of each_transport's), else the default."""
     return os.environ.get("MOODLEMATE_TRANSPORT") or "lean"
+
+
+# -- OpenAI's cookbook "How to count tokens with tiktoken": the function-calling example ----
+# The API reported 101 prompt tokens for it on gpt-4o and gpt-4o-mini, 105 on gpt-4 and
+# gpt-3.5-turbo.
+
+WEATHER_TOOL: dict[str, typing.Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {
+                    "type": "string",
+                    "description": "The city and state, e.g. San Francisco, CA",
+                },
+                "unit": {
+                    "type": "string",
+                    "description": "The unit of temperature to return",
+                    "enum": ["celsius", "fahrenheit"],
+                },
+            },
+            "required": ["location"],
+        },
+    },
+}
+WEATHER_MESSAGES = [
+    {
+        "role": "system",
+        "content": "You are a helpful assistant that can answer to questions about the weather.",
+    },
+    {"role": "user", "content": "What's the weather like in San Francisco?"},
+]

@@ -19,37 +19,16 @@ from moodlemate.ai import (
     TextPart,
 )
 from moodlemate.ai.testing import LoopbackServer
-from support import FAST_RETRY, TEST_KEY, jpeg_bytes, pdf_bytes, png_bytes, wav_bytes
-
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_current_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {
-                    "type": "string",
-                    "description": "The city and state, e.g. San Francisco, CA",
-                },
-                "unit": {
-                    "type": "string",
-                    "description": "The unit of temperature to return",
-                    "enum": ["celsius", "fahrenheit"],
-                },
-            },
-            "required": ["location"],
-        },
-    },
-}
-WEATHER_MESSAGES = [
-    {
-        "role": "system",
-        "content": "You are a helpful assistant that can answer to questions about the weather.",
-    },
-    {"role": "user", "content": "What's the weather like in San Francisco?"},
-]
+from support import (
+    FAST_RETRY,
+    TEST_KEY,
+    WEATHER_MESSAGES,
+    WEATHER_TOOL,
+    jpeg_bytes,
+    pdf_bytes,
+    png_bytes,
+    wav_bytes,
+)
 
 
 def image_only(gpt: GPT, model: str, part: ImagePart) -> tuple[int, bool]:

@@ -7,37 +7,9 @@ from typing import Any
 import pytest
 from moodlemate.providers.openai.chat_tokens import count_message_tokens
 from moodlemate.providers.openai.tool_tokens import tool_call_tokens, tool_definition_tokens
+from support import WEATHER_MESSAGES, WEATHER_TOOL
 
 # OpenAI cookbook, "How to count tokens with tiktoken", section on function calls.
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_current_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {
-                    "type": "string",
-                    "description": "The city and state, e.g. San Francisco, CA",
-                },
-                "unit": {
-                    "type": "string",
-                    "description": "The unit of temperature to return",
-                    "enum": ["celsius", "fahrenheit"],
-                },
-            },
-            "required": ["location"],
-        },
-    },
-}
-WEATHER_MESSAGES = [
-    {
-        "role": "system",
-        "content": "You are a helpful assistant that can answer to questions about the weather.",
-    },
-    {"role": "user", "content": "What's the weather like in San Francisco?"},
-]
 
 
 @pytest.mark.parametrize(
