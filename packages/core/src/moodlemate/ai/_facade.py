@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from moodlemate.ai._call import Call, RunTurn
     from moodlemate.ai._call_types import ChatRequest, Completion, Connection
+    from moodlemate.ai._credentials import Target
+    from moodlemate.ai._fallbacks import FallbackChain
     from moodlemate.ai._provider import Provider
     from moodlemate.ai._retry import RetryPolicy
     from moodlemate.ai._run_hooks import RunHooks
+    from moodlemate.ai._spend_log import SpendLog
     from moodlemate.ai._token_framing import TokenCount
 
 __all__ = ["Facade"]
@@ -33,7 +36,25 @@ class Facade(Protocol):
 
     def provider_connection(self, model: str | None = None) -> tuple[Provider, Connection, str]: ...
 
-    def prepare(self, request: ChatRequest, *, checked: bool = False) -> Call: ...
+    @property
+    def log(self) -> SpendLog | None: ...
+
+    def prepare(
+        self, request: ChatRequest, *, checked: bool = False, target: Target | None = None
+    ) -> Call: ...
+
+    def _chain(
+        self,
+        request: ChatRequest,
+        run_turn: RunTurn | None = None,
+        target: Target | None = None,
+    ) -> FallbackChain: ...
+
+    def _pinned(self) -> Target: ...
+
+    def _route(self, model: str, target: Target | None = None) -> tuple[Provider, str]: ...
+
+    def _endpoint(self, model: str, target: Target) -> str: ...
 
     def send(self, request: ChatRequest, *, run_turn: RunTurn | None = None) -> Completion: ...
 

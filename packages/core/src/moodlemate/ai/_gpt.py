@@ -56,11 +56,13 @@ from moodlemate.ai.errors import MoodlemateError, ValidationError
 if TYPE_CHECKING:
     from moodlemate.ai._answer_stream import AnswerStream, AsyncAnswerStream
     from moodlemate.ai._conversation import Conversation
+    from moodlemate.ai._credentials import Target
     from moodlemate.ai._fallbacks import FallbackChain
     from moodlemate.ai._pacing import Pacer
     from moodlemate.ai._pricing import ModelInfo
     from moodlemate.ai._run import Run, RunSettings
     from moodlemate.ai._run_hooks import RunHooks
+    from moodlemate.ai._run_stream import AsyncRunStream, RunStream
     from moodlemate.ai._shared_budget import SharedBudget
     from moodlemate.ai._spend_log import SpendLog
     from moodlemate.ai._streaming import AsyncTextStream, TextStream
@@ -686,6 +688,75 @@ class GPT:
         )  # fmt: skip
         return await arun_tools(self, request, found, settings)
 
+    def run_stream(
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        tools: Iterable[object],
+        system_message: str = "",
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        max_turns: int = 8,
+        budget: Decimal | int | float | str | None = None,
+        deadline: float | None = None,
+        tool_timeout: float = 60.0,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        stop_after: str | Iterable[str] = (),
+        before_tool_call: Callable[..., Any] | None = None,
+        raise_tool_errors: bool = False,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RunStream:
+        """:meth:`run`, each model turn streamed: an iterator of events as they happen (text
+        deltas, tool calls requested, started and finished, each turn finished with its cost),
+        the :class:`Run` as ``.run`` once it ends. Same arguments, bounds and errors as
+        :meth:`run`; checked here, sent on the first ``next()``. Use it in a ``with`` block:
+        leaving early closes the turn's stream and ends the tools running."""
+        from moodlemate.ai._run import RunLoop
+        from moodlemate.ai._run_stream import RunStream
+
+        request, found, settings = self._run_parts(
+            model, prompt, tools, system_message, messages, temperature, max_tokens, options,
+            extra, max_turns, budget, deadline, tool_timeout, tool_choice, stop_after,
+            before_tool_call, raise_tool_errors,
+        )  # fmt: skip
+        return RunStream(RunLoop(self, request, found, settings))
+
+    def arun_stream(
+        self,
+        model: str,
+        prompt: str | None = None,
+        *,
+        tools: Iterable[object],
+        system_message: str = "",
+        messages: Iterable[Message | Mapping[str, Any]] | None = None,
+        max_turns: int = 8,
+        budget: Decimal | int | float | str | None = None,
+        deadline: float | None = None,
+        tool_timeout: float = 60.0,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        stop_after: str | Iterable[str] = (),
+        before_tool_call: Callable[..., Any] | None = None,
+        raise_tool_errors: bool = False,
+        temperature: float = 0.7,
+        max_tokens: int | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> AsyncRunStream:
+        """Async :meth:`run_stream`: ``async for event in gpt.arun_stream(...)`` (async tools
+        as tasks on the caller's loop, cancelled with it; ``before_tool_call`` may be async)."""
+        from moodlemate.ai._run import RunLoop
+        from moodlemate.ai._run_stream import AsyncRunStream
+
+        request, found, settings = self._run_parts(
+            model, prompt, tools, system_message, messages, temperature, max_tokens, options,
+            extra, max_turns, budget, deadline, tool_timeout, tool_choice, stop_after,
+            before_tool_call, raise_tool_errors,
+        )  # fmt: skip
+        return AsyncRunStream(RunLoop(self, request, found, settings))
+
     def _run_parts(
         self,
         model: str,
@@ -744,11 +815,14 @@ class GPT:
         self._local.last = completion
         return completion
 
-    def prepare(self, request: ChatRequest, *, checked: bool = False) -> Call:
+    def prepare(
+        self, request: ChatRequest, *, checked: bool = False, target: Target | None = None
+    ) -> Call:
         """The :class:`~moodlemate.ai._call.Call` that sends ``request``: routed, with this
         instance's credentials, policy and accounts as they are now, and its context window
         checked (the budget is reserved when it is sent). Every path (sync, async, stream,
-        each fallback entry) runs one."""
+        each fallback entry) runs one. ``target``: a destination pinned earlier (a tool run
+        sends every turn where its first went), instead of the instance's current one."""
         if not checked:
             request = check_request(request)
         routed, model = split_provider(request.model, self._plugins)
@@ -757,7 +831,7 @@ class GPT:
         api = request.api or request.options.api or self._api
         if api != request.api:
             request = replace(request, api=api)  # type: ignore[arg-type]
-        provider, connection = connect(self._target, self._plugins, routed)
+        provider, connection = connect(target or self._target, self._plugins, routed)
         provider.check_input(request)
         check_context_window(provider, request, connection.endpoint)
         return Call(
@@ -1028,21 +1102,40 @@ class GPT:
             pacer=self.pacer,
         )
 
-    def _chain(self, request: ChatRequest, run_turn: RunTurn | None = None) -> FallbackChain:
+    def _chain(
+        self,
+        request: ChatRequest,
+        run_turn: RunTurn | None = None,
+        target: Target | None = None,
+    ) -> FallbackChain:
         from moodlemate.ai._fallbacks import FallbackChain
 
         def prepare(entry: ChatRequest) -> Call:
-            call = self.prepare(entry)
+            call = self.prepare(entry, target=target)
             return call if run_turn is None else replace(call, run_turn=run_turn)
 
         return FallbackChain(
             request,
             self._fallbacks,
             prepare=prepare,
-            route=lambda model: self.route(model)[0],
+            route=lambda model: self._route(model, target)[0],
             hooks=self._plugins.call_hooks(),
             on=self.fallback_on,
         )
+
+    def _pinned(self) -> Target:
+        """Where calls go now (endpoint, keys, headers): a tool run keeps it for every turn."""
+        return self._target
+
+    def _route(self, model: str, target: Target | None = None) -> tuple[Provider, str]:
+        """:meth:`route` for ``target`` (default: the instance's current one)."""
+        routed, name = split_provider(check_model(model), self._plugins)
+        return routed or provider_for(target or self._target, self._plugins), name
+
+    def _endpoint(self, model: str, target: Target) -> str:
+        """The endpoint a call to ``model`` would go to under ``target``."""
+        routed, _ = split_provider(check_model(model), self._plugins)
+        return endpoint_of(target, self._plugins, routed)[1]
 
     def _remember(self, completion: Completion) -> None:
         self._local.last = completion

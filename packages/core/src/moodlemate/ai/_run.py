@@ -16,138 +16,79 @@ run as a whole:
 
 A turn the model answers with tool calls at the ``max_turns`` limit does not run them: no turn is
 left to read their results.
+
+One engine runs every flavour: a generator of :mod:`~moodlemate.ai._run_events` (an async one for
+the async twins) that sends each turn whole (``run``) or streamed (``run_stream``, each turn a
+stream through :mod:`moodlemate.ai._streaming`); ``run`` drains it. A run sends every turn where
+its first went: the destination (endpoint, key, headers) is pinned when the run starts, so a
+``configure`` meanwhile changes the next run, never this one.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._budget import worst_case_cost
-from moodlemate.ai._call import RunTurn
-from moodlemate.ai._call_types import ChatRequest, Completion, Message
+from moodlemate.ai._call import Call, RunTurn
+from moodlemate.ai._call_types import ChatRequest, Completion, Message, ToolCall
+from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._options import options_from
-from moodlemate.ai._tool_calls import Approval, ToolResult, arun_tool_calls, run_tool_calls
+from moodlemate.ai._run_events import (
+    RunEvent,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallRequested,
+    ToolCallStarted,
+    TurnFinished,
+)
+from moodlemate.ai._run_types import (
+    DEFAULT_TOOL_TIMEOUT,
+    MAX_TURNS_LIMIT,
+    Run,
+    RunSettings,
+    Stopped,
+    Turn,
+)
+from moodlemate.ai._tool_calls import AsyncToolBatch, ToolBatch, ToolResult
 from moodlemate.ai._tools import MAX_ARGUMENT_CHARS, Tool
-from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import (
     APITimeoutError,
     MaxTurnsError,
+    ReplyError,
     RunBudgetError,
     RunDeadlineError,
+    StreamInterruptedError,
+    ToolExecutionError,
     ValidationError,
 )
 
 if TYPE_CHECKING:
     from moodlemate.ai._facade import Facade
+    from moodlemate.ai._streaming import AsyncTextStream, TextStream
 
-__all__ = ["DEFAULT_TOOL_TIMEOUT", "Run", "RunSettings", "Turn", "arun_tools", "run_tools"]
+__all__ = [
+    "DEFAULT_TOOL_TIMEOUT",
+    "MAX_TURNS_LIMIT",
+    "Run",
+    "RunSettings",
+    "Turn",
+    "arun_events",
+    "arun_tools",
+    "run_events",
+    "run_tools",
+]
 
-DEFAULT_TOOL_TIMEOUT = 60.0
-MAX_TURNS_LIMIT = 1000
-
-Stopped = Literal["answer", "stop_after"]
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One model turn of a run and the tool calls it asked for."""
-
-    number: int
-    """1 for the first turn."""
-    completion: Completion
-    tool_results: tuple[ToolResult, ...] = ()
-    """The tool calls the reply asked for, run (or refused), in order."""
-    seconds: float = 0.0
-    """The model call, retries included."""
-    tool_seconds: float = 0.0
-    """The tools of this turn, run together (wall time)."""
-
-    @property
-    def cost(self) -> Decimal | None:
-        return self.completion.cost
+_CANCELLED = ("GeneratorExit", "CancelledError", "KeyboardInterrupt")
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
-    """A whole tool run: every turn, what it cost, and the conversation it made."""
-
-    id: str
-    turns: tuple[Turn, ...]
-    messages: tuple[Message, ...]
-    """The conversation: the request's messages, then each reply and its tool results."""
-    stopped: Stopped | None = None
-    """``answer`` (the model replied without tool calls), ``stop_after`` (a named tool ran);
-    None for a run cut short (in a RunLimitError)."""
-    tool_definition_tokens: int | None = None
-    """Prompt tokens the tool definitions add to each turn (None when they cannot be counted)."""
-    seconds: float = 0.0
-
-    @property
-    def text(self) -> str:
-        """The last reply's text: the answer when the run ended with one."""
-        return self.turns[-1].completion.text if self.turns else ""
-
-    @property
-    def tool_calls(self) -> tuple[ToolResult, ...]:
-        """Every tool call of the run, in order."""
-        return tuple(result for turn in self.turns for result in turn.tool_results)
-
-    @property
-    def usage(self) -> Usage:
-        total = Usage()
-        for turn in self.turns:
-            total = total + turn.completion.usage
-        return total
-
-    @property
-    def cost(self) -> Decimal | None:
-        """Every turn's cost, summed; None when any turn's cost is unknown."""
-        costs = [turn.cost for turn in self.turns]
-        if any(cost is None for cost in costs):
-            return None
-        return sum((cost for cost in costs if cost is not None), Decimal(0))
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """How one run is bounded and steered (checked before anything is sent)."""
-
-    max_turns: int = 8
-    budget: Decimal | None = None
-    deadline: float | None = None
-    tool_timeout: float = DEFAULT_TOOL_TIMEOUT
-    tool_choice: str | Mapping[str, Any] | None = None
-    stop_after: Collection[str] = ()
-    before_tool_call: Approval | None = None
-    raise_tool_errors: bool = False
-
-    def __post_init__(self) -> None:
-        turns = self.max_turns
-        if (
-            isinstance(turns, bool)
-            or not isinstance(turns, int)
-            or not 1 <= turns <= MAX_TURNS_LIMIT
-        ):
-            raise ValidationError(f"max_turns must be an int from 1 to {MAX_TURNS_LIMIT}")
-        for name in ("deadline", "tool_timeout"):
-            value = getattr(self, name)
-            if value is None and name == "deadline":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValidationError(f"{name} must be a positive number of seconds")
-        if self.before_tool_call is not None and not callable(self.before_tool_call):
-            raise ValidationError("before_tool_call must be callable")
-        if isinstance(self.stop_after, str):
-            object.__setattr__(self, "stop_after", (self.stop_after,))
-
-
-class _Loop:
-    """The state both twins share: the history, the turns, the clock and the money."""
+class RunLoop:
+    """The state every flavour shares: the history, the turns, the clock, the money, and the
+    destination pinned at the start."""
 
     def __init__(
         self, gpt: Facade, request: ChatRequest, tools: Mapping[str, Tool], settings: RunSettings
@@ -158,14 +99,16 @@ class _Loop:
         if unknown:
             raise ValidationError(f"stop_after names no tool of the run: {', '.join(unknown)}")
         self.gpt = gpt
+        self.request = request
         self.tools = tools
         self.settings = settings
         self.id = f"run_{uuid.uuid4().hex[:16]}"
         self.started = time.monotonic()
         deadline = settings.deadline if settings.deadline is not None else gpt.retry.deadline
         self.ends = self.started + deadline
-        self.provider, self.model = gpt.route(request.model)
-        self.endpoint = gpt.provider_connection(request.model)[1].endpoint
+        self.target = gpt._pinned()
+        self.provider, self.model = gpt._route(request.model, self.target)
+        self.endpoint = gpt._endpoint(request.model, self.target)
         definitions = tuple(
             self.provider.tool_definition(self.model, tool.definition()) for tool in tools.values()
         )
@@ -183,8 +126,15 @@ class _Loop:
         self.cut = False
         self.hooks = gpt._run_hooks()
         self.tools_started = 0.0  # wall-clock time the current turn's tools began
+        self.result: Run | None = None
+        """The run, once it has ended with an answer or a ``stop_after`` tool."""
 
     # -- before and after each step ---------------------------------------------------------
+
+    @property
+    def number(self) -> int:
+        """The number of the turn being sent (or just answered)."""
+        return len(self.turns) + 1
 
     def next_request(self) -> ChatRequest:
         """The next turn's request, or a RunLimitError when the run may not take it."""
@@ -210,22 +160,33 @@ class _Loop:
     def remaining(self) -> float:
         return self.ends - time.monotonic()
 
-    def answered(self, completion: Completion, seconds: float) -> list[Any] | None:
-        """Record the reply; the tool calls to run, or None when the run is over."""
+    def answered(self, completion: Completion, seconds: float) -> tuple[ToolCall, ...]:
+        """Record the reply; the tool calls it asks for (none: the run has its answer)."""
         self.spent += completion.cost or Decimal(0)
-        message = _unique_call_ids(completion.message, len(self.turns) + 1)
+        message = _unique_call_ids(completion.message, self.number)
         self.history.append(_kept(message))
-        number = len(self.turns) + 1
-        self.turns.append(Turn(number, completion, seconds=seconds))
-        if not message.tool_calls:
+        self.turns.append(Turn(self.number, completion, seconds=seconds))
+        return message.tool_calls
+
+    def out_of_turns(self) -> MaxTurnsError | None:
+        """The error for tool calls asked for at the ``max_turns`` limit (not run)."""
+        number = len(self.turns)
+        if number < self.settings.max_turns:
             return None
-        if number >= self.settings.max_turns:
-            raise MaxTurnsError(
-                f"the model still asked for tools after {number} turn(s) (max_turns="
-                f"{self.settings.max_turns}); its last tool calls were not run",
-                self.partial(),
-            )
-        return list(message.tool_calls)
+        return MaxTurnsError(
+            f"the model still asked for tools after {number} turn(s) (max_turns="
+            f"{self.settings.max_turns}); its last tool calls were not run",
+            self.partial(),
+        )
+
+    def batch_settings(self) -> dict[str, Any]:
+        """How this turn's tool calls run (a RunDeadlineError when no time is left)."""
+        self.tools_started = time.time()
+        return {
+            "timeout": self.tool_timeout(),
+            "approve": self.settings.before_tool_call,
+            "raise_errors": self.settings.raise_tool_errors,
+        }
 
     def ran(self, results: list[ToolResult], seconds: float) -> bool:
         """Record the tool results; True when a ``stop_after`` tool ran."""
@@ -236,6 +197,9 @@ class _Loop:
                 self.hooks.tool_called(self.id, result, self.tools_started)
         stop = self.settings.stop_after
         return any(result.ok and result.call.name in stop for result in results)
+
+    def finished(self) -> TurnFinished:
+        return TurnFinished(self.turns[-1].number, self.turns[-1])
 
     def tool_timeout(self) -> float:
         remaining = self.remaining()
@@ -256,121 +220,302 @@ class _Loop:
             seconds=time.monotonic() - self.started,
         )
 
+    def ended(self, stopped: Stopped) -> Run:
+        self.result = self.partial(stopped)
+        return self.result
+
+    # -- the spend log's record of each turn's tool calls --------------------------------------
+
+    def outcomes(
+        self,
+        calls: Sequence[ToolCall],
+        results: Mapping[int, ToolResult],
+        error: BaseException | None,
+    ) -> tuple[str, int, list[tuple[int, str, float | None]]] | None:
+        """What the spend log keeps of this turn's calls: each one's outcome and time (never
+        its arguments or result); None when there is no log."""
+        if self.gpt.log is None or not calls:
+            return None
+        cancelled = error is not None and type(error).__name__ in _CANCELLED
+        rows: list[tuple[int, str, float | None]] = []
+        for index, call in enumerate(calls):
+            result = results.get(index)
+            if result is not None:
+                rows.append((index, result.error or "ok", round(result.seconds * 1000, 3)))
+            elif isinstance(error, ToolExecutionError) and error.call is call:
+                rows.append((index, "raised", None))
+            else:
+                rows.append((index, "cancelled" if cancelled else "not_run", None))
+        return self.id, len(self.turns), rows
+
+    def record(self, outcomes: tuple[str, int, list[tuple[int, str, float | None]]] | None) -> None:
+        log = self.gpt.log
+        if outcomes is not None and log is not None:
+            log.record_tool_outcomes(*outcomes)
+
+    async def arecord(
+        self, outcomes: tuple[str, int, list[tuple[int, str, float | None]]] | None
+    ) -> None:
+        if outcomes is not None and self.gpt.log is not None:
+            await off_loop(self.record, outcomes)
+
     # -- sending ------------------------------------------------------------------------------
 
-    def call(self, request: ChatRequest) -> Any:
-        """The prepared call for ``request``, its retry deadline cut to what the run has left."""
-        call = replace(self.gpt.prepare(request), run_turn=self.run_turn())
-        deadline = min(call.policy.deadline, max(self.remaining(), 0.001))
-        self.cut = deadline < call.policy.deadline
-        return replace(call, policy=replace(call.policy, deadline=deadline))
+    def call(self, request: ChatRequest, *, streamed: bool = False) -> Call:
+        """The prepared call for ``request`` to the pinned destination, its retry deadline (and
+        for a stream, its whole length) cut to what the run has left."""
+        call = replace(self.gpt.prepare(request, target=self.target), run_turn=self.run_turn())
+        left = max(self.remaining(), 0.001)
+        policy = call.policy
+        self.cut = left < policy.deadline
+        policy = replace(policy, deadline=min(policy.deadline, left))
+        if streamed and (policy.stream_deadline is None or left < policy.stream_deadline):
+            self.cut = True
+            policy = replace(policy, stream_deadline=left)
+        return replace(call, policy=policy)
 
     def run_turn(self) -> RunTurn:
         """The next turn's tag for its spend-log row."""
-        return RunTurn(self.id, len(self.turns) + 1)
+        return RunTurn(self.id, self.number)
 
-    def timed_out(self, exc: APITimeoutError) -> RunDeadlineError:
+    def timed_out(self, exc: APITimeoutError | StreamInterruptedError) -> RunDeadlineError:
         """A turn that timed out because the run's deadline cut it short is the run's deadline
         (carrying the run so far), not a slow server's timeout."""
+        if isinstance(exc, StreamInterruptedError) and (
+            not isinstance(exc.__cause__, APITimeoutError) or self.remaining() > 0.05
+        ):
+            raise exc  # a stream cut by the server, or by its own idle bound
         if not self.cut:
             raise exc
         return RunDeadlineError(
-            f"the run's deadline ran out during turn {len(self.turns) + 1}", self.partial()
+            f"the run's deadline ran out during turn {self.number}", self.partial()
         )
+
+    def send(self, request: ChatRequest) -> Completion:
+        gpt = self.gpt
+        if gpt.fallbacks:
+            completion = gpt._chain(request, self.run_turn(), self.target).send(Call.send_unhooked)
+        else:
+            try:
+                completion = self.call(request).send()
+            except APITimeoutError as exc:
+                raise self.timed_out(exc) from exc
+        gpt._remember(completion)
+        return completion
+
+    async def asend(self, request: ChatRequest) -> Completion:
+        gpt = self.gpt
+        if gpt.fallbacks:
+            completion = await gpt._chain(request, self.run_turn(), self.target).asend(
+                Call.asend_unhooked
+            )
+        else:
+            try:
+                completion = await self.call(request).asend()
+            except APITimeoutError as exc:
+                raise self.timed_out(exc) from exc
+        gpt._remember(completion)
+        return completion
+
+    def stream(self, request: ChatRequest) -> TextStream:
+        """The turn as a stream through the stream pipeline (fallbacks included)."""
+        from moodlemate.ai._streaming import TextStream
+
+        request, gpt = replace(request, stream=True), self.gpt
+        if gpt.fallbacks:
+            from moodlemate.ai._fallback_streams import FallbackStream
+
+            return FallbackStream(gpt._chain(request, self.run_turn(), self.target), gpt._remember)
+        return TextStream(self.call(request, streamed=True), gpt._remember)
+
+    def astream(self, request: ChatRequest) -> AsyncTextStream:
+        from moodlemate.ai._streaming import AsyncTextStream
+
+        request, gpt = replace(request, stream=True), self.gpt
+        if gpt.fallbacks:
+            from moodlemate.ai._fallback_streams import AsyncFallbackStream
+
+            chain = gpt._chain(request, self.run_turn(), self.target)
+            return AsyncFallbackStream(chain, gpt._remember)
+        return AsyncTextStream(self.call(request, streamed=True), gpt._remember)
+
+
+# -- the engine: sync ----------------------------------------------------------------------------
+
+
+def run_events(loop: RunLoop, *, streamed: bool) -> Generator[RunEvent, None, Run]:
+    """The run as events, between the run hooks; returns the Run (also ``loop.result``)."""
+    hooks = loop.hooks
+    if hooks is None:
+        return (yield from _turns(loop, streamed))
+    hooks.started(loop.id, loop.request, loop.provider.name, loop.endpoint)
+    try:
+        run = yield from _turns(loop, streamed)
+    except BaseException as exc:
+        hooks.ended(loop.id, getattr(exc, "run", None) or loop.partial(), exc)
+        raise
+    hooks.ended(loop.id, run, None)
+    return run
+
+
+def _turns(loop: RunLoop, streamed: bool) -> Generator[RunEvent, None, Run]:
+    while True:
+        request = loop.next_request()
+        started = time.monotonic()
+        if streamed:
+            completion = yield from _streamed(loop, request)
+        else:
+            completion = loop.send(request)
+        calls = loop.answered(completion, time.monotonic() - started)
+        number = loop.number - 1
+        for call in calls:
+            yield ToolCallRequested(number, call)
+        if not calls:
+            yield loop.finished()
+            return loop.ended("answer")
+        batch = None
+        started = time.monotonic()
+        try:
+            limit = loop.out_of_turns()
+            if limit is not None:
+                raise limit
+            batch = ToolBatch(calls, loop.tools, **loop.batch_settings())
+            for index, result in batch:
+                if result is None:
+                    yield ToolCallStarted(number, calls[index])
+                else:
+                    yield ToolCallFinished(number, result)
+        except BaseException as exc:
+            loop.record(loop.outcomes(calls, batch.results if batch else {}, exc))
+            if isinstance(exc, MaxTurnsError):
+                yield loop.finished()
+            raise
+        loop.record(loop.outcomes(calls, batch.results, None))
+        stop = loop.ran(batch.ordered(), time.monotonic() - started)
+        yield loop.finished()
+        if stop:
+            return loop.ended("stop_after")
+
+
+def _streamed(loop: RunLoop, request: ChatRequest) -> Generator[RunEvent, None, Completion]:
+    """One turn as a stream: its text deltas as they come, then its completion."""
+    number = loop.number
+    stream = loop.stream(request)
+    try:
+        with stream:
+            for delta in stream:
+                yield TextDelta(number, delta)
+    except ReplyError:  # no text (tool calls only, say): the turn's reply all the same
+        if stream.completion is None:
+            raise
+    except (APITimeoutError, StreamInterruptedError) as exc:
+        raise loop.timed_out(exc) from exc
+    assert stream.completion is not None  # set when a stream ends
+    return stream.completion
 
 
 def run_tools(
     gpt: Facade, request: ChatRequest, tools: Mapping[str, Tool], settings: RunSettings
 ) -> Run:
     """Run the tool loop for ``request`` (see the module's docstring)."""
-    loop = _Loop(gpt, request, tools, settings)
-    hooks = loop.hooks
-    if hooks is None:
-        return _drive(loop)
-    hooks.started(loop.id, request, loop.provider.name, loop.endpoint)
-    try:
-        run = _drive(loop)
-    except BaseException as exc:
-        hooks.ended(loop.id, getattr(exc, "run", None) or loop.partial(), exc)
-        raise
-    hooks.ended(loop.id, run, None)
-    return run
-
-
-def _drive(loop: _Loop) -> Run:
-    gpt, settings, tools = loop.gpt, loop.settings, loop.tools
+    events = run_events(RunLoop(gpt, request, tools, settings), streamed=False)
     while True:
-        next_request = loop.next_request()
+        try:
+            next(events)
+        except StopIteration as stop:
+            run: Run = stop.value
+            return run
+
+
+# -- the engine: async ---------------------------------------------------------------------------
+
+
+async def arun_events(loop: RunLoop, *, streamed: bool) -> AsyncGenerator[RunEvent, None]:
+    """Async :func:`run_events`; the Run is ``loop.result`` once it ends."""
+    hooks = loop.hooks
+    if hooks is not None:
+        hooks.started(loop.id, loop.request, loop.provider.name, loop.endpoint)
+    try:
+        async for event in _aturns(loop, streamed):
+            yield event
+    except BaseException as exc:
+        if hooks is not None:
+            hooks.ended(loop.id, getattr(exc, "run", None) or loop.partial(), exc)
+        raise
+    if hooks is not None:
+        assert loop.result is not None
+        hooks.ended(loop.id, loop.result, None)
+
+
+async def _aturns(loop: RunLoop, streamed: bool) -> AsyncGenerator[RunEvent, None]:
+    while True:
+        request = loop.next_request()
         started = time.monotonic()
-        if gpt.fallbacks:
-            completion = gpt.send(next_request, run_turn=loop.run_turn())
-        else:
+        if streamed:
+            stream = loop.astream(request)
             try:
-                completion = loop.call(next_request).send()
-            except APITimeoutError as exc:
+                async with stream:
+                    async for delta in stream:
+                        yield TextDelta(loop.number, delta)
+            except ReplyError:
+                if stream.completion is None:
+                    raise
+            except (APITimeoutError, StreamInterruptedError) as exc:
                 raise loop.timed_out(exc) from exc
-            gpt._remember(completion)
+            assert stream.completion is not None
+            completion = stream.completion
+        else:
+            completion = await loop.asend(request)
         calls = loop.answered(completion, time.monotonic() - started)
-        if calls is None:
-            return loop.partial("answer")
+        number = loop.number - 1
+        for call in calls:
+            yield ToolCallRequested(number, call)
+        if not calls:
+            yield loop.finished()
+            loop.ended("answer")
+            return
+        batch = None
         started = time.monotonic()
-        loop.tools_started = time.time()
-        results = run_tool_calls(
-            calls,
-            tools,
-            timeout=loop.tool_timeout(),
-            approve=settings.before_tool_call,
-            raise_errors=settings.raise_tool_errors,
-        )
-        if loop.ran(results, time.monotonic() - started):
-            return loop.partial("stop_after")
+        try:
+            limit = loop.out_of_turns()
+            if limit is not None:
+                raise limit
+            batch = AsyncToolBatch(calls, loop.tools, **loop.batch_settings())
+            progress = batch.progress()
+            try:
+                async for index, result in progress:
+                    if result is None:
+                        yield ToolCallStarted(number, calls[index])
+                    else:
+                        yield ToolCallFinished(number, result)
+            finally:  # `async for` does not close it early: its tool tasks end here
+                await progress.aclose()
+        except BaseException as exc:
+            await loop.arecord(loop.outcomes(calls, batch.results if batch else {}, exc))
+            if isinstance(exc, MaxTurnsError):
+                yield loop.finished()
+            raise
+        await loop.arecord(loop.outcomes(calls, batch.results, None))
+        stop = loop.ran(batch.ordered(), time.monotonic() - started)
+        yield loop.finished()
+        if stop:
+            loop.ended("stop_after")
+            return
 
 
 async def arun_tools(
     gpt: Facade, request: ChatRequest, tools: Mapping[str, Tool], settings: RunSettings
 ) -> Run:
     """Async :func:`run_tools`: async tools run as tasks on this loop, sync ones in threads."""
-    loop = _Loop(gpt, request, tools, settings)
-    hooks = loop.hooks
-    if hooks is None:
-        return await _adrive(loop)
-    hooks.started(loop.id, request, loop.provider.name, loop.endpoint)
+    loop = RunLoop(gpt, request, tools, settings)
+    events = arun_events(loop, streamed=False)
     try:
-        run = await _adrive(loop)
-    except BaseException as exc:
-        hooks.ended(loop.id, getattr(exc, "run", None) or loop.partial(), exc)
-        raise
-    hooks.ended(loop.id, run, None)
-    return run
-
-
-async def _adrive(loop: _Loop) -> Run:
-    gpt, settings, tools = loop.gpt, loop.settings, loop.tools
-    while True:
-        next_request = loop.next_request()
-        started = time.monotonic()
-        if gpt.fallbacks:
-            completion = await gpt.asend(next_request, run_turn=loop.run_turn())
-        else:
-            try:
-                completion = await loop.call(next_request).asend()
-            except APITimeoutError as exc:
-                raise loop.timed_out(exc) from exc
-            gpt._remember(completion)
-        calls = loop.answered(completion, time.monotonic() - started)
-        if calls is None:
-            return loop.partial("answer")
-        started = time.monotonic()
-        loop.tools_started = time.time()
-        results = await arun_tool_calls(
-            calls,
-            tools,
-            timeout=loop.tool_timeout(),
-            approve=settings.before_tool_call,
-            raise_errors=settings.raise_tool_errors,
-        )
-        if loop.ran(results, time.monotonic() - started):
-            return loop.partial("stop_after")
+        async for _ in events:
+            pass
+    finally:
+        await events.aclose()
+    assert loop.result is not None
+    return loop.result
 
 
 def _unique_call_ids(message: Message, turn: int) -> Message:

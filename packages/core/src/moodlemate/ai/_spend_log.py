@@ -49,7 +49,13 @@ if TYPE_CHECKING:
 
     from moodlemate.ai._provider import ChatRequest, Completion
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "CallRecord", "SpendLog", "default_log_path"]
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT",
+    "CallRecord",
+    "SpendLog",
+    "ToolCallRecord",
+    "default_log_path",
+]
 
 log = logging.getLogger("moodlemate.ai._spend_log")
 
@@ -122,6 +128,23 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN turn INTEGER;
     CREATE INDEX calls_run ON calls (run_id) WHERE run_id IS NOT NULL;
     """,
+    # 6: the tool calls each run turn asked for (moodlemate.ai._run): written with the turn's
+    # row (outcome 'requested'), their outcome and time once the run knows them; never their
+    # arguments or results
+    """
+    CREATE TABLE tool_calls (
+        id INTEGER PRIMARY KEY,
+        call_id INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        turn INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        latency_ms REAL
+    );
+    CREATE INDEX tool_calls_call ON tool_calls (call_id);
+    CREATE INDEX tool_calls_run ON tool_calls (run_id, turn);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -151,6 +174,12 @@ COLUMNS = (
 # Built from the constant column names above, never from input.
 _INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"  # noqa: S608
 _SELECT = f"SELECT id, {', '.join(COLUMNS)} FROM calls"  # noqa: S608
+_INSERT_TOOL = (
+    "INSERT INTO tool_calls (call_id, run_id, turn, position, name, outcome) "
+    "VALUES (?, ?, ?, ?, ?, 'requested')"
+)
+_NAME_KEPT = 64
+"""Characters of a tool name kept (a model may send a name of any length)."""
 
 
 def default_log_path(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
@@ -176,6 +205,28 @@ def endpoint_origin(url: str | None) -> str | None:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme}://{host}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    """A tool call a run turn asked for, as the log keeps it: no arguments, no result."""
+
+    position: int
+    """Its place in the turn's reply, from 0."""
+    name: str
+    outcome: str
+    """``ok``; ``unknown_tool``, ``invalid_arguments``, ``refused``, ``timeout``, ``raised``;
+    ``not_run`` (the run stopped first), ``cancelled`` (closed or cancelled while it ran), or
+    ``requested`` (what came of it was never recorded: the process ended first)."""
+    latency_ms: float | None = None
+    """How long the function ran (None when it did not run to an end)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "latency_ms": self.latency_ms,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +258,8 @@ class CallRecord:
     """The tool run (``Run.id``) this call was a turn of; None for a call of its own."""
     turn: int | None = None
     """Its turn in that run, from 1."""
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    """The tool calls the turn asked for, in order (filled by :meth:`SpendLog.with_tool_calls`)."""
 
     @property
     def calls(self) -> int:
@@ -216,6 +269,7 @@ class CallRecord:
         """JSON-ready: the cost as a decimal string (or None), never a float."""
         data = {name: getattr(self, name) for name in ("id", *COLUMNS)}
         data["cost"] = None if self.cost is None else str(self.cost)
+        data["tool_calls"] = [call.as_dict() for call in self.tool_calls]
         return data
 
 
@@ -280,7 +334,12 @@ class SpendLog:
         turn: int | None = None,
     ) -> bool:
         """Write one call's row; False (and a warning, once) when it could not be written.
-        ``run_id`` and ``turn`` name the tool run and turn the call was."""
+        ``run_id`` and ``turn`` name the tool run and turn the call was; such a turn's row is
+        written together with a row for each tool call its reply asks for (name only)."""
+        tools = None
+        if run_id is not None and turn is not None:
+            names = _tool_names(completion)
+            tools = (run_id, turn, names) if names else None
         return self._insert(
             [
                 self._row(
@@ -295,8 +354,46 @@ class SpendLog:
                     run_id=run_id,
                     turn=turn,
                 )
-            ]
+            ],
+            tools,
         )
+
+    def record_tool_outcomes(
+        self, run_id: str, turn: int, outcomes: Sequence[tuple[int, str, float | None]]
+    ) -> bool:
+        """What came of turn ``turn``'s tool calls, as (position, outcome, milliseconds), all
+        in one transaction; False when the log could not be written."""
+        import sqlite3
+
+        try:
+            with self._write() as conn:
+                conn.executemany(
+                    "UPDATE tool_calls SET outcome = ?, latency_ms = ? "
+                    "WHERE run_id = ? AND turn = ? AND position = ?",
+                    [(outcome, ms, run_id, turn, at) for at, outcome, ms in outcomes],
+                )
+        except (sqlite3.Error, OSError, _NewerSchemaError) as exc:
+            self._drop(exc)
+            return False
+        return True
+
+    def with_tool_calls(self, records: Sequence[CallRecord]) -> list[CallRecord]:
+        """``records``, each with the tool calls its turn asked for."""
+        from dataclasses import replace
+
+        ids = [r.id for r in records if r.run_id is not None]
+        found: dict[int, list[ToolCallRecord]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._read(
+                "SELECT call_id, position, name, outcome, latency_ms FROM tool_calls "  # noqa: S608
+                f"WHERE call_id IN ({marks}) ORDER BY call_id, position",
+                chunk,
+            )
+            for call_id, *fields in rows:
+                found.setdefault(call_id, []).append(ToolCallRecord(*fields))
+        return [replace(r, tool_calls=tuple(found[r.id])) if r.id in found else r for r in records]
 
     def record_calls(self, calls: Sequence[dict[str, Any]]) -> bool:
         """Write many calls (each the keyword arguments of :meth:`record_call`) in one
@@ -360,12 +457,25 @@ class SpendLog:
             turn,
         )
 
-    def _insert(self, rows: Sequence[Sequence[object]]) -> bool:
+    def _insert(
+        self,
+        rows: Sequence[Sequence[object]],
+        tools: tuple[str, int, tuple[str, ...]] | None = None,
+    ) -> bool:
         import sqlite3
 
         try:
             with self._write() as conn:
-                conn.executemany(_INSERT, rows)
+                if tools is None:
+                    conn.executemany(_INSERT, rows)
+                else:
+                    (row,) = rows
+                    call_id = conn.execute(_INSERT, row).lastrowid
+                    run_id, turn, names = tools
+                    conn.executemany(
+                        _INSERT_TOOL,
+                        [(call_id, run_id, turn, at, name) for at, name in enumerate(names)],
+                    )
         except (sqlite3.Error, OSError, _NewerSchemaError) as exc:
             self._drop(exc)
             return False
@@ -769,6 +879,16 @@ def _stored_cost(text: object) -> Decimal | None:
         return to_money(Decimal(str(text)))
     except InvalidOperation:
         return None
+
+
+def _tool_names(completion: Completion | None) -> tuple[str, ...]:
+    """The names of the tool calls a reply asks for, in the run's order, cut and redacted
+    (they are untrusted)."""
+    if completion is None or not completion.tool_calls:
+        return ()
+    from moodlemate.ai._secrets import redact
+
+    return tuple(redact(call.name[:_NAME_KEPT]) or "?" for call in completion.message.tool_calls)
 
 
 def _prompt_text(request: ChatRequest) -> str:

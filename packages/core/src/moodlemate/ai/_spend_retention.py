@@ -172,6 +172,7 @@ def _fold_chunk(conn: sqlite3.Connection, before: str) -> Pruned | None:
             return None
         groups = _groups(old)
         conn.executemany("DELETE FROM calls WHERE id = ?", [(row[0],) for row in old])
+        conn.executemany("DELETE FROM tool_calls WHERE call_id = ?", [(row[0],) for row in old])
         conn.executemany(_INSERT_FOLDED, groups)
     except BaseException:
         conn.execute("ROLLBACK")

@@ -18,7 +18,7 @@ import contextvars
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +29,9 @@ from moodlemate.ai.errors import ToolExecutionError
 
 __all__ = [
     "Approval",
+    "AsyncToolBatch",
+    "Progress",
+    "ToolBatch",
     "ToolResult",
     "arun_tool_calls",
     "run_tool_calls",
@@ -66,6 +69,96 @@ class ToolResult:
         return self.error is None
 
 
+Progress = tuple[int, "ToolResult | None"]
+"""What a batch reports as it goes: (the call's index, None) when the call starts running,
+(index, its result) when it has one."""
+
+
+class ToolBatch:
+    """The tool calls of one turn, run at once in threads. Iterating runs them and reports each
+    start and each result as it happens (so a streamed run can show them); :attr:`results`
+    holds what came back so far, by the call's index.
+
+    Closing the iteration early (the run was closed) starts no further call and waits for the
+    running ones, each within its timeout: a sync function cannot be stopped from outside,
+    and a run that was closed leaves no tool thread behind that it could still wait for."""
+
+    def __init__(
+        self,
+        calls: Sequence[ToolCall],
+        tools: Mapping[str, Tool],
+        *,
+        timeout: float,
+        approve: Approval | None = None,
+        raise_errors: bool = False,
+    ) -> None:
+        self.calls = tuple(calls)
+        self.results: dict[int, ToolResult] = {}
+        self._tools, self._timeout = tools, timeout
+        self._approve, self._raise = approve, raise_errors
+
+    def ordered(self) -> list[ToolResult]:
+        return [self.results[i] for i in range(len(self.calls))]
+
+    def __iter__(self) -> Iterator[Progress]:
+        prepared = [_prepare(call, self._tools, self._approve) for call in self.calls]
+        for index, item in enumerate(prepared):
+            if isinstance(item, ToolResult):
+                self.results[index] = item
+                yield index, item
+        runnable = [(i, p) for i, p in enumerate(prepared) if isinstance(p, _Ready)]
+        if not runnable:
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(len(runnable), MAX_WORKERS), thread_name_prefix="moodlemate-tool"
+        )
+        running: dict[concurrent.futures.Future[Any], tuple[int, _Ready, float, float]] = {}
+        try:
+            for index, ready in runnable:
+                future = pool.submit(contextvars.copy_context().run, _call_sync, ready)
+                started = time.monotonic()
+                running[future] = (index, ready, started, started + ready.timeout(self._timeout))
+                yield index, None
+            while running:
+                nearest = min(ends for _, _, _, ends in running.values())
+                done, _ = concurrent.futures.wait(
+                    running,
+                    timeout=max(nearest - time.monotonic(), 0.0),
+                    return_when=concurrent.futures.FIRST_COMPLETED,
+                )
+                now = time.monotonic()
+                for future in [f for f in running if f in done or running[f][3] <= now]:
+                    index, ready, started, _ = running.pop(future)
+                    result = self._ended(ready, future, now - started)
+                    self.results[index] = result
+                    yield index, result
+        except GeneratorExit:
+            _wait_for(running)
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ended(
+        self, ready: _Ready, future: concurrent.futures.Future[Any], seconds: float
+    ) -> ToolResult:
+        if not future.done():
+            return _timed_out(ready, seconds)
+        try:
+            value = future.result()
+        except Exception as exc:
+            return _raised(ready, exc, seconds, self._raise)
+        return _returned(ready, value, seconds)
+
+
+def _wait_for(
+    running: Mapping[concurrent.futures.Future[Any], tuple[int, _Ready, float, float]],
+) -> None:
+    """Let the calls still running finish, each within its own timeout."""
+    for future, (_, _, _, ends) in running.items():
+        if not future.cancel():
+            concurrent.futures.wait([future], timeout=max(ends - time.monotonic(), 0.0))
+
+
 def run_tool_calls(
     calls: Sequence[ToolCall],
     tools: Mapping[str, Tool],
@@ -76,38 +169,72 @@ def run_tool_calls(
 ) -> list[ToolResult]:
     """Run ``calls`` (sync functions in threads, async ones each on a loop of its own),
     every one within ``timeout`` seconds; results in the calls' order."""
-    prepared = [_prepare(call, tools, approve) for call in calls]
-    runnable = [p for p in prepared if isinstance(p, _Ready)]
-    results: dict[int, ToolResult] = {
-        i: p for i, p in enumerate(prepared) if isinstance(p, ToolResult)
-    }
-    if runnable:
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(len(runnable), MAX_WORKERS), thread_name_prefix="moodlemate-tool"
-        )
+    batch = ToolBatch(calls, tools, timeout=timeout, approve=approve, raise_errors=raise_errors)
+    for _ in batch:
+        pass
+    return batch.ordered()
+
+
+class AsyncToolBatch:
+    """Async :class:`ToolBatch`: async functions as tasks on the caller's loop, sync ones in
+    threads; ``before_tool_call`` may be async. Closing or cancelling the iteration cancels
+    every tool task it started and waits for them to end."""
+
+    def __init__(
+        self,
+        calls: Sequence[ToolCall],
+        tools: Mapping[str, Tool],
+        *,
+        timeout: float,
+        approve: Approval | None = None,
+        raise_errors: bool = False,
+    ) -> None:
+        self.calls = tuple(calls)
+        self.results: dict[int, ToolResult] = {}
+        self._tools, self._timeout = tools, timeout
+        self._approve, self._raise = approve, raise_errors
+
+    def ordered(self) -> list[ToolResult]:
+        return [self.results[i] for i in range(len(self.calls))]
+
+    async def progress(self) -> AsyncGenerator[Progress, None]:
+        prepared = [await _aprepare(call, self._tools, self._approve) for call in self.calls]
+        for index, item in enumerate(prepared):
+            if isinstance(item, ToolResult):
+                self.results[index] = item
+                yield index, item
+        tasks: dict[asyncio.Future[ToolResult], int] = {}
         try:
-            futures = {
-                prepared.index(ready): (
-                    ready,
-                    pool.submit(contextvars.copy_context().run, _call_sync, ready),
-                    time.monotonic(),
-                )
-                for ready in runnable
-            }
-            ends = time.monotonic() + timeout
-            for index, (ready, future, started) in futures.items():
-                limit = min(ready.timeout(timeout), max(ends - time.monotonic(), 0.0))
-                try:
-                    value = future.result(timeout=max(limit - (time.monotonic() - started), 0.0))
-                except concurrent.futures.TimeoutError:
-                    results[index] = _timed_out(ready, time.monotonic() - started)
-                except Exception as exc:
-                    results[index] = _raised(ready, exc, time.monotonic() - started, raise_errors)
-                else:
-                    results[index] = _returned(ready, value, time.monotonic() - started)
+            for index, item in enumerate(prepared):
+                if isinstance(item, _Ready):
+                    tasks[asyncio.ensure_future(self._one(item))] = index
+                    yield index, None
+            pending: set[asyncio.Future[ToolResult]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=tasks.__getitem__):
+                    self.results[tasks[task]] = task.result()
+                    yield tasks[task], self.results[tasks[task]]
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-    return [results[i] for i in range(len(calls))]
+            unfinished = [task for task in tasks if not task.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _one(self, item: _Ready) -> ToolResult:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(item.timeout(self._timeout)):
+                if item.tool.is_async:
+                    value = await item.function(**item.arguments)
+                else:
+                    value = await asyncio.to_thread(item.function, **item.arguments)
+        except TimeoutError:
+            return _timed_out(item, time.monotonic() - started)
+        except Exception as exc:
+            return _raised(item, exc, time.monotonic() - started, self._raise)
+        return _returned(item, value, time.monotonic() - started)
 
 
 async def arun_tool_calls(
@@ -120,32 +247,12 @@ async def arun_tool_calls(
 ) -> list[ToolResult]:
     """Async :func:`run_tool_calls`: async functions as tasks, sync ones in threads; a
     cancelled run cancels every tool task it started."""
-    prepared = [await _aprepare(call, tools, approve) for call in calls]
-
-    async def one(item: _Ready | ToolResult) -> ToolResult:
-        if isinstance(item, ToolResult):
-            return item
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(item.timeout(timeout)):
-                if item.tool.is_async:
-                    value = await item.function(**item.arguments)
-                else:
-                    value = await asyncio.to_thread(item.function, **item.arguments)
-        except TimeoutError:
-            return _timed_out(item, time.monotonic() - started)
-        except Exception as exc:
-            return _raised(item, exc, time.monotonic() - started, raise_errors)
-        return _returned(item, value, time.monotonic() - started)
-
-    tasks = [asyncio.ensure_future(one(item)) for item in prepared]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    batch = AsyncToolBatch(
+        calls, tools, timeout=timeout, approve=approve, raise_errors=raise_errors
+    )
+    async for _ in batch.progress():
+        pass
+    return batch.ordered()
 
 
 @dataclass(frozen=True, slots=True)
