@@ -89,6 +89,27 @@ if TYPE_CHECKING:
     from moodlemate.ai._run import (
         Turn as Turn,
     )
+    from moodlemate.ai._run_events import (
+        TextDelta as TextDelta,
+    )
+    from moodlemate.ai._run_events import (
+        ToolCallFinished as ToolCallFinished,
+    )
+    from moodlemate.ai._run_events import (
+        ToolCallRequested as ToolCallRequested,
+    )
+    from moodlemate.ai._run_events import (
+        ToolCallStarted as ToolCallStarted,
+    )
+    from moodlemate.ai._run_events import (
+        TurnFinished as TurnFinished,
+    )
+    from moodlemate.ai._run_stream import (
+        AsyncRunStream as AsyncRunStream,
+    )
+    from moodlemate.ai._run_stream import (
+        RunStream as RunStream,
+    )
     from moodlemate.ai._secrets import (
         RedactingFilter as RedactingFilter,
     )
@@ -329,6 +350,17 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "moodlemate.ai._run": (
         "Run",
         "Turn",
+    ),
+    "moodlemate.ai._run_events": (
+        "TextDelta",
+        "ToolCallFinished",
+        "ToolCallRequested",
+        "ToolCallStarted",
+        "TurnFinished",
+    ),
+    "moodlemate.ai._run_stream": (
+        "AsyncRunStream",
+        "RunStream",
     ),
     "moodlemate.ai._structured": ("TypedCompletion",),
     "moodlemate.ai._tool_calls": ("ToolResult",),

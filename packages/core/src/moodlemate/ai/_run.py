@@ -435,9 +435,13 @@ async def arun_events(loop: RunLoop, *, streamed: bool) -> AsyncGenerator[RunEve
     hooks = loop.hooks
     if hooks is not None:
         hooks.started(loop.id, loop.request, loop.provider.name, loop.endpoint)
+    turns = _aturns(loop, streamed)
     try:
-        async for event in _aturns(loop, streamed):
-            yield event
+        try:
+            async for event in turns:
+                yield event
+        finally:  # unlike `yield from`, `async for` does not pass an early close on
+            await turns.aclose()
     except BaseException as exc:
         if hooks is not None:
             hooks.ended(loop.id, getattr(exc, "run", None) or loop.partial(), exc)

@@ -133,7 +133,8 @@ class ToolBatch:
                     self.results[index] = result
                     yield index, result
         except GeneratorExit:
-            _wait_for(running)
+            ended = _wait_for(running)
+            pool.shutdown(wait=ended, cancel_futures=True)  # the idle threads exit too
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -152,11 +153,12 @@ class ToolBatch:
 
 def _wait_for(
     running: Mapping[concurrent.futures.Future[Any], tuple[int, _Ready, float, float]],
-) -> None:
-    """Let the calls still running finish, each within its own timeout."""
-    for future, (_, _, _, ends) in running.items():
-        if not future.cancel():
-            concurrent.futures.wait([future], timeout=max(ends - time.monotonic(), 0.0))
+) -> bool:
+    """Let the calls still running finish, each within its own timeout; True when all did."""
+    started = [(f, ends) for f, (_, _, _, ends) in running.items() if not f.cancel()]
+    for future, ends in started:
+        concurrent.futures.wait([future], timeout=max(ends - time.monotonic(), 0.0))
+    return all(future.done() for future, _ in started)
 
 
 def run_tool_calls(

@@ -151,6 +151,8 @@ class Reply:
     cost: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    chunk_delay: float = 0.0
+    """Seconds between two events of a streamed reply (a model that writes slowly)."""
     chunks: list[str] | None = None
     status: int = 200
     report_usage: bool = True
@@ -889,7 +891,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         done = _Completion.build(reply, request)
         if request.get("stream") is True:
-            self._stream(_stream_events(done, request), reply.headers, terminate=True)
+            events = _stream_events(done, request)
+            self._stream(events, reply.headers, terminate=True, pause=reply.chunk_delay)
         else:
             self._send_json(reply.status, done.body(), reply.headers)
 
@@ -997,12 +1000,17 @@ class _Handler(BaseHTTPRequestHandler):
         extra: Mapping[str, str] | None = None,
         *,
         terminate: bool = True,
+        pause: float = 0.0,
     ) -> None:
         self._headers_out(200, "text/event-stream; charset=utf-8", extra)
         self.send_header("transfer-encoding", "chunked")
         self.send_header("cache-control", "no-cache")
         self.end_headers()
-        for event in events:
+        for number, event in enumerate(events):
+            if pause and number:
+                self.wfile.flush()
+                if self._sleep(pause):
+                    return
             self.wfile.write(b"%X\r\n%s\r\n" % (len(event), event))
         if terminate:
             self.wfile.write(b"0\r\n\r\n")
