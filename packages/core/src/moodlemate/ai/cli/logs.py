@@ -26,6 +26,7 @@ HEADERS = [
     "ATTEMPTS",
     "MS",
     "RUN/TURN",
+    "TOOLS",
     "OUTCOME",
     "PROMPT",
     "REPLY",
@@ -79,8 +80,9 @@ def add_parser(subparsers: Any) -> None:
         help="show, search and switch the log of calls",
         description="Show the last calls recorded in the spend log, newest first: provider, "
         "served model, tokens, exact cost ('unknown' when no price was known), attempts, "
-        "latency, the tool run and turn a call was (RUN/TURN), outcome ('ok' or the error's "
-        "type), prompt and reply (cut to fit on a "
+        "latency, the tool run and turn a call was (RUN/TURN) and how many tool calls its "
+        "reply asked for (TOOLS; --run lists them: name, outcome, time, never arguments or "
+        "results), outcome ('ok' or the error's type), prompt and reply (cut to fit on a "
         "terminal, whole in a pipe). ACTION 'path' prints where the log is; 'off' stops "
         "the command from recording chats (prompts and replies included), 'on' resumes; "
         "'prune' folds the calls older than --keep DAYS (90) into one row per day, provider, "
@@ -104,12 +106,15 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--cid", metavar="NAME", help="only the turns of conversation NAME")
     parser.add_argument(
-        "--run", metavar="ID", help="only the model turns of tool run ID, in turn order"
+        "--run",
+        metavar="ID",
+        help="only the model turns of tool run ID, in turn order, then each turn's tool calls",
     )
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON list of rows (costs as decimal strings, null when unknown)",
+        help="print a JSON list of rows (costs as decimal strings, null when unknown; a run "
+        "turn's tool_calls with name, outcome and latency_ms)",
     )
     add_log_option(parser)
     parser.set_defaults(func=run)
@@ -150,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         return _act(args)
     spend_log = open_log(args)
     try:
-        records = [] if spend_log is None else _select(spend_log, args)
+        records = [] if spend_log is None else spend_log.with_tool_calls(_select(spend_log, args))
     except sqlite3.Error as exc:
         raise CommandError(f"cannot read the spend log: {exc}") from None
     if args.json:
@@ -167,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             "-" if r.attempts is None else str(r.attempts),
             "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
             "-" if r.run_id is None else f"{r.run_id}/{r.turn}",
+            "-" if r.run_id is None else str(len(r.tool_calls)),
             r.outcome,
             _cut(_prompt(r), limit),
             _cut(r.reply or "", limit),
@@ -174,8 +180,31 @@ def run(args: argparse.Namespace) -> int:
         for r in records
     ]
     if rows:
-        print_table(HEADERS, rows, numeric=(3, 4, 5, 6))
+        print_table(HEADERS, rows, numeric=(3, 4, 5, 6, 8))
+    if args.run is not None:
+        _print_tool_calls(records)
     return EXIT_OK
+
+
+TOOL_HEADERS = ["TURN", "#", "TOOL", "OUTCOME", "MS"]
+
+
+def _print_tool_calls(records: list[CallRecord]) -> None:
+    """A run's tool calls, turn by turn: what each was and came to (no arguments, no results)."""
+    rows = [
+        [
+            str(record.turn),
+            str(call.position + 1),
+            call.name,
+            call.outcome,
+            "-" if call.latency_ms is None else f"{call.latency_ms:.0f}",
+        ]
+        for record in records
+        for call in record.tool_calls
+    ]
+    if rows:
+        print()
+        print_table(TOOL_HEADERS, rows, numeric=(0, 1, 4))
 
 
 def _select(spend_log: SpendLog, args: argparse.Namespace) -> list[CallRecord]:
