@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,43 @@ def test_a_functions_file_that_is_missing_or_has_no_function_is_a_usage_error(
         assert said in out.stderr
     assert endpoint.chat_requests == []
     assert os.environ.get("MOODLEMATE_ENDPOINT") == endpoint.url
+
+
+def test_on_a_terminal_the_answer_streams_as_it_arrives(
+    endpoint: LoopbackServer, functions: Path
+) -> None:
+    """The reply's text is shown piece by piece, each turn's, the approval prompt on a line of
+    its own after the text that came before it."""
+    call = _asks("c1", "weather", city="Oslo")
+    endpoint.enqueue(
+        Reply(
+            chunks=["Let me ", "check."],
+            tool_calls=call.tool_calls,
+            finish_reason="tool_calls",
+        ),
+        Reply(chunks=["It is ", "4 degrees", " in Oslo."], chunk_delay=1.5),
+    )
+    term = Terminal("chat", "--functions", str(functions), "Weather in Oslo?")
+    term.expect('Let me check.\r\nRun tool weather({"city": "Oslo"})? [y/N] ')
+    term.write("y\n")
+    term.expect("It is ")
+    shown_first = time.monotonic()
+    assert b"4 degrees" not in term.shown  # the rest is still on its way
+    term.expect("4 degrees in Oslo.")
+    assert time.monotonic() - shown_first > 1.0
+    assert term.finish() == 0
+    assert _tool_results(endpoint) == ["4C!"]
+
+
+def test_with_yes_on_a_terminal_the_run_streams_without_asking(
+    endpoint: LoopbackServer, functions: Path
+) -> None:
+    endpoint.enqueue(
+        _asks("c1", "weather", city="Rome"),
+        Reply(chunks=["Rome: ", "19 degrees."], chunk_delay=0.2),
+    )
+    term = Terminal("chat", "--functions", str(functions), "--yes", "Weather in Rome?")
+    term.expect("Rome: 19 degrees.")
+    assert term.finish() == 0
+    assert b"[y/N]" not in term.shown
+    assert all(r.body.get("stream") is True for r in endpoint.chat_requests)

@@ -292,17 +292,43 @@ class Conversation:
     def stream(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> Iterator[str]:
         """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
         the reply is complete; a failed or abandoned stream leaves the history unchanged.
-        The conversation's :attr:`tools` are not sent: a streamed turn is a plain reply.
+        With the conversation's :attr:`tools` the turn is a streamed tool run (as
+        :meth:`GPT.run_stream`): the text of every model turn is yielded, a line break after
+        a turn's text when it asks for tools (an approval prompt then starts on its own line).
         Sync turns wait for it: consume it to the end, or close it."""
         question = _question(prompt, attachments)
         with self._turn_lock:
             dropped, request = self._prepare(question)
+            if self._tools:
+                yield from self._stream_run(dropped, question, request)
+                return
             parts: list[str] = []
             with self._gpt.stream_request(request) as deltas:
                 for delta in deltas:
                     parts.append(delta)
                     yield delta
             self._commit(dropped, question, Message("assistant", "".join(parts)))
+
+    def _stream_run(self, dropped: int, question: Message, request: ChatRequest) -> Iterator[str]:
+        from moodlemate.ai._run import RunLoop, RunSettings
+        from moodlemate.ai._run_events import TextDelta, ToolCallRequested
+        from moodlemate.ai._run_stream import RunStream
+        from moodlemate.ai._tools import tool_set
+
+        settings = RunSettings(before_tool_call=self.before_tool_call)
+        loop = RunLoop(cast("Facade", self._gpt), request, tool_set(self._tools), settings)
+        last = ""
+        with RunStream(loop) as stream:
+            for event in stream:
+                if isinstance(event, TextDelta) and event.text:
+                    last = event.text
+                    yield event.text
+                elif isinstance(event, ToolCallRequested) and last and not last.endswith("\n"):
+                    last = "\n"
+                    yield last
+        assert stream.run is not None  # a run that ends without raising has its result
+        replies, _ = _Turn._ran(request, stream.run)
+        self._commit(dropped, question, *replies)
 
     @overload
     async def aask(

@@ -91,7 +91,7 @@ def deliver(gpt: GPT, args: argparse.Namespace, prompt: str, options: dict[str, 
     schema = options.get("schema")
     if schema is not None:
         return _deliver_answer(gpt, args, talk, name, prompt, parts, schema)
-    streaming = sys.stdout.isatty() and not args.no_stream and not args.json and not talk.tools
+    streaming = sys.stdout.isatty() and not args.no_stream and not args.json
     deltas: Iterator[str] = (
         talk.stream(prompt, attachments=parts)
         if streaming
