@@ -410,6 +410,25 @@ def test_a_tool_run_is_a_span_with_its_turns_and_tool_executions_as_children(
     assert TEST_KEY not in recorded.everything()
 
 
+def test_a_streamed_run_nests_its_streamed_turns_and_tools_the_same_way(
+    recorded: Recorded,
+) -> None:
+    recorded.server.enqueue(_tool_turn("_weather"), Reply(text="4C."))
+    stream = recorded.gpt().run_stream("gpt-4o-mini", PROMPT, tools=[_weather])
+    for _ in stream:
+        pass
+    run, turns, tools = _run_spans(recorded)
+    assert stream.run is not None
+    assert run.attributes["moodlemate.run.id"] == stream.run.id
+    assert run.attributes["moodlemate.run.turns"] == 2
+    assert len(turns) == 2
+    assert all(t.parent is not None and t.parent.span_id == run.context.span_id for t in turns)
+    (tool,) = tools
+    assert tool.parent is not None
+    assert tool.parent.span_id == run.context.span_id
+    assert PROMPT not in recorded.everything()
+
+
 def test_tool_arguments_and_results_are_recorded_when_opted_in(server: LoopbackServer) -> None:
     recorded = Recorded(server, capture_content=True)
     try:

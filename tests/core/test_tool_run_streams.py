@@ -488,3 +488,131 @@ def test_a_run_keeps_its_destination_when_the_endpoint_changes_mid_run(
         other.enqueue(Reply(text="over here"))
         assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "over here"
         assert other.chat_requests[0].headers.get("x-team") == "b"
+
+
+@pytest.mark.parametrize("how", ["run", "run_stream"])
+def test_a_tool_call_without_an_id_is_run_not_lost(
+    server: LoopbackServer, gpt: GPT, how: str
+) -> None:
+    """Some servers stream a call with no id: it still runs, under an id of its own."""
+    server.enqueue(
+        _asks(
+            {"type": "function", "function": {"name": "weather", "arguments": '{"city": "Rome"}'}}
+        ),
+        Reply(text="19 in Rome."),
+    )
+    if how == "run":
+        run = gpt.run("gpt-4o-mini", "Rome?", tools=[weather])
+    else:
+        stream = gpt.run_stream("gpt-4o-mini", "Rome?", tools=[weather])
+        for _ in stream:
+            pass
+        assert stream.run is not None
+        run = stream.run
+    assert run.text == "19 in Rome."
+    (result,) = run.tool_calls
+    assert result.output == "19C"
+    assert result.call.id
+    told = [m for m in server.chat_requests[1].body["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in told] == [result.call.id]
+
+
+def test_stop_after_refusals_and_raised_errors_hold_in_the_stream(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    from moodlemate.ai import ToolExecutionError
+
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, log=path)
+
+    def submit(answer: str) -> str:
+        """Hand the answer in."""
+        return "submitted"
+
+    def wipe(path: str) -> str:
+        """Wipe a disk."""
+        raise AssertionError("refused calls never run")
+
+    def broken() -> str:
+        """Always fails."""
+        raise RuntimeError("disk on fire")
+
+    server.enqueue(_asks(_call("a", "wipe", {"path": "/"}), _call("b", "submit", {"answer": "42"})))
+    stream = gpt.run_stream(
+        "gpt-4o-mini",
+        "go",
+        tools=[submit, wipe],
+        stop_after="submit",
+        before_tool_call=lambda call, tool: tool.name != "wipe" or "not today",
+    )
+    events = list(stream)
+    assert stream.run is not None
+    assert stream.run.stopped == "stop_after"
+    assert len(server.chat_requests) == 1
+    finished = {e.call.id: e for e in events if isinstance(e, ToolCallFinished)}
+    assert finished["a"].error == "refused"
+    assert "not today" in finished["a"].output
+    assert finished["b"].ok
+    server.enqueue(_asks(_call("c", "broken", {})))
+    failing = gpt.run_stream("gpt-4o-mini", "go", tools=[broken], raise_tool_errors=True)
+    with pytest.raises(ToolExecutionError, match="disk on fire"):
+        list(failing)
+    (row,) = SpendLog(path).with_tool_calls(SpendLog(path).run_calls(failing.id))
+    assert [c.outcome for c in row.tool_calls] == ["raised"]
+
+
+def test_an_async_approval_hook_in_the_async_stream(server: LoopbackServer, gpt: GPT) -> None:
+    async def approve(call: Any, tool: Any) -> bool | str:
+        await asyncio.sleep(0.01)
+        return call.arguments.find("Rome") < 0 or "not Rome"
+
+    server.enqueue(
+        _asks(_call("a", "weather", {"city": "Oslo"}), _call("b", "weather", {"city": "Rome"})),
+        Reply(text="Only Oslo."),
+    )
+
+    async def main() -> list[Any]:
+        stream = gpt.arun_stream("gpt-4o-mini", "go", tools=[weather], before_tool_call=approve)
+        return [e async for e in stream]
+
+    events = asyncio.run(main())
+    finished = [e for e in events if isinstance(e, ToolCallFinished)]
+    assert sorted((e.call.id, e.error) for e in finished) == [("a", None), ("b", "refused")]
+
+
+def test_a_streamed_run_with_fallbacks_logs_each_turn(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    from moodlemate.ai.testing import Fault
+
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT(
+        "openai",
+        endpoint=server.url,
+        api_key=TEST_KEY,
+        retry=FAST_RETRY,
+        log=path,
+        fallbacks=["gpt-4o"],
+    )
+
+    def answer(body: dict[str, Any]) -> Reply | Fault:
+        answered = any(m["role"] == "tool" for m in body["messages"])
+        if body["model"] == "gpt-4o-mini" and not answered:
+            return Fault.status(503)  # an outage: the turn goes to the fallback
+        if not answered:
+            return _asks(_call("a", "weather", {"city": "Oslo"}))
+        return Reply(text="4 degrees.", chunk_delay=0.01)
+
+    server.responder = answer
+    stream = gpt.run_stream("gpt-4o-mini", "Oslo?", tools=[weather])
+    events = list(stream)
+    assert stream.run is not None
+    assert stream.run.text == "4 degrees."
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "4 degrees."
+    rows = SpendLog(path).run_calls(stream.id)
+    assert [(r.turn, r.requested_model, r.outcome == "ok") for r in rows] == [
+        (1, "gpt-4o-mini", False),
+        (1, "gpt-4o", True),
+        (2, "gpt-4o-mini", True),
+    ]
+    assert sum((r.cost for r in rows if r.cost is not None), Decimal(0)) == stream.run.cost

@@ -138,8 +138,11 @@ def _tool_call(raw: Mapping[str, Any]) -> ToolCall | None:
     if not isinstance(function, Mapping):
         return None
     call_id, name, arguments = raw.get("id"), function.get("name"), function.get("arguments")
-    if not isinstance(call_id, str) or not isinstance(name, str):
+    if not isinstance(name, str):
         return None
+    # A call without an id (some servers stream none) is still a call: a tool run gives it
+    # an id of its own rather than lose it (and take an empty reply for the answer).
+    call_id = call_id if isinstance(call_id, str) else ""
     return ToolCall(call_id, name, arguments if isinstance(arguments, str) else "{}")
 
 
