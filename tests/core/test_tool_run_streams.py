@@ -616,3 +616,29 @@ def test_a_streamed_run_with_fallbacks_logs_each_turn(
         (2, "gpt-4o-mini", True),
     ]
     assert sum((r.cost for r in rows if r.cost is not None), Decimal(0)) == stream.run.cost
+
+
+def test_aclose_while_a_sync_tool_runs_waits_for_its_thread(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    ended: list[float] = []
+
+    def slow() -> str:
+        """Wait half a second."""
+        time.sleep(0.5)
+        ended.append(time.monotonic())
+        return "done"
+
+    server.enqueue(_asks(_call("a", "slow", {})))
+
+    async def main() -> float:
+        stream = gpt.arun_stream("gpt-4o-mini", "go", tools=[slow])
+        async for event in stream:
+            if isinstance(event, ToolCallStarted):
+                break
+        await stream.aclose()
+        return time.monotonic()
+
+    closed = asyncio.run(main())
+    assert ended  # the tool's thread had finished when aclose returned
+    assert ended[0] <= closed

@@ -46,7 +46,8 @@ class ToolCallRequested:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallStarted:
-    """The call passed its checks and the approval hook, and its function started."""
+    """The call passed its checks and the approval hook, and its function started (a sync
+    one was handed to its thread: past 16 calls at once, it waits for one)."""
 
     turn: int
     call: ToolCall

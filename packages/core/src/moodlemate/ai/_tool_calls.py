@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import functools
 import inspect
 import json
 import time
@@ -210,7 +212,9 @@ class AsyncToolBatch:
             for index, item in enumerate(prepared):
                 if isinstance(item, _Ready):
                     tasks[asyncio.ensure_future(self._one(item))] = index
-                    yield index, None
+            await asyncio.sleep(0)  # each task starts (its thread too) before it is said to
+            for index in tasks.values():
+                yield index, None
             pending: set[asyncio.Future[ToolResult]] = set(tasks)
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -226,17 +230,36 @@ class AsyncToolBatch:
 
     async def _one(self, item: _Ready) -> ToolResult:
         started = time.monotonic()
+        limit = item.timeout(self._timeout)
         try:
-            async with asyncio.timeout(item.timeout(self._timeout)):
+            async with asyncio.timeout(limit):
                 if item.tool.is_async:
                     value = await item.function(**item.arguments)
                 else:
-                    value = await asyncio.to_thread(item.function, **item.arguments)
+                    value = await _in_thread(item, started + limit)
         except TimeoutError:
             return _timed_out(item, time.monotonic() - started)
         except Exception as exc:
             return _raised(item, exc, time.monotonic() - started, self._raise)
         return _returned(item, value, time.monotonic() - started)
+
+
+async def _in_thread(item: _Ready, ends: float) -> Any:
+    """A sync function on a thread. Cancelled (the run was closed or cancelled), it still waits
+    for the thread until ``ends``, the call's timeout: a sync function cannot be stopped, and a
+    closed run leaves no thread behind that it could have waited for."""
+    context = contextvars.copy_context()
+    future = asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(context.run, item.function, **item.arguments)
+    )
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        left = ends - time.monotonic()
+        if left > 0 and not future.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({future}, timeout=left)
+        raise
 
 
 async def arun_tool_calls(
