@@ -446,8 +446,10 @@ def test_a_streamed_run_on_the_responses_api(server: LoopbackServer, gpt: GPT) -
     assert "".join(e.text for e in events if isinstance(e, TextDelta) and e.turn == 2) == (
         "4 degrees in Oslo."
     )
-    paths = [r.path for r in server.requests if r.path.endswith("/responses")]
-    assert len(paths) == 2
+    sent = [r for r in server.requests if r.path.endswith("/responses")]
+    assert len(sent) == 2
+    assert all(r.body["stream"] is True for r in sent)
+    assert server.chat_requests == []
 
 
 @pytest.mark.parametrize("flavour", ["run", "run_stream", "arun"])

@@ -380,11 +380,15 @@ def _turns(loop: RunLoop, streamed: bool) -> Generator[RunEvent, None, Run]:
             if limit is not None:
                 raise limit
             batch = ToolBatch(calls, loop.tools, **loop.batch_settings())
-            for index, result in batch:
-                if result is None:
-                    yield ToolCallStarted(number, calls[index])
-                else:
-                    yield ToolCallFinished(number, result)
+            progress = iter(batch)
+            try:
+                for index, result in progress:
+                    if result is None:
+                        yield ToolCallStarted(number, calls[index])
+                    else:
+                        yield ToolCallFinished(number, result)
+            finally:  # closed early: its running tools end before the outcomes are recorded
+                progress.close()
         except BaseException as exc:
             loop.record(loop.outcomes(calls, batch.results if batch else {}, exc))
             if isinstance(exc, MaxTurnsError):

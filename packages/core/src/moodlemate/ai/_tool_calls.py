@@ -20,7 +20,7 @@ import functools
 import inspect
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -102,7 +102,7 @@ class ToolBatch:
     def ordered(self) -> list[ToolResult]:
         return [self.results[i] for i in range(len(self.calls))]
 
-    def __iter__(self) -> Iterator[Progress]:
+    def __iter__(self) -> Generator[Progress, None, None]:
         prepared = [_prepare(call, self._tools, self._approve) for call in self.calls]
         for index, item in enumerate(prepared):
             if isinstance(item, ToolResult):
