@@ -644,3 +644,88 @@ def test_aclose_while_a_sync_tool_runs_waits_for_its_thread(
     closed = asyncio.run(main())
     assert ended  # the tool's thread had finished when aclose returned
     assert ended[0] <= closed
+
+
+def _tool_chunk(*pieces: dict[str, Any], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-adv",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"tool_calls": list(pieces)}, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def _end_chunks() -> list[bytes]:
+    usage = {
+        "id": "chatcmpl-adv",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    }
+    return [b"data: " + json.dumps(usage).encode() + b"\n\n", b"data: [DONE]\n\n"]
+
+
+def _fn(name: str | None = None, arguments: str | None = None) -> dict[str, Any]:
+    function: dict[str, Any] = {}
+    if name is not None:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    return function
+
+
+STREAMED_SHAPES = {
+    # OpenAI's own shape for two parallel calls, their pieces interleaved.
+    "interleaved": [
+        _tool_chunk({"index": 0, "id": "a", "type": "function", "function": _fn("weather", "")}),
+        _tool_chunk({"index": 1, "id": "b", "type": "function", "function": _fn("weather", "")}),
+        _tool_chunk({"index": 0, "function": _fn(arguments='{"city": ')}),
+        _tool_chunk({"index": 1, "function": _fn(arguments='{"city": "Ro')}),
+        _tool_chunk({"index": 0, "function": _fn(arguments='"Oslo"}')}),
+        _tool_chunk({"index": 1, "function": _fn(arguments='me"}')}),
+    ],
+    # No index at all: a new id starts a call, other pieces go on with the last.
+    "no index": [
+        _tool_chunk({"id": "a", "type": "function", "function": _fn("weather", '{"ci')}),
+        _tool_chunk({"function": _fn(arguments='ty": "Oslo"}')}),
+        _tool_chunk({"id": "b", "type": "function", "function": _fn("weather", "")}),
+        _tool_chunk({"function": _fn(arguments='{"city": "Rome"}')}),
+    ],
+    # The id and the name repeated with every piece.
+    "repeated": [
+        _tool_chunk({"index": 0, "id": "a", "function": _fn("weather", '{"city":')}),
+        _tool_chunk({"index": 0, "id": "a", "function": _fn("weather", ' "Oslo"}')}),
+        _tool_chunk({"index": 1, "id": "b", "function": _fn("weather", '{"city": "Rome"}')}),
+    ],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(STREAMED_SHAPES))
+def test_tool_calls_streamed_in_pieces_are_put_together(shape: str) -> None:
+    from adversarial import AdversarialServer, sse_events
+
+    answers = iter(
+        [
+            sse_events(*STREAMED_SHAPES[shape], *_end_chunks()),
+            sse_events(
+                b'data: {"choices": [{"index": 0, "delta": {"content": "done"}, '
+                b'"finish_reason": "stop"}]}\n\n',
+                b"data: [DONE]\n\n",
+            ),
+        ]
+    )
+    with AdversarialServer({"/chat/completions": lambda sock: next(answers)(sock)}) as hostile:
+        gpt = GPT("openai", endpoint=hostile.url, api_key=TEST_KEY, retry=FAST_RETRY)
+        stream = gpt.run_stream("gpt-4o-mini", "Oslo and Rome?", tools=[weather])
+        events = list(stream)
+    requested = [e.call for e in events if isinstance(e, ToolCallRequested)]
+    assert [(c.name, json.loads(c.arguments)) for c in requested] == [
+        ("weather", {"city": "Oslo"}),
+        ("weather", {"city": "Rome"}),
+    ]
+    assert [c.id for c in requested] == ["a", "b"]
+    assert stream.run is not None
+    assert [r.output for r in stream.run.tool_calls] == ["4C", "19C"]
+    assert stream.run.text == "done"

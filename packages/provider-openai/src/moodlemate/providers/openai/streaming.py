@@ -223,8 +223,7 @@ class ChunkReader:
         for piece in calls if isinstance(calls, list) else ():
             if not isinstance(piece, dict):
                 continue
-            index = piece.get("index", len(self._tool_calls))
-            index = index if isinstance(index, int) else len(self._tool_calls)
+            index = self._call_index(piece)
             call = self._tool_calls.setdefault(
                 index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
             )
@@ -233,9 +232,27 @@ class ChunkReader:
                     call[key] = piece[key]
             function = piece.get("function")
             if isinstance(function, dict):
-                for key in ("name", "arguments"):
-                    if isinstance(function.get(key), str):
-                        call["function"][key] += function[key]
+                name = function.get("name")
+                # OpenAI sends the name once; some servers repeat it with every piece.
+                if isinstance(name, str) and name != call["function"]["name"]:
+                    call["function"]["name"] += name
+                if isinstance(function.get("arguments"), str):
+                    call["function"]["arguments"] += function["arguments"]
+
+    def _call_index(self, piece: dict[str, Any]) -> int:
+        """Which call a tool-call piece belongs to: its ``index``; without one (some servers
+        send none), a piece with a new id starts the next call and any other piece goes on
+        with the last one."""
+        index = piece.get("index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            return index
+        if not self._tool_calls:
+            return 0
+        last = max(self._tool_calls)
+        fresh = piece.get("id")
+        if isinstance(fresh, str) and fresh and fresh != self._tool_calls[last]["id"]:
+            return last + 1
+        return last
 
     @property
     def rate_limits(self) -> RateLimits | None:
