@@ -729,3 +729,44 @@ def test_tool_calls_streamed_in_pieces_are_put_together(shape: str) -> None:
     assert stream.run is not None
     assert [r.output for r in stream.run.tool_calls] == ["4C", "19C"]
     assert stream.run.text == "done"
+
+
+def test_a_cancelled_async_run_records_its_tool_calls_as_cancelled(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, log=path)
+
+    async def quick() -> str:
+        """Done at once."""
+        return "ok"
+
+    async def long_job() -> str:
+        """A long job."""
+        await asyncio.sleep(30)
+        return "done"
+
+    server.enqueue(_asks(_call("a", "quick", {}), _call("b", "long_job", {})))
+
+    async def main() -> str:
+        stream = gpt.arun_stream("gpt-4o-mini", "go", tools=[quick, long_job])
+        ids: list[str] = []
+
+        async def consume() -> None:
+            ids.append(stream.id)
+            async for _ in stream:
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return ids[0]
+
+    run_id = asyncio.run(main())
+    (row,) = SpendLog(path).with_tool_calls(SpendLog(path).run_calls(run_id))
+    assert [(c.name, c.outcome) for c in row.tool_calls] == [
+        ("quick", "ok"),
+        ("long_job", "cancelled"),
+    ]
