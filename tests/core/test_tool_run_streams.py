@@ -770,3 +770,16 @@ def test_a_cancelled_async_run_records_its_tool_calls_as_cancelled(
         ("quick", "ok"),
         ("long_job", "cancelled"),
     ]
+
+
+def test_a_plain_break_closes_the_run(server: LoopbackServer, tmp_path: Path) -> None:
+    """Without a ``with`` block, leaving the loop drops the stream, which closes it."""
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, log=path, budget=1)
+    server.enqueue(Reply(chunks=["word "] * 20, chunk_delay=0.05))
+    for event in gpt.run_stream("gpt-4o-mini", "go", tools=[weather]):
+        if isinstance(event, TextDelta):
+            break
+    assert gpt.ledger.reserved == 0
+    (row,) = SpendLog(path).recent(1)
+    assert (row.turn, row.outcome) == (1, "cancelled")
