@@ -783,3 +783,25 @@ def test_a_plain_break_closes_the_run(server: LoopbackServer, tmp_path: Path) ->
     assert gpt.ledger.reserved == 0
     (row,) = SpendLog(path).recent(1)
     assert (row.turn, row.outcome) == (1, "cancelled")
+
+
+def test_a_streamed_turn_is_retried_before_its_first_delta_and_never_after(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    from moodlemate.ai import StreamInterruptedError
+    from moodlemate.ai.testing import Fault
+
+    server.enqueue(
+        Fault.status(503),
+        _asks(_call("a", "weather", {"city": "Oslo"})),
+        Fault.stream_break(after=2),  # text has reached the caller: an interruption
+    )
+    stream = gpt.run_stream("gpt-4o-mini", "Oslo?", tools=[weather])
+    events: list[Any] = []
+    with pytest.raises(StreamInterruptedError):
+        events.extend(stream)
+    (first,) = [e for e in events if isinstance(e, TurnFinished)]
+    assert first.completion.attempts == 2
+    assert any(isinstance(e, TextDelta) and e.turn == 2 for e in events)
+    assert len(server.chat_requests) == 3  # the broken stream was not sent again
+    assert gpt.ledger.reserved == 0
