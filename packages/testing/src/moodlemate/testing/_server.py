@@ -165,7 +165,9 @@ class Reply:
     reasoning: str | None = None
     """Reasoning beside the answer: on chat completions ``message.reasoning_content`` (as vLLM
     and llama.cpp send it; streamed as ``delta.reasoning_content``), on the Responses API a
-    ``reasoning`` output item's summary (streamed as ``response.reasoning_summary_text.delta``)."""
+    ``reasoning`` output item's summary (streamed as ``response.reasoning_summary_text.delta``)
+    when the request asks for one (``reasoning.summary``), else that item with no summary, as
+    OpenAI answers. None: no reasoning field or item at all."""
     audio: dict[str, Any] | None = None
     """A spoken reply (``{"id", "data", "transcript", "expires_at"}``) as ``message.audio``,
     as the API answers a request with ``modalities: ["text", "audio"]``."""
