@@ -299,16 +299,24 @@ def _usage(chat: Mapping[str, Any] | None) -> JSONObject | None:
         return None
     prompt_details = chat.get("prompt_tokens_details") or {}
     completion_details = chat.get("completion_tokens_details") or {}
+    input_details: JSONObject = {
+        "cached_tokens": prompt_details.get("cached_tokens", 0),
+        "cache_write_tokens": prompt_details.get("cache_write_tokens", 0),
+    }
+    output_details: JSONObject = {"reasoning_tokens": completion_details.get("reasoning_tokens", 0)}
+    # Audio and image counts only where the reply has them (the text models' usage has none).
+    for details, source, key in (
+        (input_details, prompt_details, "audio_tokens"),
+        (input_details, prompt_details, "image_tokens"),
+        (output_details, completion_details, "audio_tokens"),
+    ):
+        if source.get(key):
+            details[key] = source[key]
     usage: JSONObject = {
         "input_tokens": chat.get("prompt_tokens", 0),
-        "input_tokens_details": {
-            "cached_tokens": prompt_details.get("cached_tokens", 0),
-            "cache_write_tokens": 0,
-        },
+        "input_tokens_details": input_details,
         "output_tokens": chat.get("completion_tokens", 0),
-        "output_tokens_details": {
-            "reasoning_tokens": completion_details.get("reasoning_tokens", 0)
-        },
+        "output_tokens_details": output_details,
         "total_tokens": chat.get("total_tokens", 0),
     }
     if "cost" in chat:

@@ -149,6 +149,16 @@ class Reply:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cost: float | None = None
+    """``usage.cost``, as OpenRouter reports what a call cost."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the cache: ``prompt_tokens_details.cache_write_tokens``, as
+    OpenRouter reports them (sent only when not 0)."""
+    audio_prompt_tokens: int = 0
+    """``prompt_tokens_details.audio_tokens`` (the audio models' spoken prompts)."""
+    audio_completion_tokens: int = 0
+    """``completion_tokens_details.audio_tokens`` (a spoken reply's tokens)."""
+    image_prompt_tokens: int | None = None
+    """``prompt_tokens_details.image_tokens``; None leaves the key out, as chat models do."""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     chunks: list[str] | None = None
@@ -1044,20 +1054,36 @@ class _Completion:
             text = "".join(reply.chunks)
         else:
             text = schema_answer(request) or f"Echo: {_last_user_text(request.get('messages'))}"
+        parts = (
+            reply.cached_tokens
+            + reply.cache_write_tokens
+            + reply.audio_prompt_tokens
+            + (reply.image_prompt_tokens or 0)
+        )
         prompt = reply.prompt_tokens
         if prompt is None:
-            prompt = max(1, _prompt_words(request.get("messages")), reply.cached_tokens)
+            prompt = max(1, _prompt_words(request.get("messages")), parts)
         completion = reply.completion_tokens
         if completion is None:
-            completion = max(1, len(text.split())) + reply.reasoning_tokens
+            completion = (
+                max(1, len(text.split())) + reply.reasoning_tokens + reply.audio_completion_tokens
+            )
+        prompt_details: JSONObject = {
+            "cached_tokens": reply.cached_tokens,
+            "audio_tokens": reply.audio_prompt_tokens,
+        }
+        if reply.cache_write_tokens:
+            prompt_details["cache_write_tokens"] = reply.cache_write_tokens
+        if reply.image_prompt_tokens is not None:
+            prompt_details["image_tokens"] = reply.image_prompt_tokens
         usage: JSONObject = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": prompt_details,
             "completion_tokens_details": {
                 "reasoning_tokens": reply.reasoning_tokens,
-                "audio_tokens": 0,
+                "audio_tokens": reply.audio_completion_tokens,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
             },

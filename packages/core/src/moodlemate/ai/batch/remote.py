@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai._plausible import bounded, ceiling, cost_of, scrubbed
+from moodlemate.ai._plausible import bounded, breakdown_of, ceiling, cost_of, scrubbed
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai.batch.items import BatchItem, ItemId
@@ -572,8 +572,7 @@ class _RemoteRun:
         cost, priced_model = cost_of(
             completion, route.model, route.provider.same_model, route.api.price, limit
         )
-        price = None if priced_model is None else route.api.price(priced_model)
-        breakdown = None if price is None else price.breakdown(completion.usage)
+        breakdown = breakdown_of(completion, cost, route.api.price(priced_model or route.model))
         return replace(completion, cost=cost, priced_model=priced_model, cost_breakdown=breakdown)
 
     def _report(self) -> None:
