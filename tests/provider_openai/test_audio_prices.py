@@ -246,3 +246,31 @@ def test_a_shared_budget_counts_unpriced_audio_too(server: LoopbackServer, tmp_p
     sent = _calls_until_refused(lambda turn: one if turn % 2 else other)
     assert 1 <= sent <= 4
     assert len(server.chat_requests) == sent
+
+
+def test_chat_json_carries_the_audio_counts(server: LoopbackServer, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    server.enqueue(Reply(text="ok", **AUDIO))
+    env = {
+        **os.environ,
+        "MOODLEMATE_ENDPOINT": server.url,
+        "MOODLEMATE_API_KEY": TEST_KEY,
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "moodlemate.ai.cli", "chat", "-m", "gpt-audio", "--json", LONG],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    fields = json.loads(out.stdout)
+    assert fields["usage"]["audio_prompt_tokens"] == 600
+    assert fields["usage"]["audio_completion_tokens"] == 400
+    assert "cache_write_tokens" not in fields["usage"]  # none reported: the shape is kept
+    assert fields["cost"] == "0.0468"
