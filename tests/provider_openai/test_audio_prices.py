@@ -274,3 +274,14 @@ def test_chat_json_carries_the_audio_counts(server: LoopbackServer, tmp_path: Pa
     assert fields["usage"]["audio_completion_tokens"] == 400
     assert "cache_write_tokens" not in fields["usage"]  # none reported: the shape is kept
     assert fields["cost"] == "0.0468"
+
+
+def test_a_spoken_reply_is_reserved_at_the_audio_rate(server: LoopbackServer) -> None:
+    """1000 reply tokens of gpt-4o-audio-preview: $0.01 as text ($10.00 per 1M), $0.08 as
+    audio ($80.00): a $0.05 budget takes the text call and refuses the spoken one unsent."""
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, budget="0.05")
+    spoken = {"modalities": ("text", "audio"), "audio": {"voice": "alloy", "format": "wav"}}
+    gpt.complete("gpt-4o-audio-preview", "", "x", max_tokens=1000)
+    with pytest.raises(BudgetExceededError):
+        gpt.complete("gpt-4o-audio-preview", "", "x", max_tokens=1000, options=spoken)
+    assert len(server.chat_requests) == 1
