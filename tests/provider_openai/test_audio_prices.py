@@ -146,7 +146,8 @@ def test_image_tokens_without_a_separate_price_are_an_unknown_cost(
 
 
 def test_audio_tokens_on_the_responses_api(server: LoopbackServer, gpt: GPT) -> None:
-    """The Responses usage object's input/output details carry audio tokens the same way."""
+    """The audio models are served on chat completions; should a Responses usage object carry
+    audio counts in its input/output details, they are read and priced the same way."""
     server.enqueue(Reply(text="ok", **AUDIO))
     completion = gpt.complete("gpt-audio", LONG, "x", options={"api": "responses"})
     assert completion.usage.audio_prompt_tokens == 600
