@@ -120,8 +120,10 @@ class Completion:
     """The service tier the server says served the call (``default``, ``flex``,
     ``priority``...); the cost is that tier's price, unknown (None) where it has none."""
     cost_breakdown: CostBreakdown | None = None
-    """``cost`` by piece (input, cached input, cache writes, output, reasoning) when it was
-    priced from a price table; None when the cost is unknown or the server's own figure."""
+    """``cost`` by piece (input, cached input, cache writes, output, reasoning, audio and
+    image tokens) at the price table's rates: when it was priced from them, when the server's
+    own figure is what they add up to, and when the cost is unknown only because some pieces
+    have no price (named in ``unpriced``); None otherwise."""
 
     @property
     def message(self) -> Message:
