@@ -41,7 +41,7 @@ from moodlemate.ai.errors import (
 if TYPE_CHECKING:
     from moodlemate.ai._facade import Facade
 
-__all__ = ["TypedCompletion", "arun_typed", "run_typed", "typed_request"]
+__all__ = ["TypedCompletion", "arun_typed", "checked_answer", "run_typed", "typed_request"]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -169,19 +169,12 @@ class _Run:
     def check(self, completion: Completion) -> tuple[bool, Any]:
         """``(True, answer)`` when ``completion`` parses; else record why and ``(False, None)``."""
         self.completions.append(completion)
-        if completion.finish_reason == "length":
-            raise TruncatedAnswerError(
-                "the answer was cut off by the token limit before it was complete; raise "
-                "max_tokens (or leave it None); the partial text is in error.partial",
-                completion,
-            )
-        text = reply_text(completion)  # raises RefusalError / EmptyReplyError
         try:
-            return True, self.answer.parse(text)
+            return True, checked_answer(self.answer, completion)
         except AnswerProblems as problems:
             self.problems.append(problems.problems)
             self.history += [
-                Message("assistant", text),
+                Message("assistant", completion.text),
                 Message("user", _feedback(problems.problems)),
             ]
             return False, None
@@ -232,6 +225,19 @@ class _Run:
             return completion
 
         return send
+
+
+def checked_answer(answer: AnswerSchema[T], completion: Completion) -> T:
+    """The reply's answer, parsed and validated: the one check of every typed reply, live
+    or from a remote batch. Raises TruncatedAnswerError (cut by the token limit),
+    RefusalError or EmptyReplyError (no answer to check), AnswerProblems (not valid)."""
+    if completion.finish_reason == "length":
+        raise TruncatedAnswerError(
+            "the answer was cut off by the token limit before it was complete; raise "
+            "max_tokens (or leave it None); the partial text is in error.partial",
+            completion,
+        )
+    return answer.parse(reply_text(completion))
 
 
 def run_typed(

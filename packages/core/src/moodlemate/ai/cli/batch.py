@@ -153,11 +153,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(exc.message, EXIT_USAGE) from None
     except OSError as exc:
         raise CommandError(f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE) from None
-    if args.remote and any(item.schema is not None for item in items):
-        raise CommandError(
-            "typed answers (schema) are checked by local batches only: drop --remote",
-            EXIT_USAGE,
-        )
     created = not os.path.lexists(args.output)
     try:
         log = ResultLog(args.output)

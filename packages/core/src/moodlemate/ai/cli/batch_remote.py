@@ -182,6 +182,14 @@ def _print_summary(err: Writable, summary: RemoteBatchSummary, output: str) -> N
         f"  succeeded  {summary.succeeded}",
         f"  failed     {summary.failed}"
         + ('  (records with "ok": false; a rerun submits them again)' if summary.failed else ""),
+        *(
+            [
+                f"  invalid    {summary.invalid}  (answers that did not match their schema; "
+                "counted in failed, their problems in OUTPUT)"
+            ]
+            if summary.invalid
+            else []
+        ),
         f"  skipped    {summary.skipped}  (answered by an earlier run)",
         f"  tokens     {summary.usage.total_tokens}  ({summary.usage.prompt_tokens} prompt + "
         f"{summary.usage.completion_tokens} completion)",
