@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -41,7 +41,15 @@ from moodlemate.ai.errors import (
 if TYPE_CHECKING:
     from moodlemate.ai._facade import Facade
 
-__all__ = ["TypedCompletion", "arun_typed", "checked_answer", "run_typed", "typed_request"]
+__all__ = [
+    "TypedCompletion",
+    "arun_typed",
+    "checked_answer",
+    "run_typed",
+    "typed_format",
+    "typed_request",
+    "with_format",
+]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -137,11 +145,7 @@ class _Run:
                 f"the typed answer's deadline ({self.gpt.retry.deadline:g} s) ran out after "
                 f"{len(self.completions)} replies"
             )
-        messages = list(self.request.messages)
-        if self.format.instructions:
-            messages = _with_instructions(messages, self.format.instructions)
-        extra = {**self.request.extra, **self.format.fields}
-        return replace(self.request, messages=(*messages, *self.history), extra=extra, stream=False)
+        return with_format(self.request, self.format, self.history)
 
     def refused_format(self, exc: BadRequestError) -> bool:
         """True when ``exc`` is the server refusing the answer format: switch to the next."""
@@ -283,6 +287,24 @@ def typed_request(gpt: Facade, request: ChatRequest, answer: AnswerSchema[Any]) 
     built = run.next_request()
     assert built is not None
     return built
+
+
+def typed_format(gpt: Facade, request: ChatRequest, answer: AnswerSchema[Any]) -> AnswerFormat:
+    """The format ``request``'s model is asked for ``answer`` in: the mode its server taught
+    us, else the provider's rules. A remote batch works it out once per schema and model."""
+    return _Run(gpt, request, answer, 1).format
+
+
+def with_format(
+    request: ChatRequest, answer_format: AnswerFormat, history: Sequence[Message] = ()
+) -> ChatRequest:
+    """``request`` asking in ``answer_format`` (its fields, its instructions after the first
+    system text), followed by ``history``: what every typed attempt sends."""
+    messages = list(request.messages)
+    if answer_format.instructions:
+        messages = _with_instructions(messages, answer_format.instructions)
+    extra = {**request.extra, **answer_format.fields}
+    return replace(request, messages=(*messages, *history), extra=extra, stream=False)
 
 
 def _with_instructions(messages: list[Message], instructions: str) -> list[Message]:

@@ -47,12 +47,18 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from moodlemate.ai._answer_format import AnswerFormat
 from moodlemate.ai._answer_schema import AnswerProblems, AnswerSchema, answer_schema
 from moodlemate.ai._call_types import with_api
 from moodlemate.ai._plausible import bounded, ceiling, cost_of, scrubbed
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
-from moodlemate.ai._structured import TypedCompletion, checked_answer, typed_request
+from moodlemate.ai._structured import (
+    TypedCompletion,
+    checked_answer,
+    typed_format,
+    with_format,
+)
 from moodlemate.ai.batch.items import BatchItem, ItemId
 from moodlemate.ai.batch.remote_budget import PartBudget
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
@@ -228,8 +234,8 @@ class _RemoteRun:
         self.sleep = sleep
         self.state = RemoteState.load(state_path(log.path))
         self.routes: dict[str, _Route] = {}
-        self._requests: dict[ItemId, ChatRequest] = {}
         self._answers: dict[int, tuple[Any, AnswerSchema[Any]]] = {}
+        self._formats: dict[tuple[int, str], AnswerFormat] = {}
         self._pending: list[dict[str, Any]] = []
         self._queued: set[ItemId] = set()
         self._log_rows: list[dict[str, Any]] = []
@@ -347,14 +353,10 @@ class _RemoteRun:
     def _request(self, route: _Route, item: BatchItem) -> ChatRequest:
         """The request the line stands for, to the provider's model name: with a schema,
         the request a live typed call's first attempt sends (its format and instructions)."""
-        request = self._requests.get(item.id)
-        if request is None:
-            own = with_api(item.request(), self.gpt.api)  # the API a live call would take
-            if item.schema is not None:
-                own = typed_request(self.gpt, own, self._answer(item))
-            request = replace(own, model=route.model)
-            self._requests[item.id] = request
-        return request
+        request = with_api(item.request(), self.gpt.api)  # the API a live call would take
+        if item.schema is not None:
+            request = with_format(request, self._format(item, request))
+        return replace(request, model=route.model)
 
     def _answer(self, item: BatchItem) -> AnswerSchema[Any]:
         """The line's schema and validator, built once per schema (``--schema`` gives every
@@ -363,6 +365,16 @@ class _RemoteRun:
         if held is None or held[0] is not item.schema:
             held = self._answers[id(item.schema)] = (item.schema, answer_schema(item.schema))
         return held[1]
+
+    def _format(self, item: BatchItem, request: ChatRequest) -> AnswerFormat:
+        """How the line's model is asked for its schema, worked out once per schema and
+        model: 50,000 lines share one strict schema rather than hold a copy each."""
+        answer = self._answer(item)
+        key = (id(item.schema), item.model)
+        found = self._formats.get(key)
+        if found is None:
+            found = self._formats[key] = typed_format(self.gpt, request, answer)
+        return found
 
     # -- submitting ------------------------------------------------------------------------
 
