@@ -216,3 +216,128 @@ def test_the_command_line_runs_a_schema_batch_remotely(srv: LoopbackServer, tmp_
     assert records[2]["error"]["problems"] == [["age: Field required"]]
     assert not srv.chat_requests
     assert KEY not in done.stderr
+
+
+STANDARD_IN, STANDARD_OUT = Decimal("0.15"), Decimal("0.60")  # gpt-4o-mini, USD per 1M
+
+
+def test_reask_goes_on_live_from_each_invalid_batch_reply(
+    srv: LoopbackServer, tmp_path: Path
+) -> None:
+    log = tmp_path / "spend.db"
+    gpt = GPT("openai", endpoint=srv.url, api_key=KEY, log=log)
+    items = parse_items(
+        [json.dumps({"id": name, "user": f"Who is {name}?"}) for name in "abc"],
+        default_model="gpt-4o-mini",
+        schema=PERSON,
+    )
+    srv.enqueue(
+        Reply(text='{"name": "Ann", "age": 41}', prompt_tokens=30, completion_tokens=10),
+        Reply(text="not json", prompt_tokens=31, completion_tokens=3),
+        Reply(text='{"name": "Cy"}', prompt_tokens=32, completion_tokens=5),
+    )
+    # The live re-asks, one line at a time: b is fixed at once, c never complies.
+    srv.enqueue(
+        Reply(text='{"name": "Bo", "age": 7}', prompt_tokens=80, completion_tokens=10),
+        Reply(text='{"name": "Cy", "age": "x"}', prompt_tokens=81, completion_tokens=11),
+        Reply(text='{"age": 3}', prompt_tokens=82, completion_tokens=12),
+    )
+    out = tmp_path / "out.jsonl"
+    summary = run_remote_batch(gpt, items, out, poll_interval=0.01, reask=True, concurrency=1)
+
+    assert (summary.succeeded, summary.failed, summary.invalid) == (1, 2, 2)
+    reasked = summary.reasked
+    assert reasked is not None
+    assert (reasked.succeeded, reasked.failed) == (1, 1)
+    assert summary.unanswered == 1
+    first = srv.chat_requests[0].body["messages"]
+    assert first[-2] == {"role": "assistant", "content": "not json"}  # the batch's reply
+    assert first[-1]["role"] == "user"
+    assert "not valid JSON" in first[-1]["content"]
+    assert len(srv.chat_requests) == 3  # c took its 3 replies: the batch's and 2 live ones
+
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    fixed = lines[-2] if lines[-2]["id"] == "b" else lines[-1]
+    assert fixed["ok"] is True
+    assert fixed["answer"] == {"name": "Bo", "age": 7}
+    assert fixed["replies"] == 2
+    batch_b = (31 * BATCH_IN + 3 * BATCH_OUT) / 1_000_000
+    live_b = (80 * STANDARD_IN + 10 * STANDARD_OUT) / 1_000_000
+    assert Decimal(fixed["cost"]) == batch_b + live_b
+    failed = next(r for r in reversed(lines) if r["id"] == "c")
+    assert failed["error"]["type"] == "StructuredOutputError"
+    assert len(failed["error"]["problems"]) == 3
+    assert failed["attempts"] == 3
+    live_c = (81 * STANDARD_IN + 11 * STANDARD_OUT + 82 * STANDARD_IN + 12 * STANDARD_OUT) / 10**6
+    assert Decimal(failed["cost"]) == (32 * BATCH_IN + 5 * BATCH_OUT) / 1_000_000 + live_c
+    assert reasked.cost == live_b + live_c
+    assert gpt.ledger.cost == summary.cost + reasked.cost
+    with sqlite3.connect(log) as db:
+        batch_rows, live_rows = db.execute(
+            "SELECT SUM(batch_id IS NOT NULL), SUM(batch_id IS NULL) FROM calls"
+        ).fetchone()
+    assert (batch_rows, live_rows) == (3, 3)
+    # A rerun sends only c again, in a new batch: a and b are answered.
+    srv.enqueue(Reply(text='{"name": "Cy", "age": 9}'))
+    again = run_remote_batch(gpt, items, out, poll_interval=0.01, reask=True)
+    assert (again.skipped, again.succeeded, again.reasked) == (2, 1, None)
+
+
+def test_a_reask_the_budget_cannot_afford_is_recorded_unsent(
+    srv: LoopbackServer, tmp_path: Path
+) -> None:
+    """The batch's hold fits (batch prices); a live re-ask's worst case at standard prices
+    does not: it is refused before sending, recorded, and the batch's reply stays paid once."""
+    items = parse_items(
+        [json.dumps({"id": 1, "user": "Who?", "max_tokens": 1000})],
+        default_model="gpt-4o-mini",
+        schema=PERSON,
+    )
+    srv.enqueue(Reply(text="nope", prompt_tokens=10, completion_tokens=2))
+    gpt = GPT("openai", endpoint=srv.url, api_key=KEY, budget="0.00045")
+    summary = run_remote_batch(gpt, items, tmp_path / "o.jsonl", poll_interval=0.01, reask=True)
+    reasked = summary.reasked
+    assert reasked is not None
+    assert (reasked.succeeded, reasked.failed) == (0, 1)
+    assert isinstance(reasked.stopped_by, BudgetExceededError)
+    assert not srv.chat_requests
+    last = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[-1])
+    assert last["error"]["type"] == "BudgetExceededError"
+    assert gpt.ledger.cost == (10 * BATCH_IN + 2 * BATCH_OUT) / 1_000_000
+
+
+def test_reask_needs_remote_on_the_command_line(srv: LoopbackServer, tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": 1, "user": "Ann"}) + "\n")
+    env = dict(os.environ, MOODLEMATE_ENDPOINT=srv.url, MOODLEMATE_API_KEY=KEY)
+    refused = subprocess.run(
+        [*COMMAND, "in.jsonl", "-o", "out.jsonl", "--reask"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "--reask needs --remote" in refused.stderr
+    srv.enqueue(Reply(text='{"name": "Ann"}'), Reply(text='{"name": "Ann", "age": 41}'))
+    done = subprocess.run(
+        [
+            *COMMAND,
+            "in.jsonl",
+            "-o",
+            "out.jsonl",
+            "--remote",
+            "--reask",
+            "--schema",
+            "name, age int",
+            *POLL,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "reasked    1 answered, 0 failed" in done.stderr
+    assert _records(tmp_path / "out.jsonl")[1]["answer"] == {"name": "Ann", "age": 41}

@@ -176,12 +176,18 @@ class _Run:
         try:
             return True, checked_answer(self.answer, completion)
         except AnswerProblems as problems:
-            self.problems.append(problems.problems)
-            self.history += [
-                Message("assistant", completion.text),
-                Message("user", _feedback(problems.problems)),
-            ]
+            self.answered_wrongly(completion, problems.problems)
             return False, None
+
+    def answered_wrongly(self, completion: Completion, problems: tuple[str, ...]) -> None:
+        """Note a reply that did not fit and why; the next attempt is told."""
+        if not self.completions or self.completions[-1] is not completion:
+            self.completions.append(completion)
+        self.problems.append(problems)
+        self.history += [
+            Message("assistant", completion.text),
+            Message("user", _feedback(problems)),
+        ]
 
     def result(self, parsed: Any) -> TypedCompletion[Any]:
         return TypedCompletion(
@@ -245,10 +251,20 @@ def checked_answer(answer: AnswerSchema[T], completion: Completion) -> T:
 
 
 def run_typed(
-    gpt: Facade, request: ChatRequest, answer: AnswerSchema[T], max_attempts: int
+    gpt: Facade,
+    request: ChatRequest,
+    answer: AnswerSchema[T],
+    max_attempts: int,
+    *,
+    earlier: tuple[Completion, tuple[str, ...]] | None = None,
 ) -> TypedCompletion[T]:
-    """Send ``request`` for an answer following ``answer`` (see the module's docstring)."""
+    """Send ``request`` for an answer following ``answer`` (see the module's docstring).
+
+    ``earlier``: a reply already received and found wrong (a remote batch's), and its
+    problems: the run goes on from it, which counts as the first of ``max_attempts``."""
     run = _Run(gpt, request, answer, max_attempts)
+    if earlier is not None:
+        run.answered_wrongly(*earlier)
     while (next_request := run.next_request()) is not None:
         try:
             completion = run.trimmed_policy_send(next_request)()

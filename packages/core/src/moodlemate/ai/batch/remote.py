@@ -27,8 +27,9 @@ A line with a schema is sent as a live typed call's first attempt is (the same f
 strict ``json_schema``, or ``json_object`` / instructions where the model takes no schema),
 and its reply is checked by the same validator. A batch cannot converse, so an answer that
 does not validate is not asked again inside it: its record has ``"ok": false``, the
-``problems`` found and the reply's cost, and the summary counts it in ``invalid``; a rerun
-submits it again, and ``retry_failed_locally`` asks it live, with re-asks, within the budget.
+``problems`` found and the reply's cost, and the summary counts it in ``invalid``. With
+``reask`` each such line goes on live from that reply (:mod:`.remote_reask`), within the
+budget; else a rerun submits it again, or ``retry_failed_locally`` asks it live afresh.
 
 Requests go to the endpoint a live call would use (OpenAI: ``/v1/responses`` for
 Responses-only models and ``api="responses"``, else ``/v1/chat/completions``); a batch takes
@@ -61,9 +62,11 @@ from moodlemate.ai._structured import (
 )
 from moodlemate.ai.batch.items import BatchItem, ItemId
 from moodlemate.ai.batch.remote_budget import PartBudget
+from moodlemate.ai.batch.remote_reask import Wrong
+from moodlemate.ai.batch.remote_reask import reask as reask_lines
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
 from moodlemate.ai.batch.results import ResultLog, failure_record, success_record, typed_record
-from moodlemate.ai.batch.runner import BatchInterrupted, BatchSummary, run_batch
+from moodlemate.ai.batch.runner import MAX_CONCURRENCY, BatchInterrupted, BatchSummary, run_batch
 from moodlemate.ai.errors import (
     BudgetExceededError,
     MoodlemateError,
@@ -134,6 +137,9 @@ class RemoteBatchSummary(BatchSummary):
     """The worst case (at batch prices) held against the budget for parts not yet settled."""
     local: BatchSummary | None = None
     """What ``retry_failed_locally`` ran through the local runner."""
+    reasked: BatchSummary | None = None
+    """What ``reask`` asked live: the lines whose batch reply did not match their schema
+    (its usage and cost: the live replies only)."""
     state_file: str = ""
 
 
@@ -150,6 +156,7 @@ def run_remote_batch(
     max_requests_per_file: int | None = None,
     max_bytes_per_file: int | None = None,
     retry_failed_locally: bool = False,
+    reask: bool = False,
     concurrency: int = 8,
     progress: RemoteProgress | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -159,15 +166,21 @@ def run_remote_batch(
     Raises UnsupportedFeatureError (for a provider without one), MissingAPIKeyError and the
     like before anything is sent; :class:`BatchInterrupted` on Ctrl-C with the state saved
     (rerun to resume). ``max_wait`` bounds the wall-clock time spent waiting for batches;
-    when it passes, the summary says ``timed_out`` and a rerun resumes polling.
+    when it passes, the summary says ``timed_out`` and a rerun resumes polling. ``reask``:
+    a line whose batch reply does not match its schema is asked again live, from that reply
+    on (``concurrency`` at a time), as :meth:`GPT.parse` would have.
     """
     _check_bounds(poll_interval, max_wait)
     if isinstance(output, ResultLog):
         run = _RemoteRun(gpt, items, output, poll_interval, max_wait, progress, sleep)
-        return run.run(max_requests_per_file, max_bytes_per_file, retry_failed_locally, concurrency)
+        return run.run(
+            max_requests_per_file, max_bytes_per_file, retry_failed_locally, reask, concurrency
+        )
     with ResultLog(output) as log:
         run = _RemoteRun(gpt, items, log, poll_interval, max_wait, progress, sleep)
-        return run.run(max_requests_per_file, max_bytes_per_file, retry_failed_locally, concurrency)
+        return run.run(
+            max_requests_per_file, max_bytes_per_file, retry_failed_locally, reask, concurrency
+        )
 
 
 def cancel_remote_batch(gpt: GPT, output: str | os.PathLike[str]) -> list[tuple[str, str]]:
@@ -236,6 +249,8 @@ class _RemoteRun:
         self.routes: dict[str, _Route] = {}
         self._answers: dict[int, tuple[Any, AnswerSchema[Any]]] = {}
         self._formats: dict[tuple[int, str], AnswerFormat] = {}
+        self._wrong: list[Wrong] = []
+        """Lines whose batch reply, collected by this run, did not match their schema."""
         self._pending: list[dict[str, Any]] = []
         self._queued: set[ItemId] = set()
         self._log_rows: list[dict[str, Any]] = []
@@ -255,8 +270,13 @@ class _RemoteRun:
         max_requests: int | None,
         max_bytes: int | None,
         retry_locally: bool,
+        reask: bool,
         concurrency: int,
     ) -> RemoteBatchSummary:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise ValidationError("concurrency must be an int")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValidationError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
         for part in self.state.parts:
             if part.live:
                 self._route(part.model)  # an unusable key or provider raises before anything
@@ -273,6 +293,8 @@ class _RemoteRun:
                 if part.live and part.batch_id is None:
                     self._submit(part)
             self._wait_and_collect()
+            if reask and self._wrong:
+                self.summary.reasked = reask_lines(self.gpt, self._wrong, self.log, concurrency)
         except KeyboardInterrupt:
             self.summary.interrupted = True
             raise BatchInterrupted(self._final()) from None
@@ -601,6 +623,7 @@ class _RemoteRun:
             self.summary.failed += 1
             if isinstance(exc, StructuredOutputError):
                 self.summary.invalid += 1
+                self._wrong.append((item, completion, exc.problems[0]))
             return
         self._pending.append(record)
         self.summary.succeeded += 1

@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("OUTPUT must not be the INPUT file", EXIT_USAGE)
     if args.retry_failed_locally and not args.remote:
         raise CommandError("--retry-failed-locally needs --remote", EXIT_USAGE)
+    if args.reask and not args.remote:
+        raise CommandError("--reask needs --remote", EXIT_USAGE)
     gpt = make_gpt(args)
     if args.cancel:
         return batch_remote.cancel(args, gpt, QuietStream(sys.stderr))
