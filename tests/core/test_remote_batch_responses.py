@@ -224,3 +224,25 @@ def test_a_state_file_from_before_responses_batches_resumes_as_chat(
     done = run_remote_batch(_gpt(srv), items, out, poll_interval=0.01)
     assert (done.succeeded, done.submitted) == (1, 0)
     assert _records(out)[1]["text"] == "Echo: q"
+
+
+def test_a_part_planned_for_one_endpoint_is_not_sent_to_another(
+    srv: LoopbackServer, tmp_path: Path
+) -> None:
+    """A run died after planning a part and before uploading it; the rerun's api setting now
+    sends its lines elsewhere: refused before anything is uploaded, with the way out."""
+    from moodlemate.ai.batch.remote import RemoteBatchError
+
+    items = parse_items([json.dumps({"id": 1, "user": "q"})], default_model="gpt-4o-mini")
+    out = tmp_path / "o.jsonl"
+    srv.batches.speed = 0.0
+    run_remote_batch(_gpt(srv), items, out, poll_interval=0.01, max_wait=0)
+    state_file = Path(f"{out}.remote.json")
+    state = json.loads(state_file.read_text())
+    part = state["parts"][0]
+    part.update(file_id=None, batch_id=None, creating=False, status="planned")
+    state_file.write_text(json.dumps(state))
+    uploads = len(srv.batches.files)
+    with pytest.raises(RemoteBatchError, match="planned for /v1/chat/completions"):
+        run_remote_batch(_gpt(srv, api="responses"), items, out, poll_interval=0.01)
+    assert len(srv.batches.files) == uploads

@@ -372,6 +372,19 @@ class _RemoteRun:
         route.provider.check_input(request)
         return route.api.request_line(_custom_id(item.id), request)
 
+    def _part_line(self, route: _Route, part: Part, item: BatchItem) -> bytes:
+        """The item's line for ``part``, which must still go to the part's endpoint (an
+        ``api`` setting changed between the run that planned it and this one must not put a
+        line the batch would refuse into its file)."""
+        endpoint = route.api.endpoint_for(self._request(route, item))
+        if part.endpoint is not None and endpoint != part.endpoint:
+            raise RemoteBatchError(
+                f"item {item.id!r} (line {item.line}) was planned for {part.endpoint} and now "
+                f"goes to {endpoint} (was the api setting changed?); nothing of its batch was "
+                f"sent: restore the setting, or move {self.state.path} away to start over"
+            )
+        return self._line(route, item)
+
     def _request(self, route: _Route, item: BatchItem) -> ChatRequest:
         """The request the line stands for, to the provider's model name: with a schema,
         the request a live typed call's first attempt sends (its format and instructions)."""
@@ -405,7 +418,9 @@ class _RemoteRun:
         if self.budget.active and part.reserved is None and not part.creating:
             self._reserve(route, part)
         if part.file_id is None:
-            data = b"".join(self._line(route, self.items[i]) for i in part.ids if i in self.items)
+            data = b"".join(
+                self._part_line(route, part, self.items[i]) for i in part.ids if i in self.items
+            )
             name = f"moodlemate-{part.token}.jsonl"
             part.file_id = self._retrying(
                 lambda c: route.api.upload(c, name, data), route, "upload"
