@@ -7,7 +7,7 @@ providers, the spend log) can name them without importing the machinery that use
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
@@ -46,6 +46,7 @@ __all__ = [
     "Role",
     "TextPart",
     "ToolCall",
+    "with_api",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -67,6 +68,16 @@ class ChatRequest:
     api: Literal["chat", "responses"] | None = None
     """The vendor API to send it through, where a provider speaks more than one (OpenAI's chat
     completions and Responses); None lets the provider's model rules choose."""
+
+
+def with_api(request: ChatRequest, default: str | None) -> ChatRequest:
+    """``request`` naming the API it goes through: its own, else its options', else
+    ``default`` (the instance's ``api``); still None lets the provider's model rules choose.
+    Live calls and remote batch lines decide it here alike."""
+    api = request.api or request.options.api or default
+    if api == request.api:
+        return request
+    return replace(request, api=api)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

@@ -509,8 +509,10 @@ class LoopbackServer:
 
     # used by the handler -------------------------------------------------------------------
 
-    def _batch_answer(self, body: JSONObject) -> tuple[int, JSONObject]:
-        """One request of a remote batch, answered as a live chat request would be."""
+    def _batch_answer(self, endpoint: str, body: JSONObject) -> tuple[int, JSONObject]:
+        """One request of a remote batch, answered as a live request to ``endpoint`` would be."""
+        if _is_responses_path(endpoint):
+            return self._batch_response(body)
         problem = _validate(body, True, self.strict, ())
         if problem is not None:
             message, param, code = problem
@@ -524,6 +526,27 @@ class LoopbackServer:
                 return action.http_status, json.loads(action.body)
             return action.http_status, _status_body(action, body)
         return 500, _status_body(Fault.status(500), body)
+
+    def _batch_response(self, body: JSONObject) -> tuple[int, JSONObject]:
+        """One request of a ``/v1/responses`` batch: the live Responses answer."""
+        found = responses_api.problem(body, True, self.strict)
+        if found is not None:
+            message, param, code = found
+            error = {"message": message, "type": "invalid_request_error", "param": param}
+            return 400, {"error": {**error, "code": code}}
+        view = responses_api.chat_view(body)
+        action = self._next_action(view)
+        if isinstance(action, Reply):
+            done = _Completion.build(action, view)
+            return action.status, responses_api.response_object(done, body, action.reasoning)
+        if action.kind in ("response_failed", "error_in_200"):
+            code, message = str(action.error_code or "server_error"), action.message or "failed"
+            return 200, responses_api.failed_response(body, code, message)
+        if action.kind == "status":
+            if action.body is not None:
+                return action.http_status, json.loads(action.body)
+            return action.http_status, _status_body(action, view)
+        return 500, _status_body(Fault.status(500), view)
 
     def _take_cut(self) -> bool:
         with self._lock:
