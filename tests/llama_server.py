@@ -64,6 +64,19 @@ CHAT_TEMPLATE = (
     "{% else %} {{ message['content'] }}{{ eos_token }}{% endif %}"
     "{% endfor %}"
 )
+THINKING_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}<<SYS>>{{ message['content'] }}<</SYS>>\n"
+    "{% elif message['role'] == 'user' %}[INST] {{ message['content'] }} [/INST]"
+    "{% else %} {% if message['reasoning_content'] %}"
+    "<think>{{ message['reasoning_content'] }}</think>{% endif %}"
+    "{{ message['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %} <think>{% endif %}"
+)
+"""CHAT_TEMPLATE as a reasoning model's: an assistant turn's reasoning between think tags,
+and the generation prompt opening a think block (the model starts out reasoning), given to
+the server with ``--chat-template-file`` (the model file keeps CHAT_TEMPLATE)."""
 
 
 def cache_root() -> Path:
@@ -255,6 +268,8 @@ class LlamaServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    extra_args: tuple[str, ...] = ()
+    """More llama-server flags (a chat template file, a reasoning format)."""
 
     @property
     def url(self) -> str:
@@ -283,6 +298,7 @@ class LlamaServer:
         ]
         if self.api_key:
             command += ["--api-key", self.api_key]
+        command += self.extra_args
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         self.wait_ready(timeout)

@@ -110,8 +110,5 @@ def test_bad_schemas_are_refused_before_anything_is_sent(
     assert "in.jsonl:3" not in out.stderr
     write_lines(tmp_path / "in.jsonl", [{"id": 1, "user": "a"}])
     assert batch(env, tmp_path, "--schema", "name, age integer").returncode == 2
-    out = batch(env, tmp_path, "--schema", "name", "--remote")
-    assert out.returncode == 2
-    assert "local batches only" in out.stderr
     assert server.chat_requests == []
     assert not (tmp_path / "out.jsonl").exists()

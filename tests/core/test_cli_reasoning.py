@@ -50,7 +50,9 @@ def test_the_environment_chooses_the_api_and_json_carries_the_reasoning(
     server: LoopbackServer, env: dict[str, str]
 ) -> None:
     server.enqueue(Reply(text="42", reasoning="six sevens"))
-    out = chat({**env, "MOODLEMATE_API": "responses"}, "--json", "Hi")
+    out = chat(
+        {**env, "MOODLEMATE_API": "responses"}, "-o", "reasoning_summary", "auto", "--json", "Hi"
+    )
     assert out.returncode == 0, out.stderr
     fields = json.loads(out.stdout)
     assert (fields["text"], fields["reasoning"]) == ("42", "six sevens")

@@ -17,12 +17,20 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from llama_server import CONTEXT, LlamaServer, cached, ensure_built, missing_tools
+from llama_server import (
+    CONTEXT,
+    THINKING_TEMPLATE,
+    LlamaServer,
+    cached,
+    ensure_built,
+    missing_tools,
+)
 from moodlemate.ai import (
     GPT,
     APITimeoutError,
     AuthenticationError,
     ContextWindowExceededError,
+    EmptyReplyError,
     RetryPolicy,
     StreamInterruptedError,
 )
@@ -253,3 +261,70 @@ def test_a_frozen_server_times_out_within_the_deadline(own_llama: LlamaServer) -
         assert time.monotonic() - started < 4 + 1.5
     finally:
         own_llama.thaw()
+
+
+# -- reasoning_content ---------------------------------------------------------------------
+#
+# The test model's own template (Llama-2 style) has no think tags, and its random weights never
+# write one, so the shared server puts everything in `content`. llama-server finds a template's
+# reasoning markers by rendering it with and without an assistant turn's `reasoning_content`;
+# given THINKING_TEMPLATE (which wraps that in <think>...</think> and opens <think> in the
+# generation prompt) and `--reasoning-format deepseek`, it parses the model's output as
+# reasoning until </think>, and sends it as `reasoning_content` (`delta.reasoning_content` when
+# streamed). The per-request `reasoning_budget_tokens` makes it close the block after that
+# many tokens, so the rest of the reply is the answer.
+
+
+@pytest.fixture(scope="module")
+def thinking_llama(
+    build: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaServer]:
+    """A second server, on the thinking template (the shared one keeps the model's own)."""
+    folder = tmp_path_factory.mktemp("thinking-llama")
+    template = folder / "thinking.jinja"
+    template.write_text(THINKING_TEMPLATE)
+    flags = ("--chat-template-file", str(template), "--reasoning-format", "deepseek")
+    with LlamaServer(build, log_path=folder / "server.log", extra_args=flags) as server:  # type: ignore[arg-type]
+        yield server
+
+
+BUDGETED = {"reasoning_budget_tokens": 4}
+
+
+def test_reasoning_content_lands_in_completion_reasoning(thinking_llama: LlamaServer) -> None:
+    gpt = gpt_on(thinking_llama)
+    result = gpt.complete(MODEL, "", "Why is the sky blue?", max_tokens=12, extra=BUDGETED)
+    assert result.reasoning  # the model's first tokens, as reasoning_content
+    assert result.text  # what came after the closed block
+    assert "think>" not in result.reasoning + result.text
+    assert result.reasoning.strip() not in result.text
+    assert result.usage.completion_tokens == 12  # reasoning and answer together
+
+
+def test_streamed_reasoning_content_is_kept_out_of_the_deltas(
+    thinking_llama: LlamaServer,
+) -> None:
+    gpt = gpt_on(thinking_llama)
+    with gpt.stream(MODEL, "", "Why is the sky blue?", max_tokens=12, extra=BUDGETED) as stream:
+        deltas = list(stream)
+    completion = stream.completion
+    assert completion is not None
+    assert completion.reasoning
+    assert "".join(deltas) == completion.text
+    assert completion.text
+    assert "think>" not in completion.reasoning + completion.text
+    assert completion.reasoning.strip() not in completion.text
+
+
+def test_a_reply_spent_on_reasoning_is_an_empty_reply_that_keeps_it(
+    thinking_llama: LlamaServer,
+) -> None:
+    """No budget: the block never closes within max_tokens, so the answer is empty and the
+    str-returning call says so, with the reasoning on the error's completion."""
+    gpt = gpt_on(thinking_llama)
+    with pytest.raises(EmptyReplyError) as caught:
+        gpt.chat_completion(MODEL, "", "Why is the sky blue?", max_tokens=8)
+    completion = caught.value.completion
+    assert completion.text == ""
+    assert completion.reasoning
+    assert completion.finish_reason == "length"

@@ -208,3 +208,56 @@ def test_server_replies_with_tool_calls_refusals_and_audio_follow_the_spec() -> 
             )
             with urllib.request.urlopen(request, timeout=5) as response:
                 _check("CreateChatCompletionResponse", json.loads(response.read()))
+
+
+def test_responses_and_schema_batches_follow_the_spec(tmp_path: Path) -> None:
+    """Lines for /v1/responses (a Responses-only model, api="responses", with and without a
+    schema) and chat lines with a schema: each request line against its endpoint's request
+    schema, each create against CreateBatchRequest, each Response the server wrote into an
+    output file against the spec's Response."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    lines = [
+        json.dumps({"id": 1, "system": "Be brief.", "user": "hi", "model": "o3-pro"}),
+        json.dumps({"id": 2, "user": "n?", "model": "o3-pro", "schema": schema}),
+        json.dumps({"id": 3, "user": "hi", "options": {"api": "responses"}, "max_tokens": 5}),
+        json.dumps({"id": 4, "user": "n?", "schema": schema}),
+        json.dumps({"id": 5, "user": "n?", "model": "gpt-3.5-turbo", "schema": schema}),
+    ]
+    items = parse_items(lines, default_model="gpt-4o-mini")
+    with LoopbackServer(api_key=KEY) as server:
+        server.batches.speed = 100_000.0
+        gpt = GPT("openai", endpoint=server.url, api_key=KEY)
+        run_remote_batch(gpt, items, tmp_path / "o.jsonl", poll_interval=0.01)
+        log = server.requests
+        files = server.batches.files
+        created = server.batches.created
+
+    request_schema = {
+        "/v1/responses": "CreateResponse",
+        "/v1/chat/completions": "CreateChatCompletionRequest",
+    }
+    assert sorted(b["endpoint"] for b in created) == [
+        "/v1/chat/completions",
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/responses",
+    ]
+    for batch in created:
+        for line in files[batch["input_file_id"]].content.splitlines():
+            request = json.loads(line)
+            assert request["url"] == batch["endpoint"]
+            _check(request_schema[batch["endpoint"]], request["body"])
+    creates = [r for r in log if r.method == "POST" and r.path.endswith("/batches")]
+    assert len(creates) == 4
+    for create in creates:
+        _check("CreateBatchRequest", create.body)
+    responses = [
+        json.loads(line)["response"]["body"]
+        for f in files.values()
+        if f.purpose == "batch_output"
+        for line in f.content.splitlines()
+    ]
+    shaped = [body for body in responses if body.get("object") == "response"]
+    assert len(shaped) == 3
+    for body in shaped:
+        _check("Response", body)

@@ -72,7 +72,7 @@ def test_a_responses_only_model_works_through_the_seed_call(
 
 def test_streaming_a_responses_only_model(server: LoopbackServer, gpt: GPT) -> None:
     server.enqueue(Reply(chunks=["Rome ", "is ", "warmer."], reasoning="Compare the two cities."))
-    with gpt.stream("o1-pro", "", "Warmer?") as stream:
+    with gpt.stream("o1-pro", "", "Warmer?", options={"reasoning_summary": "auto"}) as stream:
         deltas = list(stream)
     assert "".join(deltas) == "Rome is warmer."
     completion = stream.completion
@@ -318,3 +318,70 @@ def test_a_reasoning_budget_holds_against_64_concurrent_callers(server: Loopback
     assert gpt.ledger.cost <= budget
     assert results.count("ok") == len(server.chat_requests) >= 5
     assert results.count("refused") >= 50
+
+
+def _raw_post(server: LoopbackServer, path: str, body: dict[str, Any]) -> bytes:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{server.url}/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {TEST_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        raw: bytes = response.read()
+    return raw
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_test_server_sends_a_summary_only_when_asked(
+    server: LoopbackServer, stream: bool
+) -> None:
+    """As OpenAI answers: a reasoning model's output opens with its reasoning item, whose
+    summary is empty unless the request sets ``reasoning.summary``."""
+    base = {"model": "o3", "input": "hi", "stream": stream}
+    for reasoning, summary in [(None, []), ({"effort": "low"}, []), ({"summary": "auto"}, ["why"])]:
+        server.enqueue(Reply(text="ok", reasoning="why"))
+        raw = _raw_post(server, "responses", {**base, "reasoning": reasoning})
+        if stream:
+            lines = raw.decode().splitlines()
+            events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+            kind = "response.reasoning_summary_text.delta"
+            deltas = [e["delta"] for e in events if e["type"] == kind]
+            assert deltas == summary
+            final = events[-1]["response"]
+        else:
+            final = json.loads(raw)
+        first = final["output"][0]
+        assert first["type"] == "reasoning"
+        assert [part["text"] for part in first["summary"]] == summary
+
+
+def test_no_reasoning_fields_unless_a_reply_has_reasoning(server: LoopbackServer) -> None:
+    server.enqueue(Reply(text="ok"), Reply(text="ok"))
+    messages = [{"role": "user", "content": "hi"}]
+    chat = json.loads(_raw_post(server, "chat/completions", {"model": "m", "messages": messages}))
+    assert set(chat["choices"][0]["message"]) == {"role", "content", "refusal", "annotations"}
+    streamed = _raw_post(
+        server, "chat/completions", {"model": "m", "messages": messages, "stream": True}
+    ).decode()
+    assert "reasoning" not in streamed
+    server.enqueue(Reply(text="ok"))
+    answer = json.loads(_raw_post(server, "responses", {"model": "o3", "input": "hi"}))
+    assert [item["type"] for item in answer["output"]] == ["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_without_a_summary_request_no_reasoning_text_comes_back(
+    server: LoopbackServer, gpt: GPT, stream: bool
+) -> None:
+    server.enqueue(Reply(text="42", reasoning="six sevens", reasoning_tokens=5))
+    if stream:
+        with gpt.stream("o3", "", "x", options={"api": "responses"}) as deltas:
+            assert "".join(deltas) == "42"
+        completion = deltas.completion
+    else:
+        completion = gpt.complete("o3", "", "x", options={"api": "responses"})
+    assert completion is not None
+    assert (completion.text, completion.reasoning) == ("42", None)
+    assert completion.usage.reasoning_tokens == 5

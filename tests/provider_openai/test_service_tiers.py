@@ -80,5 +80,5 @@ def test_the_unknown_tier_price_is_named_once(
     notes = [r.getMessage() for r in caplog.records if "recorded as unknown" in r.getMessage()]
     assert notes == [
         "no flex-tier price known for openai model 'gpt-4o-mini': its cost is recorded as "
-        "unknown (and not counted against a budget)"
+        "unknown (and counted against a budget at what it reserved)"
     ]

@@ -64,7 +64,14 @@ def router() -> Iterator[LoopbackServer]:
                 "0.0000006",
                 pricing={"input_cache_read": "0.000000075"},
             ),
-            or_entry("anthropic/claude-sonnet-4", "0.000003", "0.000015", context_length=200000),
+            or_entry(
+                "anthropic/claude-sonnet-4",
+                "0.000003",
+                "0.000015",
+                context_length=200000,
+                # Anthropic's cache prices as OpenRouter lists them: reads $0.30, writes $3.75.
+                pricing={"input_cache_read": "0.0000003", "input_cache_write": "0.00000375"},
+            ),
             or_entry("openrouter/auto", "-1", "-1"),
         ]
         yield srv
@@ -192,7 +199,7 @@ def test_refresh_reads_prices_and_limits_per_token_into_exact_per_million_decima
     assert info.price is not None
     assert info.price.input == Decimal("3")
     assert info.price.output == Decimal("15")
-    assert info.price.cached_input is None
+    assert (info.price.cached_input, info.price.cache_write) == (Decimal("0.3"), Decimal("3.75"))
     assert info.context_window == 200000
     assert info.max_output_tokens == 16384
     assert info.source == f"{or_url(router)}/models"

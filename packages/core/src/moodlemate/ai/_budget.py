@@ -5,7 +5,8 @@ reserved in the ledger: the prompt at the input price (bounded by its UTF-8 size
 being at least one byte; counted with the tokenizer only when that bound does not fit) plus
 ``max_tokens`` (or, when it is None, the provider's output allowance for the request:
 :data:`DEFAULT_OUTPUT_ESTIMATE` tokens, more for a reasoning model by its effort; capped at the
-model's own output limit) at the output price. The call is refused with
+model's own output limit) at the output price (every token at the dearest rate listed, audio
+included, when the request asks for a spoken reply or sends audio). The call is refused with
 :class:`~moodlemate.ai.errors.BudgetExceededError`, and nothing goes to the server, when the
 ledger's cost plus every reservation in flight plus this one would cross the ceiling. When
 the call ends its reservation is settled with the real cost (released if it failed), so
@@ -23,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from moodlemate.ai._ledger import Reservation
+from moodlemate.ai._messages import AudioPart
 from moodlemate.ai._token_count import carries_more_than_text
 from moodlemate.ai._token_framing import token_ceiling, tool_ceiling, wire_messages
 from moodlemate.ai._usage import Usage
@@ -122,6 +124,10 @@ def worst_case_cost(
             price = provider.tier_price(request.model, "priority", endpoint) or price
     if price is None:
         return None
+    if _speaks_audio(request):
+        # Audio tokens bill at their own, dearer rates (8 times the text rate on
+        # gpt-4o-audio-preview): a call that may have them reserves every token at the dearest.
+        price = price.dearest
     output = request.max_tokens
     if output is None:
         info = provider.model_info(request.model, endpoint)
@@ -134,6 +140,18 @@ def worst_case_cost(
         else token_ceiling(request.messages) + tool_ceiling(request)
     )
     return price.cost(Usage(prompt_tokens=prompt, completion_tokens=output))
+
+
+def _speaks_audio(request: ChatRequest) -> bool:
+    """Whether the request asks for a spoken reply or sends audio."""
+    if "audio" in (request.options.modalities or ()):
+        return True
+    return any(
+        isinstance(part, AudioPart)
+        for message in request.messages
+        if not isinstance(message.content, str)
+        for part in message.content
+    )
 
 
 def prompt_tokens(provider: Provider, request: ChatRequest) -> int:

@@ -24,7 +24,14 @@ from moodlemate.ai._credentials import explain_unsent_key
 from moodlemate.ai._network_failure import name_the_failure
 from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._pacing import PACED
-from moodlemate.ai._plausible import bounded, ceiling, cost_of, scrubbed
+from moodlemate.ai._plausible import (
+    bounded,
+    breakdown_of,
+    ceiling,
+    cost_of,
+    scrubbed,
+    unknown_cost_charge,
+)
 from moodlemate.ai._provider import DEFAULT_IMAGE_TOKENS
 from moodlemate.ai._urls import origin
 from moodlemate.ai.errors import APIConnectionError, ProviderError, RateLimitError
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
     from moodlemate.ai._call_hooks import CallHooks
     from moodlemate.ai._ledger import Ledger, Reservation
     from moodlemate.ai._pacing import Pacer
+    from moodlemate.ai._pricing import CostBreakdown, Price
     from moodlemate.ai._provider import ChatRequest, Completion, Connection, Provider
     from moodlemate.ai._rate_limit_headers import RateLimits
     from moodlemate.ai._retry import RetryPolicy
@@ -302,6 +310,34 @@ class Call:
         if isinstance(error, ProviderError):
             explain_unsent_key(error, self.connection)
 
+    def _note_unknown_cost(self, completion: Completion, pieces: CostBreakdown | None) -> None:
+        """Say once per model why a call's cost is unknown, and whether a budget counts it."""
+        provider, request, endpoint = self.provider, self.request, self.connection.endpoint
+        price = provider.price(request.model, endpoint)
+        counted = price is not None and completion.usage_reported
+        tier = completion.service_tier
+        if price is not None and tier not in (None, "default"):
+            price = provider.tier_price(request.model, tier, endpoint)
+            why = f"no {tier}-tier price known for" if price is None else ""
+        else:
+            why = "no price known for" if price is None else ""
+        if pieces is not None and not why:
+            why = f"no {' or '.join(pieces.unpriced)} price known for"
+        why = why or "the server reported no usage for"
+        # A local or custom server's models have no price: worth a note, not a warning on
+        # every run. On the vendor's own service a missing price is a real gap.
+        vendor = provider.recognises(endpoint)
+        log.log(
+            logging.WARNING if vendor else logging.INFO,
+            "%s %s model %r: its cost is recorded as unknown (and %s)",
+            why,
+            provider.name,
+            request.model,
+            "counted against a budget at what it reserved"
+            if counted
+            else "not counted against a budget",
+        )
+
     def settle(self, completion: Completion, attempts: int, reservation: Reservation) -> Completion:
         """Price ``completion`` from the catalog of the endpoint it came from (one provider
         object serves every instance and endpoint), settle the reservation, log the call."""
@@ -311,50 +347,34 @@ class Call:
         # bounded by what the request could produce, its model name cannot pick the price.
         limit = ceiling(provider, request, endpoint) if completion.usage_reported else None
         completion = bounded(scrubbed(completion), limit)
+
+        def price_of(model: str) -> Price | None:
+            return provider.tier_price(model, completion.service_tier, endpoint)
+
         cost, priced_model = cost_of(
-            completion,
-            request.model,
-            provider.same_model,
-            lambda model: provider.tier_price(model, completion.service_tier, endpoint),
-            limit,
+            completion, request.model, provider.same_model, price_of, limit
         )
+        pieces = breakdown_of(completion, cost, price_of(priced_model or request.model))
         if cost is None and request.model not in accounts.unpriced:
             accounts.unpriced.add(request.model)
-            price = provider.price(request.model, endpoint)
-            tier = completion.service_tier
-            if price is not None and tier not in (None, "default"):
-                price = provider.tier_price(request.model, tier, endpoint)
-                why = f"no {tier}-tier price known for" if price is None else ""
-            else:
-                why = "no price known for" if price is None else ""
-            why = why or "the server reported no usage for"
-            # A local or custom server's models have no price: worth a note, not a warning
-            # on every run. On the vendor's own service a missing price is a real gap.
-            vendor = provider.recognises(endpoint)
-            log.log(
-                logging.WARNING if vendor else logging.INFO,
-                "%s %s model %r: its cost is recorded as unknown "
-                "(and not counted against a budget)",
-                why,
-                provider.name,
-                request.model,
-            )
-        reservation.settle(accounts.ledger, request.model, completion.usage, cost)
+            self._note_unknown_cost(completion, pieces)
+        reservation.settle(
+            accounts.ledger,
+            request.model,
+            completion.usage,
+            cost,
+            unknown_cost_charge(completion, cost, pieces, reservation.amount),
+        )
         if accounts.pacer is not None:
             accounts.pacer.learn(
                 origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
             )
-        price = (
-            None
-            if priced_model is None
-            else provider.tier_price(priced_model, completion.service_tier, endpoint)
-        )
         completion = replace(
             completion,
             cost=cost,
             priced_model=priced_model,
             attempts=attempts,
-            cost_breakdown=None if price is None else price.breakdown(completion.usage),
+            cost_breakdown=pieces,
         )
         if accounts.log is not None:
             accounts.log.record_call(

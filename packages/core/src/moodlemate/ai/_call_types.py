@@ -7,7 +7,7 @@ providers, the spend log) can name them without importing the machinery that use
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
@@ -46,6 +46,7 @@ __all__ = [
     "Role",
     "TextPart",
     "ToolCall",
+    "with_api",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -67,6 +68,16 @@ class ChatRequest:
     api: Literal["chat", "responses"] | None = None
     """The vendor API to send it through, where a provider speaks more than one (OpenAI's chat
     completions and Responses); None lets the provider's model rules choose."""
+
+
+def with_api(request: ChatRequest, default: str | None) -> ChatRequest:
+    """``request`` naming the API it goes through: its own, else its options', else
+    ``default`` (the instance's ``api``); still None lets the provider's model rules choose.
+    Live calls and remote batch lines decide it here alike."""
+    api = request.api or request.options.api or default
+    if api == request.api:
+        return request
+    return replace(request, api=api)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +131,10 @@ class Completion:
     """The service tier the server says served the call (``default``, ``flex``,
     ``priority``...); the cost is that tier's price, unknown (None) where it has none."""
     cost_breakdown: CostBreakdown | None = None
-    """``cost`` by piece (input, cached input, cache writes, output, reasoning) when it was
-    priced from a price table; None when the cost is unknown or the server's own figure."""
+    """``cost`` by piece (input, cached input, cache writes, output, reasoning, audio and
+    image tokens) at the price table's rates: when it was priced from them, when the server's
+    own figure is what they add up to, and when the cost is unknown only because some pieces
+    have no price (named in ``unpriced``); None otherwise."""
 
     @property
     def message(self) -> Message:

@@ -12,13 +12,23 @@ __all__ = ["completion_fields", "usage_fields"]
 
 
 def usage_fields(usage: Usage) -> dict[str, int]:
-    return {
+    """The counts; the parts billed apart (cache writes, audio and image tokens) only when a
+    reply has them, so a text call's record keeps its shape."""
+    fields = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
         "cached_tokens": usage.cached_tokens,
         "reasoning_tokens": usage.reasoning_tokens,
     }
+    parts = {
+        "cache_write_tokens": usage.cache_write_tokens,
+        "audio_prompt_tokens": usage.audio_prompt_tokens,
+        "image_prompt_tokens": usage.image_prompt_tokens,
+        "audio_completion_tokens": usage.audio_completion_tokens,
+    }
+    fields.update((name, count) for name, count in parts.items() if count)
+    return fields
 
 
 def completion_fields(completion: Completion) -> dict[str, Any]:

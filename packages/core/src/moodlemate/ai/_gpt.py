@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from moodlemate.ai._bounds import ResponseLimits
 from moodlemate.ai._budget import to_budget
 from moodlemate.ai._call import Accounts, Call, RunTurn
+from moodlemate.ai._call_types import with_api
 from moodlemate.ai._config import check_headers, resolve_settings
 from moodlemate.ai._context_window import check_context_window
 from moodlemate.ai._credentials import (
@@ -828,9 +829,7 @@ class GPT:
         routed, model = split_provider(request.model, self._plugins)
         if model != request.model:
             request = replace(request, model=model)
-        api = request.api or request.options.api or self._api
-        if api != request.api:
-            request = replace(request, api=api)  # type: ignore[arg-type]
+        request = with_api(request, self._api)
         provider, connection = connect(target or self._target, self._plugins, routed)
         provider.check_input(request)
         check_context_window(provider, request, connection.endpoint)

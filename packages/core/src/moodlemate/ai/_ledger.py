@@ -63,9 +63,17 @@ class Reservation:
         self._open = ledger is not None
         self.started = time.monotonic()
 
-    def settle(self, ledger: Ledger, model: str, usage: Usage, cost: Decimal | None) -> None:
-        """Record the call in ``ledger`` and free the reservation, in one step."""
-        ledger._record(model, usage, cost, self)
+    def settle(
+        self,
+        ledger: Ledger,
+        model: str,
+        usage: Usage,
+        cost: Decimal | None,
+        charge: Decimal | None = None,
+    ) -> None:
+        """Record the call in ``ledger`` and free the reservation, in one step. ``charge``: what
+        a call of unknown ``cost`` counts against the budget (see :meth:`Ledger.charged`)."""
+        ledger._record(model, usage, cost, self, charge)
 
     def release(self) -> None:
         if self._open and self._ledger is not None:
@@ -85,6 +93,7 @@ class Ledger:
         self._total = _Tally()
         self._by_model: dict[str, _Tally] = {}
         self._reserved = Decimal(0)
+        self._charged = Decimal(0)
 
     def record(self, model: str, usage: Usage, cost: Decimal | None) -> None:
         self._record(model, usage, cost, None)
@@ -94,7 +103,7 @@ class Ledger:
         BudgetExceededError if the cost so far, the reservations and it would cross it."""
         amount = amount or Decimal(0)
         with self._lock:
-            spent = self._total.cost
+            spent = self._total.cost + self._charged
             if spent >= budget or spent + self._reserved + amount > budget:
                 raise refusal(budget, spent, self._reserved, amount)
             self._reserved += amount
@@ -114,12 +123,19 @@ class Ledger:
             return self._reserved
 
     def _record(
-        self, model: str, usage: Usage, cost: Decimal | None, reservation: Reservation | None
+        self,
+        model: str,
+        usage: Usage,
+        cost: Decimal | None,
+        reservation: Reservation | None,
+        charge: Decimal | None = None,
     ) -> None:
         with self._lock:
             if reservation is not None and reservation._open and reservation._ledger is self:
                 reservation._open = False
                 self._reserved -= reservation.amount
+            if cost is None and charge:
+                self._charged += charge
             self._total.add(usage, cost)
             tally = self._by_model.get(model)
             if tally is None:
@@ -150,6 +166,15 @@ class Ledger:
             return self._total.cost
 
     @property
+    def charged(self) -> Decimal:
+        """What calls of unknown cost count against the budget: a call reserved at a known
+        price whose reply turned out to have tokens (or a service tier) without one counts at
+        its reservation, or at its priced pieces when they come to more. Not part of
+        :attr:`cost`, which holds known costs only."""
+        with self._lock:
+            return self._charged
+
+    @property
     def unpriced_calls(self) -> int:
         """Calls whose cost is unknown (and so missing from ``cost``)."""
         with self._lock:
@@ -160,6 +185,7 @@ class Ledger:
         with self._lock:
             self._total = _Tally()
             self._by_model = {}
+            self._charged = Decimal(0)
 
     def as_dict(self) -> dict[str, Any]:
         """``{"total": {...}, "by_model": {model: {...}}}`` with exact Decimal costs; a cost is

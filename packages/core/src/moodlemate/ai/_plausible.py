@@ -21,7 +21,9 @@ that a budget should stop. So, before a call is priced:
   ``Completion.priced_model`` what the cost was computed from);
 - a reported cost is dropped for the price list's figure when it is no amount of money,
   over :data:`MAX_CALL_COST`, or over ``REPORTED_COST_MARGIN`` times the request's worst
-  case; a computed cost over :data:`MAX_CALL_COST` is unknown;
+  case (every token at the dearest rate the price lists: cache writes, audio); a computed
+  cost over :data:`MAX_CALL_COST` is unknown, and so is one with audio or image tokens the
+  price list has no figure for;
 - every amount is rounded to :data:`~moodlemate.ai._pricing.COST_QUANTUM`;
 - the strings the server chose (model, request id, finish reason, refusal) pass the key
   redactor, since they reach logs, spans, metrics, the spend log and the terminal.
@@ -38,7 +40,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from moodlemate.ai._pricing import Price, to_money
+from moodlemate.ai._pricing import CostBreakdown, Price, to_money
 from moodlemate.ai._provider import Completion
 from moodlemate.ai._secrets import redact
 from moodlemate.ai._token_framing import token_ceiling, tool_ceiling
@@ -55,9 +57,11 @@ __all__ = [
     "REPORTED_COST_MARGIN",
     "Ceiling",
     "bounded",
+    "breakdown_of",
     "ceiling",
     "cost_of",
     "scrubbed",
+    "unknown_cost_charge",
 ]
 
 MAX_CALL_TOKENS = 100_000_000
@@ -98,6 +102,10 @@ class Ceiling:
             completion_tokens=completion,
             cached_tokens=min(usage.cached_tokens, prompt),
             reasoning_tokens=min(usage.reasoning_tokens, completion),
+            cache_write_tokens=min(usage.cache_write_tokens, prompt),
+            audio_prompt_tokens=min(usage.audio_prompt_tokens, prompt),
+            image_prompt_tokens=min(usage.image_prompt_tokens, prompt),
+            audio_completion_tokens=min(usage.audio_completion_tokens, completion),
         )
 
 
@@ -159,6 +167,10 @@ def bounded(completion: Completion, limit: Ceiling | None = None) -> Completion:
             usage.completion_tokens,
             usage.cached_tokens,
             usage.reasoning_tokens,
+            usage.cache_write_tokens,
+            usage.audio_prompt_tokens,
+            usage.image_prompt_tokens,
+            usage.audio_completion_tokens,
         )
         # Negative values: a plugin that passes a server's figures through unchecked would
         # otherwise lower the ledger's total and lift the budget.
@@ -230,16 +242,60 @@ def cost_of(
     if price is None or not completion.usage_reported:
         return None, None
     cost = price.cost(completion.usage)
+    if cost is None:  # audio or image tokens the price list has no figure for
+        return None, None
     if cost > MAX_CALL_COST:
         _warn_once(completion.provider, "computed cost", f"over ${MAX_CALL_COST} for one call")
         return None, None
     return cost, priced_as
 
 
+def breakdown_of(
+    completion: Completion, cost: Decimal | None, price: Price | None
+) -> CostBreakdown | None:
+    """``completion``'s cost by piece at ``price`` (the price it was, or would have been,
+    priced at): when the cost was computed from it; when the server's own figure stands and
+    the pieces add up to it (OpenRouter's ``usage.cost`` at its catalog's prices); and when
+    the cost is unknown only because some pieces have no price (they are named in
+    ``unpriced``). None otherwise: never a split that does not match the cost."""
+    if price is None or not completion.usage_reported:
+        return None
+    pieces = price.breakdown(completion.usage)
+    if cost is None:
+        return pieces if pieces.unpriced else None
+    if pieces.unpriced or abs(pieces.known - cost) > _SAME_AMOUNT:
+        return None
+    return pieces
+
+
+def unknown_cost_charge(
+    completion: Completion,
+    cost: Decimal | None,
+    pieces: CostBreakdown | None,
+    reserved: Decimal,
+) -> Decimal | None:
+    """What a call of unknown cost counts against a budget: for a call that was priced when
+    it was reserved and whose reply says what it used, yet cannot be priced (tokens or a
+    service tier without a listed price), its reservation or its priced pieces, whichever is
+    more; so such replies cannot spend a budget unseen. None for a known cost, and for a
+    call nothing priced (a local model's: it reserved nothing)."""
+    if cost is not None or not completion.usage_reported:
+        return None
+    known = pieces.known if pieces is not None else Decimal(0)
+    return max(reserved, known) or None
+
+
+_SAME_AMOUNT = Decimal("1e-9")
+"""Two amounts this close are one figure: pieces rounded one by one to COST_QUANTUM, or a
+JSON float, cannot drift further."""
+
+
 def _worst_case(price: Price | None, limit: Ceiling | None) -> Decimal | None:
     if price is None or limit is None or limit.prompt is None or limit.completion is None:
         return None
-    return price.cost(Usage(prompt_tokens=limit.prompt, completion_tokens=limit.completion))
+    # At the dearest rates listed (cache writes, audio): any token may have been one of them.
+    worst = Usage(prompt_tokens=limit.prompt, completion_tokens=limit.completion)
+    return price.dearest.cost(worst)
 
 
 def _warn_once(provider: str, what: str, why: str) -> None:

@@ -42,54 +42,181 @@ def to_money(amount: Decimal) -> Decimal | None:
 
 @dataclass(frozen=True, slots=True)
 class CostBreakdown:
-    """A call's cost in USD by what was billed, each piece to :data:`COST_QUANTUM`; a piece is
-    None when its tokens or its price are unknown, never a guess. ``output`` is the reply's
-    visible tokens and ``reasoning`` the reasoning tokens (both at the output price)."""
+    """A call's cost in USD by what was billed, each piece to :data:`COST_QUANTUM`. ``output``
+    is the reply's visible text tokens and ``reasoning`` the reasoning tokens (both at the
+    output price). A piece is None where it does not apply (no audio or image tokens; no
+    separate cache-write price, so written tokens are in ``input``) and where its tokens have
+    no known price: those are named in ``unpriced``, and then the call's cost is unknown."""
 
     input: Decimal | None
-    """Prompt tokens read fresh (not from the cache)."""
+    """Prompt text tokens read fresh (not from the cache), with cache writes where the
+    price has no cache-write rate of its own."""
     cached_input: Decimal | None
     """Prompt tokens read from the prompt cache."""
     cache_write: Decimal | None
-    """Prompt tokens written to the cache, where a server bills them apart (None: not reported)."""
+    """Prompt tokens written to the cache, where the price bills them apart (OpenRouter's
+    ``input_cache_write``); None otherwise."""
     output: Decimal | None
     reasoning: Decimal | None
+    audio_input: Decimal | None = None
+    """Prompt audio tokens, at the model's audio input price."""
+    audio_output: Decimal | None = None
+    """Reply audio tokens, at the model's audio output price."""
+    image_input: Decimal | None = None
+    """Prompt image tokens, where the model prices them apart."""
+    unpriced: tuple[str, ...] = ()
+    """The pieces the reply has tokens of but the price list no figure for (``"audio_input"``,
+    ``"audio_output"``, ``"image_input"``)."""
+
+    @property
+    def known(self) -> Decimal:
+        """The priced pieces added up: the whole cost when ``unpriced`` is empty, else a lower
+        bound of it."""
+        pieces = (
+            self.input,
+            self.cached_input,
+            self.cache_write,
+            self.output,
+            self.reasoning,
+            self.audio_input,
+            self.audio_output,
+            self.image_input,
+        )
+        return sum((piece for piece in pieces if piece is not None), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """A usage cut into the parts that are billed apart (no token counted twice)."""
+
+    fresh: int
+    cached: int
+    written: int
+    audio_in: int
+    image_in: int
+    visible: int
+    reasoning: int
+    audio_out: int
+
+    @classmethod
+    def of(cls, usage: Usage) -> _Split:
+        # Audio and image tokens first: a cached audio token is billed as audio input (the
+        # chat audio models list no cached-audio price), never as cheaper cached text.
+        prompt = max(usage.prompt_tokens, 0)
+        audio_in = _within(usage.audio_prompt_tokens, prompt)
+        image_in = _within(usage.image_prompt_tokens, prompt - audio_in)
+        text = prompt - audio_in - image_in
+        cached = _within(usage.cached_tokens, text)
+        written = _within(usage.cache_write_tokens, text - cached)
+        completion = max(usage.completion_tokens, 0)
+        audio_out = _within(usage.audio_completion_tokens, completion)
+        reasoning = _within(usage.reasoning_tokens, completion - audio_out)
+        return cls(
+            fresh=text - cached - written,
+            cached=cached,
+            written=written,
+            audio_in=audio_in,
+            image_in=image_in,
+            visible=completion - audio_out - reasoning,
+            reasoning=reasoning,
+            audio_out=audio_out,
+        )
+
+
+def _within(count: int, bound: int) -> int:
+    return min(max(count, 0), bound)
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """US dollars per million tokens. ``cached_input`` None means cached tokens bill as input."""
+    """US dollars per million tokens. ``cached_input`` None means cached tokens bill as input,
+    ``cache_write`` None that written tokens do; ``audio_input``, ``audio_output`` and
+    ``image_input`` None mean no known price for such tokens (a call that has them costs an
+    unknown amount, never a guess)."""
 
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    audio_input: Decimal | None = None
+    audio_output: Decimal | None = None
+    image_input: Decimal | None = None
 
-    def cost(self, usage: Usage) -> Decimal:
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        cached_rate = self.input if self.cached_input is None else self.cached_input
-        total = (
-            (usage.prompt_tokens - cached) * self.input
-            + cached * cached_rate
-            + usage.completion_tokens * self.output
-        )
+    def cost(self, usage: Usage) -> Decimal | None:
+        """The cost of ``usage``, exact to :data:`COST_QUANTUM`; None when it has tokens of a
+        kind this price has no figure for (see :meth:`breakdown`'s ``unpriced``)."""
+        rates = self._rates(_Split.of(usage))
+        if any(rate is None and tokens for _, tokens, rate in rates):
+            return None
+        total = sum((tokens * rate for _, tokens, rate in rates if rate is not None), Decimal(0))
         with localcontext() as ctx:
             ctx.prec = 60  # exact: a token count times a listed price
             cost = to_money(total / _MILLION)
         return Decimal(0) if cost is None else cost
 
     def breakdown(self, usage: Usage) -> CostBreakdown:
-        """:meth:`cost` by piece: fresh input, cached input, visible output and reasoning (the
-        price table holds no cache-write price, so that piece is None)."""
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
-        cached_rate = self.input if self.cached_input is None else self.cached_input
-        return CostBreakdown(
-            input=_money((usage.prompt_tokens - cached) * self.input),
-            cached_input=_money(cached * cached_rate),
-            cache_write=None,
-            output=_money((usage.completion_tokens - reasoning) * self.output),
-            reasoning=_money(reasoning * self.output),
+        """:meth:`cost` by piece (see :class:`CostBreakdown`)."""
+        split = _Split.of(usage)
+        pieces: dict[str, Decimal | None] = {}
+        unpriced: list[str] = []
+        for name, tokens, rate in self._rates(split):
+            if rate is None:
+                if tokens:
+                    unpriced.append(name)
+                pieces[name] = None
+            elif name in _APART and not tokens:
+                pieces[name] = None  # no audio or image tokens: the piece does not apply
+            else:
+                pieces[name] = _money(tokens * rate)
+        if self.cache_write is None:
+            pieces["cache_write"] = None  # written tokens are in "input"
+        return CostBreakdown(**pieces, unpriced=tuple(unpriced))
+
+    def scaled(self, factor: Decimal) -> Price:
+        """Every rate times ``factor`` (the Batch API's discount)."""
+
+        def times(rate: Decimal | None) -> Decimal | None:
+            return None if rate is None else rate * factor
+
+        return Price(
+            input=self.input * factor,
+            output=self.output * factor,
+            cached_input=times(self.cached_input),
+            cache_write=times(self.cache_write),
+            audio_input=times(self.audio_input),
+            audio_output=times(self.audio_output),
+            image_input=times(self.image_input),
         )
+
+    @property
+    def dearest(self) -> Price:
+        """A text-only price at the highest input and output rates this price lists: the
+        most any prompt or reply token can cost (a worst case that holds whatever kinds of
+        token a reply turns out to have, where they are priced)."""
+        inputs = (self.input, self.cache_write, self.audio_input, self.image_input)
+        return Price(
+            input=max(rate for rate in inputs if rate is not None),
+            output=max(rate for rate in (self.output, self.audio_output) if rate is not None),
+        )
+
+    def _rates(self, split: _Split) -> list[tuple[str, int, Decimal | None]]:
+        written_rate = self.input if self.cache_write is None else self.cache_write
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        fresh = split.fresh + (split.written if self.cache_write is None else 0)
+        return [
+            ("input", fresh, self.input),
+            ("cached_input", split.cached, cached_rate),
+            ("cache_write", 0 if self.cache_write is None else split.written, written_rate),
+            ("output", split.visible, self.output),
+            ("reasoning", split.reasoning, self.output),
+            ("audio_input", split.audio_in, self.audio_input),
+            ("audio_output", split.audio_out, self.audio_output),
+            ("image_input", split.image_in, self.image_input),
+        ]
+
+
+_APART = frozenset({"audio_input", "audio_output", "image_input"})
+"""Pieces that exist only where a reply has such tokens."""
 
 
 def _money(per_million: Decimal) -> Decimal | None:

@@ -68,9 +68,16 @@ class RemoteBatches(ABC):
     max_bytes: int
     """Bytes one input file may hold."""
 
+    def endpoint_for(self, request: ChatRequest) -> str | None:
+        """The service endpoint ``request`` goes to, when the service has several (OpenAI's:
+        ``/v1/chat/completions`` or ``/v1/responses``); a batch takes one endpoint, so the
+        runner never puts requests for two endpoints in one batch. None: the only one."""
+        return None
+
     @abstractmethod
     def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
-        """One input line (newline included) built by the same mapping as a live call."""
+        """One input line (newline included) built by the same mapping as a live call, for
+        the endpoint :meth:`endpoint_for` names."""
 
     @abstractmethod
     def upload(self, connection: Connection, filename: str, data: bytes) -> str:
@@ -78,9 +85,14 @@ class RemoteBatches(ABC):
 
     @abstractmethod
     def create(
-        self, connection: Connection, file_id: str, metadata: Mapping[str, str]
+        self,
+        connection: Connection,
+        file_id: str,
+        metadata: Mapping[str, str],
+        endpoint: str | None = None,
     ) -> RemoteBatch:
-        """Create a batch from an uploaded file."""
+        """Create a batch of ``endpoint``'s requests (as :meth:`endpoint_for` named it)
+        from an uploaded file."""
 
     @abstractmethod
     def retrieve(self, connection: Connection, batch_id: str) -> RemoteBatch: ...
@@ -98,8 +110,8 @@ class RemoteBatches(ABC):
         """Append the file's content to ``path``, starting after the bytes already there."""
 
     @abstractmethod
-    def parse_line(self, line: bytes, model: str) -> RemoteResult:
-        """One line of an output or error file."""
+    def parse_line(self, line: bytes, model: str, endpoint: str | None = None) -> RemoteResult:
+        """One line of an output or error file of a batch of ``endpoint``'s requests."""
 
     def price(self, model: str) -> Price | None:
         """Price per million tokens of ``model`` in a remote batch; None when unknown."""

@@ -266,9 +266,16 @@ class SharedReservation(Reservation):
     def period(self) -> str:
         return self._period
 
-    def settle(self, ledger: Ledger, model: str, usage: Usage, cost: Decimal | None) -> None:
-        ledger._record(model, usage, cost, self)
-        self._finish(cost)
+    def settle(
+        self,
+        ledger: Ledger,
+        model: str,
+        usage: Usage,
+        cost: Decimal | None,
+        charge: Decimal | None = None,
+    ) -> None:
+        ledger._record(model, usage, cost, self, charge)
+        self._finish(cost if cost is not None else charge)
 
     def release(self) -> None:
         self._finish(None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -41,7 +41,15 @@ from moodlemate.ai.errors import (
 if TYPE_CHECKING:
     from moodlemate.ai._facade import Facade
 
-__all__ = ["TypedCompletion", "arun_typed", "run_typed", "typed_request"]
+__all__ = [
+    "TypedCompletion",
+    "arun_typed",
+    "checked_answer",
+    "run_typed",
+    "typed_format",
+    "typed_request",
+    "with_format",
+]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -137,11 +145,7 @@ class _Run:
                 f"the typed answer's deadline ({self.gpt.retry.deadline:g} s) ran out after "
                 f"{len(self.completions)} replies"
             )
-        messages = list(self.request.messages)
-        if self.format.instructions:
-            messages = _with_instructions(messages, self.format.instructions)
-        extra = {**self.request.extra, **self.format.fields}
-        return replace(self.request, messages=(*messages, *self.history), extra=extra, stream=False)
+        return with_format(self.request, self.format, self.history)
 
     def refused_format(self, exc: BadRequestError) -> bool:
         """True when ``exc`` is the server refusing the answer format: switch to the next."""
@@ -169,22 +173,21 @@ class _Run:
     def check(self, completion: Completion) -> tuple[bool, Any]:
         """``(True, answer)`` when ``completion`` parses; else record why and ``(False, None)``."""
         self.completions.append(completion)
-        if completion.finish_reason == "length":
-            raise TruncatedAnswerError(
-                "the answer was cut off by the token limit before it was complete; raise "
-                "max_tokens (or leave it None); the partial text is in error.partial",
-                completion,
-            )
-        text = reply_text(completion)  # raises RefusalError / EmptyReplyError
         try:
-            return True, self.answer.parse(text)
+            return True, checked_answer(self.answer, completion)
         except AnswerProblems as problems:
-            self.problems.append(problems.problems)
-            self.history += [
-                Message("assistant", text),
-                Message("user", _feedback(problems.problems)),
-            ]
+            self.answered_wrongly(completion, problems.problems)
             return False, None
+
+    def answered_wrongly(self, completion: Completion, problems: tuple[str, ...]) -> None:
+        """Note a reply that did not fit and why; the next attempt is told."""
+        if not self.completions or self.completions[-1] is not completion:
+            self.completions.append(completion)
+        self.problems.append(problems)
+        self.history += [
+            Message("assistant", completion.text),
+            Message("user", _feedback(problems)),
+        ]
 
     def result(self, parsed: Any) -> TypedCompletion[Any]:
         return TypedCompletion(
@@ -234,11 +237,34 @@ class _Run:
         return send
 
 
+def checked_answer(answer: AnswerSchema[T], completion: Completion) -> T:
+    """The reply's answer, parsed and validated: the one check of every typed reply, live
+    or from a remote batch. Raises TruncatedAnswerError (cut by the token limit),
+    RefusalError or EmptyReplyError (no answer to check), AnswerProblems (not valid)."""
+    if completion.finish_reason == "length":
+        raise TruncatedAnswerError(
+            "the answer was cut off by the token limit before it was complete; raise "
+            "max_tokens (or leave it None); the partial text is in error.partial",
+            completion,
+        )
+    return answer.parse(reply_text(completion))
+
+
 def run_typed(
-    gpt: Facade, request: ChatRequest, answer: AnswerSchema[T], max_attempts: int
+    gpt: Facade,
+    request: ChatRequest,
+    answer: AnswerSchema[T],
+    max_attempts: int,
+    *,
+    earlier: tuple[Completion, tuple[str, ...]] | None = None,
 ) -> TypedCompletion[T]:
-    """Send ``request`` for an answer following ``answer`` (see the module's docstring)."""
+    """Send ``request`` for an answer following ``answer`` (see the module's docstring).
+
+    ``earlier``: a reply already received and found wrong (a remote batch's), and its
+    problems: the run goes on from it, which counts as the first of ``max_attempts``."""
     run = _Run(gpt, request, answer, max_attempts)
+    if earlier is not None:
+        run.answered_wrongly(*earlier)
     while (next_request := run.next_request()) is not None:
         try:
             completion = run.trimmed_policy_send(next_request)()
@@ -277,6 +303,24 @@ def typed_request(gpt: Facade, request: ChatRequest, answer: AnswerSchema[Any]) 
     built = run.next_request()
     assert built is not None
     return built
+
+
+def typed_format(gpt: Facade, request: ChatRequest, answer: AnswerSchema[Any]) -> AnswerFormat:
+    """The format ``request``'s model is asked for ``answer`` in: the mode its server taught
+    us, else the provider's rules. A remote batch works it out once per schema and model."""
+    return _Run(gpt, request, answer, 1).format
+
+
+def with_format(
+    request: ChatRequest, answer_format: AnswerFormat, history: Sequence[Message] = ()
+) -> ChatRequest:
+    """``request`` asking in ``answer_format`` (its fields, its instructions after the first
+    system text), followed by ``history``: what every typed attempt sends."""
+    messages = list(request.messages)
+    if answer_format.instructions:
+        messages = _with_instructions(messages, answer_format.instructions)
+    extra = {**request.extra, **answer_format.fields}
+    return replace(request, messages=(*messages, *history), extra=extra, stream=False)
 
 
 def _with_instructions(messages: list[Message], instructions: str) -> list[Message]:

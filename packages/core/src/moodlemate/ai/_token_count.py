@@ -84,9 +84,13 @@ def count_request(provider: Provider, request: ChatRequest) -> TokenCount:
 
 
 def carries_more_than_text(request: ChatRequest) -> bool:
-    """Whether ``request`` has parts beyond text or tool definitions to count."""
-    return bool(request.options.tools) or any(
-        not isinstance(m.content, str) for m in request.messages
+    """Whether ``request`` has parts beyond text, tool definitions or an answer format (in
+    the options, or in the fields a typed answer adds) to count."""
+    return (
+        bool(request.options.tools)
+        or request.options.response_format is not None
+        or bool(request.extra)
+        or any(not isinstance(m.content, str) for m in request.messages)
     )
 
 

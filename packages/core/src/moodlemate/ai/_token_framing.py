@@ -93,13 +93,20 @@ def token_ceiling(messages: Iterable[Message]) -> int:
 
 
 def tool_ceiling(request: ChatRequest) -> int:
-    """At least as many tokens as ``request``'s tool definitions take (their JSON's bytes)."""
+    """At least as many tokens as ``request``'s tool definitions and answer format take (the
+    bytes of their JSON, and of the request's extra fields, where a typed answer's goes)."""
     tools = request.options.tools
-    if not tools:
+    response_format = request.options.response_format
+    if not tools and response_format is None and not request.extra:
         return 0
     import json
 
-    return sum(len(json.dumps(tool).encode()) for tool in tools)
+    total = sum(len(json.dumps(tool).encode()) for tool in tools or ())
+    if response_format is not None:
+        total += len(json.dumps(response_format).encode())
+    if request.extra:
+        total += len(json.dumps(dict(request.extra), default=str).encode())
+    return total
 
 
 def wire_messages(messages: Iterable[Message]) -> list[dict[str, str]]:

@@ -9,13 +9,21 @@ __all__ = ["Usage"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens of one call. ``cached_tokens`` is part of ``prompt_tokens`` and
-    ``reasoning_tokens`` part of ``completion_tokens``, as the OpenAI API reports them."""
+    """Tokens of one call. ``cached_tokens``, ``cache_write_tokens``, ``audio_prompt_tokens``
+    and ``image_prompt_tokens`` are parts of ``prompt_tokens``; ``reasoning_tokens`` and
+    ``audio_completion_tokens`` parts of ``completion_tokens``, as the OpenAI API (and
+    OpenRouter, for cache writes) reports them. The parts matter where they are billed at
+    their own price."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the prompt cache (OpenRouter's ``cache_write_tokens``)."""
+    audio_prompt_tokens: int = 0
+    image_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -27,4 +35,8 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.cached_tokens + other.cached_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.audio_prompt_tokens + other.audio_prompt_tokens,
+            self.image_prompt_tokens + other.image_prompt_tokens,
+            self.audio_completion_tokens + other.audio_completion_tokens,
         )

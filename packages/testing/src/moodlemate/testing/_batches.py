@@ -6,9 +6,10 @@ in_progress, finalizing, completed; failed, expired, cancelling, cancelled) runs
 milliseconds with the shapes the real API sends: the Batch object with ``request_counts``,
 output and error files of ``{"id", "custom_id", "response", "error"}`` lines.
 
-Each request line of a batch is answered like a live chat request: the server's script
-(``enqueue``), fault rate and responder decide, so a test scripts per-request failures the
-same way. What a whole batch does is scripted with :meth:`BatchService.script`::
+Each request line of a batch is answered like a live request to the batch's endpoint (a chat
+completion, or a Response for a ``/v1/responses`` batch): the server's script (``enqueue``),
+fault rate and responder decide, so a test scripts per-request failures the same way. What a
+whole batch does is scripted with :meth:`BatchService.script`::
 
     server.batches.speed = 10_000                  # simulated seconds per real second
     server.batches.script(BatchFate.expired(done=0.7))
@@ -123,7 +124,9 @@ class _Batch:
 class BatchService:
     """The files and batches of one server; thread-safe. Times are simulated seconds."""
 
-    def __init__(self, answer: Callable[[JSONObject], tuple[int, JSONObject]]) -> None:
+    def __init__(self, answer: Callable[[str, JSONObject], tuple[int, JSONObject]]) -> None:
+        """``answer(endpoint, body)``: one request's status and body, as the live endpoint
+        would answer it."""
         self._answer = answer
         self._lock = threading.Lock()
         self._files: dict[str, StoredFile] = {}
@@ -345,7 +348,7 @@ class BatchService:
             return
         batch.model = next(iter(models))
         for custom_id, body in requests:
-            status, answer = self._answer(body)
+            status, answer = self._answer(batch.endpoint, body)
             request_id = f"req_{uuid.uuid4().hex}"
             response = {"status_code": status, "request_id": request_id, "body": answer}
             batch.results.append((custom_id, response, None))

@@ -4,7 +4,8 @@ The server scripts one set of replies for both APIs: a Responses request is read
 request it amounts to (its ``input`` items as messages, ``text.format`` as ``response_format``,
 flat function tools as chat tools), so ``Reply`` defaults, responders, unscripted typed answers
 and tool calls work the same, and the answer is written back in the Responses shape: ``output``
-items (``reasoning`` with its summary when the Reply has ``reasoning``, ``message`` with
+items (``reasoning`` when the Reply has ``reasoning``: its summary only when the request asks
+for one with ``reasoning.summary``, as OpenAI answers, else an empty summary; ``message`` with
 ``output_text`` or ``refusal``, ``function_call``), ``status`` (``incomplete`` with
 ``max_output_tokens`` for a Reply whose ``finish_reason`` is ``length``) and the Responses usage
 object. A stream is the event sequence the API sends, ending in ``response.completed``;
@@ -130,7 +131,7 @@ def response_object(done: Any, body: Mapping[str, Any], reasoning: str | None) -
         "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
         "error": None,
         "model": done.model,
-        "output": _output(done, reasoning),
+        "output": _output(done, reasoning if summary_asked(body) else None, bool(reasoning)),
         "usage": _usage(done.usage),
         "store": body.get("store", True),
         "previous_response_id": body.get("previous_response_id"),
@@ -246,17 +247,21 @@ def failed_events(
     return [_sse(event, number) for number, event in enumerate(events)]
 
 
-def _output(done: Any, reasoning: str | None) -> list[JSONObject]:
+def summary_asked(body: Mapping[str, Any]) -> bool:
+    """Whether the request asks for a reasoning summary (``reasoning.summary`` set): OpenAI
+    sends summary text only then."""
+    reasoning = body.get("reasoning")
+    return isinstance(reasoning, dict) and reasoning.get("summary") is not None
+
+
+def _output(done: Any, summary: str | None, reasoned: bool) -> list[JSONObject]:
     output: list[JSONObject] = []
     stem = done.id.removeprefix("chatcmpl-")[:24]
-    if reasoning:
-        output.append(
-            {
-                "type": "reasoning",
-                "id": f"rs_{stem}",
-                "summary": [{"type": "summary_text", "text": reasoning}],
-            }
-        )
+    if reasoned:
+        # A reasoning model's output always opens with its reasoning item; the summary is
+        # empty unless one was asked for.
+        parts = [{"type": "summary_text", "text": summary}] if summary else []
+        output.append({"type": "reasoning", "id": f"rs_{stem}", "summary": parts})
     if done.text or done.refusal or not done.tool_calls:
         content: list[JSONObject] = []
         if done.text or not done.refusal:
@@ -294,16 +299,24 @@ def _usage(chat: Mapping[str, Any] | None) -> JSONObject | None:
         return None
     prompt_details = chat.get("prompt_tokens_details") or {}
     completion_details = chat.get("completion_tokens_details") or {}
+    input_details: JSONObject = {
+        "cached_tokens": prompt_details.get("cached_tokens", 0),
+        "cache_write_tokens": prompt_details.get("cache_write_tokens", 0),
+    }
+    output_details: JSONObject = {"reasoning_tokens": completion_details.get("reasoning_tokens", 0)}
+    # Audio and image counts only where the reply has them (the text models' usage has none).
+    for details, source, key in (
+        (input_details, prompt_details, "audio_tokens"),
+        (input_details, prompt_details, "image_tokens"),
+        (output_details, completion_details, "audio_tokens"),
+    ):
+        if source.get(key):
+            details[key] = source[key]
     usage: JSONObject = {
         "input_tokens": chat.get("prompt_tokens", 0),
-        "input_tokens_details": {
-            "cached_tokens": prompt_details.get("cached_tokens", 0),
-            "cache_write_tokens": 0,
-        },
+        "input_tokens_details": input_details,
         "output_tokens": chat.get("completion_tokens", 0),
-        "output_tokens_details": {
-            "reasoning_tokens": completion_details.get("reasoning_tokens", 0)
-        },
+        "output_tokens_details": output_details,
         "total_tokens": chat.get("total_tokens", 0),
     }
     if "cost" in chat:

@@ -149,6 +149,16 @@ class Reply:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cost: float | None = None
+    """``usage.cost``, as OpenRouter reports what a call cost."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the cache: ``prompt_tokens_details.cache_write_tokens``, as
+    OpenRouter reports them (sent only when not 0)."""
+    audio_prompt_tokens: int = 0
+    """``prompt_tokens_details.audio_tokens`` (the audio models' spoken prompts)."""
+    audio_completion_tokens: int = 0
+    """``completion_tokens_details.audio_tokens`` (a spoken reply's tokens)."""
+    image_prompt_tokens: int | None = None
+    """``prompt_tokens_details.image_tokens``; None leaves the key out, as chat models do."""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     chunk_delay: float = 0.0
@@ -167,7 +177,9 @@ class Reply:
     reasoning: str | None = None
     """Reasoning beside the answer: on chat completions ``message.reasoning_content`` (as vLLM
     and llama.cpp send it; streamed as ``delta.reasoning_content``), on the Responses API a
-    ``reasoning`` output item's summary (streamed as ``response.reasoning_summary_text.delta``)."""
+    ``reasoning`` output item's summary (streamed as ``response.reasoning_summary_text.delta``)
+    when the request asks for one (``reasoning.summary``), else that item with no summary, as
+    OpenAI answers. None: no reasoning field or item at all."""
     audio: dict[str, Any] | None = None
     """A spoken reply (``{"id", "data", "transcript", "expires_at"}``) as ``message.audio``,
     as the API answers a request with ``modalities: ["text", "audio"]``."""
@@ -499,8 +511,10 @@ class LoopbackServer:
 
     # used by the handler -------------------------------------------------------------------
 
-    def _batch_answer(self, body: JSONObject) -> tuple[int, JSONObject]:
-        """One request of a remote batch, answered as a live chat request would be."""
+    def _batch_answer(self, endpoint: str, body: JSONObject) -> tuple[int, JSONObject]:
+        """One request of a remote batch, answered as a live request to ``endpoint`` would be."""
+        if _is_responses_path(endpoint):
+            return self._batch_response(body)
         problem = _validate(body, True, self.strict, ())
         if problem is not None:
             message, param, code = problem
@@ -514,6 +528,27 @@ class LoopbackServer:
                 return action.http_status, json.loads(action.body)
             return action.http_status, _status_body(action, body)
         return 500, _status_body(Fault.status(500), body)
+
+    def _batch_response(self, body: JSONObject) -> tuple[int, JSONObject]:
+        """One request of a ``/v1/responses`` batch: the live Responses answer."""
+        found = responses_api.problem(body, True, self.strict)
+        if found is not None:
+            message, param, code = found
+            error = {"message": message, "type": "invalid_request_error", "param": param}
+            return 400, {"error": {**error, "code": code}}
+        view = responses_api.chat_view(body)
+        action = self._next_action(view)
+        if isinstance(action, Reply):
+            done = _Completion.build(action, view)
+            return action.status, responses_api.response_object(done, body, action.reasoning)
+        if action.kind in ("response_failed", "error_in_200"):
+            code, message = str(action.error_code or "server_error"), action.message or "failed"
+            return 200, responses_api.failed_response(body, code, message)
+        if action.kind == "status":
+            if action.body is not None:
+                return action.http_status, json.loads(action.body)
+            return action.http_status, _status_body(action, view)
+        return 500, _status_body(Fault.status(500), view)
 
     def _take_cut(self) -> bool:
         with self._lock:
@@ -1050,20 +1085,36 @@ class _Completion:
             text = "".join(reply.chunks)
         else:
             text = schema_answer(request) or f"Echo: {_last_user_text(request.get('messages'))}"
+        parts = (
+            reply.cached_tokens
+            + reply.cache_write_tokens
+            + reply.audio_prompt_tokens
+            + (reply.image_prompt_tokens or 0)
+        )
         prompt = reply.prompt_tokens
         if prompt is None:
-            prompt = max(1, _prompt_words(request.get("messages")), reply.cached_tokens)
+            prompt = max(1, _prompt_words(request.get("messages")), parts)
         completion = reply.completion_tokens
         if completion is None:
-            completion = max(1, len(text.split())) + reply.reasoning_tokens
+            completion = (
+                max(1, len(text.split())) + reply.reasoning_tokens + reply.audio_completion_tokens
+            )
+        prompt_details: JSONObject = {
+            "cached_tokens": reply.cached_tokens,
+            "audio_tokens": reply.audio_prompt_tokens,
+        }
+        if reply.cache_write_tokens:
+            prompt_details["cache_write_tokens"] = reply.cache_write_tokens
+        if reply.image_prompt_tokens is not None:
+            prompt_details["image_tokens"] = reply.image_prompt_tokens
         usage: JSONObject = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": prompt_details,
             "completion_tokens_details": {
                 "reasoning_tokens": reply.reasoning_tokens,
-                "audio_tokens": 0,
+                "audio_tokens": reply.audio_completion_tokens,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
             },

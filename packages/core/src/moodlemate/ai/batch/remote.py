@@ -22,6 +22,19 @@ results are collected (:mod:`moodlemate.ai.batch.remote_budget`).
 What a batch leaves unanswered (it failed validation, expired, was cancelled, or a request
 in it failed) is recorded per item with ``"ok": false``; a rerun submits those items again,
 or with ``retry_failed_locally`` runs them through the local runner in the same run.
+
+A line with a schema is sent as a live typed call's first attempt is (the same format:
+strict ``json_schema``, or ``json_object`` / instructions where the model takes no schema),
+and its reply is checked by the same validator. A batch cannot converse, so an answer that
+does not validate is not asked again inside it: its record has ``"ok": false``, the
+``problems`` found and the reply's cost, and the summary counts it in ``invalid``. With
+``reask`` each such line goes on live from that reply (:mod:`.remote_reask`), within the
+budget; else a rerun submits it again, or ``retry_failed_locally`` asks it live afresh.
+
+Requests go to the endpoint a live call would use (OpenAI: ``/v1/responses`` for
+Responses-only models and ``api="responses"``, else ``/v1/chat/completions``); a batch takes
+one endpoint, so each part holds one model and one endpoint, and a file mixing both becomes
+several parts, tracked and collected together.
 """
 
 from __future__ import annotations
@@ -35,24 +48,37 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.ai._plausible import bounded, ceiling, cost_of, scrubbed
+from moodlemate.ai._answer_format import AnswerFormat
+from moodlemate.ai._answer_schema import AnswerProblems, AnswerSchema, answer_schema
+from moodlemate.ai._call_types import with_api
+from moodlemate.ai._plausible import bounded, breakdown_of, ceiling, cost_of, scrubbed
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
+from moodlemate.ai._structured import (
+    TypedCompletion,
+    checked_answer,
+    typed_format,
+    with_format,
+)
 from moodlemate.ai.batch.items import BatchItem, ItemId
 from moodlemate.ai.batch.remote_budget import PartBudget
+from moodlemate.ai.batch.remote_reask import Wrong
+from moodlemate.ai.batch.remote_reask import reask as reask_lines
 from moodlemate.ai.batch.remote_state import Part, RemoteState, state_path
-from moodlemate.ai.batch.results import ResultLog, failure_record, success_record
-from moodlemate.ai.batch.runner import BatchInterrupted, BatchSummary, run_batch
+from moodlemate.ai.batch.results import ResultLog, failure_record, success_record, typed_record
+from moodlemate.ai.batch.runner import MAX_CONCURRENCY, BatchInterrupted, BatchSummary, run_batch
 from moodlemate.ai.errors import (
     BudgetExceededError,
     MoodlemateError,
     ProviderError,
     ReplyError,
+    StructuredOutputError,
     ValidationError,
 )
 
 if TYPE_CHECKING:
     from moodlemate.ai._bounds import ResponseLimits
+    from moodlemate.ai._call_types import ChatRequest
     from moodlemate.ai._gpt import GPT
     from moodlemate.ai._provider import Completion, Connection, Provider
     from moodlemate.ai._remote_batches import RemoteBatch, RemoteBatches
@@ -105,10 +131,15 @@ class RemoteBatchSummary(BatchSummary):
     """``max_wait`` passed with batches still running: rerun to resume polling."""
     unanswered: int = 0
     """Items without a successful result in the output when the run ended."""
+    invalid: int = 0
+    """Replies to lines with a schema that did not parse or validate (in ``failed`` too)."""
     reserved: Decimal = Decimal(0)
     """The worst case (at batch prices) held against the budget for parts not yet settled."""
     local: BatchSummary | None = None
     """What ``retry_failed_locally`` ran through the local runner."""
+    reasked: BatchSummary | None = None
+    """What ``reask`` asked live: the lines whose batch reply did not match their schema
+    (its usage and cost: the live replies only)."""
     state_file: str = ""
 
 
@@ -125,6 +156,7 @@ def run_remote_batch(
     max_requests_per_file: int | None = None,
     max_bytes_per_file: int | None = None,
     retry_failed_locally: bool = False,
+    reask: bool = False,
     concurrency: int = 8,
     progress: RemoteProgress | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -134,17 +166,21 @@ def run_remote_batch(
     Raises UnsupportedFeatureError (for a provider without one), MissingAPIKeyError and the
     like before anything is sent; :class:`BatchInterrupted` on Ctrl-C with the state saved
     (rerun to resume). ``max_wait`` bounds the wall-clock time spent waiting for batches;
-    when it passes, the summary says ``timed_out`` and a rerun resumes polling.
+    when it passes, the summary says ``timed_out`` and a rerun resumes polling. ``reask``:
+    a line whose batch reply does not match its schema is asked again live, from that reply
+    on (``concurrency`` at a time), as :meth:`GPT.parse` would have.
     """
     _check_bounds(poll_interval, max_wait)
-    if any(item.schema is not None for item in items):
-        raise ValidationError("typed answers (schema) are checked by local batches only")
     if isinstance(output, ResultLog):
         run = _RemoteRun(gpt, items, output, poll_interval, max_wait, progress, sleep)
-        return run.run(max_requests_per_file, max_bytes_per_file, retry_failed_locally, concurrency)
+        return run.run(
+            max_requests_per_file, max_bytes_per_file, retry_failed_locally, reask, concurrency
+        )
     with ResultLog(output) as log:
         run = _RemoteRun(gpt, items, log, poll_interval, max_wait, progress, sleep)
-        return run.run(max_requests_per_file, max_bytes_per_file, retry_failed_locally, concurrency)
+        return run.run(
+            max_requests_per_file, max_bytes_per_file, retry_failed_locally, reask, concurrency
+        )
 
 
 def cancel_remote_batch(gpt: GPT, output: str | os.PathLike[str]) -> list[tuple[str, str]]:
@@ -211,6 +247,10 @@ class _RemoteRun:
         self.sleep = sleep
         self.state = RemoteState.load(state_path(log.path))
         self.routes: dict[str, _Route] = {}
+        self._answers: dict[int, tuple[Any, AnswerSchema[Any]]] = {}
+        self._formats: dict[tuple[int, str], AnswerFormat] = {}
+        self._wrong: list[Wrong] = []
+        """Lines whose batch reply, collected by this run, did not match their schema."""
         self._pending: list[dict[str, Any]] = []
         self._queued: set[ItemId] = set()
         self._log_rows: list[dict[str, Any]] = []
@@ -230,8 +270,13 @@ class _RemoteRun:
         max_requests: int | None,
         max_bytes: int | None,
         retry_locally: bool,
+        reask: bool,
         concurrency: int,
     ) -> RemoteBatchSummary:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise ValidationError("concurrency must be an int")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValidationError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
         for part in self.state.parts:
             if part.live:
                 self._route(part.model)  # an unusable key or provider raises before anything
@@ -248,6 +293,8 @@ class _RemoteRun:
                 if part.live and part.batch_id is None:
                     self._submit(part)
             self._wait_and_collect()
+            if reask and self._wrong:
+                self.summary.reasked = reask_lines(self.gpt, self._wrong, self.log, concurrency)
         except KeyboardInterrupt:
             self.summary.interrupted = True
             raise BatchInterrupted(self._final()) from None
@@ -287,11 +334,13 @@ class _RemoteRun:
             for item in self.items.values()
             if item.id not in self.log.answered and item.id not in busy and item.id not in tried
         ]
-        by_model: dict[str, list[BatchItem]] = {}
+        by_batch: dict[tuple[str, str | None], list[BatchItem]] = {}
         for item in todo:
-            by_model.setdefault(item.model, []).append(item)
+            route = self._route(item.model)
+            endpoint = route.api.endpoint_for(self._request(route, item))
+            by_batch.setdefault((item.model, endpoint), []).append(item)
         parts: list[Part] = []
-        for model, group in by_model.items():
+        for (model, endpoint), group in by_batch.items():
             route = self._route(model)
             requests = _limit("max_requests_per_file", max_requests, route.api.max_requests)
             size = _limit("max_bytes_per_file", max_bytes, route.api.max_bytes)
@@ -309,19 +358,58 @@ class _RemoteRun:
                 if current and (
                     len(current) >= requests or used + length > size or cid in custom_ids
                 ):
-                    parts.append(Part(model=model, ids=current))
+                    parts.append(Part(model=model, ids=current, endpoint=endpoint))
                     current, custom_ids, used = [], set(), 0
                 current.append(item.id)
                 custom_ids.add(cid)
                 used += length
             if current:
-                parts.append(Part(model=model, ids=current))
+                parts.append(Part(model=model, ids=current, endpoint=endpoint))
         return parts
 
     def _line(self, route: _Route, item: BatchItem) -> bytes:
-        request = item.request(route.model)
+        request = self._request(route, item)
         route.provider.check_input(request)
         return route.api.request_line(_custom_id(item.id), request)
+
+    def _part_line(self, route: _Route, part: Part, item: BatchItem) -> bytes:
+        """The item's line for ``part``, which must still go to the part's endpoint (an
+        ``api`` setting changed between the run that planned it and this one must not put a
+        line the batch would refuse into its file)."""
+        endpoint = route.api.endpoint_for(self._request(route, item))
+        if part.endpoint is not None and endpoint != part.endpoint:
+            raise RemoteBatchError(
+                f"item {item.id!r} (line {item.line}) was planned for {part.endpoint} and now "
+                f"goes to {endpoint} (was the api setting changed?); nothing of its batch was "
+                f"sent: restore the setting, or move {self.state.path} away to start over"
+            )
+        return self._line(route, item)
+
+    def _request(self, route: _Route, item: BatchItem) -> ChatRequest:
+        """The request the line stands for, to the provider's model name: with a schema,
+        the request a live typed call's first attempt sends (its format and instructions)."""
+        request = with_api(item.request(), self.gpt.api)  # the API a live call would take
+        if item.schema is not None:
+            request = with_format(request, self._format(item, request))
+        return replace(request, model=route.model)
+
+    def _answer(self, item: BatchItem) -> AnswerSchema[Any]:
+        """The line's schema and validator, built once per schema (``--schema`` gives every
+        line the same one)."""
+        held = self._answers.get(id(item.schema))
+        if held is None or held[0] is not item.schema:
+            held = self._answers[id(item.schema)] = (item.schema, answer_schema(item.schema))
+        return held[1]
+
+    def _format(self, item: BatchItem, request: ChatRequest) -> AnswerFormat:
+        """How the line's model is asked for its schema, worked out once per schema and
+        model: 50,000 lines share one strict schema rather than hold a copy each."""
+        answer = self._answer(item)
+        key = (id(item.schema), item.model)
+        found = self._formats.get(key)
+        if found is None:
+            found = self._formats[key] = typed_format(self.gpt, request, answer)
+        return found
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -330,7 +418,9 @@ class _RemoteRun:
         if self.budget.active and part.reserved is None and not part.creating:
             self._reserve(route, part)
         if part.file_id is None:
-            data = b"".join(self._line(route, self.items[i]) for i in part.ids if i in self.items)
+            data = b"".join(
+                self._part_line(route, part, self.items[i]) for i in part.ids if i in self.items
+            )
             name = f"moodlemate-{part.token}.jsonl"
             part.file_id = self._retrying(
                 lambda c: route.api.upload(c, name, data), route, "upload"
@@ -347,7 +437,7 @@ class _RemoteRun:
             part.creating = True
             self.state.save()
             self.summary.submitted += 1
-            return route.api.create(connection, file_id, {METADATA_KEY: part.token})
+            return route.api.create(connection, file_id, {METADATA_KEY: part.token}, part.endpoint)
 
         batch = self._retrying(create, route, "create")
         part.batch_id = batch.id
@@ -358,7 +448,7 @@ class _RemoteRun:
         """Hold the part's worst case, saved before anything of it is sent; on a refusal
         the parts not sent yet leave the plan (a rerun plans them again)."""
         requests = (
-            item.request(route.model)
+            self._request(route, item)
             for item in (self.items[i] for i in part.ids if i in self.items)
         )
         amount = self.budget.worst_case(
@@ -455,7 +545,7 @@ class _RemoteRun:
                 continue
             path = self.state.download_path(part, kind)
             for line in _lines(path, self.gpt.limits.max_body_bytes + _LINE_SLACK):
-                result = route.api.parse_line(line, route.model)
+                result = route.api.parse_line(line, route.model, part.endpoint)
                 item_id = by_custom_id.get(result.custom_id)
                 if item_id is None or item_id in seen or item_id not in self.items:
                     continue
@@ -521,7 +611,7 @@ class _RemoteRun:
                 {
                     "provider": route.provider.name,
                     "endpoint": route.connection.endpoint,
-                    "request": item.request(route.model),
+                    "request": self._request(route, item),
                     "completion": completion,
                     "error": error if completion is None else None,
                     "batch_id": batch_id,
@@ -530,25 +620,47 @@ class _RemoteRun:
         if item.id in self.log.answered or item.id in self._queued:
             return  # collected before a crash, or listed twice: written once
         self._queued.add(item.id)
-        if completion is not None:
-            self.gpt.ledger.record(route.model, completion.usage, completion.cost)
-        if completion is not None:
-            try:
-                reply_text(completion, item.max_tokens)
-            except ReplyError as exc:
-                self._pending.append(failure_record(item, exc, None))
-                self.summary.failed += 1
-                return
-            self._pending.append(success_record(item, completion, None))
-            self.summary.succeeded += 1
-            self.summary.usage = self.summary.usage + completion.usage
-            if completion.cost is None:
-                self.summary.unpriced += 1
-            else:
-                self.summary.cost += completion.cost
+        if completion is None:
+            self._pending.append(failure_record(item, error, None))
+            self.summary.failed += 1
             return
-        self._pending.append(failure_record(item, error, None))
-        self.summary.failed += 1
+        # A reply was billed, whether or not it holds an answer: ledger and summary count it.
+        self.gpt.ledger.record(route.model, completion.usage, completion.cost)
+        self.summary.usage = self.summary.usage + completion.usage
+        if completion.cost is None:
+            self.summary.unpriced += 1
+        else:
+            self.summary.cost += completion.cost
+        try:
+            record = self._answered(item, completion)
+        except ReplyError as exc:
+            self._pending.append(failure_record(item, exc, None))
+            self.summary.failed += 1
+            if isinstance(exc, StructuredOutputError):
+                self.summary.invalid += 1
+                self._wrong.append((item, completion, exc.problems[0]))
+            return
+        self._pending.append(record)
+        self.summary.succeeded += 1
+
+    def _answered(self, item: BatchItem, completion: Completion) -> dict[str, Any]:
+        """The record of an answered line; raises ReplyError for a reply without an answer,
+        StructuredOutputError for one that does not match the line's schema."""
+        if item.schema is None:
+            reply_text(completion, item.max_tokens)  # a refusal or an empty reply fails
+            return success_record(item, completion, None)
+        answer = self._answer(item)
+        try:
+            parsed = checked_answer(answer, completion)
+        except AnswerProblems as found:
+            listed = "; ".join(found.problems)
+            raise StructuredOutputError(
+                f"the reply does not match the schema {answer.name!r} (a batch cannot ask "
+                f"again): {listed[:500]}",
+                (completion,),
+                (found.problems,),
+            ) from None
+        return typed_record(item, TypedCompletion(parsed, (completion,)), None)
 
     def _flush(self) -> None:
         if self._log_rows and self.gpt.log is not None and self._log_ok:
@@ -566,14 +678,13 @@ class _RemoteRun:
         its server chose redacted, and its cost at the batch price, priced by the model asked
         for (None when unknown)."""
         endpoint = route.connection.endpoint
-        request = item.request(route.model)
+        request = self._request(route, item)
         limit = ceiling(route.provider, request, endpoint) if completion.usage_reported else None
         completion = bounded(scrubbed(completion), limit)
         cost, priced_model = cost_of(
             completion, route.model, route.provider.same_model, route.api.price, limit
         )
-        price = None if priced_model is None else route.api.price(priced_model)
-        breakdown = None if price is None else price.breakdown(completion.usage)
+        breakdown = breakdown_of(completion, cost, route.api.price(priced_model or route.model))
         return replace(completion, cost=cost, priced_model=priced_model, cost_breakdown=breakdown)
 
     def _report(self) -> None:

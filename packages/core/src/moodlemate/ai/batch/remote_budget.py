@@ -3,11 +3,12 @@ cost, read from its output file, is settled exactly once.
 
 A remote batch is paid for when the vendor runs it, hours after it was submitted, often by
 another run of the program. So the hold outlives the process: before a part is uploaded,
-its worst case at batch prices (every request's counted prompt plus its ``max_tokens``, as
-for a live call) is reserved against the budget (the shared scope's store when there is one,
-for :data:`BATCH_RESERVATION_TTL` seconds; else the instance's ledger), and what was
-reserved, with the store's reservation id, goes into the part's state before anything is
-sent. A part that cannot fit raises BudgetExceededError and is not sent.
+its worst case at batch prices (every request's counted prompt, a typed answer's schema
+included, plus its ``max_tokens``, as for a live call) is reserved against the budget (the
+shared scope's store when there is one, for :data:`BATCH_RESERVATION_TTL` seconds; else the
+instance's ledger), and what was reserved, with the store's reservation id, goes into the
+part's state before anything is sent. A part that cannot fit raises BudgetExceededError and
+is not sent.
 
 When the part's results are collected their cost (each answered request at batch prices) is
 settled: the store frees the reservation and adds the cost in one step, keyed by the batch

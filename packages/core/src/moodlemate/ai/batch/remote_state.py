@@ -47,6 +47,9 @@ class Part:
     model: str
     """The items' model as the input names it (``provider:model`` routes included)."""
     ids: list[ItemId]
+    endpoint: str | None = None
+    """The service endpoint of its requests (one per batch); None: the service's default
+    (and every part planned before batches had more than one)."""
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     file_id: str | None = None
     creating: bool = False

@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("OUTPUT must not be the INPUT file", EXIT_USAGE)
     if args.retry_failed_locally and not args.remote:
         raise CommandError("--retry-failed-locally needs --remote", EXIT_USAGE)
+    if args.reask and not args.remote:
+        raise CommandError("--reask needs --remote", EXIT_USAGE)
     gpt = make_gpt(args)
     if args.cancel:
         return batch_remote.cancel(args, gpt, QuietStream(sys.stderr))
@@ -153,11 +155,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(exc.message, EXIT_USAGE) from None
     except OSError as exc:
         raise CommandError(f"cannot read {args.input}: {exc.strerror or exc}", EXIT_USAGE) from None
-    if args.remote and any(item.schema is not None for item in items):
-        raise CommandError(
-            "typed answers (schema) are checked by local batches only: drop --remote",
-            EXIT_USAGE,
-        )
     created = not os.path.lexists(args.output)
     try:
         log = ResultLog(args.output)

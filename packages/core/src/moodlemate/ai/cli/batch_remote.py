@@ -45,6 +45,12 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="with --remote: send what the remote batches left unanswered as live requests",
     )
     group.add_argument(
+        "--reask",
+        action="store_true",
+        help="with --remote: ask again, live, each line whose batch reply did not match its "
+        "schema, from that reply on (up to 3 replies in all, within the budget)",
+    )
+    group.add_argument(
         "--poll-interval",
         type=_seconds,
         default=DEFAULT_POLL_INTERVAL,
@@ -120,6 +126,7 @@ def run(
             max_requests_per_file=args.max_requests_per_file,
             max_bytes_per_file=args.max_bytes_per_file,
             retry_failed_locally=args.retry_failed_locally,
+            reask=args.reask,
             concurrency=args.concurrency,
             progress=reporter,
         )
@@ -182,6 +189,14 @@ def _print_summary(err: Writable, summary: RemoteBatchSummary, output: str) -> N
         f"  succeeded  {summary.succeeded}",
         f"  failed     {summary.failed}"
         + ('  (records with "ok": false; a rerun submits them again)' if summary.failed else ""),
+        *(
+            [
+                f"  invalid    {summary.invalid}  (answers that did not match their schema; "
+                "counted in failed, their problems in OUTPUT)"
+            ]
+            if summary.invalid
+            else []
+        ),
         f"  skipped    {summary.skipped}  (answered by an earlier run)",
         f"  tokens     {summary.usage.total_tokens}  ({summary.usage.prompt_tokens} prompt + "
         f"{summary.usage.completion_tokens} completion)",
@@ -191,6 +206,12 @@ def _print_summary(err: Writable, summary: RemoteBatchSummary, output: str) -> N
         rows.append(
             f"  reserved   {money(summary.reserved)}  (the running batches' worst case, held "
             "against the budget until a rerun settles their cost)"
+        )
+    reasked = summary.reasked
+    if reasked is not None:
+        rows.append(
+            f"  reasked    {reasked.succeeded} answered, {reasked.failed} failed  (live, "
+            f"{money(reasked.cost)} at standard prices)"
         )
     local = summary.local
     if local is not None:

@@ -1,9 +1,14 @@
 """OpenAI's Batch API (``/v1/files``, ``/v1/batches``) behind the core's remote-batch contract.
 
 Request lines are built by the provider's own ``body``, so a batch sends exactly what a live
-call would (the reasoning-model adaptation included). Each method sends once through the
-provider's pooled SDK client, whose own retries are off. The provider hands over those parts
-(:class:`BatchParts`) rather than itself, so this module does not import the provider.
+call would (the reasoning-model adaptation and a typed answer's format included), to the
+endpoint a live call would use: ``/v1/responses`` for Responses-only models and requests with
+``api="responses"`` (their results read by the live Responses parser), ``/v1/chat/completions``
+for the rest. A batch takes one endpoint, so the runner keeps the two apart.
+
+Each method sends once through the provider's pooled SDK client, whose own retries are off.
+The provider hands over those parts (:class:`BatchParts`) rather than itself, so this module
+does not import the provider.
 """
 
 from __future__ import annotations
@@ -22,20 +27,28 @@ from moodlemate.ai.plugin import (
     RemoteResult,
     UnsupportedFeatureError,
 )
-from moodlemate.providers.openai import pricing, responses
+from moodlemate.providers.openai import pricing, responses, responses_reply
 
 if TYPE_CHECKING:
     from moodlemate.ai.plugin import Connection, Price
 
     import openai
 
-__all__ = ["MAX_BYTES", "MAX_REQUESTS", "BatchParts", "OpenAIBatches"]
+__all__ = [
+    "CHAT_ENDPOINT",
+    "MAX_BYTES",
+    "MAX_REQUESTS",
+    "RESPONSES_ENDPOINT",
+    "BatchParts",
+    "OpenAIBatches",
+]
 
 MAX_REQUESTS = 50_000
 """Requests per input file (OpenAI API reference, Create batch: 'up to 50,000 requests')."""
 MAX_BYTES = 200 * 1024 * 1024
 """Bytes per input file (the same page: 'up to 200 MB in size')."""
-ENDPOINT: Final = "/v1/chat/completions"
+CHAT_ENDPOINT: Final = "/v1/chat/completions"
+RESPONSES_ENDPOINT: Final = "/v1/responses"
 _CALL_TIMEOUT = 120.0
 _LIST_PAGES = 20
 _NO_REQUEST: Final = ChatRequest(model="", messages=())
@@ -52,6 +65,8 @@ class BatchParts:
     """The pooled SDK client for a connection."""
     translate: Callable[[Exception, ChatRequest], ProviderError | None]
     """The provider's error mapping."""
+    uses_responses: Callable[[ChatRequest], bool]
+    """Whether a live call of the request goes to the Responses API."""
 
 
 class OpenAIBatches(RemoteBatches):
@@ -61,8 +76,11 @@ class OpenAIBatches(RemoteBatches):
     def __init__(self, parts: BatchParts) -> None:
         self._parts = parts
 
+    def endpoint_for(self, request: ChatRequest) -> str:
+        return RESPONSES_ENDPOINT if self._parts.uses_responses(request) else CHAT_ENDPOINT
+
     def request_line(self, custom_id: str, request: ChatRequest) -> bytes:
-        line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT}
+        line = {"custom_id": custom_id, "method": "POST", "url": self.endpoint_for(request)}
         line["body"] = self._parts.body(request)  # type: ignore[assignment]
         return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
@@ -76,12 +94,16 @@ class OpenAIBatches(RemoteBatches):
         return str(uploaded.id)
 
     def create(
-        self, connection: Connection, file_id: str, metadata: Mapping[str, str]
+        self,
+        connection: Connection,
+        file_id: str,
+        metadata: Mapping[str, str],
+        endpoint: str | None = None,
     ) -> RemoteBatch:
         try:
             batch = self._client(connection).batches.create(
                 input_file_id=file_id,
-                endpoint=ENDPOINT,
+                endpoint=_endpoint(endpoint),
                 completion_window="24h",
                 metadata=dict(metadata),
             )
@@ -143,8 +165,13 @@ class OpenAIBatches(RemoteBatches):
                     return  # everything was already here: nothing left in range
                 self._raise(exc, connection, "/files")
 
-    def parse_line(self, line: bytes, model: str) -> RemoteResult:
+    def parse_line(self, line: bytes, model: str, endpoint: str | None = None) -> RemoteResult:
         name = self._parts.name
+        parse = (
+            responses_reply.parse_response
+            if _endpoint(endpoint) == RESPONSES_ENDPOINT
+            else responses.parse_completion
+        )
         data = json.loads(line)
         custom_id = str(data.get("custom_id"))
         response = data.get("response")
@@ -155,9 +182,8 @@ class OpenAIBatches(RemoteBatches):
             body = response.get("body")
             if 200 <= status < 300:
                 try:
-                    completion = responses.parse_completion(
-                        json.dumps(body).encode(), headers, provider=name, model=model
-                    )
+                    content = json.dumps(body).encode()
+                    completion = parse(content, headers, provider=name, model=model)
                 except ProviderError as exc:
                     return RemoteResult(custom_id, error=exc)
                 return RemoteResult(custom_id, completion=completion)
@@ -205,6 +231,15 @@ class OpenAIBatches(RemoteBatches):
                 f"{mapped.status_code} on {what}): it cannot run remote batches"
             ) from exc
         raise mapped from exc
+
+
+def _endpoint(endpoint: str | None) -> Any:
+    """The endpoint of a batch (None: a part planned before batches had two, so chat)."""
+    if endpoint is None:
+        return CHAT_ENDPOINT
+    if endpoint not in (CHAT_ENDPOINT, RESPONSES_ENDPOINT):
+        raise UnsupportedFeatureError(f"remote batches cannot send requests to {endpoint!r}")
+    return endpoint
 
 
 def _batch(raw: Any) -> RemoteBatch:

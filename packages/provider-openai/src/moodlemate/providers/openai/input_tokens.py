@@ -6,12 +6,17 @@ Those are exact where OpenAI documents them. The rest is an estimate, and the co
 an image given by URL (its size is unknown until the server fetches it: counted at the largest
 size the formula bills), an image on a model without a published formula, a PDF (OpenAI bills
 each page's extracted text and an image of it: counted at one token per 4 bytes) and audio
-(about 10 tokens a second, from a WAV header's byte rate, else an MP3 at 128 kbit/s).
+(about 10 tokens a second, from a WAV header's byte rate, else an MP3 at 128 kbit/s), and a
+typed answer's JSON schema (``response_format``), which OpenAI bills as prompt tokens without
+publishing how: counted as the tokens of its compact JSON text.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from moodlemate.ai.plugin import (
     AudioPart,
@@ -54,7 +59,29 @@ def count_input_tokens(request: ChatRequest) -> TokenCount:
     if request.options.tools:
         total += tool_tokens.tool_definition_tokens(model, request.options.tools)
         estimate = estimate or not tokens.tokenizer_known(model)
+    schema = _answer_schema(request)
+    if schema is not None:
+        text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+        total += tokens.count_tokens(text, model)
+        estimate = True
     return TokenCount(total, estimate=estimate)
+
+
+def _answer_schema(request: ChatRequest) -> Mapping[str, Any] | None:
+    """The ``json_schema`` object of the request's answer format (the named option, or the
+    field a typed answer adds: ``response_format``, or ``text.format`` on the Responses
+    API), or None."""
+    extra = request.extra
+    text = extra.get("text")
+    for fmt in (
+        request.options.response_format,
+        extra.get("response_format"),
+        text.get("format") if isinstance(text, Mapping) else None,
+    ):
+        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+            spec = fmt.get("json_schema", fmt)
+            return spec if isinstance(spec, Mapping) else None
+    return None
 
 
 def image_part_tokens(model: str, part: ImagePart) -> tuple[int, bool]:

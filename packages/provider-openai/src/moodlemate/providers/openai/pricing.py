@@ -1,4 +1,9 @@
-"""The OpenAI price table, kept as data (prices.json) so a price change is a data change."""
+"""The OpenAI price table, kept as data (prices.json) so a price change is a data change.
+
+Each model lists its text prices and, where its model page lists them, the prices of audio
+tokens (``audio_input``, ``audio_output``) and image tokens (``image_input``); a price not
+listed is unknown, and a reply with such tokens is priced as unknown, never at the text
+price."""
 
 from __future__ import annotations
 
@@ -37,11 +42,10 @@ class PriceTable:
                 price=Price(
                     input=Decimal(entry["input"]),
                     output=Decimal(entry["output"]),
-                    cached_input=(
-                        Decimal(entry["cached_input"])
-                        if entry.get("cached_input") is not None
-                        else None
-                    ),
+                    cached_input=_rate(entry.get("cached_input")),
+                    audio_input=_rate(entry.get("audio_input")),
+                    audio_output=_rate(entry.get("audio_output")),
+                    image_input=_rate(entry.get("image_input")),
                 ),
                 context_window=entry.get("context_window"),
                 max_output_tokens=entry.get("max_output_tokens"),
@@ -82,6 +86,11 @@ class PriceTable:
         return sorted(self._models.values(), key=lambda info: info.name)
 
 
+def _rate(value: Any) -> Decimal | None:
+    """A per-1M price as listed; None (null or absent) means none is listed."""
+    return None if value is None else Decimal(value)
+
+
 def _batch_prices(section: Any, models: dict[str, ModelInfo]) -> dict[str, ModelInfo]:
     """The ``batch`` section: standard prices times its ``discount``, for the models it lists."""
     if not isinstance(section, dict):
@@ -92,12 +101,9 @@ def _batch_prices(section: Any, models: dict[str, ModelInfo]) -> dict[str, Model
         info = models[name]
         if info.price is None:
             continue
-        price = info.price
-        cached = None if price.cached_input is None else price.cached_input * factor
-        halved = Price(price.input * factor, price.output * factor, cached)
         batch[name] = replace(
             info,
-            price=halved,
+            price=info.price.scaled(factor),
             source=section["source"],
             as_of=section.get("as_of", info.as_of),
         )

@@ -206,7 +206,9 @@ class OpenAIProvider(Provider):
         def client(connection: Connection) -> Any:
             return self.sdk().pool.get(connection, self.extra_headers(connection))
 
-        return OpenAIBatches(BatchParts(self.name, self.body, client, self._translate))
+        return OpenAIBatches(
+            BatchParts(self.name, self.body, client, self._translate, self.uses_responses)
+        )
 
     def count_tokens(self, text: str, model: str) -> int:
         return tokens.count_tokens(text, model)

@@ -136,8 +136,9 @@ def tool_calls_from(raw: Any) -> tuple[dict[str, Any], ...]:
 
 
 def usage_from(raw: Any) -> Usage:
-    """Token counts as reported; a count that is not a non-negative number reads as 0, so a
-    sloppy server's usage can neither crash a call that has its reply nor lower the cost."""
+    """Token counts as reported, with the parts billed apart (cache reads and writes, audio
+    and image tokens); a count that is not a non-negative number reads as 0, so a sloppy
+    server's usage can neither crash a call that has its reply nor lower the cost."""
     if not isinstance(raw, dict):
         return Usage()
     prompt_details = _dict(raw.get("prompt_tokens_details"))
@@ -147,6 +148,10 @@ def usage_from(raw: Any) -> Usage:
         completion_tokens=_count(raw.get("completion_tokens")),
         cached_tokens=_count(prompt_details.get("cached_tokens")),
         reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+        cache_write_tokens=_count(prompt_details.get("cache_write_tokens")),
+        audio_prompt_tokens=_count(prompt_details.get("audio_tokens")),
+        image_prompt_tokens=_count(prompt_details.get("image_tokens")),
+        audio_completion_tokens=_count(completion_details.get("audio_tokens")),
     )
 
 

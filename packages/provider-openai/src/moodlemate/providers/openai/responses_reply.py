@@ -120,11 +120,17 @@ def usage_of(raw: Any) -> Usage:
     integer reads as 0)."""
     if not isinstance(raw, dict):
         return Usage()
+    inputs = _dict(raw.get("input_tokens_details"))
+    outputs = _dict(raw.get("output_tokens_details"))
     return Usage(
         prompt_tokens=_count(raw.get("input_tokens")),
         completion_tokens=_count(raw.get("output_tokens")),
-        cached_tokens=_count(_dict(raw.get("input_tokens_details")).get("cached_tokens")),
-        reasoning_tokens=_count(_dict(raw.get("output_tokens_details")).get("reasoning_tokens")),
+        cached_tokens=_count(inputs.get("cached_tokens")),
+        reasoning_tokens=_count(outputs.get("reasoning_tokens")),
+        cache_write_tokens=_count(inputs.get("cache_write_tokens")),
+        audio_prompt_tokens=_count(inputs.get("audio_tokens")),
+        image_prompt_tokens=_count(inputs.get("image_tokens")),
+        audio_completion_tokens=_count(outputs.get("audio_tokens")),
     )
 
 

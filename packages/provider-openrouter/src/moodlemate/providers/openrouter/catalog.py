@@ -17,8 +17,10 @@ and async calls first await the fetch in a worker thread (:func:`aload`).
 :func:`refresh_models` forces a fetch (``python -m moodlemate.providers.openrouter``).
 
 OpenRouter quotes USD per token as decimal strings (``"0.00000015"``); they become
-per-million-token :class:`~moodlemate.ai._pricing.Price` Decimals exactly. A negative price
-(``"-1"``, e.g. ``openrouter/auto``, which bills as whatever model it routes to) means unknown.
+per-million-token :class:`~moodlemate.ai._pricing.Price` Decimals exactly, prompt-cache reads
+(``input_cache_read``) and writes (``input_cache_write``, which its usage reports as
+``prompt_tokens_details.cache_write_tokens``) included. A negative price (``"-1"``, e.g.
+``openrouter/auto``, which bills as whatever model it routes to) means unknown.
 """
 
 from __future__ import annotations
@@ -263,7 +265,9 @@ def _slim(entry: Mapping[str, Any]) -> dict[str, Any]:
         "id": entry["id"],
         "context_length": entry.get("context_length"),
         "pricing": {
-            k: pricing[k] for k in ("prompt", "completion", "input_cache_read") if k in pricing
+            k: pricing[k]
+            for k in ("prompt", "completion", "input_cache_read", "input_cache_write")
+            if k in pricing
         },
         "top_provider": {
             k: top[k] for k in ("context_length", "max_completion_tokens") if k in top
@@ -288,6 +292,7 @@ def _model_info(entry: Any, source: str, as_of: str | None, live: bool) -> Model
                 input=prompt,
                 output=completion,
                 cached_input=_per_million(pricing.get("input_cache_read")),
+                cache_write=_per_million(pricing.get("input_cache_write")),
             )
     return ModelInfo(
         name=entry["id"],
