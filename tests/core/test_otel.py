@@ -297,18 +297,23 @@ def test_concurrent_async_calls_each_get_their_own_span(recorded: Recorded) -> N
     assert recorded.telemetry._open == {}
 
 
-def test_streams_closed_early_leave_a_bounded_number_of_open_spans(
+def test_streams_left_open_leave_a_bounded_number_of_open_spans(
     recorded: Recorded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(telemetry, "MAX_OPEN_SPANS", 3)
     gpt = recorded.gpt()
+    streams = []
     for _ in range(6):
         recorded.server.enqueue(Reply(chunks=["a", "b"]))
         stream = gpt.stream("gpt-4o-mini", "", "hi")
         assert next(stream) == "a"
-        stream.close()  # after_response never comes for an abandoned stream
+        streams.append(stream)  # begun, never read on nor closed: no after_response yet
     assert len(recorded.telemetry._open) == 3
     assert len(recorded.finished()) == 3  # the oldest, ended when pushed out
+    for stream in streams:
+        stream.close()  # the call ends closed early; the pushed-out ones are simply forgotten
+    assert recorded.telemetry._open == {}
+    assert len(recorded.finished()) == 6
 
 
 class BrokenTracerProvider:

@@ -66,7 +66,7 @@ class CallHooks:
         started = self.before(request, provider, endpoint, until)
         try:
             completion = send()
-        except Exception as exc:
+        except BaseException as exc:  # a failure, or a cancellation (closed early)
             self.after(request, provider, endpoint, started, None, exc, until)
             raise
         self.after(request, provider, endpoint, started, completion, None, until)
@@ -84,7 +84,7 @@ class CallHooks:
         started = self.before(request, provider, endpoint, until)
         try:
             completion = await send()
-        except Exception as exc:
+        except BaseException as exc:  # a failure, or a cancelled task (closed early)
             self.after(request, provider, endpoint, started, None, exc, until)
             raise
         self.after(request, provider, endpoint, started, completion, None, until)
@@ -110,7 +110,7 @@ class CallHooks:
         endpoint: str,
         started: float,
         completion: Completion | None,
-        error: Exception | None,
+        error: BaseException | None,
         until: float | None = None,
     ) -> None:
         """Run ``after_response``; never raises (see the module docstring)."""

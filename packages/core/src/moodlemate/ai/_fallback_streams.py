@@ -84,6 +84,9 @@ class FallbackStream(_Chained, TextStream):
                     self._answered_without_text(index, inner, exc)
                 index = chain.failed(index, exc, provider, began)
                 continue
+            except BaseException as exc:  # cancelled before its first delta
+                chain.ended(None, exc)
+                raise
             try:
                 if first is not None:
                     self._parts.append(first)
@@ -95,6 +98,9 @@ class FallbackStream(_Chained, TextStream):
                 self._answered_without_text(index, inner, exc)
                 if isinstance(exc, MoodlemateError):
                     exc.failed_before = tuple(chain.failures)
+                chain.ended(None, exc)
+                raise
+            except BaseException as exc:  # closed early or cancelled: the hooks see it end
                 chain.ended(None, exc)
                 raise
             finally:
@@ -135,6 +141,9 @@ class AsyncFallbackStream(_Chained, AsyncTextStream):
                     self._answered_without_text(index, inner, exc)
                 index = chain.failed(index, exc, provider, began)
                 continue
+            except BaseException as exc:  # cancelled before its first delta
+                chain.ended(None, exc)
+                raise
             try:
                 if first is not None:
                     self._parts.append(first)
@@ -146,6 +155,9 @@ class AsyncFallbackStream(_Chained, AsyncTextStream):
                 self._answered_without_text(index, inner, exc)
                 if isinstance(exc, MoodlemateError):
                     exc.failed_before = tuple(chain.failures)
+                chain.ended(None, exc)
+                raise
+            except BaseException as exc:  # closed early or cancelled: the hooks see it end
                 chain.ended(None, exc)
                 raise
             finally:

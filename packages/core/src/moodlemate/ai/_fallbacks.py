@@ -164,7 +164,7 @@ class FallbackChain:
         if following is None or not isinstance(exc, MoodlemateError):
             if isinstance(exc, MoodlemateError):
                 exc.failed_before = tuple(self.failures)
-            self.ended(None, exc if isinstance(exc, Exception) else None)
+            self.ended(None, exc)
             raise exc
         model = self.models[index]
         name = provider.name if provider is not None else self._provider_name(model)
@@ -208,7 +208,7 @@ class FallbackChain:
         self.ended(completion, None)
         return completion
 
-    def ended(self, completion: Completion | None, error: Exception | None) -> None:
+    def ended(self, completion: Completion | None, error: BaseException | None) -> None:
         """The after hook, once, for the entry the before hook saw."""
         if self._hooks is None or self._first is None or self._started is None:
             return

@@ -53,13 +53,16 @@ def after_response(
     provider: str,
     endpoint: str,
     completion: Completion | None,
-    error: Exception | None,
+    error: BaseException | None,
     attempts: int,
     elapsed: float,
 ) -> None:
     """Called once per call when it ends: ``completion`` (with usage and cost) on success,
-    else the ``error`` the caller is about to receive. ``attempts`` counts retries included;
-    ``elapsed`` is in seconds, waits included. Never receives the API key.
+    else the ``error`` the caller is about to receive. A stream closed early (``close()``,
+    leaving its ``with`` block) ends with ``GeneratorExit``, a cancelled task with
+    ``CancelledError``: an early close, not a failure (the spend log's ``cancelled``).
+    ``attempts`` counts retries included; ``elapsed`` is in seconds, waits included. Never
+    receives the API key.
 
     It observes and cannot change the outcome: the answer is already paid for and recorded,
     so an exception raised here, or returning past the call's deadline, is logged as a
@@ -85,4 +88,21 @@ def after_tool_call(run_id: str, result: Any, started: float) -> None:
 def after_tool_run(run_id: str, run: Any, error: BaseException | None) -> None:
     """Called once when a tool run ends: ``run`` is the :class:`~moodlemate.ai._run.Run`
     (so far, when it failed), ``error`` what the caller is about to receive (a RunLimitError,
-    a call's error, a cancellation) or None."""
+    a call's error) or None. A streamed run closed early (``close()``, a ``break`` out of
+    the loop, a cancelled task) ends with ``GeneratorExit`` or ``CancelledError``: an early
+    close, not a failure."""
+
+
+@hookspec
+def resume_tool_run(run_id: str) -> None:
+    """Called when the caller resumes a streamed run (``run_stream``/``arun_stream``: each
+    ``next()``, and its close), before the run's code runs, in the caller's thread or task;
+    the first call comes before ``before_tool_run``. With :func:`pause_tool_run`, lets a
+    plugin make something current for the run's code only (OpenTelemetry makes the run's
+    span current here), so it never leaks into the caller's code between events."""
+
+
+@hookspec
+def pause_tool_run(run_id: str) -> None:
+    """Called when a streamed run hands an event to the caller (or ends), in the same thread
+    or task as the :func:`resume_tool_run` it pairs with: undo what that did."""

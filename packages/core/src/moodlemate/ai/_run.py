@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai._budget import worst_case_cost
 from moodlemate.ai._call import Call, RunTurn
 from moodlemate.ai._call_types import ChatRequest, Completion, Message, ToolCall
+from moodlemate.ai._closed_early import closed_early
 from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._options import options_from
 from moodlemate.ai._run_events import (
@@ -82,8 +83,6 @@ __all__ = [
     "run_events",
     "run_tools",
 ]
-
-_CANCELLED = ("GeneratorExit", "CancelledError", "KeyboardInterrupt")
 
 
 class RunLoop:
@@ -236,7 +235,7 @@ class RunLoop:
         its arguments or result); None when there is no log."""
         if self.gpt.log is None or not calls:
             return None
-        cancelled = error is not None and type(error).__name__ in _CANCELLED
+        cancelled = closed_early(error)
         rows: list[tuple[int, str, float | None]] = []
         for index, call in enumerate(calls):
             result = results.get(index)

@@ -7,14 +7,17 @@ the :class:`~moodlemate.ai.Run` that ``run`` would have returned. Nothing is sen
 first ``next()``. Closing it early (``close()``, leaving a ``with`` block, ``aclose()``, a
 cancelled task) closes the turn's stream (its reservation released, its spend-log row written),
 starts no further tool call, and ends the tool calls running: async ones are cancelled, sync
-ones are waited for, each within its timeout.
+ones are waited for, each within its timeout. Each step the caller drives (a ``next()``, the
+close) runs between the ``resume_tool_run``/``pause_tool_run`` hooks, so what a plugin makes
+current for the run (its OpenTelemetry span) is current for the run's code only, never for
+the caller's code between events.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from moodlemate.ai._run import RunLoop, arun_events, run_events
 
@@ -23,6 +26,32 @@ if TYPE_CHECKING:
     from moodlemate.ai._run_types import Run
 
 __all__ = ["AsyncRunStream", "RunStream"]
+
+T = TypeVar("T")
+
+
+def _step(loop: RunLoop, step: Callable[[], T]) -> T:
+    """``step()`` between the resume and pause hooks (when a plugin has them)."""
+    hooks = loop.hooks
+    if hooks is None:
+        return step()
+    hooks.resumed(loop.id)
+    try:
+        return step()
+    finally:
+        hooks.paused(loop.id)
+
+
+async def _astep(loop: RunLoop, step: Callable[[], Awaitable[T]]) -> T:
+    """Async :func:`_step`: both hooks in the caller's task, around the awaited step."""
+    hooks = loop.hooks
+    if hooks is None:
+        return await step()
+    hooks.resumed(loop.id)
+    try:
+        return await step()
+    finally:
+        hooks.paused(loop.id)
 
 
 class RunStream(Iterator["RunEvent"]):
@@ -47,10 +76,10 @@ class RunStream(Iterator["RunEvent"]):
         return self
 
     def __next__(self) -> RunEvent:
-        return next(self._events)
+        return _step(self._loop, self._events.__next__)
 
     def close(self) -> None:
-        self._events.close()
+        _step(self._loop, self._events.close)
 
     def __enter__(self) -> RunStream:
         return self
@@ -80,10 +109,10 @@ class AsyncRunStream(AsyncIterator["RunEvent"]):
         return self
 
     async def __anext__(self) -> RunEvent:
-        return await self._events.__anext__()
+        return await _astep(self._loop, self._events.__anext__)
 
     async def aclose(self) -> None:
-        await self._events.aclose()
+        await _astep(self._loop, self._events.aclose)
 
     async def __aenter__(self) -> AsyncRunStream:
         return self

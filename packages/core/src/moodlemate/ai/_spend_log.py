@@ -42,6 +42,7 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from moodlemate.ai._closed_early import closed_early
 from moodlemate.ai._spend_retention import DEFAULT_RETENTION_DAYS, Pruned
 
 if TYPE_CHECKING:
@@ -914,9 +915,6 @@ def _outcome(error: BaseException | None) -> str:
     """``ok``, ``cancelled`` (a stream closed early, a task cancelled), or the error's type."""
     if error is None:
         return "ok"
-    if (
-        isinstance(error, GeneratorExit | KeyboardInterrupt)
-        or type(error).__name__ == "CancelledError"
-    ):
+    if closed_early(error):
         return "cancelled"
     return type(error).__name__

@@ -25,7 +25,8 @@ worst-case cost is reserved against the budget (:mod:`moodlemate.ai._budget`). C
 early (``close()``, leaving a ``with`` block, breaking out of a loop and dropping it)
 releases the connection and the reservation; such a call is not recorded in the ledger,
 because the usage chunk never arrived, but the spend log has its row (outcome ``cancelled``,
-or the error's type for a stream that failed).
+or the error's type for a stream that failed), and the ``after_response`` hook sees the call
+end with the ``GeneratorExit`` (``CancelledError`` for a cancelled task) it was closed with.
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ class _Stream:
         call = self._call
         return hooks.before(call.request, call.provider.name, call.connection.endpoint)
 
-    def _ended(self, hooks: CallHooks, started: float, error: Exception | None) -> None:
+    def _ended(self, hooks: CallHooks, started: float, error: BaseException | None) -> None:
         call = self._call
         completion = self.completion if error is None else None
         hooks.after(
@@ -325,11 +326,12 @@ class TextStream(_Stream, Iterator[str]):
         self._check_reply()
 
     def _hooked(self, hooks: CallHooks) -> Generator[str, None, None]:
-        """The stream between the call hooks: after_response sees its completion or error."""
+        """The stream between the call hooks: after_response sees its completion or error,
+        or the GeneratorExit of a stream closed early (as the spend log's ``cancelled``)."""
         started = self._began(hooks)
         try:
             yield from self._run()
-        except Exception as exc:
+        except BaseException as exc:
             self._ended(hooks, started, exc)
             raise
         self._ended(hooks, started, None)
@@ -453,7 +455,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                     yield delta
             finally:  # unlike `yield from`, `async for` does not pass an early close on
                 await deltas.aclose()
-        except Exception as exc:
+        except BaseException as exc:  # a failure, an early close, a cancelled task
             self._ended(hooks, started, exc)
             raise
         self._ended(hooks, started, None)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from moodlemate.ai._closed_early import closed_early
 from moodlemate.ai._hookspecs import hookimpl
 from moodlemate.ai._messages import AudioPart, ImagePart, Message, TextPart
 from moodlemate.ai._retry import listen_to_retries, stop_listening
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     _Open = tuple[int, trace.Span, Token[RetryListener | None]]
 
-__all__ = ["DURATION_BUCKETS", "SCHEMA_URL", "TOKEN_BUCKETS", "GenAITelemetry"]
+__all__ = ["CLOSED_EARLY", "DURATION_BUCKETS", "SCHEMA_URL", "TOKEN_BUCKETS", "GenAITelemetry"]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -43,8 +44,13 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48)
 """The buckets the conventions advise for ``gen_ai.client.operation.duration`` (seconds)."""
 MAX_OPEN_SPANS = 4096
-"""Spans begun but not ended (a stream closed early never reaches ``after_response``):
-beyond this many, the oldest is ended and forgotten, so memory stays bounded."""
+"""Spans begun but not ended (a stream dropped unclosed reaches ``after_response`` only when
+it is collected, if ever): beyond this many, the oldest is ended and forgotten, so memory
+stays bounded."""
+CLOSED_EARLY = "moodlemate.closed_early"
+"""Set (true) on a call's or a run's span when the caller closed it early (a ``break``,
+``close()``, a cancelled task): not an error, so its status stays unset and it has no
+``error.type``; the conventions have no attribute of their own for it."""
 
 OPERATION = "chat"
 RUN_OPERATION = "invoke_agent"
@@ -97,7 +103,9 @@ class GenAITelemetry:
         self._open: OrderedDict[int, _Open] = OrderedDict()
         self._by_request: dict[int, list[int]] = {}
         self._ids = itertools.count()
-        self._runs: OrderedDict[str, tuple[trace.Span, object]] = OrderedDict()
+        self._runs: OrderedDict[str, trace.Span] = OrderedDict()
+        self._current: dict[str, list[object]] = {}
+        """Per run, the tokens of its span made current (attached and not yet detached)."""
 
     # -- the hooks -----------------------------------------------------------------------
 
@@ -115,7 +123,7 @@ class GenAITelemetry:
         provider: str,
         endpoint: str,
         completion: Completion | None,
-        error: Exception | None,
+        error: BaseException | None,
         attempts: int,
         elapsed: float,
     ) -> None:
@@ -147,28 +155,59 @@ class GenAITelemetry:
         except Exception:
             log.debug("moodlemate.ai.otel: could not end a run span", exc_info=True)
 
+    @hookimpl
+    def resume_tool_run(self, run_id: str) -> None:
+        try:
+            self._enter_run(run_id)
+        except Exception:
+            log.debug("moodlemate.ai.otel: could not enter a run's context", exc_info=True)
+
+    @hookimpl
+    def pause_tool_run(self, run_id: str) -> None:
+        self._leave_run(run_id)
+
     # -- spans ---------------------------------------------------------------------------
 
     def _begin_run(self, run_id: str, request: ChatRequest, provider: str, endpoint: str) -> None:
-        """The run's span, made current so that each model turn's span is its child."""
+        """The run's span, made current so that each model turn's span is its child (a
+        streamed run leaves it at each event and enters it again at the next step)."""
         attributes = _common(request, provider, endpoint)
         attributes["gen_ai.operation.name"] = RUN_OPERATION
         attributes["moodlemate.run.id"] = run_id
         span = self._tracer.start_span(
             f"{RUN_OPERATION} {request.model}", kind=SpanKind.INTERNAL, attributes=attributes
         )
-        token = context.attach(trace.set_span_in_context(span))
         with self._lock:
-            self._runs[run_id] = (span, token)
+            self._runs[run_id] = span
             while len(self._runs) > MAX_OPEN_SPANS:
-                _, (stale, _token) = self._runs.popitem(last=False)
+                stale_id, stale = self._runs.popitem(last=False)
+                self._current.pop(stale_id, None)
                 stale.end()
+        self._enter_run(run_id)
+
+    def _enter_run(self, run_id: str) -> None:
+        with self._lock:
+            span = self._runs.get(run_id)
+        if span is not None:
+            token = context.attach(trace.set_span_in_context(span))
+            with self._lock:
+                self._current.setdefault(run_id, []).append(token)
+
+    def _leave_run(self, run_id: str) -> None:
+        """Detach what :meth:`_enter_run` attached for this run, newest first."""
+        with self._lock:
+            tokens = self._current.pop(run_id, [])
+        for token in reversed(tokens):
+            try:
+                context.detach(token)  # type: ignore[arg-type]
+            except Exception:  # another context (a generator closed elsewhere)
+                log.debug("moodlemate.ai.otel: run context not detached", exc_info=True)
 
     def _tool_span(self, run_id: str, result: ToolResult, started: float) -> None:
         """An ``execute_tool`` span, child of the run's, timed as the tool ran."""
         with self._lock:
             opened = self._runs.get(run_id)
-        parent = trace.set_span_in_context(opened[0]) if opened is not None else None
+        parent = trace.set_span_in_context(opened) if opened is not None else None
         call = result.call
         name = call.name[:_MAX_TOOL_NAME]
         attributes: dict[str, Any] = {
@@ -195,25 +234,18 @@ class GenAITelemetry:
         span.end(end_time=begin + int(result.seconds * 1e9))
 
     def _end_run(self, run_id: str, run: Run, error: BaseException | None) -> None:
+        self._leave_run(run_id)
         with self._lock:
-            opened = self._runs.pop(run_id, None)
-        if opened is None:
+            span = self._runs.pop(run_id, None)
+        if span is None:
             return
-        span, token = opened
-        try:
-            context.detach(token)  # type: ignore[arg-type]
-        except Exception:  # another context (a generator closed elsewhere): nothing to undo
-            log.debug("moodlemate.ai.otel: run context not detached", exc_info=True)
         span.set_attribute("moodlemate.run.turns", len(run.turns))
         usage = run.usage
         span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
         if run.cost is not None:
             span.set_attribute("moodlemate.cost", float(run.cost))
-        if error is not None:
-            span.set_attribute("error.type", type(error).__qualname__)
-            message = error.message if isinstance(error, MoodlemateError) else None
-            span.set_status(Status(StatusCode.ERROR, message))
+        _outcome(span, error)
         span.end()
 
     def _begin(self, request: ChatRequest, provider: str, endpoint: str) -> None:
@@ -242,7 +274,7 @@ class GenAITelemetry:
         provider: str,
         endpoint: str,
         completion: Completion | None,
-        error: Exception | None,
+        error: BaseException | None,
         attempts: int,
         elapsed: float,
     ) -> None:
@@ -259,7 +291,8 @@ class GenAITelemetry:
             common["gen_ai.response.model"] = completion.model
         elif error is not None:
             failed = getattr(error, "failed_before", ())
-            common["error.type"] = type(error).__qualname__
+            if not closed_early(error):
+                common["error.type"] = type(error).__qualname__
         self._duration.record(elapsed, common)
         if completion is not None and completion.usage_reported:
             usage = completion.usage
@@ -274,10 +307,8 @@ class GenAITelemetry:
         span.set_attribute("moodlemate.attempts", attempts)
         if completion is not None:
             self._succeeded(span, completion)
-        elif error is not None:
-            span.set_attribute("error.type", type(error).__qualname__)
-            message = error.message if isinstance(error, MoodlemateError) else None
-            span.set_status(Status(StatusCode.ERROR, message))
+        else:
+            _outcome(span, error)
         span.end()
 
     def _succeeded(self, span: trace.Span, completion: Completion) -> None:
@@ -343,6 +374,18 @@ def _common(request: ChatRequest, provider: str, endpoint: str) -> dict[str, Any
         if port:
             attributes["server.port"] = port
     return attributes
+
+
+def _outcome(span: trace.Span, error: BaseException | None) -> None:
+    """Mark how a call or run ended: an error, or closed early (not an error)."""
+    if error is None:
+        return
+    if closed_early(error):
+        span.set_attribute(CLOSED_EARLY, True)
+        return
+    span.set_attribute("error.type", type(error).__qualname__)
+    message = error.message if isinstance(error, MoodlemateError) else None
+    span.set_status(Status(StatusCode.ERROR, message))
 
 
 def _retried(span: trace.Span, attempt: int, exc: ProviderError, wait: float) -> None:
