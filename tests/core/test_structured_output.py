@@ -483,3 +483,46 @@ def test_a_ten_megabyte_answer_is_read(server: LoopbackServer) -> None:
     server.enqueue(Reply(text='{"number": "' + "7" * 10_000_000 + '", "lines": []}'))
     invoice = gpt.parse("gpt-4o-mini", "", "Extract.", Invoice)
     assert len(invoice.number) == 10_000_000
+
+
+@pytest.mark.parametrize(
+    ("last", "error_type"),
+    [
+        (Reply(refusal="I can't help with that.", prompt_tokens=300), RefusalError),
+        (Reply(text='{"number": "A-7", "li', finish_reason="length"), TruncatedAnswerError),
+    ],
+)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_refusal_or_cut_answer_after_invalid_ones_carries_every_attempt_and_their_cost(
+    server: LoopbackServer, gpt: GPT, last: Reply, error_type: type[Exception], flavour: str
+) -> None:
+    server.enqueue(
+        Reply(text="{not json", prompt_tokens=100, completion_tokens=10),
+        Reply(text='{"number": 7}', prompt_tokens=150, completion_tokens=20),
+        last,
+    )
+
+    def parse() -> Any:
+        if flavour == "sync":
+            return gpt.parse("gpt-4o-mini", "", "x", Invoice, max_attempts=5)
+        return asyncio.run(gpt.aparse("gpt-4o-mini", "", "x", Invoice, max_attempts=5))
+
+    with pytest.raises(error_type) as caught:
+        parse()
+    error = caught.value
+    assert isinstance(error, RefusalError | TruncatedAnswerError)
+    assert len(error.completions) == 3 == len(server.chat_requests)
+    assert error.completions[-1] is error.completion
+    per_call = [c.cost for c in error.completions]
+    assert all(cost is not None and cost > 0 for cost in per_call)
+    assert error.cost == sum(per_call, Decimal(0)) == gpt.ledger.cost
+
+
+def test_a_refusal_on_the_first_attempt_carries_just_that_one(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    server.enqueue(Reply(refusal="No.", prompt_tokens=50))
+    with pytest.raises(RefusalError) as caught:
+        gpt.parse("gpt-4o-mini", "", "x", Invoice)
+    assert caught.value.completions == (caught.value.completion,)
+    assert caught.value.cost == caught.value.completion.cost == gpt.ledger.cost

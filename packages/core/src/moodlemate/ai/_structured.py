@@ -33,6 +33,7 @@ from moodlemate.ai._usage import Usage
 from moodlemate.ai.errors import (
     APITimeoutError,
     BadRequestError,
+    ReplyError,
     StructuredOutputError,
     TruncatedAnswerError,
     ValidationError,
@@ -171,13 +172,18 @@ class _Run:
         return True
 
     def check(self, completion: Completion) -> tuple[bool, Any]:
-        """``(True, answer)`` when ``completion`` parses; else record why and ``(False, None)``."""
+        """``(True, answer)`` when ``completion`` parses; else record why and ``(False, None)``.
+        A reply that ends the run (a refusal, a cut-off answer) raises its ReplyError with
+        every attempt in ``completions``, so its ``cost`` is the run's."""
         self.completions.append(completion)
         try:
             return True, checked_answer(self.answer, completion)
         except AnswerProblems as problems:
             self.answered_wrongly(completion, problems.problems)
             return False, None
+        except ReplyError as exc:
+            exc.completions = tuple(self.completions)
+            raise
 
     def answered_wrongly(self, completion: Completion, problems: tuple[str, ...]) -> None:
         """Note a reply that did not fit and why; the next attempt is told."""

@@ -7,6 +7,7 @@ server echoes back (or that a caller pastes into a model name) never reaches a t
 from __future__ import annotations
 
 from collections.abc import Collection
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._error_base import MoodlemateError, ValidationError
@@ -320,7 +321,8 @@ class StreamInterruptedError(ProviderError):
 class ReplyError(ProviderError):
     """The call succeeded (and was billed) but its reply is no answer. Never retried: the same
     request gets the same kind of reply. ``completion`` is the full result, usage and cost
-    included (the call is in the ledger)."""
+    included (the call is in the ledger); ``completions`` every billed reply that led to it
+    (a typed answer's earlier attempts too) and ``cost`` their summed cost."""
 
     retryable = False
 
@@ -332,7 +334,16 @@ class ReplyError(ProviderError):
             request_id=completion.request_id,
         )
         self.completion = completion
+        self.completions: tuple[Completion, ...] = (completion,)
         self.attempts = completion.attempts
+
+    @property
+    def cost(self) -> Decimal | None:
+        """The summed cost of ``completions``; None when any one's cost is unknown."""
+        costs = [c.cost for c in self.completions]
+        if any(cost is None for cost in costs):
+            return None
+        return sum((c for c in costs if c is not None), Decimal(0))
 
 
 class EmptyReplyError(ReplyError):
