@@ -9,9 +9,9 @@ good, so ``history`` is exactly the context the model saw.
 
 Thread-safety: each conversation has a lock. Sync turns (:meth:`Conversation.ask`) are
 serialised: a second thread's turn waits and then carries the first one. Async turns
-(:meth:`Conversation.aask`) must not hold a thread lock across an ``await``: each sees the
-history as of its start and commits when its reply arrives, so await one turn before asking
-the next. A failed request leaves the history unchanged.
+(:meth:`Conversation.aask`, :meth:`Conversation.astream`) must not hold a thread lock across
+an ``await``: each sees the history as of its start and commits when its reply arrives, so
+await one turn before asking the next. A failed request leaves the history unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
@@ -55,7 +55,8 @@ if TYPE_CHECKING:
     from moodlemate.ai._facade import Facade
     from moodlemate.ai._pricing import ModelInfo
     from moodlemate.ai._provider import Completion
-    from moodlemate.ai._streaming import TextStream
+    from moodlemate.ai._run import RunLoop
+    from moodlemate.ai._streaming import AsyncTextStream, TextStream
     from moodlemate.ai._tool_calls import Approval
     from moodlemate.ai._tools import Tool
 
@@ -74,6 +75,8 @@ class Host(Protocol):
     async def asend(self, request: ChatRequest) -> Completion: ...
 
     def stream_request(self, request: ChatRequest) -> TextStream: ...
+
+    def astream_request(self, request: ChatRequest) -> AsyncTextStream: ...
 
     def model_info(self, model: str | None = None) -> ModelInfo | None: ...
 
@@ -310,24 +313,52 @@ class Conversation:
             self._commit(dropped, question, Message("assistant", "".join(parts)))
 
     def _stream_run(self, dropped: int, question: Message, request: ChatRequest) -> Iterator[str]:
-        from moodlemate.ai._run import RunLoop, RunSettings
-        from moodlemate.ai._run_events import TextDelta, ToolCallRequested
         from moodlemate.ai._run_stream import RunStream
+
+        shown = _RunText()
+        with RunStream(self._run_loop(request)) as stream:
+            for event in stream:
+                text = shown(event)
+                if text:
+                    yield text
+        self._commit_run(dropped, question, request, stream.run)
+
+    async def astream(
+        self, prompt: str, *, attachments: Iterable[Attachment] = ()
+    ) -> AsyncIterator[str]:
+        """Async :meth:`stream`: ``async for delta in conversation.astream(...)``, a tool run
+        through :meth:`GPT.arun_stream` (see the module docstring on concurrent turns)."""
+        question = _question(prompt, attachments)
+        dropped, request = self._prepare(question)
+        if self._tools:
+            from moodlemate.ai._run_stream import AsyncRunStream
+
+            shown = _RunText()
+            async with AsyncRunStream(self._run_loop(request)) as stream:
+                async for event in stream:
+                    text = shown(event)
+                    if text:
+                        yield text
+            self._commit_run(dropped, question, request, stream.run)
+            return
+        parts: list[str] = []
+        async with self._gpt.astream_request(request) as deltas:
+            async for delta in deltas:
+                parts.append(delta)
+                yield delta
+        self._commit(dropped, question, Message("assistant", "".join(parts)))
+
+    def _run_loop(self, request: ChatRequest) -> RunLoop:
+        """The streamed tool run of a turn with the conversation's tools."""
+        from moodlemate.ai._run import RunLoop, RunSettings
         from moodlemate.ai._tools import tool_set
 
         settings = RunSettings(before_tool_call=self.before_tool_call)
-        loop = RunLoop(cast("Facade", self._gpt), request, tool_set(self._tools), settings)
-        last = ""
-        with RunStream(loop) as stream:
-            for event in stream:
-                if isinstance(event, TextDelta) and event.text:
-                    last = event.text
-                    yield event.text
-                elif isinstance(event, ToolCallRequested) and last and not last.endswith("\n"):
-                    last = "\n"
-                    yield last
-        assert stream.run is not None  # a run that ends without raising has its result
-        replies, _ = _Turn._ran(request, stream.run)
+        return RunLoop(cast("Facade", self._gpt), request, tool_set(self._tools), settings)
+
+    def _commit_run(self, dropped: int, question: Message, request: ChatRequest, run: Any) -> None:
+        assert run is not None  # a run that ends without raising has its result
+        replies, _ = _Turn._ran(request, run)
         self._commit(dropped, question, *replies)
 
     @overload
@@ -539,6 +570,25 @@ class Conversation:
         """Drop from the front, append at the end: turns committed meanwhile survive."""
         with self._lock:
             self._turns = [*self._turns[dropped:], prompt, *replies]
+
+
+class _RunText:
+    """The text a streamed run shows as one reply: every model turn's text, and a line break
+    after a turn's text when it asks for tools (an approval prompt starts on its own line)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, event: object) -> str:
+        from moodlemate.ai._run_events import TextDelta, ToolCallRequested
+
+        if isinstance(event, TextDelta) and event.text:
+            self.last = event.text
+        elif isinstance(event, ToolCallRequested) and self.last and not self.last.endswith("\n"):
+            self.last = "\n"
+        else:
+            return ""
+        return self.last
 
 
 class _Turn:
