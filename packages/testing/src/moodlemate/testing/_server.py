@@ -1193,17 +1193,40 @@ def _served_tier(asked: object) -> str | None:
     return "default" if asked == "auto" else asked
 
 
+def _audio_deltas(audio: JSONObject) -> list[JSONObject]:
+    """A spoken reply as the API streams it: the id with the transcript's pieces, the base64
+    data in pieces of at most 32 KiB, then ``expires_at``."""
+    ident = audio.get("id")
+    transcript = str(audio.get("transcript") or "")
+    data = str(audio.get("data") or "")
+    deltas: list[JSONObject] = [
+        {"audio": {"id": ident, "transcript": piece}} for piece in _split(transcript)
+    ] or [{"audio": {"id": ident}}]
+    deltas += [
+        {"audio": {"id": ident, "data": data[i : i + 32768]}} for i in range(0, len(data), 32768)
+    ]
+    if audio.get("expires_at") is not None:
+        deltas.append({"audio": {"id": ident, "expires_at": audio["expires_at"]}})
+    return deltas
+
+
 def _stream_events(done: _Completion, request: JSONObject) -> list[bytes]:
     options = request.get("stream_options")
     with_usage = isinstance(options, dict) and options.get("include_usage") is True
-    first: JSONObject = {"role": "assistant", "content": None if done.content_null else ""}
+    first: JSONObject = {
+        "role": "assistant",
+        "content": None if done.content_null or done.audio is not None else "",
+    }
     if done.refusal is not None:
         first["refusal"] = ""
     chunks: list[JSONObject] = [_chunk(done, first, None)]
     deltas: list[JSONObject] = [
         {"reasoning_content": piece} for piece in _split(done.reasoning or "")
     ]
-    deltas += [{"content": piece} for piece in done.chunks or []]
+    if done.audio is not None:  # spoken: content null, the transcript and clip in pieces
+        deltas += _audio_deltas(done.audio)
+    else:
+        deltas += [{"content": piece} for piece in done.chunks or []]
     deltas += [{"refusal": piece} for piece in _split(done.refusal or "")]
     for index, call in enumerate(done.tool_calls):
         function = call.get("function") or {}

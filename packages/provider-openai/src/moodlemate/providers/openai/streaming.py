@@ -5,6 +5,13 @@ async stream; the two stream classes only differ in how they read bytes. Lines a
 here rather than by httpx, which would buffer a line that never ends without limit: a line
 or an event over ``ResponseLimits.max_event_bytes`` raises ResponseTooLargeError. Chunks
 are decoded with ``json.loads`` into dicts: no SDK model per delta.
+
+A spoken reply (``modalities: ["text", "audio"]``) streams ``delta.audio`` pieces: its id, its
+base64 ``data`` and its ``transcript`` in chunks, and ``expires_at`` (the shape of
+``message.audio``; the OpenAPI spec's stream delta does not list it, the API sends it). They
+are put together into ``Completion.audio``; the transcript's pieces are the stream's text
+deltas when the reply has no text of its own (an audio reply's ``content`` is null). All the
+audio kept counts against ``ResponseLimits.max_stream_text``, so endless audio is cut off.
 """
 
 from __future__ import annotations
@@ -85,12 +92,15 @@ class ChunkReader:
     """Feeds on SSE lines, returns each text delta, and builds the final Completion."""
 
     __slots__ = (
+        "_audio",
+        "_audio_size",
         "_data",
         "_data_size",
         "_done",
         "_finish_reason",
         "_headers",
         "_id",
+        "_max_audio",
         "_max_event",
         "_model",
         "_parts",
@@ -129,6 +139,9 @@ class ChunkReader:
         self._reasoning: list[str] = []
         self._tier: str | None = None
         self._tool_calls: dict[int, dict[str, Any]] = {}
+        self._audio: dict[str, Any] | None = None
+        self._audio_size = 0
+        self._max_audio = bounds.limits().max_stream_text
 
     def feed(self, line: str) -> str | None:
         """One line of the body; returns the text of an event it completes, if any."""
@@ -202,6 +215,9 @@ class ChunkReader:
                 text = content if text is None else text + content
             if isinstance(delta, dict):
                 self._other_parts(delta)
+                spoken = self._audio_piece(delta.get("audio"))
+                if spoken and not self._parts:  # the transcript is the reply's only text
+                    text = spoken if text is None else text + spoken
             finish = choice.get("finish_reason")
             self._finish_reason = (
                 finish if isinstance(finish, str) and finish else self._finish_reason
@@ -238,6 +254,44 @@ class ChunkReader:
                     call["function"]["name"] += name
                 if isinstance(function.get("arguments"), str):
                     call["function"]["arguments"] += function["arguments"]
+
+    def _audio_piece(self, piece: object) -> str | None:
+        """Add one ``delta.audio`` piece to the spoken reply; returns its transcript piece."""
+        if not isinstance(piece, dict):
+            return None
+        audio = self._audio
+        if audio is None:
+            audio = self._audio = {"id": None, "data": [], "transcript": [], "expires_at": None}
+        if isinstance(piece.get("id"), str) and piece["id"]:
+            audio["id"] = audio["id"] or piece["id"]
+        expires = piece.get("expires_at")
+        if isinstance(expires, int) and not isinstance(expires, bool):
+            audio["expires_at"] = expires
+        data, transcript = piece.get("data"), piece.get("transcript")
+        data = data if isinstance(data, str) else ""
+        transcript = transcript if isinstance(transcript, str) else ""
+        self._audio_size += len(data) + len(transcript)
+        if self._audio_size > self._max_audio:
+            raise bounds.too_large(
+                "the streamed audio", "max_stream_text", self._max_audio, "characters"
+            )
+        if data:
+            audio["data"].append(data)
+        if transcript:
+            audio["transcript"].append(transcript)
+        return transcript or None
+
+    def _spoken(self) -> dict[str, Any] | None:
+        """The spoken reply as ``message.audio`` has it, once its pieces are all in."""
+        audio = self._audio
+        if audio is None:
+            return None
+        return {
+            "id": audio["id"],
+            "data": "".join(audio["data"]),
+            "transcript": "".join(audio["transcript"]),
+            "expires_at": audio["expires_at"],
+        }
 
     def _call_index(self, piece: dict[str, Any]) -> int:
         """Which call a tool-call piece belongs to: its ``index``; without one (some servers
@@ -281,6 +335,7 @@ class ChunkReader:
             rate_limits=self.rate_limits,
             reasoning="".join(self._reasoning) or None,
             service_tier=self._tier,
+            audio=self._spoken(),
         )
 
 
