@@ -263,3 +263,29 @@ def test_an_async_streamed_run_keeps_its_context_to_itself_and_closes_early(
         assert _child_of(span, handler)
     (turn,) = traced.named("chat")
     assert _child_of(turn, run)
+
+
+def test_a_fallback_stream_closed_early_ends_its_hooks_once(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    traced = Traced(server, tmp_path)
+    try:
+        gpt = GPT(
+            "openai",
+            endpoint=server.url,
+            api_key=TEST_KEY,
+            retry=FAST_RETRY,
+            plugins=traced.plugins,
+            fallbacks=["gpt-4o"],
+        )
+        server.enqueue(*[Fault.status(503)] * FAST_RETRY.attempts, Reply(chunks=["a", "b", "c"]))
+        with gpt.stream("gpt-4o-mini", "", "hi") as stream:
+            assert next(stream) == "a"
+        [(completion, error)] = traced.ends.calls
+        assert completion is None
+        assert isinstance(error, GeneratorExit)
+        (span,) = traced.named("chat")
+        _closed_early(span)
+        assert gpt.ledger.reserved == 0
+    finally:
+        uninstrument(traced.plugins)
