@@ -411,7 +411,7 @@ def test_completion_prints_shell_code_and_answers_the_shell(tmp_path: Path) -> N
         ("moodlemate-ai chat -t fr", ["french"]),
         ("moodlemate-ai templates show f", ["french"]),
         ("moodlemate-ai aliases remove b", ["big"]),
-        ("moodlemate-ai chat -m gpt-4o-m", ["gpt-4o-mini"]),
+        ("moodlemate-ai chat -m gpt-4o-mini-a", ["gpt-4o-mini-audio-preview"]),
         ("moodlemate-ai keys set open", ["openai", "openrouter"]),
     ):
         asked = {**env, "COMP_LINE": line, "COMP_POINT": str(len(line))}
