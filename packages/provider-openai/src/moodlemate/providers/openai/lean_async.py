@@ -239,6 +239,16 @@ class AsyncioBackend:
         await asyncio.sleep(seconds)
 
 
+class _NoLock:
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
 class _ReturningStream:
     """A response body that hands its connection back to the pool once closed."""
 
@@ -288,13 +298,16 @@ class DirectAsyncPool:
         self._backend = AsyncioBackend()
 
     async def handle_async_request(self, request: Any) -> Any:
+        # The trace callback hears of connecting from here; httpcore's own trace points (ten
+        # per request) are skipped: a request whose answer began is returned, not raised.
+        trace = request.extensions.pop("trace", None)
         await self._slots.acquire()
         try:
             origin = request.url.origin
             key = (origin.scheme, origin.host, origin.port)
             http = await self._take(key)
             if http is None:
-                http = await self._open(origin, request)
+                http = await self._open(origin, request, trace)
             try:
                 response = await http.handle_async_request(request)
             except BaseException:
@@ -315,10 +328,9 @@ class DirectAsyncPool:
             await http.aclose()
         return None
 
-    async def _open(self, origin: Any, request: Any) -> Any:
+    async def _open(self, origin: Any, request: Any, trace: Any) -> Any:
         httpcore = httpcore_module()
         timeout = request.extensions.get("timeout", {}).get("connect")
-        trace = request.extensions.get("trace")
         host = origin.host.decode("ascii")
         if trace is not None:
             await trace("connection.connect_tcp.started", {})
@@ -334,7 +346,11 @@ class DirectAsyncPool:
             stream = await stream.start_tls(context, server_name, timeout)
             if trace is not None:
                 await trace("connection.start_tls.complete", {"return_value": stream})
-        return httpcore.AsyncHTTP11Connection(origin, stream, keepalive_expiry=self._idle_seconds)
+        http = httpcore.AsyncHTTP11Connection(origin, stream, keepalive_expiry=self._idle_seconds)
+        # This pool hands a connection to one request at a time, so the connection's own
+        # state lock guards nothing here; it cost an anyio lock per request and per close.
+        http._state_lock = _NoLock()
+        return http
 
     async def give_back(self, key: _Key, http: Any) -> None:
         self._slots.release()
