@@ -1,6 +1,6 @@
 """Benchmark moodlemate-ai against the raw openai SDK and raw tiktoken, in one run.
 
-    python bench/run.py            # full run (about two minutes on 2 cores)
+    python bench/run.py            # full run (about three minutes on 2 cores)
     python bench/run.py --quick    # a smoke run (about half a minute)
 
 Every figure is a median over interleaved rounds, with ours and raw alternating who goes
