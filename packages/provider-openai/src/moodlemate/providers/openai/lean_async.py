@@ -261,9 +261,9 @@ class _ReturningStream:
         self._connection = connection
         self._returned = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        iterator: AsyncIterator[bytes] = self._inner.__aiter__()  # no generator of our own
+        return iterator
 
     async def aclose(self) -> None:
         try:
