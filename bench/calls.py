@@ -11,7 +11,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from measure import Row, Target, interleaved, median, not_available, percentile, timed
+from measure import (
+    Row,
+    Target,
+    interleaved,
+    median,
+    not_available,
+    percentile,
+    timed,
+    timed_cpu,
+)
 from payloads import (
     MODEL,
     REPLY,
@@ -78,11 +87,12 @@ def sequential(server: Server, rounds: int, calls: int) -> list[Row]:
         ours()
         raw()
         post()
+    cpu: dict[str, list[float]] = {"ours": [], "raw": []}
     samples = interleaved(
         rounds,
         {
-            "ours": lambda: timed(ours, calls),
-            "raw": lambda: timed(raw, calls),
+            "ours": lambda: timed_cpu(ours, calls, cpu["ours"]),
+            "raw": lambda: timed_cpu(raw, calls, cpu["raw"]),
             "post": lambda: timed(post, calls),
         },
     )
@@ -106,6 +116,14 @@ def sequential(server: Server, rounds: int, calls: int) -> list[Row]:
             percentile(us["ours"], 99),
             percentile(us["raw"], 99),
             Target("ratio<=", 1.0),
+            detail=detail,
+        ),
+        Row(
+            section,
+            "CPU time per call, this process (steadier under load)",
+            "us",
+            median(cpu["ours"]) * 1e6,
+            median(cpu["raw"]) * 1e6,
             detail=detail,
         ),
         Row(
@@ -388,10 +406,16 @@ def _streaming(
     for _ in range(10):
         ours()
         raw()
+    cpu: dict[str, list[float]] = {"ours": [], "raw": []}
     samples = interleaved(
-        rounds, {"ours": lambda: timed(ours, streams), "raw": lambda: timed(raw, streams)}
+        rounds,
+        {
+            "ours": lambda: timed_cpu(ours, streams, cpu["ours"]),
+            "raw": lambda: timed_cpu(raw, streams, cpu["raw"]),
+        },
     )
     us = {name: [s * 1e6 for s in values] for name, values in samples.items()}
+    detail = {"api": api, "rounds": rounds, "streams": streams, "server": server.kind}
     return [
         Row(
             section,
@@ -400,8 +424,16 @@ def _streaming(
             median(us["ours"]),
             median(us["raw"]),
             target,
-            detail={"api": api, "rounds": rounds, "streams": streams, "server": server.kind},
-        )
+            detail=detail,
+        ),
+        Row(
+            section,
+            "CPU time per stream, this process (steadier under load)",
+            "us",
+            median(cpu["ours"]) * 1e6,
+            median(cpu["raw"]) * 1e6,
+            detail=detail,
+        ),
     ]
 
 
