@@ -707,7 +707,7 @@ class _RemoteRun:
         """What an answer of unknown cost counts against the budget, as a live call's does:
         its worst case at batch prices (its share of the part's hold), or its priced pieces
         when they come to more; None for a known cost, or when nothing about it is priced."""
-        if completion.cost is not None or not completion.usage_reported:
+        if completion.cost is not None:
             return None
         request = self._request(route, item)
         worst = self.budget.worst_case(
