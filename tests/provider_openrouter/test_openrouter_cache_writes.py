@@ -152,3 +152,19 @@ def test_the_disk_cache_keeps_the_cache_write_price(router: LoopbackServer) -> N
     cached = json.loads(catalog.cache_path(endpoint).read_text("utf-8"))
     (entry,) = cached["data"]
     assert entry["pricing"]["input_cache_write"] == "0.00000375"
+
+
+@pytest.mark.parametrize("field", ["input_cache_write", "prompt"])
+def test_a_price_too_large_to_hold_exactly_is_no_price_not_a_crash(
+    router: LoopbackServer, field: str
+) -> None:
+    """The catalog is fetched from the server: one entry's absurd figure (more digits than a
+    Decimal holds exactly) leaves that figure unknown, and every other model priced."""
+    broken = {**router.models[0], "id": "acme/broken"}
+    broken["pricing"] = {**broken["pricing"], field: "1e30"}
+    router.models = [*router.models, broken]
+    router.enqueue(Reply(text="ok", **USAGE))
+    completion = or_gpt(router).complete(CLAUDE, "", LONG)
+    assert completion.cost == CATALOG_COST
+    info = catalog.lookup("acme/broken", f"{router.origin}/api/v1")
+    assert info is None or info.price is None or info.price.cache_write is None
