@@ -168,3 +168,19 @@ def test_a_price_too_large_to_hold_exactly_is_no_price_not_a_crash(
     assert completion.cost == CATALOG_COST
     info = catalog.lookup("acme/broken", f"{router.origin}/api/v1")
     assert info is None or info.price is None or info.price.cache_write is None
+
+
+def test_an_absurd_reply_cannot_trip_a_budget_for_good(router: LoopbackServer) -> None:
+    """A model the catalog gives no output limit, and a reply claiming 99 million tokens, one
+    of them audio (which OpenRouter's catalog has no price for): the cost is unknown, and its
+    priced pieces come to over $1,000, which no call is taken to cost (a computed cost that
+    high is unknown too): it counts at what the call reserved, not at $1,485 (the budget
+    would be gone for good)."""
+    router.models[0]["top_provider"] = {"context_length": 200000}
+    router.enqueue(
+        Reply(text="ok", prompt_tokens=10, completion_tokens=99_000_000, audio_completion_tokens=1)
+    )
+    gpt = or_gpt(router, budget="10")
+    completion = gpt.complete(CLAUDE, "", "hi")
+    assert completion.cost is None
+    assert 0 < gpt.ledger.charged < 1

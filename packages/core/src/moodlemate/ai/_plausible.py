@@ -282,6 +282,8 @@ def unknown_cost_charge(
     if cost is not None:
         return None
     known = pieces.known if pieces is not None else Decimal(0)
+    if known > MAX_CALL_COST:  # no call costs that much: as a computed cost, not believed
+        known = Decimal(0)
     return max(reserved, known) or None
 
 
