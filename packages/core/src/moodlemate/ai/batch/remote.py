@@ -706,13 +706,16 @@ class _RemoteRun:
     def _charge(self, route: _Route, item: BatchItem, completion: Completion) -> Decimal | None:
         """What an answer of unknown cost counts against the budget, as a live call's does:
         its worst case at batch prices (its share of the part's hold), or its priced pieces
-        when they come to more; None for a known cost, or when nothing about it is priced."""
+        when they come to more; None for a known cost, or when nothing about it is priced.
+        Without a budget nothing was held, so only the priced pieces count (as live)."""
         if completion.cost is not None:
             return None
-        request = self._request(route, item)
-        worst = self.budget.worst_case(
-            route.provider, route.api, route.connection.endpoint, (request,)
-        )
+        worst: Decimal | None = Decimal(0)
+        if self.budget.active:
+            request = self._request(route, item)
+            worst = self.budget.worst_case(
+                route.provider, route.api, route.connection.endpoint, (request,)
+            )
         if worst is None:
             return None
         return unknown_cost_charge(completion, None, completion.cost_breakdown, worst)
