@@ -180,8 +180,6 @@ _INSERT_TOOL = (
 )
 _NAME_KEPT = 64
 """Characters of a tool name kept (a model may send a name of any length)."""
-_KEY_MARGIN = 1024
-"""Characters kept past ``_NAME_KEPT`` until redaction: a key cut in two is not recognised."""
 
 
 def default_log_path(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
@@ -888,12 +886,9 @@ def _tool_names(completion: Completion | None) -> tuple[str, ...]:
     (they are untrusted)."""
     if completion is None or not completion.tool_calls:
         return ()
-    from moodlemate.ai._secrets import redact
+    from moodlemate.ai._secrets import redact_cut
 
-    return tuple(
-        redact(call.name[: _NAME_KEPT + _KEY_MARGIN])[:_NAME_KEPT] or "?"
-        for call in completion.message.tool_calls
-    )
+    return tuple(redact_cut(call.name, _NAME_KEPT) or "?" for call in completion.message.tool_calls)
 
 
 def _prompt_text(request: ChatRequest) -> str:
