@@ -152,3 +152,35 @@ def test_the_disk_cache_keeps_the_cache_write_price(router: LoopbackServer) -> N
     cached = json.loads(catalog.cache_path(endpoint).read_text("utf-8"))
     (entry,) = cached["data"]
     assert entry["pricing"]["input_cache_write"] == "0.00000375"
+
+
+@pytest.mark.parametrize("field", ["input_cache_write", "prompt"])
+def test_a_price_too_large_to_hold_exactly_is_no_price_not_a_crash(
+    router: LoopbackServer, field: str
+) -> None:
+    """The catalog is fetched from the server: one entry's absurd figure (more digits than a
+    Decimal holds exactly) leaves that figure unknown, and every other model priced."""
+    broken = {**router.models[0], "id": "acme/broken"}
+    broken["pricing"] = {**broken["pricing"], field: "1e30"}
+    router.models = [*router.models, broken]
+    router.enqueue(Reply(text="ok", **USAGE))
+    completion = or_gpt(router).complete(CLAUDE, "", LONG)
+    assert completion.cost == CATALOG_COST
+    info = catalog.lookup("acme/broken", f"{router.origin}/api/v1")
+    assert info is None or info.price is None or info.price.cache_write is None
+
+
+def test_an_absurd_reply_cannot_trip_a_budget_for_good(router: LoopbackServer) -> None:
+    """A model the catalog gives no output limit, and a reply claiming 99 million tokens, one
+    of them audio (which OpenRouter's catalog has no price for): the cost is unknown, and its
+    priced pieces come to over $1,000, which no call is taken to cost (a computed cost that
+    high is unknown too): it counts at what the call reserved, not at $1,485 (the budget
+    would be gone for good)."""
+    router.models[0]["top_provider"] = {"context_length": 200000}
+    router.enqueue(
+        Reply(text="ok", prompt_tokens=10, completion_tokens=99_000_000, audio_completion_tokens=1)
+    )
+    gpt = or_gpt(router, budget="10")
+    completion = gpt.complete(CLAUDE, "", "hi")
+    assert completion.cost is None
+    assert 0 < gpt.ledger.charged < 1

@@ -143,8 +143,12 @@ def worst_case_cost(
 
 
 def _speaks_audio(request: ChatRequest) -> bool:
-    """Whether the request asks for a spoken reply or sends audio."""
+    """Whether the request asks for a spoken reply (the named option, or ``modalities`` passed
+    through ``extra``, which reaches the server all the same) or sends audio."""
     if "audio" in (request.options.modalities or ()):
+        return True
+    passed = request.extra.get("modalities")
+    if isinstance(passed, list | tuple) and "audio" in passed:
         return True
     return any(
         isinstance(part, AudioPart)
