@@ -11,7 +11,9 @@ USER = "Name three primes."
 TEMPERATURE = 0.7
 REPLY = "2, 3 and 5."
 STREAM_PIECES = 100
-"""Content deltas in the canned stream: a reply of about a hundred tokens."""
+"""Content deltas in the long canned stream: a reply of about a hundred tokens."""
+SHORT_STREAM_PIECES = 10
+"""Content deltas in the short canned stream: 13 chunks with the role, finish and usage ones."""
 
 
 def completion_json() -> str:
@@ -52,8 +54,14 @@ def completion_json() -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def stream_sse() -> str:
-    """A whole chat.completion.chunk stream with include_usage's final usage chunk."""
+def stream_text(pieces: int = STREAM_PIECES) -> str:
+    """The text a canned stream of ``pieces`` deltas carries."""
+    return "".join(f" word{i}" for i in range(pieces))
+
+
+def stream_sse(pieces: int = STREAM_PIECES) -> str:
+    """A whole chat.completion.chunk stream of ``pieces`` content deltas, with the role
+    chunk first, then the finish chunk and include_usage's usage chunk."""
     base = {
         "id": "chatcmpl-bench0000000000000000000000",
         "object": "chat.completion.chunk",
@@ -67,9 +75,9 @@ def stream_sse() -> str:
         return {**base, "choices": [choice], "usage": None}
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
-    events += [chunk({"content": f" word{i}"}, None) for i in range(STREAM_PIECES)]
+    events += [chunk({"content": f" word{i}"}, None) for i in range(pieces)]
     events.append(chunk({}, "stop"))
-    usage = {"prompt_tokens": 21, "completion_tokens": STREAM_PIECES, "total_tokens": 121}
+    usage = {"prompt_tokens": 21, "completion_tokens": pieces, "total_tokens": 21 + pieces}
     events.append({**base, "choices": [], "usage": usage})
     lines = [f"data: {json.dumps(e, separators=(',', ':'))}\n\n" for e in events]
     return "".join(lines) + "data: [DONE]\n\n"

@@ -1,6 +1,6 @@
 """Benchmark moodlemate-ai against the raw openai SDK and raw tiktoken, in one run.
 
-    python bench/run.py            # full run (about two minutes on 2 cores)
+    python bench/run.py            # full run (about three minutes on 2 cores)
     python bench/run.py --quick    # a smoke run (about half a minute)
 
 Every figure is a median over interleaved rounds, with ours and raw alternating who goes
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import calls
 import counting
+import first_byte
 import imports
 import memory
 import report
@@ -28,7 +29,17 @@ import servers
 from measure import Row
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("import", "tokens", "latency", "parts", "async", "threads", "stream", "memory")
+SECTIONS = (
+    "import",
+    "tokens",
+    "latency",
+    "parts",
+    "async",
+    "threads",
+    "stream",
+    "memory",
+    "cli",
+)
 SHARED_TIKTOKEN_CACHE = HERE.parent.parent / "shared" / "tiktoken-cache"
 
 # Many short rounds rather than a few long ones: neighbours' load on a shared machine comes
@@ -134,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "tokens",
         lambda: [*counting.run(args.token_rounds), *counting.first_count(args.import_rounds)],
     )
-    needs_server = {"latency", "parts", "async", "threads", "stream", "memory"} & set(args.only)
+    needs_server = {"latency", "parts", "async", "threads", "stream", "memory", "cli"} & set(
+        args.only
+    )
     server_kind = "none"
     if needs_server:
         with servers.reference_server(force_loopback=args.no_nginx) as server:
@@ -156,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 "memory",
                 lambda: memory.run(server.url, args.memory_rounds, args.memory_calls, server.kind),
             )
+            step("cli", lambda: first_byte.run(server.url, args.import_rounds, server.kind))
     elapsed = time.perf_counter() - started
     notes.append(f"whole run took {elapsed:.0f} s")
     info = report.machine(server_kind, nginx_version() if server_kind == "nginx" else None, load)

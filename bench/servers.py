@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from payloads import REPLY, STREAM_PIECES, completion_json, stream_sse
+from payloads import REPLY, SHORT_STREAM_PIECES, STREAM_PIECES, completion_json, stream_sse
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx")
 
@@ -28,7 +28,9 @@ class Server:
     url: str
     """Base URL whose /chat/completions answers a canned chat.completion."""
     stream_url: str
-    """Base URL whose /chat/completions answers a canned SSE stream."""
+    """Base URL whose /chat/completions answers the canned SSE stream of STREAM_PIECES deltas."""
+    short_stream_url: str
+    """Base URL whose /chat/completions answers the canned stream of SHORT_STREAM_PIECES."""
     note: str = ""
 
 
@@ -84,6 +86,10 @@ http {{
             error_page 405 =200 /canned/stream.sse;
             root {root / "www"};
         }}
+        location = /sse13/v1/chat/completions {{
+            error_page 405 =200 /canned/short.sse;
+            root {root / "www"};
+        }}
         location /canned/ {{
             internal;
             root {root};
@@ -115,8 +121,10 @@ def nginx(binary: str) -> Iterator[Server]:
         conf = root / "nginx.conf"
         (root / "canned").mkdir()
         (root / "canned" / "stream.sse").write_text(stream_sse())
-        (root / "www" / "sse" / "v1" / "chat").mkdir(parents=True)
-        (root / "www" / "sse" / "v1" / "chat" / "completions").write_text("")
+        (root / "canned" / "short.sse").write_text(stream_sse(SHORT_STREAM_PIECES))
+        for prefix in ("sse", "sse13"):
+            (root / "www" / prefix / "v1" / "chat").mkdir(parents=True)
+            (root / "www" / prefix / "v1" / "chat" / "completions").write_text("")
         conf.write_text(nginx_conf(root, port))
         # -e: the built-in error log path (/var/log/nginx) may not be writable.
         cmd = [binary, "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
@@ -128,7 +136,7 @@ def nginx(binary: str) -> Iterator[Server]:
                 err = (root / "error.log").read_text(errors="replace") if proc.poll() else ""
                 raise RuntimeError(f"{exc}: {err.strip()[-500:]}") from None
             base = f"http://127.0.0.1:{port}"
-            yield Server("nginx", f"{base}/v1", f"{base}/sse/v1")
+            yield Server("nginx", f"{base}/v1", f"{base}/sse/v1", f"{base}/sse13/v1")
         finally:
             proc.terminate()
             try:
@@ -142,17 +150,22 @@ def nginx(binary: str) -> Iterator[Server]:
 def loopback() -> Iterator[Server]:
     from moodlemate.ai.testing import LoopbackServer, Reply
 
-    pieces = [f" word{i}" for i in range(STREAM_PIECES)]
+    def responder(pieces: int) -> Any:
+        chunks = [f" word{i}" for i in range(pieces)]
 
-    def respond(body: dict[str, Any]) -> Reply:
-        return Reply(chunks=pieces) if body.get("stream") else Reply(text=REPLY)
+        def respond(body: dict[str, Any]) -> Reply:
+            return Reply(chunks=chunks) if body.get("stream") else Reply(text=REPLY)
 
-    with LoopbackServer(strict=False) as server:
-        server.responder = respond
+        return respond
+
+    with LoopbackServer(strict=False) as server, LoopbackServer(strict=False) as short:
+        server.responder = responder(STREAM_PIECES)
+        short.responder = responder(SHORT_STREAM_PIECES)
         yield Server(
             "LoopbackServer (fallback)",
             server.url,
             server.url,
+            short.url,
             note="no nginx (not installed, or --no-nginx): the reference server is the "
             "project's Python LoopbackServer, which adds its own time to every call, so ratios "
             "are diluted toward 1.0. Install nginx for meaningful ratios.",

@@ -213,6 +213,8 @@ class AdversarialServer:
     def __init__(self, routes: dict[str, Behaviour]) -> None:
         self.routes = routes
         self.hits: list[str] = []
+        self.hit_times: list[float] = []
+        """When each hit's request had arrived (monotonic, as every process reads it)."""
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -251,6 +253,7 @@ class AdversarialServer:
             path = _read_request(sock)
         except OSError:
             return
+        self.hit_times.append(time.monotonic())
         self.hits.append(path)
         for suffix, behaviour in self.routes.items():
             if path.endswith(suffix):

@@ -270,6 +270,50 @@ def test_templates_aliases_and_the_default_model(endpoint: LoopbackServer) -> No
     assert "no template 'nope'" in missing.stderr
 
 
+def test_the_stored_default_model_ranks_below_every_configured_model(
+    endpoint: LoopbackServer, tmp_path: Path
+) -> None:
+    """`models default` is the CLI's default: -m > MOODLEMATE_MODEL > a config file's model
+    (the project's, the chosen profile's, the user's) > it > the provider's default."""
+    user_file = _config_dir() / "config.toml"
+    user_file.parent.mkdir(parents=True, exist_ok=True)
+    user_file.write_text('[profiles.local]\nmodel = "llama3.2"\n', encoding="utf-8")
+    set_default = run_cli("models", "default", "gpt-4o")
+    assert set_default.returncode == 0
+    assert "note:" not in set_default.stderr  # nothing outranks it yet
+    assert run_cli("Hi").returncode == 0
+    assert endpoint.chat_requests[-1].body["model"] == "gpt-4o"
+    assert run_cli("--profile", "local", "Hi").returncode == 0  # the profile's model wins
+    assert endpoint.chat_requests[-1].body["model"] == "llama3.2"
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "moodlemate.toml").write_text('model = "qwen2.5"\n', encoding="utf-8")
+    in_project = subprocess.run(
+        [*COMMAND, "Hi"], capture_output=True, text=True, cwd=project, timeout=60
+    )
+    assert in_project.returncode == 0, in_project.stderr
+    assert endpoint.chat_requests[-1].body["model"] == "qwen2.5"  # the project's model
+    noted = subprocess.run(
+        [*COMMAND, "models", "default", "gpt-4.1"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=60,
+    )
+    assert noted.returncode == 0
+    assert "note:" in noted.stderr
+    assert "'qwen2.5'" in noted.stderr
+    assert str((project / "moodlemate.toml").resolve()) in noted.stderr
+    env = {**os.environ, "MOODLEMATE_MODEL": "o3-mini"}
+    assert run_cli("Hi", env=env).returncode == 0
+    assert endpoint.chat_requests[-1].body["model"] == "o3-mini"
+    assert run_cli("-m", "gpt-4o-mini", "Hi", env=env).returncode == 0
+    assert endpoint.chat_requests[-1].body["model"] == "gpt-4o-mini"
+    assert run_cli("Hi").returncode == 0  # nothing configured here: the stored default
+    assert endpoint.chat_requests[-1].body["model"] == "gpt-4.1"
+
+
 # -- models --------------------------------------------------------------------------------
 
 
@@ -411,7 +455,7 @@ def test_completion_prints_shell_code_and_answers_the_shell(tmp_path: Path) -> N
         ("moodlemate-ai chat -t fr", ["french"]),
         ("moodlemate-ai templates show f", ["french"]),
         ("moodlemate-ai aliases remove b", ["big"]),
-        ("moodlemate-ai chat -m gpt-4o-m", ["gpt-4o-mini"]),
+        ("moodlemate-ai chat -m gpt-4o-mini-a", ["gpt-4o-mini-audio-preview"]),
         ("moodlemate-ai keys set open", ["openai", "openrouter"]),
     ):
         asked = {**env, "COMP_LINE": line, "COMP_POINT": str(len(line))}

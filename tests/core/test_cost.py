@@ -12,8 +12,9 @@ import logging
 from decimal import Decimal
 
 import pytest
-from moodlemate.ai import GPT
+from moodlemate.ai import GPT, BudgetExceededError
 from moodlemate.ai.testing import LoopbackServer, Reply
+from support import FAST_RETRY, TEST_KEY
 
 USAGE = {"prompt_tokens": 10_000, "cached_tokens": 4_000, "completion_tokens": 3_000}
 REASONING = 2_000
@@ -122,3 +123,23 @@ def test_a_stream_without_a_usage_chunk_has_unknown_cost(server: LoopbackServer,
     assert stream.completion is not None
     assert stream.completion.usage_reported is False
     assert stream.completion.cost is None
+
+
+def test_replies_without_usage_still_count_against_the_budget(server: LoopbackServer) -> None:
+    """A server that sends no usage must not make a priced model's calls free for a budget:
+    each counts at what it reserved (its cost stays unknown), so the budget still stops them."""
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, budget="0.001")
+    server.responder = lambda body: Reply(text="no usage here", report_usage=False)
+    sent = _sent_until_refused(gpt)
+    assert 1 <= sent < 20
+    assert gpt.ledger.cost == 0
+    assert 0 < gpt.ledger.charged <= Decimal("0.001")
+
+
+def _sent_until_refused(gpt: GPT) -> int:
+    for sent in range(20):
+        try:
+            gpt.complete("gpt-4o-mini", "", "hi", max_tokens=1000)
+        except BudgetExceededError:
+            return sent
+    raise AssertionError("the budget never refused a call")

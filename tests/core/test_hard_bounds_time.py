@@ -4,6 +4,7 @@ its deadline, streams at their opt-in bounds, and a slow price catalog costs lit
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -184,10 +185,14 @@ def test_a_dripping_price_catalog_never_blocks_the_event_loop() -> None:
 
 BATCH = r"""
 import sys
+import time
 from moodlemate.ai import GPT, RetryPolicy
 from moodlemate.ai.batch import BatchInterrupted, parse_items, run_batch
 from moodlemate.ai.cli.batch import _TerminateGracefully
 
+# One call first, so the deadlines measured next do not pay for the first import of the HTTP
+# stack (seconds on a loaded machine, and no call can interrupt an import).
+GPT("openai", endpoint=sys.argv[4], api_key=sys.argv[2]).complete("gpt-4o-mini", "", "warm")
 gpt = GPT("openai", endpoint=sys.argv[1], api_key=sys.argv[2],
           retry=RetryPolicy(attempts=1, deadline=2.0))
 lines = [f'{{"id": {n}, "user": "q{n}"}}' for n in range(8)]
@@ -197,8 +202,21 @@ print("started", flush=True)
 try:
     run_batch(gpt, items, sys.argv[3], concurrency=4)
 except BatchInterrupted as stopped:
-    print("interrupted", stopped.summary.failed, flush=True)
+    print("interrupted", stopped.summary.failed, time.monotonic(), flush=True)
 """
+
+
+def _chat_hits(server: AdversarialServer) -> list[float]:
+    """When each chat request reached ``server``."""
+    # strict=False: polled while a server thread may have logged a time but not yet its path
+    return [t for t, p in zip(server.hit_times, server.hits, strict=False) if "/chat/" in p]
+
+
+def _wait_for(condition: Callable[[], bool], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"not so within {within}s"
+        time.sleep(0.01)
 
 
 def test_a_batch_stopped_by_sigterm_waits_for_dripping_requests_only_until_their_deadline(
@@ -208,18 +226,36 @@ def test_a_batch_stopped_by_sigterm_waits_for_dripping_requests_only_until_their
     import subprocess
     import sys
 
-    with AdversarialServer({"/chat/completions": drip_body()}) as server:
+    with (
+        AdversarialServer({"/chat/completions": drip_body()}) as server,
+        AdversarialServer({"/chat/completions": instant()}) as warm,
+    ):
+        out_file = str(tmp_path / "out.jsonl")
         child = subprocess.Popen(
-            [sys.executable, "-c", BATCH, server.url, TEST_KEY, str(tmp_path / "out.jsonl")],
+            [sys.executable, "-c", BATCH, server.url, TEST_KEY, out_file, warm.url],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "started"
-        time.sleep(0.5)  # four requests in flight, dripping
+        # Requests in flight, dripping: counted at the server, not assumed after a sleep (a
+        # loaded machine can take seconds to import the HTTP stack and connect).
+        _wait_for(lambda: len(_chat_hits(server)) >= 4, 30.0)
         child.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
         out, _ = child.communicate(timeout=30)
-        waited = time.monotonic() - signalled
-    assert "interrupted 4" in out  # the four in flight were written as timed out
-    assert waited < 2.0 + 1.0
+        sent = _chat_hits(server)
+    word, failed, stopped_at = out.split()
+    assert word == "interrupted"
+    # Every request the server saw was written as timed out (the server never answers): none
+    # lost, none waited for past its deadline; the rest were never sent, so a rerun sends
+    # them. Four at a time; more than four only when a slow machine handled the signal after
+    # the first ones had timed out and the next had started.
+    assert int(failed) == len(sent)
+    assert 4 <= len(sent) <= 8
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(written) == len(sent)
+    assert not any(record["ok"] for record in written)
+    # The batch stops once the last request sent reaches its 2 s deadline (it started before
+    # the server saw it), not when the dripping server finishes (never). Read on the child's
+    # clock, so a loaded machine's slow interpreter exit is not counted.
+    assert float(stopped_at) - max(sent) < 2.0 + 1.0

@@ -116,3 +116,38 @@ def test_reachable_endpoints_still_pass(url: str) -> None:
 def test_a_valid_endpoint_still_reaches_the_server(server: LoopbackServer) -> None:
     gpt = GPT("openai", endpoint=server.url + "/", api_key=TEST_KEY, retry=FAST_RETRY)
     assert gpt.chat_completion("gpt-4o-mini", "", "hi") == "Echo: hi"
+
+
+def _nested(depth: int) -> list[object]:
+    outer: list[object] = []
+    inner = outer
+    for _ in range(depth):
+        inner.append([])
+        inner = inner[0]  # type: ignore[assignment]
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        pytest.param({"metadata": object()}, "cannot be sent as JSON", id="object"),
+        pytest.param({"logit_bias": {"1": float("nan")}}, "cannot be sent as JSON", id="nan"),
+        pytest.param({"x": {1, 2}}, "cannot be sent as JSON", id="set"),
+        pytest.param({"deep": _nested(100_000)}, "nested too deeply", id="deep"),
+    ],
+)
+def test_extra_that_json_cannot_carry_is_refused_before_sending(
+    gpt: GPT, server: LoopbackServer, extra: dict[str, object], says: str
+) -> None:
+    calls = [
+        lambda: gpt.complete("gpt-4o-mini", "", "hi", extra=extra),
+        lambda: next(gpt.stream("gpt-4o-mini", "", "hi", extra=extra)),
+        lambda: asyncio.run(gpt.acomplete("gpt-4o-mini", "", "hi", extra=extra)),
+        lambda: gpt.send(
+            ChatRequest(model="gpt-4o-mini", messages=(Message("user", "hi"),), extra=extra)
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationError, match=says):
+            call()
+    assert server.requests == []

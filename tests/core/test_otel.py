@@ -477,3 +477,33 @@ def test_an_async_run_nests_the_same_way(recorded: Recorded) -> None:
     assert tool.end_time is not None
     assert tool.start_time is not None
     assert tool.end_time >= tool.start_time
+
+
+def test_a_key_in_a_tool_name_or_call_id_never_reaches_a_span(recorded: Recorded) -> None:
+    """The name and id of a tool call are the model's (untrusted): a key the model echoes
+    there, whole or straddling the 64-character cut, is redacted like any server string."""
+    straddling = "lookup_" + "n" * 46 + TEST_KEY  # the key starts before the cut, ends after
+    recorded.server.enqueue(
+        Reply(
+            tool_calls=[
+                {
+                    "id": f"call_{TEST_KEY}",
+                    "type": "function",
+                    "function": {"name": f"tool_{TEST_KEY}", "arguments": "{}"},
+                },
+                {
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": straddling, "arguments": "{}"},
+                },
+            ],
+            finish_reason="tool_calls",
+        ),
+        Reply(text="4C."),
+    )
+    recorded.gpt().run("gpt-4o-mini", PROMPT, tools=[_weather])
+    _, _, tools = _run_spans(recorded)
+    assert len(tools) == 2
+    everything = recorded.everything()
+    assert TEST_KEY not in everything
+    assert TEST_KEY[:11] not in everything  # no prefix of it either

@@ -24,7 +24,7 @@ from moodlemate.ai import GPT
 from moodlemate.ai.batch import parse_items
 from moodlemate.ai.batch.remote import run_remote_batch
 from moodlemate.ai.errors import BudgetExceededError
-from moodlemate.ai.testing import LoopbackServer
+from moodlemate.ai.testing import LoopbackServer, Reply
 
 KEY = "sk-test-remote-0123456789abcdef"
 COMMAND = [sys.executable, "-m", "moodlemate.ai.cli"]
@@ -325,3 +325,30 @@ def test_budget_options_that_cannot_work_are_usage_errors(tmp_path: Path) -> Non
         assert done.returncode == 2, done.stderr
         assert message in done.stderr
         assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+def test_answers_that_cannot_be_priced_still_count_against_the_budget(
+    srv: LoopbackServer, tmp_path: Path, scoped: bool
+) -> None:
+    """Each reply reports image tokens gpt-4o-mini lists no price for, so its cost is unknown:
+    as a live call's, it counts at its worst case (its share of the part's hold), never at 0,
+    in the instance's ledger and in the scope's store."""
+    srv.responder = lambda body: Reply(
+        text="ok", prompt_tokens=50, image_prompt_tokens=20, completion_tokens=10
+    )
+    log = tmp_path / "spend.db"
+    if scoped:
+        gpt = _gpt(srv, log, "1", None)
+    else:
+        gpt = GPT("openai", endpoint=srv.url, api_key=KEY, budget="1", log=log, pacing=False)
+    summary = run_remote_batch(
+        gpt, _items(3, max_tokens=20), tmp_path / "out.jsonl", poll_interval=0.01
+    )
+    assert summary.succeeded == 3
+    assert summary.unpriced == 3
+    assert gpt.ledger.cost == 0
+    assert gpt.ledger.charged > 0
+    if scoped:
+        assert gpt.shared_budget is not None
+        assert gpt.shared_budget.spent == gpt.ledger.charged

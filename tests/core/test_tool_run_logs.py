@@ -203,3 +203,20 @@ def test_the_logs_command_shows_a_runs_tool_calls(server: LoopbackServer, tmp_pa
         "invalid_arguments",
     ]
     assert SECRET not in json.dumps(rows)
+
+
+def test_a_key_in_a_tool_name_past_the_kept_length_never_reaches_the_log(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    """The name is cut to 64 characters: a key that starts before the cut and ends after it is
+    still recognised (redacted before the cut), so no prefix of it is stored."""
+    key = "sk-proj-" + "K7q" * 50
+    log = SpendLog(tmp_path / "spend.db")
+    gpt = GPT("openai", endpoint=server.url, api_key=key, retry=FAST_RETRY, log=log)
+    server.enqueue(_asks(_call("a", "lookup_" + key, {"city": "Oslo"})), Reply(text="done"))
+    gpt.run("gpt-4o-mini", "weather?", tools=[weather])
+    (name,) = [call.name for row in log.with_tool_calls(log.calls()) for call in row.tool_calls]
+    assert name.startswith("lookup_sk-...")
+    assert len(name) <= 64
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"K7qK7qK7q" not in data

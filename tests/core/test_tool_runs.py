@@ -138,6 +138,39 @@ def test_an_endless_model_is_stopped_by_the_run_budget(server: LoopbackServer) -
     assert run.cost == gpt.ledger.cost
 
 
+@pytest.mark.parametrize("flavour", ["run", "arun", "run_stream"])
+def test_turns_that_cannot_be_priced_still_count_against_the_run_budget(
+    server: LoopbackServer, flavour: str
+) -> None:
+    """Each reply has audio tokens gpt-4o-mini lists no price for: its cost is unknown, yet
+    it counts as the instance's budget counts it (its worst case), so the run stops."""
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    server.responder = lambda body: _asks(
+        _call(f"c{len(body['messages'])}", "weather", {"city": "Oslo"}),
+        prompt_tokens=100,
+        audio_prompt_tokens=10,
+        completion_tokens=50,
+    )
+    budget = Decimal("0.0003")
+    settings: dict[str, Any] = {"tools": [weather], "max_turns": 60, "budget": budget}
+
+    def go() -> None:
+        if flavour == "run":
+            gpt.run("gpt-4o-mini", "loop", max_tokens=50, **settings)
+        elif flavour == "arun":
+            asyncio.run(gpt.arun("gpt-4o-mini", "loop", max_tokens=50, **settings))
+        else:
+            for _ in gpt.run_stream("gpt-4o-mini", "loop", max_tokens=50, **settings):
+                pass
+
+    with pytest.raises(RunBudgetError, match="was not sent") as caught:
+        go()
+    run = caught.value.run
+    assert run.cost is None  # unknown: the audio tokens have no price
+    assert len(run.turns) < 60
+    assert gpt.ledger.charged <= budget
+
+
 def test_an_endless_model_is_stopped_by_the_run_deadline(server: LoopbackServer, gpt: GPT) -> None:
     def nap() -> str:
         """Sleep a little."""

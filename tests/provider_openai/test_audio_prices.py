@@ -286,3 +286,19 @@ def test_a_spoken_reply_is_reserved_at_the_audio_rate(server: LoopbackServer) ->
     with pytest.raises(BudgetExceededError):
         gpt.complete("gpt-4o-audio-preview", "", "x", max_tokens=1000, options=spoken)
     assert len(server.chat_requests) == 1
+
+
+def test_a_spoken_reply_asked_for_through_extra_is_reserved_at_the_audio_rate(
+    server: LoopbackServer,
+) -> None:
+    """``extra`` passes ``modalities`` to the server as the named option does: the reply is
+    spoken all the same, so its reservation must be at the audio rate too, or one call could
+    spend eight times what it held."""
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, budget="0.05")
+    spoken = {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}
+    with pytest.raises(BudgetExceededError):
+        gpt.complete("gpt-4o-audio-preview", "", "x", max_tokens=1000, extra=spoken)
+    assert server.chat_requests == []
+    free = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    free.complete("gpt-4o-audio-preview", "", "x", max_tokens=1000, extra=spoken)
+    assert server.chat_requests[0].body["modalities"] == ["text", "audio"]  # it was sent

@@ -63,3 +63,30 @@ def test_many_keys_on_one_event_loop_do_not_keep_a_connection_each(
         return grown
 
     assert asyncio.run(users()) < LIMIT
+
+
+def test_one_event_loop_reuses_its_connections_and_keeps_a_bounded_few(
+    server: LoopbackServer,
+) -> None:
+    """Calls one after another reuse one connection; a burst opens one per call in flight and
+    keeps at most the pool's idle limit of them afterwards (the lean transport's own pool)."""
+    from moodlemate.providers.openai.lean_pools import MAX_IDLE
+
+    gpt = GPT("openai", endpoint=server.url, api_key="sk-one-user-0123456789")
+    burst = MAX_IDLE + 30
+
+    async def calls() -> tuple[int, int]:
+        await gpt.achat_completion("gpt-4o-mini", "", "warm up")
+        before = _open_files()
+        for _ in range(50):
+            await gpt.achat_completion("gpt-4o-mini", "", "hi")
+        sequential = _open_files() - before
+        await asyncio.gather(*(gpt.achat_completion("gpt-4o-mini", "", "hi") for _ in range(burst)))
+        await asyncio.sleep(0.2)  # the server's threads close the ends of dropped connections
+        kept = _open_files() - before
+        await gpt.aclose()
+        return sequential, kept
+
+    sequential, kept = asyncio.run(calls())
+    assert sequential <= 2  # one connection, maybe replaced once: not one per call
+    assert kept <= 2 * MAX_IDLE + 10

@@ -4,6 +4,7 @@ waiting), on both transports."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -53,35 +54,54 @@ def silent_port() -> Iterator[int]:
     listener.close()
 
 
+@pytest.fixture(params=["sync", "async"])
+def calling(request: pytest.FixtureRequest) -> str:
+    """How the failing call is made: the async path has network code of its own."""
+    return str(request.param)
+
+
 def _fail(
-    endpoint: str, caplog: pytest.LogCaptureFixture, policy: RetryPolicy = ONE_TRY
+    endpoint: str,
+    caplog: pytest.LogCaptureFixture,
+    policy: RetryPolicy = ONE_TRY,
+    calling: str = "sync",
 ) -> tuple[APIConnectionError, str]:
     caplog.set_level(logging.INFO, logger="moodlemate.ai")
     gpt = GPT("openai", endpoint=endpoint, api_key=TEST_KEY, retry=policy)
+
+    def call() -> object:
+        if calling == "async":
+            return asyncio.run(gpt.achat_completion("gpt-4o-mini", "", "hi"))
+        return gpt.chat_completion("gpt-4o-mini", "", "hi")
+
     with pytest.raises(APIConnectionError) as caught:
-        gpt.chat_completion("gpt-4o-mini", "", "hi")
+        call()
     first = next(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     return caught.value, first
 
 
-def test_nothing_listening_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+def test_nothing_listening_is_refused(caplog: pytest.LogCaptureFixture, calling: str) -> None:
     port = _free_port()
-    error, first_line = _fail(f"http://127.0.0.1:{port}/v1", caplog)
+    error, first_line = _fail(f"http://127.0.0.1:{port}/v1", caplog, calling=calling)
     assert error.cause_kind == "refused"
     for text in (str(error), first_line):
         assert f"127.0.0.1:{port}" in text
         assert "(refused)" in text  # the cause, named as the CLI and the first log line name it
 
 
-def test_a_host_that_does_not_resolve_is_a_dns_failure(caplog: pytest.LogCaptureFixture) -> None:
-    error, first_line = _fail("http://no-such-host.invalid:8123/v1", caplog)
+def test_a_host_that_does_not_resolve_is_a_dns_failure(
+    caplog: pytest.LogCaptureFixture, calling: str
+) -> None:
+    error, first_line = _fail("http://no-such-host.invalid:8123/v1", caplog, calling=calling)
     assert error.cause_kind == "dns"
     for text in (str(error), first_line):
         assert "no-such-host.invalid" in text
         assert "DNS" in text
 
 
-def test_https_to_a_plain_http_port_is_a_tls_failure(caplog: pytest.LogCaptureFixture) -> None:
+def test_https_to_a_plain_http_port_is_a_tls_failure(
+    caplog: pytest.LogCaptureFixture, calling: str
+) -> None:
     # A server speaking plain HTTP answers the TLS hello with text: the handshake fails.
     with socket.create_server(("127.0.0.1", 0)) as plain:
         port = plain.getsockname()[1]
@@ -95,7 +115,7 @@ def test_https_to_a_plain_http_port_is_a_tls_failure(caplog: pytest.LogCaptureFi
 
         thread = threading.Thread(target=answer, daemon=True)
         thread.start()
-        error, first_line = _fail(f"https://127.0.0.1:{port}/v1", caplog)
+        error, first_line = _fail(f"https://127.0.0.1:{port}/v1", caplog, calling=calling)
         thread.join(5)
     assert error.cause_kind == "tls"
     for text in (str(error), first_line):

@@ -12,12 +12,14 @@ same for claude-sonnet-4: cache_read_input_token_cost 3e-07, cache_creation_inpu
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from moodlemate.ai import GPT
+from moodlemate.ai import GPT, BudgetExceededError
 from moodlemate.ai.testing import LoopbackServer, Reply
 from moodlemate.providers.openrouter import catalog
 from support import FAST_RETRY
@@ -152,3 +154,89 @@ def test_the_disk_cache_keeps_the_cache_write_price(router: LoopbackServer) -> N
     cached = json.loads(catalog.cache_path(endpoint).read_text("utf-8"))
     (entry,) = cached["data"]
     assert entry["pricing"]["input_cache_write"] == "0.00000375"
+
+
+@pytest.mark.parametrize("field", ["input_cache_write", "prompt"])
+def test_a_price_too_large_to_hold_exactly_is_no_price_not_a_crash(
+    router: LoopbackServer, field: str
+) -> None:
+    """The catalog is fetched from the server: one entry's absurd figure (more digits than a
+    Decimal holds exactly) leaves that figure unknown, and every other model priced."""
+    broken = {**router.models[0], "id": "acme/broken"}
+    broken["pricing"] = {**broken["pricing"], field: "1e30"}
+    router.models = [*router.models, broken]
+    router.enqueue(Reply(text="ok", **USAGE))
+    completion = or_gpt(router).complete(CLAUDE, "", LONG)
+    assert completion.cost == CATALOG_COST
+    info = catalog.lookup("acme/broken", f"{router.origin}/api/v1")
+    assert info is None or info.price is None or info.price.cache_write is None
+
+
+def test_an_absurd_reply_cannot_trip_a_budget_for_good(router: LoopbackServer) -> None:
+    """A model the catalog gives no output limit, and a reply claiming 99 million tokens, one
+    of them audio (which OpenRouter's catalog has no price for): the cost is unknown, and its
+    priced pieces come to over $1,000, which no call is taken to cost (a computed cost that
+    high is unknown too): it counts at what the call reserved, not at $1,485 (the budget
+    would be gone for good)."""
+    router.models[0]["top_provider"] = {"context_length": 200000}
+    router.enqueue(
+        Reply(text="ok", prompt_tokens=10, completion_tokens=99_000_000, audio_completion_tokens=1)
+    )
+    gpt = or_gpt(router, budget="10")
+    completion = gpt.complete(CLAUDE, "", "hi")
+    assert completion.cost is None
+    assert 0 < gpt.ledger.charged < 1
+
+
+def test_prompts_billed_as_cache_writes_cannot_carry_concurrent_calls_past_the_budget(
+    router: LoopbackServer,
+) -> None:
+    """A prompt billed wholly as cache writes costs 1.25 times its fresh price, so a call
+    reserves its prompt at the cache-write rate. The budget holds three calls' worst case at
+    the fresh rate; four callers at once, each reply billing its whole counted prompt as
+    written: two are sent, and the spend stays within the budget (reserved at the fresh rate,
+    three would be sent and together cost 3 x (3.75P + 15) against 3 x (3P + 15) per 1M)."""
+    router.enqueue(Reply(text="x", delay=1.0))
+    probe = or_gpt(router, budget="0.02")  # too small for the prompt's byte bound: counted
+    flying = threading.Thread(
+        target=probe.complete, args=(CLAUDE, "", LONG), kwargs={"max_tokens": 1}
+    )
+    flying.start()
+    deadline = time.monotonic() + 5
+    while probe.ledger.reserved == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    held = probe.ledger.reserved
+    flying.join()
+    prompt = int((held * 1_000_000 - 15) / Decimal("3.75"))
+    assert held == (prompt * Decimal("3.75") + 15) / 1_000_000  # the prompt at the write rate
+
+    fresh_worst = (prompt * 3 + Decimal(15)) / 1_000_000
+    gpt = or_gpt(router, budget=3 * fresh_worst)
+    for _ in range(4):
+        router.enqueue(
+            Reply(
+                text="x",
+                delay=1.0,
+                prompt_tokens=prompt,
+                cache_write_tokens=prompt,
+                completion_tokens=1,
+            )
+        )
+    sent_before = len(router.chat_requests)
+    outcomes: list[object] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(gpt.complete(CLAUDE, "", LONG, max_tokens=1))
+        except BudgetExceededError as error:
+            outcomes.append(error)
+
+    callers = [threading.Thread(target=call) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(router.chat_requests) - sent_before == 2
+    assert sum(isinstance(o, BudgetExceededError) for o in outcomes) == 2
+    assert gpt.ledger.cost == 2 * held
+    assert gpt.ledger.cost <= gpt.budget

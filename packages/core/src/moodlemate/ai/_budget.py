@@ -20,6 +20,7 @@ a budget cannot see them, and a warning says so.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
@@ -128,6 +129,10 @@ def worst_case_cost(
         # Audio tokens bill at their own, dearer rates (8 times the text rate on
         # gpt-4o-audio-preview): a call that may have them reserves every token at the dearest.
         price = price.dearest
+    elif price.cache_write is not None and price.cache_write > price.input:
+        # A prompt may be billed as cache writes, dearer than fresh input (1.25 times it on
+        # Anthropic's models through OpenRouter): the worst case prices it so.
+        price = replace(price, input=price.cache_write)
     output = request.max_tokens
     if output is None:
         info = provider.model_info(request.model, endpoint)
@@ -143,8 +148,12 @@ def worst_case_cost(
 
 
 def _speaks_audio(request: ChatRequest) -> bool:
-    """Whether the request asks for a spoken reply or sends audio."""
+    """Whether the request asks for a spoken reply (the named option, or ``modalities`` passed
+    through ``extra``, which reaches the server all the same) or sends audio."""
     if "audio" in (request.options.modalities or ()):
+        return True
+    passed = request.extra.get("modalities")
+    if isinstance(passed, list | tuple) and "audio" in passed:
         return True
     return any(
         isinstance(part, AudioPart)

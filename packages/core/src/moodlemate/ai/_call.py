@@ -314,7 +314,7 @@ class Call:
         """Say once per model why a call's cost is unknown, and whether a budget counts it."""
         provider, request, endpoint = self.provider, self.request, self.connection.endpoint
         price = provider.price(request.model, endpoint)
-        counted = price is not None and completion.usage_reported
+        counted = price is not None
         tier = completion.service_tier
         if price is not None and tier not in (None, "default"):
             price = provider.tier_price(request.model, tier, endpoint)

@@ -3,11 +3,13 @@ explicit argument > environment > config file > built-in default.
 
 A project-local ``moodlemate.toml`` that the user has not trusted
 (:mod:`moodlemate.ai._project_trust`) may still choose the provider, endpoint, model and the
-rest, but it is not trusted with credentials: no credential it does not itself hold (a key
-or headers from the user's config file, ``MOODLEMATE_API_KEY``; a key or headers given in
-code, see :mod:`moodlemate.ai._credentials`) goes where it points, and its own go nowhere
-over plain http to another machine. Whatever is held back is named in a warning and in the
-error of a call that then has no key, with the command that trusts the file.
+rest, but not where data is kept or shared (its ``log`` and ``redis`` are dropped when the
+file is read, :mod:`moodlemate.ai._config_file`), and it is not trusted with credentials:
+no credential it does not itself hold (a key or headers from the user's config file,
+``MOODLEMATE_API_KEY``; a key or headers given in code, see
+:mod:`moodlemate.ai._credentials`) goes where it points, and its own go nowhere over plain
+http to another machine. Whatever is held back is named in a warning and in the error of a
+call that then has no key, with the command that trusts the file.
 """
 
 from __future__ import annotations

@@ -7,12 +7,12 @@ Files, later ones overriding earlier ones key by key (profiles merge by name):
 
 ``MOODLEMATE_CONFIG=/path/file.toml`` replaces both with that one file. The project-local file
 came with whatever directory the process runs in (a cloned repository), so until the user
-trusts it (:mod:`moodlemate.ai._project_trust`) its ``api_key_env`` is ignored, with a
-warning, and :mod:`moodlemate.ai._config` keeps every credential it did not itself hold away
-from where it points. The user-level file and an explicit ``MOODLEMATE_CONFIG`` are the
-user's own and trusted. tomllib is imported
-only when a file exists (it costs more than ``import moodlemate.ai``), and a parsed file is
-reused until its size or mtime changes, so ``GPT()`` in a loop stays cheap.
+trusts it (:mod:`moodlemate.ai._project_trust`) its ``api_key_env``, ``log`` and ``redis``
+are ignored, each with a warning, and :mod:`moodlemate.ai._config` keeps every credential it
+did not itself hold away from where it points. The user-level file and an explicit
+``MOODLEMATE_CONFIG`` are the user's own and trusted. tomllib is imported only when a file
+exists (it costs more than ``import moodlemate.ai``), and a parsed file is reused until its
+size or mtime changes, so ``GPT()`` in a loop stays cheap.
 
 A file holds settings at its top level (the base every profile inherits), a ``profile`` key
 naming the default profile, and ``[profiles.NAME]`` tables::
@@ -223,8 +223,17 @@ def load_config(environ: Mapping[str, str]) -> ConfigFile | None:
     return config
 
 
-_NOT_SENT = ("api_key_env",)
-"""What an untrusted project file may not set at all: it would choose a secret to send."""
+_UNTRUSTED_KEYS: dict[str, str] = {
+    "api_key_env": "may not choose an environment variable to send",
+    "log": "may not choose the file the spend log (calls, costs, and with the CLI the "
+    "prompts and replies) is written to",
+    "redis": "may not choose the Redis server that shared budgets and pacing send their counts to",
+}
+"""What an untrusted project file may not set at all, and why: each chooses a secret to send
+or a destination for data (a file written, a server told about every call)."""
+_CREDENTIAL_KEYS = ("api_key_env",)
+"""Of those, the ones whose absence can leave a call without its key: a call that then has
+none names them in its error."""
 _warned: set[tuple[str, str]] = set()
 _Restricted = tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str | None, str]]
 _restrictions: dict[tuple[Path, str], _Restricted] = {}
@@ -236,25 +245,38 @@ def _restricted(
 ) -> _Restricted:
     """An untrusted file's tables without the settings it may not use, each named in a
     warning (once per file content) that says how to trust the file; and, by profile (None:
-    the top level), what was left out, for the error of a call that then has no key."""
+    the top level), the credentials left out, for the error of a call that then has no key."""
     tables: dict[str | None, dict[str, Any]] = {None: top}
     tables.update(profiles)
     notes: dict[str | None, str] = {}
+    dropped = False
     for name, table in tables.items():
         where = "top level" if name is None else f"[profiles.{name}]"
-        for setting in _NOT_SENT:
-            if setting in table:
-                what = (
-                    f"ignoring {setting} = {table[setting]!r} ({where}): an untrusted "
-                    "project file may not choose an environment variable to send"
-                )
-                warn_untrusted(path, what)
+        for setting, reason in _UNTRUSTED_KEYS.items():
+            if setting not in table:
+                continue
+            dropped = True
+            what = f"ignoring {setting} = {_shown(setting, table[setting])} ({where}): an "
+            what += f"untrusted project file {reason}"
+            warn_untrusted(path, what)
+            if setting in _CREDENTIAL_KEYS:
                 notes[name] = f"{path.resolve()}: {what}; {trust_hint(path)}"
-    if not notes:
+    if not dropped:
         return top, profiles, notes
-    clean = {k: v for k, v in top.items() if k not in _NOT_SENT}
-    kept = {n: {k: v for k, v in t.items() if k not in _NOT_SENT} for n, t in profiles.items()}
+    clean = {k: v for k, v in top.items() if k not in _UNTRUSTED_KEYS}
+    kept = {
+        n: {k: v for k, v in t.items() if k not in _UNTRUSTED_KEYS} for n, t in profiles.items()
+    }
     return clean, kept, notes
+
+
+def _shown(setting: str, value: object) -> str:
+    """A setting's value for a message: a Redis URL without its password."""
+    if setting == "redis" and isinstance(value, str):
+        from moodlemate.ai._redis import shown_url
+
+        return repr(shown_url(value))
+    return repr(value)
 
 
 def read_file(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], str]:

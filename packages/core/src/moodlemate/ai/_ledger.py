@@ -95,8 +95,12 @@ class Ledger:
         self._reserved = Decimal(0)
         self._charged = Decimal(0)
 
-    def record(self, model: str, usage: Usage, cost: Decimal | None) -> None:
-        self._record(model, usage, cost, None)
+    def record(
+        self, model: str, usage: Usage, cost: Decimal | None, charge: Decimal | None = None
+    ) -> None:
+        """Add a call; ``charge``: what it counts against the budget when ``cost`` is unknown
+        (see :attr:`charged`)."""
+        self._record(model, usage, cost, None, charge)
 
     def reserve(self, amount: Decimal | None, budget: Decimal) -> Reservation:
         """Hold ``amount`` (None: unpriced, nothing to hold) against ``budget``, or raise

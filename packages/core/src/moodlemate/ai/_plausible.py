@@ -275,13 +275,15 @@ def unknown_cost_charge(
     reserved: Decimal,
 ) -> Decimal | None:
     """What a call of unknown cost counts against a budget: for a call that was priced when
-    it was reserved and whose reply says what it used, yet cannot be priced (tokens or a
-    service tier without a listed price), its reservation or its priced pieces, whichever is
-    more; so such replies cannot spend a budget unseen. None for a known cost, and for a
-    call nothing priced (a local model's: it reserved nothing)."""
-    if cost is not None or not completion.usage_reported:
+    it was reserved yet cannot be priced (tokens or a service tier without a listed price,
+    or no usage reported), its reservation or its priced pieces, whichever is more; so such
+    replies cannot spend a budget unseen. None for a known cost, and for a call nothing
+    priced (a local model's: it reserved nothing)."""
+    if cost is not None:
         return None
     known = pieces.known if pieces is not None else Decimal(0)
+    if known > MAX_CALL_COST:  # no call costs that much: as a computed cost, not believed
+        known = Decimal(0)
     return max(reserved, known) or None
 
 

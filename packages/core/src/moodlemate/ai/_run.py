@@ -39,6 +39,7 @@ from moodlemate.ai._call_types import ChatRequest, Completion, Message, ToolCall
 from moodlemate.ai._closed_early import closed_early
 from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._options import options_from
+from moodlemate.ai._plausible import unknown_cost_charge
 from moodlemate.ai._run_events import (
     RunEvent,
     TextDelta,
@@ -121,6 +122,8 @@ class RunLoop:
         self.history = list(request.messages)
         self.turns: list[Turn] = []
         self.spent = Decimal(0)
+        self.worst: Decimal | None = None
+        """The worst case of the turn being sent (with a run ``budget`` only)."""
         self.definition_tokens = _definition_tokens(gpt, request, definitions)
         self.cut = False
         self.hooks = gpt._run_hooks()
@@ -146,7 +149,7 @@ class RunLoop:
         request = replace(base, messages=tuple(self.history))
         budget = self.settings.budget
         if budget is not None:
-            worst = worst_case_cost(self.provider, request, self.endpoint)
+            worst = self.worst = worst_case_cost(self.provider, request, self.endpoint)
             if worst is not None and self.spent + worst > budget:
                 raise RunBudgetError(
                     f"the run's next turn could cost up to ${worst}; ${budget - self.spent} of "
@@ -160,8 +163,16 @@ class RunLoop:
         return self.ends - time.monotonic()
 
     def answered(self, completion: Completion, seconds: float) -> tuple[ToolCall, ...]:
-        """Record the reply; the tool calls it asks for (none: the run has its answer)."""
-        self.spent += completion.cost or Decimal(0)
+        """Record the reply; the tool calls it asks for (none: the run has its answer). A
+        reply that cannot be priced counts as the instance's budget counts it (at least its
+        worst case): the run's budget must not let such turns go on unseen."""
+        cost = completion.cost
+        if cost is None:
+            charge = unknown_cost_charge(
+                completion, None, completion.cost_breakdown, self.worst or Decimal(0)
+            )
+            cost = charge or Decimal(0)
+        self.spent += cost
         message = _unique_call_ids(completion.message, self.number)
         self.history.append(_kept(message))
         self.turns.append(Turn(self.number, completion, seconds=seconds))

@@ -27,6 +27,7 @@ __all__ = [
     "guard_records",
     "mask",
     "redact",
+    "redact_cut",
     "redact_exception",
     "register_secret",
 ]
@@ -104,6 +105,17 @@ def redact(text: str) -> str:
     if "%" in text:
         text = _ENCODED_RUN.sub(_redact_encoded, text)
     return text
+
+
+_KEY_MARGIN = 1024
+"""Characters kept past a cut until redaction: longer than any key."""
+
+
+def redact_cut(text: str, limit: int) -> str:
+    """``text`` redacted, then cut to ``limit`` characters: a key that straddles the cut is
+    still recognised (cut first, its prefix would be kept). Reads at most ``limit`` plus a
+    margin longer than any key, however long ``text`` is."""
+    return redact(text[: limit + _KEY_MARGIN])[:limit]
 
 
 def _redact_encoded(match: re.Match[str]) -> str:

@@ -887,9 +887,9 @@ def _tool_names(completion: Completion | None) -> tuple[str, ...]:
     (they are untrusted)."""
     if completion is None or not completion.tool_calls:
         return ()
-    from moodlemate.ai._secrets import redact
+    from moodlemate.ai._secrets import redact_cut
 
-    return tuple(redact(call.name[:_NAME_KEPT]) or "?" for call in completion.message.tool_calls)
+    return tuple(redact_cut(call.name, _NAME_KEPT) or "?" for call in completion.message.tool_calls)
 
 
 def _prompt_text(request: ChatRequest) -> str:

@@ -76,14 +76,8 @@ Progress = tuple[int, "ToolResult | None"]
 (index, its result) when it has one."""
 
 
-class ToolBatch:
-    """The tool calls of one turn, run at once in threads. Iterating runs them and reports each
-    start and each result as it happens (so a streamed run can show them); :attr:`results`
-    holds what came back so far, by the call's index.
-
-    Closing the iteration early (the run was closed) starts no further call and waits for the
-    running ones, each within its timeout: a sync function cannot be stopped from outside,
-    and a run that was closed leaves no tool thread behind that it could still wait for."""
+class _Batch:
+    """What both batches hold: the calls, their results so far by index, and how they run."""
 
     def __init__(
         self,
@@ -101,6 +95,16 @@ class ToolBatch:
 
     def ordered(self) -> list[ToolResult]:
         return [self.results[i] for i in range(len(self.calls))]
+
+
+class ToolBatch(_Batch):
+    """The tool calls of one turn, run at once in threads. Iterating runs them and reports each
+    start and each result as it happens (so a streamed run can show them); :attr:`results`
+    holds what came back so far, by the call's index.
+
+    Closing the iteration early (the run was closed) starts no further call and waits for the
+    running ones, each within its timeout: a sync function cannot be stopped from outside,
+    and a run that was closed leaves no tool thread behind that it could still wait for."""
 
     def __iter__(self) -> Generator[Progress, None, None]:
         prepared = [_prepare(call, self._tools, self._approve) for call in self.calls]
@@ -179,27 +183,10 @@ def run_tool_calls(
     return batch.ordered()
 
 
-class AsyncToolBatch:
+class AsyncToolBatch(_Batch):
     """Async :class:`ToolBatch`: async functions as tasks on the caller's loop, sync ones in
     threads; ``before_tool_call`` may be async. Closing or cancelling the iteration cancels
     every tool task it started and waits for them to end."""
-
-    def __init__(
-        self,
-        calls: Sequence[ToolCall],
-        tools: Mapping[str, Tool],
-        *,
-        timeout: float,
-        approve: Approval | None = None,
-        raise_errors: bool = False,
-    ) -> None:
-        self.calls = tuple(calls)
-        self.results: dict[int, ToolResult] = {}
-        self._tools, self._timeout = tools, timeout
-        self._approve, self._raise = approve, raise_errors
-
-    def ordered(self) -> list[ToolResult]:
-        return [self.results[i] for i in range(len(self.calls))]
 
     async def progress(self) -> AsyncGenerator[Progress, None]:
         prepared = [await _aprepare(call, self._tools, self._approve) for call in self.calls]

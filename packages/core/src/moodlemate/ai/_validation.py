@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import get_args
+from typing import Any, get_args
 
 from moodlemate.ai._media import (
     MAX_FILE_BYTES_PER_REQUEST,
@@ -91,14 +91,35 @@ def check_request(request: object) -> ChatRequest:
     if request.temperature is not None:
         check_temperature(request.temperature)
     check_max_tokens(request.max_tokens)
-    if not isinstance(request.extra, Mapping):
-        raise ValidationError(
-            f"request.extra must be a mapping, not {type(request.extra).__name__}"
-        )
+    check_extra(request.extra, "request.extra")
     options = options_from(request.options)
     if messages is not request.messages or options is not request.options:
         request = replace(request, messages=messages, options=options)
     return request
+
+
+def check_extra(extra: object, name: str) -> Mapping[str, Any]:
+    """``extra`` goes into the request body as it is, so it must be a mapping that JSON can
+    carry: a value JSON cannot hold (an object, a NaN, a nesting too deep to write) would
+    otherwise fail as a bare error deep in the transport, or in the budget's counting."""
+    if not isinstance(extra, Mapping):
+        raise ValidationError(f"{name} must be a mapping, not {type(extra).__name__}")
+    if not extra:
+        return extra
+    import json
+
+    try:
+        json.dumps(dict(extra), allow_nan=False)
+    except RecursionError:
+        raise ValidationError(f"{name} is nested too deeply to send as JSON") from None
+    except (TypeError, ValueError) as error:
+        raise ValidationError(f"{name} cannot be sent as JSON: {_short(error)}") from None
+    return extra
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def check_messages(values: Sequence[object]) -> tuple[Message, ...]:
@@ -288,13 +309,11 @@ def build_request(
         head.append(Message("user", check_text(user_message, "user_message")))
     if not head:
         raise ValidationError("give user_message, or messages=[...]")
-    if extra is not None and not isinstance(extra, Mapping):
-        raise ValidationError(f"extra must be a mapping, not {type(extra).__name__}")
     return ChatRequest(
         model=check_encodable(check_model(model), "model"),
         messages=check_messages(tuple(head)),
         temperature=check_temperature(temperature),
         max_tokens=check_max_tokens(max_tokens),
-        extra=dict(extra) if extra else {},
+        extra=dict(check_extra(extra, "extra")) if extra is not None else {},
         options=options_from(options),
     )

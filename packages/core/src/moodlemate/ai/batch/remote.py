@@ -51,7 +51,14 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai._answer_format import AnswerFormat
 from moodlemate.ai._answer_schema import AnswerProblems, AnswerSchema, answer_schema
 from moodlemate.ai._call_types import with_api
-from moodlemate.ai._plausible import bounded, breakdown_of, ceiling, cost_of, scrubbed
+from moodlemate.ai._plausible import (
+    bounded,
+    breakdown_of,
+    ceiling,
+    cost_of,
+    scrubbed,
+    unknown_cost_charge,
+)
 from moodlemate.ai._remote_batches import TERMINAL_STATUSES
 from moodlemate.ai._replies import reply_text
 from moodlemate.ai._structured import (
@@ -549,13 +556,20 @@ class _RemoteRun:
                 item_id = by_custom_id.get(result.custom_id)
                 if item_id is None or item_id in seen or item_id not in self.items:
                     continue
-                completion = result.completion
-                if completion is not None:
-                    completion = self._priced(route, self.items[item_id], completion)
-                    cost += completion.cost or 0
+                completion, charge = result.completion, None
                 item = self.items[item_id]
+                if completion is not None:
+                    completion = self._priced(route, item, completion)
+                    charge = self._charge(route, item, completion)
+                    cost += completion.cost if completion.cost is not None else charge or 0
                 self._record(
-                    route, item, completion, result.error, batch_id, log=len(seen) >= logged
+                    route,
+                    item,
+                    completion,
+                    result.error,
+                    batch_id,
+                    log=len(seen) >= logged,
+                    charge=charge,
                 )
                 seen.add(item_id)
         missing = ProviderError(
@@ -594,10 +608,12 @@ class _RemoteRun:
         batch_id: str | None = None,
         *,
         log: bool = False,
+        charge: Decimal | None = None,
     ) -> None:
         """Queue the item's record (:meth:`_flush` writes them); count it in the summary and
-        the ledger. With ``log``, a result of batch ``batch_id`` also goes into the GPT's
-        spend log (whether or not an earlier run already wrote its record)."""
+        the ledger (``charge``: what an answer of unknown cost counts against the budget).
+        With ``log``, a result of batch ``batch_id`` also goes into the GPT's spend log
+        (whether or not an earlier run already wrote its record)."""
         if (
             len(self._pending) >= _WRITE_EVERY
             or len(self._log_rows) >= _WRITE_EVERY
@@ -625,7 +641,7 @@ class _RemoteRun:
             self.summary.failed += 1
             return
         # A reply was billed, whether or not it holds an answer: ledger and summary count it.
-        self.gpt.ledger.record(route.model, completion.usage, completion.cost)
+        self.gpt.ledger.record(route.model, completion.usage, completion.cost, charge)
         self.summary.usage = self.summary.usage + completion.usage
         if completion.cost is None:
             self.summary.unpriced += 1
@@ -686,6 +702,23 @@ class _RemoteRun:
         )
         breakdown = breakdown_of(completion, cost, route.api.price(priced_model or route.model))
         return replace(completion, cost=cost, priced_model=priced_model, cost_breakdown=breakdown)
+
+    def _charge(self, route: _Route, item: BatchItem, completion: Completion) -> Decimal | None:
+        """What an answer of unknown cost counts against the budget, as a live call's does:
+        its worst case at batch prices (its share of the part's hold), or its priced pieces
+        when they come to more; None for a known cost, or when nothing about it is priced.
+        Without a budget nothing was held, so only the priced pieces count (as live)."""
+        if completion.cost is not None:
+            return None
+        worst: Decimal | None = Decimal(0)
+        if self.budget.active:
+            request = self._request(route, item)
+            worst = self.budget.worst_case(
+                route.provider, route.api, route.connection.endpoint, (request,)
+            )
+        if worst is None:
+            return None
+        return unknown_cost_charge(completion, None, completion.cost_breakdown, worst)
 
     def _report(self) -> None:
         summary = self.summary

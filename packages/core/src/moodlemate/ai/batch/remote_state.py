@@ -70,7 +70,8 @@ class Part:
     period: str | None = None
     """The shared budget's period the hold and the cost belong to."""
     cost: str | None = None
-    """What the part's answers cost at batch prices, once collected (dollars)."""
+    """What the part's answers count against the budget at batch prices, once collected
+    (dollars): their known costs, and for answers of unknown cost what they are charged."""
     settled: bool = False
     """The cost was charged to the budget (exactly once, keyed by the batch id)."""
 

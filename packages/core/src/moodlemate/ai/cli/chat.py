@@ -161,15 +161,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _models(given: str | None) -> tuple[str | None, str | None]:
     """(-m or the template's model through the aliases, the `models default` model). The
-    default yields to MOODLEMATE_MODEL (the environment ranks above stored preferences) and,
-    being the GPT's model rather than an option, never overrides a continued conversation's."""
-    import os
-
+    default is a default: MOODLEMATE_MODEL and a config file's model rank above it
+    (:func:`~moodlemate.ai.cli.common.make_gpt` applies it), and, being the GPT's model
+    rather than an option, it never overrides a continued conversation's."""
     from moodlemate.ai.cli import preferences
     from moodlemate.ai.cli.aliases import resolve
 
     default = None
-    if given is None and not os.environ.get("MOODLEMATE_MODEL"):
+    if given is None:
         stored = preferences.load().get("default_model")
         default = stored if isinstance(stored, str) and stored else None
     return resolve(given), resolve(default)

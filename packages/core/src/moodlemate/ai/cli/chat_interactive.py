@@ -32,7 +32,7 @@ def converse(args: argparse.Namespace, gpt: GPT, options: dict[str, Any]) -> int
     from moodlemate.ai.errors import MoodlemateError
 
     _enable_line_editing()
-    model = args.model or args.default_model or _default_model(gpt)
+    model = args.model or _default_model(gpt)  # make_gpt gave it the `models default` one
     print(
         f"Chatting with {safe(model)}. Type {EXIT_WORDS[0]} or {EXIT_WORDS[1]} (or Ctrl-D) to "
         f"leave, {MULTI_START} to write several lines and {MULTI_END} to send them.",

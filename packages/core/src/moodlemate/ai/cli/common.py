@@ -163,8 +163,6 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         name: value for name in _SETTINGS if (value := getattr(args, name, None)) is not None
     }
     default_model = getattr(args, "default_model", None)
-    if "model" not in given and default_model is not None:
-        given["model"] = default_model  # `moodlemate-ai models default NAME`
     key = getattr(args, "key", None)
     if key is None and given.get("endpoint") is not None:
         # The endpoint typed on this command line is where the user's own key is meant to go
@@ -178,6 +176,11 @@ def make_gpt(args: argparse.Namespace) -> GPT:
         given["log"] = False
     scope, window = given.pop("budget_scope", None), given.pop("budget_window", None)
     gpt = GPT(**given)
+    if default_model is not None and "model" not in given and gpt._model is None:
+        # `moodlemate-ai models default NAME` stands in for the provider's default model: a
+        # model from the environment or a config file (the one chosen for this project or
+        # profile) ranks above it, as every configured setting ranks above a default.
+        gpt.model = default_model
     if getattr(args, "retries", None) is not None:
         gpt.retry = cli_retry_policy(args, gpt.retry)
     if gpt.log is None and not getattr(args, "no_log", False):

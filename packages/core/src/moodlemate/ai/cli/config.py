@@ -29,9 +29,10 @@ def add_parser(subparsers: Any) -> None:
         "config",
         help="trust or untrust a project's moodlemate.toml; show the config files in use",
         description="A project-local moodlemate.toml (one that came with a cloned repository) "
-        "is not trusted with credentials until you trust it: it may not name an environment "
-        "variable to send, receive a key it does not hold, or send its own over plain http "
-        "to another machine. Trust is given to the file's current content; an edited file "
+        "is not trusted with credentials or data until you trust it: it may not name an "
+        "environment variable to send, receive a key it does not hold, send its own over "
+        "plain http to another machine, or choose the spend log's file or the Redis server. "
+        "Trust is given to the file's current content; an edited file "
         "is untrusted again. CI jobs may set MOODLEMATE_TRUST_PROJECT_CONFIG=1 instead.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -98,7 +99,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _credential_lines(top: dict[str, Any], profiles: dict[str, dict[str, Any]]) -> list[str]:
-    """What the file does with credentials, for the user to check before trusting it."""
+    """What the file does with credentials and where it sends or keeps data, for the user to
+    check before trusting it."""
     lines = []
     tables = {"top level": top, **{f"[profiles.{n}]": t for n, t in profiles.items()}}
     for name, table in tables.items():
@@ -113,4 +115,12 @@ def _credential_lines(top: dict[str, Any], profiles: dict[str, dict[str, Any]]) 
             lines.append(f"{name}: holds an API key of its own")
         if "headers" in table:
             lines.append(f"{name}: sends headers {', '.join(sorted(table['headers']))}")
+        if "log" in table:
+            lines.append(f"{name}: writes the spend log to {table['log']}")
+        if "redis" in table:
+            from moodlemate.ai._redis import shown_url
+
+            lines.append(
+                f"{name}: shares budgets and pacing through Redis at {shown_url(table['redis'])}"
+            )
     return lines

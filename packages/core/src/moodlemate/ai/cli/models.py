@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.cli.exits import EXIT_FAILURE, EXIT_OK
 from moodlemate.ai.cli.table import print_table
+from moodlemate.ai.cli.terminal import safe
 
 if TYPE_CHECKING:
     from moodlemate.ai._pricing import ModelInfo, Price
@@ -177,6 +178,7 @@ def _default(args: argparse.Namespace) -> int:
         target = resolve(args.name)
         shown = args.name if target == args.name else f"{args.name} ({target})"
         print(f"chat's default model is now {shown}", file=sys.stderr)
+        _say_what_outranks_it()
     else:
         stored = preferences.load().get("default_model")
         if not stored:
@@ -184,6 +186,36 @@ def _default(args: argparse.Namespace) -> int:
             return EXIT_FAILURE
         print(stored)
     return EXIT_OK
+
+
+def _say_what_outranks_it() -> None:
+    """A model configured here (MOODLEMATE_MODEL, a config file) ranks above the stored
+    default, as configured settings rank above defaults: say so, or the new default would
+    seem to be ignored."""
+    import os
+
+    from moodlemate.ai._config import ENV_MODEL, resolve_settings
+    from moodlemate.ai._config_file import config_paths
+    from moodlemate.ai.errors import MoodlemateError
+
+    try:
+        settings = resolve_settings()
+    except MoodlemateError:
+        return  # chat reports what is wrong with the configuration when it runs
+    if not settings.model_is_explicit:
+        return
+    where = (
+        f"${ENV_MODEL}"
+        if os.environ.get(ENV_MODEL)
+        else " or ".join(str(p.resolve()) for p in config_paths(os.environ))
+    )
+    print(
+        safe(
+            f"note: {where} sets model {settings.model!r}, which chat uses here before this "
+            "default (-m overrides both)"
+        ),
+        file=sys.stderr,
+    )
 
 
 def _count(value: int | None) -> str:

@@ -17,7 +17,7 @@ from moodlemate.ai._closed_early import closed_early
 from moodlemate.ai._hookspecs import hookimpl
 from moodlemate.ai._messages import AudioPart, ImagePart, Message, TextPart
 from moodlemate.ai._retry import listen_to_retries, stop_listening
-from moodlemate.ai._secrets import redact
+from moodlemate.ai._secrets import redact, redact_cut
 from moodlemate.ai.errors import MoodlemateError, ProviderError
 from opentelemetry import context, metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -209,11 +209,11 @@ class GenAITelemetry:
             opened = self._runs.get(run_id)
         parent = trace.set_span_in_context(opened) if opened is not None else None
         call = result.call
-        name = call.name[:_MAX_TOOL_NAME]
+        name = redact_cut(call.name, _MAX_TOOL_NAME)  # the model's: a key may be echoed there
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": TOOL_OPERATION,
             "gen_ai.tool.name": name,
-            "gen_ai.tool.call.id": call.id[:_MAX_TOOL_NAME],
+            "gen_ai.tool.call.id": redact_cut(call.id, _MAX_TOOL_NAME),
             "gen_ai.tool.type": "function",
             "moodlemate.run.id": run_id,
         }

@@ -30,8 +30,6 @@ MAX_CONNECTIONS = 1000
 MAX_IDLE = 100
 IDLE_SECONDS = 5.0
 """As the SDK's own client: a server may close an idle connection, so few are kept long."""
-_COALESCE = 64 * 1024
-ASYNC_SHARDS = 8
 
 
 @cache
@@ -46,14 +44,33 @@ _PROXY_NAMES = tuple(
 )
 
 
+_PROXY_KEYS = tuple(name.encode() for name in _PROXY_NAMES)
+
+
 def proxy_for(scheme: str, host: str) -> str | None:
     """The proxy URL the environment names for ``scheme://host``, or None to go direct
     (read at each call, as the variables may change; the answer is kept per their values)."""
+    data = _environ_bytes()
+    if data is not None:  # eight dict look-ups, where os.environ raises and catches eight KeyErrors
+        raw = tuple(data.get(key) for key in _PROXY_KEYS)
+        if not any(raw):
+            return None
+        values = tuple(None if v is None else os.fsdecode(v) for v in raw)
+        return _route(scheme, host, values, b"REQUEST_METHOD" in data)
     get = os.environ.get
     values = tuple(get(name) for name in _PROXY_NAMES)
     if not any(values):
         return None
     return _route(scheme, host, values, "REQUEST_METHOD" in os.environ)
+
+
+def _environ_bytes() -> dict[bytes, bytes] | None:
+    """The environment's own table (POSIX: bytes to bytes), which ``os.environ`` keeps in
+    step with every change; None where it is not that."""
+    data = getattr(os.environ, "_data", None)
+    if os.name != "posix" or not isinstance(data, dict):
+        return None
+    return data
 
 
 @lru_cache(maxsize=256)
@@ -142,126 +159,58 @@ class SyncPools:
             pool.close()
 
 
-class CoalescingAsyncStream:
-    """An async network stream whose writes wait for the next read (up to 64 KiB), so a
-    request's headers and body go out in one write (see ``DeadlineStream``)."""
-
-    __slots__ = ("_pending", "_stream")
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._pending = b""
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if self._pending:
-            pending, self._pending = self._pending, b""
-            await self._stream.write(pending, timeout)
-        data: bytes = await self._stream.read(max_bytes, timeout)
-        return data
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if len(self._pending) + len(buffer) <= _COALESCE:
-            self._pending += buffer
-            return
-        buffer, self._pending = self._pending + buffer, b""
-        await self._stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        self._pending = b""
-        await self._stream.aclose()
-
-    async def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> CoalescingAsyncStream:
-        if self._pending:
-            pending, self._pending = self._pending, b""
-            await self._stream.write(pending, timeout)
-        return CoalescingAsyncStream(
-            await self._stream.start_tls(ssl_context, server_hostname, timeout)
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class CoalescingAsyncBackend:
-    """httpcore's async network backend, its streams wrapped in CoalescingAsyncStream."""
-
-    __slots__ = ("_backend",)
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> CoalescingAsyncStream:
-        stream = await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        return CoalescingAsyncStream(stream)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> CoalescingAsyncStream:
-        stream = await self._backend.connect_unix_socket(path, timeout, socket_options)
-        return CoalescingAsyncStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
 class AsyncPools:
-    """Async pools per running event loop, then per proxy route, each route's split in
-    :data:`ASYNC_SHARDS` pools, one per task: httpcore matches queued requests to
-    connections by scanning both lists at every change, which at 64 concurrent calls on one
-    pool cost a quarter of the time; smaller pools scan shorter lists."""
+    """Async pools per running event loop, then per proxy route: a direct route's is a
+    :class:`~moodlemate.providers.openai.lean_async.DirectAsyncPool`, a proxied one's
+    httpcore's pool (which speaks to proxies), both on asyncio's own transports."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._loops: dict[asyncio.AbstractEventLoop, dict[_Route, list[Any]]] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, dict[_Route, Any]] = {}
 
     def get(self, scheme: str, host: str) -> Any:
-        import asyncio
-
         route = (proxy_for(scheme, host), scheme == "https")
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            pools = self._loops.get(loop)
-            if pools is None:
-                self._loops = {lp: p for lp, p in self._loops.items() if not lp.is_closed()}
-                pools = self._loops[loop] = {}
-            shards = pools.get(route)
-            if shards is None:
-                httpcore = httpcore_module()
-                options = {
-                    **_pool_options(*route),
-                    "max_connections": MAX_CONNECTIONS // ASYNC_SHARDS,
-                    "max_keepalive_connections": MAX_IDLE // ASYNC_SHARDS,
-                }
-                shards = pools[route] = [
-                    httpcore.AsyncConnectionPool(
-                        **options,
-                        network_backend=CoalescingAsyncBackend(httpcore.AnyIOBackend()),
-                    )
-                    for _ in range(ASYNC_SHARDS)
-                ]
-        # By task: one task's calls, one after another, keep reusing one connection; many
-        # tasks spread over the shards.
-        return shards[(id(asyncio.current_task()) >> 4) % ASYNC_SHARDS]
+        loop = _running_loop()
+        pools = self._loops.get(loop)
+        pool = None if pools is None else pools.get(route)
+        if pool is None:
+            with self._lock:
+                pools = self._loops.get(loop)
+                if pools is None:
+                    self._loops = {lp: p for lp, p in self._loops.items() if not lp.is_closed()}
+                    pools = self._loops[loop] = {}
+                pool = pools.get(route)
+                if pool is None:
+                    pool = pools[route] = _async_pool(*route)
+        return pool
 
     async def aclose(self) -> None:
         """Close the pools of the running loop (they cannot be closed from another)."""
-        import asyncio
-
         with self._lock:
-            pools = self._loops.pop(asyncio.get_running_loop(), {})
-        for shards in pools.values():
-            for pool in shards:
-                await pool.aclose()
+            pools = self._loops.pop(_running_loop(), {})
+        for pool in pools.values():
+            await pool.aclose()
 
     def forget(self) -> None:
         with self._lock:
             self._loops = {}
+
+
+def _running_loop() -> asyncio.AbstractEventLoop:
+    import asyncio
+
+    return asyncio.get_running_loop()
+
+
+def _async_pool(proxy: str | None, tls: bool) -> Any:
+    from moodlemate.providers.openai.lean_async import AsyncioBackend, DirectAsyncPool
+
+    options = _pool_options(proxy, tls)
+    if proxy is None:
+        return DirectAsyncPool(
+            ssl_context=options["ssl_context"],
+            max_connections=MAX_CONNECTIONS,
+            max_idle=MAX_IDLE,
+            idle_seconds=IDLE_SECONDS,
+        )
+    return httpcore_module().AsyncConnectionPool(**options, network_backend=AsyncioBackend())

@@ -232,7 +232,9 @@ class LeanResponse:
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         seen, cap, decoder = 0, self._cap, self._decoder
         try:
-            async for chunk in self._raw.aiter_stream():
+            # The stream itself, not Response.aiter_stream(): one generator less per body, and
+            # aclose() closes the stream whichever way the loop ends.
+            async for chunk in self._raw.stream:
                 seen += len(chunk)
                 if cap is not None and seen > cap:
                     raise bounds.too_large("response body", "max_body_bytes", cap)

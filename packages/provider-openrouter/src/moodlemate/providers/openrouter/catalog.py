@@ -316,11 +316,14 @@ def _per_million(value: Any) -> Decimal | None:
     if not per_token.is_finite() or per_token < 0:
         return None
     per_million = per_token * _MILLION
-    return (
-        per_million.normalize()
-        if per_million != per_million.to_integral()
-        else (per_million.quantize(Decimal(1)))
-    )
+    try:
+        return (
+            per_million.normalize()
+            if per_million != per_million.to_integral()
+            else (per_million.quantize(Decimal(1)))
+        )
+    except InvalidOperation:  # more digits than a Decimal holds exactly: no real price
+        return None
 
 
 def _table(value: Any) -> dict[str, Any]:
