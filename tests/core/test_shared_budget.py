@@ -186,7 +186,10 @@ def test_redis_failing_mid_run_stops_every_worker_with_the_typed_error_in_bounde
     assert max(at for _, at in ends) - frozen < 5.0
     calls = sum(r["calls"] for r in reports)
     records = SpendLog(path).calls()  # the log stays readable
-    assert len(records) == calls == len(server.chat_requests)
+    # Every call sent has its row, or counts as dropped: a write that waited past the log's
+    # busy_timeout (32 writers on a loaded machine can) is dropped by design, never lost unseen.
+    dropped = sum(r["dropped"] for r in reports)
+    assert len(records) + dropped == calls == len(server.chat_requests)
 
 
 def test_a_window_counts_only_its_period_and_a_dead_processes_reservation_counts_as_spent(
