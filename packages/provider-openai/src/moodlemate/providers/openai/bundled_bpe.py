@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from importlib.resources import files
 from typing import TYPE_CHECKING
 
 from moodlemate.ai.plugin import TokenizerUnavailableError
+from moodlemate.providers.openai.package_files import read_package_bytes
 from moodlemate.providers.openai.tiktoken_cache import BPE_FILES
 
 if TYPE_CHECKING:
@@ -65,10 +65,9 @@ def bundled_file(encoding: str) -> bytes | None:
     """The shipped BPE file of ``encoding``, verified; None when the package ships none."""
     if encoding not in BUNDLED:
         return None
-    resource = files("moodlemate.providers.openai") / "_bpe" / f"{encoding}.tiktoken"
     expected = BPE_FILES[encoding][0].sha256
     try:
-        data = resource.read_bytes()
+        data = read_package_bytes("_bpe", f"{encoding}.tiktoken")
     except OSError as exc:
         raise _broken(encoding, f"it cannot be read ({exc})") from None
     if hashlib.sha256(data).hexdigest() != expected:
