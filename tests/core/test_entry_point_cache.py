@@ -78,6 +78,21 @@ def test_a_second_process_reads_the_scan_and_an_install_or_removal_is_seen(
     assert how_removed == "scanned"
 
 
+def test_processes_of_different_layouts_taking_turns_each_read_their_scan(
+    tmp_path: Path,
+) -> None:
+    # Two virtualenvs (here: two sys.path layouts) sharing one user cache, as on a machine
+    # several people or projects use: neither evicts the other's scan.
+    first, second, cache = tmp_path / "first", tmp_path / "second", tmp_path / "cache"
+    first.mkdir()
+    second.mkdir()
+    assert _probe(first, cache)[1] == "scanned"
+    assert _probe(second, cache)[1] == "scanned"
+    for _ in range(2):
+        assert _probe(first, cache)[1] == "cached"
+        assert _probe(second, cache)[1] == "cached"
+
+
 def test_an_unreadable_cache_is_no_cache(tmp_path: Path) -> None:
     site, cache = tmp_path / "site", tmp_path / "cache"
     site.mkdir()

@@ -6,7 +6,10 @@ than the rest of a first call. What it finds changes only when a distribution is
 or removed, and that changes the modification time of the folder on ``sys.path`` it lands in
 (its ``.dist-info`` folder comes or goes). So the result is kept in the user's cache folder
 under the ``sys.path`` folders and their modification times, and scanned again when any of
-them differs. A cache that cannot be read or written is no cache: the scan runs as before.
+them differs. The file keeps the last scans of a few interpreters and ``sys.path`` layouts
+(several virtualenvs, a script's folder first on the path), so processes of different ones
+taking turns do not each scan again. A cache that cannot be read or written is no cache: the
+scan runs as before.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any
 
 __all__ = ["Found", "discover", "load"]
 
-_VERSION = 1
+_VERSION = 2
+_KEPT = 16
+"""Scans kept, the newest last: one per interpreter, ``sys.path`` and group in use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,15 @@ def discover(group: str, *, fresh: bool = False) -> list[Found]:
     if path is not None:
         _write(path, key, found)
     return found
+
+
+def _scans(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    scans = data.get("scans") if isinstance(data, dict) else None
+    return scans if isinstance(scans, dict) else {}
 
 
 def _scan(group: str) -> list[Found]:
@@ -97,15 +111,15 @@ def _cache_file() -> Path | None:
 
 
 def _read(path: Path, key: str) -> list[Found] | None:
+    rows = _scans(path).get(key)
+    if rows is None:
+        return None
     try:
-        data = json.loads(path.read_bytes())
-        if not isinstance(data, dict) or data.get("key") != key:
-            return None
         return [
             Found(str(name), str(value), _text(package), _text(version))
-            for name, value, package, version in data["found"]
+            for name, value, package, version in rows
         ]
-    except (OSError, ValueError, TypeError, KeyError):  # ValueError: also a short row
+    except (ValueError, TypeError):  # ValueError: also a short row
         return None
 
 
@@ -114,11 +128,14 @@ def _text(value: object) -> str | None:
 
 
 def _write(path: Path, key: str, found: list[Found]) -> None:
-    rows = [[f.name, f.value, f.package, f.version] for f in found]
+    scans = _scans(path)
+    scans.pop(key, None)
+    scans[key] = [[f.name, f.value, f.package, f.version] for f in found]
+    kept = dict(list(scans.items())[-_KEPT:])  # another process's write may be lost: a rescan
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps({"key": key, "found": rows}), encoding="utf-8")
+        temporary.write_text(json.dumps({"scans": kept}), encoding="utf-8")
         os.replace(temporary, path)
     except OSError:
         pass

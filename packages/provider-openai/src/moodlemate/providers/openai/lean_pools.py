@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import threading
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.providers.openai.transport import DeadlineBackend, httpcore_module
@@ -32,8 +32,16 @@ IDLE_SECONDS = 5.0
 """As the SDK's own client: a server may close an idle connection, so few are kept long."""
 
 
-@cache
 def _ssl_context() -> Any:
+    """The trusted CAs as ``SSL_CERT_FILE``/``SSL_CERT_DIR`` name them when a pool opens (as a
+    new SDK client reads them), loaded once per pair of values: loading costs 100+ ms."""
+    get = os.environ.get
+    return _ssl_context_for(get("SSL_CERT_FILE"), get("SSL_CERT_DIR"))
+
+
+@lru_cache(maxsize=8)
+def _ssl_context_for(ca_file: str | None, ca_dir: str | None) -> Any:
+    del ca_file, ca_dir  # the cache key: httpcore reads the same variables
     return httpcore_module().default_ssl_context()
 
 
@@ -116,10 +124,9 @@ def _proxy(url: str | None) -> Any:
     return httpcore_module().Proxy(url, ssl_context=_ssl_context() if tls else None)
 
 
-def _pool_options(route: str | None, tls: bool) -> dict[str, Any]:
-    # Loading the trusted certificates costs 100+ ms: plain-http pools never do it.
+def _pool_options(route: str | None, context: Any) -> dict[str, Any]:
     return {
-        "ssl_context": _ssl_context() if tls else None,
+        "ssl_context": context,
         "proxy": _proxy(route),
         "max_connections": MAX_CONNECTIONS,
         "max_keepalive_connections": MAX_IDLE,
@@ -127,19 +134,25 @@ def _pool_options(route: str | None, tls: bool) -> dict[str, Any]:
     }
 
 
-_Route = tuple[str | None, bool]
+_Route = tuple[str | None, Any]
+"""A pool's proxy (None: direct) and TLS context (None: plain http): a change of either
+variable, proxy or CA, takes a pool of its own, as a new SDK client would."""
+
+
+def _route_of(scheme: str, host: str) -> _Route:
+    # Loading the trusted certificates costs 100+ ms: plain-http routes never do it.
+    return proxy_for(scheme, host), _ssl_context() if scheme == "https" else None
 
 
 class SyncPools:
-    """One sync httpcore pool per proxy route (None: direct) and TLS or not, shared across
-    threads."""
+    """One sync httpcore pool per route (proxy and TLS context), shared across threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pools: dict[_Route, Any] = {}
 
     def get(self, scheme: str, host: str) -> Any:
-        route = (proxy_for(scheme, host), scheme == "https")
+        route = _route_of(scheme, host)
         pool = self._pools.get(route)
         if pool is None:
             with self._lock:
@@ -169,7 +182,7 @@ class AsyncPools:
         self._loops: dict[asyncio.AbstractEventLoop, dict[_Route, Any]] = {}
 
     def get(self, scheme: str, host: str) -> Any:
-        route = (proxy_for(scheme, host), scheme == "https")
+        route = _route_of(scheme, host)
         loop = _running_loop()
         pools = self._loops.get(loop)
         pool = None if pools is None else pools.get(route)
@@ -202,10 +215,10 @@ def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-def _async_pool(proxy: str | None, tls: bool) -> Any:
+def _async_pool(proxy: str | None, context: Any) -> Any:
     from moodlemate.providers.openai.lean_async import AsyncioBackend, DirectAsyncPool
 
-    options = _pool_options(proxy, tls)
+    options = _pool_options(proxy, context)
     if proxy is None:
         return DirectAsyncPool(
             ssl_context=options["ssl_context"],

@@ -11,11 +11,11 @@ import json
 from dataclasses import replace
 from decimal import Decimal
 from functools import cache
-from importlib.resources import files
 from typing import Any
 
 from moodlemate.ai.plugin import ModelInfo, Price
 from moodlemate.providers.openai.models import family
+from moodlemate.providers.openai.package_files import read_package_bytes
 
 __all__ = ["PriceTable", "openai_prices"]
 
@@ -142,5 +142,5 @@ def _listed_prices(section: Any, models: dict[str, ModelInfo]) -> dict[str, Mode
 
 @cache
 def openai_prices() -> PriceTable:
-    text = files("moodlemate.providers.openai").joinpath("prices.json").read_text("utf-8")
+    text = read_package_bytes("prices.json").decode("utf-8")
     return PriceTable.from_json(json.loads(text))

@@ -24,18 +24,7 @@ from moodlemate.ai.plugin import (
     UnsupportedInputError,
     bounds,
 )
-from moodlemate.providers.openai import (
-    answer_formats,
-    chat_tokens,
-    input_tokens,
-    models,
-    pricing,
-    responses,
-    responses_reply,
-    responses_wire,
-    served_limits,
-    tokens,
-)
+from moodlemate.providers.openai import models, pricing, responses, served_limits, tokens
 from moodlemate.providers.openai.streaming import (
     AsyncSSEStream,
     ChunkReader,
@@ -101,6 +90,8 @@ class OpenAIProvider(Provider):
     def body(self, request: ChatRequest) -> dict[str, Any]:
         rules = self.rules(request.model)
         if self.uses_responses(request, rules):
+            from moodlemate.providers.openai import responses_wire
+
             return responses_wire.responses_body(request, rules.reasoning)
         return models.chat_body(request, rules)
 
@@ -128,10 +119,14 @@ class OpenAIProvider(Provider):
     def answer_format(
         self, model: str, name: str, schema: Mapping[str, Any], mode: AnswerMode | None = None
     ) -> AnswerFormat:
+        from moodlemate.providers.openai import answer_formats
+
         chosen = answer_formats.answer_format(model, name, schema, mode)
         return chosen or super().answer_format(model, name, schema, mode)
 
     def tool_definition(self, model: str, definition: Mapping[str, Any]) -> Mapping[str, Any]:
+        from moodlemate.providers.openai import answer_formats
+
         return answer_formats.tool_definition(model, definition)
 
     def output_allowance(self, request: ChatRequest) -> int | None:
@@ -214,9 +209,13 @@ class OpenAIProvider(Provider):
         return tokens.count_tokens(text, model)
 
     def count_message_tokens(self, messages: Sequence[Mapping[str, str]], model: str) -> TokenCount:
+        from moodlemate.providers.openai import chat_tokens
+
         return chat_tokens.count_message_tokens(messages, model)
 
     def count_input_tokens(self, request: ChatRequest) -> TokenCount:
+        from moodlemate.providers.openai import input_tokens
+
         return input_tokens.count_input_tokens(request)
 
     def same_model(self, requested: str, served: str) -> bool:
@@ -332,15 +331,19 @@ class OpenAIProvider(Provider):
 
     def _parse(self, content: bytes, headers: Any, request: ChatRequest) -> Completion:
         if self.uses_responses(request):
+            from moodlemate.providers.openai import responses_reply
+
             return responses_reply.parse_response(
                 content, headers, provider=self.name, model=request.model
             )
         return responses.parse_completion(content, headers, provider=self.name, model=request.model)
 
     def _reader(self, response: Any, request: ChatRequest) -> ChunkReader:
-        reader = (
-            responses_reply.ResponsesEventReader if self.uses_responses(request) else ChunkReader
-        )
+        reader: type[ChunkReader] = ChunkReader
+        if self.uses_responses(request):
+            from moodlemate.providers.openai import responses_reply
+
+            reader = responses_reply.ResponsesEventReader
         return reader(
             response.headers,
             provider=self.name,

@@ -29,6 +29,7 @@ __all__ = [
     "BpeFile",
     "MissingBpeFileError",
     "cache_dir",
+    "cached_file",
     "ensure_available",
     "is_cached",
     "main",
@@ -123,6 +124,20 @@ def is_cached(encoding: str) -> bool:
     if files is None or directory is None:
         return False
     return all(_cached_problem(directory / bpe.cache_name, bpe) is None for bpe in files)
+
+
+def cached_file(encoding: str) -> bytes | None:
+    """The verified bytes of a one-file ``encoding`` in tiktoken's cache; None when there
+    is no such copy (read once, where asking :func:`is_cached` and loading would read twice)."""
+    files = BPE_FILES.get(encoding)
+    directory = cache_dir()
+    if files is None or len(files) != 1 or directory is None:
+        return None
+    try:
+        data = (directory / files[0].cache_name).read_bytes()
+    except OSError:
+        return None
+    return data if _sha256(data) == files[0].sha256 else None
 
 
 def ensure_available(encoding: str) -> None:

@@ -85,11 +85,18 @@ def count_tokens(text: str, model: str) -> int:
 
 def _load(name: str) -> tiktoken.Encoding:
     import tiktoken
-    from moodlemate.providers.openai.bundled_bpe import load_bundled
-    from moodlemate.providers.openai.tiktoken_cache import ensure_available, is_cached
+    from moodlemate.providers.openai.bundled_bpe import BUNDLED, encoding_from, load_bundled
+    from moodlemate.providers.openai.tiktoken_cache import cached_file, ensure_available, is_cached
 
-    # A verified copy in tiktoken's cache is tiktoken's to load (and share with code that uses
-    # tiktoken directly); checking it again, or importing the downloader, would only cost.
+    if name in BUNDLED:
+        # Read and verified once, tiktoken's cached copy where it has one, else the shipped
+        # file; parsed here (tiktoken would read and hash the file again, and parse it slower).
+        data = cached_file(name)
+        built = load_bundled(name) if data is None else encoding_from(name, data)
+        if built is not None:
+            return built
+    # A verified copy in tiktoken's cache is tiktoken's to load; checking it again, or
+    # importing the downloader, would only cost.
     if not is_cached(name):
         bundled = load_bundled(name)
         if bundled is not None:
