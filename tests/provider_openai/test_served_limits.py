@@ -4,6 +4,7 @@ connections named. Here against the loopback server playing each server's docume
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
@@ -114,6 +115,34 @@ def test_after_an_overflow_refusal_a_conversation_trims_and_tries_once_more(
     )
     with pytest.raises(ContextWindowExceededError):
         conversation.ask("third")
+
+
+@pytest.mark.parametrize("flavour", ["stream", "astream"])
+def test_a_streamed_conversation_turn_refused_as_too_long_trims_and_tries_once_more(
+    gpt: GPT, server: LoopbackServer, flavour: str
+) -> None:
+    conversation = gpt.conversation(model="local-model", system_message="")
+    conversation.ask("first " * 50)
+    server.enqueue(Fault.status(400, body=LLAMA_CPP_OVERFLOW), Reply(text="fits now"))
+
+    async def collect() -> str:
+        return "".join([delta async for delta in conversation.astream("second " * 50)])
+
+    if flavour == "stream":
+        text = "".join(conversation.stream("second " * 50))
+    else:
+        text = asyncio.run(collect())
+    assert text == "fits now"
+    first_try, second_try = server.chat_requests[1:]
+    assert len(first_try.body["messages"]) == 3
+    assert len(second_try.body["messages"]) == 1  # the old turn dropped to fit
+    assert [m.content for m in conversation.history][-2:] == ["second " * 50, "fits now"]
+    server.enqueue(
+        Fault.status(400, body=LLAMA_CPP_OVERFLOW), Fault.status(400, body=LLAMA_CPP_OVERFLOW)
+    )
+    with pytest.raises(ContextWindowExceededError):
+        "".join(conversation.stream("third"))
+    assert [m.content for m in conversation.history][-1] == "fits now"  # nothing half-kept
 
 
 @pytest.mark.parametrize("max_tokens", [2**31, 2**63, 10**400])

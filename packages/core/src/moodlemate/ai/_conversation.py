@@ -294,7 +294,8 @@ class Conversation:
 
     def stream(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> Iterator[str]:
         """:meth:`ask`, yielding the reply's text as it arrives. The turn is remembered once
-        the reply is complete; a failed or abandoned stream leaves the history unchanged.
+        the reply is complete; a failed or abandoned stream leaves the history unchanged. A
+        server that refuses the prompt as too long is handled as :meth:`ask` handles it.
         With the conversation's :attr:`tools` the turn is a streamed tool run (as
         :meth:`GPT.run_stream`): the text of every model turn is yielded, a line break after
         a turn's text when it asks for tools (an approval prompt then starts on its own line).
@@ -305,12 +306,20 @@ class Conversation:
             if self._tools:
                 yield from self._stream_run(dropped, question, request)
                 return
-            parts: list[str] = []
-            with self._gpt.stream_request(request) as deltas:
-                for delta in deltas:
-                    parts.append(delta)
-                    yield delta
-            self._commit(dropped, question, Message("assistant", "".join(parts)))
+            for retry in (False, True):
+                parts: list[str] = []
+                try:
+                    with self._gpt.stream_request(request) as deltas:
+                        for delta in deltas:
+                            parts.append(delta)
+                            yield delta
+                except ServerContextWindowExceededError as exc:
+                    if parts or retry:
+                        raise
+                    dropped, request = self._refit(question, request, exc)  # as ask does
+                    continue
+                self._commit(dropped, question, Message("assistant", "".join(parts)))
+                return
 
     def _stream_run(self, dropped: int, question: Message, request: ChatRequest) -> Iterator[str]:
         from moodlemate.ai._run_stream import RunStream
@@ -341,12 +350,20 @@ class Conversation:
                         yield text
             self._commit_run(dropped, question, request, stream.run)
             return
-        parts: list[str] = []
-        async with self._gpt.astream_request(request) as deltas:
-            async for delta in deltas:
-                parts.append(delta)
-                yield delta
-        self._commit(dropped, question, Message("assistant", "".join(parts)))
+        for retry in (False, True):
+            parts: list[str] = []
+            try:
+                async with self._gpt.astream_request(request) as deltas:
+                    async for delta in deltas:
+                        parts.append(delta)
+                        yield delta
+            except ServerContextWindowExceededError as exc:
+                if parts or retry:
+                    raise
+                dropped, request = self._refit(question, request, exc)  # as aask does
+                continue
+            self._commit(dropped, question, Message("assistant", "".join(parts)))
+            return
 
     def _run_loop(self, request: ChatRequest) -> RunLoop:
         """The streamed tool run of a turn with the conversation's tools."""
