@@ -23,7 +23,12 @@ text deltas; everything a user relies on lives here, so every provider gets it a
 A stream is lazy: the request is sent on the first ``next()``, and that is when its
 worst-case cost is reserved against the budget (:mod:`moodlemate.ai._budget`). Closing it
 early (``close()``, leaving a ``with`` block, breaking out of a loop and dropping it)
-releases the connection and the reservation; such a call is not recorded in the ledger,
+releases the connection and the reservation. A dropped stream is closed as its last reference
+goes, not by the garbage collector: the generator works on a :class:`Streamed` state and never
+references the public stream, so no cycle keeps it alive. An async stream dropped un-closed is
+closed by its event loop (Python's async-generator finaliser schedules its ``aclose()`` as a
+task), so that early close runs on the loop moments later; ``async with`` or ``aclose()``
+closes it at a known point. Such a call is not recorded in the ledger,
 because the usage chunk never arrived, but the spend log has its row (outcome ``cancelled``,
 or the error's type for a stream that failed), and the ``after_response`` hook sees the call
 end with the ``GeneratorExit`` (``CancelledError`` for a cancelled task) it was closed with.
@@ -65,7 +70,14 @@ if TYPE_CHECKING:
     from moodlemate.ai._provider import Provider
     from moodlemate.ai._retry import RetryPolicy
 
-__all__ = ["AsyncProviderStream", "AsyncTextStream", "ProviderStream", "StreamCall", "TextStream"]
+__all__ = [
+    "AsyncProviderStream",
+    "AsyncTextStream",
+    "ProviderStream",
+    "StreamCall",
+    "Streamed",
+    "TextStream",
+]
 
 log = logging.getLogger("moodlemate.ai")
 
@@ -264,77 +276,88 @@ def _refused(call: StreamCall) -> tuple[str, str, str]:
     return (call.provider.name, call.connection.endpoint, call.request.model)
 
 
-class _Stream:
-    """State both stream flavours share: the text so far and the final result."""
+class Streamed:
+    """What a stream's generator works on: the text so far and the final result.
 
-    def __init__(self, call: StreamCall) -> None:
-        self._call = call
-        self._parts: list[str] = []
-        self._size = 0
+    The generator references this, never the public stream that wraps it, so no reference
+    cycle joins them: dropping the stream drops its generator at once, and Python closes it
+    (the early-close path) without waiting for the garbage collector.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
         self.completion: Completion | None = None
-        """The full result (usage, cost, attempts) once the stream has ended; else None."""
 
     @property
     def text(self) -> str:
-        """The text received so far (all of it once the stream has ended)."""
-        return "".join(self._parts)
+        return "".join(self.parts)
 
-    def _check_reply(self) -> None:
+
+class _CallRun(Streamed):
+    """The working state of one streamed call, shared by the sync and async runs."""
+
+    def __init__(self, call: StreamCall) -> None:
+        super().__init__()
+        self.call = call
+        self.size = 0
+
+    def check_reply(self) -> None:
         if self.completion is not None:
-            reply_text(self.completion, self._call.request.max_tokens)
+            reply_text(self.completion, self.call.request.max_tokens)
 
-    def _keep(self, delta: str) -> None:
+    def keep(self, delta: str) -> None:
         """Add a delta to the text, within ``ResponseLimits.max_stream_text``."""
-        self._size += len(delta)
-        limit = self._call.limits.max_stream_text
-        if self._size > limit:
+        self.size += len(delta)
+        limit = self.call.limits.max_stream_text
+        if self.size > limit:
             raise bounds.too_large("the streamed text", "max_stream_text", limit, "characters")
-        self._parts.append(delta)
+        self.parts.append(delta)
 
-    def _began(self, hooks: CallHooks) -> float:
-        call = self._call
+    def began(self, hooks: CallHooks) -> float:
+        call = self.call
         return hooks.before(call.request, call.provider.name, call.connection.endpoint)
 
-    def _ended(self, hooks: CallHooks, started: float, error: BaseException | None) -> None:
-        call = self._call
+    def ended(self, hooks: CallHooks, started: float, error: BaseException | None) -> None:
+        call = self.call
         completion = self.completion if error is None else None
         hooks.after(
             call.request, call.provider.name, call.connection.endpoint, started, completion, error
         )
 
 
+def _stream_call(call: Call | StreamCall, remember: Callable[[Completion], None]) -> StreamCall:
+    return call if isinstance(call, StreamCall) else StreamCall(call, remember)
+
+
+class _Stream:
+    """What both public stream flavours show: a thin view of their :class:`Streamed` state."""
+
+    _state: Streamed
+
+    @property
+    def text(self) -> str:
+        """The text received so far (all of it once the stream has ended)."""
+        return self._state.text
+
+    @property
+    def completion(self) -> Completion | None:
+        """The full result (usage, cost, attempts) once the stream has ended; else None."""
+        return self._state.completion
+
+
 class TextStream(_Stream, Iterator[str]):
     """Text deltas of one chat completion; see the module docstring for the guarantees.
 
-    Use it as an iterator, ideally in a ``with`` block so an early exit closes the connection.
-    Consume it from one thread at a time.
+    Use it as an iterator, ideally in a ``with`` block so an early exit closes the connection
+    at once (dropping the stream closes it too). Consume it from one thread at a time.
     """
 
     def __init__(
         self, call: Call | StreamCall, remember: Callable[[Completion], None] = _forget
     ) -> None:
-        super().__init__(call if isinstance(call, StreamCall) else StreamCall(call, remember))
-        self._deltas = self._answered(
-            self._run() if call.hooks is None else self._hooked(call.hooks)
-        )
-
-    def _answered(self, deltas: Generator[str, None, None]) -> Generator[str, None, None]:
-        """The deltas, then the check chat_completion makes: a stream that ended without text
-        raises RefusalError or EmptyReplyError (outside the call hooks, which saw a
-        completed call, as they do for chat_completion)."""
-        yield from deltas
-        self._check_reply()
-
-    def _hooked(self, hooks: CallHooks) -> Generator[str, None, None]:
-        """The stream between the call hooks: after_response sees its completion or error,
-        or the GeneratorExit of a stream closed early (as the spend log's ``cancelled``)."""
-        started = self._began(hooks)
-        try:
-            yield from self._run()
-        except BaseException as exc:
-            self._ended(hooks, started, exc)
-            raise
-        self._ended(hooks, started, None)
+        run = _TextRun(_stream_call(call, remember))
+        self._state = run
+        self._deltas: Generator[str, None, None] = run.deltas()
 
     def __iter__(self) -> TextStream:
         return self
@@ -353,8 +376,67 @@ class TextStream(_Stream, Iterator[str]):
     ) -> None:
         self.close()
 
+
+class AsyncTextStream(_Stream, AsyncIterator[str]):
+    """Async twin of :class:`TextStream`: ``async for delta in gpt.astream(...)``.
+
+    Dropped without ``aclose()``, its generator is closed by the running event loop (Python's
+    async-generator finaliser schedules ``aclose()`` on it), so the early-close path runs as a
+    task on that loop shortly after, not inside the finaliser.
+    """
+
+    def __init__(
+        self, call: Call | StreamCall, remember: Callable[[Completion], None] = _forget
+    ) -> None:
+        run = _AsyncTextRun(_stream_call(call, remember))
+        self._state = run
+        self._deltas: AsyncGenerator[str, None] = run.deltas()
+
+    def __aiter__(self) -> AsyncTextStream:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._deltas.__anext__()
+
+    async def aclose(self) -> None:
+        await self._deltas.aclose()
+
+    async def __aenter__(self) -> AsyncTextStream:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class _TextRun(_CallRun):
+    """The generator behind a :class:`TextStream`."""
+
+    def deltas(self) -> Generator[str, None, None]:
+        hooks = self.call.hooks
+        return self._answered(self._run() if hooks is None else self._hooked(hooks))
+
+    def _answered(self, deltas: Generator[str, None, None]) -> Generator[str, None, None]:
+        """The deltas, then the check chat_completion makes: a stream that ended without text
+        raises RefusalError or EmptyReplyError (outside the call hooks, which saw a
+        completed call, as they do for chat_completion)."""
+        yield from deltas
+        self.check_reply()
+
+    def _hooked(self, hooks: CallHooks) -> Generator[str, None, None]:
+        """The stream between the call hooks: after_response sees its completion or error,
+        or the GeneratorExit of a stream closed early (as the spend log's ``cancelled``)."""
+        started = self.began(hooks)
+        try:
+            yield from self._run()
+        except BaseException as exc:
+            self.ended(hooks, started, exc)
+            raise
+        self.ended(hooks, started, None)
+
     def _run(self) -> Generator[str, None, None]:
-        call = self._call
+        call = self.call
         end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
@@ -372,12 +454,12 @@ class TextStream(_Stream, Iterator[str]):
         if request is not None:
             self.completion = call.fallback(request)
             if self.completion.text:
-                self._parts.append(self.completion.text)
+                self.parts.append(self.completion.text)
                 yield self.completion.text
             return
         try:
             if first is not None:
-                self._keep(first)
+                self.keep(first)
                 yield first
                 timed = call.timed(end)
                 while True:
@@ -398,7 +480,7 @@ class TextStream(_Stream, Iterator[str]):
                             bounds.leave(bound)
                     if until is not None and time.monotonic() > until:
                         raise call.expired(end, self.text)
-                    self._keep(delta)
+                    self.keep(delta)
                     yield delta
             try:
                 result = source.completion()
@@ -413,7 +495,7 @@ class TextStream(_Stream, Iterator[str]):
 
     def _open(self, timeout: float) -> tuple[ProviderStream, Iterator[str], str | None]:
         """One attempt: send, and read until the first delta (or the end of an empty reply)."""
-        source = self._call.send(timeout)
+        source = self.call.send(timeout)
         try:
             deltas = iter(source)
             first = next(deltas, None)
@@ -425,29 +507,25 @@ class TextStream(_Stream, Iterator[str]):
         return source, deltas, first
 
 
-class AsyncTextStream(_Stream, AsyncIterator[str]):
-    """Async twin of :class:`TextStream`: ``async for delta in gpt.astream(...)``."""
+class _AsyncTextRun(_CallRun):
+    """The generator behind an :class:`AsyncTextStream`."""
 
-    def __init__(
-        self, call: Call | StreamCall, remember: Callable[[Completion], None] = _forget
-    ) -> None:
-        super().__init__(call if isinstance(call, StreamCall) else StreamCall(call, remember))
-        self._deltas = self._answered(
-            self._run() if call.hooks is None else self._hooked(call.hooks)
-        )
+    def deltas(self) -> AsyncGenerator[str, None]:
+        hooks = self.call.hooks
+        return self._answered(self._run() if hooks is None else self._hooked(hooks))
 
     async def _answered(self, deltas: AsyncGenerator[str, None]) -> AsyncGenerator[str, None]:
-        """Async twin of :meth:`TextStream._answered`."""
+        """Async twin of :meth:`_TextRun._answered`."""
         try:
             async for delta in deltas:
                 yield delta
         finally:  # pass an early close on, as `yield from` would
             await deltas.aclose()
-        self._check_reply()
+        self.check_reply()
 
     async def _hooked(self, hooks: CallHooks) -> AsyncGenerator[str, None]:
-        """Async twin of :meth:`TextStream._hooked`."""
-        started = self._began(hooks)
+        """Async twin of :meth:`_TextRun._hooked`."""
+        started = self.began(hooks)
         deltas = self._run()
         try:
             try:
@@ -456,31 +534,14 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
             finally:  # unlike `yield from`, `async for` does not pass an early close on
                 await deltas.aclose()
         except BaseException as exc:  # a failure, an early close, a cancelled task
-            self._ended(hooks, started, exc)
+            self.ended(hooks, started, exc)
             raise
-        self._ended(hooks, started, None)
-
-    def __aiter__(self) -> AsyncTextStream:
-        return self
-
-    async def __anext__(self) -> str:
-        return await self._deltas.__anext__()
-
-    async def aclose(self) -> None:
-        await self._deltas.aclose()
-
-    async def __aenter__(self) -> AsyncTextStream:
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+        self.ended(hooks, started, None)
 
     async def _run(self) -> AsyncGenerator[str, None]:
         import asyncio
 
-        call = self._call
+        call = self.call
         end = call.stream_end(time.monotonic())
         request = call.non_streamed()
         if request is None:
@@ -498,12 +559,12 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
         if request is not None:
             self.completion = await call.afallback(request)
             if self.completion.text:
-                self._parts.append(self.completion.text)
+                self.parts.append(self.completion.text)
                 yield self.completion.text
             return
         try:
             if first is not None:
-                self._keep(first)
+                self.keep(first)
                 yield first
                 timed = call.timed(end)
                 while True:
@@ -525,7 +586,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
                         raise
                     except ProviderError as exc:
                         raise call.interrupted(exc, self.text) from exc
-                    self._keep(delta)
+                    self.keep(delta)
                     yield delta
             try:
                 result = source.completion()
@@ -541,7 +602,7 @@ class AsyncTextStream(_Stream, AsyncIterator[str]):
     async def _open(
         self, timeout: float
     ) -> tuple[AsyncProviderStream, AsyncIterator[str], str | None]:
-        source = await self._call.asend(timeout)
+        source = await self.call.asend(timeout)
         try:
             deltas = source.__aiter__()
             first = await anext(deltas, None)
