@@ -1,6 +1,7 @@
-"""A stream left with ``break`` and dropped, without ``with`` or ``close()``, is closed when the
-last reference to it goes, not when the garbage collector next runs: the budget reservation is
-released, the connection closed, and the call hooks and the spend log see the early close.
+"""A stream (plain, typed, or over fallbacks) left with ``break`` and dropped, without ``with``
+or ``close()``, is closed when the last reference to it goes, not when the garbage collector
+next runs: the budget reservation is released, the connection closed, and the call hooks and
+the spend log see the early close.
 
 Each test runs with the collector off, so only reference counting can close the stream: a
 reference cycle between a stream and its generator makes it fail."""
@@ -196,6 +197,42 @@ def test_an_async_fallback_stream_left_with_break_is_closed_by_its_loop(
 
     async def main() -> None:
         async for _delta in dropping.gpt.astream("gpt-4o-mini", "", "hi"):
+            break
+        assert await _asoon(lambda: bool(dropping.ends.calls))
+        dropping.assert_closed_early()
+        assert await _asoon(lambda: dropping.open_connections() == 0)
+        await dropping.gpt.aclose()
+
+    asyncio.run(main())
+
+
+def _slow_list() -> Reply:
+    """A typed answer (a list of strings) whose first item arrives at once, then ten seconds
+    more of them."""
+    return Reply(chunks=['{"value": ["a", ', *['"b", '] * 200, '"c"]}'], chunk_delay=0.05)
+
+
+def test_a_typed_stream_left_with_break_and_dropped_is_closed_at_once(
+    server: LoopbackServer, tmp_path: Path, no_gc: None
+) -> None:
+    dropping = Dropping(server, tmp_path)
+    server.enqueue(_slow_list())
+    for partial in dropping.gpt.stream("gpt-4o-mini", "", "hi", schema=list[str]):
+        assert partial == ["a"]
+        break
+    dropping.assert_closed_early()
+    assert _soon(lambda: dropping.open_connections() == 0)
+
+
+def test_an_async_typed_stream_left_with_break_is_closed_by_its_loop(
+    server: LoopbackServer, tmp_path: Path, no_gc: None
+) -> None:
+    dropping = Dropping(server, tmp_path)
+    server.enqueue(_slow_list())
+
+    async def main() -> None:
+        async for partial in dropping.gpt.astream("gpt-4o-mini", "", "hi", schema=list[str]):
+            assert partial == ["a"]
             break
         assert await _asoon(lambda: bool(dropping.ends.calls))
         dropping.assert_closed_early()

@@ -42,10 +42,8 @@ class AnswerStream(Generic[T], Iterator[Any]):
 
     def __init__(self, stream: TextStream, answer: AnswerSchema[T]) -> None:
         self._stream = stream
-        self._answer = answer
-        self._items = self._partials()
-        self._parsed: T | None = None
-        self._done = False
+        self._reader = _Reader(answer)
+        self._items = _partials(stream, self._reader)
 
     @property
     def completion(self) -> Completion | None:
@@ -55,9 +53,9 @@ class AnswerStream(Generic[T], Iterator[Any]):
     @property
     def parsed(self) -> T:
         """The checked answer; only after the stream has ended."""
-        if not self._done:
+        if not self._reader.done:
             raise RuntimeError("the stream has not ended: iterate it to the end first")
-        return self._parsed  # type: ignore[return-value]
+        return self._reader.parsed  # type: ignore[no-any-return]
 
     def __iter__(self) -> AnswerStream[T]:
         return self
@@ -77,27 +75,14 @@ class AnswerStream(Generic[T], Iterator[Any]):
     ) -> None:
         self.close()
 
-    def _partials(self) -> Generator[Any, None, None]:
-        reader = _Reader(self._answer)
-        for delta in self._stream:
-            partial = reader.add(delta)
-            if partial is not MISSING:
-                yield partial
-        self._parsed = _checked(self._answer, self._stream.completion, reader.text)
-        self._done = True
-        if not reader.was_last(self._parsed):
-            yield self._parsed  # the checked answer, unless the last partial was already it
-
 
 class AsyncAnswerStream(Generic[T], AsyncIterator[Any]):
     """Async :class:`AnswerStream`: ``async for partial in gpt.astream(..., schema=...)``."""
 
     def __init__(self, stream: AsyncTextStream, answer: AnswerSchema[T]) -> None:
         self._stream = stream
-        self._answer = answer
-        self._items = self._partials()
-        self._parsed: T | None = None
-        self._done = False
+        self._reader = _Reader(answer)
+        self._items = _apartials(stream, self._reader)
 
     @property
     def completion(self) -> Completion | None:
@@ -107,9 +92,9 @@ class AsyncAnswerStream(Generic[T], AsyncIterator[Any]):
     @property
     def parsed(self) -> T:
         """The checked answer; only after the stream has ended."""
-        if not self._done:
+        if not self._reader.done:
             raise RuntimeError("the stream has not ended: iterate it to the end first")
-        return self._parsed  # type: ignore[return-value]
+        return self._reader.parsed  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncAnswerStream[T]:
         return self
@@ -129,16 +114,29 @@ class AsyncAnswerStream(Generic[T], AsyncIterator[Any]):
     ) -> None:
         await self.aclose()
 
-    async def _partials(self) -> AsyncGenerator[Any, None]:
-        reader = _Reader(self._answer)
-        async for delta in self._stream:
-            partial = reader.add(delta)
-            if partial is not MISSING:
-                yield partial
-        self._parsed = _checked(self._answer, self._stream.completion, reader.text)
-        self._done = True
-        if not reader.was_last(self._parsed):
-            yield self._parsed
+
+def _partials(stream: TextStream, reader: _Reader) -> Generator[Any, None, None]:
+    """The partial answers, then the checked one. It references the text stream and the
+    reader, never the answer stream, so dropping that closes this (and the text stream) at
+    once."""
+    for delta in stream:
+        partial = reader.add(delta)
+        if partial is not MISSING:
+            yield partial
+    parsed = reader.end(stream.completion)
+    if not reader.was_last(parsed):
+        yield parsed  # the checked answer, unless the last partial was already it
+
+
+async def _apartials(stream: AsyncTextStream, reader: _Reader) -> AsyncGenerator[Any, None]:
+    """Async :func:`_partials`."""
+    async for delta in stream:
+        partial = reader.add(delta)
+        if partial is not MISSING:
+            yield partial
+    parsed = reader.end(stream.completion)
+    if not reader.was_last(parsed):
+        yield parsed
 
 
 class _Reader:
@@ -150,6 +148,8 @@ class _Reader:
         self._size = self._read = 0
         self._ended = False  # a delta since the last reading could have completed a value
         self._last: Any = MISSING
+        self.parsed: Any = None
+        self.done = False
 
     @property
     def text(self) -> str:
@@ -169,6 +169,12 @@ class _Reader:
             return MISSING
         self._last = partial
         return partial
+
+    def end(self, completion: Completion | None) -> Any:
+        """Check the whole text against the schema: the answer, kept as ``parsed``."""
+        self.parsed = _checked(self._answer, completion, self.text)
+        self.done = True
+        return self.parsed
 
     def was_last(self, value: Any) -> bool:
         return type(value) is type(self._last) and value == self._last
