@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Final
 
 from moodlemate.ai.plugin import (
     Completion,
@@ -26,6 +26,8 @@ from moodlemate.ai.plugin import (
 )
 
 __all__ = [
+    "CHAT_USAGE_KEYS",
+    "RESPONSES_USAGE_KEYS",
     "decimal_or_none",
     "error_in_body",
     "parse_completion",
@@ -135,17 +137,25 @@ def tool_calls_from(raw: Any) -> tuple[dict[str, Any], ...]:
     return tuple(call for call in raw if isinstance(call, dict))
 
 
-def usage_from(raw: Any) -> Usage:
+CHAT_USAGE_KEYS: Final = ("prompt_tokens", "completion_tokens")
+"""The input and output counts of a Chat Completions usage object (each with ``_details``)."""
+RESPONSES_USAGE_KEYS: Final = ("input_tokens", "output_tokens")
+"""The same two of a Responses usage object."""
+
+
+def usage_from(raw: Any, keys: tuple[str, str] = CHAT_USAGE_KEYS) -> Usage:
     """Token counts as reported, with the parts billed apart (cache reads and writes, audio
     and image tokens); a count that is not a non-negative number reads as 0, so a sloppy
-    server's usage can neither crash a call that has its reply nor lower the cost."""
+    server's usage can neither crash a call that has its reply nor lower the cost. ``keys``:
+    the usage object's names for its input and output counts (the two APIs differ)."""
     if not isinstance(raw, dict):
         return Usage()
-    prompt_details = _dict(raw.get("prompt_tokens_details"))
-    completion_details = _dict(raw.get("completion_tokens_details"))
+    prompt, completion = keys
+    prompt_details = _dict(raw.get(prompt + "_details"))
+    completion_details = _dict(raw.get(completion + "_details"))
     return Usage(
-        prompt_tokens=_count(raw.get("prompt_tokens")),
-        completion_tokens=_count(raw.get("completion_tokens")),
+        prompt_tokens=_count(raw.get(prompt)),
+        completion_tokens=_count(raw.get(completion)),
         cached_tokens=_count(prompt_details.get("cached_tokens")),
         reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
         cache_write_tokens=_count(prompt_details.get("cache_write_tokens")),

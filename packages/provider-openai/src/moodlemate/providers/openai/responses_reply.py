@@ -29,10 +29,12 @@ from moodlemate.ai.plugin import (
     rate_limits_from_headers,
 )
 from moodlemate.providers.openai.responses import (
+    RESPONSES_USAGE_KEYS,
     decimal_or_none,
     error_in_body,
     text_or,
     tier_of,
+    usage_from,
 )
 from moodlemate.providers.openai.streaming import ChunkReader
 
@@ -116,22 +118,8 @@ def completion_of(
 
 
 def usage_of(raw: Any) -> Usage:
-    """The Responses usage object in the core's terms (a count that is not a non-negative
-    integer reads as 0)."""
-    if not isinstance(raw, dict):
-        return Usage()
-    inputs = _dict(raw.get("input_tokens_details"))
-    outputs = _dict(raw.get("output_tokens_details"))
-    return Usage(
-        prompt_tokens=_count(raw.get("input_tokens")),
-        completion_tokens=_count(raw.get("output_tokens")),
-        cached_tokens=_count(inputs.get("cached_tokens")),
-        reasoning_tokens=_count(outputs.get("reasoning_tokens")),
-        cache_write_tokens=_count(inputs.get("cache_write_tokens")),
-        audio_prompt_tokens=_count(inputs.get("audio_tokens")),
-        image_prompt_tokens=_count(inputs.get("image_tokens")),
-        audio_completion_tokens=_count(outputs.get("audio_tokens")),
-    )
+    """The Responses usage object in the core's terms, read as a chat one is."""
+    return usage_from(raw, RESPONSES_USAGE_KEYS)
 
 
 def _finish_reason(data: Mapping[str, Any], called: bool) -> str | None:
@@ -261,9 +249,3 @@ class ResponsesEventReader(ChunkReader):
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return 0
-    return value
