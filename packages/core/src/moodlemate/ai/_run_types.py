@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from moodlemate.ai._call_types import Completion, Message
 from moodlemate.ai._tool_calls import Approval, ToolResult
-from moodlemate.ai._usage import Usage
+from moodlemate.ai._usage import Usage, summed_cost
 from moodlemate.ai.errors import ValidationError
 
 __all__ = ["DEFAULT_TOOL_TIMEOUT", "MAX_TURNS_LIMIT", "Run", "RunSettings", "Stopped", "Turn"]
@@ -78,10 +78,7 @@ class Run:
     @property
     def cost(self) -> Decimal | None:
         """Every turn's cost, summed; None when any turn's cost is unknown."""
-        costs = [turn.cost for turn in self.turns]
-        if any(cost is None for cost in costs):
-            return None
-        return sum((cost for cost in costs if cost is not None), Decimal(0))
+        return summed_cost(turn.cost for turn in self.turns)
 
 
 @dataclass(frozen=True, slots=True)

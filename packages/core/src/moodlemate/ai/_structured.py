@@ -29,7 +29,7 @@ from moodlemate.ai._answer_format import AnswerFormat, AnswerMode, fallback_mode
 from moodlemate.ai._answer_schema import AnswerProblems, AnswerSchema
 from moodlemate.ai._call_types import ChatRequest, Completion, Message
 from moodlemate.ai._replies import reply_text
-from moodlemate.ai._usage import Usage
+from moodlemate.ai._usage import Usage, summed_cost
 from moodlemate.ai.errors import (
     APITimeoutError,
     BadRequestError,
@@ -98,10 +98,7 @@ class TypedCompletion(Generic[T]):
     @property
     def cost(self) -> Decimal | None:
         """The summed cost of every attempt; None when any attempt's cost is unknown."""
-        costs = [c.cost for c in self.completions]
-        if any(cost is None for cost in costs):
-            return None
-        return sum((c for c in costs if c is not None), Decimal(0))
+        return summed_cost(c.cost for c in self.completions)
 
 
 def check_attempts(max_attempts: int) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 
-__all__ = ["Usage"]
+__all__ = ["Usage", "summed_cost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +42,14 @@ class Usage:
             self.image_prompt_tokens + other.image_prompt_tokens,
             self.audio_completion_tokens + other.audio_completion_tokens,
         )
+
+
+def summed_cost(costs: Iterable[Decimal | None]) -> Decimal | None:
+    """The sum of ``costs``; None when any one is unknown (a partial sum would read as the
+    whole of it)."""
+    total = Decimal(0)
+    for cost in costs:
+        if cost is None:
+            return None
+        total += cost
+    return total

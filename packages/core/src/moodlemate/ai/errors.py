@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai._error_base import MoodlemateError, ValidationError
 from moodlemate.ai._secrets import redact
+from moodlemate.ai._usage import summed_cost
 
 if TYPE_CHECKING:
     from moodlemate.ai._call_types import Completion
@@ -340,10 +341,7 @@ class ReplyError(ProviderError):
     @property
     def cost(self) -> Decimal | None:
         """The summed cost of ``completions``; None when any one's cost is unknown."""
-        costs = [c.cost for c in self.completions]
-        if any(cost is None for cost in costs):
-            return None
-        return sum((c for c in costs if c is not None), Decimal(0))
+        return summed_cost(c.cost for c in self.completions)
 
 
 class EmptyReplyError(ReplyError):
