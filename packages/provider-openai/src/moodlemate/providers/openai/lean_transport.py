@@ -426,6 +426,8 @@ class LeanTransport:
     # -- status ---------------------------------------------------------------------------
 
     def _wrap(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
+        if log.isEnabledFor(logging.DEBUG):
+            _log_exchange(request, raw)
         success = 200 <= raw.status < 300
         cap = None if success and stream else bounds.limits().max_body_bytes
         return LeanResponse(raw, cap, lambda exc: _network_error(exc, request, None))
@@ -477,6 +479,17 @@ def error_for(
     return responses.status_error(
         status, error, headers, provider="", model="", request_id=headers.get("x-request-id")
     )
+
+
+def _log_exchange(request: Outgoing, raw: Any) -> None:
+    """At DEBUG (``-vv``): what was sent (header names only: values may be credentials) and
+    what came back, response headers included, through the redacting filter like any record
+    of ours (a server may echo a key in a header)."""
+    sent = [name.decode("latin-1") for name, _ in request.headers]
+    got = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw.headers]
+    method = request.method.decode("ascii")
+    url = request.url.partition("?")[0]  # a query may carry a token
+    log.debug("%s %s (headers %s) -> HTTP %s %s", method, url, sent, raw.status, got)
 
 
 def _log_stale(request: Outgoing) -> None:
