@@ -30,6 +30,7 @@ from moodlemate.ai._call_types import (
 )
 from moodlemate.ai._hookspecs import hookimpl
 from moodlemate.ai._image_size import image_dimensions
+from moodlemate.ai._json_reader import json_loads
 from moodlemate.ai._media import data_url
 from moodlemate.ai._options import NO_OPTIONS
 from moodlemate.ai._pricing import ModelInfo, Price
@@ -129,6 +130,7 @@ __all__ = [
     "guard_loggers",
     "hookimpl",
     "image_dimensions",
+    "json_loads",
     "normalize_endpoint",
     "rate_limits_from_headers",
     "retry_after_from_headers",

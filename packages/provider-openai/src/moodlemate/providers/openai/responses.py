@@ -6,7 +6,6 @@ building the SDK's full pydantic models on every call would be wasted work.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -20,6 +19,7 @@ from moodlemate.ai.plugin import (
     ServerContextWindowExceededError,
     Usage,
     error_for_status,
+    json_loads,
     rate_limits_from_headers,
     retry_after_from_headers,
     should_retry_from_headers,
@@ -54,7 +54,7 @@ def parse_completion(
 ) -> Completion:
     request_id = headers.get("x-request-id")
     try:
-        data = json.loads(content)
+        data = json_loads(content)
     except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         raise MalformedResponseError(
             f"response body is not valid JSON ({len(content)} bytes)",

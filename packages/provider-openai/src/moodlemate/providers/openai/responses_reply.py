@@ -16,7 +16,6 @@ are the chat stream's (:class:`~.streaming.ChunkReader`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -26,6 +25,7 @@ from moodlemate.ai.plugin import (
     MalformedResponseError,
     Usage,
     bounds,
+    json_loads,
     rate_limits_from_headers,
 )
 from moodlemate.providers.openai.responses import (
@@ -47,7 +47,7 @@ def parse_response(
     """A whole Response body as a Completion (or the typed error it carries)."""
     request_id = headers.get("x-request-id")
     try:
-        data = json.loads(content)
+        data = json_loads(content)
     except (ValueError, RecursionError):
         raise MalformedResponseError(
             f"response body is not valid JSON ({len(content)} bytes)",
@@ -175,7 +175,7 @@ class ResponsesEventReader(ChunkReader):
         if self._final is not None:  # the Response is whole: what follows is not part of it
             return None
         try:
-            event = json.loads(data)
+            event = json_loads(data)
         except (ValueError, RecursionError):
             event = None
         if not isinstance(event, dict):

@@ -4,7 +4,7 @@ One :class:`ChunkReader` holds the parsing and the running result for both the s
 async stream; the two stream classes only differ in how they read bytes. Lines are split
 here rather than by httpx, which would buffer a line that never ends without limit: a line
 or an event over ``ResponseLimits.max_event_bytes`` raises ResponseTooLargeError. Chunks
-are decoded with ``json.loads`` into dicts: no SDK model per delta.
+are decoded with ``json_loads`` (orjson with the ``fast`` extra) into dicts: no SDK model per delta.
 
 A spoken reply (``modalities: ["text", "audio"]``) streams ``delta.audio`` pieces: its id, its
 base64 ``data`` and its ``transcript`` in chunks, and ``expires_at`` (the shape of
@@ -16,7 +16,6 @@ audio kept counts against ``ResponseLimits.max_stream_text``, so endless audio i
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -30,6 +29,7 @@ from moodlemate.ai.plugin import (
     RateLimits,
     Usage,
     bounds,
+    json_loads,
     rate_limits_from_headers,
 )
 from moodlemate.providers.openai.responses import (
@@ -175,7 +175,7 @@ class ChunkReader:
 
     def _chunk(self, data: str) -> str | None:
         try:
-            chunk = json.loads(data)
+            chunk = json_loads(data)
         except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             chunk = None
         if not isinstance(chunk, dict):
