@@ -18,7 +18,16 @@ HEADER = ("metric", "ours", "raw", "ours/raw", "target", "verdict")
 
 
 def summary(info: dict[str, Any]) -> str:
-    keys = ("cpu", "cpus", "python", "openai", "tiktoken", "server", "load average before the run")
+    keys = (
+        "cpu",
+        "cpus",
+        "python",
+        "openai",
+        "tiktoken",
+        "json parser",
+        "server",
+        "load average before the run",
+    )
     return "machine: " + ", ".join(f"{k} {info[k]}" for k in keys if info.get(k) is not None)
 
 
@@ -54,6 +63,8 @@ def machine(server_kind: str, nginx_version: str | None, load: str | None) -> di
         "openai": dist("openai"),
         "tiktoken": dist("tiktoken"),
         "stamina": dist("stamina"),
+        # orjson (the fast extra) when installed: it changes the stream rows most.
+        "json parser": "orjson " + (dist("orjson") or "") if dist("orjson") else "json",
         "server": server_kind,
         "nginx": nginx_version,
         "commit": commit or None,
