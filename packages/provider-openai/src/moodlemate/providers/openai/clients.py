@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.plugin import Connection, guard_loggers
+from moodlemate.providers.openai.after_fork import drop_after_fork
 from moodlemate.providers.openai.transport import bound_async_client, bound_client
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ class ClientPool:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._clients: dict[_PoolKey, openai.OpenAI] = {}
+        drop_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: new SDK clients, none of the parent's connections (see
+        :mod:`~moodlemate.providers.openai.after_fork`); the old ones are left unused."""
+        self._lock = threading.Lock()
+        self._clients = {}
 
     def get(self, connection: Connection, extra_headers: Mapping[str, str]) -> openai.OpenAI:
         key, headers = _pool_key(connection, extra_headers)

@@ -251,3 +251,12 @@ class DirectSyncPool:
         for connections in idle.values():
             for connection in connections:
                 connection.close()
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copies of the idle sockets (the parent's
+        stay open) without the lock, which another thread may have held at the fork."""
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()

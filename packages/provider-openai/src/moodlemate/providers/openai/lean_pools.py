@@ -23,6 +23,7 @@ import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from moodlemate.providers.openai.after_fork import drop_after_fork
 from moodlemate.providers.openai.transport import DeadlineBackend, httpcore_module
 
 if TYPE_CHECKING:
@@ -183,6 +184,10 @@ class _ProxiedPool:
     def close(self) -> None:
         self._pool.close()
 
+    def forget(self) -> None:
+        """In a forked child: left to the garbage collector, never used (closing would
+        go through httpcore's state, which another thread may have held at the fork)."""
+
 
 class _AsyncProxiedPool:
     """httpcore's async pool for a proxied route, on asyncio's transports."""
@@ -209,6 +214,14 @@ class SyncPools:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pools: dict[_Route, Any] = {}
+        drop_after_fork(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: none of the parent's connections (see :mod:`after_fork`)."""
+        pools, self._pools = self._pools, {}
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        for pool in pools.values():
+            pool.forget()
 
     def get(self, scheme: str, host: str) -> Any:
         route = _route_of(scheme, host)
@@ -235,6 +248,12 @@ class AsyncPools:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loops: dict[asyncio.AbstractEventLoop, dict[_Route, Any]] = {}
+        drop_after_fork(self)
+
+    def after_fork(self) -> None:
+        # A parent's event loop does not run in the child: its pools are dropped unused.
+        self._lock = threading.Lock()
+        self._loops = {}
 
     def get(self, scheme: str, host: str) -> Any:
         route = _route_of(scheme, host)
