@@ -239,14 +239,17 @@ class RunLoop:
     def outcomes(
         self,
         calls: Sequence[ToolCall],
-        results: Mapping[int, ToolResult],
+        batch: ToolBatch | AsyncToolBatch | None,
         error: BaseException | None,
     ) -> tuple[str, int, list[tuple[int, str, float | None]]] | None:
         """What the spend log keeps of this turn's calls: each one's outcome and time (never
-        its arguments or result); None when there is no log."""
+        its arguments or result); None when there is no log. A call with no result is
+        ``cancelled`` when it started (or the run was closed early), else ``not_run``."""
         if self.gpt.log is None or not calls:
             return None
-        cancelled = closed_early(error)
+        results = batch.results if batch is not None else {}
+        cancelled = batch.cancelled if batch is not None else set()
+        closed = closed_early(error)
         rows: list[tuple[int, str, float | None]] = []
         for index, call in enumerate(calls):
             result = results.get(index)
@@ -255,7 +258,8 @@ class RunLoop:
             elif isinstance(error, ToolExecutionError) and error.call is call:
                 rows.append((index, "raised", None))
             else:
-                rows.append((index, "cancelled" if cancelled else "not_run", None))
+                ended = "cancelled" if closed or index in cancelled else "not_run"
+                rows.append((index, ended, None))
         return self.id, len(self.turns), rows
 
     def record(self, outcomes: tuple[str, int, list[tuple[int, str, float | None]]] | None) -> None:
@@ -400,11 +404,11 @@ def _turns(loop: RunLoop, streamed: bool) -> Generator[RunEvent, None, Run]:
             finally:  # closed early: its running tools end before the outcomes are recorded
                 progress.close()
         except BaseException as exc:
-            loop.record(loop.outcomes(calls, batch.results if batch else {}, exc))
+            loop.record(loop.outcomes(calls, batch, exc))
             if isinstance(exc, MaxTurnsError):
                 yield loop.finished()
             raise
-        loop.record(loop.outcomes(calls, batch.results, None))
+        loop.record(loop.outcomes(calls, batch, None))
         stop = loop.ran(batch.ordered(), time.monotonic() - started)
         yield loop.finished()
         if stop:
@@ -509,11 +513,11 @@ async def _aturns(loop: RunLoop, streamed: bool) -> AsyncGenerator[RunEvent, Non
             finally:  # `async for` does not close it early: its tool tasks end here
                 await progress.aclose()
         except BaseException as exc:
-            await loop.arecord(loop.outcomes(calls, batch.results if batch else {}, exc))
+            await loop.arecord(loop.outcomes(calls, batch, exc))
             if isinstance(exc, MaxTurnsError):
                 yield loop.finished()
             raise
-        await loop.arecord(loop.outcomes(calls, batch.results, None))
+        await loop.arecord(loop.outcomes(calls, batch, None))
         stop = loop.ran(batch.ordered(), time.monotonic() - started)
         yield loop.finished()
         if stop:
