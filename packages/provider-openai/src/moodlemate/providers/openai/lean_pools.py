@@ -19,7 +19,7 @@ import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from moodlemate.providers.openai.transport import DeadlineBackend, httpcore_module
+from moodlemate.providers.openai.transport import DeadlineBackend, close_idle, httpcore_module
 
 if TYPE_CHECKING:
     import asyncio
@@ -166,10 +166,12 @@ class SyncPools:
         return pool
 
     def close(self) -> None:
+        """Close every connection no call is using; a call in flight keeps its own (the
+        pools stay, for the next call)."""
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
+            pools = list(self._pools.values())
         for pool in pools:
-            pool.close()
+            close_idle(pool)
 
 
 class AsyncPools:
