@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 import pytest
 from moodlemate.ai import GPT, StructuredOutputError, ValidationError
-from moodlemate.ai.errors import ServerContextWindowExceededError
+from moodlemate.ai.errors import ContextWindowExceededError, ServerContextWindowExceededError
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 
@@ -288,3 +288,37 @@ def test_a_tool_run_refused_again_after_refitting_raises_and_runs_no_tool_twice(
     assert ran == ["Oslo"]
     assert len(server.chat_requests) == 3  # the tool turn, refused twice
     assert talk.history == before
+
+
+def test_a_tool_run_whose_own_messages_cannot_fit_the_servers_window_raises_before_resending(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    """The tool's result alone is over the window the server states: dropping every old
+    turn cannot make room, so the run ends with ContextWindowExceededError, nothing is sent
+    again, the tool ran once and the history is unchanged."""
+    ran: list[str] = []
+
+    def report(city: str) -> str:
+        """A long report on a city."""
+        ran.append(city)
+        return "line " * 3000
+
+    talk = gpt.conversation("reports", system_message="", tools=[report])
+
+    def respond(body: Any) -> Reply | Fault:
+        if body["messages"][-1]["role"] == "tool":
+            return _OVERFLOW
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "report", "arguments": json.dumps({"city": "Oslo"})},
+        }
+        return Reply(tool_calls=[call], finish_reason="tool_calls")
+
+    server.responder = respond
+    with pytest.raises(ContextWindowExceededError, match="tool run so far") as caught:
+        talk.ask("Report on Oslo?")
+    assert not isinstance(caught.value, ServerContextWindowExceededError)
+    assert ran == ["Oslo"]
+    assert len(server.chat_requests) == 2
+    assert talk.history == ()
