@@ -152,3 +152,30 @@ def test_a_reset_after_the_server_read_the_request_is_not_sent_again_silently() 
             gpt.chat_completion("gpt-4o-mini", "", "two")
     assert caught.value.cause_kind == "closed"
     assert hits["n"] == 1  # one connection: the second request was not sent elsewhere
+
+
+def test_bytes_past_a_reply_retire_the_connection() -> None:
+    """A lying server sends two replies for one request: the second must not be taken as
+    the answer to the next request. (The lean transport only: httpx under the SDK keeps the
+    extra reply and hands it to the next request, as httpcore did here before.)"""
+    connections = {"n": 0}
+
+    def two_replies(sock: socket.socket) -> None:
+        connections["n"] += 1
+        replies = b""
+        for text in (f"answer on connection {connections['n']}", "stale"):
+            body = completion_body(text)
+            replies += f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        sock.sendall(replies)
+        try:
+            _read_request(sock)  # were the connection reused, the next request lands here
+        except OSError:
+            return
+        body = completion_body("reused")
+        sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    with AdversarialServer({"/chat/completions": two_replies}) as server:
+        gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, transport="lean")
+        assert gpt.chat_completion("gpt-4o-mini", "", "a") == "answer on connection 1"
+        assert gpt.chat_completion("gpt-4o-mini", "", "b") == "answer on connection 2"
+    assert connections["n"] == 2

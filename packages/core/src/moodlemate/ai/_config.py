@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,13 +360,17 @@ def _attribution(value: object, name: str) -> str | None:
     return text
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110's token): no space, colon or separator."""
+
+
 def check_headers(headers: object) -> Mapping[str, str]:
     """Headers given in code: printable ASCII names and values (credential-like ones are
     registered for redaction)."""
     if not isinstance(headers, Mapping):
         raise ValidationError(f"headers must be a mapping, not {type(headers).__name__}")
     for name, value in headers.items():
-        if not isinstance(name, str) or not name.isascii() or not name.isprintable():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValidationError(f"header name {name!r} is not a valid HTTP header name")
         if not isinstance(value, str) or not value.isascii() or not value.isprintable():
             raise ValidationError(f"header {name!r} must be a printable ASCII string")

@@ -17,12 +17,23 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import Iterable
 from typing import Any
 
-from moodlemate.providers.openai.transport import httpcore_module
+from moodlemate.providers.openai.http1_wire import (
+    READ_BYTES,
+    ConnectError,
+    ConnectTimeout,
+    Outgoing,
+    ReadError,
+    ReadTimeout,
+    Reply,
+    WriteError,
+    WriteTimeout,
+)
 
-__all__ = ["AsyncioBackend", "DirectAsyncPool"]
+__all__ = ["AsyncReply", "AsyncioBackend", "DirectAsyncPool"]
 
 _COALESCE = 64 * 1024
 _Key = tuple[bytes, bytes, int]
@@ -112,7 +123,7 @@ class AsyncioStream:
             try:
                 await _wait(self._loop, waiter, timeout)
             except TimeoutError:
-                raise httpcore_module().ReadTimeout("timed out reading") from None
+                raise ReadTimeout("timed out reading the response") from None
             finally:
                 protocol.waiter = None
         if chunks:
@@ -122,7 +133,7 @@ class AsyncioStream:
                 chunks.appendleft(rest)
             return data
         if protocol.error is not None and not protocol.eof:  # a FIN first: a clean end
-            raise httpcore_module().ReadError(str(protocol.error)) from protocol.error
+            raise ReadError(str(protocol.error)) from protocol.error
         return b""
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -137,22 +148,31 @@ class AsyncioStream:
         protocol = self._protocol
         if protocol.error is not None or self._transport.is_closing():
             error = protocol.error
-            raise httpcore_module().WriteError(str(error or "connection closed")) from error
+            raise WriteError(str(error or "connection closed")) from error
         self._transport.write(pending)
         if protocol.writing_paused:  # the kernel's buffer is full: wait for the peer to read
             protocol.paused = self._loop.create_future()
             try:
                 await _wait(self._loop, protocol.paused, timeout)
             except TimeoutError:
-                raise httpcore_module().WriteTimeout("timed out writing") from None
+                raise WriteTimeout("timed out writing the request") from None
             finally:
                 protocol.paused = None
             if protocol.error is not None:
-                raise httpcore_module().WriteError(str(protocol.error)) from protocol.error
+                raise WriteError(str(protocol.error)) from protocol.error
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._pending = b""
         self._transport.close()
+
+    def readable(self) -> bool:
+        """Whether the idle connection holds something: the server's close, or bytes it
+        should not have sent; either way it is not reused."""
+        protocol = self._protocol
+        return bool(protocol.chunks) or protocol.done
 
     async def start_tls(
         self,
@@ -160,7 +180,6 @@ class AsyncioStream:
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> AsyncioStream:
-        httpcore = httpcore_module()
         if self._pending:
             await self._flush(timeout)
         try:
@@ -170,12 +189,12 @@ class AsyncioStream:
                 )
         except TimeoutError:
             self._transport.close()
-            raise httpcore.ConnectTimeout("timed out in the TLS handshake") from None
+            raise ConnectTimeout("timed out in the TLS handshake") from None
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             self._transport.close()
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise ConnectError(str(exc)) from exc
         if transport is None:  # pragma: no cover - the peer went away during the handshake
-            raise httpcore.ConnectError("the connection closed during the TLS handshake")
+            raise ConnectError("the connection closed during the TLS handshake")
         return AsyncioStream(transport, self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
@@ -204,7 +223,6 @@ class AsyncioBackend:
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> AsyncioStream:
-        httpcore = httpcore_module()
         loop = asyncio.get_running_loop()
         local = None if local_address is None else (local_address, 0)
         try:
@@ -213,9 +231,9 @@ class AsyncioBackend:
                     _Protocol, host, port, local_addr=local
                 )
         except TimeoutError:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
+            raise ConnectTimeout(f"timed out connecting to {host}:{port}") from None
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise ConnectError(str(exc)) from exc
         sock = transport.get_extra_info("socket")
         for option in socket_options or ():
             sock.setsockopt(*option)
@@ -224,62 +242,85 @@ class AsyncioBackend:
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> AsyncioStream:
-        httpcore = httpcore_module()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 transport, protocol = await loop.create_unix_connection(_Protocol, path)
         except TimeoutError:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from None
+            raise ConnectTimeout(f"timed out connecting to {path}") from None
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise ConnectError(str(exc)) from exc
         return AsyncioStream(transport, protocol)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-class _NoLock:
-    __slots__ = ()
+class AsyncReply:
+    """A reply whose headers have arrived; iterating it reads the body, and the connection
+    goes back to the pool once the body ended (or is closed if it did not)."""
 
-    async def __aenter__(self) -> None:
-        return None
+    __slots__ = ("_connection", "_origin", "_pool", "_reply", "_timeout", "headers", "status")
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-class _ReturningStream:
-    """A response body that hands its connection back to the pool once closed."""
-
-    __slots__ = ("_connection", "_inner", "_origin", "_pool", "_returned")
-
-    def __init__(self, inner: Any, pool: DirectAsyncPool, key: _Key, connection: Any) -> None:
-        self._inner = inner
-        self._pool = pool
-        self._origin = key
+    def __init__(
+        self,
+        pool: DirectAsyncPool,
+        origin: _Origin,
+        connection: AsyncioStream,
+        reply: Reply,
+        timeout: float | None,
+    ) -> None:
+        self._pool: DirectAsyncPool | None = pool
+        self._origin = origin
         self._connection = connection
-        self._returned = False
+        self._reply = reply
+        self._timeout = timeout
+        self.status = reply.status
+        self.headers = reply.headers
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        iterator: AsyncIterator[bytes] = self._inner.__aiter__()  # no generator of our own
-        return iterator
+    @property
+    def stream(self) -> AsyncReply:
+        return self
+
+    def __aiter__(self) -> AsyncReply:
+        return self
+
+    async def __anext__(self) -> bytes:
+        reply = self._reply
+        while True:
+            piece = reply.take()
+            if piece:
+                return piece
+            if reply.complete:
+                self._finish(reply.reusable)
+                raise StopAsyncIteration
+            try:
+                reply.feed(await self._connection.read(READ_BYTES, self._timeout))
+            except BaseException:
+                self._finish(False)
+                raise
+
+    def _finish(self, reusable: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.give_back(self._origin, self._connection, reusable)
 
     async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            if not self._returned:
-                self._returned = True
-                await self._pool.give_back(self._origin, self._connection)
+        """Give the connection back if the body was read to its end, else drop it."""
+        self._finish(self._reply.reusable)
+
+
+_Origin = tuple[str, str, int]
+"""scheme, host, port"""
 
 
 class DirectAsyncPool:
     """Connections to origins reached directly (no proxy), for one event loop.
 
     Idle connections wait on a stack per origin; a request takes the newest that is still
-    open and not expired, or opens one. At most ``max_connections`` are in use at once (more
-    requests wait, within the attempt's timeout); at most ``max_idle`` are kept per origin.
+    open, not expired and holding nothing unread, or opens one. At most ``max_connections``
+    are in use at once (more requests wait: the facade's ``asyncio.timeout`` bounds that);
+    at most ``max_idle`` are kept per origin, each for ``idle_seconds`` at most.
     """
 
     def __init__(
@@ -290,80 +331,73 @@ class DirectAsyncPool:
         max_idle: int,
         idle_seconds: float,
     ) -> None:
+        if ssl_context is not None:
+            ssl_context.set_alpn_protocols(["http/1.1"])
         self._ssl_context = ssl_context
-        self._idle: dict[_Key, list[Any]] = {}
+        self._idle: dict[_Origin, list[tuple[float, AsyncioStream]]] = {}
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_idle
         self._idle_seconds = idle_seconds
         self._backend = AsyncioBackend()
+        self._closed = False
 
-    async def handle_async_request(self, request: Any) -> Any:
-        # The trace callback hears of connecting from here; httpcore's own trace points (ten
-        # per request) are skipped: a request whose answer began is returned, not raised.
-        trace = request.extensions.pop("trace", None)
+    async def send(self, request: Outgoing, trace: Any) -> AsyncReply:
+        """Send one whole request; the reply once its headers arrived."""
+        origin, timeout = request.origin, request.timeout
         await self._slots.acquire()
         try:
-            origin = request.url.origin
-            key = (origin.scheme, origin.host, origin.port)
-            http = await self._take(key)
-            if http is None:
-                http = await self._open(origin, request, trace)
+            connection = self._take(origin)
+            if connection is None:
+                trace.fresh = True
+                connection = await self._open(origin, timeout, trace)
+                trace.connected = True
             try:
-                response = await http.handle_async_request(request)
+                await connection.write(request.wire(), timeout)
+                reply = Reply()
+                while not reply.headers_done:
+                    reply.feed(await connection.read(READ_BYTES, timeout))
             except BaseException:
-                await http.aclose()
+                connection.close()
                 raise
         except BaseException:
             self._slots.release()
             raise
-        response.stream = _ReturningStream(response.stream, self, key, http)
-        return response
+        trace.answered = True
+        return AsyncReply(self, origin, connection, reply, timeout)
 
-    async def _take(self, key: _Key) -> Any:
-        idle = self._idle.get(key)
+    def _take(self, origin: _Origin) -> AsyncioStream | None:
+        idle = self._idle.get(origin)
+        oldest = time.monotonic() - self._idle_seconds
         while idle:
-            http = idle.pop()
-            if http.is_idle() and not http.has_expired():
-                return http
-            await http.aclose()
+            since, connection = idle.pop()
+            if since > oldest and not connection.readable():
+                return connection
+            connection.close()
         return None
 
-    async def _open(self, origin: Any, request: Any, trace: Any) -> Any:
-        httpcore = httpcore_module()
-        timeout = request.extensions.get("timeout", {}).get("connect")
-        host = origin.host.decode("ascii")
-        if trace is not None:
-            await trace("connection.connect_tcp.started", {})
-        stream: Any = await self._backend.connect_tcp(host, origin.port, timeout)
-        if trace is not None:
-            await trace("connection.connect_tcp.complete", {"return_value": stream})
-        if origin.scheme == b"https":
-            context = self._ssl_context or httpcore.default_ssl_context()
-            context.set_alpn_protocols(["http/1.1"])
-            if trace is not None:
-                await trace("connection.start_tls.started", {})
-            server_name = request.extensions.get("sni_hostname") or host
-            stream = await stream.start_tls(context, server_name, timeout)
-            if trace is not None:
-                await trace("connection.start_tls.complete", {"return_value": stream})
-        http = httpcore.AsyncHTTP11Connection(origin, stream, keepalive_expiry=self._idle_seconds)
-        # This pool hands a connection to one request at a time, so the connection's own
-        # state lock guards nothing here; it cost an anyio lock per request and per close.
-        http._state_lock = _NoLock()
-        return http
+    async def _open(self, origin: _Origin, timeout: float | None, trace: Any) -> AsyncioStream:
+        scheme, host, port = origin
+        stream = await self._backend.connect_tcp(host, port, timeout)
+        if scheme == "https":
+            context = self._ssl_context
+            if context is None:  # pragma: no cover - a pool for https always has one
+                stream.close()
+                raise ConnectError("no TLS context for an https origin")
+            stream = await stream.start_tls(context, host, timeout)
+        return stream
 
-    async def give_back(self, key: _Key, http: Any) -> None:
+    def give_back(self, origin: _Origin, connection: AsyncioStream, reusable: bool) -> None:
         self._slots.release()
-        if not http.is_idle():
-            return  # closed (or left mid-body, which closed it): dropped
-        idle = self._idle.setdefault(key, [])
-        if len(idle) < self._max_idle:
-            idle.append(http)
-        else:
-            await http.aclose()
+        if reusable and not self._closed:
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < self._max_idle:
+                idle.append((time.monotonic(), connection))
+                return
+        connection.close()
 
     async def aclose(self) -> None:
+        self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():
-            for http in connections:
-                await http.aclose()
+            for _, connection in connections:
+                connection.close()

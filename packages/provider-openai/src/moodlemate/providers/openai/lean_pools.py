@@ -1,12 +1,16 @@
-"""The lean transport's connection pools: httpcore's, one per proxy route, async ones per loop.
+"""The lean transport's connection pools, one per route (proxy and TLS context), async ones
+per event loop: our own for a direct route (:mod:`~moodlemate.providers.openai.http1_sync`,
+:mod:`~moodlemate.providers.openai.lean_async`), httpcore's for a proxied one (it speaks to
+HTTP proxies and tunnels through them), behind the same ``send``.
 
 Proxies and trusted CAs come from the environment as the openai SDK (httpx) takes them:
 ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` (either case), minus the hosts ``NO_PROXY``
 names (curl's rules: ``*``, a host, a domain and its subdomains, an IP); ``SSL_CERT_FILE``
 and ``SSL_CERT_DIR`` through httpcore's default TLS context, which httpx uses too.
 
-The sync pools' network backend is :class:`~moodlemate.providers.openai.transport.
-DeadlineBackend`, so every connect, read and write ends by the attempt's deadline. An async
+Every sync connect, read and write ends by the attempt's deadline (the direct pool clamps
+each; a proxied pool's network backend is :class:`~moodlemate.providers.openai.transport.
+DeadlineBackend`). An async
 pool's connections belong to the event loop that opened them; a pool of a closed loop is
 dropped when a new loop shows up.
 """
@@ -23,6 +27,8 @@ from moodlemate.providers.openai.transport import DeadlineBackend, close_idle, h
 
 if TYPE_CHECKING:
     import asyncio
+
+    from moodlemate.providers.openai.http1_wire import Outgoing
 
 __all__ = ["AsyncPools", "SyncPools", "proxy_for"]
 
@@ -144,8 +150,63 @@ def _route_of(scheme: str, host: str) -> _Route:
     return proxy_for(scheme, host), _ssl_context() if scheme == "https" else None
 
 
+def _httpcore_request(request: Outgoing, trace: Any) -> Any:
+    headers = list(request.headers)
+    if request.body is not None:
+        headers.append((b"Content-Length", str(len(request.body)).encode()))
+    timeout = request.timeout
+    timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+    return httpcore_module().Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=request.body,
+        extensions={"timeout": timeouts, "trace": trace},
+    )
+
+
+class _ProxiedPool:
+    """httpcore's sync pool for a proxied route, behind the direct pool's ``send``."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, proxy: str, context: Any) -> None:
+        httpcore = httpcore_module()
+        self._pool = httpcore.ConnectionPool(
+            **_pool_options(proxy, context),
+            network_backend=DeadlineBackend(httpcore.SyncBackend(), coalesce=True),
+        )
+
+    def send(self, request: Outgoing, trace: Any) -> Any:
+        return self._pool.handle_request(_httpcore_request(request, trace))
+
+    def close(self) -> None:
+        """The idle connections only, as :meth:`DirectSyncPool.close`: one in use goes back
+        to this pool when its call ends, and closes with it once nothing refers to it."""
+        close_idle(self._pool)
+
+
+class _AsyncProxiedPool:
+    """httpcore's async pool for a proxied route, on asyncio's transports."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, proxy: str, context: Any) -> None:
+        from moodlemate.providers.openai.lean_async import AsyncioBackend
+
+        self._pool = httpcore_module().AsyncConnectionPool(
+            **_pool_options(proxy, context), network_backend=AsyncioBackend()
+        )
+
+    async def send(self, request: Outgoing, trace: Any) -> Any:
+        return await self._pool.handle_async_request(_httpcore_request(request, trace.acall))
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
 class SyncPools:
-    """One sync httpcore pool per route (proxy and TLS context), shared across threads."""
+    """One sync pool per route (proxy and TLS context), shared across threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -158,20 +219,17 @@ class SyncPools:
             with self._lock:
                 pool = self._pools.get(route)
                 if pool is None:
-                    httpcore = httpcore_module()
-                    pool = self._pools[route] = httpcore.ConnectionPool(
-                        **_pool_options(*route),
-                        network_backend=DeadlineBackend(httpcore.SyncBackend(), coalesce=True),
-                    )
+                    pool = self._pools[route] = _sync_pool(*route)
         return pool
 
     def close(self) -> None:
-        """Close every connection no call is using; a call in flight keeps its own (the
-        pools stay, for the next call)."""
+        """Close every connection no call is using; a call in flight keeps its own until it
+        ends (cutting it could make a retry send the request twice). Later calls get new
+        pools."""
         with self._lock:
-            pools = list(self._pools.values())
+            pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
-            close_idle(pool)
+            pool.close()
 
 
 class AsyncPools:
@@ -217,15 +275,27 @@ def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
 
 
-def _async_pool(proxy: str | None, context: Any) -> Any:
-    from moodlemate.providers.openai.lean_async import AsyncioBackend, DirectAsyncPool
+def _sync_pool(proxy: str | None, context: Any) -> Any:
+    if proxy is not None:
+        return _ProxiedPool(proxy, context)
+    from moodlemate.providers.openai.http1_sync import DirectSyncPool
 
-    options = _pool_options(proxy, context)
-    if proxy is None:
-        return DirectAsyncPool(
-            ssl_context=options["ssl_context"],
-            max_connections=MAX_CONNECTIONS,
-            max_idle=MAX_IDLE,
-            idle_seconds=IDLE_SECONDS,
-        )
-    return httpcore_module().AsyncConnectionPool(**options, network_backend=AsyncioBackend())
+    return DirectSyncPool(
+        ssl_context=context,
+        max_connections=MAX_CONNECTIONS,
+        max_idle=MAX_IDLE,
+        idle_seconds=IDLE_SECONDS,
+    )
+
+
+def _async_pool(proxy: str | None, context: Any) -> Any:
+    if proxy is not None:
+        return _AsyncProxiedPool(proxy, context)
+    from moodlemate.providers.openai.lean_async import DirectAsyncPool
+
+    return DirectAsyncPool(
+        ssl_context=context,
+        max_connections=MAX_CONNECTIONS,
+        max_idle=MAX_IDLE,
+        idle_seconds=IDLE_SECONDS,
+    )

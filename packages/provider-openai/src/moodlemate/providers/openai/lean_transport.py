@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from moodlemate.ai.plugin import (
     APIConnectionError,
@@ -35,10 +36,10 @@ from moodlemate.ai.plugin import (
     bounds,
     guard_loggers,
 )
-from moodlemate.providers.openai import responses
+from moodlemate.providers.openai import http1_wire, responses
 from moodlemate.providers.openai.connection_errors import connection_error
+from moodlemate.providers.openai.http1_wire import Outgoing, check_headers, request_head
 from moodlemate.providers.openai.lean_pools import AsyncPools, SyncPools
-from moodlemate.providers.openai.transport import httpcore_module
 
 __all__ = ["STALE_RETRIES", "USER_AGENT", "LeanResponse", "LeanTransport"]
 
@@ -58,17 +59,25 @@ _EMPTY: Mapping[str, str] = {}
 class _Target:
     """Where one (endpoint, path) goes, parsed once."""
 
-    __slots__ = ("host", "host_header", "port", "scheme", "url")
+    __slots__ = ("host", "host_header", "origin", "path", "port", "scheme")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.origin = (self.scheme, self.host, self.port)
         netloc = parts.netloc.rpartition("@")[2]
         # The idna codec costs ~10 ms to import: only a non-ASCII host needs it.
         self.host_header = (b"Host", netloc.encode("ascii" if netloc.isascii() else "idna"))
-        self.url = httpcore_module().URL(url)
+        path = quote(parts.path or "/", safe=_PATH_SAFE)
+        if parts.query:
+            path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+        self.path = path.encode("ascii")
+
+
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
 
 
 @lru_cache(maxsize=256)
@@ -76,7 +85,36 @@ def _target(url: str) -> _Target:
     return _Target(url)
 
 
-@lru_cache(maxsize=64)
+class _Head:
+    """A request's headers and its head on the wire, built and checked once per header set."""
+
+    __slots__ = ("headers", "target", "wire")
+
+    def __init__(
+        self,
+        method: bytes,
+        url: str,
+        api_key: str | None,
+        configured: tuple[tuple[str, str], ...],
+        accept: str,
+    ) -> None:
+        target = self.target = _target(url)
+        self.headers = (target.host_header, *_headers(api_key, configured, accept))
+        check_headers(self.headers)
+        self.wire = request_head(method, target.path, self.headers)
+
+
+@lru_cache(maxsize=256)
+def _head(
+    method: bytes,
+    url: str,
+    api_key: str | None,
+    configured: tuple[tuple[str, str], ...],
+    accept: str,
+) -> _Head:
+    return _Head(method, url, api_key, configured, accept)
+
+
 def _headers(
     api_key: str | None, configured: tuple[tuple[str, str], ...], accept: str
 ) -> tuple[tuple[bytes, bytes], ...]:
@@ -101,7 +139,8 @@ def header_map(raw: Any) -> dict[str, str]:
 
 
 class _Trace:
-    """What httpcore did for one try: opened a connection (and got it up), got an answer."""
+    """What one try did: opened a connection (and got it up), got an answer. The direct
+    pools set the flags; httpcore (proxied routes) reports through trace events."""
 
     __slots__ = ("answered", "connected", "fresh")
 
@@ -136,10 +175,23 @@ def _stale(exc: Exception, trace: _Trace) -> bool:
     """
     if trace.fresh or trace.answered:
         return False
-    httpcore = httpcore_module()
-    if isinstance(exc, httpcore.WriteError) or _broken_pipe(exc):
+    write_errors, protocol_errors = _kinds("WriteError"), _kinds("RemoteProtocolError")
+    if isinstance(exc, write_errors) or _broken_pipe(exc):
         return True  # asyncio reports a failed write at the next read
-    return isinstance(exc, httpcore.RemoteProtocolError) and "without sending" in str(exc)
+    return isinstance(exc, protocol_errors) and "without sending" in str(exc)
+
+
+def _kinds(name: str) -> tuple[type[Exception], ...]:
+    """Our failure class of that name, and httpcore's where a proxied route loaded it."""
+    ours: type[Exception] = getattr(http1_wire, name)
+    httpcore = _loaded_httpcore()
+    return (ours,) if httpcore is None else (ours, getattr(httpcore, name))
+
+
+def _loaded_httpcore() -> Any:
+    """httpcore if something imported it (a proxied route, the SDK), else None: a direct
+    route never needs its 50 ms import."""
+    return sys.modules.get("httpcore2") or sys.modules.get("httpcore")
 
 
 def _broken_pipe(exc: BaseException) -> bool:
@@ -284,27 +336,15 @@ class LeanTransport:
         url: str,
         body: bytes | None,
         accept: str,
-    ) -> tuple[_Target, Any]:
-        target = _target(url)
+    ) -> Outgoing:
         configured = (
             {**extra_headers, **connection.headers} if extra_headers else connection.headers
         )
-        headers = (
-            target.host_header,
-            *_headers(connection.api_key, tuple(configured.items()), accept),
+        head = _head(method, url, connection.api_key, tuple(configured.items()), accept)
+        target = head.target
+        return Outgoing(
+            method, url, target.origin, head.headers, head.wire, body, connection.timeout
         )
-        if body is not None:
-            headers = (*headers, (b"Content-Length", str(len(body)).encode()))
-        timeout = connection.timeout
-        timeouts = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-        request = httpcore_module().Request(
-            method,
-            target.url,
-            headers=list(headers),
-            content=body,
-            extensions={"timeout": timeouts},
-        )
-        return target, request
 
     def post(
         self,
@@ -319,10 +359,10 @@ class LeanTransport:
         data = encode_json(body)
         accept = "text/event-stream" if stream else "application/json"
         url = connection.endpoint + path
-        target, request = self._request(connection, extra_headers, b"POST", url, data, accept)
-        pool = self._pools.get(target.scheme, target.host)
-        raw = self._send(pool, request, target)
-        return self._checked(raw, target, stream)
+        request = self._request(connection, extra_headers, b"POST", url, data, accept)
+        scheme, host, _ = request.origin
+        raw = self._send(self._pools.get(scheme, host), request)
+        return self._checked(raw, request, stream)
 
     async def apost(
         self,
@@ -336,20 +376,19 @@ class LeanTransport:
         data = encode_json(body)
         accept = "text/event-stream" if stream else "application/json"
         url = connection.endpoint + path
-        target, request = self._request(connection, extra_headers, b"POST", url, data, accept)
-        pool = self._async_pools.get(target.scheme, target.host)
-        raw = await self._asend(pool, request, target)
-        return await self._achecked(raw, target, stream)
+        request = self._request(connection, extra_headers, b"POST", url, data, accept)
+        scheme, host, _ = request.origin
+        raw = await self._asend(self._async_pools.get(scheme, host), request)
+        return await self._achecked(raw, request, stream)
 
     def get(
         self, connection: Connection, extra_headers: Mapping[str, str], url: str
     ) -> LeanResponse:
         """GET an absolute ``url`` with the connection's headers; the unread 2xx response."""
-        target, request = self._request(
-            connection, extra_headers, b"GET", url, None, "application/json"
-        )
-        raw = self._send(self._pools.get(target.scheme, target.host), request, target)
-        return self._checked(raw, target, False)
+        request = self._request(connection, extra_headers, b"GET", url, None, "application/json")
+        scheme, host, _ = request.origin
+        raw = self._send(self._pools.get(scheme, host), request)
+        return self._checked(raw, request, False)
 
     def close(self) -> None:
         self._pools.close()
@@ -360,49 +399,41 @@ class LeanTransport:
 
     # -- sending, with the stale-connection rule ----------------------------------------
 
-    def _send(self, pool: Any, request: Any, target: _Target) -> Any:
+    def _send(self, pool: Any, request: Outgoing) -> Any:
         for left in range(STALE_RETRIES, -1, -1):
             trace = _Trace()
-            request.extensions["trace"] = trace
             try:
-                return pool.handle_request(request)
+                return pool.send(request, trace)
             except Exception as exc:
                 if left and _stale(exc, trace):
-                    log.debug(
-                        "%s:%s had closed an idle connection; sending again",
-                        target.host,
-                        target.port,
-                    )
+                    _log_stale(request)
                     continue
-                raise _network_error(exc, target, trace) from exc
+                raise _network_error(exc, request, trace) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _asend(self, pool: Any, request: Any, target: _Target) -> Any:
+    async def _asend(self, pool: Any, request: Outgoing) -> Any:
         for left in range(STALE_RETRIES, -1, -1):
             trace = _Trace()
-            request.extensions["trace"] = trace.acall
             try:
-                return await pool.handle_async_request(request)
+                return await pool.send(request, trace)
             except Exception as exc:
                 if left and _stale(exc, trace):
-                    log.debug(
-                        "%s:%s had closed an idle connection; sending again",
-                        target.host,
-                        target.port,
-                    )
+                    _log_stale(request)
                     continue
-                raise _network_error(exc, target, trace) from exc
+                raise _network_error(exc, request, trace) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- status ---------------------------------------------------------------------------
 
-    def _wrap(self, raw: Any, target: _Target, stream: bool) -> LeanResponse:
+    def _wrap(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
+        if log.isEnabledFor(logging.DEBUG):
+            _log_exchange(request, raw)
         success = 200 <= raw.status < 300
         cap = None if success and stream else bounds.limits().max_body_bytes
-        return LeanResponse(raw, cap, lambda exc: _network_error(exc, target, None))
+        return LeanResponse(raw, cap, lambda exc: _network_error(exc, request, None))
 
-    def _checked(self, raw: Any, target: _Target, stream: bool) -> LeanResponse:
-        response = self._wrap(raw, target, stream)
+    def _checked(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
+        response = self._wrap(raw, request, stream)
         if 200 <= response.status < 300:
             return response
         try:
@@ -411,8 +442,8 @@ class LeanTransport:
             response.close()
         raise error_for(response.status, content, response.headers, stream=stream)
 
-    async def _achecked(self, raw: Any, target: _Target, stream: bool) -> LeanResponse:
-        response = self._wrap(raw, target, stream)
+    async def _achecked(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
+        response = self._wrap(raw, request, stream)
         if 200 <= response.status < 300:
             return response
         try:
@@ -450,22 +481,40 @@ def error_for(
     )
 
 
-def _network_error(exc: Exception, target: _Target, trace: _Trace | None) -> Exception:
+def _log_exchange(request: Outgoing, raw: Any) -> None:
+    """At DEBUG (``-vv``): what was sent (header names only: values may be credentials) and
+    what came back, response headers included, through the redacting filter like any record
+    of ours (a server may echo a key in a header)."""
+    sent = [name.decode("latin-1") for name, _ in request.headers]
+    got = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw.headers]
+    method = request.method.decode("ascii")
+    url = request.url.partition("?")[0]  # a query may carry a token
+    log.debug("%s %s (headers %s) -> HTTP %s %s", method, url, sent, raw.status, got)
+
+
+def _log_stale(request: Outgoing) -> None:
+    _, host, port = request.origin
+    log.debug("%s:%s had closed an idle connection; sending again", host, port)
+
+
+def _network_error(exc: Exception, request: Outgoing, trace: _Trace | None) -> Exception:
     if isinstance(exc, ProviderError):
         return exc
-    httpcore = httpcore_module()
-    built_wrong = isinstance(exc, httpcore.LocalProtocolError)
+    httpcore = _loaded_httpcore()
+    built_wrong = httpcore is not None and isinstance(exc, httpcore.LocalProtocolError)
     if built_wrong:
         return exc  # a request we built wrong: a bug to see, not a network failure
-    network = (
-        httpcore.NetworkError,
-        httpcore.TimeoutException,
-        httpcore.ProtocolError,
-        httpcore.ProxyError,
-        OSError,
-    )
+    network: tuple[type[BaseException], ...] = (http1_wire.NetworkError, OSError)
+    if httpcore is not None:
+        network += (
+            httpcore.NetworkError,
+            httpcore.TimeoutException,
+            httpcore.ProtocolError,
+            httpcore.ProxyError,
+        )
     if not isinstance(exc, network):
         return exc
     connected = trace is None or not trace.fresh or trace.connected
-    error: APIConnectionError = connection_error(exc, target.host, target.port, connected=connected)
+    _, host, port = request.origin
+    error: APIConnectionError = connection_error(exc, host, port, connected=connected)
     return error

@@ -1,0 +1,270 @@
+"""HTTP/1.1 on the wire for the lean transport's direct routes: request bytes out, replies
+parsed by httptools (llhttp, the C parser Node.js ships) as they arrive.
+
+Why not h11 under httpcore, as before: h11 is a pure-Python state machine that validated
+every header with regular expressions and fired a dozen events per reply, about 50 us of a
+~450 us call; llhttp parses the same reply in ~3 us and is as strict (conflicting lengths,
+bad chunk sizes and a body after a bodiless status are errors). Requests need no parser:
+their headers are ours, checked once per header set (:func:`check_headers`).
+
+The failures raised here are named as httpcore names its own, so that one mapping
+(:mod:`~moodlemate.providers.openai.connection_errors`) reads both stacks: a name ending
+in ``Timeout`` is a timeout, ``RemoteProtocolError`` a peer that broke off or lied.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from moodlemate.ai.plugin import ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "READ_BYTES",
+    "ConnectError",
+    "ConnectTimeout",
+    "NetworkError",
+    "Outgoing",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "Reply",
+    "WriteError",
+    "WriteTimeout",
+    "check_headers",
+    "request_head",
+]
+
+READ_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 100 * 1024
+"""The most a status line and headers may take, as httpcore allowed h11: a server that
+sends headers forever is cut here, not at the end of memory."""
+
+
+class NetworkError(Exception):
+    """The connection failed: the request may or may not have reached the server."""
+
+
+class ConnectError(NetworkError):
+    pass
+
+
+class ReadError(NetworkError):
+    pass
+
+
+class WriteError(NetworkError):
+    pass
+
+
+class ConnectTimeout(NetworkError):
+    pass
+
+
+class ReadTimeout(NetworkError):
+    pass
+
+
+class WriteTimeout(NetworkError):
+    pass
+
+
+class RemoteProtocolError(NetworkError):
+    """The server broke HTTP/1.1: closed mid-reply, or sent what is not a valid reply."""
+
+
+_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+
+
+def check_headers(headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Refuse a header that would split the request (CR, LF, NUL) or is not a token: what
+    h11 checked on every request, here once per header set (callers cache it)."""
+    for name, value in headers:
+        if not _NAME.fullmatch(name):
+            raise ValidationError(f"header name {name!r} is not a valid HTTP header name")
+        if not _VALUE.fullmatch(value):
+            shown = name.decode("latin-1")
+            raise ValidationError(f"the value of header {shown!r} holds a control character")
+
+
+def request_head(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The request line and headers, without the body's length and the blank line that
+    ends the head (both added per request by :meth:`Outgoing.wire`)."""
+    lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        lines += (name, b": ", value, b"\r\n")
+    return b"".join(lines)
+
+
+class Outgoing:
+    """One request, ready to send: where, the head (built once per header set), the body.
+
+    A direct route sends :meth:`wire`; a proxied one hands the parts to httpcore.
+    """
+
+    __slots__ = ("body", "head", "headers", "method", "origin", "timeout", "url")
+
+    def __init__(
+        self,
+        method: bytes,
+        url: str,
+        origin: tuple[str, str, int],
+        headers: tuple[tuple[bytes, bytes], ...],
+        head: bytes,
+        body: bytes | None,
+        timeout: float | None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.origin = origin
+        self.headers = headers
+        self.head = head
+        self.body = body
+        self.timeout = timeout
+
+    def wire(self) -> bytes:
+        """The whole request in one buffer: one system call sends it."""
+        body = self.body
+        if body is None:
+            return self.head + b"\r\n"
+        return b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(body), body)
+
+
+def _parser_class() -> Any:
+    import httptools  # type: ignore[import-untyped,unused-ignore]
+
+    return httptools.HttpResponseParser
+
+
+def _parser_error() -> Any:
+    import httptools  # type: ignore[import-untyped,unused-ignore]
+
+    return httptools.HttpParserError
+
+
+class Reply:
+    """One reply as the parser reads it: status, headers, body pieces not yet taken.
+
+    ``feed`` takes what the socket gave; ``pieces`` fills with decoded-from-framing body
+    bytes (chunked framing removed; content coding is the reader's). Informational (1xx)
+    replies are skipped, as h11 skipped them. After the reply ``complete`` is set, and
+    ``reusable`` says whether the connection may carry another request: the server said
+    keep-alive and sent nothing past the reply's end.
+    """
+
+    __slots__ = (
+        "_head_bytes",
+        "_parser",
+        "complete",
+        "extra",
+        "headers",
+        "headers_done",
+        "keep_alive",
+        "pieces",
+        "status",
+        "until_close",
+    )
+
+    def __init__(self) -> None:
+        self._parser = _parser_class()(self)
+        self._head_bytes = 0
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.until_close = False
+        self.complete = False
+        self.keep_alive = False
+        self.extra = False
+        self.pieces: list[bytes] = []
+
+    # -- what the socket gave -------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data``; an empty ``data`` is the server's end of stream."""
+        if not data:
+            self._end_of_stream()
+            return
+        if self.complete:
+            self.extra = True  # bytes past the reply: this connection is not reused
+            return
+        if not self.headers_done:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except _parser_error() as exc:
+            raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
+        if not self.headers_done and self._head_bytes > MAX_HEAD_BYTES:
+            raise RemoteProtocolError(
+                f"the reply's status line and headers exceed {MAX_HEAD_BYTES} bytes"
+            )
+
+    def _end_of_stream(self) -> None:
+        if self.complete:
+            return
+        if self.headers_done and self.until_close:
+            self.complete = True  # a body delimited by the connection's close ends here
+            return
+        if self._head_bytes == 0 and not self.headers_done:
+            raise RemoteProtocolError("Server disconnected without sending a response.")
+        raise RemoteProtocolError("the server closed the connection before the reply ended")
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.extra and not self.until_close
+
+    # -- the parser's callbacks -----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.headers_done:
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.headers_done:
+            return
+        status = int(self._parser.get_status_code())
+        if 100 <= status < 200 and status != 101:
+            self.headers = []  # an interim reply: the real one follows
+            return
+        self.status = status
+        self.headers_done = True
+        self.until_close = _until_close(status, self.headers)
+
+    def on_body(self, body: bytes) -> None:
+        if self.headers_done and not self.complete:
+            self.pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.headers_done and not self.complete:
+            # Asked now: the parser forgets the reply's keep-alive once it has ended.
+            self.keep_alive = bool(self._parser.should_keep_alive())
+            self.complete = True
+
+    def take(self) -> bytes:
+        """The body bytes parsed so far, as one piece (b"" when there are none)."""
+        pieces = self.pieces
+        if not pieces:
+            return b""
+        self.pieces = []
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _until_close(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the body runs until the server closes (no length, not chunked)."""
+    if status in (204, 304) or status < 200:
+        return False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-length" or (
+            lowered == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            return False
+    return True
