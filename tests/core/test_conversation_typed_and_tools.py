@@ -9,7 +9,8 @@ from typing import Any, TypedDict
 
 import pytest
 from moodlemate.ai import GPT, StructuredOutputError, ValidationError
-from moodlemate.ai.testing import LoopbackServer, Reply
+from moodlemate.ai.errors import ContextWindowExceededError, ServerContextWindowExceededError
+from moodlemate.ai.testing import Fault, LoopbackServer, Reply
 
 
 class City(TypedDict):
@@ -179,3 +180,145 @@ def test_a_conversations_approval_hook_refuses_a_call(server: LoopbackServer, gp
     assert seen == ['weather {"city": "Oslo"}']
     (refused,) = [m for m in server.chat_requests[-1].body["messages"] if m["role"] == "tool"]
     assert "Not now." in refused["content"]
+
+
+_OVERFLOW = Fault.status(
+    400,
+    code_str="context_length_exceeded",
+    message="This model's maximum context length is 1000 tokens. However, your messages "
+    "resulted in 1400 tokens.",
+)
+
+
+def _long_conversation(gpt: GPT, ran: list[str]) -> Any:
+    """A conversation with three long old turns and a tool that counts its runs."""
+
+    def weather(city: str) -> str:
+        """Current temperature in a city."""
+        ran.append(city)
+        return "4C"
+
+    talk = gpt.conversation("long")
+    talk.load_json(
+        json.dumps(
+            {
+                "version": 1,
+                "system_message": "",
+                "turns": [
+                    m
+                    for n in range(3)
+                    for m in (
+                        {"role": "user", "content": f"OLD-{n} " + "word " * 150},
+                        {"role": "assistant", "content": "Noted."},
+                    )
+                ],
+            }
+        )
+    )
+    talk.tools = [weather]
+    return talk
+
+
+def _refuses_old_turns_with_tool_results(body: Any) -> Reply | Fault:
+    """The model: asks for the weather, answers once it has it; the server refuses a turn
+    that carries the oldest turn and a tool result together as over its window."""
+    messages = body["messages"]
+    if messages[-1]["role"] == "tool":
+        return _OVERFLOW if "OLD-0" in json.dumps(messages) else Reply(text="4 degrees.")
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "weather", "arguments": json.dumps({"city": "Oslo"})},
+    }
+    return Reply(tool_calls=[call], finish_reason="tool_calls")
+
+
+@pytest.mark.parametrize("how", ["ask", "aask", "stream", "astream"])
+def test_a_tool_run_refused_as_too_long_refits_without_running_its_tools_again(
+    server: LoopbackServer, gpt: GPT, how: str
+) -> None:
+    """The server refuses the run's second model turn (after the tool ran) as over its
+    window: the conversation drops old turns and sends that turn again with the run's call
+    and result, so the tool the model asked for once runs once."""
+    ran: list[str] = []
+    talk = _long_conversation(gpt, ran)
+    server.responder = _refuses_old_turns_with_tool_results
+
+    async def collect() -> str:
+        return "".join([delta async for delta in talk.astream("Weather in Oslo?")])
+
+    if how == "ask":
+        answer = talk.ask("Weather in Oslo?")
+    elif how == "aask":
+        answer = asyncio.run(talk.aask("Weather in Oslo?"))
+    elif how == "stream":
+        answer = "".join(talk.stream("Weather in Oslo?"))
+    else:
+        answer = asyncio.run(collect())
+    assert answer == "4 degrees."
+    assert ran == ["Oslo"]
+    first, refused, again = server.chat_requests
+    assert _roles(first) == ["user", "assistant"] * 3 + ["user"]
+    assert _roles(refused)[-2:] == ["assistant", "tool"]
+    # Sent again without the oldest turn, with the run's call and result as they were.
+    assert "OLD-0" not in json.dumps(again.body["messages"])
+    assert again.body["messages"][-3:] == refused.body["messages"][-3:]
+    assert again.body["tools"] == refused.body["tools"]
+    texts = [m.text for m in talk.history]
+    assert not any(t.startswith("OLD-0") for t in texts)
+    assert texts[-4:] == ["Weather in Oslo?", "", "4C", "4 degrees."]
+    assert talk.history[-3].tool_calls[0].id == "call_1"
+
+
+def test_a_tool_run_refused_again_after_refitting_raises_and_runs_no_tool_twice(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    ran: list[str] = []
+    talk = _long_conversation(gpt, ran)
+    before = talk.history
+
+    def refuse_tool_results(body: Any) -> Reply | Fault:
+        if body["messages"][-1]["role"] == "tool":
+            return _OVERFLOW
+        return _refuses_old_turns_with_tool_results(body)
+
+    server.responder = refuse_tool_results
+    with pytest.raises(ServerContextWindowExceededError):
+        talk.ask("Weather in Oslo?")
+    assert ran == ["Oslo"]
+    assert len(server.chat_requests) == 3  # the tool turn, refused twice
+    assert talk.history == before
+
+
+def test_a_tool_run_whose_own_messages_cannot_fit_the_servers_window_raises_before_resending(
+    server: LoopbackServer, gpt: GPT
+) -> None:
+    """The tool's result alone is over the window the server states: dropping every old
+    turn cannot make room, so the run ends with ContextWindowExceededError, nothing is sent
+    again, the tool ran once and the history is unchanged."""
+    ran: list[str] = []
+
+    def report(city: str) -> str:
+        """A long report on a city."""
+        ran.append(city)
+        return "line " * 3000
+
+    talk = gpt.conversation("reports", system_message="", tools=[report])
+
+    def respond(body: Any) -> Reply | Fault:
+        if body["messages"][-1]["role"] == "tool":
+            return _OVERFLOW
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "report", "arguments": json.dumps({"city": "Oslo"})},
+        }
+        return Reply(tool_calls=[call], finish_reason="tool_calls")
+
+    server.responder = respond
+    with pytest.raises(ContextWindowExceededError, match="tool run so far") as caught:
+        talk.ask("Report on Oslo?")
+    assert not isinstance(caught.value, ServerContextWindowExceededError)
+    assert ran == ["Oslo"]
+    assert len(server.chat_requests) == 2
+    assert talk.history == ()

@@ -10,11 +10,20 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from moodlemate.ai import GPT, MaxTurnsError, SpendLog, Tool, ToolCallStarted
+from moodlemate.ai import (
+    GPT,
+    MaxTurnsError,
+    SpendLog,
+    Tool,
+    ToolCallStarted,
+    ToolExecutionError,
+)
 from moodlemate.ai.testing import LoopbackServer, Reply
 from support import FAST_RETRY, TEST_KEY
 
@@ -220,3 +229,124 @@ def test_a_key_in_a_tool_name_past_the_kept_length_never_reaches_the_log(
     assert len(name) <= 64
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"K7qK7qK7q" not in data
+
+
+@pytest.mark.parametrize("how", ["run", "run_stream"])
+def test_a_raised_tool_error_waits_for_the_running_sync_tools_and_logs_what_came_of_them(
+    server: LoopbackServer, tmp_path: Path, how: str
+) -> None:
+    """With ``raise_tool_errors`` one tool's error ends the run, but the tools already running
+    in threads end first, within their timeouts, and the log says what came of each: only
+    the calls still waiting for a thread are ``not_run``."""
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, log=path)
+    ended: list[str] = []
+
+    def broken() -> str:
+        """Fails at once."""
+        time.sleep(0.05)
+        raise RuntimeError("disk on fire")
+
+    def slow(seconds: float) -> str:
+        """Wait, then answer."""
+        time.sleep(seconds)
+        ended.append("slow")
+        return "done"
+
+    def late(seconds: float) -> str:
+        """Wait, then fail."""
+        time.sleep(seconds)
+        ended.append("late")
+        raise ValueError("late failure")
+
+    def stuck() -> str:
+        """Past its timeout."""
+        time.sleep(1.5)
+        return "too late"
+
+    tools = [broken, slow, late, Tool.from_function(stuck, timeout=0.5)]
+    server.enqueue(
+        _asks(
+            _call("a", "broken", {}),
+            _call("b", "late", {"seconds": 1.0}),
+            _call("c", "stuck", {}),
+            *[_call(f"s{n}", "slow", {"seconds": 1.0}) for n in range(15)],  # 13 run, 2 wait
+        ),
+        Reply(text="never asked"),
+    )
+    if how == "run":
+        with pytest.raises(ToolExecutionError, match="disk on fire"):
+            gpt.run("gpt-4o-mini", "go", tools=tools, raise_tool_errors=True)
+        run_id = SpendLog(path).recent(1)[0].run_id
+    else:
+        stream = gpt.run_stream("gpt-4o-mini", "go", tools=tools, raise_tool_errors=True)
+        with pytest.raises(ToolExecutionError, match="disk on fire"):
+            list(stream)
+        run_id = stream.id
+    # The started tools ended before the run raised (one freed thread may take a waiting call).
+    assert "late" in ended
+    assert 13 <= ended.count("slow") <= 14
+    assert len(server.chat_requests) == 1
+    assert run_id is not None
+    (row,) = SpendLog(path).with_tool_calls(SpendLog(path).run_calls(run_id))
+    outcomes = [call.outcome for call in row.tool_calls]
+    assert outcomes[:3] == ["raised", "raised", "timeout"]
+    assert set(outcomes[3:16]) == {"ok"}
+    assert "not_run" in outcomes[16:]
+    assert set(outcomes[16:]) <= {"ok", "not_run"}
+    assert all(c.latency_ms is not None for c in row.tool_calls if c.outcome != "not_run")
+    late_ms = row.tool_calls[1].latency_ms
+    assert late_ms is not None
+    assert late_ms >= 900  # about its 1 s, timed from when it was handed to its thread
+    # The stuck tool's thread, given up at its timeout, ends alone (and the idle ones exit).
+    for thread in [t for t in threading.enumerate() if t.name.startswith("moodlemate-tool")]:
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_a_raised_tool_error_in_an_async_run_cancels_async_tools_and_waits_for_sync_ones(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, log=path)
+    state = {"cancelled": 0, "sync": 0}
+
+    async def broken() -> str:
+        """Fails."""
+        await asyncio.sleep(0.05)
+        raise RuntimeError("disk on fire")
+
+    async def long_job() -> str:
+        """A long job."""
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            state["cancelled"] += 1
+            raise
+        return "done"
+
+    def slow() -> str:
+        """A sync job."""
+        time.sleep(0.3)
+        state["sync"] += 1
+        return "done"
+
+    server.enqueue(
+        _asks(_call("a", "long_job", {}), _call("b", "broken", {}), _call("c", "slow", {}))
+    )
+
+    async def main() -> None:
+        with pytest.raises(ToolExecutionError, match="disk on fire"):
+            await gpt.arun(
+                "gpt-4o-mini", "go", tools=[broken, long_job, slow], raise_tool_errors=True
+            )
+
+    asyncio.run(main())
+    assert state == {"cancelled": 1, "sync": 1}
+    (record,) = SpendLog(path).recent(1)
+    (row,) = SpendLog(path).with_tool_calls([record])
+    assert [(c.name, c.outcome) for c in row.tool_calls] == [
+        ("long_job", "cancelled"),
+        ("broken", "raised"),
+        ("slow", "ok"),
+    ]

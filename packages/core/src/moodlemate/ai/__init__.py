@@ -156,6 +156,9 @@ if TYPE_CHECKING:
         BudgetStoreError as BudgetStoreError,
     )
     from moodlemate.ai.errors import (
+        ClientClosedError as ClientClosedError,
+    )
+    from moodlemate.ai.errors import (
         ConfigurationError as ConfigurationError,
     )
     from moodlemate.ai.errors import (
@@ -278,6 +281,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "BadRequestError",
         "BudgetExceededError",
         "BudgetStoreError",
+        "ClientClosedError",
         "ConfigurationError",
         "ConflictError",
         "ContextWindowExceededError",

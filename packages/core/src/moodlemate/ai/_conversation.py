@@ -5,7 +5,10 @@ Before each request the prompt is counted the way OpenAI's cookbook counts chat 
 tokenizer. If that plus the output reserved for the reply exceeds the model's context
 window, the oldest turns (a user message with the reply to it) are dropped until it fits;
 the system message and the newest prompt always stay. Dropped turns leave the history for
-good, so ``history`` is exactly the context the model saw.
+good, so ``history`` is exactly the context the model saw. A server that refuses a request as
+too long teaches the conversation its window: the turns are trimmed again and the request sent
+once more. In a tool run that happens per model turn, keeping the run's tool calls and
+results: a tool that ran is never run again.
 
 Thread-safety: each conversation has a lock. Sync turns (:meth:`Conversation.ask`) are
 serialised: a second thread's turn waits and then carries the first one. Async turns
@@ -277,19 +280,26 @@ class Conversation:
         With ``tools`` the turn is a tool run (as :meth:`GPT.run`, up to ``max_turns`` model
         turns; the history keeps every tool call and result, and the answer). ``tools`` None
         (the default) uses the conversation's :attr:`tools` when no ``schema`` is given;
-        ``tools=()`` asks without them."""
+        ``tools=()`` asks without them.
+
+        A server that refuses the request as too long: older turns are dropped to fit the
+        window it states and the request is sent once more (a second refusal is raised). In a
+        tool run the refused model turn is sent again with the run's calls and results so far:
+        each tool call the model asked for runs once."""
         question = _question(prompt, attachments)
         turn = _Turn.of(
             schema, self._turn_tools(schema, tools), max_attempts, max_turns, self.before_tool_call
         )
         with self._turn_lock:
-            dropped, request = self._prepare(question)
+            fit = _Fit(self, question)
             try:
-                replies, answer = turn.send(self._gpt, request)
+                replies, answer = turn.send(self._gpt, fit)
             except ServerContextWindowExceededError as exc:
-                dropped, request = self._refit(question, request, exc)
-                replies, answer = turn.send(self._gpt, request)
-            self._commit(dropped, question, *replies)
+                if turn.tools is not None:
+                    raise  # refused again after the run refitted: its tools ran once already
+                fit(exc, fit.request.messages)
+                replies, answer = turn.send(self._gpt, fit)
+            self._commit(fit.dropped, question, *replies)
             return answer
 
     def stream(self, prompt: str, *, attachments: Iterable[Attachment] = ()) -> Iterator[str]:
@@ -302,35 +312,35 @@ class Conversation:
         Sync turns wait for it: consume it to the end, or close it."""
         question = _question(prompt, attachments)
         with self._turn_lock:
-            dropped, request = self._prepare(question)
+            fit = _Fit(self, question)
             if self._tools:
-                yield from self._stream_run(dropped, question, request)
+                yield from self._stream_run(fit)
                 return
             for retry in (False, True):
                 parts: list[str] = []
                 try:
-                    with self._gpt.stream_request(request) as deltas:
+                    with self._gpt.stream_request(fit.request) as deltas:
                         for delta in deltas:
                             parts.append(delta)
                             yield delta
                 except ServerContextWindowExceededError as exc:
                     if parts or retry:
                         raise
-                    dropped, request = self._refit(question, request, exc)  # as ask does
+                    fit(exc, fit.request.messages)  # as ask does
                     continue
-                self._commit(dropped, question, Message("assistant", "".join(parts)))
+                self._commit(fit.dropped, question, Message("assistant", "".join(parts)))
                 return
 
-    def _stream_run(self, dropped: int, question: Message, request: ChatRequest) -> Iterator[str]:
+    def _stream_run(self, fit: _Fit) -> Iterator[str]:
         from moodlemate.ai._run_stream import RunStream
 
         shown = _RunText()
-        with RunStream(self._run_loop(request)) as stream:
+        with RunStream(self._run_loop(fit)) as stream:
             for event in stream:
                 text = shown(event)
                 if text:
                     yield text
-        self._commit_run(dropped, question, request, stream.run)
+        self._commit_run(fit, stream.run)
 
     async def astream(
         self, prompt: str, *, attachments: Iterable[Attachment] = ()
@@ -338,45 +348,46 @@ class Conversation:
         """Async :meth:`stream`: ``async for delta in conversation.astream(...)``, a tool run
         through :meth:`GPT.arun_stream` (see the module docstring on concurrent turns)."""
         question = _question(prompt, attachments)
-        dropped, request = self._prepare(question)
+        fit = _Fit(self, question)
         if self._tools:
             from moodlemate.ai._run_stream import AsyncRunStream
 
             shown = _RunText()
-            async with AsyncRunStream(self._run_loop(request)) as stream:
+            async with AsyncRunStream(self._run_loop(fit)) as stream:
                 async for event in stream:
                     text = shown(event)
                     if text:
                         yield text
-            self._commit_run(dropped, question, request, stream.run)
+            self._commit_run(fit, stream.run)
             return
         for retry in (False, True):
             parts: list[str] = []
             try:
-                async with self._gpt.astream_request(request) as deltas:
+                async with self._gpt.astream_request(fit.request) as deltas:
                     async for delta in deltas:
                         parts.append(delta)
                         yield delta
             except ServerContextWindowExceededError as exc:
                 if parts or retry:
                     raise
-                dropped, request = self._refit(question, request, exc)  # as aask does
+                fit(exc, fit.request.messages)  # as aask does
                 continue
-            self._commit(dropped, question, Message("assistant", "".join(parts)))
+            self._commit(fit.dropped, question, Message("assistant", "".join(parts)))
             return
 
-    def _run_loop(self, request: ChatRequest) -> RunLoop:
+    def _run_loop(self, fit: _Fit) -> RunLoop:
         """The streamed tool run of a turn with the conversation's tools."""
         from moodlemate.ai._run import RunLoop, RunSettings
         from moodlemate.ai._tools import tool_set
 
         settings = RunSettings(before_tool_call=self.before_tool_call)
-        return RunLoop(cast("Facade", self._gpt), request, tool_set(self._tools), settings)
+        gpt = cast("Facade", self._gpt)
+        return RunLoop(gpt, fit.request, tool_set(self._tools), settings, fit)
 
-    def _commit_run(self, dropped: int, question: Message, request: ChatRequest, run: Any) -> None:
+    def _commit_run(self, fit: _Fit, run: Any) -> None:
         assert run is not None  # a run that ends without raising has its result
-        replies, _ = _Turn._ran(request, run)
-        self._commit(dropped, question, *replies)
+        replies, _ = _Turn._ran(fit.request, run)
+        self._commit(fit.dropped, fit.question, *replies)
 
     @overload
     async def aask(
@@ -417,13 +428,15 @@ class Conversation:
         turn = _Turn.of(
             schema, self._turn_tools(schema, tools), max_attempts, max_turns, self.before_tool_call
         )
-        dropped, request = self._prepare(question)
+        fit = _Fit(self, question)
         try:
-            replies, answer = await turn.asend(self._gpt, request)
+            replies, answer = await turn.asend(self._gpt, fit)
         except ServerContextWindowExceededError as exc:
-            dropped, request = self._refit(question, request, exc)
-            replies, answer = await turn.asend(self._gpt, request)
-        self._commit(dropped, question, *replies)
+            if turn.tools is not None:
+                raise  # as in ask
+            fit(exc, fit.request.messages)
+            replies, answer = await turn.asend(self._gpt, fit)
+        self._commit(fit.dropped, question, *replies)
         return answer
 
     def _turn_tools(self, schema: Any, tools: Iterable[object] | None) -> Iterable[object]:
@@ -434,13 +447,17 @@ class Conversation:
         return self._tools if schema is None else ()
 
     def _refit(
-        self, prompt: Message, sent: ChatRequest, exc: ServerContextWindowExceededError
+        self,
+        prompt: Message,
+        sent: tuple[Message, ...],
+        exc: ServerContextWindowExceededError,
+        tail: tuple[Message, ...] = (),
     ) -> tuple[int, ChatRequest]:
-        """After the server refused the request as too long: learn its window and how far
-        our count fell short of its tokenizer's, then trim again (the caller tries once
-        more; a second refusal is raised)."""
-        provider, model = self._gpt.route(sent.model)
-        ours = count_chat_tokens(provider, model, sent.messages)
+        """After the server refused ``sent`` as too long: learn its window and how far our
+        count fell short of its tokenizer's, then trim again, room kept for a tool run's
+        ``tail`` (the caller tries once more; a second refusal is raised)."""
+        provider, model = self._gpt.route(check_model(self.model or self._gpt.model))
+        ours = count_chat_tokens(provider, model, sent)
         theirs = exc.prompt_tokens
         scale = theirs / ours if theirs and ours else 2.0
         with self._lock:
@@ -454,7 +471,7 @@ class Conversation:
             exc.window or "unknown",
             self._scale,
         )
-        return self._prepare(prompt)
+        return self._prepare(prompt, tail)
 
     def reset(self) -> None:
         """Forget every turn; the settings stay."""
@@ -521,12 +538,13 @@ class Conversation:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _prepare(self, prompt: Message) -> tuple[int, ChatRequest]:
-        """How many of the oldest turns to drop, and the request that fits the window."""
+    def _prepare(self, prompt: Message, tail: tuple[Message, ...] = ()) -> tuple[int, ChatRequest]:
+        """How many of the oldest turns to drop, and the request that fits the window (with
+        room for ``tail``, a tool run's messages so far, which the request does not hold)."""
         model = check_model(self.model or self._gpt.model)
         provider, counted = self._gpt.route(model)
         system = (Message("system", self._system),) if self._system else ()
-        question = (prompt,)
+        question = (prompt, *tail)
         with self._lock:
             turns = list(self._turns)
             start = len(turns)
@@ -535,7 +553,7 @@ class Conversation:
         messages = (*system, *turns, *question)
         if token_ceiling(messages) <= budget:
             # Far below the window: no token is counted (nor the tokenizer loaded).
-            return 0, self._request(model, messages)
+            return 0, self._request(model, (*system, *turns, prompt))
         used = count_chat_tokens(provider, counted, messages)
         dropped = 0
         while used > budget and turns:
@@ -547,8 +565,9 @@ class Conversation:
             del turns[:cut]
             dropped += 1
         if used > budget:
+            what = "prompt and the tool run so far" if tail else "prompt"
             raise ContextWindowExceededError(
-                f"the system message and prompt take {used} tokens; {model!r} leaves {budget} "
+                f"the system message and {what} take {used} tokens; {model!r} leaves {budget} "
                 f"for the prompt after reserving room for the reply"
             )
         if dropped:
@@ -558,7 +577,7 @@ class Conversation:
                 dropped,
                 model,
             )
-        return start - len(turns), self._request(model, (*system, *turns, *question))
+        return start - len(turns), self._request(model, (*system, *turns, prompt))
 
     def _request(self, model: str, messages: tuple[Message, ...]) -> ChatRequest:
         return ChatRequest(
@@ -587,6 +606,26 @@ class Conversation:
         """Drop from the front, append at the end: turns committed meanwhile survive."""
         with self._lock:
             self._turns = [*self._turns[dropped:], prompt, *replies]
+
+
+class _Fit:
+    """A turn's request that fits the window, and how many old turns it drops. Called after
+    the server refused a request as too long, it trims again (``tail``: a tool run's messages
+    so far, kept after the question) and returns the messages before the tail."""
+
+    def __init__(self, conversation: Conversation, question: Message) -> None:
+        self.conversation = conversation
+        self.question = question
+        self.dropped, self.request = conversation._prepare(question)
+
+    def __call__(
+        self,
+        exc: ServerContextWindowExceededError,
+        sent: tuple[Message, ...],
+        tail: tuple[Message, ...] = (),
+    ) -> tuple[Message, ...]:
+        self.dropped, self.request = self.conversation._refit(self.question, sent, exc, tail)
+        return self.request.messages
 
 
 class _RunText:
@@ -644,7 +683,8 @@ class _Turn:
             return cls(None, tool_set(found), max_attempts, settings)
         return cls(None, None, max_attempts, None)
 
-    def send(self, gpt: Host, request: ChatRequest) -> tuple[tuple[Message, ...], Any]:
+    def send(self, gpt: Host, fit: _Fit) -> tuple[tuple[Message, ...], Any]:
+        request = fit.request
         if self.answer is not None:
             from moodlemate.ai._structured import run_typed
 
@@ -653,13 +693,14 @@ class _Turn:
         if self.tools is not None:
             from moodlemate.ai._run import run_tools
 
-            run = run_tools(cast("Facade", gpt), request, self.tools, self.run)
-            return self._ran(request, run)
+            run = run_tools(cast("Facade", gpt), request, self.tools, self.run, fit)
+            return self._ran(fit.request, run)
         completion = gpt.send(request)
         text = reply_text(completion, request.max_tokens)  # no answer: history unchanged
         return (completion.message,), text
 
-    async def asend(self, gpt: Host, request: ChatRequest) -> tuple[tuple[Message, ...], Any]:
+    async def asend(self, gpt: Host, fit: _Fit) -> tuple[tuple[Message, ...], Any]:
+        request = fit.request
         if self.answer is not None:
             from moodlemate.ai._structured import arun_typed
 
@@ -668,8 +709,8 @@ class _Turn:
         if self.tools is not None:
             from moodlemate.ai._run import arun_tools
 
-            run = await arun_tools(cast("Facade", gpt), request, self.tools, self.run)
-            return self._ran(request, run)
+            run = await arun_tools(cast("Facade", gpt), request, self.tools, self.run, fit)
+            return self._ran(fit.request, run)
         completion = await gpt.asend(request)
         text = reply_text(completion, request.max_tokens)
         return (completion.message,), text

@@ -52,7 +52,12 @@ from moodlemate.ai._validation import (
     check_request,
     check_text,
 )
-from moodlemate.ai.errors import MoodlemateError, ValidationError
+from moodlemate.ai.errors import (
+    ClientClosedError,
+    ConfigurationError,
+    MoodlemateError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from moodlemate.ai._answer_stream import AnswerStream, AsyncAnswerStream
@@ -183,6 +188,7 @@ class GPT:
         self._unpriced_warned: set[str] = set()
         self._conversations: dict[str, Conversation] = {}
         self._conversation_lock = threading.Lock()
+        self._closed = False
         if api_key is not None:
             self.api_key = api_key
 
@@ -414,6 +420,7 @@ class GPT:
         routed, name = split_provider(
             check_model(self.model if model is None else model), self._plugins
         )
+        self._check_open()
         provider, connection = connect(self._target, self._plugins, routed)
         return provider, connection, name
 
@@ -824,6 +831,7 @@ class GPT:
         checked (the budget is reserved when it is sent). Every path (sync, async, stream,
         each fallback entry) runs one. ``target``: a destination pinned earlier (a tool run
         sends every turn where its first went), instead of the instance's current one."""
+        self._check_open()
         if not checked:
             request = check_request(request)
         routed, model = split_provider(request.model, self._plugins)
@@ -1087,6 +1095,32 @@ class GPT:
         """Close the provider's async clients bound to the running event loop (call before
         the loop ends to release connections promptly)."""
         await self.provider.aclose()
+
+    def close(self) -> None:
+        """Release the provider's pooled connections that no call is using, and refuse every
+        later call with :class:`ClientClosedError` before anything is sent, as a closed
+        ``httpx.Client`` or ``openai.OpenAI`` refuses (a call after ``close`` is a bug to
+        show, not a reason to open new connections). Idempotent, and safe from any thread:
+        a call already in flight keeps its connection and ends as it would have (cutting it
+        could make a retry send the request twice). The pools are shared by every GPT of
+        the process: the others open new connections when they need them."""
+        self._closed = True
+        try:
+            provider = self.provider
+        except ConfigurationError:
+            return  # no provider to release (the calls would have raised the same)
+        provider.close()
+
+    def __enter__(self) -> GPT:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this GPT was closed and sends nothing more; make a new one")
 
     # -- internals -----------------------------------------------------------------------
 

@@ -329,7 +329,9 @@ class Provider(ABC):
         return definition
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
-        """Release pooled clients."""
+        """Release the pooled connections no call is using (:meth:`GPT.close`); never cut a
+        call in flight, which may belong to another GPT of the process. May be called again,
+        from any thread, and calls after it must still work."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release the async clients bound to the running event loop."""

@@ -22,13 +22,17 @@ the async twins) that sends each turn whole (``run``) or streamed (``run_stream`
 stream through :mod:`moodlemate.ai._streaming`); ``run`` drains it. A run sends every turn where
 its first went: the destination (endpoint, key, headers) is pinned when the run starts, so a
 ``configure`` meanwhile changes the next run, never this one.
+
+A conversation's run (``Conversation.ask`` with tools) gives a ``refit``: when the server refuses
+a turn as longer than its window, the conversation's older turns are trimmed and that turn is
+sent once more with the run's own messages kept, so no tool that ran is run again.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -64,6 +68,7 @@ from moodlemate.ai.errors import (
     ReplyError,
     RunBudgetError,
     RunDeadlineError,
+    ServerContextWindowExceededError,
     StreamInterruptedError,
     ToolExecutionError,
     ValidationError,
@@ -72,6 +77,13 @@ from moodlemate.ai.errors import (
 if TYPE_CHECKING:
     from moodlemate.ai._facade import Facade
     from moodlemate.ai._streaming import AsyncTextStream, TextStream
+
+Refit = Callable[
+    [ServerContextWindowExceededError, tuple[Message, ...], tuple[Message, ...]],
+    tuple[Message, ...],
+]
+"""``refit(error, sent, tail)``: after the server refused ``sent`` as too long, the messages
+before the run's own ``tail``, trimmed to fit (a ContextWindowExceededError when they cannot)."""
 
 __all__ = [
     "DEFAULT_TOOL_TIMEOUT",
@@ -91,7 +103,12 @@ class RunLoop:
     destination pinned at the start."""
 
     def __init__(
-        self, gpt: Facade, request: ChatRequest, tools: Mapping[str, Tool], settings: RunSettings
+        self,
+        gpt: Facade,
+        request: ChatRequest,
+        tools: Mapping[str, Tool],
+        settings: RunSettings,
+        refit: Refit | None = None,
     ) -> None:
         if not tools:
             raise ValidationError("a run needs at least one tool")
@@ -120,6 +137,10 @@ class RunLoop:
         named.pop("tool_choice", None)
         self.later = replace(request, options=options_from(named))
         self.history = list(request.messages)
+        self.prefix = len(request.messages)
+        """How many messages of the history come before the run's own."""
+        self._refit = refit
+        self._refitted = 0  # the turn last sent again after a refusal as too long
         self.turns: list[Turn] = []
         self.spent = Decimal(0)
         self.worst: Decimal | None = None
@@ -161,6 +182,19 @@ class RunLoop:
 
     def remaining(self) -> float:
         return self.ends - time.monotonic()
+
+    def refitted(self, exc: ServerContextWindowExceededError, sent: ChatRequest) -> bool:
+        """After the server refused a turn as too long: True when the messages before the
+        run's own were trimmed to fit (send the turn again: the tools that ran are not run
+        again), False when there is no ``refit`` or this turn was refitted already."""
+        if self._refit is None or self._refitted == self.number:
+            return False
+        self._refitted = self.number
+        tail = tuple(self.history[self.prefix :])
+        prefix = self._refit(exc, sent.messages, tail)
+        self.history = [*prefix, *tail]
+        self.prefix = len(prefix)
+        return True
 
     def answered(self, completion: Completion, seconds: float) -> tuple[ToolCall, ...]:
         """Record the reply; the tool calls it asks for (none: the run has its answer). A
@@ -239,14 +273,17 @@ class RunLoop:
     def outcomes(
         self,
         calls: Sequence[ToolCall],
-        results: Mapping[int, ToolResult],
+        batch: ToolBatch | AsyncToolBatch | None,
         error: BaseException | None,
     ) -> tuple[str, int, list[tuple[int, str, float | None]]] | None:
         """What the spend log keeps of this turn's calls: each one's outcome and time (never
-        its arguments or result); None when there is no log."""
+        its arguments or result); None when there is no log. A call with no result is
+        ``cancelled`` when it started (or the run was closed early), else ``not_run``."""
         if self.gpt.log is None or not calls:
             return None
-        cancelled = closed_early(error)
+        results = batch.results if batch is not None else {}
+        cancelled = batch.cancelled if batch is not None else set()
+        closed = closed_early(error)
         rows: list[tuple[int, str, float | None]] = []
         for index, call in enumerate(calls):
             result = results.get(index)
@@ -255,7 +292,8 @@ class RunLoop:
             elif isinstance(error, ToolExecutionError) and error.call is call:
                 rows.append((index, "raised", None))
             else:
-                rows.append((index, "cancelled" if cancelled else "not_run", None))
+                ended = "cancelled" if closed or index in cancelled else "not_run"
+                rows.append((index, ended, None))
         return self.id, len(self.turns), rows
 
     def record(self, outcomes: tuple[str, int, list[tuple[int, str, float | None]]] | None) -> None:
@@ -372,10 +410,15 @@ def _turns(loop: RunLoop, streamed: bool) -> Generator[RunEvent, None, Run]:
     while True:
         request = loop.next_request()
         started = time.monotonic()
-        if streamed:
-            completion = yield from _streamed(loop, request)
-        else:
-            completion = loop.send(request)
+        try:
+            if streamed:
+                completion = yield from _streamed(loop, request)
+            else:
+                completion = loop.send(request)
+        except ServerContextWindowExceededError as exc:
+            if not loop.refitted(exc, request):
+                raise
+            continue
         calls = loop.answered(completion, time.monotonic() - started)
         number = loop.number - 1
         for call in calls:
@@ -400,11 +443,11 @@ def _turns(loop: RunLoop, streamed: bool) -> Generator[RunEvent, None, Run]:
             finally:  # closed early: its running tools end before the outcomes are recorded
                 progress.close()
         except BaseException as exc:
-            loop.record(loop.outcomes(calls, batch.results if batch else {}, exc))
+            loop.record(loop.outcomes(calls, batch, exc))
             if isinstance(exc, MaxTurnsError):
                 yield loop.finished()
             raise
-        loop.record(loop.outcomes(calls, batch.results, None))
+        loop.record(loop.outcomes(calls, batch, None))
         stop = loop.ran(batch.ordered(), time.monotonic() - started)
         yield loop.finished()
         if stop:
@@ -429,10 +472,14 @@ def _streamed(loop: RunLoop, request: ChatRequest) -> Generator[RunEvent, None, 
 
 
 def run_tools(
-    gpt: Facade, request: ChatRequest, tools: Mapping[str, Tool], settings: RunSettings
+    gpt: Facade,
+    request: ChatRequest,
+    tools: Mapping[str, Tool],
+    settings: RunSettings,
+    refit: Refit | None = None,
 ) -> Run:
     """Run the tool loop for ``request`` (see the module's docstring)."""
-    events = run_events(RunLoop(gpt, request, tools, settings), streamed=False)
+    events = run_events(RunLoop(gpt, request, tools, settings, refit), streamed=False)
     while True:
         try:
             next(events)
@@ -469,21 +516,26 @@ async def _aturns(loop: RunLoop, streamed: bool) -> AsyncGenerator[RunEvent, Non
     while True:
         request = loop.next_request()
         started = time.monotonic()
-        if streamed:
-            stream = loop.astream(request)
-            try:
-                async with stream:
-                    async for delta in stream:
-                        yield TextDelta(loop.number, delta)
-            except ReplyError:
-                if stream.completion is None:
-                    raise
-            except (APITimeoutError, StreamInterruptedError) as exc:
-                raise loop.timed_out(exc) from exc
-            assert stream.completion is not None
-            completion = stream.completion
-        else:
-            completion = await loop.asend(request)
+        try:
+            if streamed:
+                stream = loop.astream(request)
+                try:
+                    async with stream:
+                        async for delta in stream:
+                            yield TextDelta(loop.number, delta)
+                except ReplyError:
+                    if stream.completion is None:
+                        raise
+                except (APITimeoutError, StreamInterruptedError) as exc:
+                    raise loop.timed_out(exc) from exc
+                assert stream.completion is not None
+                completion = stream.completion
+            else:
+                completion = await loop.asend(request)
+        except ServerContextWindowExceededError as exc:
+            if not loop.refitted(exc, request):
+                raise
+            continue
         calls = loop.answered(completion, time.monotonic() - started)
         number = loop.number - 1
         for call in calls:
@@ -509,11 +561,11 @@ async def _aturns(loop: RunLoop, streamed: bool) -> AsyncGenerator[RunEvent, Non
             finally:  # `async for` does not close it early: its tool tasks end here
                 await progress.aclose()
         except BaseException as exc:
-            await loop.arecord(loop.outcomes(calls, batch.results if batch else {}, exc))
+            await loop.arecord(loop.outcomes(calls, batch, exc))
             if isinstance(exc, MaxTurnsError):
                 yield loop.finished()
             raise
-        await loop.arecord(loop.outcomes(calls, batch.results, None))
+        await loop.arecord(loop.outcomes(calls, batch, None))
         stop = loop.ran(batch.ordered(), time.monotonic() - started)
         yield loop.finished()
         if stop:
@@ -522,10 +574,14 @@ async def _aturns(loop: RunLoop, streamed: bool) -> AsyncGenerator[RunEvent, Non
 
 
 async def arun_tools(
-    gpt: Facade, request: ChatRequest, tools: Mapping[str, Tool], settings: RunSettings
+    gpt: Facade,
+    request: ChatRequest,
+    tools: Mapping[str, Tool],
+    settings: RunSettings,
+    refit: Refit | None = None,
 ) -> Run:
     """Async :func:`run_tools`: async tools run as tasks on this loop, sync ones in threads."""
-    loop = RunLoop(gpt, request, tools, settings)
+    loop = RunLoop(gpt, request, tools, settings, refit)
     events = arun_events(loop, streamed=False)
     try:
         async for _ in events:

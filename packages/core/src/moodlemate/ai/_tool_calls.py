@@ -3,7 +3,9 @@
 Every call gets an answer for the model, whatever happens: the function's result, or a sentence
 saying what went wrong (an unknown tool, arguments that do not fit, a refusal by the approval
 hook, a timeout, an exception; its text redacted, so a key in a traceback never reaches the
-model). Only when the caller asks (``raise_errors``) does a tool's exception end the run.
+model). Only when the caller asks (``raise_errors``) does a tool's exception end the run: no
+further call of its turn starts, async tools still running are cancelled, and sync ones (which
+cannot be stopped) are waited for within their timeouts; each keeps what came of it.
 
 Calls of one turn run at once: sync functions in threads, async ones as tasks on the caller's
 loop; each is bounded by its timeout and by what the run has left. A sync function cannot be
@@ -90,11 +92,24 @@ class _Batch:
     ) -> None:
         self.calls = tuple(calls)
         self.results: dict[int, ToolResult] = {}
+        self.cancelled: set[int] = set()
+        """The calls that started and were cancelled (async tools still running when another
+        tool's error ended the run)."""
+        self._failures: dict[int, Exception] = {}
         self._tools, self._timeout = tools, timeout
         self._approve, self._raise = approve, raise_errors
 
     def ordered(self) -> list[ToolResult]:
         return [self.results[i] for i in range(len(self.calls))]
+
+    def _raises(self, index: int, ready: _Ready) -> ToolExecutionError | None:
+        """The error that ends the run when call ``index`` raised and the caller asked for
+        tool errors to be raised; None otherwise."""
+        failure = self._failures.get(index)
+        if failure is None or not self._raise:
+            return None
+        self._raise = False  # one error ends the run: the other calls' are recorded
+        return _execution_error(ready, failure)
 
 
 class ToolBatch(_Batch):
@@ -118,7 +133,7 @@ class ToolBatch(_Batch):
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(len(runnable), MAX_WORKERS), thread_name_prefix="moodlemate-tool"
         )
-        running: dict[concurrent.futures.Future[Any], tuple[int, _Ready, float, float]] = {}
+        running: dict[concurrent.futures.Future[Any], _Running] = {}
         try:
             for index, ready in runnable:
                 future = pool.submit(contextvars.copy_context().run, _call_sync, ready)
@@ -135,8 +150,11 @@ class ToolBatch(_Batch):
                 now = time.monotonic()
                 for future in [f for f in running if f in done or running[f][3] <= now]:
                     index, ready, started, _ = running.pop(future)
-                    result = self._ended(ready, future, now - started)
-                    self.results[index] = result
+                    result = self.results[index] = self._ended(index, ready, future, now - started)
+                    error = self._raises(index, ready)
+                    if error is not None:
+                        pool.shutdown(wait=self._settle(running), cancel_futures=True)
+                        raise error
                     yield index, result
         except GeneratorExit:
             ended = _wait_for(running)
@@ -146,20 +164,38 @@ class ToolBatch(_Batch):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _ended(
-        self, ready: _Ready, future: concurrent.futures.Future[Any], seconds: float
+        self, index: int, ready: _Ready, future: concurrent.futures.Future[Any], seconds: float
     ) -> ToolResult:
         if not future.done():
             return _timed_out(ready, seconds)
         try:
             value = future.result()
         except Exception as exc:
-            return _raised(ready, exc, seconds, self._raise)
+            self._failures[index] = exc
+            return _raised(ready, exc, seconds)
         return _returned(ready, value, seconds)
 
+    def _settle(self, running: Mapping[concurrent.futures.Future[Any], _Running]) -> bool:
+        """After a tool's error ended the run: the calls still waiting for a thread never
+        start, the running ones end within their timeouts and keep what came of them; True
+        when all ended (no thread is left behind)."""
+        ended_at: dict[concurrent.futures.Future[Any], float] = {}
+        for future in running:
+            future.add_done_callback(lambda f: ended_at.setdefault(f, time.monotonic()))
+        ended = _wait_for(running)
+        for future, (index, ready, started, _) in running.items():
+            if not future.cancelled():
+                seconds = ended_at.get(future, time.monotonic()) - started
+                self.results[index] = self._ended(index, ready, future, seconds)
+        return ended
 
-def _wait_for(
-    running: Mapping[concurrent.futures.Future[Any], tuple[int, _Ready, float, float]],
-) -> bool:
+
+_Running = tuple[int, "_Ready", float, float]
+"""A sync call handed to its thread: its index, the call, when it started and when its
+timeout ends."""
+
+
+def _wait_for(running: Mapping[concurrent.futures.Future[Any], _Running]) -> bool:
     """Let the calls still running finish, each within its own timeout; True when all did."""
     started = [(f, ends) for f, (_, _, _, ends) in running.items() if not f.cancel()]
     for future, ends in started:
@@ -198,7 +234,7 @@ class AsyncToolBatch(_Batch):
         try:
             for index, item in enumerate(prepared):
                 if isinstance(item, _Ready):
-                    tasks[asyncio.ensure_future(self._one(item))] = index
+                    tasks[asyncio.ensure_future(self._one(index, item))] = index
             await asyncio.sleep(0)  # each task starts (its thread too) before it is said to
             for index in tasks.values():
                 yield index, None
@@ -206,8 +242,14 @@ class AsyncToolBatch(_Batch):
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=tasks.__getitem__):
-                    self.results[tasks[task]] = task.result()
-                    yield tasks[task], self.results[tasks[task]]
+                    index = tasks[task]
+                    result = self.results[index] = task.result()
+                    item = prepared[index]
+                    error = self._raises(index, item) if isinstance(item, _Ready) else None
+                    if error is not None:
+                        await self._settle(tasks, prepared)
+                        raise error
+                    yield index, result
         finally:
             unfinished = [task for task in tasks if not task.done()]
             for task in unfinished:
@@ -215,7 +257,24 @@ class AsyncToolBatch(_Batch):
             if unfinished:
                 await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _one(self, item: _Ready) -> ToolResult:
+    async def _settle(
+        self, tasks: Mapping[asyncio.Future[ToolResult], int], prepared: Sequence[object]
+    ) -> None:
+        """After a tool's error ended the run: async tools still running are cancelled, sync
+        ones (which cannot be stopped) end within their timeouts; each keeps what came of it."""
+        unfinished = [task for task in tasks if not task.done()]
+        for task in unfinished:
+            item = prepared[tasks[task]]
+            if isinstance(item, _Ready) and item.tool.is_async:
+                task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        for task, index in tasks.items():
+            if task.cancelled():
+                self.cancelled.add(index)
+            elif index not in self.results and task.exception() is None:
+                self.results[index] = task.result()
+
+    async def _one(self, index: int, item: _Ready) -> ToolResult:
         started = time.monotonic()
         limit = item.timeout(self._timeout)
         try:
@@ -227,7 +286,8 @@ class AsyncToolBatch(_Batch):
         except TimeoutError:
             return _timed_out(item, time.monotonic() - started)
         except Exception as exc:
-            return _raised(item, exc, time.monotonic() - started, self._raise)
+            self._failures[index] = exc
+            return _raised(item, exc, time.monotonic() - started)
         return _returned(item, value, time.monotonic() - started)
 
 
@@ -353,14 +413,18 @@ def _timed_out(ready: _Ready, seconds: float) -> ToolResult:
     )
 
 
-def _raised(ready: _Ready, exc: Exception, seconds: float, raise_errors: bool) -> ToolResult:
-    if raise_errors:
-        redact_exception(exc)  # chained as the cause: a traceback would print its text
-        raise ToolExecutionError(
-            f"the tool {ready.tool.name} raised {type(exc).__name__}: "
-            f"{redact(_text_of(exc))[:500]}",
-            call=ready.call,
-        ) from exc
+def _execution_error(ready: _Ready, exc: Exception) -> ToolExecutionError:
+    """What ends a run that asked for tool errors to be raised, ``exc`` chained as its cause."""
+    redact_exception(exc)  # chained as the cause: a traceback would print its text
+    error = ToolExecutionError(
+        f"the tool {ready.tool.name} raised {type(exc).__name__}: {redact(_text_of(exc))[:500]}",
+        call=ready.call,
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _raised(ready: _Ready, exc: Exception, seconds: float) -> ToolResult:
     text = redact(f"{type(exc).__name__}: {_text_of(exc)}")[:2000]
     return ToolResult(
         ready.call, f"Error: the tool {ready.tool.name} failed: {text}", "raised", seconds

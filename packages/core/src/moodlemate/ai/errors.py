@@ -24,6 +24,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "BudgetStoreError",
+    "ClientClosedError",
     "ConfigurationError",
     "ConflictError",
     "ContextWindowExceededError",
@@ -128,6 +129,11 @@ class BudgetStoreError(BudgetExceededError):
     the budget cannot be checked and the call was not sent (the budget fails closed; see
     ``budget_fail_open``). A BudgetExceededError, so code that stops on a spent budget stops
     here too; catch this one to tell an outage from a spent budget."""
+
+
+class ClientClosedError(MoodlemateError, RuntimeError):
+    """The GPT was closed (:meth:`GPT.close`, or its ``with`` block ended): it sends nothing
+    more. Make a new one. (A RuntimeError too, as a closed ``httpx.Client`` raises.)"""
 
 
 class ToolExecutionError(MoodlemateError):

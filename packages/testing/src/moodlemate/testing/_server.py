@@ -403,6 +403,13 @@ class LoopbackServer:
         """The base URL an OpenAI client takes (``base_url``)."""
         return f"{self.origin}/v1"
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now, serving a request or kept alive between requests:
+        lets a test see a client release its pool."""
+        httpd = self._httpd
+        return 0 if httpd is None else httpd.open_connections()
+
     # scripting -----------------------------------------------------------------------------
 
     def enqueue(self, *items: Reply | Fault) -> None:
@@ -646,6 +653,10 @@ class _HTTPServer(ThreadingHTTPServer):
         if self.stopping.is_set():  # accepted just as stop() ran: do not outlive the server
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+
+    def open_connections(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
 
     def close_connections(self) -> None:
         with self._connections_lock:

@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from moodlemate.ai.plugin import Connection, guard_loggers
 from moodlemate.providers.openai.after_fork import drop_after_fork
-from moodlemate.providers.openai.transport import bound_async_client, bound_client
+from moodlemate.providers.openai.transport import (
+    bound_async_client,
+    bound_client,
+    close_idle_in_client,
+)
 
 if TYPE_CHECKING:
     import openai
@@ -66,10 +70,12 @@ class ClientPool:
         return client
 
     def close(self) -> None:
+        """Close every connection no call is using. The clients stay open: another thread
+        may hold one for a call about to be sent (a closed one would fail it)."""
         with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
+            clients = list(self._clients.values())
         for client in clients:
-            client.close()
+            close_idle_in_client(client._client)
 
 
 class AsyncClientPool:

@@ -245,16 +245,13 @@ class DirectSyncPool:
         connection.close()
 
     def close(self) -> None:
+        """Close the idle connections; one in use closes when its call gives it back."""
         with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
-                connection.close()
+            self.forget()
 
     def forget(self) -> None:
-        """In a forked child: close this process's copies of the idle sockets (the parent's
-        stay open) without the lock, which another thread may have held at the fork."""
+        """Close the idle connections without the lock: in a forked child, another thread
+        may have held it at the fork (this closes the child's copies; the parent's stay)."""
         self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():

@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.providers.openai.after_fork import drop_after_fork
-from moodlemate.providers.openai.transport import DeadlineBackend, httpcore_module
+from moodlemate.providers.openai.transport import DeadlineBackend, close_idle, httpcore_module
 
 if TYPE_CHECKING:
     import asyncio
@@ -182,7 +182,9 @@ class _ProxiedPool:
         return self._pool.handle_request(_httpcore_request(request, trace))
 
     def close(self) -> None:
-        self._pool.close()
+        """The idle connections only, as :meth:`DirectSyncPool.close`: one in use goes back
+        to this pool when its call ends, and closes with it once nothing refers to it."""
+        close_idle(self._pool)
 
     def forget(self) -> None:
         """In a forked child: left to the garbage collector, never used (closing would
@@ -234,6 +236,9 @@ class SyncPools:
         return pool
 
     def close(self) -> None:
+        """Close every connection no call is using; a call in flight keeps its own until it
+        ends (cutting it could make a retry send the request twice). Later calls get new
+        pools."""
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:

@@ -25,6 +25,8 @@ __all__ = [
     "DeadlineBackend",
     "bound_async_client",
     "bound_client",
+    "close_idle",
+    "close_idle_in_client",
     "fetch",
     "httpcore_module",
     "httpx_module",
@@ -72,13 +74,40 @@ def bound_client(**options: Any) -> Any:
 def _with_deadlines(client: Any) -> Any:
     """Wrap the network backend of each of ``client``'s connection pools (httpx builds the
     pool itself and offers no argument for it)."""
-    transports = [client._transport, *client._mounts.values()]  # env proxies live in mounts
-    for transport in transports:
-        pool = getattr(transport, "_pool", None)
+    for pool in _pools_of(client):
         backend = getattr(pool, "_network_backend", None)
         if backend is not None and not isinstance(backend, DeadlineBackend):
-            pool._network_backend = DeadlineBackend(backend)  # type: ignore[union-attr]
+            pool._network_backend = DeadlineBackend(backend)
     return client
+
+
+def _pools_of(client: Any) -> list[Any]:
+    """The httpcore pools of an httpx client (env proxies live in its mounts)."""
+    transports = [client._transport, *client._mounts.values()]
+    return [pool for t in transports if (pool := getattr(t, "_pool", None)) is not None]
+
+
+def close_idle_in_client(client: Any) -> None:
+    """:func:`close_idle` for each pool of an httpx client (the client stays open: a thread
+    may hold it for a call about to be sent)."""
+    for pool in _pools_of(client):
+        close_idle(pool)
+
+
+def close_idle(pool: Any) -> None:
+    """Close the connections of an httpcore pool that no request uses or has reserved, as
+    the pool itself drops expired ones (under its lock, so no request can take one being
+    closed). A call in flight keeps its connection: closing it would cut the call, and a
+    retry would send the request twice; it goes back to the pool when the call ends."""
+    lock = getattr(pool, "_optional_thread_lock", None)
+    if lock is None or not isinstance(getattr(pool, "_connections", None), list):
+        return  # not the httpcore this was written against: leave it to its own expiry
+    with lock:
+        reserved = {request.connection for request in pool._requests}
+        idle = [c for c in pool._connections if c.is_idle() and c not in reserved]
+        pool._connections = [c for c in pool._connections if c not in idle]
+    for connection in idle:
+        connection.close()
 
 
 def bound_async_client(**options: Any) -> Any:
