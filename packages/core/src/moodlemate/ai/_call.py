@@ -26,7 +26,6 @@ from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._pacing import PACED
 from moodlemate.ai._plausible import (
     bounded,
-    breakdown_of,
     ceiling,
     cost_of,
     scrubbed,
@@ -351,10 +350,9 @@ class Call:
         def price_of(model: str) -> Price | None:
             return provider.tier_price(model, completion.service_tier, endpoint)
 
-        cost, priced_model = cost_of(
+        cost, priced_model, pieces = cost_of(
             completion, request.model, provider.same_model, price_of, limit
         )
-        pieces = breakdown_of(completion, cost, price_of(priced_model or request.model))
         if cost is None and request.model not in accounts.unpriced:
             accounts.unpriced.add(request.model)
             self._note_unknown_cost(completion, pieces)
