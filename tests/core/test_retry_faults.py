@@ -401,6 +401,31 @@ def test_stamina_deactivated_means_one_attempt(server: LoopbackServer) -> None:
     assert len(server.chat_requests) == 1
 
 
+def test_stamina_hooks_see_each_retry_numbered_from_the_first_attempt(
+    server: LoopbackServer,
+) -> None:
+    """The first attempt runs before stamina's loop starts (it costs a call nothing when it
+    succeeds); its failure still reaches the hooks as retry 1, with the waits the loop made."""
+    seen: list[stamina.instrumentation.RetryDetails] = []
+    before = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([seen.append])
+    try:
+        gpt = make_gpt(server, wait_initial=0.05, wait_max=0.2)
+        server.enqueue(Fault.status(503), Fault.status(502), Reply(text="ok"))
+        assert ask(gpt) == "ok"
+        assert gpt.last_result is not None
+        assert gpt.last_result.attempts == 3
+        server.enqueue(Reply(text="again"))
+        assert ask(gpt) == "again"  # a first attempt that succeeds: no hook
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(before)
+    assert [d.retry_num for d in seen] == [1, 2]
+    assert [getattr(d.caused_by, "status_code", None) for d in seen] == [503, 502]
+    assert [d.wait_for for d in seen] == pytest.approx([0.05, 0.1])
+    assert [d.waited_so_far for d in seen] == pytest.approx([0.0, 0.05])
+    assert len(server.chat_requests) == 4
+
+
 # -- the policy on its own (async twin, header parsing) --------------------------------------
 
 

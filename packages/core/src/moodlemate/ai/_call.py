@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 from moodlemate.ai._budget import reserve
 from moodlemate.ai._credentials import explain_unsent_key
+from moodlemate.ai._evolve import evolved, plain
 from moodlemate.ai._network_failure import name_the_failure
 from moodlemate.ai._off_loop import off_loop
 from moodlemate.ai._pacing import PACED
 from moodlemate.ai._plausible import (
     bounded,
-    breakdown_of,
     ceiling,
     cost_of,
     scrubbed,
@@ -76,6 +76,7 @@ class RunTurn:
     turn: int
 
 
+@plain
 @dataclass(frozen=True, slots=True)
 class Call:
     """A prepared call: where it goes, as whom, how hard to try, where it is counted."""
@@ -97,10 +98,10 @@ class Call:
 
     def at(self, timeout: float) -> Connection:
         """The connection for one attempt, bounded by ``timeout``."""
-        return replace(self.connection, timeout=timeout)
+        return evolved(self.connection, timeout=timeout)
 
     def with_request(self, request: ChatRequest) -> Call:
-        return replace(self, request=request)
+        return evolved(self, request=request)
 
     # -- running it ----------------------------------------------------------------------
 
@@ -351,10 +352,9 @@ class Call:
         def price_of(model: str) -> Price | None:
             return provider.tier_price(model, completion.service_tier, endpoint)
 
-        cost, priced_model = cost_of(
+        cost, priced_model, pieces = cost_of(
             completion, request.model, provider.same_model, price_of, limit
         )
-        pieces = breakdown_of(completion, cost, price_of(priced_model or request.model))
         if cost is None and request.model not in accounts.unpriced:
             accounts.unpriced.add(request.model)
             self._note_unknown_cost(completion, pieces)
@@ -369,7 +369,7 @@ class Call:
             accounts.pacer.learn(
                 origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
             )
-        completion = replace(
+        completion = evolved(
             completion,
             cost=cost,
             priced_model=priced_model,

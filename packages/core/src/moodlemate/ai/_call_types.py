@@ -7,12 +7,13 @@ providers, the spend log) can name them without importing the machinery that use
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from moodlemate.ai._evolve import evolved, plain
 from moodlemate.ai._failed_entry import FailedEntry
 from moodlemate.ai._messages import (
     AudioPart,
@@ -52,6 +53,7 @@ __all__ = [
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+@plain
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A vendor-neutral chat request; ``extra`` passes provider-specific fields through."""
@@ -77,9 +79,10 @@ def with_api(request: ChatRequest, default: str | None) -> ChatRequest:
     api = request.api or request.options.api or default
     if api == request.api:
         return request
-    return replace(request, api=api)  # type: ignore[arg-type]
+    return evolved(request, api=api)
 
 
+@plain
 @dataclass(frozen=True, slots=True)
 class Completion:
     """The full result of one chat completion."""
@@ -159,6 +162,7 @@ def _tool_call(raw: Mapping[str, Any]) -> ToolCall | None:
     return ToolCall(call_id, name, arguments if isinstance(arguments, str) else "{}")
 
 
+@plain
 @dataclass(frozen=True, slots=True)
 class Connection:
     """Where and as whom to send a request. The key never shows in a repr."""

@@ -33,6 +33,7 @@ from moodlemate.ai._credentials import (
     provider_for,
     target_from,
 )
+from moodlemate.ai._evolve import evolved
 from moodlemate.ai._ledger import Ledger
 from moodlemate.ai._message_dicts import messages_from
 from moodlemate.ai._options import Options, options_from
@@ -819,7 +820,7 @@ class GPT:
         if self._fallbacks:
             completion = self._chain(request, run_turn).send(Call.send_unhooked)
         else:
-            completion = replace(self.prepare(request), run_turn=run_turn).send()
+            completion = evolved(self.prepare(request), run_turn=run_turn).send()
         self._local.last = completion
         return completion
 
@@ -836,7 +837,7 @@ class GPT:
             request = check_request(request)
         routed, model = split_provider(request.model, self._plugins)
         if model != request.model:
-            request = replace(request, model=model)
+            request = evolved(request, model=model)
         request = with_api(request, self._api)
         provider, connection = connect(target or self._target, self._plugins, routed)
         provider.check_input(request)
@@ -926,8 +927,8 @@ class GPT:
         if self._fallbacks:
             from moodlemate.ai._fallback_streams import FallbackStream
 
-            return FallbackStream(self._chain(replace(request, stream=True)), self._remember)
-        return TextStream(self.prepare(replace(request, stream=True)), self._remember)
+            return FallbackStream(self._chain(evolved(request, stream=True)), self._remember)
+        return TextStream(self.prepare(evolved(request, stream=True)), self._remember)
 
     def conversation(
         self,
@@ -1006,7 +1007,7 @@ class GPT:
         the returned Completion."""
         if self._fallbacks:
             return await self._chain(request, run_turn).asend(Call.asend_unhooked)
-        return await replace(self.prepare(request), run_turn=run_turn).asend()
+        return await evolved(self.prepare(request), run_turn=run_turn).asend()
 
     async def acount_tokens(self, text: str, model: str = "gpt-4o-mini") -> int:
         """Async :meth:`count_tokens` (local and fast, so it runs inline)."""
@@ -1088,8 +1089,8 @@ class GPT:
         if self._fallbacks:
             from moodlemate.ai._fallback_streams import AsyncFallbackStream
 
-            return AsyncFallbackStream(self._chain(replace(request, stream=True)), self._remember)
-        return AsyncTextStream(self.prepare(replace(request, stream=True)), self._remember)
+            return AsyncFallbackStream(self._chain(evolved(request, stream=True)), self._remember)
+        return AsyncTextStream(self.prepare(evolved(request, stream=True)), self._remember)
 
     async def aclose(self) -> None:
         """Close the provider's async clients bound to the running event loop (call before
@@ -1145,7 +1146,7 @@ class GPT:
 
         def prepare(entry: ChatRequest) -> Call:
             call = self.prepare(entry, target=target)
-            return call if run_turn is None else replace(call, run_turn=run_turn)
+            return call if run_turn is None else evolved(call, run_turn=run_turn)
 
         return FallbackChain(
             request,

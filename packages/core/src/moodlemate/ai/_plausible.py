@@ -57,7 +57,6 @@ __all__ = [
     "REPORTED_COST_MARGIN",
     "Ceiling",
     "bounded",
-    "breakdown_of",
     "ceiling",
     "cost_of",
     "scrubbed",
@@ -208,27 +207,55 @@ def cost_of(
     same_model: Callable[[str, str], bool],
     price_of: Callable[[str], Price | None],
     limit: Ceiling | None = None,
-) -> tuple[Decimal | None, str | None]:
-    """(The cost of ``completion``, the model it was priced as) for a call that asked for
-    ``requested``; ``completion`` already :func:`bounded` by ``limit``. (None, None) when
-    the cost is unknown; (reported cost, None) when the server's own figure stands."""
+) -> tuple[Decimal | None, str | None, CostBreakdown | None]:
+    """(The cost of ``completion``, the model it was priced as, the cost by piece) for a call
+    that asked for ``requested``; ``completion`` already :func:`bounded` by ``limit``. The
+    cost is None when unknown, and the model None when the cost is unknown or the server's own
+    figure stands. The pieces are at the price of the model priced as (else ``requested``):
+    when the cost was computed from that price; when the server's own figure stands and they
+    add up to it (OpenRouter's ``usage.cost`` at its catalog's prices); and when the cost is
+    unknown only because some pieces have no price (named in ``unpriced``). None otherwise:
+    never a split that does not match the cost."""
+    priced_as, price = _price_for(completion, requested, same_model, price_of)
+    cost, pieces = _cost_at(completion, priced_as, price, limit)
+    priced_model = priced_as if cost is not None and pieces is not None else None
+    if (priced_model or requested) != priced_as:
+        price, pieces = price_of(requested), None
+    return cost, priced_model, _breakdown(completion, cost, price, pieces)
+
+
+def _price_for(
+    completion: Completion,
+    requested: str,
+    same_model: Callable[[str, str], bool],
+    price_of: Callable[[str], Price | None],
+) -> tuple[str, Price | None]:
+    """(The model a call for ``requested`` is priced as, its price): the served model when it
+    is that model or a snapshot or alias of it and has a price, else ``requested``."""
     served = completion.model
     if served == requested or same_model(requested, served):
-        priced_as, price = served, price_of(served)
-        if price is None:
-            priced_as, price = requested, price_of(requested)
-    else:
-        if _first(completion.provider, f"model {requested}"):
-            log.warning(
-                "%s answered a call for %r as %r, which is not that model nor a snapshot of "
-                "it: priced as %r (the served name is kept in Completion.model and the spend "
-                "log); further ones are not logged",
-                completion.provider,
-                requested,
-                served[:100],
-                requested,
-            )
-        priced_as, price = requested, price_of(requested)
+        price = price_of(served)
+        if price is not None:
+            return served, price
+    elif _first(completion.provider, f"model {requested}"):
+        log.warning(
+            "%s answered a call for %r as %r, which is not that model nor a snapshot of "
+            "it: priced as %r (the served name is kept in Completion.model and the spend "
+            "log); further ones are not logged",
+            completion.provider,
+            requested,
+            served[:100],
+            requested,
+        )
+    return requested, price_of(requested)
+
+
+def _cost_at(
+    completion: Completion, priced_as: str, price: Price | None, limit: Ceiling | None
+) -> tuple[Decimal | None, CostBreakdown | None]:
+    """(The cost of ``completion``, its pieces at ``price`` when the cost was computed from
+    it (else None)); the cost is the server's own figure when it is plausible, None when
+    unknown."""
     reported = completion.reported_cost
     if reported is not None:
         worst = _worst_case(price, limit)
@@ -241,26 +268,27 @@ def cost_of(
         )
     if price is None or not completion.usage_reported:
         return None, None
-    cost = price.cost(completion.usage)
+    cost, pieces = price.cost_and_breakdown(completion.usage)
     if cost is None:  # audio or image tokens the price list has no figure for
-        return None, None
+        return None, pieces
     if cost > MAX_CALL_COST:
         _warn_once(completion.provider, "computed cost", f"over ${MAX_CALL_COST} for one call")
-        return None, None
-    return cost, priced_as
+        return None, pieces
+    return cost, pieces
 
 
-def breakdown_of(
-    completion: Completion, cost: Decimal | None, price: Price | None
+def _breakdown(
+    completion: Completion,
+    cost: Decimal | None,
+    price: Price | None,
+    pieces: CostBreakdown | None,
 ) -> CostBreakdown | None:
-    """``completion``'s cost by piece at ``price`` (the price it was, or would have been,
-    priced at): when the cost was computed from it; when the server's own figure stands and
-    the pieces add up to it (OpenRouter's ``usage.cost`` at its catalog's prices); and when
-    the cost is unknown only because some pieces have no price (they are named in
-    ``unpriced``). None otherwise: never a split that does not match the cost."""
+    """``completion``'s cost by piece at ``price`` (``pieces``: already computed at it), when
+    it matches ``cost`` (see :func:`cost_of`)."""
     if price is None or not completion.usage_reported:
         return None
-    pieces = price.breakdown(completion.usage)
+    if pieces is None:
+        pieces = price.breakdown(completion.usage)
     if cost is None:
         return pieces if pieces.unpriced else None
     if pieces.unpriced or abs(pieces.known - cost) > _SAME_AMOUNT:

@@ -16,6 +16,7 @@ from moodlemate.ai._usage import Usage
 __all__ = ["COST_QUANTUM", "CostBreakdown", "ModelInfo", "Price", "to_money"]
 
 _MILLION = Decimal(1_000_000)
+_ZERO = Decimal(0)
 COST_QUANTUM = Decimal("1e-10")
 """The precision of every recorded cost, in US dollars (rounded half to even)."""
 _QUANTUM_EXPONENT = -10
@@ -86,48 +87,6 @@ class CostBreakdown:
 
 
 @dataclass(frozen=True, slots=True)
-class _Split:
-    """A usage cut into the parts that are billed apart (no token counted twice)."""
-
-    fresh: int
-    cached: int
-    written: int
-    audio_in: int
-    image_in: int
-    visible: int
-    reasoning: int
-    audio_out: int
-
-    @classmethod
-    def of(cls, usage: Usage) -> _Split:
-        # Audio and image tokens first: a cached audio token is billed as audio input (the
-        # chat audio models list no cached-audio price), never as cheaper cached text.
-        prompt = max(usage.prompt_tokens, 0)
-        audio_in = _within(usage.audio_prompt_tokens, prompt)
-        image_in = _within(usage.image_prompt_tokens, prompt - audio_in)
-        text = prompt - audio_in - image_in
-        cached = _within(usage.cached_tokens, text)
-        written = _within(usage.cache_write_tokens, text - cached)
-        completion = max(usage.completion_tokens, 0)
-        audio_out = _within(usage.audio_completion_tokens, completion)
-        reasoning = _within(usage.reasoning_tokens, completion - audio_out)
-        return cls(
-            fresh=text - cached - written,
-            cached=cached,
-            written=written,
-            audio_in=audio_in,
-            image_in=image_in,
-            visible=completion - audio_out - reasoning,
-            reasoning=reasoning,
-            audio_out=audio_out,
-        )
-
-
-def _within(count: int, bound: int) -> int:
-    return min(max(count, 0), bound)
-
-
-@dataclass(frozen=True, slots=True)
 class Price:
     """US dollars per million tokens. ``cached_input`` None means cached tokens bill as input,
     ``cache_write`` None that written tokens do; ``audio_input``, ``audio_output`` and
@@ -145,32 +104,43 @@ class Price:
     def cost(self, usage: Usage) -> Decimal | None:
         """The cost of ``usage``, exact to :data:`COST_QUANTUM`; None when it has tokens of a
         kind this price has no figure for (see :meth:`breakdown`'s ``unpriced``)."""
-        rates = self._rates(_Split.of(usage))
+        rates = self._rates(usage)
         if any(rate is None and tokens for _, tokens, rate in rates):
             return None
-        total = sum((tokens * rate for _, tokens, rate in rates if rate is not None), Decimal(0))
-        with localcontext() as ctx:
-            ctx.prec = 60  # exact: a token count times a listed price
-            cost = to_money(total / _MILLION)
-        return Decimal(0) if cost is None else cost
+        cost = _money(sum((tokens * rate for _, tokens, rate in rates if rate is not None), _ZERO))
+        return _ZERO if cost is None else cost
 
     def breakdown(self, usage: Usage) -> CostBreakdown:
         """:meth:`cost` by piece (see :class:`CostBreakdown`)."""
-        split = _Split.of(usage)
+        return self.cost_and_breakdown(usage)[1]
+
+    def cost_and_breakdown(self, usage: Usage) -> tuple[Decimal | None, CostBreakdown]:
+        """(:meth:`cost`, :meth:`breakdown`) of ``usage``, from one split of it and one
+        product of each count and its rate: what a call's settling needs, at half the work."""
         pieces: dict[str, Decimal | None] = {}
         unpriced: list[str] = []
-        for name, tokens, rate in self._rates(split):
+        total = _ZERO  # summed as cost() sums: the same figure to the last digit
+        for name, tokens, rate in self._rates(usage):
             if rate is None:
                 if tokens:
                     unpriced.append(name)
                 pieces[name] = None
-            elif name in _APART and not tokens:
-                pieces[name] = None  # no audio or image tokens: the piece does not apply
-            else:
-                pieces[name] = _money(tokens * rate)
+                continue
+            product = tokens * rate
+            total += product
+            # No audio or image tokens: the piece does not apply.
+            pieces[name] = None if name in _APART and not tokens else product
         if self.cache_write is None:
             pieces["cache_write"] = None  # written tokens are in "input"
-        return CostBreakdown(**pieces, unpriced=tuple(unpriced))
+        with localcontext() as ctx:
+            ctx.prec = 60  # exact: a token count times a listed price, per million
+            cost = None if unpriced else to_money(total / _MILLION)
+            for name, amount in pieces.items():
+                if amount is not None:
+                    pieces[name] = to_money(amount / _MILLION)
+        if cost is None and not unpriced:
+            cost = _ZERO
+        return cost, CostBreakdown(**pieces, unpriced=tuple(unpriced))
 
     def scaled(self, factor: Decimal) -> Price:
         """Every rate times ``factor`` (the Batch API's discount)."""
@@ -199,19 +169,38 @@ class Price:
             output=max(rate for rate in (self.output, self.audio_output) if rate is not None),
         )
 
-    def _rates(self, split: _Split) -> list[tuple[str, int, Decimal | None]]:
-        written_rate = self.input if self.cache_write is None else self.cache_write
-        cached_rate = self.input if self.cached_input is None else self.cached_input
-        fresh = split.fresh + (split.written if self.cache_write is None else 0)
+    def _rates(self, usage: Usage) -> list[tuple[str, int, Decimal | None]]:
+        """(piece, tokens, rate) for each part of ``usage`` billed apart, no token counted
+        twice. Audio and image tokens first: a cached audio token is billed as audio input
+        (the chat audio models list no cached-audio price), never as cheaper cached text.
+        Each part is at least 0 and at most what is left of its whole."""
+        prompt = max(usage.prompt_tokens, 0)
+        audio_in = min(max(usage.audio_prompt_tokens, 0), prompt)
+        image_in = min(max(usage.image_prompt_tokens, 0), prompt - audio_in)
+        text = prompt - audio_in - image_in
+        cached = min(max(usage.cached_tokens, 0), text)
+        written = min(max(usage.cache_write_tokens, 0), text - cached)
+        completion = max(usage.completion_tokens, 0)
+        audio_out = min(max(usage.audio_completion_tokens, 0), completion)
+        reasoning = min(max(usage.reasoning_tokens, 0), completion - audio_out)
+        fresh = text - cached - written
+        if self.cache_write is None:  # written tokens bill as fresh input
+            fresh, written, written_rate = fresh + written, 0, self.input
+        else:
+            written_rate = self.cache_write
         return [
             ("input", fresh, self.input),
-            ("cached_input", split.cached, cached_rate),
-            ("cache_write", 0 if self.cache_write is None else split.written, written_rate),
-            ("output", split.visible, self.output),
-            ("reasoning", split.reasoning, self.output),
-            ("audio_input", split.audio_in, self.audio_input),
-            ("audio_output", split.audio_out, self.audio_output),
-            ("image_input", split.image_in, self.image_input),
+            (
+                "cached_input",
+                cached,
+                self.input if self.cached_input is None else self.cached_input,
+            ),
+            ("cache_write", written, written_rate),
+            ("output", completion - audio_out - reasoning, self.output),
+            ("reasoning", reasoning, self.output),
+            ("audio_input", audio_in, self.audio_input),
+            ("audio_output", audio_out, self.audio_output),
+            ("image_input", image_in, self.image_input),
         ]
 
 
@@ -220,6 +209,7 @@ _APART = frozenset({"audio_input", "audio_output", "image_input"})
 
 
 def _money(per_million: Decimal) -> Decimal | None:
+    """``per_million`` (tokens times USD per million tokens) in USD, as :func:`to_money`."""
     with localcontext() as ctx:
         ctx.prec = 60
         return to_money(per_million / _MILLION)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from moodlemate.ai._answer_format import AnswerFormat, AnswerMode, answer_instructions
 from moodlemate.ai._call_types import (
@@ -29,7 +28,7 @@ from moodlemate.ai._call_types import (
 )
 from moodlemate.ai._pricing import ModelInfo, Price
 from moodlemate.ai._token_framing import TokenCount, count_messages
-from moodlemate.ai._urls import origin
+from moodlemate.ai._urls import host_of, origin
 from moodlemate.ai.errors import InvalidAPIKeyError, UnsupportedFeatureError
 
 if TYPE_CHECKING:
@@ -156,7 +155,7 @@ class Provider(ABC):
 
     def recognises(self, endpoint: str) -> bool:
         """True when ``endpoint`` is this provider's own service (selects it automatically)."""
-        host = (urlsplit(endpoint).hostname or "").lower()
+        host = host_of(endpoint)
         if not host:
             return False
         if not self.hosts:

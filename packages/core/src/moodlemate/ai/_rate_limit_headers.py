@@ -53,6 +53,7 @@ class RateLimits:
 
 
 _NOTHING = RateLimits()
+_UNSAID = (None,) * 6
 
 
 def rate_limits_from_headers(
@@ -60,17 +61,23 @@ def rate_limits_from_headers(
 ) -> RateLimits | None:
     """The limits ``headers`` state (any case of names), or None when they state none."""
     get = headers.get
+    said = (
+        get("x-ratelimit-limit-requests") or get("x-ratelimit-limit"),
+        get("x-ratelimit-remaining-requests") or get("x-ratelimit-remaining"),
+        get("x-ratelimit-reset-requests") or get("x-ratelimit-reset"),
+        get("x-ratelimit-limit-tokens"),
+        get("x-ratelimit-remaining-tokens"),
+        get("x-ratelimit-reset-tokens"),
+    )
+    if said == _UNSAID:  # most servers but OpenAI's: nothing to read
+        return None
     found = RateLimits(
-        requests_limit=_count(get("x-ratelimit-limit-requests") or get("x-ratelimit-limit")),
-        requests_remaining=_count(
-            get("x-ratelimit-remaining-requests") or get("x-ratelimit-remaining")
-        ),
-        requests_reset=parse_reset(
-            get("x-ratelimit-reset-requests") or get("x-ratelimit-reset"), now
-        ),
-        tokens_limit=_count(get("x-ratelimit-limit-tokens")),
-        tokens_remaining=_count(get("x-ratelimit-remaining-tokens")),
-        tokens_reset=parse_reset(get("x-ratelimit-reset-tokens"), now),
+        requests_limit=_count(said[0]),
+        requests_remaining=_count(said[1]),
+        requests_reset=parse_reset(said[2], now),
+        tokens_limit=_count(said[3]),
+        tokens_remaining=_count(said[4]),
+        tokens_reset=parse_reset(said[5], now),
     )
     return None if found == _NOTHING else found
 

@@ -8,6 +8,11 @@ neither cap nor jitter to such a number: a server-requested wait (``retry-after-
 is capped and jittered. A wait that would overrun the call's deadline is not slept:
 the error is raised at once, so callers see a rate limit now rather than a timeout later.
 
+The first attempt runs outside stamina's loop, which costs more to set up than the rest of
+a call's own work: only when it fails does the loop start, with that failure handed to it as
+its first attempt's (and the time left until the deadline as its timeout), so every decision,
+wait, hook and count is the one the loop would have made had it run from the start.
+
 Providers decide what is transient (``ProviderError.retryable``) from the HTTP status and
 headers, using :func:`retry_after_from_headers` and :func:`should_retry_from_headers`.
 """
@@ -41,6 +46,8 @@ __all__ = [
 
 T = TypeVar("T")
 log = logging.getLogger("moodlemate.ai")
+_NO_TIME = 1e-9
+"""stamina's timeout when the deadline has passed (0 would mean none, with a warning)."""
 
 RetryListener = Callable[[str, int, ProviderError, float], None]
 """Told of each retry as it is scheduled: (label, the attempt that failed, its error, the
@@ -152,15 +159,15 @@ class RetryPolicy:
 
         state = _CallState(self, label, stamina)
         try:
+            try:
+                return state.once(attempt, limits), state.attempts
+            except Exception as exc:
+                state.failure = exc
             for try_ in state.retry_context(stamina):
                 with try_:
                     state.attempts = try_.num
-                    timeout = state.attempt_timeout()
-                    bound = bounds.enter(time.monotonic() + timeout, limits)
-                    try:
-                        return attempt(timeout), state.attempts
-                    finally:
-                        bounds.leave(bound)
+                    state.replay()
+                    return state.once(attempt, limits), state.attempts
         except Exception as exc:
             state.finish(exc)
             raise
@@ -174,29 +181,19 @@ class RetryPolicy:
     ) -> tuple[T, int]:
         """Async twin of :meth:`run`; each attempt is also cancelled at its end, so the
         bound holds for any provider, whatever its HTTP stack does."""
-        import asyncio
-
         import stamina
 
         state = _CallState(self, label, stamina)
         try:
+            try:
+                return await state.aonce(attempt, limits), state.attempts
+            except Exception as exc:
+                state.failure = exc
             async for try_ in state.retry_context(stamina):
                 with try_:
                     state.attempts = try_.num
-                    timeout = state.attempt_timeout()
-                    bound = bounds.enter(time.monotonic() + timeout, limits)
-                    scope = asyncio.timeout(timeout)
-                    try:
-                        async with scope:
-                            return await attempt(timeout), state.attempts
-                    except TimeoutError:
-                        if not scope.expired():
-                            raise
-                        raise APITimeoutError(
-                            f"{label}: attempt took longer than {timeout:.3g}s"
-                        ) from None
-                    finally:
-                        bounds.leave(bound)
+                    state.replay()
+                    return await state.aonce(attempt, limits), state.attempts
         except Exception as exc:
             state.finish(exc)
             raise
@@ -206,24 +203,27 @@ class RetryPolicy:
 class _CallState:
     """Per-call bookkeeping: the deadline, attempts made, and the retry decision."""
 
-    __slots__ = ("attempts", "deadline", "label", "limit", "policy", "testing")
+    __slots__ = ("attempts", "deadline", "failure", "label", "limit", "policy", "testing")
 
     def __init__(self, policy: RetryPolicy, label: str, stamina: Any) -> None:
         self.policy = policy
         self.label = label
         self.deadline = time.monotonic() + policy.deadline
-        self.attempts = 0
+        self.attempts = 1
+        # The first attempt's error (made before stamina's loop): :meth:`replay` hands it over.
+        self.failure: Exception | None = None
         # stamina's testing mode sleeps no backoff and sets the attempt count itself.
         self.testing: bool = stamina.is_testing()
         self.limit: int | None = None if self.testing else policy.attempts
 
     def retry_context(self, stamina: Any) -> Any:
-        """stamina's loop; jitter is 0 because :meth:`decide` returns jittered waits itself."""
+        """stamina's loop, started after the first attempt failed: its timeout is what is
+        left of the deadline. Jitter is 0 because :meth:`decide` returns jittered waits itself."""
         p = self.policy
         return stamina.retry_context(
             on=self.decide,
             attempts=p.attempts,
-            timeout=p.deadline,
+            timeout=max(self.deadline - time.monotonic(), _NO_TIME),
             wait_initial=p.wait_initial,
             wait_max=p.wait_max,
             wait_jitter=0.0,
@@ -235,6 +235,46 @@ class _CallState:
         if isinstance(exc, ProviderError):
             exc.attempts = self.attempts
         redact_exception(exc)
+
+    def replay(self) -> None:
+        """Raise the first attempt's error, once: the loop's first attempt is the one made
+        before it started."""
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            try:
+                raise failure
+            finally:
+                del failure  # no cycle through this frame
+
+    def once(self, attempt: Callable[[float], T], limits: ResponseLimits) -> T:
+        """One attempt, under its wall-clock end and ``limits`` (:mod:`moodlemate.ai._bounds`,
+        which the provider's HTTP stack enforces on every socket read)."""
+        timeout = self.attempt_timeout()
+        bound = bounds.enter(time.monotonic() + timeout, limits)
+        try:
+            return attempt(timeout)
+        finally:
+            bounds.leave(bound)
+
+    async def aonce(self, attempt: Callable[[float], Awaitable[T]], limits: ResponseLimits) -> T:
+        """Async :meth:`once`; the attempt is also cancelled at its end, so the bound holds
+        for any provider, whatever its HTTP stack does."""
+        import asyncio
+
+        timeout = self.attempt_timeout()
+        bound = bounds.enter(time.monotonic() + timeout, limits)
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return await attempt(timeout)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise APITimeoutError(
+                f"{self.label}: attempt took longer than {timeout:.3g}s"
+            ) from None
+        finally:
+            bounds.leave(bound)
 
     def attempt_timeout(self) -> float:
         remaining = self.deadline - time.monotonic()

@@ -6,11 +6,12 @@ providers and plugins can all use it without importing each other.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from moodlemate.ai.errors import InvalidEndpointError
 
-__all__ = ["normalize_endpoint", "origin", "sent_in_clear"]
+__all__ = ["host_of", "normalize_endpoint", "origin", "sent_in_clear"]
 
 
 def normalize_endpoint(url: object) -> str:
@@ -60,6 +61,13 @@ def _without_credentials(url: str) -> str:
             netloc = "***@" + netloc.rpartition("@")[2]
         head = f"{scheme}://{netloc}{slash}{path}"
     return head + ("?..." if cut else "#..." if hashed else "")
+
+
+@lru_cache(maxsize=256)
+def host_of(url: str) -> str:
+    """The host of ``url``, in lower case ("" for none). Cached: every call asks it of its
+    endpoint, and an instance has one or a few."""
+    return (urlsplit(url).hostname or "").lower()
 
 
 def origin(url: str) -> str:

@@ -53,7 +53,6 @@ from moodlemate.ai._answer_schema import AnswerProblems, AnswerSchema, answer_sc
 from moodlemate.ai._call_types import with_api
 from moodlemate.ai._plausible import (
     bounded,
-    breakdown_of,
     ceiling,
     cost_of,
     scrubbed,
@@ -697,10 +696,9 @@ class _RemoteRun:
         request = self._request(route, item)
         limit = ceiling(route.provider, request, endpoint) if completion.usage_reported else None
         completion = bounded(scrubbed(completion), limit)
-        cost, priced_model = cost_of(
+        cost, priced_model, breakdown = cost_of(
             completion, route.model, route.provider.same_model, route.api.price, limit
         )
-        breakdown = breakdown_of(completion, cost, route.api.price(priced_model or route.model))
         return replace(completion, cost=cost, priced_model=priced_model, cost_breakdown=breakdown)
 
     def _charge(self, route: _Route, item: BatchItem, completion: Completion) -> Decimal | None:

@@ -93,15 +93,17 @@ def parse_completion(
             model=model,
             request_id=request_id,
         )
+    usage: Any = data.get("usage")
+    reported = isinstance(usage, dict)
     return Completion(
         text=text,
         model=text_or(data.get("model"), model),
         provider=provider,
         finish_reason=text_or(choice.get("finish_reason"), "") or None,
-        usage=usage_from(data.get("usage")),
+        usage=usage_from(usage),
         request_id=request_id or data.get("id"),
-        reported_cost=decimal_or_none(_dict(data.get("usage")).get("cost")),
-        usage_reported=isinstance(data.get("usage"), dict),
+        reported_cost=decimal_or_none(usage.get("cost")) if reported else None,
+        usage_reported=reported,
         refusal=text_or(message.get("refusal"), "") or None,
         tool_calls=tool_calls_from(message.get("tool_calls")),
         rate_limits=rate_limits_from_headers(headers),
@@ -186,7 +188,9 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _count(value: Any) -> int:
-    if isinstance(value, bool):
+    if type(value) is int:  # what a server sends, absent keys aside: no conversion to try
+        return value if value > 0 else 0
+    if value is None or isinstance(value, bool):
         return 0
     try:
         number = int(value)

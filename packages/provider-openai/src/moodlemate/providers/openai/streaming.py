@@ -43,6 +43,9 @@ from moodlemate.providers.openai.responses import (
 
 __all__ = ["AsyncSSEStream", "ChunkReader", "LineSplitter", "SSEStream", "rejects_streaming"]
 
+_TEXT_ONLY = frozenset({"content", "role"})
+"""The keys of most deltas: nothing to collect beside their text."""
+
 Translate = Callable[[Exception], ProviderError | None]
 
 
@@ -213,7 +216,7 @@ class ChunkReader:
             if content:
                 self._parts.append(content)
                 text = content if text is None else text + content
-            if isinstance(delta, dict):
+            if isinstance(delta, dict) and not delta.keys() <= _TEXT_ONLY:
                 self._other_parts(delta)
                 spoken = self._audio_piece(delta.get("audio"))
                 if spoken and not self._parts:  # the transcript is the reply's only text
