@@ -141,10 +141,12 @@ def _parser_class() -> Any:
     return httptools.HttpResponseParser
 
 
-def _parser_error() -> Any:
+def _parser_errors() -> Any:
+    """What httptools raises for a reply it will not read: a malformed one, and an upgrade
+    (``101 Switching Protocols``), which is not a subclass of the first."""
     import httptools  # type: ignore[import-untyped,unused-ignore]
 
-    return httptools.HttpParserError
+    return (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class Reply:
@@ -196,7 +198,14 @@ class Reply:
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except _parser_error() as exc:
+        except _parser_errors() as exc:
+            if self.status == 101:  # llhttp ends the reply, then stops at the switch
+                raise RemoteProtocolError("the server switched protocols (HTTP 101)") from None
+            if self.complete:
+                # Bytes past the reply's end, in the same read: the reply stands (as when
+                # they come in a later read), the connection is not reused.
+                self.extra = True
+                return
             raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
         if not self.headers_done and self._head_bytes > MAX_HEAD_BYTES:
             raise RemoteProtocolError(
