@@ -8,12 +8,16 @@ deliver the two in one read or in two, and the answer cannot depend on which.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import threading
+import warnings
 
 import pytest
 from adversarial import AdversarialServer, completion_body
 from moodlemate.ai import GPT, APIConnectionError, RetryPolicy
 from support import TEST_KEY
+from test_http1_wire import Replies
 
 pytestmark = pytest.mark.usefixtures("each_transport")
 
@@ -80,3 +84,31 @@ def test_bytes_in_the_same_read_after_a_whole_reply_leave_the_reply_standing(
         if each_transport == "lean":
             assert _complete(gpt, style) == "answer 2"
             assert connections == 2
+
+
+def test_threads_making_the_first_call_at_once_share_one_pool() -> None:
+    """Eight threads start on a fresh client together: one transport and one pool serve
+    them, so their eight connections are all kept and serve the next eight calls (no pool
+    of a losing thread dropped with its sockets open, to be closed by the GC with warnings)."""
+    replies = Replies(lambda n: _reply(f"reply {n}"))
+    with AdversarialServer({"/chat/completions": replies.behaviour()}) as server:
+        gpt = _gpt(server.url)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            for _ in range(2):
+                barrier = threading.Barrier(8)
+                threads = [threading.Thread(target=_call, args=(gpt, barrier)) for _ in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            gc.collect()
+        gpt.provider.close()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert replies.requests == 16
+    assert replies.connections <= 8
+
+
+def _call(gpt: GPT, barrier: threading.Barrier) -> None:
+    barrier.wait()
+    gpt.chat_completion("gpt-4o-mini", "", "Hi")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -76,6 +77,9 @@ class OpenAIProvider(Provider):
     def __init__(self) -> None:
         self._lean: LeanTransport | None = None
         self._sdk: SDKTransport | None = None
+        # Threads making the first call at once must share one transport: a second one's
+        # pool would be dropped with its connections open.
+        self._making = threading.Lock()
         self._served = served_limits.ServedLimits()
 
     # -- extension points ----------------------------------------------------------------
@@ -295,7 +299,9 @@ class OpenAIProvider(Provider):
             if self._lean is None:
                 from moodlemate.providers.openai.lean_transport import LeanTransport
 
-                self._lean = LeanTransport()
+                with self._making:
+                    if self._lean is None:
+                        self._lean = LeanTransport()
             return self._lean
         if name == "openai-sdk":
             return self.sdk()
@@ -308,7 +314,9 @@ class OpenAIProvider(Provider):
         if self._sdk is None:
             from moodlemate.providers.openai.sdk_transport import SDKTransport
 
-            self._sdk = SDKTransport()
+            with self._making:
+                if self._sdk is None:
+                    self._sdk = SDKTransport()
         return self._sdk
 
     def close(self) -> None:
