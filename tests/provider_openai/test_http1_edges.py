@@ -8,10 +8,9 @@ deliver the two in one read or in two, and the answer cannot depend on which.
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
-import threading
-import warnings
+import subprocess
+import sys
 
 import pytest
 from adversarial import AdversarialServer, completion_body
@@ -86,29 +85,45 @@ def test_bytes_in_the_same_read_after_a_whole_reply_leave_the_reply_standing(
             assert connections == 2
 
 
+FIRST_CALLS = r"""
+import gc, sys, threading, warnings
+from moodlemate.ai import GPT, RetryPolicy
+
+warnings.simplefilter("always", ResourceWarning)
+gpt = GPT("openai", endpoint=sys.argv[1], api_key=sys.argv[2], retry=RetryPolicy(attempts=1))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", ResourceWarning)
+    for _ in range(2):
+        barrier = threading.Barrier(8)
+        def call():
+            barrier.wait()
+            gpt.chat_completion("gpt-4o-mini", "", "Hi")
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    gc.collect()
+gpt.provider.close()
+print(sum(w.category is ResourceWarning for w in caught))
+"""
+
+
 def test_threads_making_the_first_call_at_once_share_one_pool() -> None:
-    """Eight threads start on a fresh client together: one transport and one pool serve
-    them, so their eight connections are all kept and serve the next eight calls (no pool
-    of a losing thread dropped with its sockets open, to be closed by the GC with warnings)."""
+    """Eight threads make a process's first calls together: one transport and one pool
+    serve them, so their eight connections are all kept and serve the next eight calls (no
+    pool of a losing thread dropped with its sockets open, to be closed by the GC with
+    warnings). In a process of its own: the race is widest on the very first call."""
     replies = Replies(lambda n: _reply(f"reply {n}"))
     with AdversarialServer({"/chat/completions": replies.behaviour()}) as server:
-        gpt = _gpt(server.url)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ResourceWarning)
-            for _ in range(2):
-                barrier = threading.Barrier(8)
-                threads = [threading.Thread(target=_call, args=(gpt, barrier)) for _ in range(8)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-            gc.collect()
-        gpt.provider.close()
-    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+        done = subprocess.run(
+            [sys.executable, "-c", FIRST_CALLS, server.url, TEST_KEY],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0"], done.stderr[-2000:]
     assert replies.requests == 16
     assert replies.connections <= 8
-
-
-def _call(gpt: GPT, barrier: threading.Barrier) -> None:
-    barrier.wait()
-    gpt.chat_completion("gpt-4o-mini", "", "Hi")
