@@ -11,22 +11,31 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
+import zlib
+from typing import Any
 
 import pytest
 from adversarial import AdversarialServer, completion_body
-from moodlemate.ai import GPT, APIConnectionError, RetryPolicy
+from moodlemate.ai import (
+    GPT,
+    APIConnectionError,
+    MalformedResponseError,
+    ResponseLimits,
+    ResponseTooLargeError,
+    RetryPolicy,
+)
 from support import TEST_KEY
 from test_http1_wire import Replies
 
-pytestmark = pytest.mark.usefixtures("each_transport")
 
-
-def _gpt(url: str) -> GPT:
+def _gpt(url: str, **options: Any) -> GPT:
     return GPT(
         "openai",
         endpoint=url,
         api_key=TEST_KEY,
         retry=RetryPolicy(attempts=1, attempt_timeout=5, deadline=10),
+        **options,
     )
 
 
@@ -42,6 +51,7 @@ def _reply(text: str) -> bytes:
     return (head + "\r\n\r\n").encode() + body
 
 
+@pytest.mark.usefixtures("each_transport")
 @pytest.mark.parametrize("style", ["sync", "async"])
 def test_a_switch_of_protocols_is_a_connection_error(style: str) -> None:
     """A 101 nobody asked for: a typed connection error, not the parser's own exception."""
@@ -60,6 +70,7 @@ def test_a_switch_of_protocols_is_a_connection_error(style: str) -> None:
     assert TEST_KEY not in str(caught.value)
 
 
+@pytest.mark.usefixtures("each_transport")
 @pytest.mark.parametrize("style", ["sync", "async"])
 @pytest.mark.parametrize(
     "after", [b"\x00garbage\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: zz\r\n\r\n"]
@@ -109,6 +120,7 @@ print(sum(w.category is ResourceWarning for w in caught))
 """
 
 
+@pytest.mark.usefixtures("each_transport")
 def test_threads_making_the_first_call_at_once_share_one_pool() -> None:
     """Eight threads make a process's first calls together: one transport and one pool
     serve them, so their eight connections are all kept and serve the next eight calls (no
@@ -127,3 +139,70 @@ def test_threads_making_the_first_call_at_once_share_one_pool() -> None:
     assert done.stdout.split() == ["0"], done.stderr[-2000:]
     assert replies.requests == 16
     assert replies.connections <= 8
+
+
+# The lean transport's own bounds (the SDK's stack reads such bodies its own way).
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_declared_length_over_the_body_cap_fails_before_the_body_is_waited_for(
+    style: str,
+) -> None:
+    """100 MB declared against a 1 MiB cap, then nothing: refused at once as too large, not
+    held to the attempt's timeout (and then retried as a timeout would be)."""
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n{")
+        sock.recv(1)  # until the client hangs up
+
+    limits = ResponseLimits(max_body_bytes=1 << 20)
+    with AdversarialServer({"/chat/completions": serve}) as server:
+        gpt = GPT(
+            "openai",
+            endpoint=server.url,
+            api_key=TEST_KEY,
+            transport="lean",
+            limits=limits,
+            retry=RetryPolicy(attempts=3, attempt_timeout=2, wait_initial=0.5, wait_jitter=0),
+        )
+        started = time.monotonic()
+        with pytest.raises(ResponseTooLargeError):
+            _complete(gpt, style)
+        assert time.monotonic() - started < 1.5
+    assert len(server.hits) == 1
+
+
+def _gzip(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+@pytest.mark.parametrize("cut", ["mid-stream", "trailer"])
+def test_a_compressed_body_cut_short_is_refused_not_read_short(cut: str, style: str) -> None:
+    """gzip framed whole by HTTP but cut inside: mid-stream, or only its trailer (CRC and
+    length) missing, where the JSON inside happens to be whole. Neither is an answer."""
+    packed = _gzip(completion_body("whole?"))
+    body = packed[: len(packed) // 2] if cut == "mid-stream" else packed[:-8]
+
+    def serve(sock: socket.socket) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}"
+        sock.sendall((head + "\r\nConnection: close\r\n\r\n").encode() + body)
+
+    with AdversarialServer({"/chat/completions": serve}) as server:
+        gpt = _gpt(server.url, transport="lean")
+        with pytest.raises(MalformedResponseError, match="compressed body ended"):
+            _complete(gpt, style)
+
+
+@pytest.mark.usefixtures("each_transport")
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_whole_compressed_body_still_reads(style: str) -> None:
+    body = _gzip(completion_body("inflated"))
+
+    def serve(sock: socket.socket) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}"
+        sock.sendall((head + "\r\nConnection: close\r\n\r\n").encode() + body)
+
+    with AdversarialServer({"/chat/completions": serve}) as server:
+        assert _complete(_gpt(server.url), style) == "inflated"

@@ -211,14 +211,22 @@ def _broken_pipe(exc: BaseException) -> bool:
 class _Decoder:
     """Content-Encoding gzip/deflate, inflated at most :data:`_SLICE` bytes at a time."""
 
-    __slots__ = ("_inflate", "_raw_deflate")
+    __slots__ = ("_fed", "_inflate", "_raw_deflate")
 
     def __init__(self, encoding: str) -> None:
         self._raw_deflate = encoding == "deflate"
+        self._fed = False
         # gzip: wbits 31; deflate: zlib-wrapped (47 detects it), retried raw below.
         self._inflate = zlib.decompressobj(47 if self._raw_deflate else 31)
 
+    def finish(self) -> None:
+        """At the body's end: a compressed stream cut short (no final block, no gzip
+        trailer) is refused, not read as a shorter answer."""
+        if self._fed and not self._inflate.eof:
+            raise MalformedResponseError("the response's compressed body ended before its end")
+
     def feed(self, data: bytes) -> Iterator[bytes]:
+        self._fed = self._fed or bool(data)
         try:
             out = self._inflate.decompress(data, _SLICE)
             if out:
@@ -262,7 +270,16 @@ class LeanResponse:
         self._cap = cap
         self._on_error = on_error
 
+    def _refuse_declared_excess(self) -> None:
+        """A declared length over the cap fails before a byte is read: the body is not
+        waited for (a slow server would hold the attempt to its timeout, then be retried)."""
+        cap = self._cap
+        declared = self.headers.get("content-length", "")
+        if cap is not None and declared.isdigit() and int(declared) > cap:
+            raise bounds.too_large("response body", "max_body_bytes", cap)
+
     def iter_bytes(self) -> Iterator[bytes]:
+        self._refuse_declared_excess()
         seen, cap, decoder = 0, self._cap, self._decoder
         try:
             for chunk in self._raw.iter_stream():
@@ -273,6 +290,8 @@ class LeanResponse:
                     yield chunk
                 else:
                     yield from decoder.feed(chunk)
+            if decoder is not None:
+                decoder.finish()
         except ProviderError:
             raise
         except Exception as exc:
@@ -282,6 +301,7 @@ class LeanResponse:
             raise mapped from exc
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        self._refuse_declared_excess()
         seen, cap, decoder = 0, self._cap, self._decoder
         try:
             # The stream itself, not Response.aiter_stream(): one generator less per body, and
@@ -295,6 +315,8 @@ class LeanResponse:
                 else:
                     for piece in decoder.feed(chunk):
                         yield piece
+            if decoder is not None:
+                decoder.finish()
         except ProviderError:
             raise
         except Exception as exc:
