@@ -206,3 +206,34 @@ def test_a_whole_compressed_body_still_reads(style: str) -> None:
 
     with AdversarialServer({"/chat/completions": serve}) as server:
         assert _complete(_gpt(server.url), style) == "inflated"
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_reply_refused_for_its_encoding_gives_its_connection_back(style: str) -> None:
+    """A whole reply in an encoding not asked for (br) is refused before its body is read:
+    its connection goes back to the pool (and serves the next calls), rather than holding
+    one of the pool's slots for good and leaving its socket to the collector. Were slots so
+    lost, a thousand such replies would leave the pool with none."""
+    replies = Replies(lambda n: _reply_in(f"reply {n}", "br"))
+    with AdversarialServer({"/chat/completions": replies.behaviour()}) as server:
+        gpt = _gpt(server.url, transport="lean")
+
+        async def three() -> None:
+            for _ in range(3):
+                with pytest.raises(MalformedResponseError, match="'br'"):
+                    await gpt.achat_completion("gpt-4o-mini", "", "Hi")
+
+        if style == "sync":
+            for _ in range(3):
+                with pytest.raises(MalformedResponseError, match="'br'"):
+                    gpt.chat_completion("gpt-4o-mini", "", "Hi")
+        else:
+            asyncio.run(three())
+    assert replies.requests >= 3
+    assert replies.connections == 1
+
+
+def _reply_in(text: str, encoding: str) -> bytes:
+    body = completion_body(text)
+    head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\nContent-Length: {len(body)}"
+    return (head + "\r\n\r\n").encode() + body

@@ -455,7 +455,11 @@ class LeanTransport:
         return LeanResponse(raw, cap, lambda exc: _network_error(exc, request, None))
 
     def _checked(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
-        response = self._wrap(raw, request, stream)
+        try:
+            response = self._wrap(raw, request, stream)
+        except BaseException:
+            raw.close()  # (an encoding not asked for) else its pool slot is never given back
+            raise
         if 200 <= response.status < 300:
             return response
         try:
@@ -465,7 +469,11 @@ class LeanTransport:
         raise error_for(response.status, content, response.headers, stream=stream)
 
     async def _achecked(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
-        response = self._wrap(raw, request, stream)
+        try:
+            response = self._wrap(raw, request, stream)
+        except BaseException:
+            await raw.aclose()
+            raise
         if 200 <= response.status < 300:
             return response
         try:
