@@ -8,10 +8,12 @@ deliver the two in one read or in two, and the answer cannot depend on which.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from typing import Any
 
@@ -237,3 +239,25 @@ def _reply_in(text: str, encoding: str) -> bytes:
     body = completion_body(text)
     head = f"HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\nContent-Length: {len(body)}"
     return (head + "\r\n\r\n").encode() + body
+
+
+def test_idle_connections_close_with_their_event_loop() -> None:
+    """``asyncio.run`` twice on one client, without ``aclose``: the first loop's idle
+    connections are closed as it ends (while it still can), not found open by the collector
+    once it has closed, and the second loop opens its own."""
+    replies = Replies(lambda n: _reply(f"reply {n}"))
+    with AdversarialServer({"/chat/completions": replies.behaviour()}) as server:
+        gpt = _gpt(server.url, transport="lean")
+
+        async def calls() -> list[str]:
+            first = await gpt.achat_completion("gpt-4o-mini", "", "Hi")
+            return [first, await gpt.achat_completion("gpt-4o-mini", "", "Hi")]
+
+        gc.collect()  # what earlier tests left for the collector is not this test's
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            assert asyncio.run(calls()) == ["reply 0", "reply 1"]
+            assert asyncio.run(calls()) == ["reply 0", "reply 1"]
+            gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert replies.connections == 2

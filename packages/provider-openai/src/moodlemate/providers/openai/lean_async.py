@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import ssl
 import time
 from collections.abc import Iterable
@@ -340,10 +341,14 @@ class DirectAsyncPool:
         self._idle_seconds = idle_seconds
         self._backend = AsyncioBackend()
         self._closed = False
+        self._watch: collections.abc.AsyncGenerator[None, None] | None = None
 
     async def send(self, request: Outgoing, trace: Any) -> AsyncReply:
         """Send one whole request; the reply once its headers arrived."""
         origin, timeout = request.origin, request.timeout
+        if self._watch is None:
+            self._watch = _close_idle_at_loop_end(self)
+            await self._watch.__anext__()
         await self._slots.acquire()
         try:
             connection = self._take(origin)
@@ -396,8 +401,23 @@ class DirectAsyncPool:
         connection.close()
 
     async def aclose(self) -> None:
+        self.close_idle()
+
+    def close_idle(self) -> None:
+        """Close the idle connections; the pool takes no more (its loop is ending)."""
         self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for _, connection in connections:
                 connection.close()
+
+
+async def _close_idle_at_loop_end(pool: DirectAsyncPool) -> collections.abc.AsyncGenerator[None]:
+    """Suspended for the pool's life: the loop's ``shutdown_asyncgens`` (``asyncio.run`` calls
+    it before closing the loop) closes it, and so the pool's idle connections while the loop
+    can still close their transports; once the loop has closed nothing can, and the
+    collector would find them open (ResourceWarning)."""
+    try:
+        yield
+    finally:
+        pool.close_idle()
