@@ -203,7 +203,7 @@ class DirectSyncPool:
         if not self._slots.acquire(timeout=clamped(timeout, PoolTimeout)):
             raise PoolTimeout(f"every one of the pool's connections stayed busy for {timeout}s")
         try:
-            connection = self._take(origin)
+            connection = self._take(origin) if trace.reuse else None
             if connection is None:
                 trace.fresh = True
                 connection = _Connection(_connect(origin, self._context, timeout))

@@ -351,7 +351,7 @@ class DirectAsyncPool:
             await self._watch.__anext__()
         await self._slots.acquire()
         try:
-            connection = self._take(origin)
+            connection = self._take(origin) if trace.reuse else None
             if connection is None:
                 trace.fresh = True
                 connection = await self._open(origin, timeout, trace)

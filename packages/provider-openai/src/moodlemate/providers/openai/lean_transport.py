@@ -12,8 +12,9 @@ follows none: a 3xx is an error), and the HTTP stack's loggers redacted.
 A pooled connection the server closed while it sat idle (llama-server does after a stream,
 keep-alive headers notwithstanding) fails the next request before a byte of answer comes
 back. When that failure shows the server had closed the connection before the request got
-there (see :func:`_stale`), the request is sent again at once, on another connection,
-without a backoff and without a warning (at most :data:`STALE_RETRIES` times).
+there (see :func:`_stale`), the request is sent again at once, on a new connection (not
+another idle one, which such a server has closed alike), without a backoff and without a
+warning (at most :data:`STALE_RETRIES` times).
 """
 
 from __future__ import annotations
@@ -140,14 +141,16 @@ def header_map(raw: Any) -> dict[str, str]:
 
 class _Trace:
     """What one try did: opened a connection (and got it up), got an answer. The direct
-    pools set the flags; httpcore (proxied routes) reports through trace events."""
+    pools set the flags; httpcore (proxied routes) reports through trace events. ``reuse``
+    is what the try may do: take an idle connection (not after a stale one failed)."""
 
-    __slots__ = ("answered", "connected", "fresh")
+    __slots__ = ("answered", "connected", "fresh", "reuse")
 
-    def __init__(self) -> None:
+    def __init__(self, reuse: bool = True) -> None:
         self.fresh = False
         self.connected = False
         self.answered = False
+        self.reuse = reuse
 
     def __call__(self, event: str, info: Any) -> None:
         if event.endswith("connect_tcp.started"):
@@ -422,25 +425,33 @@ class LeanTransport:
     # -- sending, with the stale-connection rule ----------------------------------------
 
     def _send(self, pool: Any, request: Outgoing) -> Any:
+        reuse = True
         for left in range(STALE_RETRIES, -1, -1):
-            trace = _Trace()
+            trace = _Trace(reuse)
             try:
                 return pool.send(request, trace)
             except Exception as exc:
                 if left and _stale(exc, trace):
                     _log_stale(request)
+                    # On a new connection: the other idle ones may have been closed alike
+                    # (a server closing each after one request closes every one).
+                    reuse = False
                     continue
                 raise _network_error(exc, request, trace) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _asend(self, pool: Any, request: Outgoing) -> Any:
+        reuse = True
         for left in range(STALE_RETRIES, -1, -1):
-            trace = _Trace()
+            trace = _Trace(reuse)
             try:
                 return await pool.send(request, trace)
             except Exception as exc:
                 if left and _stale(exc, trace):
                     _log_stale(request)
+                    # On a new connection: the other idle ones may have been closed alike
+                    # (a server closing each after one request closes every one).
+                    reuse = False
                     continue
                 raise _network_error(exc, request, trace) from exc
         raise AssertionError("unreachable")  # pragma: no cover
