@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -23,6 +25,7 @@ from moodlemate.ai import (
     GPT,
     APIConnectionError,
     MalformedResponseError,
+    ProviderError,
     ResponseLimits,
     ResponseTooLargeError,
     RetryPolicy,
@@ -261,3 +264,40 @@ def test_idle_connections_close_with_their_event_loop() -> None:
             gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
     assert replies.connections == 2
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_an_answer_sent_before_the_request_was_all_read_is_the_error(style: str) -> None:
+    """A server that refuses a body by its head (413, as nginx's client_max_body_size does)
+    answers and closes while a 4 MB request is still being written: the caller gets that
+    answer (a status error, not retried as a network failure), as httpcore gave it."""
+    error = b'{"error": {"message": "request entity too large", "type": "too_large"}}'
+    head = f"HTTP/1.1 413 Payload Too Large\r\nContent-Length: {len(error)}\r\n\r\n"
+    requests = []
+
+    class Refuser(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += self.request.recv(65536)
+            requests.append(data)
+            self.request.sendall(head.encode() + error)  # then close, the body unread
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Refuser)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
+    try:
+        gpt = _gpt(f"http://127.0.0.1:{server.server_address[1]}/v1", transport="lean")
+        with pytest.raises(ProviderError, match="entity too large") as caught:
+            _complete_long(gpt, style, "x " * 2_000_000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.status_code == 413
+    assert len(requests) == 1
+
+
+def _complete_long(gpt: GPT, style: str, prompt: str) -> str:
+    if style == "sync":
+        return gpt.chat_completion("local-model", "", prompt)
+    return asyncio.run(gpt.achat_completion("local-model", "", prompt))

@@ -26,6 +26,7 @@ from moodlemate.providers.openai.http1_wire import (
     READ_BYTES,
     ConnectError,
     ConnectTimeout,
+    NetworkError,
     Outgoing,
     ReadError,
     ReadTimeout,
@@ -257,6 +258,19 @@ class AsyncioBackend:
         await asyncio.sleep(seconds)
 
 
+async def _answered_early(connection: AsyncioStream, reply: Reply, timeout: float | None) -> bool:
+    """Async :func:`~moodlemate.providers.openai.http1_sync._answered_early`: the reply a
+    server sent before it stopped reading the request, if any (then the connection is not
+    reused)."""
+    reply.extra = True
+    try:
+        while not reply.headers_done:
+            reply.feed(await connection.read(READ_BYTES, timeout))
+    except NetworkError:
+        return False
+    return True
+
+
 class AsyncReply:
     """A reply whose headers have arrived; iterating it reads the body, and the connection
     goes back to the pool once the body ended (or is closed if it did not)."""
@@ -357,8 +371,12 @@ class DirectAsyncPool:
                 connection = await self._open(origin, timeout, trace)
                 trace.connected = True
             try:
-                await connection.write(request.wire(), timeout)
                 reply = Reply()
+                try:
+                    await connection.write(request.wire(), timeout)
+                except WriteError:
+                    if not await _answered_early(connection, reply, timeout):
+                        raise
                 while not reply.headers_done:
                     reply.feed(await connection.read(READ_BYTES, timeout))
             except BaseException:
