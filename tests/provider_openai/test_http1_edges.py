@@ -301,3 +301,24 @@ def _complete_long(gpt: GPT, style: str, prompt: str) -> str:
     if style == "sync":
         return gpt.chat_completion("local-model", "", prompt)
     return asyncio.run(gpt.achat_completion("local-model", "", prompt))
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_the_head_bound_holds_to_the_byte_not_to_the_read(style: str) -> None:
+    """120 KiB of status line and headers sent at once: over the 100 KiB bound, refused
+    however the reads cut it (it was let through when its end came in the read that
+    crossed the bound)."""
+    body = completion_body("big head")
+    lines = [f"X-Pad-{n}: {'p' * 1000}" for n in range(120)]
+    head = "\r\n".join(["HTTP/1.1 200 OK", *lines, f"Content-Length: {len(body)}"])
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(head.encode() + b"\r\n\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+
+    with (
+        AdversarialServer({"/chat/completions": serve}) as server,
+        pytest.raises(APIConnectionError, match="exceed") as caught,
+    ):
+        _complete(_gpt(server.url, transport="lean"), style)
+    assert caught.value.cause_kind == "closed"

@@ -195,7 +195,23 @@ class Reply:
             self.extra = True  # bytes past the reply: this connection is not reused
             return
         if not self.headers_done:
-            self._head_bytes += len(data)
+            room = MAX_HEAD_BYTES - self._head_bytes
+            if len(data) > room:  # the head's bound holds to the byte, not to the read
+                self._parse(data[:room])
+                self._head_bytes = MAX_HEAD_BYTES + 1
+                if not self.headers_done:
+                    raise RemoteProtocolError(
+                        f"the reply's status line and headers exceed {MAX_HEAD_BYTES} bytes"
+                    )
+                data = data[room:]
+            else:
+                self._head_bytes += len(data)
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        if self.complete:
+            self.extra = self.extra or bool(data)
+            return
         try:
             self._parser.feed_data(data)
         except _parser_errors() as exc:
@@ -207,10 +223,6 @@ class Reply:
                 self.extra = True
                 return
             raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
-        if not self.headers_done and self._head_bytes > MAX_HEAD_BYTES:
-            raise RemoteProtocolError(
-                f"the reply's status line and headers exceed {MAX_HEAD_BYTES} bytes"
-            )
 
     def _end_of_stream(self) -> None:
         if self.complete:
