@@ -322,3 +322,18 @@ def test_the_head_bound_holds_to_the_byte_not_to_the_read(style: str) -> None:
     ):
         _complete(_gpt(server.url, transport="lean"), style)
     assert caught.value.cause_kind == "closed"
+
+
+@pytest.mark.usefixtures("each_transport")
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_lines_ended_by_a_bare_lf_are_read_as_h11_read_them(style: str) -> None:
+    """A hand-made server that ends its status line and headers with LF alone: h11 (under
+    httpcore and the SDK) read such replies, so the lean transport does too."""
+    body = completion_body("bare lf")
+    head = f"HTTP/1.1 200 OK\nContent-Type: application/json\nContent-Length: {len(body)}\n\n"
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(head.encode() + body)
+
+    with AdversarialServer({"/chat/completions": serve}) as server:
+        assert _complete(_gpt(server.url), style) == "bare lf"

@@ -174,6 +174,11 @@ class Reply:
 
     def __init__(self) -> None:
         self._parser = _parser_class()(self)
+        # Lines ended by a bare LF, as h11 read them (some hand-made servers end lines so);
+        # everything else stays strict.
+        lenient = getattr(self._parser, "set_dangerous_leniencies", None)
+        if lenient is not None:
+            lenient(lenient_optional_cr_before_lf=True)
         self._head_bytes = 0
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
