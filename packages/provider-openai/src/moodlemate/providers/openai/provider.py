@@ -26,6 +26,7 @@ from moodlemate.ai.plugin import (
     bounds,
 )
 from moodlemate.providers.openai import models, pricing, responses, served_limits, tokens
+from moodlemate.providers.openai.after_fork import drop_after_fork
 from moodlemate.providers.openai.streaming import (
     AsyncSSEStream,
     ChunkReader,
@@ -80,7 +81,12 @@ class OpenAIProvider(Provider):
         # Threads making the first call at once must share one transport: a second one's
         # pool would be dropped with its connections open.
         self._making = threading.Lock()
+        drop_after_fork(self)
         self._served = served_limits.ServedLimits()
+
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own (a thread may have held it at the fork)."""
+        self._making = threading.Lock()
 
     # -- extension points ----------------------------------------------------------------
 
