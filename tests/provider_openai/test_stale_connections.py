@@ -10,12 +10,16 @@ for the retry policy: see test_async_and_streaming's reset faults).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
 import select
 import socket
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from adversarial import AdversarialServer, Behaviour, _read_request, completion_body, sse_event
@@ -107,6 +111,71 @@ def test_the_same_on_one_event_loop(caplog: pytest.LogCaptureFixture) -> None:
         texts = asyncio.run(calls(_gpt(server)))
     assert texts == ["ok"] * CALLS
     assert closer.crossed >= CALLS - 1
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("when", ["next", "after"])
+def test_eight_threads_and_sixty_four_tasks_on_a_closing_server(
+    when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Many callers at once on connections the server closes between reply and next request:
+    every call answered at its first attempt, each request reaching the server once (its
+    count matches ours), no warning and no backoff."""
+    closer = Closer(when)
+    caplog.set_level(logging.DEBUG)
+
+    async def tasks(gpt: GPT) -> list[int]:
+        done = await asyncio.gather(
+            *(gpt.acomplete("gpt-4o-mini", "", f"task {n}") for n in range(64))
+        )
+        return [c.attempts for c in done]
+
+    with AdversarialServer({"/chat/completions": closer.behaviour()}) as server:
+        gpt = _gpt(server)
+        with ThreadPoolExecutor(8) as pool:
+            threaded = list(
+                pool.map(lambda n: gpt.complete("gpt-4o-mini", "", f"call {n}").attempts, range(80))
+            )
+        tasked = asyncio.run(tasks(gpt)) + asyncio.run(tasks(gpt))
+    assert threaded == [1] * 80
+    assert tasked == [1] * 128
+    assert closer.answered == 80 + 128
+    assert len(server.hits) == 80 + 128  # no request lost, none sent twice
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_request_sent_again_goes_on_a_new_connection(
+    style: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five idle connections, each of which the server closes when the next request comes:
+    the call meets one of them, then is sent again on a new connection, not on the next idle
+    one (four closed ones in a row would use up the resends and fail the attempt)."""
+    together = threading.Barrier(5, timeout=5)
+    opened = itertools.count()
+
+    def serve(sock: socket.socket) -> None:
+        if next(opened) < 5:  # five connections open at once, so five go back to the pool
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()
+        Closer("next").behaviour()(sock)
+
+    caplog.set_level(logging.DEBUG)
+    with AdversarialServer({"/chat/completions": serve}) as server:
+        gpt = _gpt(server)
+        if style == "sync":
+            with ThreadPoolExecutor(5) as pool:
+                list(pool.map(lambda n: gpt.complete("gpt-4o-mini", "", f"{n}"), range(5)))
+            completion = gpt.complete("gpt-4o-mini", "", "after")
+        else:
+
+            async def calls() -> Any:
+                await asyncio.gather(*(gpt.acomplete("gpt-4o-mini", "", f"{n}") for n in range(5)))
+                return await gpt.acomplete("gpt-4o-mini", "", "after")
+
+            completion = asyncio.run(calls())
+    assert completion.attempts == 1
+    assert len(server.hits) == 6
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 

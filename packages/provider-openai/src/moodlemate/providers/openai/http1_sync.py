@@ -124,6 +124,20 @@ def _connect(origin: _Origin, context: ssl.SSLContext | None, timeout: float | N
         raise ConnectError(str(exc) or type(exc).__name__) from exc
 
 
+def _answered_early(connection: _Connection, reply: Reply, timeout: float | None) -> bool:
+    """After a failed write, the reply the server may have sent before it stopped reading
+    (a 413 for a body it will not take, then its close): that answer says more than the
+    failed write. No reply (the server's close, as on a connection it closed while idle):
+    the write's error stands. The connection is not reused either way."""
+    reply.extra = True  # the request was not all sent: this connection carries no other
+    try:
+        while not reply.headers_done:
+            reply.feed(connection.read(timeout))
+    except NetworkError:
+        return False
+    return True
+
+
 class SyncReply:
     """A reply whose headers have arrived; the body is read as it is iterated, and the
     connection goes back to the pool once the body ended (or is closed if it did not)."""
@@ -203,14 +217,18 @@ class DirectSyncPool:
         if not self._slots.acquire(timeout=clamped(timeout, PoolTimeout)):
             raise PoolTimeout(f"every one of the pool's connections stayed busy for {timeout}s")
         try:
-            connection = self._take(origin)
+            connection = self._take(origin) if trace.reuse else None
             if connection is None:
                 trace.fresh = True
                 connection = _Connection(_connect(origin, self._context, timeout))
                 trace.connected = True
             try:
-                connection.write(request.wire(), timeout)
                 reply = Reply()
+                try:
+                    connection.write(request.wire(), timeout)
+                except WriteError:
+                    if not _answered_early(connection, reply, timeout):
+                        raise
                 while not reply.headers_done:
                     reply.feed(connection.read(timeout))
             except BaseException:

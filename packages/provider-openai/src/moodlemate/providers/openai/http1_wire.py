@@ -141,10 +141,12 @@ def _parser_class() -> Any:
     return httptools.HttpResponseParser
 
 
-def _parser_error() -> Any:
+def _parser_errors() -> Any:
+    """What httptools raises for a reply it will not read: a malformed one, and an upgrade
+    (``101 Switching Protocols``), which is not a subclass of the first."""
     import httptools  # type: ignore[import-untyped,unused-ignore]
 
-    return httptools.HttpParserError
+    return (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class Reply:
@@ -172,6 +174,11 @@ class Reply:
 
     def __init__(self) -> None:
         self._parser = _parser_class()(self)
+        # Lines ended by a bare LF, as h11 read them (some hand-made servers end lines so);
+        # everything else stays strict.
+        lenient = getattr(self._parser, "set_dangerous_leniencies", None)
+        if lenient is not None:
+            lenient(lenient_optional_cr_before_lf=True)
         self._head_bytes = 0
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -193,15 +200,34 @@ class Reply:
             self.extra = True  # bytes past the reply: this connection is not reused
             return
         if not self.headers_done:
-            self._head_bytes += len(data)
+            room = MAX_HEAD_BYTES - self._head_bytes
+            if len(data) > room:  # the head's bound holds to the byte, not to the read
+                self._parse(data[:room])
+                self._head_bytes = MAX_HEAD_BYTES + 1
+                if not self.headers_done:
+                    raise RemoteProtocolError(
+                        f"the reply's status line and headers exceed {MAX_HEAD_BYTES} bytes"
+                    )
+                data = data[room:]
+            else:
+                self._head_bytes += len(data)
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        if self.complete:
+            self.extra = self.extra or bool(data)
+            return
         try:
             self._parser.feed_data(data)
-        except _parser_error() as exc:
+        except _parser_errors() as exc:
+            if self.status == 101:  # llhttp ends the reply, then stops at the switch
+                raise RemoteProtocolError("the server switched protocols (HTTP 101)") from None
+            if self.complete:
+                # Bytes past the reply's end, in the same read: the reply stands (as when
+                # they come in a later read), the connection is not reused.
+                self.extra = True
+                return
             raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
-        if not self.headers_done and self._head_bytes > MAX_HEAD_BYTES:
-            raise RemoteProtocolError(
-                f"the reply's status line and headers exceed {MAX_HEAD_BYTES} bytes"
-            )
 
     def _end_of_stream(self) -> None:
         if self.complete:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import ssl
 import time
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from moodlemate.providers.openai.http1_wire import (
     READ_BYTES,
     ConnectError,
     ConnectTimeout,
+    NetworkError,
     Outgoing,
     ReadError,
     ReadTimeout,
@@ -256,6 +258,19 @@ class AsyncioBackend:
         await asyncio.sleep(seconds)
 
 
+async def _answered_early(connection: AsyncioStream, reply: Reply, timeout: float | None) -> bool:
+    """Async :func:`~moodlemate.providers.openai.http1_sync._answered_early`: the reply a
+    server sent before it stopped reading the request, if any (then the connection is not
+    reused)."""
+    reply.extra = True
+    try:
+        while not reply.headers_done:
+            reply.feed(await connection.read(READ_BYTES, timeout))
+    except NetworkError:
+        return False
+    return True
+
+
 class AsyncReply:
     """A reply whose headers have arrived; iterating it reads the body, and the connection
     goes back to the pool once the body ended (or is closed if it did not)."""
@@ -340,20 +355,28 @@ class DirectAsyncPool:
         self._idle_seconds = idle_seconds
         self._backend = AsyncioBackend()
         self._closed = False
+        self._watch: collections.abc.AsyncGenerator[None, None] | None = None
 
     async def send(self, request: Outgoing, trace: Any) -> AsyncReply:
         """Send one whole request; the reply once its headers arrived."""
         origin, timeout = request.origin, request.timeout
+        if self._watch is None:
+            self._watch = _close_idle_at_loop_end(self)
+            await self._watch.__anext__()
         await self._slots.acquire()
         try:
-            connection = self._take(origin)
+            connection = self._take(origin) if trace.reuse else None
             if connection is None:
                 trace.fresh = True
                 connection = await self._open(origin, timeout, trace)
                 trace.connected = True
             try:
-                await connection.write(request.wire(), timeout)
                 reply = Reply()
+                try:
+                    await connection.write(request.wire(), timeout)
+                except WriteError:
+                    if not await _answered_early(connection, reply, timeout):
+                        raise
                 while not reply.headers_done:
                     reply.feed(await connection.read(READ_BYTES, timeout))
             except BaseException:
@@ -396,8 +419,23 @@ class DirectAsyncPool:
         connection.close()
 
     async def aclose(self) -> None:
+        self.close_idle()
+
+    def close_idle(self) -> None:
+        """Close the idle connections; the pool takes no more (its loop is ending)."""
         self._closed = True
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for _, connection in connections:
                 connection.close()
+
+
+async def _close_idle_at_loop_end(pool: DirectAsyncPool) -> collections.abc.AsyncGenerator[None]:
+    """Suspended for the pool's life: the loop's ``shutdown_asyncgens`` (``asyncio.run`` calls
+    it before closing the loop) closes it, and so the pool's idle connections while the loop
+    can still close their transports; once the loop has closed nothing can, and the
+    collector would find them open (ResourceWarning)."""
+    try:
+        yield
+    finally:
+        pool.close_idle()

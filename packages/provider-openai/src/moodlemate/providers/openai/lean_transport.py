@@ -12,8 +12,9 @@ follows none: a 3xx is an error), and the HTTP stack's loggers redacted.
 A pooled connection the server closed while it sat idle (llama-server does after a stream,
 keep-alive headers notwithstanding) fails the next request before a byte of answer comes
 back. When that failure shows the server had closed the connection before the request got
-there (see :func:`_stale`), the request is sent again at once, on another connection,
-without a backoff and without a warning (at most :data:`STALE_RETRIES` times).
+there (see :func:`_stale`), the request is sent again at once, on a new connection (not
+another idle one, which such a server has closed alike), without a backoff and without a
+warning (at most :data:`STALE_RETRIES` times).
 """
 
 from __future__ import annotations
@@ -140,14 +141,16 @@ def header_map(raw: Any) -> dict[str, str]:
 
 class _Trace:
     """What one try did: opened a connection (and got it up), got an answer. The direct
-    pools set the flags; httpcore (proxied routes) reports through trace events."""
+    pools set the flags; httpcore (proxied routes) reports through trace events. ``reuse``
+    is what the try may do: take an idle connection (not after a stale one failed)."""
 
-    __slots__ = ("answered", "connected", "fresh")
+    __slots__ = ("answered", "connected", "fresh", "reuse")
 
-    def __init__(self) -> None:
+    def __init__(self, reuse: bool = True) -> None:
         self.fresh = False
         self.connected = False
         self.answered = False
+        self.reuse = reuse
 
     def __call__(self, event: str, info: Any) -> None:
         if event.endswith("connect_tcp.started"):
@@ -211,14 +214,22 @@ def _broken_pipe(exc: BaseException) -> bool:
 class _Decoder:
     """Content-Encoding gzip/deflate, inflated at most :data:`_SLICE` bytes at a time."""
 
-    __slots__ = ("_inflate", "_raw_deflate")
+    __slots__ = ("_fed", "_inflate", "_raw_deflate")
 
     def __init__(self, encoding: str) -> None:
         self._raw_deflate = encoding == "deflate"
+        self._fed = False
         # gzip: wbits 31; deflate: zlib-wrapped (47 detects it), retried raw below.
         self._inflate = zlib.decompressobj(47 if self._raw_deflate else 31)
 
+    def finish(self) -> None:
+        """At the body's end: a compressed stream cut short (no final block, no gzip
+        trailer) is refused, not read as a shorter answer."""
+        if self._fed and not self._inflate.eof:
+            raise MalformedResponseError("the response's compressed body ended before its end")
+
     def feed(self, data: bytes) -> Iterator[bytes]:
+        self._fed = self._fed or bool(data)
         try:
             out = self._inflate.decompress(data, _SLICE)
             if out:
@@ -262,7 +273,16 @@ class LeanResponse:
         self._cap = cap
         self._on_error = on_error
 
+    def _refuse_declared_excess(self) -> None:
+        """A declared length over the cap fails before a byte is read: the body is not
+        waited for (a slow server would hold the attempt to its timeout, then be retried)."""
+        cap = self._cap
+        declared = self.headers.get("content-length", "")
+        if cap is not None and declared.isdigit() and int(declared) > cap:
+            raise bounds.too_large("response body", "max_body_bytes", cap)
+
     def iter_bytes(self) -> Iterator[bytes]:
+        self._refuse_declared_excess()
         seen, cap, decoder = 0, self._cap, self._decoder
         try:
             for chunk in self._raw.iter_stream():
@@ -273,6 +293,8 @@ class LeanResponse:
                     yield chunk
                 else:
                     yield from decoder.feed(chunk)
+            if decoder is not None:
+                decoder.finish()
         except ProviderError:
             raise
         except Exception as exc:
@@ -282,6 +304,7 @@ class LeanResponse:
             raise mapped from exc
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        self._refuse_declared_excess()
         seen, cap, decoder = 0, self._cap, self._decoder
         try:
             # The stream itself, not Response.aiter_stream(): one generator less per body, and
@@ -295,6 +318,8 @@ class LeanResponse:
                 else:
                     for piece in decoder.feed(chunk):
                         yield piece
+            if decoder is not None:
+                decoder.finish()
         except ProviderError:
             raise
         except Exception as exc:
@@ -400,25 +425,33 @@ class LeanTransport:
     # -- sending, with the stale-connection rule ----------------------------------------
 
     def _send(self, pool: Any, request: Outgoing) -> Any:
+        reuse = True
         for left in range(STALE_RETRIES, -1, -1):
-            trace = _Trace()
+            trace = _Trace(reuse)
             try:
                 return pool.send(request, trace)
             except Exception as exc:
                 if left and _stale(exc, trace):
                     _log_stale(request)
+                    # On a new connection: the other idle ones may have been closed alike
+                    # (a server closing each after one request closes every one).
+                    reuse = False
                     continue
                 raise _network_error(exc, request, trace) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _asend(self, pool: Any, request: Outgoing) -> Any:
+        reuse = True
         for left in range(STALE_RETRIES, -1, -1):
-            trace = _Trace()
+            trace = _Trace(reuse)
             try:
                 return await pool.send(request, trace)
             except Exception as exc:
                 if left and _stale(exc, trace):
                     _log_stale(request)
+                    # On a new connection: the other idle ones may have been closed alike
+                    # (a server closing each after one request closes every one).
+                    reuse = False
                     continue
                 raise _network_error(exc, request, trace) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -433,7 +466,11 @@ class LeanTransport:
         return LeanResponse(raw, cap, lambda exc: _network_error(exc, request, None))
 
     def _checked(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
-        response = self._wrap(raw, request, stream)
+        try:
+            response = self._wrap(raw, request, stream)
+        except BaseException:
+            raw.close()  # (an encoding not asked for) else its pool slot is never given back
+            raise
         if 200 <= response.status < 300:
             return response
         try:
@@ -443,7 +480,11 @@ class LeanTransport:
         raise error_for(response.status, content, response.headers, stream=stream)
 
     async def _achecked(self, raw: Any, request: Outgoing, stream: bool) -> LeanResponse:
-        response = self._wrap(raw, request, stream)
+        try:
+            response = self._wrap(raw, request, stream)
+        except BaseException:
+            await raw.aclose()
+            raise
         if 200 <= response.status < 300:
             return response
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -25,6 +26,7 @@ from moodlemate.ai.plugin import (
     bounds,
 )
 from moodlemate.providers.openai import models, pricing, responses, served_limits, tokens
+from moodlemate.providers.openai.after_fork import drop_after_fork
 from moodlemate.providers.openai.streaming import (
     AsyncSSEStream,
     ChunkReader,
@@ -76,7 +78,15 @@ class OpenAIProvider(Provider):
     def __init__(self) -> None:
         self._lean: LeanTransport | None = None
         self._sdk: SDKTransport | None = None
+        # Threads making the first call at once must share one transport: a second one's
+        # pool would be dropped with its connections open.
+        self._making = threading.Lock()
+        drop_after_fork(self)
         self._served = served_limits.ServedLimits()
+
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own (a thread may have held it at the fork)."""
+        self._making = threading.Lock()
 
     # -- extension points ----------------------------------------------------------------
 
@@ -295,7 +305,9 @@ class OpenAIProvider(Provider):
             if self._lean is None:
                 from moodlemate.providers.openai.lean_transport import LeanTransport
 
-                self._lean = LeanTransport()
+                with self._making:
+                    if self._lean is None:
+                        self._lean = LeanTransport()
             return self._lean
         if name == "openai-sdk":
             return self.sdk()
@@ -308,7 +320,9 @@ class OpenAIProvider(Provider):
         if self._sdk is None:
             from moodlemate.providers.openai.sdk_transport import SDKTransport
 
-            self._sdk = SDKTransport()
+            with self._making:
+                if self._sdk is None:
+                    self._sdk = SDKTransport()
         return self._sdk
 
     def close(self) -> None:
