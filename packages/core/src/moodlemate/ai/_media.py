@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+from binascii import b2a_base64  # a builtin module: no import cost for GPT()
 from os import PathLike
 
 from moodlemate.ai._error_base import ValidationError
@@ -105,9 +106,7 @@ def read_local(path: str | PathLike[str], what: str) -> bytes:
 
 
 def data_url(media_type: str, data: bytes) -> str:
-    from base64 import b64encode  # here: GPT() needs no base64 until a part is sent
-
-    return f"data:{media_type};base64,{b64encode(data).decode('ascii')}"
+    return f"data:{media_type};base64,{b2a_base64(data, newline=False).decode('ascii')}"
 
 
 def parse_data_url(url: str, what: str) -> tuple[str, bytes]:

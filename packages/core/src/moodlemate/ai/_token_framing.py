@@ -84,6 +84,15 @@ def token_ceiling(messages: Iterable[Message]) -> int:
         content = m.content
         if type(content) is str and not m.tool_calls:
             total += TOKENS_PER_MESSAGE + MAX_BYTES_PER_CHAR * (len(m.role) + len(content))
+        elif type(content) is tuple and not m.tool_calls and m.name is None and not m.tool_call_id:
+            # Parts alone (a user turn with an image): the same sum as below, in one pass.
+            chars, binary = len(m.role), 0
+            for part in content:
+                if isinstance(part, TextPart):
+                    chars += len(part.text)
+                else:
+                    binary += _part_ceiling(part)
+            total += TOKENS_PER_MESSAGE + MAX_BYTES_PER_CHAR * chars + binary
         else:
             total += TOKENS_PER_MESSAGE + MAX_BYTES_PER_CHAR * sum(
                 len(v) for v in _text_fields(m).values()

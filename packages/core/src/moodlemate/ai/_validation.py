@@ -176,10 +176,10 @@ def check_messages(values: Sequence[object]) -> tuple[Message, ...]:
                 f"{where}.content must be a string or a tuple of parts, "
                 f"not {type(content).__name__}"
             )
-        for name in ("name", "refusal"):
-            value = getattr(message, name)
-            if value is not None:
-                check_encodable(check_text(value, f"{where}.{name}"), f"{where}.{name}")
+        if message.name is not None:
+            check_encodable(check_text(message.name, f"{where}.name"), f"{where}.name")
+        if message.refusal is not None:
+            check_encodable(check_text(message.refusal, f"{where}.refusal"), f"{where}.refusal")
         if message.tool_calls and message.role != "assistant":
             raise ValidationError(f"{where}: only assistant messages carry tool_calls")
         if message.role == "tool":
