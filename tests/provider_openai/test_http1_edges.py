@@ -339,18 +339,47 @@ def test_lines_ended_by_a_bare_lf_are_read_as_h11_read_them(style: str) -> None:
         assert _complete(_gpt(server.url), style) == "bare lf"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llhttp refuses a repeated Content-Length even when the values agree, which h11 "
-    "(RFC 9110 8.6) accepted; it has no leniency for that alone (not fixed yet)",
+@pytest.mark.parametrize(
+    "lengths",
+    [["{n}", "{n}"], ["{n}, {n}"], ["{n}", "{n}, {n}"]],
+    ids=["twice", "comma-list", "both"],
 )
-def test_a_content_length_repeated_with_the_same_value_is_read() -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "head-in-pieces"])
+@pytest.mark.parametrize("style", ["sync", "async"])
+def test_a_content_length_repeated_with_the_same_value_is_read(
+    lengths: list[str], split: bool, style: str
+) -> None:
+    """RFC 9110 8.6 lets a sender repeat one Content-Length (h11 read it; llhttp refuses
+    it, so the head is read again with the length once), in one read or dripped."""
     body = completion_body("twice")
-    length = f"Content-Length: {len(body)}\r\n"
-    head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + length * 2 + "\r\n"
+    given = "".join(f"Content-Length: {v.format(n=len(body))}\r\n" for v in lengths)
+    head = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + given + "\r\n").encode()
 
     def serve(sock: socket.socket) -> None:
-        sock.sendall(head.encode() + body)
+        if split:
+            for start in range(0, len(head), 7):
+                sock.sendall(head[start : start + 7])
+                time.sleep(0.002)
+            sock.sendall(body)
+        else:
+            sock.sendall(head + body)
 
     with AdversarialServer({"/chat/completions": serve}) as server:
-        assert _complete(_gpt(server.url, transport="lean"), "sync") == "twice"
+        assert _complete(_gpt(server.url, transport="lean"), style) == "twice"
+
+
+@pytest.mark.parametrize("values", [("5", "6"), ("5, 6",), ("5", "x")], ids=["two", "list", "bad"])
+def test_content_lengths_that_disagree_stay_an_error(values: tuple[str, ...]) -> None:
+    given = "".join(f"Content-Length: {v}\r\n" for v in values)
+    raw = f"HTTP/1.1 200 OK\r\n{given}\r\nhello!".encode()
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+
+    with (
+        AdversarialServer({"/chat/completions": serve}) as server,
+        pytest.raises(APIConnectionError) as caught,
+    ):
+        _complete(_gpt(server.url, transport="lean"), "sync")
+    assert caught.value.cause_kind == "closed"

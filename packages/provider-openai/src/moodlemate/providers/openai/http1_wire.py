@@ -135,6 +135,45 @@ class Outgoing:
         return b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(body), body)
 
 
+def _new_parser(reply: Reply) -> Any:
+    parser = _parser_class()(reply)
+    # Lines ended by a bare LF, as h11 read them (some hand-made servers end lines so);
+    # everything else stays strict.
+    lenient = getattr(parser, "set_dangerous_leniencies", None)
+    if lenient is not None:
+        lenient(lenient_optional_cr_before_lf=True)
+    return parser
+
+
+def _head_end(data: bytes) -> int:
+    """Where the head's blank line ends in ``data`` (CRLF or bare LF lines), or -1."""
+    ends = [
+        at + len(mark) for mark in (b"\r\n\r\n", b"\n\n", b"\n\r\n") if (at := data.find(mark)) >= 0
+    ]
+    return min(ends) if ends else -1
+
+
+def _one_length(head: bytes) -> bytes:
+    """``head`` with its Content-Length given once, where every value it gives agrees."""
+    values: set[bytes] = set()
+    kept: list[bytes] = []
+    first = -1
+    for line in head.splitlines(keepends=True):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"content-length":
+            values.update(v.strip() for v in value.split(b","))
+            if first < 0:
+                first = len(kept)
+                kept.append(b"")
+            continue
+        kept.append(line)
+    length = next(iter(values)) if len(values) == 1 else b""
+    if not length.isdigit():
+        raise RemoteProtocolError("the reply's Content-Length headers disagree")
+    kept[first] = b"Content-Length: " + length + b"\r\n"
+    return b"".join(kept)
+
+
 def _parser_class() -> Any:
     import httptools  # type: ignore[import-untyped,unused-ignore]
 
@@ -160,8 +199,10 @@ class Reply:
     """
 
     __slots__ = (
+        "_head",
         "_head_bytes",
         "_parser",
+        "_reread",
         "complete",
         "extra",
         "headers",
@@ -173,12 +214,10 @@ class Reply:
     )
 
     def __init__(self) -> None:
-        self._parser = _parser_class()(self)
-        # Lines ended by a bare LF, as h11 read them (some hand-made servers end lines so);
-        # everything else stays strict.
-        lenient = getattr(self._parser, "set_dangerous_leniencies", None)
-        if lenient is not None:
-            lenient(lenient_optional_cr_before_lf=True)
+        self._parser = _new_parser(self)
+        self._head: list[bytes] = []
+        """What came before the head's end, kept to read it again (:meth:`_read_again`)."""
+        self._reread: bytes | None = None
         self._head_bytes = 0
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -217,6 +256,12 @@ class Reply:
         if self.complete:
             self.extra = self.extra or bool(data)
             return
+        if self._reread is not None:
+            self._reread += data
+            self._read_again()
+            return
+        if not self.headers_done:
+            self._head.append(data)
         try:
             self._parser.feed_data(data)
         except _parser_errors() as exc:
@@ -227,7 +272,37 @@ class Reply:
                 # they come in a later read), the connection is not reused.
                 self.extra = True
                 return
+            if not self.headers_done and "Content-Length" in str(exc) and self._head:
+                self._reread, self._head = b"".join(self._head), []
+                self._read_again()
+                return
             raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
+        if self.headers_done and self._head:
+            self._head = []
+
+    def _read_again(self) -> None:
+        """A Content-Length repeated with one value (``5`` twice, or ``5, 5``), which llhttp
+        refuses and HTTP allows (RFC 9110 8.6; h11 read it): once the head has all come, it is
+        read again with the length given once. Differing values stay an error."""
+        buffered = self._reread
+        assert buffered is not None
+        end = _head_end(buffered)
+        if end < 0:
+            return  # more to come; the head's size bound is counted in feed
+        self._reread = None
+        head = _one_length(buffered[:end])
+        self._parser = _new_parser(self)
+        self.headers, self.pieces = [], []
+        self._head = []
+        try:
+            self._parser.feed_data(head + buffered[end:])
+        except _parser_errors() as exc:
+            if self.complete:
+                self.extra = True
+                return
+            raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
+        if self.headers_done:
+            self._head = []
 
     def _end_of_stream(self) -> None:
         if self.complete:
