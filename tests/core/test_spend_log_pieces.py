@@ -353,3 +353,25 @@ def test_a_budget_refuses_once_the_logged_charges_reach_it(
     assert logged == gpt.ledger.charged
     assert gpt.shared_budget is not None
     assert gpt.shared_budget.spent == logged <= Decimal("0.05")
+
+
+def test_a_charged_figure_that_is_no_money_reads_as_unknown_or_rounded(tmp_path: Path) -> None:
+    """The file is data, not trusted code: a damaged or hand-edited charged column reads as
+    unknown (not a number) or as its rounded amount, and never breaks ``logs`` or ``spend``."""
+    path = tmp_path / "spend.db"
+    log = SpendLog(path, retention_days=None)
+    log.recent(1)  # creates the file at schema 7
+    log.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for charged in ("not money", "1e-999999999", "NaN", "0.25"):
+        conn.execute(
+            "INSERT INTO calls (time, provider, requested_model, outcome, charged) "
+            "VALUES (?, 'openai', 'gpt-4o-mini', 'ok', ?)",
+            (_old(1), charged),
+        )
+    conn.close()
+    listed = json.loads(_cli("logs", "--log", str(path), "--json").stdout)
+    assert [r["charged"] for r in reversed(listed)] == [None, "0", None, "0.25"]
+    assert "~$0.250000" in _cli("logs", "--log", str(path)).stdout
+    total = json.loads(_cli("spend", "--log", str(path), "--json").stdout)["total"]
+    assert (total["cost"], total["charged"], total["charged_unpriced"]) == (None, "0.25", "0.25")
