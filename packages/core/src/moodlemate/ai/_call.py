@@ -358,13 +358,8 @@ class Call:
         if cost is None and request.model not in accounts.unpriced:
             accounts.unpriced.add(request.model)
             self._note_unknown_cost(completion, pieces)
-        reservation.settle(
-            accounts.ledger,
-            request.model,
-            completion.usage,
-            cost,
-            unknown_cost_charge(completion, cost, pieces, reservation.amount),
-        )
+        charge = unknown_cost_charge(completion, cost, pieces, reservation.amount)
+        reservation.settle(accounts.ledger, request.model, completion.usage, cost, charge)
         if accounts.pacer is not None:
             accounts.pacer.learn(
                 origin(endpoint), request.model, completion.rate_limits, self.policy.max_server_wait
@@ -386,5 +381,6 @@ class Call:
                 latency=time.monotonic() - reservation.started,
                 run_id=None if self.run_turn is None else self.run_turn.run_id,
                 turn=None if self.run_turn is None else self.run_turn.turn,
+                charge=charge,
             )
         return completion

@@ -146,6 +146,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tool_calls_call ON tool_calls (call_id);
     CREATE INDEX tool_calls_run ON tool_calls (run_id, turn);
     """,
+    # 7: the prompt and completion pieces priced apart, and what a budget counted for the call
+    # (its cost when known; else its reservation or priced pieces, or 0). A row written before
+    # has 0 for the pieces; its charged is its cost, 0 for a failed call, NULL when unknown.
+    """
+    ALTER TABLE calls ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN audio_prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN image_prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN audio_completion_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE calls ADD COLUMN charged TEXT;
+    UPDATE calls SET charged = cost WHERE cost IS NOT NULL;
+    UPDATE calls SET charged = '0' WHERE cost IS NULL AND outcome != 'ok';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -170,6 +182,11 @@ COLUMNS = (
     "folded",
     "run_id",
     "turn",
+    "cache_write_tokens",
+    "audio_prompt_tokens",
+    "image_prompt_tokens",
+    "audio_completion_tokens",
+    "charged",
 )
 
 # Built from the constant column names above, never from input.
@@ -259,6 +276,17 @@ class CallRecord:
     """The tool run (``Run.id``) this call was a turn of; None for a call of its own."""
     turn: int | None = None
     """Its turn in that run, from 1."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the prompt cache (parts of ``prompt_tokens``, as the next
+    three are)."""
+    audio_prompt_tokens: int = 0
+    image_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
+    """Part of ``completion_tokens``."""
+    charged: Decimal | None = None
+    """What the call counted against a budget: its cost when known; when not, its
+    reservation or its priced pieces (see :attr:`Ledger.charged`), or 0 (nothing priced, or
+    the call failed). None only in a row an older version wrote whose cost is unknown."""
     tool_calls: tuple[ToolCallRecord, ...] = ()
     """The tool calls the turn asked for, in order (filled by :meth:`SpendLog.with_tool_calls`)."""
 
@@ -270,6 +298,7 @@ class CallRecord:
         """JSON-ready: the cost as a decimal string (or None), never a float."""
         data = {name: getattr(self, name) for name in ("id", *COLUMNS)}
         data["cost"] = None if self.cost is None else str(self.cost)
+        data["charged"] = None if self.charged is None else str(self.charged)
         data["tool_calls"] = [call.as_dict() for call in self.tool_calls]
         return data
 
@@ -333,10 +362,13 @@ class SpendLog:
         batch_id: str | None = None,
         run_id: str | None = None,
         turn: int | None = None,
+        charge: Decimal | None = None,
     ) -> bool:
         """Write one call's row; False (and a warning, once) when it could not be written.
         ``run_id`` and ``turn`` name the tool run and turn the call was; such a turn's row is
-        written together with a row for each tool call its reply asks for (name only)."""
+        written together with a row for each tool call its reply asks for (name only).
+        ``charge``: what a budget counted for a reply of unknown cost (as given to
+        :meth:`Ledger.record`), stored as the row's ``charged``."""
         tools = None
         if run_id is not None and turn is not None:
             names = _tool_names(completion)
@@ -354,6 +386,7 @@ class SpendLog:
                     batch_id=batch_id,
                     run_id=run_id,
                     turn=turn,
+                    charge=charge,
                 )
             ],
             tools,
@@ -427,9 +460,11 @@ class SpendLog:
         batch_id: str | None = None,
         run_id: str | None = None,
         turn: int | None = None,
+        charge: Decimal | None = None,
     ) -> tuple[object, ...]:
         usage = completion.usage if completion is not None else None
         cost = completion.cost if completion is not None else None
+        charged = _charged(completion, charge)
         from moodlemate.ai._secrets import redact
 
         served = completion.model if completion is not None else None
@@ -456,6 +491,11 @@ class SpendLog:
             None,
             run_id,
             turn,
+            usage.cache_write_tokens if usage else 0,
+            usage.audio_prompt_tokens if usage else 0,
+            usage.image_prompt_tokens if usage else 0,
+            usage.audio_completion_tokens if usage else 0,
+            str(charged),
         )
 
     def _insert(
@@ -795,6 +835,10 @@ class SpendTotal:
     completion_tokens: int = 0
     known_cost: Decimal = Decimal(0)
     unpriced_calls: int = 0
+    charged: Decimal = Decimal(0)
+    """What the calls counted against budgets: the known cost plus :attr:`charged_unpriced`."""
+    charged_unpriced: Decimal = Decimal(0)
+    """What calls of unknown cost counted (their reservations or priced pieces)."""
 
     def add(self, record: CallRecord) -> None:
         calls = record.calls  # a folded row stands for many
@@ -802,12 +846,16 @@ class SpendTotal:
         self.errors += calls if record.outcome != "ok" else 0
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
-        if record.cost is None:
-            self.unpriced_calls += calls if record.outcome == "ok" else 0
-        else:
-            with localcontext() as ctx:
-                ctx.prec = 60  # exact for any realistic sum of price-list costs
+        with localcontext() as ctx:
+            ctx.prec = 60  # exact for any realistic sum of price-list costs
+            if record.cost is None:
+                self.unpriced_calls += calls if record.outcome == "ok" else 0
+                self.charged_unpriced += record.charged or 0
+            else:
                 self.known_cost += record.cost
+            # A row an older version wrote holds no charge: its known cost is what counted.
+            charged = record.charged if record.charged is not None else record.cost
+            self.charged += charged or 0
 
     @property
     def cost(self) -> Decimal | None:
@@ -823,6 +871,8 @@ class SpendTotal:
             "completion_tokens": self.completion_tokens,
             "cost": None if self.cost is None else str(self.cost),
             "unpriced_calls": self.unpriced_calls,
+            "charged": str(self.charged),
+            "charged_unpriced": str(self.charged_unpriced),
         }
 
 
@@ -859,10 +909,22 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+def _charged(completion: Completion | None, charge: Decimal | None) -> Decimal:
+    """What a budget counted for a call, as the ledger does: the cost when known; else the
+    charge for a reply of unknown cost; nothing for a call that failed (its reservation was
+    freed) or that nothing priced."""
+    if completion is None:
+        return Decimal(0)
+    if completion.cost is not None:
+        return completion.cost
+    return charge or Decimal(0)
+
+
 def _record(row: tuple[Any, ...]) -> CallRecord:
     values = list(row)
-    cost_index = 1 + COLUMNS.index("cost")
-    values[cost_index] = _stored_cost(values[cost_index])
+    for name in ("cost", "charged"):
+        at = 1 + COLUMNS.index(name)
+        values[at] = _stored_cost(values[at])
     return CallRecord(*values)
 
 

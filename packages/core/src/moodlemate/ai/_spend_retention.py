@@ -4,7 +4,8 @@ bounded and ``moodlemate-ai spend`` still adds up to the last decimal.
 A row older than the retention period (:data:`DEFAULT_RETENTION_DAYS`, counted in whole
 UTC days) is folded with the other old rows of its day, provider, endpoint, requested
 and served model, outcome and priced-or-not into one row whose ``folded`` column says how
-many calls it stands for: tokens, attempts and the exact cost are summed; time of day,
+many calls it stands for: tokens, attempts, the exact cost and what a budget was
+charged are summed; time of day,
 latency, request id, batch id, prompt and reply are dropped. Shared budgets keep their
 own per-period totals (``budget_spend``), which folding never touches.
 
@@ -137,15 +138,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_TOKENS = (
+    "prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cache_write_tokens, "
+    "audio_prompt_tokens, image_prompt_tokens, audio_completion_tokens"
+)
+_TOKEN_COLUMNS = _TOKENS.count(",") + 1
 _SELECT_OLD = (
-    "SELECT id, time, provider, endpoint, requested_model, served_model, outcome, "
-    "prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost, attempts, "
-    "folded FROM calls WHERE time < ? AND folded IS NULL ORDER BY time LIMIT ?"
+    "SELECT id, time, provider, endpoint, requested_model, served_model, outcome, "  # noqa: S608
+    f"{_TOKENS}, cost, attempts, charged FROM calls "
+    "WHERE time < ? AND folded IS NULL ORDER BY time LIMIT ?"
 )
 _INSERT_FOLDED = (
-    "INSERT INTO calls (time, provider, endpoint, requested_model, served_model, outcome, "
-    "prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost, attempts, "
-    "folded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO calls (time, provider, endpoint, requested_model, served_model, outcome, "  # noqa: S608
+    f"{_TOKENS}, cost, attempts, charged, folded) "
+    f"VALUES ({', '.join('?' for _ in range(_TOKEN_COLUMNS + 10))})"
 )
 
 
@@ -182,34 +188,46 @@ def _fold_chunk(conn: sqlite3.Connection, before: str) -> Pruned | None:
 
 
 def _groups(old: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One row per day and group, with the sums of the rows it stands for."""
+    """One row per day and group, with the sums of the rows it stands for. Rows whose charge
+    is not known (written before the log kept it) are folded apart, so a sum is never part
+    known."""
     totals: dict[tuple[Any, ...], list[Any]] = {}
     with localcontext() as ctx:
         ctx.prec = 60  # exact for any realistic sum of recorded costs
         for row in old:
             (_, stamp, provider, endpoint, requested, served, outcome) = row[:7]
-            prompt, cached, completion, reasoning, cost, attempts, _ = row[7:]
-            key = (stamp[:10], provider, endpoint, requested, served, outcome, cost is None)
+            tokens = row[7 : 7 + _TOKEN_COLUMNS]
+            cost, attempts, charged = row[7 + _TOKEN_COLUMNS :]
+            key = (
+                stamp[:10],
+                provider,
+                endpoint,
+                requested,
+                served,
+                outcome,
+                cost is None,
+                charged is None,
+            )
             total = totals.get(key)
             if total is None:
-                total = totals[key] = [0, 0, 0, 0, None, None, 0]
-            total[0] += prompt
-            total[1] += cached
-            total[2] += completion
-            total[3] += reasoning
+                total = totals[key] = [[0] * _TOKEN_COLUMNS, None, None, None, 0]
+            total[0] = [a + b for a, b in zip(total[0], tokens, strict=True)]
             if cost is not None:
-                total[4] = (total[4] or Decimal(0)) + Decimal(cost)
+                total[1] = (total[1] or Decimal(0)) + Decimal(cost)
             if attempts is not None:
-                total[5] = (total[5] or 0) + attempts
-            total[6] += 1
+                total[2] = (total[2] or 0) + attempts
+            if charged is not None:
+                total[3] = (total[3] or Decimal(0)) + Decimal(charged)
+            total[4] += 1
     return [
         (
             f"{key[0]}T00:00:00.000000Z",
             *key[1:6],
-            *total[:4],
-            None if total[4] is None else str(total[4]),
-            total[5],
-            total[6],
+            *total[0],
+            None if total[1] is None else str(total[1]),
+            total[2],
+            None if total[3] is None else str(total[3]),
+            total[4],
         )
         for key, total in totals.items()
     ]

@@ -630,6 +630,7 @@ class _RemoteRun:
                     "completion": completion,
                     "error": error if completion is None else None,
                     "batch_id": batch_id,
+                    "charge": charge,
                 }
             )
         if item.id in self.log.answered or item.id in self._queued:

@@ -79,7 +79,9 @@ def add_parser(subparsers: Any) -> None:
         "logs",
         help="show, search and switch the log of calls",
         description="Show the last calls recorded in the spend log, newest first: provider, "
-        "served model, tokens, exact cost ('unknown' when no price was known), attempts, "
+        "served model, tokens, exact cost ('unknown' when no price was known; '~$X' when "
+        "a budget was charged $X for a reply of unknown cost, with a line totalling both), "
+        "attempts, "
         "latency, the tool run and turn a call was (RUN/TURN) and how many tool calls its "
         "reply asked for (TOOLS; --run lists them: name, outcome, time, never arguments or "
         "results), outcome ('ok' or the error's type), prompt and reply (cut to fit on a "
@@ -113,7 +115,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print a JSON list of rows (costs as decimal strings, null when unknown; a run "
+        help="print a JSON list of rows (costs as decimal strings, null when unknown; "
+        "charged: what a budget counted; cache-write, audio and image token counts; a run "
         "turn's tool_calls with name, outcome and latency_ms)",
     )
     add_log_option(parser)
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             r.provider,
             r.served_model or r.requested_model,
             str(r.prompt_tokens + r.completion_tokens),
-            money(r.cost) if r.outcome == "ok" else "-",
+            _cost(r),
             "-" if r.attempts is None else str(r.attempts),
             "-" if r.latency_ms is None else f"{r.latency_ms:.0f}",
             "-" if r.run_id is None else f"{r.run_id}/{r.turn}",
@@ -181,9 +184,35 @@ def run(args: argparse.Namespace) -> int:
     ]
     if rows:
         print_table(HEADERS, rows, numeric=(3, 4, 5, 6, 8))
+        _print_charged(records)
     if args.run is not None:
         _print_tool_calls(records)
     return EXIT_OK
+
+
+def _cost(record: CallRecord) -> str:
+    """The exact cost; for a reply of unknown cost, what a budget was charged for it, marked
+    ``~`` (an amount held or priced in part, not the bill), else ``unknown``."""
+    if record.outcome != "ok":
+        return "-"
+    if record.cost is None and record.charged:
+        return f"~{money(record.charged)}"
+    return money(record.cost)
+
+
+def _print_charged(records: list[CallRecord]) -> None:
+    """Below a listing where a reply of unknown cost was charged: the known cost of the calls
+    shown, and what budgets were charged for them (so the two can be told apart)."""
+    from moodlemate.ai._spend_log import totals
+
+    if not any(r.cost is None and r.charged for r in records):
+        return
+    _, total = totals(records, "day")
+    print(
+        f"\n{total.calls} calls shown: known cost {money(total.known_cost)}; charged "
+        f"{money(total.charged)}, of which ~{money(total.charged_unpriced)} for "
+        f"{total.unpriced_calls} replies of unknown cost (~: charged, not their cost)"
+    )
 
 
 TOOL_HEADERS = ["TURN", "#", "TOOL", "OUTCOME", "MS"]

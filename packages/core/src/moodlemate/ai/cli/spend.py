@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> None:
         description="Total the calls in the spend log, exactly (decimal, never rounded): "
         "calls, errors, tokens and cost per day (UTC), served model or provider. Calls "
         "without a known price are counted apart; a group holding only such calls costs "
-        "'unknown', not $0.",
+        "'unknown', not $0. CHARGED is what the calls counted against budgets: the known "
+        "cost plus, for replies of unknown cost, what was held or priced for them.",
         epilog="""examples:
   moodlemate-ai spend                       # per day (UTC), with the total
   moodlemate-ai spend --by model --since 7d
@@ -88,7 +89,16 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    headers = [args.by.upper(), "CALLS", "ERRORS", "PROMPT", "COMPLETION", "COST", "UNPRICED"]
+    headers = [
+        args.by.upper(),
+        "CALLS",
+        "ERRORS",
+        "PROMPT",
+        "COMPLETION",
+        "COST",
+        "UNPRICED",
+        "CHARGED",
+    ]
     rows = [
         [
             group.key,
@@ -98,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             str(group.completion_tokens),
             _exact(group.cost),
             str(group.unpriced_calls),
+            _exact(group.charged),
         ]
         for group in (*groups, total)
     ]
