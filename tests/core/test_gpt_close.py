@@ -1,19 +1,27 @@
-"""``GPT.close()`` and ``with GPT(...) as gpt``: the pooled connections no call is using are
-released (the loopback server sees them close), later calls raise ClientClosedError before
-anything is sent, and a close from another thread never cuts a call in flight, of this GPT or
-of another one sharing the process's pools. On both transports."""
+"""``GPT.close()``, ``with GPT(...) as gpt`` and ``async with``: the pooled connections no
+call is using are released (the loopback server sees them close), those of every provider the
+GPT reached (``provider:model`` routes, fallbacks) included; later calls raise
+ClientClosedError before anything is sent, and a close from another thread never cuts a call
+in flight, of this GPT or of another one sharing the process's pools. On both transports."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from moodlemate.ai import GPT, ClientClosedError, Completion, MoodlemateError
+from moodlemate.ai._plugins import PluginRegistry
 from moodlemate.ai.testing import Fault, LoopbackServer, Reply
+from moodlemate.providers.openai import OpenAIProvider
+from moodlemate.providers.openrouter import OpenRouterProvider
 from support import FAST_RETRY, TEST_KEY
+
+OR_KEY = "sk-or-v1-5e2a9c0d7b1f4e3a8c6d0f1e"
+ROUTED = "openrouter:openai/gpt-4o-mini"
 
 
 def _gpt(server: LoopbackServer) -> GPT:
@@ -27,6 +35,16 @@ def _until(check: Callable[[], bool], seconds: float = 5.0) -> bool:
         if time.monotonic() > ends:
             return False
         time.sleep(0.01)
+    return True
+
+
+async def _auntil(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """:func:`_until` that lets the loop run (asyncio closes a socket on a later turn)."""
+    ends = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > ends:
+            return False
+        await asyncio.sleep(0.01)
     return True
 
 
@@ -170,3 +188,166 @@ def test_closing_while_many_threads_call_through_the_shared_pools_cuts_nothing(
     assert attempts == [1] * 150
     assert len(server.chat_requests) == 150
     assert closes > 10
+
+
+def test_an_async_with_block_closes_the_gpt(server: LoopbackServer, each_transport: str) -> None:
+    """``async with`` ends as ``with`` does: the loop's connections and the sync ones are
+    released, and every later call, sync or async, is refused before it is sent."""
+
+    async def main() -> None:
+        async with _gpt(server) as gpt:
+            assert (await gpt.acomplete("gpt-4o-mini", "", "hi")).text == "Echo: hi"
+            await gpt.aclose()  # releases this loop's connections; the GPT stays usable
+            assert await _auntil(lambda: server.open_connections == 0)
+            assert (await gpt.acomplete("gpt-4o-mini", "", "again")).text == "Echo: again"
+            assert gpt.complete("gpt-4o-mini", "", "sync").text == "Echo: sync"
+            assert server.open_connections == 2  # one async, one sync, both kept alive
+        assert await _auntil(lambda: server.open_connections == 0)
+        sent = len(server.requests)
+        with pytest.raises(ClientClosedError, match="closed"):
+            await gpt.acomplete("gpt-4o-mini", "", "after")
+        with pytest.raises(ClientClosedError):
+            gpt.astream("gpt-4o-mini", "", "after")
+        with pytest.raises(ClientClosedError):
+            await gpt.arun("gpt-4o-mini", "weather?", tools=[weather])
+        with pytest.raises(ClientClosedError):
+            gpt.complete("gpt-4o-mini", "", "after")
+        with pytest.raises(ClientClosedError):
+            async with gpt:
+                pass
+        assert len(server.requests) == sent  # nothing was sent
+        await gpt.aclose()  # still safe after the end
+        with pytest.raises(RuntimeError, match="boom"):
+            async with _gpt(server) as failing:
+                raise RuntimeError("boom")  # closed on the way out of a failing block too
+        with pytest.raises(ClientClosedError):
+            await failing.acomplete("gpt-4o-mini", "", "hi")
+
+    asyncio.run(main())
+
+
+def test_an_async_with_block_lets_the_calls_of_other_tasks_end(
+    server: LoopbackServer, each_transport: str
+) -> None:
+    """A call of another task still in flight when the block ends keeps its connection and
+    ends with its whole answer, on its first attempt."""
+    server.responder = _slow_replies
+
+    async def main() -> Completion:
+        async with _gpt(server) as gpt:
+            slow = asyncio.ensure_future(gpt.acomplete("gpt-4o-mini", "", "slow"))
+            await asyncio.sleep(0.2)  # the call waits for its reply
+        return await slow
+
+    completion = asyncio.run(main())
+    assert (completion.text, completion.attempts) == ("answer to slow", 1)
+    assert len(server.chat_requests) == 1
+
+
+# -- every provider the GPT reached ---------------------------------------------------------
+
+
+class RoutedServers:
+    """The GPT's own server, and a second one its ``openrouter:`` routes and fallbacks reach
+    (a provider of its own, with pools of its own)."""
+
+    def __init__(self, own: LoopbackServer, router: LoopbackServer) -> None:
+        self.own, self.router = own, router
+
+        class LoopbackOpenRouter(OpenRouterProvider):
+            default_endpoint = router.url
+            key_env = "OPENROUTER_API_KEY"
+            key_prefixes = ("sk-or-",)
+            key_min_length = 20
+
+        self.plugins = PluginRegistry(group="moodlemate.ai.none")
+        self.plugins.register_provider(OpenAIProvider())
+        self.plugins.register_provider(LoopbackOpenRouter())
+
+    def gpt(self, **kwargs: Any) -> GPT:
+        return GPT(
+            "openai",
+            endpoint=self.own.url,
+            api_key=TEST_KEY,
+            plugins=self.plugins,
+            retry=FAST_RETRY,
+            **kwargs,
+        )
+
+    def both_closed(self) -> bool:
+        return self.own.open_connections == 0 and self.router.open_connections == 0
+
+
+@pytest.fixture
+def routed(monkeypatch: pytest.MonkeyPatch, each_transport: str) -> Iterator[RoutedServers]:
+    monkeypatch.setenv("OPENROUTER_API_KEY", OR_KEY)
+    with LoopbackServer() as own, LoopbackServer(api_key=OR_KEY) as router:
+        router.models = []  # an empty catalog: prices come from the reported usage.cost
+        yield RoutedServers(own, router)
+
+
+def _through_the_router(servers: RoutedServers, how: str) -> GPT:
+    """A GPT that has called both servers, the second through a route or a fallback."""
+    if how == "route":
+        return servers.gpt()
+    servers.own.enqueue(*[Fault.status(503)] * FAST_RETRY.attempts)
+    return servers.gpt(fallbacks=[ROUTED])
+
+
+@pytest.mark.all_plugins
+@pytest.mark.parametrize("how", ["route", "fallback"])
+def test_close_releases_the_connections_of_routes_and_fallbacks(
+    routed: RoutedServers, how: str
+) -> None:
+    gpt = _through_the_router(routed, how)
+    first = gpt.complete(ROUTED if how == "route" else "gpt-4o-mini", "", "hi")
+    assert first.provider == "openrouter"
+    assert gpt.complete("openai:gpt-4o-mini", "", "hi").provider == "openai"
+    with gpt.stream(ROUTED, "", "a stream") as deltas:
+        assert "".join(deltas) == "Echo: a stream"
+    assert routed.own.open_connections == 1
+    assert routed.router.open_connections == 1  # kept alive for the next call
+    gpt.close()
+    assert _until(routed.both_closed), (routed.own.open_connections, routed.router.open_connections)
+    with pytest.raises(ClientClosedError):
+        gpt.complete(ROUTED, "", "again")
+
+
+@pytest.mark.all_plugins
+@pytest.mark.parametrize("how", ["route", "fallback"])
+def test_aclose_and_async_with_release_the_connections_of_routes_and_fallbacks(
+    routed: RoutedServers, how: str
+) -> None:
+    gpt = _through_the_router(routed, how)
+    model = ROUTED if how == "route" else "gpt-4o-mini"
+
+    async def main() -> None:
+        assert (await gpt.acomplete(model, "", "hi")).provider == "openrouter"
+        assert routed.router.open_connections == 1
+        await gpt.aclose()
+        assert await _auntil(routed.both_closed)
+        async with gpt:
+            assert (await gpt.acomplete(ROUTED, "", "hi")).provider == "openrouter"
+            assert gpt.complete(ROUTED, "", "sync").provider == "openrouter"
+            assert routed.router.open_connections == 2
+        assert await _auntil(routed.both_closed), routed.router.open_connections
+
+    asyncio.run(main())
+
+
+@pytest.mark.all_plugins
+def test_close_never_cuts_a_routed_call_in_flight(routed: RoutedServers) -> None:
+    """Closing releases the router's idle connections only: a routed call waiting for its
+    reply ends with its whole answer, on its first attempt."""
+    gpt = routed.gpt()
+    gpt.complete(ROUTED, "", "warm")
+    routed.router.responder = _slow_replies
+    result: list[Completion] = []
+    thread = threading.Thread(target=lambda: result.append(gpt.complete(ROUTED, "", "slow")))
+    thread.start()
+    time.sleep(0.2)
+    gpt.close()
+    thread.join(10)
+    [completion] = result
+    assert (completion.text, completion.attempts) == ("answer to slow", 1)
+    assert len(routed.router.chat_requests) == 2

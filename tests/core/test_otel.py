@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -507,3 +508,76 @@ def test_a_key_in_a_tool_name_or_call_id_never_reaches_a_span(recorded: Recorded
     everything = recorded.everything()
     assert TEST_KEY not in everything
     assert TEST_KEY[:11] not in everything  # no prefix of it either
+
+
+def _broken(city: str) -> str:
+    """Fails."""
+    time.sleep(0.05)
+    raise RuntimeError("disk on fire")
+
+
+def _slow(city: str) -> str:
+    """Answers late."""
+    time.sleep(0.3)
+    return "4C"
+
+
+async def _abroken(city: str) -> str:
+    """Fails."""
+    await asyncio.sleep(0.05)
+    raise RuntimeError("disk on fire")
+
+
+async def _along(city: str) -> str:
+    """Never done in time."""
+    await asyncio.sleep(30)
+    return "never"
+
+
+@pytest.mark.parametrize("how", ["run", "run_stream", "arun", "arun_stream"])
+def test_a_run_ended_by_a_tool_error_has_a_span_for_each_call_that_ended(
+    recorded: Recorded, how: str
+) -> None:
+    """Under ``raise_tool_errors`` the calls of the failing turn get their ``execute_tool``
+    spans, with their true outcome, as the calls of a turn that ended do."""
+    from moodlemate.ai import ToolExecutionError
+
+    gpt = recorded.gpt()
+    asynchronous = how.startswith("a")
+    tools: list[Any] = [_abroken, _slow, _along] if asynchronous else [_broken, _slow]
+    names = [tool.__name__ for tool in tools]
+    recorded.server.enqueue(_tool_turn(*names))
+
+    async def drain_async() -> None:
+        if how == "arun":
+            await gpt.arun("gpt-4o-mini", PROMPT, tools=tools, raise_tool_errors=True)
+            return
+        async for _ in gpt.arun_stream("gpt-4o-mini", PROMPT, tools=tools, raise_tool_errors=True):
+            pass
+
+    def drain() -> None:
+        if how == "run":
+            gpt.run("gpt-4o-mini", PROMPT, tools=tools, raise_tool_errors=True)
+        elif how == "run_stream":
+            list(gpt.run_stream("gpt-4o-mini", PROMPT, tools=tools, raise_tool_errors=True))
+        else:
+            asyncio.run(drain_async())
+
+    with pytest.raises(ToolExecutionError, match="disk on fire"):
+        drain()
+    run, _, tools_spans = _run_spans(recorded)
+    assert run.attributes["error.type"] == "ToolExecutionError"
+    outcomes = {
+        s.attributes["gen_ai.tool.name"]: s.attributes.get("error.type") for s in tools_spans
+    }
+    expected: dict[str, Any] = {names[0]: "raised", "_slow": None}
+    if asynchronous:
+        expected["_along"] = "cancelled"
+    assert outcomes == expected
+    assert all(
+        s.parent is not None and s.parent.span_id == run.context.span_id for s in tools_spans
+    )
+    (slow,) = [s for s in tools_spans if s.attributes["gen_ai.tool.name"] == "_slow"]
+    assert slow.end_time is not None
+    assert slow.start_time is not None
+    assert slow.end_time - slow.start_time >= 250_000_000  # timed as it ran, waited for

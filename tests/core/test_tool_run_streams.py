@@ -805,3 +805,143 @@ def test_a_streamed_turn_is_retried_before_its_first_delta_and_never_after(
     assert any(isinstance(e, TextDelta) and e.turn == 2 for e in events)
     assert len(server.chat_requests) == 3  # the broken stream was not sent again
     assert gpt.ledger.reserved == 0
+
+
+# -- a tool error that ends the run: every started call still ends -----------------------------
+
+
+def _ends_of(events: list[Any]) -> dict[str, ToolCallFinished]:
+    """The finished calls by id, each once; every started call among them."""
+    started = [e.call.id for e in events if isinstance(e, ToolCallStarted)]
+    finished = [e for e in events if isinstance(e, ToolCallFinished)]
+    assert sorted(e.call.id for e in finished) == sorted({e.call.id for e in finished})
+    ends = {e.call.id: e for e in finished}
+    assert set(started) <= set(ends), set(started) - set(ends)
+    return ends
+
+
+def test_a_raised_tool_error_ends_every_started_call_of_the_stream_first(
+    server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Under ``raise_tool_errors`` the stream reports each started call's end, with what came
+    of it, before the error comes out of the iteration: the failing call (``raised``), the
+    sync calls it waited for (``ok``, ``raised``, ``timeout``) and a call that never got its
+    thread (``cancelled``); the spend log keeps its own record, as before."""
+    from moodlemate.ai import Tool, ToolExecutionError
+
+    path = tmp_path / "spend.sqlite"
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY, log=path)
+
+    def broken() -> str:
+        """Fails at once."""
+        time.sleep(0.05)
+        raise RuntimeError("disk on fire")
+
+    def slow() -> str:
+        """Waits, then answers."""
+        time.sleep(1.0)
+        return "done"
+
+    def late() -> str:
+        """Waits, then fails."""
+        time.sleep(1.0)
+        raise ValueError("late failure")
+
+    def stuck() -> str:
+        """Past its timeout."""
+        time.sleep(1.5)
+        return "too late"
+
+    tools = [broken, slow, late, Tool.from_function(stuck, timeout=0.5)]
+    server.enqueue(
+        _asks(
+            _call("a", "broken", {}),
+            _call("b", "late", {}),
+            _call("c", "stuck", {}),
+            _call("d", "nowhere", {}),  # never starts: ends at once, as ever
+            *[_call(f"s{n}", "slow", {}) for n in range(15)],  # 13 run, 2 wait for a thread
+        ),
+        Reply(text="never asked"),
+    )
+    events: list[Any] = []
+    stream = gpt.run_stream("gpt-4o-mini", "go", tools=tools, raise_tool_errors=True)
+    with pytest.raises(ToolExecutionError, match="disk on fire"):
+        events.extend(stream)  # keeps the events that came before the error
+    ends = _ends_of(events)
+    assert len(ends) == 19
+    started = [e.call.id for e in events if isinstance(e, ToolCallStarted)]
+    assert len(started) == 18
+    assert [e.turn for e in ends.values()] == [1] * 19
+    assert (ends["a"].error, ends["b"].error, ends["c"].error) == ("raised", "raised", "timeout")
+    assert ends["d"].error == "unknown_tool"
+    assert "disk on fire" in ends["a"].output
+    assert ends["b"].seconds >= 0.9  # it was waited for, not given up
+    slow_ones = [ends[f"s{n}"] for n in range(15)]
+    assert {e.error for e in slow_ones} == {None, "cancelled"}
+    assert 13 <= sum(e.ok for e in slow_ones) <= 14  # a freed thread may take a waiting call
+    for end in slow_ones:
+        if end.error == "cancelled":
+            assert end.seconds == 0
+            assert "cancelled" in end.output
+    assert isinstance(events[-1], ToolCallFinished)  # no TurnFinished: the turn did not end
+    (row,) = SpendLog(path).with_tool_calls(SpendLog(path).run_calls(stream.id))
+    outcomes = [c.outcome for c in row.tool_calls]
+    assert outcomes[:4] == ["raised", "raised", "timeout", "unknown_tool"]
+    assert set(outcomes[4:]) == {"ok", "not_run"}
+
+
+def test_a_raised_tool_error_ends_every_started_call_of_the_async_stream_first(
+    server: LoopbackServer,
+) -> None:
+    """Async: the async tool still running is cancelled and reported ``cancelled`` (timed to
+    its cancellation), the sync one is waited for and reported ``ok``."""
+    from moodlemate.ai import ToolExecutionError
+
+    gpt = GPT("openai", endpoint=server.url, api_key=TEST_KEY, retry=FAST_RETRY)
+    cancelled: list[str] = []
+
+    async def broken() -> str:
+        """Fails."""
+        await asyncio.sleep(0.05)
+        raise RuntimeError("disk on fire")
+
+    async def long_job() -> str:
+        """A long job."""
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append("long_job")
+            raise
+        return "done"
+
+    def slow() -> str:
+        """A sync job."""
+        time.sleep(0.3)
+        return "done"
+
+    server.enqueue(
+        _asks(_call("a", "long_job", {}), _call("b", "broken", {}), _call("c", "slow", {}))
+    )
+
+    async def main() -> list[Any]:
+        events: list[Any] = []
+        stream = gpt.arun_stream(
+            "gpt-4o-mini", "go", tools=[broken, long_job, slow], raise_tool_errors=True
+        )
+
+        async def collect() -> None:
+            async for event in stream:
+                events.append(event)
+
+        with pytest.raises(ToolExecutionError, match="disk on fire"):
+            await collect()
+        return events
+
+    events = asyncio.run(main())
+    assert cancelled == ["long_job"]
+    ends = _ends_of(events)
+    assert [(i, ends[i].error) for i in "abc"] == [("a", "cancelled"), ("b", "raised"), ("c", None)]
+    assert 0.03 <= ends["a"].seconds < 5  # from its start to its cancellation
+    assert ends["c"].output == "done"
+    finished = [e.call.id for e in events if isinstance(e, ToolCallFinished)]
+    assert finished[0] == "b"  # the error's own call first

@@ -190,6 +190,9 @@ class GPT:
         self._conversations: dict[str, Conversation] = {}
         self._conversation_lock = threading.Lock()
         self._closed = False
+        self._opened: dict[int, Provider] = {}
+        """Every provider a call of this instance went through (its own, ``provider:model``
+        routes, fallbacks), by identity: what :meth:`close` and :meth:`aclose` release."""
         if api_key is not None:
             self.api_key = api_key
 
@@ -422,7 +425,7 @@ class GPT:
             check_model(self.model if model is None else model), self._plugins
         )
         self._check_open()
-        provider, connection = connect(self._target, self._plugins, routed)
+        provider, connection = self._connect(self._target, routed)
         return provider, connection, name
 
     def model_info(self, model: str | None = None) -> ModelInfo | None:
@@ -444,7 +447,7 @@ class GPT:
         info = self.model_info(model)
         if info is not None and info.context_window:
             return info.context_window
-        provider, connection = connect(self._target, self._plugins, routed)
+        provider, connection = self._connect(self._target, routed)
         return provider.served_context_window(connection, name)
 
     def count_chat_tokens(
@@ -839,7 +842,7 @@ class GPT:
         if model != request.model:
             request = evolved(request, model=model)
         request = with_api(request, self._api)
-        provider, connection = connect(target or self._target, self._plugins, routed)
+        provider, connection = self._connect(target or self._target, routed)
         provider.check_input(request)
         check_context_window(provider, request, connection.endpoint)
         return Call(
@@ -1093,9 +1096,12 @@ class GPT:
         return AsyncTextStream(self.prepare(evolved(request, stream=True)), self._remember)
 
     async def aclose(self) -> None:
-        """Close the provider's async clients bound to the running event loop (call before
-        the loop ends to release connections promptly)."""
-        await self.provider.aclose()
+        """Close the async connections bound to the running event loop of every provider this
+        instance used (call before the loop ends to release them promptly). The instance
+        stays usable: a GPT shared by several event loops closes each loop's connections
+        this way; ``async with`` (or :meth:`close`) is what ends it."""
+        for provider in self._providers():
+            await provider.aclose()
 
     def close(self) -> None:
         """Release the provider's pooled connections that no call is using, and refuse every
@@ -1104,13 +1110,12 @@ class GPT:
         show, not a reason to open new connections). Idempotent, and safe from any thread:
         a call already in flight keeps its connection and ends as it would have (cutting it
         could make a retry send the request twice). The pools are shared by every GPT of
-        the process: the others open new connections when they need them."""
+        the process: the others open new connections when they need them. Every provider
+        the instance used is released: its own, and those its ``provider:model`` routes and
+        fallbacks reached."""
         self._closed = True
-        try:
-            provider = self.provider
-        except ConfigurationError:
-            return  # no provider to release (the calls would have raised the same)
-        provider.close()
+        for provider in self._providers():
+            provider.close()
 
     def __enter__(self) -> GPT:
         self._check_open()
@@ -1119,11 +1124,40 @@ class GPT:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> GPT:
+        self._check_open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """The running loop's connections (:meth:`aclose`), then what :meth:`close` does:
+        the idle sync connections are released and later calls refused."""
+        self._closed = True  # no call of another task starts while the loop's pools close
+        try:
+            await self.aclose()
+        finally:
+            self.close()
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError("this GPT was closed and sends nothing more; make a new one")
 
     # -- internals -----------------------------------------------------------------------
+
+    def _connect(self, target: Target, routed: Provider | None) -> tuple[Provider, Connection]:
+        """:func:`connect`, remembering the provider for :meth:`close`."""
+        provider, connection = connect(target, self._plugins, routed)
+        self._opened.setdefault(id(provider), provider)  # one dict operation: thread-safe
+        return provider, connection
+
+    def _providers(self) -> list[Provider]:
+        """The providers to release: every one a call went through, and the instance's own
+        (a call may have picked it up through another path, such as a remote batch's)."""
+        providers = list(self._opened.copy().values())
+        try:
+            own = self.provider
+        except ConfigurationError:
+            return providers  # no provider of its own (its calls would have raised the same)
+        return providers if any(p is own for p in providers) else [own, *providers]
 
     @property
     def _accounts(self) -> Accounts:

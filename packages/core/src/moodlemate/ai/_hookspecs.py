@@ -78,7 +78,8 @@ def before_tool_run(run_id: str, request: ChatRequest, provider: str, endpoint: 
 
 @hookspec
 def after_tool_call(run_id: str, result: Any, started: float) -> None:
-    """Called once per tool call of a run, when the calls of its turn have finished:
+    """Called once per tool call of a run, when the calls of its turn have finished (also
+    when a tool's error ended the run: for each call that ended, ``cancelled`` included):
     ``result`` is the :class:`~moodlemate.ai._tool_calls.ToolResult` (the call, the output
     sent to the model, the error kind, the seconds it ran) and ``started`` the wall-clock
     time (``time.time()``) the turn's tools began."""

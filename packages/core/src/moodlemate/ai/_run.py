@@ -237,10 +237,17 @@ class RunLoop:
         self.turns[-1] = replace(self.turns[-1], tool_results=tuple(results), tool_seconds=seconds)
         for result in results:
             self.history.append(Message("tool", result.output, tool_call_id=result.call.id))
-            if self.hooks is not None:
-                self.hooks.tool_called(self.id, result, self.tools_started)
+        self.tools_ended(results)
         stop = self.settings.stop_after
         return any(result.ok and result.call.name in stop for result in results)
+
+    def tools_ended(self, results: Sequence[ToolResult]) -> None:
+        """The ``after_tool_call`` hook for each call (its OpenTelemetry span): once the
+        turn's tools have run, or, when a tool's error ended the run, for each call that
+        ended before the error was raised."""
+        if self.hooks is not None:
+            for result in results:
+                self.hooks.tool_called(self.id, result, self.tools_started)
 
     def finished(self) -> TurnFinished:
         return TurnFinished(self.turns[-1].number, self.turns[-1])
@@ -427,6 +434,7 @@ def _turns(loop: RunLoop, streamed: bool) -> Generator[RunEvent, None, Run]:
             yield loop.finished()
             return loop.ended("answer")
         batch = None
+        ended: dict[int, ToolResult] = {}
         started = time.monotonic()
         try:
             limit = loop.out_of_turns()
@@ -439,11 +447,14 @@ def _turns(loop: RunLoop, streamed: bool) -> Generator[RunEvent, None, Run]:
                     if result is None:
                         yield ToolCallStarted(number, calls[index])
                     else:
+                        ended[index] = result
                         yield ToolCallFinished(number, result)
             finally:  # closed early: its running tools end before the outcomes are recorded
                 progress.close()
         except BaseException as exc:
             loop.record(loop.outcomes(calls, batch, exc))
+            if isinstance(exc, ToolExecutionError):
+                loop.tools_ended([ended[i] for i in sorted(ended)])
             if isinstance(exc, MaxTurnsError):
                 yield loop.finished()
             raise
@@ -545,6 +556,7 @@ async def _aturns(loop: RunLoop, streamed: bool) -> AsyncGenerator[RunEvent, Non
             loop.ended("answer")
             return
         batch = None
+        ended: dict[int, ToolResult] = {}
         started = time.monotonic()
         try:
             limit = loop.out_of_turns()
@@ -557,11 +569,14 @@ async def _aturns(loop: RunLoop, streamed: bool) -> AsyncGenerator[RunEvent, Non
                     if result is None:
                         yield ToolCallStarted(number, calls[index])
                     else:
+                        ended[index] = result
                         yield ToolCallFinished(number, result)
             finally:  # `async for` does not close it early: its tool tasks end here
                 await progress.aclose()
         except BaseException as exc:
             await loop.arecord(loop.outcomes(calls, batch, exc))
+            if isinstance(exc, ToolExecutionError):
+                loop.tools_ended([ended[i] for i in sorted(ended)])
             if isinstance(exc, MaxTurnsError):
                 yield loop.finished()
             raise

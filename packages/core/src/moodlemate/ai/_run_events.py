@@ -6,7 +6,9 @@ this order: the reply's :class:`TextDelta` pieces as they arrive; when the reply
 :class:`ToolCallStarted` when one starts (a call refused or with arguments that do not fit
 never starts) and a :class:`ToolCallFinished` when one has its result; last, a
 :class:`TurnFinished` with the turn as the final :class:`~moodlemate.ai.Run` lists it (its
-completion, cost and tool results).
+completion, cost and tool results). When a tool's error ends the run (``raise_tool_errors``),
+every call that started still gets its one :class:`ToolCallFinished` (``cancelled`` when it
+was cancelled or never got its thread) before the error is raised, and no TurnFinished.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class ToolCallFinished:
     @property
     def error(self) -> ToolError | None:
         """None when the function returned; else ``unknown_tool``, ``invalid_arguments``,
-        ``refused``, ``timeout`` or ``raised``."""
+        ``refused``, ``timeout``, ``raised`` or ``cancelled`` (another tool's error ended
+        the run first)."""
         return self.result.error
 
     @property

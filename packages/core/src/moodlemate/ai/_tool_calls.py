@@ -5,7 +5,9 @@ saying what went wrong (an unknown tool, arguments that do not fit, a refusal by
 hook, a timeout, an exception; its text redacted, so a key in a traceback never reaches the
 model). Only when the caller asks (``raise_errors``) does a tool's exception end the run: no
 further call of its turn starts, async tools still running are cancelled, and sync ones (which
-cannot be stopped) are waited for within their timeouts; each keeps what came of it.
+cannot be stopped) are waited for within their timeouts; each keeps what came of it, and every
+call reported as started is reported ended (``cancelled`` when it was cancelled, or never got
+its thread) before the error is raised.
 
 Calls of one turn run at once: sync functions in threads, async ones as tasks on the caller's
 loop; each is bounded by its timeout and by what the run has left. A sync function cannot be
@@ -22,7 +24,16 @@ import functools
 import inspect
 import json
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,7 +59,9 @@ _KEY_MARGIN = 1024
 """Characters kept past the output limit until redaction (longer than any key)."""
 _NAME_SHOWN = 64
 
-ToolError = Literal["unknown_tool", "invalid_arguments", "refused", "timeout", "raised"]
+ToolError = Literal[
+    "unknown_tool", "invalid_arguments", "refused", "timeout", "raised", "cancelled"
+]
 Approval = Callable[[ToolCall, Tool], "bool | str | Awaitable[bool | str]"]
 """``before_tool_call(call, tool)``: True runs it; False or a reason refuses it (the reason is
 what the model is told)."""
@@ -96,6 +109,8 @@ class _Batch:
         """The calls that started and were cancelled (async tools still running when another
         tool's error ended the run)."""
         self._failures: dict[int, Exception] = {}
+        self._started: dict[int, float] = {}
+        """When each async call's task began (monotonic), to time a cancelled one."""
         self._tools, self._timeout = tools, timeout
         self._approve, self._raise = approve, raise_errors
 
@@ -110,6 +125,22 @@ class _Batch:
             return None
         self._raise = False  # one error ends the run: the other calls' are recorded
         return _execution_error(ready, failure)
+
+    def _unreported(
+        self, failed: int, started: Iterable[int], reported: set[int], prepared: Sequence[object]
+    ) -> Iterator[Progress]:
+        """After call ``failed`` raised and the others settled: the result of each started
+        call not reported yet, the failed one first, so every start has its end. A call with
+        no result was cancelled (an async tool), or never got its thread: ``cancelled``."""
+        left = sorted(i for i in started if i != failed and i not in reported)
+        for index in [failed, *left]:
+            result = self.results.get(index)
+            if result is None:
+                item = prepared[index]
+                assert isinstance(item, _Ready)
+                began = self._started.get(index)
+                result = _cancelled(item, 0.0 if began is None else time.monotonic() - began)
+            yield index, result
 
 
 class ToolBatch(_Batch):
@@ -134,6 +165,7 @@ class ToolBatch(_Batch):
             max_workers=min(len(runnable), MAX_WORKERS), thread_name_prefix="moodlemate-tool"
         )
         running: dict[concurrent.futures.Future[Any], _Running] = {}
+        reported: set[int] = set()
         try:
             for index, ready in runnable:
                 future = pool.submit(contextvars.copy_context().run, _call_sync, ready)
@@ -154,7 +186,10 @@ class ToolBatch(_Batch):
                     error = self._raises(index, ready)
                     if error is not None:
                         pool.shutdown(wait=self._settle(running), cancel_futures=True)
+                        handed = (i for i, _ in runnable)  # each was reported started
+                        yield from self._unreported(index, handed, reported, prepared)
                         raise error
+                    reported.add(index)
                     yield index, result
         except GeneratorExit:
             ended = _wait_for(running)
@@ -231,6 +266,7 @@ class AsyncToolBatch(_Batch):
                 self.results[index] = item
                 yield index, item
         tasks: dict[asyncio.Future[ToolResult], int] = {}
+        reported: set[int] = set()
         try:
             for index, item in enumerate(prepared):
                 if isinstance(item, _Ready):
@@ -248,7 +284,10 @@ class AsyncToolBatch(_Batch):
                     error = self._raises(index, item) if isinstance(item, _Ready) else None
                     if error is not None:
                         await self._settle(tasks, prepared)
+                        for left in self._unreported(index, tasks.values(), reported, prepared):
+                            yield left
                         raise error
+                    reported.add(index)
                     yield index, result
         finally:
             unfinished = [task for task in tasks if not task.done()]
@@ -275,7 +314,7 @@ class AsyncToolBatch(_Batch):
                 self.results[index] = task.result()
 
     async def _one(self, index: int, item: _Ready) -> ToolResult:
-        started = time.monotonic()
+        started = self._started[index] = time.monotonic()
         limit = item.timeout(self._timeout)
         try:
             async with asyncio.timeout(limit):
@@ -409,6 +448,15 @@ def _timed_out(ready: _Ready, seconds: float) -> ToolResult:
         ready.call,
         f"Error: the tool {ready.tool.name} did not finish within {seconds:.1f} s.",
         "timeout",
+        seconds,
+    )
+
+
+def _cancelled(ready: _Ready, seconds: float) -> ToolResult:
+    return ToolResult(
+        ready.call,
+        f"Error: the tool {ready.tool.name} was cancelled: another tool's error ended the run.",
+        "cancelled",
         seconds,
     )
 

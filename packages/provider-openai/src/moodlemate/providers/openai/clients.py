@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from moodlemate.ai.plugin import Connection, guard_loggers
 from moodlemate.providers.openai.after_fork import drop_after_fork
 from moodlemate.providers.openai.transport import (
+    aclose_idle_in_client,
     bound_async_client,
     bound_client,
     close_idle_in_client,
@@ -108,11 +109,14 @@ class AsyncClientPool:
         return client
 
     async def aclose(self) -> None:
-        """Close the clients of the running loop (they cannot be closed from another)."""
+        """Close the connections of the running loop's clients that no call is using (they
+        cannot be closed from another loop). The clients stay: a call of another task may
+        be in flight on one, and closing the client would cut it (a retry would send the
+        request twice); its connection goes back to the client, for the next ``aclose``."""
         with self._lock:
-            clients = self._loops.pop(asyncio.get_running_loop(), {})
-        for client in clients.values():
-            await client.close()
+            clients = list(self._loops.get(asyncio.get_running_loop(), {}).values())
+        for client in clients:
+            await aclose_idle_in_client(client._client)
 
     def forget(self) -> None:
         """Drop every loop's clients without closing them (they die with their loops)."""

@@ -23,6 +23,7 @@ from moodlemate.ai.plugin import APIConnectionError, ResponseLimits, bounds
 
 __all__ = [
     "DeadlineBackend",
+    "aclose_idle_in_client",
     "bound_async_client",
     "bound_client",
     "close_idle",
@@ -99,15 +100,27 @@ def close_idle(pool: Any) -> None:
     the pool itself drops expired ones (under its lock, so no request can take one being
     closed). A call in flight keeps its connection: closing it would cut the call, and a
     retry would send the request twice; it goes back to the pool when the call ends."""
+    for connection in _take_idle(pool):
+        connection.close()
+
+
+async def aclose_idle_in_client(client: Any) -> None:
+    """:func:`close_idle_in_client` for an async httpx client (on the loop that owns it)."""
+    for pool in _pools_of(client):
+        for connection in _take_idle(pool):
+            await connection.aclose()
+
+
+def _take_idle(pool: Any) -> list[Any]:
+    """The idle connections of an httpcore pool (sync or async), taken out of it."""
     lock = getattr(pool, "_optional_thread_lock", None)
     if lock is None or not isinstance(getattr(pool, "_connections", None), list):
-        return  # not the httpcore this was written against: leave it to its own expiry
+        return []  # not the httpcore this was written against: leave it to its own expiry
     with lock:
         reserved = {request.connection for request in pool._requests}
         idle = [c for c in pool._connections if c.is_idle() and c not in reserved]
         pool._connections = [c for c in pool._connections if c not in idle]
-    for connection in idle:
-        connection.close()
+    return idle
 
 
 def bound_async_client(**options: Any) -> Any:
