@@ -24,7 +24,12 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from moodlemate.providers.openai.after_fork import drop_after_fork
-from moodlemate.providers.openai.transport import DeadlineBackend, close_idle, httpcore_module
+from moodlemate.providers.openai.transport import (
+    DeadlineBackend,
+    aclose_idle,
+    close_idle,
+    httpcore_module,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -207,7 +212,9 @@ class _AsyncProxiedPool:
         return await self._pool.handle_async_request(_httpcore_request(request, trace.acall))
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        """The idle connections only, as the sync one: a call in flight keeps its own (cut,
+        it would be sent again by the retry policy)."""
+        await aclose_idle(self._pool)
 
 
 class SyncPools:

@@ -23,6 +23,7 @@ from moodlemate.ai.plugin import APIConnectionError, ResponseLimits, bounds
 
 __all__ = [
     "DeadlineBackend",
+    "aclose_idle",
     "aclose_idle_in_client",
     "bound_async_client",
     "bound_client",
@@ -107,8 +108,13 @@ def close_idle(pool: Any) -> None:
 async def aclose_idle_in_client(client: Any) -> None:
     """:func:`close_idle_in_client` for an async httpx client (on the loop that owns it)."""
     for pool in _pools_of(client):
-        for connection in _take_idle(pool):
-            await connection.aclose()
+        await aclose_idle(pool)
+
+
+async def aclose_idle(pool: Any) -> None:
+    """:func:`close_idle` for an async httpcore pool (on the loop that owns it)."""
+    for connection in _take_idle(pool):
+        await connection.aclose()
 
 
 def _take_idle(pool: Any) -> list[Any]:
