@@ -23,7 +23,7 @@ READ_BY_BOTH: list[str | bytes] = [
     '{"a": 1, "b": [true, false, null], "c": "ü€😀"}',
     '{"a": 1, "a": 2}',  # a repeated key: the last wins
     '{"n": NaN, "i": Infinity, "m": -Infinity}',  # JSON has none; json reads them
-    '{"big": 123456789012345678901234567890, "small": -9223372036854775808}',  # 64 bits
+    '{"small": -9223372036854775808, "large": 18446744073709551615}',  # 64 bits, both ends
     '{"id": "chatcmpl-1234567890123456789012", "n": 5}',
     '{"s": "\\ud800 lone surrogate"}',
     "[" * 200 + "]" * 200,
@@ -72,6 +72,14 @@ def test_documents_the_standard_library_refuses_are_refused(document: str | byte
         json.loads(document)
     with pytest.raises(ValueError, match=r"\w"):
         json_loads(document)
+
+
+def test_an_integer_beyond_64_bits_is_a_number_beyond_them_on_either_parser() -> None:
+    """orjson reads it as a float, json as the exact integer; through int(), as every count
+    is read, both are at least 2**64, far past any plausibility bound."""
+    value = json_loads('{"prompt_tokens": 123456789012345678901234567890}')["prompt_tokens"]
+    assert int(value) >= 2**64
+    assert int(value) == pytest.approx(123456789012345678901234567890, rel=1e-15)
 
 
 def test_nesting_too_deep_for_either_is_the_recursion_error_callers_expect() -> None:

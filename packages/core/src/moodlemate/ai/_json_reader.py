@@ -4,18 +4,19 @@ Why: a reply is one document, but a stream is one per chunk, and the standard li
 about 5 us per chunk where orjson takes 1 us: on a 100-delta stream that was two fifths of
 our time (see bench/RESULTS.md). It is optional, so a plain install keeps its footprint.
 
-The two parsers must never disagree on what a server sent. orjson refuses documents the
+The two parsers must not disagree on what a server sent. orjson refuses documents the
 standard library reads (``NaN``, lone surrogates, bytes in UTF-16), so a document orjson
-refuses is parsed again by ``json``; it reads an integer beyond 64 bits as a float where
-``json`` keeps it exact, so a document with a run of 19 or more digits goes to ``json``
-(a lying server's token count must be judged as the exact integer it sent). What ``json``
+refuses is parsed again by ``json``. One reading differs and is left so: an integer beyond
+64 bits comes out of orjson as a float (``json`` keeps it exact). Every number the library
+reads from a reply is a count, an index or a timestamp, taken through ``int()`` and bounded
+(a count beyond 2**64 is implausible either way, and judged so); screening every document
+for such a run of digits cost more than orjson saves on a stream chunk. What ``json``
 refuses raises as it always did (``ValueError``, or ``RecursionError`` when nested too deep).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -47,12 +48,8 @@ def _pick() -> Callable[[str | bytes], Any]:
         _loads = json.loads
         return _loads
     fast, refused, standard = orjson.loads, orjson.JSONDecodeError, json.loads
-    long_text, long_bytes = re.compile(r"\d{19}").search, re.compile(rb"\d{19}").search
 
     def loads(data: str | bytes) -> Any:
-        long_number = long_text(data) if isinstance(data, str) else long_bytes(data)
-        if long_number is not None:
-            return standard(data)
         try:
             return fast(data)
         except refused:
