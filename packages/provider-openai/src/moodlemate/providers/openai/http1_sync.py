@@ -28,6 +28,7 @@ from moodlemate.providers.openai.http1_wire import (
     ConnectTimeout,
     NetworkError,
     Outgoing,
+    PooledReply,
     ReadError,
     ReadTimeout,
     Reply,
@@ -138,27 +139,10 @@ def _answered_early(connection: _Connection, reply: Reply, timeout: float | None
     return True
 
 
-class SyncReply:
-    """A reply whose headers have arrived; the body is read as it is iterated, and the
-    connection goes back to the pool once the body ended (or is closed if it did not)."""
+class SyncReply(PooledReply):
+    """A reply whose headers have arrived; the body is read as it is iterated."""
 
-    __slots__ = ("_connection", "_origin", "_pool", "_reply", "_timeout", "headers", "status")
-
-    def __init__(
-        self,
-        pool: DirectSyncPool,
-        origin: _Origin,
-        connection: _Connection,
-        reply: Reply,
-        timeout: float | None,
-    ) -> None:
-        self._pool: DirectSyncPool | None = pool
-        self._origin = origin
-        self._connection = connection
-        self._reply = reply
-        self._timeout = timeout
-        self.status = reply.status
-        self.headers = reply.headers
+    __slots__ = ()
 
     def iter_stream(self) -> Iterator[bytes]:
         reply, connection = self._reply, self._connection
@@ -174,11 +158,6 @@ class SyncReply:
             self.close()
             raise
         self._finish(reply.reusable)
-
-    def _finish(self, reusable: bool) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.give_back(self._origin, self._connection, reusable)
 
     def close(self) -> None:
         """Give the connection back if the body was read to its end, else drop it."""

@@ -15,7 +15,7 @@ in ``Timeout`` is a timeout, ``RemoteProtocolError`` a peer that broke off or li
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from moodlemate.ai.plugin import ValidationError
 
@@ -29,6 +29,7 @@ __all__ = [
     "ConnectTimeout",
     "NetworkError",
     "Outgoing",
+    "PooledReply",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
@@ -203,6 +204,7 @@ class Reply:
         "_head_bytes",
         "_parser",
         "_reread",
+        "_reread_done",
         "complete",
         "extra",
         "headers",
@@ -218,6 +220,7 @@ class Reply:
         self._head: list[bytes] = []
         """What came before the head's end, kept to read it again (:meth:`_read_again`)."""
         self._reread: bytes | None = None
+        self._reread_done = False
         self._head_bytes = 0
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -272,8 +275,8 @@ class Reply:
                 # they come in a later read), the connection is not reused.
                 self.extra = True
                 return
-            if not self.headers_done and "Content-Length" in str(exc) and self._head:
-                self._reread, self._head = b"".join(self._head), []
+            if not self.headers_done and "Content-Length" in str(exc) and not self._reread_done:
+                self._reread, self._head, self._reread_done = b"".join(self._head), [], True
                 self._read_again()
                 return
             raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
@@ -293,16 +296,7 @@ class Reply:
         head = _one_length(buffered[:end])
         self._parser = _new_parser(self)
         self.headers, self.pieces = [], []
-        self._head = []
-        try:
-            self._parser.feed_data(head + buffered[end:])
-        except _parser_errors() as exc:
-            if self.complete:
-                self.extra = True
-                return
-            raise RemoteProtocolError(f"the server sent a malformed HTTP reply ({exc})") from None
-        if self.headers_done:
-            self._head = []
+        self._parse(head + buffered[end:])
 
     def _end_of_stream(self) -> None:
         if self.complete:
@@ -369,3 +363,31 @@ def _until_close(status: int, headers: list[tuple[bytes, bytes]]) -> bool:
         ):
             return False
     return True
+
+
+class _Lender(Protocol):
+    def give_back(self, origin: Any, connection: Any, reusable: bool) -> None: ...
+
+
+class PooledReply:
+    """A reply whose headers have arrived, on a connection lent by a pool: what the sync and
+    async replies share. The connection goes back once, when the body ended (reusable if the
+    server allowed it) or when the reply is closed or fails (dropped unless complete)."""
+
+    __slots__ = ("_connection", "_origin", "_pool", "_reply", "_timeout", "headers", "status")
+
+    def __init__(
+        self, pool: _Lender, origin: Any, connection: Any, reply: Reply, timeout: float | None
+    ) -> None:
+        self._pool: _Lender | None = pool
+        self._origin = origin
+        self._connection = connection
+        self._reply = reply
+        self._timeout = timeout
+        self.status = reply.status
+        self.headers = reply.headers
+
+    def _finish(self, reusable: bool) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.give_back(self._origin, self._connection, reusable)

@@ -28,6 +28,7 @@ from moodlemate.providers.openai.http1_wire import (
     ConnectTimeout,
     NetworkError,
     Outgoing,
+    PooledReply,
     ReadError,
     ReadTimeout,
     Reply,
@@ -271,27 +272,10 @@ async def _answered_early(connection: AsyncioStream, reply: Reply, timeout: floa
     return True
 
 
-class AsyncReply:
-    """A reply whose headers have arrived; iterating it reads the body, and the connection
-    goes back to the pool once the body ended (or is closed if it did not)."""
+class AsyncReply(PooledReply):
+    """A reply whose headers have arrived; iterating it reads the body."""
 
-    __slots__ = ("_connection", "_origin", "_pool", "_reply", "_timeout", "headers", "status")
-
-    def __init__(
-        self,
-        pool: DirectAsyncPool,
-        origin: _Origin,
-        connection: AsyncioStream,
-        reply: Reply,
-        timeout: float | None,
-    ) -> None:
-        self._pool: DirectAsyncPool | None = pool
-        self._origin = origin
-        self._connection = connection
-        self._reply = reply
-        self._timeout = timeout
-        self.status = reply.status
-        self.headers = reply.headers
+    __slots__ = ()
 
     @property
     def stream(self) -> AsyncReply:
@@ -314,11 +298,6 @@ class AsyncReply:
             except BaseException:
                 self._finish(False)
                 raise
-
-    def _finish(self, reusable: bool) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.give_back(self._origin, self._connection, reusable)
 
     async def aclose(self) -> None:
         """Give the connection back if the body was read to its end, else drop it."""
