@@ -15,6 +15,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Self
 
 MAX_SECONDS = 20.0
 Behaviour = Callable[[socket.socket], None]
@@ -207,14 +208,11 @@ def _chain(*iterators: Iterator[bytes]) -> Iterator[bytes]:
 # -- the server ----------------------------------------------------------------------------
 
 
-class AdversarialServer:
-    """Routes by path suffix: ``routes`` maps e.g. ``"/chat/completions"`` to a behaviour."""
+class LoopbackSocketServer:
+    """A threaded TCP server on 127.0.0.1 handing each connection's socket to ``_serve``:
+    what the hostile server here and the forwarding proxy (forward_proxy.py) share."""
 
-    def __init__(self, routes: dict[str, Behaviour]) -> None:
-        self.routes = routes
-        self.hits: list[str] = []
-        self.hit_times: list[float] = []
-        """When each hit's request had arrived (monotonic, as every process reads it)."""
+    def __init__(self) -> None:
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -236,16 +234,34 @@ class AdversarialServer:
         )
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> AdversarialServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def _serve(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class AdversarialServer(LoopbackSocketServer):
+    """Routes by path suffix: ``routes`` maps e.g. ``"/chat/completions"`` to a behaviour."""
+
+    def __init__(self, routes: dict[str, Behaviour]) -> None:
+        super().__init__()
+        self.routes = routes
+        self.hits: list[str] = []
+        self.hit_times: list[float] = []
+        """When each hit's request had arrived (monotonic, as every process reads it)."""
+
+    @property
+    def url(self) -> str:
+        return f"{self.origin}/v1"
 
     def _serve(self, sock: socket.socket) -> None:
         sock.settimeout(5)

@@ -10,42 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import socketserver
 import threading
 from urllib.parse import urlsplit
 
+from adversarial import LoopbackSocketServer
 
-class ForwardProxy:
+
+class ForwardProxy(LoopbackSocketServer):
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[str] = []
         self._lock = threading.Lock()
-        owner = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                owner._serve(self.request)
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-            request_queue_size = 128
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> ForwardProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.origin
 
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
